@@ -1,0 +1,375 @@
+//! Validation files (SpiceDB's YAML format): a schema, relationships, assertions and
+//! expected relations. Parsing reports the file line of every problem it can place.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+
+use crate::relationship::{
+    parse_object, parse_relationship, parse_subject, shorten, split_triple, ObjectRef, Relationship,
+    SubjectRef,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionKind {
+    True,
+    False,
+    Caveated,
+}
+
+impl fmt::Display for AssertionKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AssertionKind::True => "assertTrue",
+            AssertionKind::False => "assertFalse",
+            AssertionKind::Caveated => "assertCaveated",
+        })
+    }
+}
+
+/// One line of `assertTrue` / `assertFalse` / `assertCaveated`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assertion {
+    pub kind: AssertionKind,
+    pub resource: ObjectRef,
+    pub permission: String,
+    pub subject: SubjectRef,
+    /// The `with {json}` request context, if any.
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The assertion as written.
+    pub text: String,
+    pub line: Option<usize>,
+}
+
+/// One subject in a `validation:` block, e.g. `[user:* - {user:banned}]`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExpectedSubject {
+    pub subject: SubjectRef,
+    /// For a wildcard, the subjects it excludes.
+    pub excluded: Vec<SubjectRef>,
+    /// Written with `[...]` after the subject: only conditionally a member.
+    pub caveated: bool,
+}
+
+/// A `validation:` entry: every subject that `resource#relation` must have, exactly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpectedRelation {
+    pub resource: ObjectRef,
+    pub relation: String,
+    pub subjects: Vec<ExpectedSubject>,
+    pub line: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidationFile {
+    pub schema: String,
+    /// File line where the schema text starts (1-based), for placing schema errors.
+    pub schema_line: Option<usize>,
+    pub relationships: Vec<(Option<usize>, Relationship)>,
+    pub assertions: Vec<Assertion>,
+    pub expected: Vec<ExpectedRelation>,
+}
+
+/// A problem in a validation file, with the file line where known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationFileError {
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ValidationFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "line {l}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    schema: Option<String>,
+    relationships: Option<String>,
+    assertions: Option<RawAssertions>,
+    validation: Option<BTreeMap<String, Option<Vec<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssertions {
+    #[serde(rename = "assertTrue")]
+    assert_true: Option<Vec<String>>,
+    #[serde(rename = "assertFalse")]
+    assert_false: Option<Vec<String>>,
+    #[serde(rename = "assertCaveated")]
+    assert_caveated: Option<Vec<String>>,
+}
+
+/// Finds file lines for values taken out of the YAML, searching forward from a key.
+struct LineFinder<'a> {
+    lines: Vec<&'a str>,
+}
+
+impl<'a> LineFinder<'a> {
+    fn new(text: &'a str) -> Self {
+        LineFinder { lines: text.lines().collect() }
+    }
+
+    /// 0-based index of the top-level line `key:`.
+    fn key(&self, key: &str) -> Option<usize> {
+        let prefix = format!("{key}:");
+        self.lines.iter().position(|l| l.starts_with(&prefix))
+    }
+
+    /// 1-based line of the first line at or after `from` (0-based) containing `needle`.
+    fn find(&self, from: usize, needle: &str) -> Option<usize> {
+        let needle = needle.trim();
+        if needle.is_empty() {
+            return None;
+        }
+        self.lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i + 1)
+    }
+}
+
+/// Parses a validation file's text.
+pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFileError> {
+    let raw: RawFile = serde_yaml::from_str(text).map_err(|e| ValidationFileError {
+        line: e.location().map(|l| l.line()),
+        message: format!("invalid YAML: {}", strip_location(&e.to_string())),
+    })?;
+    let finder = LineFinder::new(text);
+
+    let schema = raw.schema.ok_or_else(|| ValidationFileError {
+        line: None,
+        message: "missing `schema`".into(),
+    })?;
+    let schema_line = finder.key("schema").map(|i| i + 2);
+
+    let mut relationships = Vec::new();
+    let rel_key = finder.key("relationships").unwrap_or(0);
+    for raw_line in raw.relationships.as_deref().unwrap_or("").lines() {
+        let line = raw_line.trim();
+        if line.is_empty() || line.starts_with("//") {
+            continue;
+        }
+        let at = finder.find(rel_key, line);
+        let rel = parse_relationship(line).map_err(|e| ValidationFileError { line: at, message: e.message })?;
+        relationships.push((at, rel));
+    }
+
+    let mut assertions = Vec::new();
+    if let Some(a) = raw.assertions {
+        for (kind, list, key) in [
+            (AssertionKind::True, a.assert_true, "assertTrue"),
+            (AssertionKind::False, a.assert_false, "assertFalse"),
+            (AssertionKind::Caveated, a.assert_caveated, "assertCaveated"),
+        ] {
+            let from = finder
+                .lines
+                .iter()
+                .position(|l| l.trim_start().starts_with(&format!("{key}:")))
+                .unwrap_or(0);
+            for text in list.unwrap_or_default() {
+                let at = finder.find(from, &text);
+                let assertion = parse_assertion(kind, &text, at)?;
+                assertions.push(assertion);
+            }
+        }
+    }
+
+    let mut expected = Vec::new();
+    let val_key = finder.key("validation").unwrap_or(0);
+    for (key, subjects) in raw.validation.unwrap_or_default() {
+        let at = finder.find(val_key, &key);
+        let fail = |message: String| ValidationFileError { line: at, message };
+        let (resource, relation) = key
+            .split_once('#')
+            .ok_or_else(|| fail(format!("expected `type:id#relation` as a validation key, got `{}`", shorten(&key))))?;
+        let resource = parse_object(resource, &key, "resource", false).map_err(|e| fail(e.message))?;
+        if !crate::compiler::is_valid_identifier(relation) {
+            return Err(fail(format!("invalid relation `{}` in validation key `{}`", shorten(relation), shorten(&key))));
+        }
+        let mut parsed = Vec::new();
+        for s in subjects.unwrap_or_default() {
+            let sat = finder.find(val_key, &s).or(at);
+            parsed.push(parse_expected_subject(&s).map_err(|message| ValidationFileError { line: sat, message })?);
+        }
+        parsed.sort();
+        expected.push(ExpectedRelation {
+            resource,
+            relation: relation.to_string(),
+            subjects: parsed,
+            line: at,
+        });
+    }
+
+    Ok(ValidationFile {
+        schema,
+        schema_line,
+        relationships,
+        assertions,
+        expected,
+    })
+}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg.get(..i).unwrap_or(msg).to_string(),
+        None => msg.to_string(),
+    }
+}
+
+/// Parses `resource#permission@subject [with {json}]`.
+fn parse_assertion(kind: AssertionKind, text: &str, line: Option<usize>) -> Result<Assertion, ValidationFileError> {
+    let fail = |message: String| ValidationFileError { line, message };
+    let trimmed = text.trim();
+    let (rel_text, context) = match trimmed.split_once(" with ") {
+        Some((r, ctx)) => {
+            let value: serde_json::Value = serde_json::from_str(ctx.trim())
+                .map_err(|e| fail(format!("invalid context `{}` in {kind} `{}`: {e}", shorten(ctx), shorten(trimmed))))?;
+            let serde_json::Value::Object(map) = value else {
+                return Err(fail(format!("the context in {kind} `{}` must be a JSON object", shorten(trimmed))));
+            };
+            (r.trim(), Some(map))
+        }
+        None => (trimmed, None),
+    };
+    if rel_text.contains('[') {
+        return Err(fail(format!("{kind} `{}` must not carry a caveat or expiration; use `with {{...}}` for context", shorten(trimmed))));
+    }
+    let (resource, permission, subject) = split_triple(rel_text).map_err(|e| fail(e.message))?;
+    let resource = parse_object(resource, rel_text, "resource", false).map_err(|e| fail(e.message))?;
+    if !crate::compiler::is_valid_identifier(permission) {
+        return Err(fail(format!("invalid permission `{}` in {kind} `{}`", shorten(permission), shorten(trimmed))));
+    }
+    let subject = parse_subject(subject, rel_text).map_err(|e| fail(e.message))?;
+    Ok(Assertion {
+        kind,
+        resource,
+        permission: permission.to_string(),
+        subject,
+        context,
+        text: trimmed.to_string(),
+        line,
+    })
+}
+
+/// Parses `[user:tom] is <document:1#viewer>`, `[user:* - {user:a, user:b}] ...` or
+/// `[user:tom[...]] ...`; the `is <...>` provenance is not compared.
+fn parse_expected_subject(s: &str) -> Result<ExpectedSubject, String> {
+    let t = s.trim();
+    let inner = t
+        .strip_prefix('[')
+        .and_then(|r| {
+            // The subject ends at the `]` that closes the leading `[` (a caveat marker
+            // `[...]` may sit inside).
+            let mut depth = 1usize;
+            for (i, c) in r.char_indices() {
+                match c {
+                    '[' => depth += 1,
+                    ']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            return r.get(..i);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            None
+        })
+        .ok_or_else(|| format!("expected `[subject] is <...>` in validation entry `{}`", shorten(t)))?;
+    let (inner, caveated) = match inner.strip_suffix("[...]") {
+        Some(rest) => (rest, true),
+        None => (inner, false),
+    };
+    let (subject_text, excluded_text) = match inner.split_once(" - ") {
+        Some((s, ex)) => (s.trim(), Some(ex.trim())),
+        None => (inner.trim(), None),
+    };
+    let subject = parse_subject(subject_text, t).map_err(|e| e.message)?;
+    let mut excluded = Vec::new();
+    if let Some(ex) = excluded_text {
+        let list = ex
+            .strip_prefix('{')
+            .and_then(|e| e.strip_suffix('}'))
+            .ok_or_else(|| format!("expected `{{subject, ...}}` after ` - ` in `{}`", shorten(t)))?;
+        for item in list.split(',') {
+            let item = item.trim();
+            if !item.is_empty() {
+                let item = item.strip_suffix("[...]").unwrap_or(item);
+                excluded.push(parse_subject(item, t).map_err(|e| e.message)?);
+            }
+        }
+        excluded.sort();
+    }
+    Ok(ExpectedSubject {
+        subject,
+        excluded,
+        caveated,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_file() {
+        let text = r#"---
+schema: |-
+  definition user {}
+  definition doc { relation viewer: user }
+relationships: |
+  // a comment
+
+  doc:1#viewer@user:tom
+assertions:
+  assertTrue:
+    - "doc:1#viewer@user:tom"
+  assertFalse:
+    - 'doc:1#viewer@user:ann with {"ip": "10.0.0.1"}'
+validation:
+  doc:1#viewer:
+    - "[user:tom] is <doc:1#viewer>"
+    - "[user:* - {user:ann}] is <doc:1#viewer>"
+"#;
+        let f = parse_validation_file(text).unwrap();
+        assert_eq!(f.schema_line, Some(3));
+        assert_eq!(f.relationships.len(), 1);
+        assert_eq!(f.relationships[0].0, Some(8));
+        assert_eq!(f.assertions.len(), 2);
+        assert_eq!(f.assertions[0].line, Some(11));
+        assert!(f.assertions[1].context.is_some());
+        assert_eq!(f.expected[0].subjects.len(), 2);
+        assert_eq!(f.expected[0].subjects[0].excluded.len(), 1);
+    }
+
+    #[test]
+    fn bad_relationship_names_its_line() {
+        let text = "schema: |\n  definition user {}\nrelationships: |\n  doc:1#viewer@user:tom\n  doc:1#viewer\n";
+        let e = parse_validation_file(text).unwrap_err();
+        assert_eq!(e.line, Some(5));
+        assert!(e.message.contains("missing `@`"), "{e}");
+    }
+
+    #[test]
+    fn broken_yaml_names_its_line() {
+        let e = parse_validation_file("schema: |\n  x\nrelationships: [\n").unwrap_err();
+        assert!(e.message.starts_with("invalid YAML"), "{e}");
+        assert!(e.line.is_some());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = parse_validation_file("schema: x\nrelationship: y\n").unwrap_err();
+        assert!(e.message.contains("relationship"), "{e}");
+    }
+}
