@@ -1,1 +1,18 @@
-//! placeholder
+//! `arbiter-engine`: the interned, in-memory relationship graph with MVCC revisions, and
+//! Check evaluation over it. No network, no async runtime; durable storage plugs in
+//! through [`RelationshipStore`].
+
+mod check;
+pub mod engine;
+pub mod error;
+pub mod graph;
+pub mod intern;
+pub mod schema_plan;
+pub mod store;
+
+pub use engine::{
+    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, RelationshipUpdate,
+    UpdateOp,
+};
+pub use error::{EngineError, ErrorKind};
+pub use store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore, StoreError, StoredState};

@@ -13,12 +13,19 @@ use crate::span::Span;
 /// Maximum nesting of parentheses; deeper input is rejected rather than risking the stack.
 const MAX_NESTING: usize = 128;
 
+/// Maximum number of `+ & -` operators in one permission. Every operator deepens the
+/// (left-associative) syntax tree by one, and later stages walk it recursively, so
+/// longer input is rejected rather than risking the stack.
+const MAX_OPERATORS: usize = 500;
+
 pub(crate) struct Parser<'a> {
     lexer: Lexer<'a>,
     current: Token,
     prev_end: usize,
     pub(crate) sink: Sink,
     nesting: usize,
+    /// Operators seen so far in the permission being parsed.
+    operators: usize,
 }
 
 /// Thrown inside the parser to unwind to the nearest recovery point; the error itself
@@ -41,6 +48,7 @@ impl<'a> Parser<'a> {
             prev_end: 0,
             sink: Sink::default(),
             nesting: 0,
+            operators: 0,
         };
         p.report_bad_token();
         p
@@ -76,6 +84,10 @@ impl<'a> Parser<'a> {
     }
 
     fn error_here(&mut self, expected: &str) -> Recover {
+        if matches!(self.current.kind, TokenKind::Unknown(_) | TokenKind::UnterminatedComment) {
+            // Already reported when it was lexed: one message per problem.
+            return Recover;
+        }
         let msg = format!("expected {expected}, found {}", self.current.kind.describe());
         self.sink.push(self.current.span, msg);
         Recover
@@ -324,6 +336,7 @@ impl<'a> Parser<'a> {
         let doc = Self::doc_of(&kw);
         let name = self.ident("a permission name")?;
         self.expect(TokenKind::Equals, "`=` after the permission name")?;
+        self.operators = 0;
         let expr = self.expr(0)?;
         Ok(PermissionAst { name, doc, expr })
     }
@@ -340,7 +353,13 @@ impl<'a> Parser<'a> {
         };
         let mut left = self.expr(level + 1)?;
         while self.at(tok) {
-            self.bump();
+            let op_token = self.bump();
+            self.operators += 1;
+            if self.operators > MAX_OPERATORS {
+                let msg = format!("expression has more than {MAX_OPERATORS} operators; split it into several permissions");
+                self.sink.push(op_token.span, msg);
+                return Err(Recover);
+            }
             let right = self.expr(level + 1)?;
             left = ExprAst::Binary {
                 op: *op,
@@ -356,6 +375,7 @@ impl<'a> Parser<'a> {
             let open = self.bump();
             self.nesting += 1;
             if self.nesting > MAX_NESTING {
+                self.nesting -= 1;
                 self.sink.push(open.span, "expression is nested too deeply");
                 return Err(Recover);
             }

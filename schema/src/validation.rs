@@ -136,6 +136,19 @@ impl<'a> LineFinder<'a> {
             .find(|(_, l)| l.contains(needle))
             .map(|(i, _)| i + 1)
     }
+
+    /// Like [`LineFinder::find`], but prefers a line that is exactly `needle`, so that
+    /// `doc:1#viewer` is not placed on an earlier `doc:1#viewer@user:tom`.
+    fn find_line(&self, from: usize, needle: &str) -> Option<usize> {
+        let needle = needle.trim();
+        self.lines
+            .iter()
+            .enumerate()
+            .skip(from)
+            .find(|(_, l)| !needle.is_empty() && l.trim() == needle)
+            .map(|(i, _)| i + 1)
+            .or_else(|| self.find(from, needle))
+    }
 }
 
 /// Parses a validation file's text.
@@ -153,13 +166,15 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
     let schema_line = finder.key("schema").map(|i| i + 2);
 
     let mut relationships = Vec::new();
-    let rel_key = finder.key("relationships").unwrap_or(0);
+    // Lines are searched in order, each from where the previous one was found.
+    let mut from = finder.key("relationships").unwrap_or(0);
     for raw_line in raw.relationships.as_deref().unwrap_or("").lines() {
         let line = raw_line.trim();
         if line.is_empty() || line.starts_with("//") {
             continue;
         }
-        let at = finder.find(rel_key, line);
+        let at = finder.find_line(from, line);
+        from = at.unwrap_or(from);
         let rel = parse_relationship(line).map_err(|e| ValidationFileError { line: at, message: e.message })?;
         relationships.push((at, rel));
     }
@@ -171,13 +186,14 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
             (AssertionKind::False, a.assert_false, "assertFalse"),
             (AssertionKind::Caveated, a.assert_caveated, "assertCaveated"),
         ] {
-            let from = finder
+            let mut from = finder
                 .lines
                 .iter()
                 .position(|l| l.trim_start().starts_with(&format!("{key}:")))
                 .unwrap_or(0);
             for text in list.unwrap_or_default() {
                 let at = finder.find(from, &text);
+                from = at.unwrap_or(from);
                 let assertion = parse_assertion(kind, &text, at)?;
                 assertions.push(assertion);
             }

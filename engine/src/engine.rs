@@ -1,0 +1,547 @@
+//! The engine: the current graph revision behind an atomic pointer, a short history of
+//! earlier revisions for exact-snapshot reads, a write path that validates, persists and
+//! then publishes, and the Check entry point.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use arbiter_schema::{
+    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, Relationship, SubjectRef,
+    TypeId, WILDCARD_ID,
+};
+use arc_swap::ArcSwap;
+use chrono::{DateTime, TimeZone, Utc};
+
+use crate::check::Evaluator;
+use crate::error::EngineError;
+use crate::graph::{Edge, GraphVersion, Micros, ResourceKey, StoredRelationship, SubjectKey, NEVER};
+use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
+use crate::schema_plan::SchemaPlan;
+use crate::store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore};
+
+/// How many offending relationships a refused schema change lists.
+const ORPHAN_EXAMPLES: usize = 10;
+/// A symbol no relationship uses: stands for a subject id nobody has written.
+const UNSEEN: Sym = Sym::MAX - 1;
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Maximum number of hops (arrows, subject sets) a Check may take.
+    pub max_depth: u32,
+    /// How long earlier revisions stay readable with `at_exact_snapshot`.
+    pub history_window: Duration,
+    /// Upper bound on revisions kept for the history window.
+    pub history_limit: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_depth: 50,
+            history_window: Duration::from_secs(600),
+            history_limit: 4096,
+        }
+    }
+}
+
+/// Which revision a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// The newest revision applied here.
+    #[default]
+    MinimizeLatency,
+    /// At least this revision.
+    AtLeastAsFresh(u64),
+    /// Exactly this revision (within the history window).
+    AtExactSnapshot(u64),
+    /// The newest committed revision.
+    FullyConsistent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateOp {
+    /// Insert; fails if the relationship exists.
+    Create,
+    /// Insert or replace.
+    Touch,
+    /// Remove if present.
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationshipUpdate {
+    pub op: UpdateOp,
+    pub relationship: Relationship,
+}
+
+/// A permission question, with strings as the caller gave them.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckRequest<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub permission: &'a str,
+    pub subject_type: &'a str,
+    pub subject_id: &'a str,
+    /// `None` for the object itself.
+    pub subject_relation: Option<&'a str>,
+    pub consistency: Consistency,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allowed,
+    Denied,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckResponse {
+    pub decision: Decision,
+    /// The revision the answer was computed at.
+    pub revision: u64,
+}
+
+#[derive(Debug)]
+pub struct Engine {
+    config: EngineConfig,
+    interner: Interner,
+    current: ArcSwap<GraphVersion>,
+    history: Mutex<VecDeque<(Instant, Arc<GraphVersion>)>>,
+    write_lock: Mutex<()>,
+    store: Box<dyn RelationshipStore>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Wall-clock time in the engine's unit.
+pub fn now_micros() -> Micros {
+    Utc::now().timestamp_micros()
+}
+
+fn to_micros(t: &DateTime<Utc>) -> Micros {
+    t.timestamp_micros()
+}
+
+impl Engine {
+    /// An engine over a process-memory store.
+    pub fn in_memory(config: EngineConfig) -> Self {
+        Engine::empty(Box::new(MemoryStore::default()), config)
+    }
+
+    fn empty(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Self {
+        let graph = Arc::new(GraphVersion::empty());
+        Engine {
+            config,
+            interner: Interner::default(),
+            current: ArcSwap::new(graph.clone()),
+            history: Mutex::new(VecDeque::from([(Instant::now(), graph)])),
+            write_lock: Mutex::new(()),
+            store,
+        }
+    }
+
+    /// Opens an engine over `store`, rebuilding the graph from what it holds.
+    pub fn open(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Result<Self, EngineError> {
+        let state = store.load().map_err(|e| EngineError::Store(e.0))?;
+        let engine = Engine::empty(store, config);
+        let mut graph = GraphVersion::empty();
+        if let Some(text) = &state.schema {
+            let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
+            graph.plan = Some(Arc::new(SchemaPlan::new(compiled, text.clone(), &engine.interner)));
+        }
+        if !state.relationships.is_empty() {
+            let plan = graph.plan.clone().ok_or(EngineError::NoSchema)?;
+            for r in &state.relationships {
+                let (key, edge) = engine.validate_relationship(&plan, r)?;
+                graph.upsert(key, edge);
+            }
+        }
+        graph.revision = state.revision;
+        let graph = Arc::new(graph);
+        engine.current.store(graph.clone());
+        *lock(&engine.history) = VecDeque::from([(Instant::now(), graph)]);
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn interner(&self) -> &Interner {
+        &self.interner
+    }
+
+    /// The newest revision.
+    pub fn revision(&self) -> u64 {
+        self.current.load().revision
+    }
+
+    /// The current schema text as written, if any.
+    pub fn schema_text(&self) -> Option<String> {
+        self.current.load().plan.as_ref().map(|p| p.text.clone())
+    }
+
+    /// The newest published revision.
+    pub fn current(&self) -> Arc<GraphVersion> {
+        self.current.load_full()
+    }
+
+    /// The revision a read with `consistency` sees.
+    pub fn snapshot(&self, consistency: Consistency) -> Result<Arc<GraphVersion>, EngineError> {
+        let cur = self.current.load_full();
+        match consistency {
+            Consistency::MinimizeLatency | Consistency::FullyConsistent => Ok(cur),
+            Consistency::AtLeastAsFresh(r) => {
+                if cur.revision >= r {
+                    Ok(cur)
+                } else {
+                    Err(EngineError::RevisionUnavailable { requested: r, newest: cur.revision })
+                }
+            }
+            Consistency::AtExactSnapshot(r) => {
+                if cur.revision == r {
+                    return Ok(cur);
+                }
+                if r > cur.revision {
+                    return Err(EngineError::RevisionUnavailable { requested: r, newest: cur.revision });
+                }
+                let mut history = lock(&self.history);
+                self.prune(&mut history);
+                let oldest = history.front().map(|(_, g)| g.revision).unwrap_or(cur.revision);
+                // Revisions are dense, but a revision's graph is the newest one at or
+                // below it.
+                match history.iter().rev().find(|(_, g)| g.revision <= r) {
+                    Some((_, g)) if r >= oldest => Ok(g.clone()),
+                    _ => Err(EngineError::SnapshotTooOld { requested: r, oldest }),
+                }
+            }
+        }
+    }
+
+    fn prune(&self, history: &mut VecDeque<(Instant, Arc<GraphVersion>)>) {
+        let now = Instant::now();
+        while history.len() > 1 {
+            let too_many = history.len() > self.config.history_limit;
+            // An entry stays readable until the window has passed since it was replaced.
+            let replaced_at = history.get(1).map(|(t, _)| *t).unwrap_or(now);
+            if too_many || now.duration_since(replaced_at) > self.config.history_window {
+                history.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    fn publish(&self, graph: GraphVersion) -> u64 {
+        let revision = graph.revision;
+        let graph = Arc::new(graph);
+        self.current.store(graph.clone());
+        let mut history = lock(&self.history);
+        history.push_back((Instant::now(), graph));
+        self.prune(&mut history);
+        revision
+    }
+
+    /// Replaces the schema. Refused, with the relationships in the way, if existing
+    /// relationships would no longer fit.
+    pub fn write_schema(&self, text: &str) -> Result<u64, EngineError> {
+        let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let plan = SchemaPlan::new(compiled, text.to_string(), &self.interner);
+        let mut count = 0usize;
+        let mut examples = Vec::new();
+        for stored in cur.iter() {
+            if let Err(reason) = self.fits(&plan, &stored) {
+                count += 1;
+                if examples.len() < ORPHAN_EXAMPLES {
+                    examples.push(format!("`{}` ({reason})", self.describe(&stored)));
+                }
+            }
+        }
+        if count > 0 {
+            examples.sort();
+            return Err(EngineError::WouldOrphan { count, examples });
+        }
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        next.plan = Some(Arc::new(plan));
+        self.store
+            .commit(&Commit { revision: next.revision, schema: Some(text), changes: &[] })
+            .map_err(|e| EngineError::Store(e.0))?;
+        Ok(self.publish(next))
+    }
+
+    /// Why a stored relationship does not fit `plan`, if it does not.
+    fn fits(&self, plan: &SchemaPlan, stored: &StoredRelationship) -> Result<(), String> {
+        let schema = &plan.schema;
+        let type_name = self.interner.resolve(stored.resource.object_type);
+        let rel_name = self.interner.resolve(stored.resource.relation);
+        let Some((_, def)) = schema.definition_by_name(&type_name) else {
+            return Err(format!("type `{type_name}` no longer exists"));
+        };
+        let Some(rel) = def.relation_id(&rel_name).and_then(|r| def.relation(r)) else {
+            return Err(format!("relation `{rel_name}` no longer exists on `{type_name}`"));
+        };
+        if rel.is_permission() {
+            return Err(format!("`{rel_name}` on `{type_name}` is now a permission"));
+        }
+        let s = stored.edge.subject;
+        let sub_type_name = self.interner.resolve(s.object_type);
+        let Some((sub_ty, sub_def)) = schema.definition_by_name(&sub_type_name) else {
+            return Err(format!("subject type `{sub_type_name}` no longer exists"));
+        };
+        let kind = if s.object_id == WILDCARD {
+            AllowedKind::Wildcard
+        } else if s.relation == ELLIPSIS {
+            AllowedKind::Object
+        } else {
+            let srel = self.interner.resolve(s.relation);
+            match sub_def.relation_id(&srel) {
+                Some(r) => AllowedKind::SubjectSet(r),
+                None => return Err(format!("relation `{srel}` no longer exists on `{sub_type_name}`")),
+            }
+        };
+        if allowed_match(rel.allowed_subjects(), sub_ty, kind, stored.edge.expires_at != NEVER) {
+            Ok(())
+        } else {
+            Err(format!("`{rel_name}` on `{type_name}` no longer allows this subject type"))
+        }
+    }
+
+    /// A stored relationship in relationship syntax.
+    pub fn describe(&self, stored: &StoredRelationship) -> String {
+        self.to_relationship(stored).to_string()
+    }
+
+    /// A stored relationship as a [`Relationship`].
+    pub fn to_relationship(&self, stored: &StoredRelationship) -> Relationship {
+        let r = &stored.resource;
+        let s = &stored.edge.subject;
+        Relationship {
+            resource: ObjectRef {
+                object_type: self.interner.resolve(r.object_type).to_string(),
+                object_id: self.interner.resolve(r.object_id).to_string(),
+            },
+            relation: self.interner.resolve(r.relation).to_string(),
+            subject: SubjectRef {
+                object: ObjectRef {
+                    object_type: self.interner.resolve(s.object_type).to_string(),
+                    object_id: self.interner.resolve(s.object_id).to_string(),
+                },
+                relation: (s.relation != ELLIPSIS).then(|| self.interner.resolve(s.relation).to_string()),
+            },
+            caveat: None,
+            expiration: (stored.edge.expires_at != NEVER)
+                .then(|| Utc.timestamp_micros(stored.edge.expires_at).single())
+                .flatten(),
+        }
+    }
+
+    /// Checks one relationship against the schema and interns it.
+    fn validate_relationship(&self, plan: &SchemaPlan, r: &Relationship) -> Result<(ResourceKey, Edge), EngineError> {
+        let schema = &plan.schema;
+        if let Some(problem) = object_id_problem(&r.resource.object_id) {
+            return Err(EngineError::InvalidArgument(format!("{problem} (resource of `{r}`)")));
+        }
+        if r.subject.object.object_id != WILDCARD_ID {
+            if let Some(problem) = object_id_problem(&r.subject.object.object_id) {
+                return Err(EngineError::InvalidArgument(format!("{problem} (subject of `{r}`)")));
+            }
+        }
+        if r.caveat.is_some() {
+            return Err(EngineError::CaveatsUnsupported(r.to_string()));
+        }
+        let Some((ty, def)) = schema.definition_by_name(&r.resource.object_type) else {
+            return Err(EngineError::UnknownType(r.resource.object_type.clone()));
+        };
+        let Some((rid, rel)) = def.relation_id(&r.relation).and_then(|id| def.relation(id).map(|rel| (id, rel))) else {
+            return Err(EngineError::UnknownRelation { object_type: def.name.clone(), relation: r.relation.clone() });
+        };
+        if rel.is_permission() {
+            return Err(EngineError::WriteToPermission { object_type: def.name.clone(), relation: r.relation.clone() });
+        }
+        let Some((sub_ty, sub_def)) = schema.definition_by_name(&r.subject.object.object_type) else {
+            return Err(EngineError::UnknownType(r.subject.object.object_type.clone()));
+        };
+        let is_wildcard = r.subject.object.object_id == WILDCARD_ID;
+        let kind = match (&r.subject.relation, is_wildcard) {
+            (None, true) => AllowedKind::Wildcard,
+            (None, false) => AllowedKind::Object,
+            (Some(_), true) => {
+                return Err(EngineError::InvalidArgument(format!("a wildcard subject cannot have a relation, in `{r}`")))
+            }
+            (Some(srel), false) => match sub_def.relation_id(srel) {
+                Some(id) => AllowedKind::SubjectSet(id),
+                None => {
+                    return Err(EngineError::UnknownRelation { object_type: sub_def.name.clone(), relation: srel.clone() })
+                }
+            },
+        };
+        if !allowed_match(rel.allowed_subjects(), sub_ty, kind, r.expiration.is_some()) {
+            let allowed: Vec<String> = rel
+                .allowed_subjects()
+                .iter()
+                .map(|a| arbiter_schema::printer::subject_type(schema, a))
+                .collect();
+            let mut subject = match kind {
+                AllowedKind::Object => sub_def.name.clone(),
+                AllowedKind::Wildcard => format!("{}:*", sub_def.name),
+                AllowedKind::SubjectSet(_) => format!("{}#{}", sub_def.name, r.subject.relation.as_deref().unwrap_or("")),
+            };
+            if r.expiration.is_some() {
+                subject.push_str(" with expiration");
+            }
+            return Err(EngineError::SubjectNotAllowed {
+                relationship: r.to_string(),
+                object_type: def.name.clone(),
+                relation: r.relation.clone(),
+                subject,
+                allowed: allowed.join(", "),
+            });
+        }
+        let key = ResourceKey {
+            object_type: plan.type_sym(ty),
+            relation: plan.rel_sym(ty, rid),
+            object_id: self.interner.intern(&r.resource.object_id),
+        };
+        let subject = SubjectKey {
+            object_type: plan.type_sym(sub_ty),
+            relation: match kind {
+                AllowedKind::SubjectSet(srel) => plan.rel_sym(sub_ty, srel),
+                _ => ELLIPSIS,
+            },
+            object_id: if is_wildcard { WILDCARD } else { self.interner.intern(&r.subject.object.object_id) },
+        };
+        let expires_at = r.expiration.as_ref().map(to_micros).unwrap_or(NEVER);
+        Ok((key, Edge { subject, expires_at }))
+    }
+
+    /// Checks one update against the current schema without writing it.
+    pub fn validate_update(&self, update: &RelationshipUpdate) -> Result<(), EngineError> {
+        let cur = self.current.load();
+        let plan = cur.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        self.validate_relationship(plan, &update.relationship).map(|_| ())
+    }
+
+    /// Applies relationship updates atomically: all of them at one new revision, or none.
+    pub fn write(&self, updates: &[RelationshipUpdate]) -> Result<u64, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        let mut validated = Vec::with_capacity(updates.len());
+        let mut seen = HashSet::with_capacity(updates.len());
+        for u in updates {
+            let (key, edge) = self.validate_relationship(&plan, &u.relationship)?;
+            if !seen.insert((key, edge.subject)) {
+                return Err(EngineError::DuplicateInWrite(u.relationship.to_string()));
+            }
+            validated.push((u, key, edge));
+        }
+        let now = now_micros();
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        let mut changes = Vec::with_capacity(updates.len());
+        for (u, key, edge) in validated {
+            match u.op {
+                UpdateOp::Create => {
+                    if next.find(&key, &edge.subject).is_some_and(|e| e.live_at(now)) {
+                        return Err(EngineError::AlreadyExists(u.relationship.to_string()));
+                    }
+                    next.upsert(key, edge);
+                    changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
+                }
+                UpdateOp::Touch => {
+                    next.upsert(key, edge);
+                    changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
+                }
+                UpdateOp::Delete => {
+                    if next.remove(&key, &edge.subject) {
+                        changes.push(Change { op: ChangeOp::Delete, relationship: u.relationship.clone() });
+                    }
+                }
+            }
+        }
+        self.store
+            .commit(&Commit { revision: next.revision, schema: None, changes: &changes })
+            .map_err(|e| EngineError::Store(e.0))?;
+        Ok(self.publish(next))
+    }
+
+    /// Answers a Check at the revision its consistency asks for, by the wall clock.
+    pub fn check(&self, req: &CheckRequest<'_>) -> Result<CheckResponse, EngineError> {
+        self.check_at(req, now_micros())
+    }
+
+    /// Answers a Check as if the time were `now` (for expiration).
+    pub fn check_at(&self, req: &CheckRequest<'_>, now: Micros) -> Result<CheckResponse, EngineError> {
+        let graph = self.snapshot(req.consistency)?;
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let schema = &plan.schema;
+        let (res_ty, res_def) = schema
+            .definition_by_name(req.resource_type)
+            .ok_or_else(|| EngineError::UnknownType(req.resource_type.to_string()))?;
+        let rel = res_def.relation_id(req.permission).ok_or_else(|| EngineError::UnknownRelation {
+            object_type: res_def.name.clone(),
+            relation: req.permission.to_string(),
+        })?;
+        let (sub_ty, sub_def) = schema
+            .definition_by_name(req.subject_type)
+            .ok_or_else(|| EngineError::UnknownType(req.subject_type.to_string()))?;
+        if let Some(problem) = object_id_problem(req.resource_id) {
+            return Err(EngineError::InvalidArgument(format!("{problem} (the resource)")));
+        }
+        if req.subject_id == WILDCARD_ID {
+            return Err(EngineError::InvalidArgument("cannot check a wildcard subject; check a concrete subject".into()));
+        }
+        if let Some(problem) = object_id_problem(req.subject_id) {
+            return Err(EngineError::InvalidArgument(format!("{problem} (the subject)")));
+        }
+        let sub_rel_sym = match req.subject_relation {
+            None | Some("...") => ELLIPSIS,
+            Some(r) => {
+                let id = sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
+                    object_type: sub_def.name.clone(),
+                    relation: r.to_string(),
+                })?;
+                plan.rel_sym(sub_ty, id)
+            }
+        };
+        let decision = |allowed: bool| CheckResponse {
+            decision: if allowed { Decision::Allowed } else { Decision::Denied },
+            revision: graph.revision,
+        };
+        let Some(resource) = self.interner.get(req.resource_id) else {
+            // Nothing was ever written about this resource; only the subject set itself
+            // is a member of itself.
+            let same = req.resource_type == req.subject_type
+                && req.resource_id == req.subject_id
+                && sub_rel_sym == plan.rel_sym(res_ty, rel);
+            return Ok(decision(same));
+        };
+        let target = SubjectKey {
+            object_type: plan.type_sym(sub_ty),
+            relation: sub_rel_sym,
+            object_id: self.interner.get(req.subject_id).unwrap_or(UNSEEN),
+        };
+        let mut eval = Evaluator::new(&graph, plan, &self.interner, target, sub_ty, now, self.config.max_depth);
+        let allowed = eval.check(res_ty, rel, resource)?;
+        Ok(decision(allowed))
+    }
+
+    /// The type id of a name in the current schema (for callers that pre-resolve).
+    pub fn type_id(&self, name: &str) -> Option<TypeId> {
+        self.current.load().plan.as_ref().and_then(|p| p.schema.type_id(name))
+    }
+}
+
+fn allowed_match(allowed: &[AllowedSubject], ty: TypeId, kind: AllowedKind, expiration: bool) -> bool {
+    allowed
+        .iter()
+        .any(|a| a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration)
+}

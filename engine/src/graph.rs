@@ -1,0 +1,190 @@
+//! One revision of the relationship graph: immutable once published, cheap to clone
+//! (persistent hash maps share structure), so a write builds the next revision beside
+//! the current one and readers never wait.
+//!
+//! Layout: a forward index `(resource type, relation, resource id) -> sorted edges`
+//! for Check, and a reverse index `(subject type, subject id, subject relation) ->
+//! resources` for Lookup and reads by subject. Everything is interned symbols.
+
+use std::sync::Arc;
+
+use rustc_hash::FxBuildHasher;
+
+use crate::intern::{Sym, ELLIPSIS};
+use crate::schema_plan::SchemaPlan;
+
+type PMap<K, V> = imbl::GenericHashMap<K, V, FxBuildHasher, imbl::shared_ptr::DefaultSharedPtr>;
+
+/// Microseconds since the Unix epoch; `NEVER` for relationships that do not expire.
+pub type Micros = i64;
+pub const NEVER: Micros = i64::MAX;
+
+/// `resource_type:resource_id#relation`, interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResourceKey {
+    pub object_type: Sym,
+    pub relation: Sym,
+    pub object_id: Sym,
+}
+
+/// A subject, ordered by type, then relation, then id, so that all subjects of one
+/// subject set (`group#member`) sit together in an edge list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectKey {
+    pub object_type: Sym,
+    /// [`ELLIPSIS`] for the object itself.
+    pub relation: Sym,
+    pub object_id: Sym,
+}
+
+/// One relationship's far end plus its expiration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edge {
+    pub subject: SubjectKey,
+    pub expires_at: Micros,
+}
+
+impl Edge {
+    #[inline]
+    pub fn live_at(&self, now: Micros) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// The stored form of one relationship.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredRelationship {
+    pub resource: ResourceKey,
+    pub edge: Edge,
+}
+
+#[derive(Debug, Clone)]
+pub struct GraphVersion {
+    pub revision: u64,
+    pub plan: Option<Arc<SchemaPlan>>,
+    forward: PMap<ResourceKey, Arc<[Edge]>>,
+    reverse: PMap<SubjectKey, Arc<[ResourceKey]>>,
+    relationships: usize,
+}
+
+impl GraphVersion {
+    pub fn empty() -> Self {
+        GraphVersion {
+            revision: 0,
+            plan: None,
+            forward: PMap::default(),
+            reverse: PMap::default(),
+            relationships: 0,
+        }
+    }
+
+    /// Number of relationships stored (expired ones included until swept).
+    pub fn len(&self) -> usize {
+        self.relationships
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.relationships == 0
+    }
+
+    /// The edges of `resource#relation`, sorted by subject.
+    #[inline]
+    pub fn edges(&self, key: &ResourceKey) -> &[Edge] {
+        self.forward.get(key).map(|e| &e[..]).unwrap_or(&[])
+    }
+
+    /// The resources that name `subject` directly.
+    pub fn resources_of(&self, subject: &SubjectKey) -> &[ResourceKey] {
+        self.reverse.get(subject).map(|e| &e[..]).unwrap_or(&[])
+    }
+
+    /// The stored edge for exactly this relationship, if any (expired or not).
+    pub fn find(&self, resource: &ResourceKey, subject: &SubjectKey) -> Option<Edge> {
+        let edges = self.edges(resource);
+        edges
+            .binary_search_by(|e| e.subject.cmp(subject))
+            .ok()
+            .and_then(|i| edges.get(i).copied())
+    }
+
+    /// Every stored relationship, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = StoredRelationship> + '_ {
+        self.forward.iter().flat_map(|(resource, edges)| {
+            edges.iter().map(move |edge| StoredRelationship {
+                resource: *resource,
+                edge: *edge,
+            })
+        })
+    }
+
+    /// Inserts or replaces one relationship; returns whether it was new.
+    pub fn upsert(&mut self, resource: ResourceKey, edge: Edge) -> bool {
+        let old = self.forward.get(&resource).cloned();
+        let (list, inserted) = match old {
+            None => (Arc::from(vec![edge]), true),
+            Some(list) => match list.binary_search_by(|e| e.subject.cmp(&edge.subject)) {
+                Ok(i) => {
+                    let mut v = list.to_vec();
+                    if let Some(slot) = v.get_mut(i) {
+                        *slot = edge;
+                    }
+                    (Arc::from(v), false)
+                }
+                Err(i) => {
+                    let mut v = Vec::with_capacity(list.len() + 1);
+                    v.extend_from_slice(&list[..i]);
+                    v.push(edge);
+                    v.extend_from_slice(&list[i..]);
+                    (Arc::from(v), true)
+                }
+            },
+        };
+        self.forward.insert(resource, list);
+        if inserted {
+            self.relationships += 1;
+            let rev = self.reverse.get(&edge.subject).cloned();
+            let mut v: Vec<ResourceKey> = rev.map(|r| r.to_vec()).unwrap_or_default();
+            if let Err(i) = v.binary_search(&resource) {
+                v.insert(i, resource);
+            }
+            self.reverse.insert(edge.subject, Arc::from(v));
+        }
+        inserted
+    }
+
+    /// Removes one relationship; returns whether it existed.
+    pub fn remove(&mut self, resource: &ResourceKey, subject: &SubjectKey) -> bool {
+        let Some(list) = self.forward.get(resource).cloned() else {
+            return false;
+        };
+        let Ok(i) = list.binary_search_by(|e| e.subject.cmp(subject)) else {
+            return false;
+        };
+        if list.len() == 1 {
+            self.forward.remove(resource);
+        } else {
+            let mut v = list.to_vec();
+            v.remove(i);
+            self.forward.insert(*resource, Arc::from(v));
+        }
+        self.relationships -= 1;
+        if let Some(rev) = self.reverse.get(subject).cloned() {
+            let mut v = rev.to_vec();
+            if let Ok(j) = v.binary_search(resource) {
+                v.remove(j);
+            }
+            if v.is_empty() {
+                self.reverse.remove(subject);
+            } else {
+                self.reverse.insert(*subject, Arc::from(v));
+            }
+        }
+        true
+    }
+}
+
+impl SubjectKey {
+    pub fn is_object(&self) -> bool {
+        self.relation == ELLIPSIS
+    }
+}
