@@ -103,3 +103,13 @@ impl RelationshipStore for MemoryStore {
         Ok(())
     }
 }
+
+impl<T: RelationshipStore + ?Sized> RelationshipStore for std::sync::Arc<T> {
+    fn load(&self) -> Result<StoredState, StoreError> {
+        (**self).load()
+    }
+
+    fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
+        (**self).commit(commit)
+    }
+}

@@ -1,0 +1,347 @@
+//! Engine behaviour through its public API: writes, validation, MVCC, Check semantics.
+
+use std::sync::Arc;
+
+use arbiter_engine::*;
+use arbiter_schema::parse_relationship;
+
+const SCHEMA: &str = r#"
+use expiration
+
+definition user {}
+
+definition group {
+    relation member: user | group#member
+}
+
+definition folder {
+    relation parent: folder
+    relation viewer: user | group#member
+    permission view = viewer + parent->view
+}
+
+definition doc {
+    relation parent: folder
+    relation owner: user
+    relation viewer: user | user:* | group#member | user with expiration
+    relation banned: user
+    permission edit = owner
+    permission view = (viewer + edit + parent->view) - banned
+}
+"#;
+
+fn engine_with(config: EngineConfig, rels: &[&str]) -> Engine {
+    let engine = Engine::in_memory(config);
+    engine.write_schema(SCHEMA).unwrap();
+    if !rels.is_empty() {
+        engine.write(&touches(rels)).unwrap();
+    }
+    engine
+}
+
+fn engine(rels: &[&str]) -> Engine {
+    engine_with(EngineConfig::default(), rels)
+}
+
+fn touches(rels: &[&str]) -> Vec<RelationshipUpdate> {
+    rels.iter()
+        .map(|r| RelationshipUpdate { op: UpdateOp::Touch, relationship: parse_relationship(r).unwrap() })
+        .collect()
+}
+
+fn update(op: UpdateOp, r: &str) -> RelationshipUpdate {
+    RelationshipUpdate { op, relationship: parse_relationship(r).unwrap() }
+}
+
+/// `doc:1#view@user:tom` -> allowed?
+fn check_with(engine: &Engine, q: &str, consistency: Consistency) -> Result<bool, EngineError> {
+    let (res, rest) = q.split_once('#').unwrap();
+    let (perm, sub) = rest.split_once('@').unwrap();
+    let (rt, rid) = res.split_once(':').unwrap();
+    let (sub_obj, sub_rel) = match sub.split_once('#') {
+        Some((o, r)) => (o, Some(r)),
+        None => (sub, None),
+    };
+    let (st, sid) = sub_obj.split_once(':').unwrap();
+    engine
+        .check(&CheckRequest {
+            resource_type: rt,
+            resource_id: rid,
+            permission: perm,
+            subject_type: st,
+            subject_id: sid,
+            subject_relation: sub_rel,
+            consistency,
+        })
+        .map(|r| r.decision == Decision::Allowed)
+}
+
+fn check(engine: &Engine, q: &str) -> bool {
+    check_with(engine, q, Consistency::MinimizeLatency).unwrap()
+}
+
+#[test]
+fn every_construct() {
+    let e = engine(&[
+        "doc:1#owner@user:olga",
+        "doc:1#viewer@user:vic",
+        "doc:1#viewer@group:eng#member",
+        "group:eng#member@user:gina",
+        "group:eng#member@group:core#member",
+        "group:core#member@user:carl",
+        "doc:1#parent@folder:f",
+        "folder:f#parent@folder:root",
+        "folder:root#viewer@user:rita",
+        "doc:1#banned@user:carl",
+        "doc:2#viewer@user:*",
+        "doc:2#banned@user:bob",
+    ]);
+    for q in ["doc:1#view@user:olga", "doc:1#edit@user:olga", "doc:1#view@user:vic", "doc:1#view@user:gina", "doc:1#view@user:rita"] {
+        assert!(check(&e, q), "{q}");
+    }
+    for q in ["doc:1#edit@user:vic", "doc:1#view@user:carl", "doc:1#view@user:nobody", "doc:2#view@user:bob"] {
+        assert!(!check(&e, q), "{q}");
+    }
+    assert!(check(&e, "doc:2#view@user:anyone-at-all"));
+    // Subject sets as subjects.
+    assert!(check(&e, "doc:1#viewer@group:eng#member"));
+    assert!(check(&e, "doc:1#view@group:core#member"));
+    assert!(check(&e, "group:eng#member@group:eng#member"));
+    assert!(!check(&e, "doc:2#view@group:eng#member"), "a wildcard grants objects, not subject sets");
+    // An id nobody wrote.
+    assert!(!check(&e, "doc:never-written#view@user:olga"));
+}
+
+#[test]
+fn cycles_in_data_terminate() {
+    let e = engine(&[
+        "group:a#member@group:b#member",
+        "group:b#member@group:c#member",
+        "group:c#member@group:a#member",
+        "group:c#member@user:cy",
+        "folder:x#parent@folder:y",
+        "folder:y#parent@folder:x",
+        "folder:y#viewer@user:yan",
+    ]);
+    assert!(check(&e, "group:a#member@user:cy"));
+    assert!(check(&e, "group:b#member@user:cy"));
+    assert!(!check(&e, "group:a#member@user:stranger"));
+    assert!(check(&e, "folder:x#view@user:yan"));
+    assert!(!check(&e, "folder:x#view@user:stranger"));
+}
+
+fn group_chain(n: usize) -> Vec<String> {
+    let mut rels: Vec<String> = (0..n).map(|i| format!("group:g{i}#member@group:g{}#member", i + 1)).collect();
+    rels.push(format!("group:g{n}#member@user:deep"));
+    rels
+}
+
+#[test]
+fn depth_limit_is_a_clear_error() {
+    let rels = group_chain(60);
+    let refs: Vec<&str> = rels.iter().map(|s| s.as_str()).collect();
+    let e = engine(&refs);
+    let err = check_with(&e, "group:g0#member@user:deep", Consistency::MinimizeLatency).unwrap_err();
+    assert!(matches!(err, EngineError::DepthExceeded { limit: 50, .. }), "{err}");
+    assert!(err.to_string().starts_with("depth limit of 50 exceeded while checking `group:g"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    // Within the limit the same data answers.
+    assert!(check(&e, "group:g20#member@user:deep"));
+    // The limit is configurable.
+    let e = engine_with(EngineConfig { max_depth: 100, ..EngineConfig::default() }, &refs);
+    assert!(check(&e, "group:g0#member@user:deep"));
+}
+
+#[test]
+fn expiration_is_judged_at_request_time() {
+    let e = engine(&[
+        "doc:1#viewer@user:past[expiration:2020-01-01T00:00:00Z]",
+        "doc:1#viewer@user:future[expiration:2300-01-01T00:00:00Z]",
+    ]);
+    assert!(!check(&e, "doc:1#view@user:past"));
+    assert!(check(&e, "doc:1#view@user:future"));
+    let req = CheckRequest {
+        resource_type: "doc",
+        resource_id: "1",
+        permission: "view",
+        subject_type: "user",
+        subject_id: "past",
+        subject_relation: None,
+        consistency: Consistency::MinimizeLatency,
+    };
+    let before = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:59:59Z").unwrap().timestamp_micros();
+    let at = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").unwrap().timestamp_micros();
+    assert_eq!(e.check_at(&req, before).unwrap().decision, Decision::Allowed);
+    assert_eq!(e.check_at(&req, at).unwrap().decision, Decision::Denied, "invisible from the expiration on");
+}
+
+#[test]
+fn bad_writes_name_the_problem_and_change_nothing() {
+    let e = engine(&["doc:1#owner@user:olga"]);
+    let rev = e.revision();
+    let cases: &[(&str, &str)] = &[
+        ("nosuch:1#owner@user:a", "undefined type `nosuch`"),
+        ("doc:1#nosuch@user:a", "undefined relation `nosuch` on `doc`"),
+        ("doc:1#view@user:a", "`view` on `doc` is a permission"),
+        ("doc:1#owner@group:eng#member", "subject `group#member` is not allowed on `doc#owner` (allowed: user)"),
+        ("doc:1#owner@user:*", "subject `user:*` is not allowed on `doc#owner`"),
+        ("doc:1#owner@user:a[expiration:2300-01-01T00:00:00Z]", "subject `user with expiration` is not allowed"),
+        ("doc:1#viewer@group:eng#nosuch", "undefined relation `nosuch` on `group`"),
+        ("doc:1#owner@user:a[somecaveat]", "caveats are not supported yet"),
+    ];
+    for (rel, needle) in cases {
+        // A valid update first: it must not survive the failing one.
+        let updates = vec![update(UpdateOp::Touch, "doc:9#owner@user:ok"), update(UpdateOp::Touch, rel)];
+        let err = e.write(&updates).unwrap_err();
+        assert!(err.to_string().contains(needle), "{rel}: {err}");
+        assert_eq!(e.revision(), rev, "{rel}");
+        assert!(!check(&e, "doc:9#edit@user:ok"), "{rel}: partial write visible");
+    }
+    let long = format!("doc:{}#owner@user:a", "x".repeat(1025));
+    let mut r = parse_relationship("doc:1#owner@user:a").unwrap();
+    r.resource.object_id = "x".repeat(1025);
+    let err = e.write(&[RelationshipUpdate { op: UpdateOp::Touch, relationship: r }]).unwrap_err();
+    assert!(err.to_string().contains("1025 bytes"), "{long}: {err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+
+    let dup = vec![update(UpdateOp::Touch, "doc:1#owner@user:x"), update(UpdateOp::Delete, "doc:1#owner@user:x")];
+    let err = e.write(&dup).unwrap_err();
+    assert!(err.to_string().contains("more than once"), "{err}");
+
+    let err = e.write(&[update(UpdateOp::Create, "doc:1#owner@user:olga")]).unwrap_err();
+    assert_eq!(err.to_string(), "relationship `doc:1#owner@user:olga` already exists");
+    assert_eq!(e.revision(), rev);
+}
+
+#[test]
+fn create_touch_delete() {
+    let e = engine(&[]);
+    e.write(&[update(UpdateOp::Create, "doc:1#owner@user:a")]).unwrap();
+    assert!(check(&e, "doc:1#edit@user:a"));
+    e.write(&[update(UpdateOp::Touch, "doc:1#owner@user:a")]).unwrap();
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")]).unwrap();
+    assert!(!check(&e, "doc:1#edit@user:a"));
+    // Deleting what is not there is not an error.
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")]).unwrap();
+    assert_eq!(e.current().len(), 0);
+}
+
+#[test]
+fn revisions_are_snapshots() {
+    let e = engine(&["doc:1#owner@user:a"]);
+    let r1 = e.revision();
+    let r2 = e.write(&touches(&["doc:2#owner@user:a", "doc:3#owner@user:a"])).unwrap();
+    assert_eq!(r2, r1 + 1);
+    let old = Consistency::AtExactSnapshot(r1);
+    assert!(!check_with(&e, "doc:2#edit@user:a", old).unwrap());
+    assert!(!check_with(&e, "doc:3#edit@user:a", old).unwrap());
+    assert!(check_with(&e, "doc:2#edit@user:a", Consistency::AtExactSnapshot(r2)).unwrap());
+    assert!(check_with(&e, "doc:3#edit@user:a", Consistency::AtLeastAsFresh(r1)).unwrap());
+    let err = check_with(&e, "doc:2#edit@user:a", Consistency::AtLeastAsFresh(r2 + 5)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+}
+
+#[test]
+fn snapshots_outside_the_window_are_too_old() {
+    let config = EngineConfig { history_window: std::time::Duration::ZERO, ..EngineConfig::default() };
+    let e = engine_with(config, &["doc:1#owner@user:a"]);
+    let r1 = e.revision();
+    e.write(&touches(&["doc:2#owner@user:a"])).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    e.write(&touches(&["doc:3#owner@user:a"])).unwrap();
+    let err = check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r1)).unwrap_err();
+    assert!(err.to_string().starts_with("snapshot too old"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn readers_never_see_half_a_write() {
+    let e = Arc::new(engine(&[]));
+    let writer = {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            for i in 0..300 {
+                let a = format!("doc:{i}#owner@user:w");
+                let b = format!("doc:{i}#viewer@user:w");
+                e.write(&touches(&[&a, &b])).unwrap();
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let e = e.clone();
+            std::thread::spawn(move || {
+                for _ in 0..2000 {
+                    let rev = e.revision();
+                    let i = rev % 300;
+                    let at = Consistency::AtExactSnapshot(rev);
+                    let owner = check_with(&e, &format!("doc:{i}#edit@user:w"), at).unwrap();
+                    let viewer = check_with(&e, &format!("doc:{i}#viewer@user:w"), at).unwrap();
+                    assert_eq!(owner, viewer, "revision {rev} shows half of a write");
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+}
+
+#[test]
+fn schema_changes_that_orphan_are_refused() {
+    let e = engine(&["doc:1#owner@user:a", "doc:2#owner@user:b", "doc:1#viewer@user:c"]);
+    let rev = e.revision();
+    let without_owner = SCHEMA.replace("relation owner: user\n", "").replace("permission edit = owner", "permission edit = nil");
+    let err = e.write_schema(&without_owner).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("the schema change would orphan 2 existing relationship(s)"), "{msg}");
+    assert!(msg.contains("`doc:1#owner@user:a` (relation `owner` no longer exists on `doc`)"), "{msg}");
+    assert_eq!(e.revision(), rev);
+    assert_eq!(e.schema_text().as_deref(), Some(SCHEMA));
+    // Once the relationships are gone the change goes through.
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a"), update(UpdateOp::Delete, "doc:2#owner@user:b")]).unwrap();
+    e.write_schema(&without_owner).unwrap();
+    assert!(check(&e, "doc:1#view@user:c"));
+}
+
+#[test]
+fn invalid_schema_is_refused_with_positions() {
+    let e = engine(&[]);
+    let err = e.write_schema("definition user {}\ndefinition doc {\n  relation viewer: user\n  permission view = viewr\n}").unwrap_err();
+    assert_eq!(err.to_string(), "invalid schema: undefined relation `viewr` on `doc` (line 4, column 21)");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert_eq!(e.schema_text().as_deref(), Some(SCHEMA));
+}
+
+#[test]
+fn bad_checks_name_the_problem() {
+    let e = engine(&["doc:1#owner@user:a"]);
+    for (q, needle) in [
+        ("nosuch:1#view@user:a", "undefined type `nosuch`"),
+        ("doc:1#nosuch@user:a", "undefined relation `nosuch` on `doc`"),
+        ("doc:1#view@nosuch:a", "undefined type `nosuch`"),
+        ("doc:1#view@group:eng#nosuch", "undefined relation `nosuch` on `group`"),
+        ("doc:1#view@user:*", "cannot check a wildcard subject"),
+        ("doc:a b#view@user:a", "contains ` `"),
+    ] {
+        let err = check_with(&e, q, Consistency::MinimizeLatency).unwrap_err();
+        assert!(err.to_string().contains(needle), "{q}: {err}");
+    }
+}
+
+#[test]
+fn reopening_a_store_rebuilds_the_graph() {
+    let store = Arc::new(MemoryStore::default());
+    let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
+    e.write_schema(SCHEMA).unwrap();
+    e.write(&touches(&["doc:1#owner@user:a", "doc:1#viewer@user:b[expiration:2300-01-01T00:00:00Z]"])).unwrap();
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a"), update(UpdateOp::Touch, "doc:2#owner@user:a")]).unwrap();
+    let rev = e.revision();
+    drop(e);
+    let e = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    assert_eq!(e.revision(), rev);
+    assert!(!check(&e, "doc:1#edit@user:a"));
+    assert!(check(&e, "doc:2#edit@user:a"));
+    assert!(check(&e, "doc:1#view@user:b"));
+}
