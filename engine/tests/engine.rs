@@ -1,4 +1,5 @@
 //! Engine behaviour through its public API: writes, validation, MVCC, Check semantics.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
 
 use std::sync::Arc;
 
