@@ -68,7 +68,8 @@ impl TokenKind {
 pub struct Token {
     pub kind: TokenKind,
     pub span: Span,
-    /// Comments between the previous token and this one, verbatim.
+    /// Comments between the previous token and this one, verbatim; a blank line starts
+    /// a new group, and only the last group is kept.
     pub comments: Vec<String>,
     /// Whether a blank line separates the last comment from this token.
     pub blank_line_before: bool,
@@ -134,11 +135,17 @@ impl<'a> Lexer<'a> {
             } else if c.is_whitespace() {
                 self.pos += c.len_utf8();
             } else if rest.starts_with("//") {
+                if newlines_since_comment >= 2 {
+                    comments.clear();
+                }
                 let len = rest.find('\n').unwrap_or(rest.len());
                 comments.push(rest.get(..len).unwrap_or("").trim_end().to_string());
                 self.pos += len;
                 newlines_since_comment = 0;
             } else if rest.starts_with("/*") {
+                if newlines_since_comment >= 2 {
+                    comments.clear();
+                }
                 let start = self.pos;
                 match rest.get(2..).and_then(|r| r.find("*/")) {
                     Some(end) => {

@@ -43,15 +43,13 @@ pub fn print(schema: &CompiledSchema) -> String {
     out
 }
 
+/// Writes doc comments verbatim (a block comment's inner lines keep their own
+/// indentation and line endings), one after the other.
 fn write_doc(out: &mut String, doc: &[String], indent: &str) {
-    for line in doc {
-        for (i, l) in line.lines().enumerate() {
-            if i == 0 {
-                out.push_str(indent);
-            }
-            out.push_str(l);
-            out.push('\n');
-        }
+    for comment in doc {
+        out.push_str(indent);
+        out.push_str(comment);
+        out.push('\n');
     }
 }
 
