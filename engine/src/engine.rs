@@ -7,13 +7,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arbiter_schema::{
-    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, Relationship, SubjectRef,
+    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, Relationship, RelationId, SubjectRef,
     TypeId, WILDCARD_ID,
 };
 use arc_swap::ArcSwap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::check::Evaluator;
+use crate::expand::{ExpandNode, ExpandTree, Expander};
+use crate::lookup::LookupContext;
 use crate::error::EngineError;
 use crate::graph::{Edge, GraphVersion, Micros, ResourceKey, StoredRelationship, SubjectKey, NEVER};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
@@ -98,6 +100,61 @@ pub enum Decision {
 pub struct CheckResponse {
     pub decision: Decision,
     /// The revision the answer was computed at.
+    pub revision: u64,
+}
+
+/// LookupResources: which `resource_type` objects may the subject `permission`?
+#[derive(Debug, Clone, Copy)]
+pub struct LookupResourcesRequest<'a> {
+    pub resource_type: &'a str,
+    pub permission: &'a str,
+    pub subject_type: &'a str,
+    pub subject_id: &'a str,
+    pub subject_relation: Option<&'a str>,
+    pub consistency: Consistency,
+    /// The last id of the previous page.
+    pub cursor: Option<&'a str>,
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupResourcesPage {
+    pub resource_ids: Vec<String>,
+    /// Pass back as `cursor` for the next page; `None` when this was the last.
+    pub next_cursor: Option<String>,
+    pub revision: u64,
+}
+
+/// LookupSubjects: which subjects of `subject_type` (or `subject_type#relation`) have
+/// `permission` on the resource?
+#[derive(Debug, Clone, Copy)]
+pub struct LookupSubjectsRequest<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub permission: &'a str,
+    pub subject_type: &'a str,
+    pub subject_relation: Option<&'a str>,
+    pub consistency: Consistency,
+    pub cursor: Option<&'a str>,
+    pub limit: Option<usize>,
+    /// Report subject sets only where relationships name them (the semantics of a
+    /// validation file's expected relations). By default a subject set the schema reaches
+    /// (a resource's own userset) is reported too, as Check counts it.
+    pub written_subject_sets_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundSubject {
+    /// An id, or `*` for a wildcard.
+    pub subject_id: String,
+    /// For a wildcard: the ids it does not cover.
+    pub excluded_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LookupSubjectsPage {
+    pub subjects: Vec<FoundSubject>,
+    pub next_cursor: Option<String>,
     pub revision: u64,
 }
 
@@ -482,36 +539,9 @@ impl Engine {
     pub fn check_at(&self, req: &CheckRequest<'_>, now: Micros) -> Result<CheckResponse, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
-        let schema = &plan.schema;
-        let (res_ty, res_def) = schema
-            .definition_by_name(req.resource_type)
-            .ok_or_else(|| EngineError::UnknownType(req.resource_type.to_string()))?;
-        let rel = res_def.relation_id(req.permission).ok_or_else(|| EngineError::UnknownRelation {
-            object_type: res_def.name.clone(),
-            relation: req.permission.to_string(),
-        })?;
-        let (sub_ty, sub_def) = schema
-            .definition_by_name(req.subject_type)
-            .ok_or_else(|| EngineError::UnknownType(req.subject_type.to_string()))?;
-        if let Some(problem) = object_id_problem(req.resource_id) {
-            return Err(EngineError::InvalidArgument(format!("{problem} (the resource)")));
-        }
-        if req.subject_id == WILDCARD_ID {
-            return Err(EngineError::InvalidArgument("cannot check a wildcard subject; check a concrete subject".into()));
-        }
-        if let Some(problem) = object_id_problem(req.subject_id) {
-            return Err(EngineError::InvalidArgument(format!("{problem} (the subject)")));
-        }
-        let sub_rel_sym = match req.subject_relation {
-            None | Some("...") => ELLIPSIS,
-            Some(r) => {
-                let id = sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
-                    object_type: sub_def.name.clone(),
-                    relation: r.to_string(),
-                })?;
-                plan.rel_sym(sub_ty, id)
-            }
-        };
+        let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
+        check_resource_id(req.resource_id)?;
+        let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
         let decision = |allowed: bool| CheckResponse {
             decision: if allowed { Decision::Allowed } else { Decision::Denied },
             revision: graph.revision,
@@ -521,22 +551,214 @@ impl Engine {
             // is a member of itself.
             let same = req.resource_type == req.subject_type
                 && req.resource_id == req.subject_id
-                && sub_rel_sym == plan.rel_sym(res_ty, rel);
+                && subject.relation == Some(rel)
+                && subject.type_id == res_ty;
             return Ok(decision(same));
         };
-        let target = SubjectKey {
-            object_type: plan.type_sym(sub_ty),
-            relation: sub_rel_sym,
-            object_id: self.interner.get(req.subject_id).unwrap_or(UNSEEN),
-        };
-        let mut eval = Evaluator::new(&graph, plan, &self.interner, target, sub_ty, now, self.config.max_depth);
+        let mut eval = Evaluator::new(&graph, plan, &self.interner, subject.key, subject.type_id, now, self.config.max_depth);
         let allowed = eval.check(res_ty, rel, resource)?;
         Ok(decision(allowed))
+    }
+
+    /// Validates and interns a subject (without growing the symbol table).
+    fn resolve_subject(
+        &self,
+        plan: &SchemaPlan,
+        subject_type: &str,
+        subject_id: &str,
+        subject_relation: Option<&str>,
+    ) -> Result<ResolvedSubject, EngineError> {
+        let (sub_ty, sub_def) = plan
+            .schema
+            .definition_by_name(subject_type)
+            .ok_or_else(|| EngineError::UnknownType(subject_type.to_string()))?;
+        if subject_id == WILDCARD_ID {
+            return Err(EngineError::InvalidArgument("cannot check a wildcard subject; check a concrete subject".into()));
+        }
+        if let Some(problem) = object_id_problem(subject_id) {
+            return Err(EngineError::InvalidArgument(format!("{problem} (the subject)")));
+        }
+        let relation = match subject_relation {
+            None | Some("...") => None,
+            Some(r) => Some(sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
+                object_type: sub_def.name.clone(),
+                relation: r.to_string(),
+            })?),
+        };
+        Ok(ResolvedSubject {
+            type_id: sub_ty,
+            relation,
+            key: SubjectKey {
+                object_type: plan.type_sym(sub_ty),
+                relation: relation.map(|r| plan.rel_sym(sub_ty, r)).unwrap_or(ELLIPSIS),
+                object_id: self.interner.get(subject_id).unwrap_or(UNSEEN),
+            },
+        })
+    }
+
+    /// Every resource of a type on which the subject has the permission, in id order,
+    /// one page at a time. Agrees with Check on every resource.
+    pub fn lookup_resources(&self, req: &LookupResourcesRequest<'_>) -> Result<LookupResourcesPage, EngineError> {
+        let graph = self.snapshot(req.consistency)?;
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let want = resolve_relation(plan, req.resource_type, req.permission)?;
+        let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: now_micros(), max_depth: self.config.max_depth };
+        let found = ctx.resources(want, subject.key, subject.type_id, subject.relation)?;
+        let mut ids: Vec<String> =
+            found.into_iter().filter(|s| *s != UNSEEN).map(|s| self.interner.resolve(s).to_string()).collect();
+        // A subject set whose id nobody wrote is still a member of itself.
+        if subject.key.object_id == UNSEEN && subject.relation == Some(want.1) && subject.type_id == want.0 {
+            ids.push(req.subject_id.to_string());
+        }
+        let (resource_ids, next_cursor) = paginate(ids, req.cursor, req.limit);
+        Ok(LookupResourcesPage { resource_ids, next_cursor, revision: graph.revision })
+    }
+
+    /// Every subject of a type (or subject set `type#relation`) with the permission on
+    /// the resource, in id order, one page at a time. A wildcard is reported as `*` with
+    /// the ids it excludes; it sorts first.
+    pub fn lookup_subjects(&self, req: &LookupSubjectsRequest<'_>) -> Result<LookupSubjectsPage, EngineError> {
+        let graph = self.snapshot(req.consistency)?;
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
+        check_resource_id(req.resource_id)?;
+        let (sub_ty, sub_def) = plan
+            .schema
+            .definition_by_name(req.subject_type)
+            .ok_or_else(|| EngineError::UnknownType(req.subject_type.to_string()))?;
+        let sub_rel = match req.subject_relation {
+            None | Some("...") => None,
+            Some(r) => Some(sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
+                object_type: sub_def.name.clone(),
+                relation: r.to_string(),
+            })?),
+        };
+        let mut subjects: Vec<FoundSubject> = Vec::new();
+        match self.interner.get(req.resource_id) {
+            Some(resource) => {
+                let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: now_micros(), max_depth: self.config.max_depth };
+                let (allowed, wildcard) =
+                    ctx.subjects((res_ty, rel, resource), sub_ty, sub_rel, UNSEEN, req.written_subject_sets_only)?;
+                let name = |s: Sym| self.interner.resolve(s).to_string();
+                subjects.extend(allowed.into_iter().map(|s| FoundSubject { subject_id: name(s), excluded_ids: Vec::new() }));
+                if let Some(excluded) = wildcard {
+                    let mut excluded_ids: Vec<String> = excluded.into_iter().map(name).collect();
+                    excluded_ids.sort();
+                    subjects.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
+                }
+            }
+            None => {
+                if !req.written_subject_sets_only && sub_ty == res_ty && sub_rel == Some(rel) {
+                    subjects.push(FoundSubject { subject_id: req.resource_id.to_string(), excluded_ids: Vec::new() });
+                }
+            }
+        }
+        subjects.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
+        let start = match req.cursor {
+            Some(c) => subjects.partition_point(|s| s.subject_id.as_str() <= c),
+            None => 0,
+        };
+        let mut page: Vec<FoundSubject> = subjects.into_iter().skip(start).collect();
+        let next_cursor = match req.limit {
+            Some(limit) if page.len() > limit => {
+                page.truncate(limit);
+                page.last().map(|s| s.subject_id.clone())
+            }
+            _ => None,
+        };
+        Ok(LookupSubjectsPage { subjects: page, next_cursor, revision: graph.revision })
+    }
+
+    /// The userset tree of `resource#permission`.
+    pub fn expand(
+        &self,
+        resource_type: &str,
+        resource_id: &str,
+        permission: &str,
+        consistency: Consistency,
+    ) -> Result<(ExpandTree, u64), EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let (ty, rel) = resolve_relation(plan, resource_type, permission)?;
+        check_resource_id(resource_id)?;
+        let id = self.interner.get(resource_id).unwrap_or(UNSEEN);
+        let mut expander = Expander::new(&graph, plan, &self.interner, now_micros(), self.config.max_depth);
+        let mut tree = expander.expand(ty, rel, id, 0)?;
+        if id == UNSEEN {
+            fix_unseen_ids(&mut tree, resource_id);
+        }
+        Ok((tree, graph.revision))
     }
 
     /// The type id of a name in the current schema (for callers that pre-resolve).
     pub fn type_id(&self, name: &str) -> Option<TypeId> {
         self.current.load().plan.as_ref().and_then(|p| p.schema.type_id(name))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ResolvedSubject {
+    type_id: TypeId,
+    relation: Option<RelationId>,
+    key: SubjectKey,
+}
+
+/// `type#relation` in the plan, or the error naming what is missing.
+fn resolve_relation(plan: &SchemaPlan, object_type: &str, relation: &str) -> Result<(TypeId, RelationId), EngineError> {
+    let (ty, def) = plan
+        .schema
+        .definition_by_name(object_type)
+        .ok_or_else(|| EngineError::UnknownType(object_type.to_string()))?;
+    let rel = def.relation_id(relation).ok_or_else(|| EngineError::UnknownRelation {
+        object_type: def.name.clone(),
+        relation: relation.to_string(),
+    })?;
+    Ok((ty, rel))
+}
+
+fn check_resource_id(id: &str) -> Result<(), EngineError> {
+    match object_id_problem(id) {
+        Some(problem) => Err(EngineError::InvalidArgument(format!("{problem} (the resource)"))),
+        None => Ok(()),
+    }
+}
+
+/// Sorts ids and cuts the page after `cursor` (the last id of the previous page).
+fn paginate(mut ids: Vec<String>, cursor: Option<&str>, limit: Option<usize>) -> (Vec<String>, Option<String>) {
+    ids.sort_unstable();
+    ids.dedup();
+    let start = match cursor {
+        Some(c) => ids.partition_point(|id| id.as_str() <= c),
+        None => 0,
+    };
+    let mut page: Vec<String> = ids.into_iter().skip(start).collect();
+    let next = match limit {
+        Some(limit) if page.len() > limit => {
+            page.truncate(limit);
+            page.last().cloned()
+        }
+        _ => None,
+    };
+    (page, next)
+}
+
+/// The root of an expansion of a resource nobody wrote carries the id asked for.
+fn fix_unseen_ids(tree: &mut ExpandTree, id: &str) {
+    tree.resource.object_id = id.to_string();
+    match &mut tree.node {
+        ExpandNode::Union(c) | ExpandNode::Intersection(c) => {
+            for child in c {
+                if child.resource.object_id.is_empty() {
+                    fix_unseen_ids(child, id);
+                }
+            }
+        }
+        ExpandNode::Exclusion { base, subtract } => {
+            fix_unseen_ids(base, id);
+            fix_unseen_ids(subtract, id);
+        }
+        _ => {}
     }
 }
 

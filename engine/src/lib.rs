@@ -4,6 +4,8 @@
 
 mod check;
 pub mod engine;
+pub mod expand;
+mod lookup;
 pub mod error;
 pub mod graph;
 pub mod intern;
@@ -11,8 +13,10 @@ pub mod schema_plan;
 pub mod store;
 
 pub use engine::{
-    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, RelationshipUpdate,
+    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, FoundSubject,
+    LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage, LookupSubjectsRequest, RelationshipUpdate,
     UpdateOp,
 };
+pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
 pub use error::{EngineError, ErrorKind};
 pub use store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore, StoreError, StoredState};

@@ -1,7 +1,7 @@
 //! A compiled schema bound to the symbol table: the per-schema lookup tables evaluation
 //! needs (type and relation names as symbols, and back).
 
-use arbiter_schema::{CompiledSchema, RelationId, TypeId};
+use arbiter_schema::{CompiledSchema, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 
 use crate::intern::{Interner, Sym};
@@ -15,6 +15,27 @@ pub struct SchemaPlan {
     rel_syms: Vec<Vec<Sym>>,
     type_by_sym: FxHashMap<Sym, TypeId>,
     rel_by_sym: FxHashMap<(TypeId, Sym), RelationId>,
+    /// `(T, r)` -> permissions of `T` whose rewrite names `r` on the same object.
+    computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>>,
+    /// `(T, r)` -> `(D, tupleset, P)` for every arrow `tupleset->...` in permission `P`
+    /// of `D` that lands on `r` of `T`.
+    arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<(TypeId, RelationId, RelationId)>>,
+}
+
+/// Calls `f` for every computed reference and every arrow in a rewrite.
+fn visit_rewrite(rw: &Rewrite, f: &mut impl FnMut(&Rewrite)) {
+    match rw {
+        Rewrite::Union(items) | Rewrite::Intersection(items) => {
+            for i in items {
+                visit_rewrite(i, f);
+            }
+        }
+        Rewrite::Exclusion(a, b) => {
+            visit_rewrite(a, f);
+            visit_rewrite(b, f);
+        }
+        other => f(other),
+    }
 }
 
 impl SchemaPlan {
@@ -37,7 +58,36 @@ impl SchemaPlan {
             }
             rel_syms.push(rels);
         }
+        let mut computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>> = FxHashMap::default();
+        let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<(TypeId, RelationId, RelationId)>> =
+            FxHashMap::default();
+        for (ty, def) in schema.definitions.iter().enumerate() {
+            let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
+            for (pid, rel) in def.relations.iter().enumerate() {
+                let pid = RelationId::try_from(pid).unwrap_or(RelationId::MAX);
+                let RelationKind::Permission(rw) = &rel.kind else { continue };
+                visit_rewrite(rw, &mut |node| match node {
+                    Rewrite::Computed(r) => {
+                        let v = computed_dependents.entry((ty, *r)).or_default();
+                        if !v.contains(&pid) {
+                            v.push(pid);
+                        }
+                    }
+                    Rewrite::Arrow(a) => {
+                        for (tt, tr) in &a.targets {
+                            let v = arrow_dependents.entry((*tt, *tr)).or_default();
+                            if !v.contains(&(ty, a.tupleset, pid)) {
+                                v.push((ty, a.tupleset, pid));
+                            }
+                        }
+                    }
+                    _ => {}
+                });
+            }
+        }
         SchemaPlan {
+            computed_dependents,
+            arrow_dependents,
             schema,
             text,
             type_syms,
@@ -59,6 +109,16 @@ impl SchemaPlan {
             .and_then(|r| r.get(usize::from(rel)))
             .copied()
             .unwrap_or(Sym::MAX)
+    }
+
+    /// Permissions of `ty` that name `rel` directly.
+    pub fn computed_dependents(&self, ty: TypeId, rel: RelationId) -> &[RelationId] {
+        self.computed_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
+    }
+
+    /// Arrows that land on `rel` of `ty`: `(type, tupleset, permission)`.
+    pub fn arrow_dependents(&self, ty: TypeId, rel: RelationId) -> &[(TypeId, RelationId, RelationId)] {
+        self.arrow_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
     }
 
     pub fn type_of_sym(&self, sym: Sym) -> Option<TypeId> {

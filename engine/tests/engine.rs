@@ -346,3 +346,100 @@ fn reopening_a_store_rebuilds_the_graph() {
     assert!(check(&e, "doc:2#edit@user:a"));
     assert!(check(&e, "doc:1#view@user:b"));
 }
+
+fn lr(e: &Engine, resource_type: &str, permission: &str, subject: &str, cursor: Option<&str>, limit: Option<usize>) -> LookupResourcesPage {
+    let (st, sid) = subject.split_once(':').unwrap();
+    let (sid, srel) = match sid.split_once('#') {
+        Some((i, r)) => (i, Some(r)),
+        None => (sid, None),
+    };
+    e.lookup_resources(&LookupResourcesRequest {
+        resource_type,
+        permission,
+        subject_type: st,
+        subject_id: sid,
+        subject_relation: srel,
+        consistency: Consistency::MinimizeLatency,
+        cursor,
+        limit,
+    })
+    .unwrap()
+}
+
+#[test]
+fn lookup_resources_pages_in_id_order() {
+    let e = engine(&[
+        "doc:c#viewer@user:a",
+        "doc:a#viewer@group:eng#member",
+        "group:eng#member@user:a",
+        "doc:b#parent@folder:f",
+        "folder:f#viewer@user:a",
+        "doc:d#viewer@user:a",
+        "doc:d#banned@user:a",
+        "doc:e#viewer@user:*",
+    ]);
+    let all = lr(&e, "doc", "view", "user:a", None, None);
+    assert_eq!(all.resource_ids, vec!["a", "b", "c", "e"]);
+    assert_eq!(all.next_cursor, None);
+    let p1 = lr(&e, "doc", "view", "user:a", None, Some(3));
+    assert_eq!(p1.resource_ids, vec!["a", "b", "c"]);
+    let p2 = lr(&e, "doc", "view", "user:a", p1.next_cursor.as_deref(), Some(3));
+    assert_eq!(p2.resource_ids, vec!["e"]);
+    assert_eq!(p2.next_cursor, None);
+    // Someone nobody wrote about still gets what the wildcard gives.
+    assert_eq!(lr(&e, "doc", "view", "user:newcomer", None, None).resource_ids, vec!["e"]);
+    // Subject sets.
+    assert_eq!(lr(&e, "doc", "view", "group:eng#member", None, None).resource_ids, vec!["a"]);
+    assert_eq!(lr(&e, "group", "member", "group:zzz#member", None, None).resource_ids, vec!["zzz"]);
+}
+
+#[test]
+fn lookup_subjects_reports_wildcards_with_exclusions() {
+    let e = engine(&[
+        "doc:1#viewer@user:*",
+        "doc:1#viewer@user:tom",
+        "doc:1#banned@user:bob",
+        "doc:1#viewer@group:eng#member",
+        "group:eng#member@user:gina",
+    ]);
+    let req = LookupSubjectsRequest {
+        resource_type: "doc",
+        resource_id: "1",
+        permission: "view",
+        subject_type: "user",
+        subject_relation: None,
+        consistency: Consistency::MinimizeLatency,
+        cursor: None,
+        limit: None,
+        written_subject_sets_only: false,
+    };
+    let page = e.lookup_subjects(&req).unwrap();
+    let ids: Vec<(&str, Vec<String>)> = page.subjects.iter().map(|s| (s.subject_id.as_str(), s.excluded_ids.clone())).collect();
+    assert_eq!(ids, vec![("*", vec!["bob".to_string()]), ("gina", vec![]), ("tom", vec![])]);
+    let first = e.lookup_subjects(&LookupSubjectsRequest { limit: Some(1), ..req }).unwrap();
+    assert_eq!(first.subjects.len(), 1);
+    let rest = e
+        .lookup_subjects(&LookupSubjectsRequest { cursor: first.next_cursor.as_deref(), limit: Some(5), ..req })
+        .unwrap();
+    assert_eq!(rest.subjects.iter().map(|s| s.subject_id.as_str()).collect::<Vec<_>>(), vec!["gina", "tom"]);
+    let sets = e
+        .lookup_subjects(&LookupSubjectsRequest { subject_type: "group", subject_relation: Some("member"), ..req })
+        .unwrap();
+    assert_eq!(sets.subjects.iter().map(|s| s.subject_id.as_str()).collect::<Vec<_>>(), vec!["eng"]);
+}
+
+#[test]
+fn expand_shows_the_rewrite() {
+    let e = engine(&["doc:1#owner@user:olga", "doc:1#parent@folder:f", "folder:f#viewer@user:rita", "doc:1#banned@user:bob"]);
+    let (tree, rev) = e.expand("doc", "1", "view", Consistency::MinimizeLatency).unwrap();
+    assert_eq!(rev, e.revision());
+    assert_eq!((tree.resource.to_string(), tree.relation.as_str()), ("doc:1".to_string(), "view"));
+    let ExpandNode::Exclusion { base, subtract } = &tree.node else { panic!("{tree:?}") };
+    let ExpandNode::Union(parts) = &base.node else { panic!("{base:?}") };
+    assert_eq!(parts.len(), 3, "{parts:?}");
+    let ExpandNode::Leaf(banned) = &subtract.node else { panic!("{subtract:?}") };
+    assert_eq!(banned[0].subject.to_string(), "user:bob");
+    let ExpandNode::Arrow { tupleset, computed, children, .. } = &parts[2].node else { panic!("{:?}", parts[2]) };
+    assert_eq!((tupleset.as_str(), computed.as_str()), ("parent", "view"));
+    assert_eq!(children[0].resource.to_string(), "folder:f");
+}

@@ -66,6 +66,8 @@ pub struct ValidationFile {
     pub schema: String,
     /// File line where the schema text starts (1-based), for placing schema errors.
     pub schema_line: Option<usize>,
+    /// Indentation of the schema block in the file, for placing schema error columns.
+    pub schema_indent: usize,
     pub relationships: Vec<(Option<usize>, Relationship)>,
     pub assertions: Vec<Assertion>,
     pub expected: Vec<ExpectedRelation>,
@@ -164,6 +166,11 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         message: "missing `schema`".into(),
     })?;
     let schema_line = finder.key("schema").map(|i| i + 2);
+    // A block scalar's lines are indented in the file; the schema text is not.
+    let schema_indent = schema_line
+        .and_then(|l| finder.lines.iter().skip(l - 1).find(|line| !line.trim().is_empty()))
+        .map(|line| line.len() - line.trim_start().len())
+        .unwrap_or(0);
 
     let mut relationships = Vec::new();
     // Lines are searched in order, each from where the previous one was found.
@@ -229,6 +236,7 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
     Ok(ValidationFile {
         schema,
         schema_line,
+        schema_indent,
         relationships,
         assertions,
         expected,

@@ -10,10 +10,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use arbiter_engine::{CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, RelationshipUpdate, UpdateOp};
+use arbiter_engine::{
+    CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject, LookupResourcesRequest,
+    LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
+};
 use arbiter_schema::{
-    parse_validation_file, Assertion, AssertionKind, ExpectedRelation, ExpectedSubject, ObjectRef, SubjectRef,
-    ValidationFile,
+    parse_validation_file, Assertion, AssertionKind, CompiledSchema, ExpectedRelation, ExpectedSubject, ObjectRef,
+    SubjectRef, ValidationFile,
 };
 
 /// What running one file came to.
@@ -112,11 +115,17 @@ pub fn run_text(text: &str) -> FileOutcome {
             failures.push(f);
         }
     }
+    let Ok(schema) = arbiter_schema::compile(&file.schema) else {
+        return FileOutcome::Error("schema no longer compiles".into());
+    };
     for expected in &file.expected {
-        if let Some(f) = run_expected(&engine, &file, expected) {
+        if let Some(f) = run_expected(&engine, &schema, expected) {
             failures.push(f);
         }
     }
+    // Files with Cedar policies are exempt once policies exist: their grants are not
+    // enumerated by Lookup.
+    failures.extend(cross_check(&engine, &schema, &file));
     let mut it = failures.into_iter();
     match it.next() {
         None => FileOutcome::Passed,
@@ -148,7 +157,7 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
                             "{} (line {}, column {} of the file)",
                             se.message,
                             start + se.position.line - 1,
-                            se.position.column
+                            se.position.column + file.schema_indent
                         )
                     })
                     .collect();
@@ -207,83 +216,237 @@ fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
     }
 }
 
-/// Compares the set of subjects of `resource#relation` with the expected set. Subjects
-/// are drawn from the file's relationships; a wildcard is present when an id nobody
-/// wrote is a member, and then its exclusions are the denied subjects of that type.
-/// The `is <...>` provenance is not compared.
-fn run_expected(engine: &Engine, file: &ValidationFile, expected: &ExpectedRelation) -> Option<String> {
+/// Compares the subjects of `resource#relation` with the expected set, as
+/// LookupSubjects reports them (subject sets only where relationships name them). A
+/// concrete subject beside a wildcard of its type that does not exclude it adds nothing,
+/// so such entries are dropped on both sides before comparing. The `is <...>`
+/// provenance is not compared.
+fn run_expected(engine: &Engine, schema: &CompiledSchema, expected: &ExpectedRelation) -> Option<String> {
     let label = format!(
         "{}#{} (validation{})",
         expected.resource,
         expected.relation,
         expected.line.map(|l| format!(", line {l}")).unwrap_or_default()
     );
-    let mut candidates: BTreeSet<SubjectRef> = BTreeSet::new();
-    for (_, r) in &file.relationships {
-        if r.subject.object.object_id != arbiter_schema::WILDCARD_ID {
-            candidates.insert(r.subject.clone());
-            candidates.insert(SubjectRef { object: r.subject.object.clone(), relation: None });
-        }
-        candidates.insert(SubjectRef { object: r.resource.clone(), relation: None });
-    }
-    let wildcard_types: BTreeSet<String> = file
-        .relationships
-        .iter()
-        .filter(|(_, r)| r.subject.object.object_id == arbiter_schema::WILDCARD_ID)
-        .map(|(_, r)| r.subject.object.object_type.clone())
-        .collect();
     let mut actual: BTreeSet<ExpectedSubject> = BTreeSet::new();
-    let mut wildcard_present: BTreeSet<String> = BTreeSet::new();
-    for t in &wildcard_types {
-        let probe = SubjectRef {
-            object: ObjectRef { object_type: t.clone(), object_id: "arbiter-validate-unseen-subject".into() },
-            relation: None,
-        };
-        match check(engine, &expected.resource, &expected.relation, &probe) {
-            Ok(true) => {
-                wildcard_present.insert(t.clone());
+    for def in &schema.definitions {
+        let relations = std::iter::once(None).chain(def.relations.iter().map(|r| Some(r.name.as_str())));
+        for relation in relations {
+            let found = match all_subjects(engine, &expected.resource, &expected.relation, &def.name, relation, None, true) {
+                Ok(f) => f,
+                Err(e) => return Some(format!("{label}: error: {e}")),
+            };
+            for f in found {
+                let subject = SubjectRef {
+                    object: ObjectRef { object_type: def.name.clone(), object_id: f.subject_id },
+                    relation: relation.map(str::to_string),
+                };
+                let excluded = f
+                    .excluded_ids
+                    .into_iter()
+                    .map(|id| SubjectRef { object: ObjectRef { object_type: def.name.clone(), object_id: id }, relation: None })
+                    .collect();
+                actual.insert(ExpectedSubject { subject, excluded, caveated: false });
             }
-            Ok(false) => {}
-            Err(e) => return Some(format!("{label}: error: {e}")),
         }
     }
-    let mut exclusions: BTreeMap<String, Vec<SubjectRef>> = BTreeMap::new();
-    for c in &candidates {
-        let allowed = match check(engine, &expected.resource, &expected.relation, c) {
-            Ok(b) => b,
-            // Candidates of types the relation cannot hold simply are not members.
-            Err(EngineError::UnknownType(_)) | Err(EngineError::UnknownRelation { .. }) => false,
-            Err(e) => return Some(format!("{label}: error: {e}")),
-        };
-        let covered = c.relation.is_none() && wildcard_present.contains(&c.object.object_type);
-        match (allowed, covered) {
-            (true, false) => {
-                actual.insert(ExpectedSubject { subject: c.clone(), excluded: Vec::new(), caveated: false });
-            }
-            (false, true) => exclusions.entry(c.object.object_type.clone()).or_default().push(c.clone()),
-            _ => {}
-        }
-    }
-    for t in &wildcard_present {
-        let excluded = exclusions.remove(t).unwrap_or_default();
-        actual.insert(ExpectedSubject {
-            subject: SubjectRef { object: ObjectRef { object_type: t.clone(), object_id: "*".into() }, relation: None },
-            excluded,
-            caveated: false,
-        });
-    }
-    // Concrete subjects listed beside a wildcard of their type are covered by it.
-    let want: BTreeSet<ExpectedSubject> = expected
-        .subjects
-        .iter()
-        .filter(|s| !(s.subject.relation.is_none() && s.subject.object.object_id != "*" && wildcard_present.contains(&s.subject.object.object_type)))
-        .cloned()
-        .collect();
+    let want: BTreeSet<ExpectedSubject> = expected.subjects.iter().cloned().collect();
+    let (want, actual) = (drop_covered(want), drop_covered(actual));
     if want == actual {
         None
     } else {
         Some(format!("{label}: expected {}, got {}", show(&want), show(&actual)))
     }
+}
+
+/// Removes concrete subjects that a wildcard of their type already covers.
+fn drop_covered(set: BTreeSet<ExpectedSubject>) -> BTreeSet<ExpectedSubject> {
+    let wildcards: Vec<(String, Vec<SubjectRef>)> = set
+        .iter()
+        .filter(|s| s.subject.object.object_id == "*")
+        .map(|s| (s.subject.object.object_type.clone(), s.excluded.clone()))
+        .collect();
+    set.into_iter()
+        .filter(|s| {
+            s.subject.relation.is_some()
+                || s.subject.object.object_id == "*"
+                || !wildcards
+                    .iter()
+                    .any(|(t, excluded)| *t == s.subject.object.object_type && !excluded.contains(&s.subject))
+        })
+        .collect()
+}
+
+/// Every page of a LookupSubjects, concatenated.
+fn all_subjects(
+    engine: &Engine,
+    resource: &ObjectRef,
+    permission: &str,
+    subject_type: &str,
+    subject_relation: Option<&str>,
+    limit: Option<usize>,
+    written_subject_sets_only: bool,
+) -> Result<Vec<FoundSubject>, EngineError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = engine.lookup_subjects(&LookupSubjectsRequest {
+            resource_type: &resource.object_type,
+            resource_id: &resource.object_id,
+            permission,
+            subject_type,
+            subject_relation,
+            consistency: Consistency::FullyConsistent,
+            cursor: cursor.as_deref(),
+            limit,
+            written_subject_sets_only,
+        })?;
+        out.extend(page.subjects);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Every page of a LookupResources, concatenated.
+fn all_resources(
+    engine: &Engine,
+    resource_type: &str,
+    permission: &str,
+    subject: &SubjectRef,
+    limit: Option<usize>,
+) -> Result<Vec<String>, EngineError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = engine.lookup_resources(&LookupResourcesRequest {
+            resource_type,
+            permission,
+            subject_type: &subject.object.object_type,
+            subject_id: &subject.object.object_id,
+            subject_relation: subject.relation.as_deref(),
+            consistency: Consistency::FullyConsistent,
+            cursor: cursor.as_deref(),
+            limit,
+        })?;
+        out.extend(page.resource_ids);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// Page sizes the cross-check reads lookups with: whole, and small pages so cursors are
+/// exercised.
+const PAGE_SIZES: [Option<usize>; 3] = [None, Some(1), Some(2)];
+
+/// Checks that Check, LookupResources and LookupSubjects agree on every resource x
+/// permission x subject of the file, as SpiceDB's consistency suite does. Resources are
+/// the objects relationships are written on; subjects are every subject written (object
+/// or subject set), every resource as an object, and one never-written object per type.
+fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) -> Vec<String> {
+    let mut failures = Vec::new();
+    let mut resources: BTreeSet<ObjectRef> = BTreeSet::new();
+    let mut subjects: BTreeSet<SubjectRef> = BTreeSet::new();
+    for (_, r) in &file.relationships {
+        resources.insert(r.resource.clone());
+        subjects.insert(SubjectRef { object: r.resource.clone(), relation: None });
+        if r.subject.object.object_id != arbiter_schema::WILDCARD_ID {
+            subjects.insert(r.subject.clone());
+        }
+    }
+    for def in &schema.definitions {
+        subjects.insert(SubjectRef {
+            object: ObjectRef { object_type: def.name.clone(), object_id: "arbiter-unseen".into() },
+            relation: None,
+        });
+    }
+    let resource_types: BTreeSet<&str> = resources.iter().map(|r| r.object_type.as_str()).collect();
+    for rt in resource_types {
+        let Some((_, def)) = schema.definition_by_name(rt) else { continue };
+        for perm in def.relations.iter().map(|r| r.name.as_str()) {
+            let of_type: Vec<&ObjectRef> = resources.iter().filter(|r| r.object_type == rt).collect();
+            // Check on every pair, then LookupResources per subject.
+            for subject in &subjects {
+                let mut allowed = BTreeSet::new();
+                let mut errored = false;
+                for res in &of_type {
+                    match check(engine, res, perm, subject) {
+                        Ok(true) => {
+                            allowed.insert(res.object_id.clone());
+                        }
+                        Ok(false) => {}
+                        Err(_) => errored = true,
+                    }
+                }
+                if errored {
+                    continue;
+                }
+                for limit in PAGE_SIZES {
+                    let found = match all_resources(engine, rt, perm, subject, limit) {
+                        Ok(f) => f,
+                        Err(e) => {
+                            failures.push(format!("cross-check: LookupResources({rt}#{perm}@{subject}) failed: {e}"));
+                            continue;
+                        }
+                    };
+                    let found_set: BTreeSet<String> = found.iter().cloned().collect();
+                    // Only resources of the file are compared: Lookup may also list ids
+                    // that appear elsewhere only as subjects.
+                    let listed: BTreeSet<String> = found_set
+                        .iter()
+                        .filter(|id| of_type.iter().any(|r| &r.object_id == *id))
+                        .cloned()
+                        .collect();
+                    if listed != allowed || found.len() != found_set.len() {
+                        failures.push(format!(
+                            "cross-check: LookupResources({rt}#{perm}@{subject}, page size {}) gave [{}], Check allows [{}]",
+                            limit.map(|l| l.to_string()).unwrap_or_else(|| "all".into()),
+                            found.join(", "),
+                            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                        ));
+                    }
+                }
+            }
+            // LookupSubjects per resource and subject kind.
+            let kinds: BTreeSet<(String, Option<String>)> = subjects
+                .iter()
+                .map(|s| (s.object.object_type.clone(), s.relation.clone()))
+                .collect();
+            for res in &of_type {
+                for (st, srel) in &kinds {
+                    let mut pages: Vec<Vec<FoundSubject>> = Vec::new();
+                    for limit in PAGE_SIZES {
+                        match all_subjects(engine, res, perm, st, srel.as_deref(), limit, false) {
+                            Ok(f) => pages.push(f),
+                            Err(e) => failures.push(format!("cross-check: LookupSubjects({res}#{perm}@{st}) failed: {e}")),
+                        }
+                    }
+                    let Some(found) = pages.first() else { continue };
+                    if pages.iter().any(|p| p != found) {
+                        failures.push(format!("cross-check: LookupSubjects({res}#{perm}@{st}) differs between page sizes"));
+                    }
+                    let wildcard = found.iter().find(|f| f.subject_id == "*");
+                    for subject in subjects.iter().filter(|s| &s.object.object_type == st && &s.relation == srel) {
+                        let Ok(allowed) = check(engine, res, perm, subject) else { continue };
+                        let id = &subject.object.object_id;
+                        let listed = found.iter().any(|f| &f.subject_id == id)
+                            || wildcard.is_some_and(|w| srel.is_none() && !w.excluded_ids.contains(id));
+                        if listed != allowed {
+                            failures.push(format!(
+                                "cross-check: Check({res}#{perm}@{subject}) is {}, but LookupSubjects {} it",
+                                if allowed { "allowed" } else { "denied" },
+                                if listed { "lists" } else { "does not list" }
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    failures
 }
 
 fn show(set: &BTreeSet<ExpectedSubject>) -> String {
