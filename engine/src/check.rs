@@ -7,23 +7,47 @@
 //! differ; once the frame that closes the cycle finishes, its answer is exact (for
 //! monotone rewrites one pass suffices: f(false) is either false, a fixpoint, or true,
 //! and then f(true) is true).
+//!
+//! What is tracked: every cycle in the data passes through a hop to another object (a
+//! subject set or an arrow), so only hop targets (and the top of the request) become
+//! frames on the path and entries in the memo. Steps within one object (computed
+//! usersets) are free, unless the schema itself has a loop of permissions on one
+//! object, in which case every node is tracked.
 
 use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 
 use crate::error::EngineError;
-use crate::graph::{GraphVersion, Micros, ResourceKey, SubjectKey};
+use crate::graph::{GraphVersion, RequestTime, ResourceKey, SubjectKey};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 
+type Memo = FxHashMap<(TypeId, RelationId, Sym), bool>;
+type Path = Vec<(TypeId, RelationId, Sym)>;
+
+thread_local! {
+    /// The memo and path of the last evaluation on this thread, kept (emptied) so the
+    /// next request does not allocate them again.
+    static SCRATCH: std::cell::Cell<Option<(Memo, Path)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Larger tables than this are dropped rather than kept for the next request.
+const SCRATCH_KEEP: usize = 4096;
+
+impl Drop for Evaluator<'_> {
+    fn drop(&mut self) {
+        if let Some((mut memo, mut path)) = self.scratch.take() {
+            if memo.capacity() <= SCRATCH_KEEP {
+                memo.clear();
+                path.clear();
+                SCRATCH.with(|s| s.set(Some((memo, path))));
+            }
+        }
+    }
+}
+
 /// No in-progress frame was leaned on.
 const NO_CYCLE: u32 = u32::MAX;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Memo {
-    InProgress(u32),
-    Done(bool),
-}
 
 /// A member answer plus the shallowest in-progress frame it depended on.
 #[derive(Debug, Clone, Copy)]
@@ -44,9 +68,14 @@ pub(crate) struct Evaluator<'a> {
     pub target: SubjectKey,
     /// The target subject's type in this schema.
     pub target_type: TypeId,
-    pub now: Micros,
+    pub now: &'a RequestTime,
     pub max_depth: u32,
-    memo: FxHashMap<(TypeId, RelationId, Sym), Memo>,
+    /// Final answers of tracked sub-problems, and the tracked sub-problems in progress
+    /// (outermost first; the index is the frame number). Taken from the thread's spare
+    /// set the first time a node is tracked: a check answered by a direct hit needs none.
+    scratch: Option<(Memo, Path)>,
+    /// Track every node, not only hop targets (the schema loops within one object).
+    track_all: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -56,7 +85,7 @@ impl<'a> Evaluator<'a> {
         interner: &'a Interner,
         target: SubjectKey,
         target_type: TypeId,
-        now: Micros,
+        now: &'a RequestTime,
         max_depth: u32,
     ) -> Self {
         Evaluator {
@@ -67,13 +96,14 @@ impl<'a> Evaluator<'a> {
             target_type,
             now,
             max_depth,
-            memo: FxHashMap::default(),
+            scratch: None,
+            track_all: plan.has_local_cycles(),
         }
     }
 
     /// Is the target a member of `object#relation` (object of type `ty`)?
     pub fn check(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Result<bool, EngineError> {
-        self.check_relation(ty, rel, object, 0).map(|a| a.member)
+        self.check_relation(ty, rel, object, 0, true).map(|a| a.member)
     }
 
     fn depth_error(&self, ty: TypeId, rel: RelationId, object: Sym) -> EngineError {
@@ -86,7 +116,16 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn check_relation(&mut self, ty: TypeId, rel: RelationId, object: Sym, depth: u32) -> Result<Answer, EngineError> {
+    /// `hop` is true when this node was reached by moving to another object (or is the
+    /// top of the request): such nodes are tracked for cycles and memoised.
+    fn check_relation(
+        &mut self,
+        ty: TypeId,
+        rel: RelationId,
+        object: Sym,
+        depth: u32,
+        hop: bool,
+    ) -> Result<Answer, EngineError> {
         if depth > self.max_depth {
             return Err(self.depth_error(ty, rel, object));
         }
@@ -102,7 +141,7 @@ impl<'a> Evaluator<'a> {
         };
         let key = ResourceKey { object_type: type_sym, relation: rel_sym, object_id: object };
         if let RelationKind::Direct(allowed) = &relation.kind {
-            // The cheap part first, with no memo: the subject itself or a wildcard.
+            // The cheap part first, untracked: the subject itself or a wildcard.
             if self.direct_hit(&key, allowed) {
                 return Ok(Answer::YES);
             }
@@ -110,30 +149,44 @@ impl<'a> Evaluator<'a> {
                 return Ok(Answer::NO);
             }
         }
-        let memo_key = (ty, rel, object);
-        match self.memo.get(&memo_key) {
-            Some(Memo::Done(b)) => return Ok(Answer { member: *b, cycle_low: NO_CYCLE }),
-            Some(Memo::InProgress(d)) => return Ok(Answer { member: false, cycle_low: *d }),
-            None => {}
+        if !(hop || self.track_all) {
+            return self.evaluate(&relation.kind, &key, ty, object, depth);
         }
-        self.memo.insert(memo_key, Memo::InProgress(depth));
-        let result = match &relation.kind {
-            RelationKind::Direct(allowed) => self.subject_sets(&key, allowed, depth),
-            RelationKind::Permission(rw) => self.rewrite(rw, ty, object, depth),
-        };
-        let answer = match result {
-            Ok(a) => a,
-            Err(e) => {
-                self.memo.remove(&memo_key);
-                return Err(e);
+        let node = (ty, rel, object);
+        let (memo, path) = self.scratch.get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
+        if let Some(done) = memo.get(&node) {
+            return Ok(Answer { member: *done, cycle_low: NO_CYCLE });
+        }
+        if let Some(frame) = path.iter().position(|n| *n == node) {
+            return Ok(Answer { member: false, cycle_low: frame as u32 });
+        }
+        let frame = path.len() as u32;
+        path.push(node);
+        let result = self.evaluate(&relation.kind, &key, ty, object, depth);
+        let (memo, path) = self.scratch.get_or_insert_with(Default::default);
+        path.pop();
+        let answer = result?;
+        if answer.cycle_low >= frame {
+            if depth > 0 || self.track_all {
+                memo.insert(node, answer.member);
             }
-        };
-        if answer.cycle_low >= depth {
-            self.memo.insert(memo_key, Memo::Done(answer.member));
             Ok(Answer { member: answer.member, cycle_low: NO_CYCLE })
         } else {
-            self.memo.remove(&memo_key);
             Ok(answer)
+        }
+    }
+
+    fn evaluate(
+        &mut self,
+        kind: &RelationKind,
+        key: &ResourceKey,
+        ty: TypeId,
+        object: Sym,
+        depth: u32,
+    ) -> Result<Answer, EngineError> {
+        match kind {
+            RelationKind::Direct(allowed) => self.subject_sets(key, allowed, depth),
+            RelationKind::Permission(rw) => self.rewrite(rw, ty, object, depth),
         }
     }
 
@@ -149,7 +202,7 @@ impl<'a> Evaluator<'a> {
                 .binary_search_by(|e| e.subject.cmp(s))
                 .ok()
                 .and_then(|i| edges.get(i))
-                .is_some_and(|e| e.live_at(self.now))
+                .is_some_and(|e| e.live(self.now))
         };
         if find(&self.target) {
             return true;
@@ -187,10 +240,10 @@ impl<'a> Evaluator<'a> {
                 if e.subject.object_type != st_sym || e.subject.relation != srel_sym {
                     break;
                 }
-                if !e.live_at(self.now) {
+                if !e.live(self.now) {
                     continue;
                 }
-                let ans = self.check_relation(a.type_id, srel, e.subject.object_id, depth + 1)?;
+                let ans = self.check_relation(a.type_id, srel, e.subject.object_id, depth + 1, true)?;
                 if ans.member {
                     return Ok(Answer::YES);
                 }
@@ -204,7 +257,7 @@ impl<'a> Evaluator<'a> {
         match rw {
             Rewrite::Nil => Ok(Answer::NO),
             // Same object: no hop, so no depth; the memo breaks schema-level loops.
-            Rewrite::Computed(rel) => self.check_relation(ty, *rel, object, depth),
+            Rewrite::Computed(rel) => self.check_relation(ty, *rel, object, depth, false),
             Rewrite::Arrow(arrow) => self.arrow(arrow, ty, object, depth),
             Rewrite::Union(items) => {
                 let mut cycle_low = NO_CYCLE;
@@ -251,7 +304,7 @@ impl<'a> Evaluator<'a> {
         let mut cycle_low = NO_CYCLE;
         let mut seen_any = false;
         for e in edges {
-            if !e.live_at(self.now) {
+            if !e.live(self.now) {
                 continue;
             }
             seen_any = true;
@@ -260,7 +313,7 @@ impl<'a> Evaluator<'a> {
                 .iter()
                 .find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type);
             let ans = match target {
-                Some((tt, trel)) => self.check_relation(*tt, *trel, e.subject.object_id, depth + 1)?,
+                Some((tt, trel)) => self.check_relation(*tt, *trel, e.subject.object_id, depth + 1, true)?,
                 None => Answer::NO,
             };
             cycle_low = cycle_low.min(ans.cycle_low);

@@ -17,7 +17,7 @@ use crate::check::Evaluator;
 use crate::expand::{ExpandNode, ExpandTree, Expander};
 use crate::lookup::LookupContext;
 use crate::error::EngineError;
-use crate::graph::{Edge, GraphVersion, Micros, ResourceKey, StoredRelationship, SubjectKey, NEVER};
+use crate::graph::{Edge, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship, SubjectKey, NEVER};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 use crate::store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore};
@@ -177,7 +177,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Wall-clock time in the engine's unit.
 pub fn now_micros() -> Micros {
-    Utc::now().timestamp_micros()
+    crate::graph::wall_clock_micros()
 }
 
 fn to_micros(t: &DateTime<Utc>) -> Micros {
@@ -246,6 +246,15 @@ impl Engine {
     /// The newest published revision.
     pub fn current(&self) -> Arc<GraphVersion> {
         self.current.load_full()
+    }
+
+    /// Pins the revision a read sees, without touching the reference count on the hot
+    /// path (the common consistency modes read the current revision).
+    fn pin(&self, consistency: Consistency) -> Result<Pinned, EngineError> {
+        match consistency {
+            Consistency::MinimizeLatency | Consistency::FullyConsistent => Ok(Pinned::Current(self.current.load())),
+            other => self.snapshot(other).map(Pinned::Owned),
+        }
     }
 
     /// The revision a read with `consistency` sees.
@@ -532,12 +541,16 @@ impl Engine {
 
     /// Answers a Check at the revision its consistency asks for, by the wall clock.
     pub fn check(&self, req: &CheckRequest<'_>) -> Result<CheckResponse, EngineError> {
-        self.check_at(req, now_micros())
+        self.check_with_time(req, &RequestTime::wall_clock())
     }
 
     /// Answers a Check as if the time were `now` (for expiration).
     pub fn check_at(&self, req: &CheckRequest<'_>, now: Micros) -> Result<CheckResponse, EngineError> {
-        let graph = self.snapshot(req.consistency)?;
+        self.check_with_time(req, &RequestTime::fixed(now))
+    }
+
+    fn check_with_time(&self, req: &CheckRequest<'_>, now: &RequestTime) -> Result<CheckResponse, EngineError> {
+        let graph = self.pin(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
         check_resource_id(req.resource_id)?;
@@ -603,7 +616,7 @@ impl Engine {
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let want = resolve_relation(plan, req.resource_type, req.permission)?;
         let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
-        let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: now_micros(), max_depth: self.config.max_depth };
+        let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: &RequestTime::wall_clock(), max_depth: self.config.max_depth };
         let found = ctx.resources(want, subject.key, subject.type_id, subject.relation)?;
         let mut ids: Vec<String> =
             found.into_iter().filter(|s| *s != UNSEEN).map(|s| self.interner.resolve(s).to_string()).collect();
@@ -637,7 +650,7 @@ impl Engine {
         let mut subjects: Vec<FoundSubject> = Vec::new();
         match self.interner.get(req.resource_id) {
             Some(resource) => {
-                let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: now_micros(), max_depth: self.config.max_depth };
+                let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: &RequestTime::wall_clock(), max_depth: self.config.max_depth };
                 let (allowed, wildcard) =
                     ctx.subjects((res_ty, rel, resource), sub_ty, sub_rel, UNSEEN, req.written_subject_sets_only)?;
                 let name = |s: Sym| self.interner.resolve(s).to_string();
@@ -683,7 +696,8 @@ impl Engine {
         let (ty, rel) = resolve_relation(plan, resource_type, permission)?;
         check_resource_id(resource_id)?;
         let id = self.interner.get(resource_id).unwrap_or(UNSEEN);
-        let mut expander = Expander::new(&graph, plan, &self.interner, now_micros(), self.config.max_depth);
+        let time = RequestTime::wall_clock();
+        let mut expander = Expander::new(&graph, plan, &self.interner, &time, self.config.max_depth);
         let mut tree = expander.expand(ty, rel, id, 0)?;
         if id == UNSEEN {
             fix_unseen_ids(&mut tree, resource_id);
@@ -694,6 +708,23 @@ impl Engine {
     /// The type id of a name in the current schema (for callers that pre-resolve).
     pub fn type_id(&self, name: &str) -> Option<TypeId> {
         self.current.load().plan.as_ref().and_then(|p| p.schema.type_id(name))
+    }
+}
+
+/// A pinned revision: a cheap guard on the current one, or an owned older one.
+enum Pinned {
+    Current(arc_swap::Guard<Arc<GraphVersion>>),
+    Owned(Arc<GraphVersion>),
+}
+
+impl std::ops::Deref for Pinned {
+    type Target = GraphVersion;
+
+    fn deref(&self) -> &GraphVersion {
+        match self {
+            Pinned::Current(g) => g,
+            Pinned::Owned(a) => a,
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use rustc_hash::FxHashSet;
 
 use crate::error::EngineError;
-use crate::graph::{GraphVersion, Micros, ResourceKey, NEVER};
+use crate::graph::{GraphVersion, RequestTime, ResourceKey, NEVER};
 use crate::intern::{Interner, Sym, ELLIPSIS};
 use crate::schema_plan::SchemaPlan;
 
@@ -43,13 +43,13 @@ pub(crate) struct Expander<'a> {
     pub graph: &'a GraphVersion,
     pub plan: &'a SchemaPlan,
     pub interner: &'a Interner,
-    pub now: Micros,
+    pub now: &'a RequestTime,
     pub max_depth: u32,
     path: FxHashSet<(TypeId, RelationId, Sym)>,
 }
 
 impl<'a> Expander<'a> {
-    pub fn new(graph: &'a GraphVersion, plan: &'a SchemaPlan, interner: &'a Interner, now: Micros, max_depth: u32) -> Self {
+    pub fn new(graph: &'a GraphVersion, plan: &'a SchemaPlan, interner: &'a Interner, now: &'a RequestTime, max_depth: u32) -> Self {
         Expander { graph, plan, interner, now, max_depth, path: FxHashSet::default() }
     }
 
@@ -88,7 +88,7 @@ impl<'a> Expander<'a> {
             .graph
             .edges(&key)
             .iter()
-            .filter(|e| e.live_at(self.now))
+            .filter(|e| e.live(self.now))
             .map(|e| ExpandSubject {
                 subject: SubjectRef {
                     object: ObjectRef {
@@ -136,7 +136,7 @@ impl<'a> Expander<'a> {
                 let mut children = Vec::new();
                 let mut seen = FxHashSet::default();
                 for e in self.graph.edges(&key) {
-                    if !e.live_at(self.now) || !seen.insert((e.subject.object_type, e.subject.object_id)) {
+                    if !e.live(self.now) || !seen.insert((e.subject.object_type, e.subject.object_id)) {
                         continue;
                     }
                     if let Some((tt, tr)) = arrow.targets.iter().find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type) {

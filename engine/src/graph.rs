@@ -49,6 +49,48 @@ impl Edge {
     pub fn live_at(&self, now: Micros) -> bool {
         self.expires_at > now
     }
+
+    /// Visible at the request's time; reads the clock only for an expiring edge.
+    #[inline]
+    pub fn live(&self, time: &RequestTime) -> bool {
+        self.expires_at == NEVER || self.expires_at > time.get()
+    }
+}
+
+/// A request's "now" for expiration: fixed, or read from the wall clock the first time
+/// an expiring relationship is met (most requests never meet one).
+#[derive(Debug, Clone)]
+pub struct RequestTime(std::cell::Cell<Micros>);
+
+const UNREAD: Micros = Micros::MIN;
+
+impl RequestTime {
+    pub fn wall_clock() -> Self {
+        RequestTime(std::cell::Cell::new(UNREAD))
+    }
+
+    pub fn fixed(now: Micros) -> Self {
+        RequestTime(std::cell::Cell::new(now))
+    }
+
+    #[inline]
+    pub fn get(&self) -> Micros {
+        let t = self.0.get();
+        if t != UNREAD {
+            return t;
+        }
+        let now = wall_clock_micros();
+        self.0.set(now);
+        now
+    }
+}
+
+/// Microseconds since the Unix epoch by the system clock.
+pub fn wall_clock_micros() -> Micros {
+    match std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => Micros::try_from(d.as_micros()).unwrap_or(Micros::MAX - 1),
+        Err(e) => -Micros::try_from(e.duration().as_micros()).unwrap_or(Micros::MAX - 1),
+    }
 }
 
 /// The stored form of one relationship.

@@ -11,7 +11,7 @@ use rustc_hash::FxHashSet;
 
 use crate::check::Evaluator;
 use crate::error::EngineError;
-use crate::graph::{GraphVersion, Micros, SubjectKey};
+use crate::graph::{GraphVersion, RequestTime, SubjectKey};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 
@@ -173,7 +173,7 @@ pub(crate) struct LookupContext<'a> {
     pub graph: &'a GraphVersion,
     pub plan: &'a SchemaPlan,
     pub interner: &'a Interner,
-    pub now: Micros,
+    pub now: &'a RequestTime,
     pub max_depth: u32,
 }
 

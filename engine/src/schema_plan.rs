@@ -20,6 +20,9 @@ pub struct SchemaPlan {
     /// `(T, r)` -> `(D, tupleset, P)` for every arrow `tupleset->...` in permission `P`
     /// of `D` that lands on `r` of `T`.
     arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<(TypeId, RelationId, RelationId)>>,
+    /// Some permission reaches itself through computed usersets on the same object
+    /// (`a = b`, `b = a + x`): evaluation must then track every node for cycles.
+    local_cycles: bool,
 }
 
 /// Calls `f` for every computed reference and every arrow in a rewrite.
@@ -85,7 +88,9 @@ impl SchemaPlan {
                 });
             }
         }
+        let local_cycles = has_local_cycles(&schema);
         SchemaPlan {
+            local_cycles,
             computed_dependents,
             arrow_dependents,
             schema,
@@ -111,6 +116,10 @@ impl SchemaPlan {
             .unwrap_or(Sym::MAX)
     }
 
+    pub fn has_local_cycles(&self) -> bool {
+        self.local_cycles
+    }
+
     /// Permissions of `ty` that name `rel` directly.
     pub fn computed_dependents(&self, ty: TypeId, rel: RelationId) -> &[RelationId] {
         self.computed_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
@@ -128,4 +137,46 @@ impl SchemaPlan {
     pub fn relation_of_sym(&self, ty: TypeId, sym: Sym) -> Option<RelationId> {
         self.rel_by_sym.get(&(ty, sym)).copied()
     }
+}
+
+/// Whether any definition has a loop of computed usersets (a permission that reaches
+/// itself without leaving the object).
+fn has_local_cycles(schema: &CompiledSchema) -> bool {
+    schema.definitions.iter().any(|def| {
+        let refs: Vec<Vec<RelationId>> = def
+            .relations
+            .iter()
+            .map(|rel| {
+                let mut out = Vec::new();
+                if let RelationKind::Permission(rw) = &rel.kind {
+                    visit_rewrite(rw, &mut |node| {
+                        if let Rewrite::Computed(r) = node {
+                            out.push(*r);
+                        }
+                    });
+                }
+                out
+            })
+            .collect();
+        // Depth-first search with colours: 0 unvisited, 1 on the stack, 2 done.
+        let mut colour = vec![0u8; refs.len()];
+        fn visit(n: usize, refs: &[Vec<RelationId>], colour: &mut [u8]) -> bool {
+            match colour.get(n) {
+                Some(1) => return true,
+                Some(2) | None => return false,
+                _ => {}
+            }
+            if let Some(c) = colour.get_mut(n) {
+                *c = 1;
+            }
+            let found = refs
+                .get(n)
+                .is_some_and(|next| next.iter().any(|m| visit(usize::from(*m), refs, colour)));
+            if let Some(c) = colour.get_mut(n) {
+                *c = 2;
+            }
+            found
+        }
+        (0..refs.len()).any(|n| visit(n, &refs, &mut colour))
+    })
 }

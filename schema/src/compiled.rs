@@ -1,7 +1,7 @@
 //! The compiled schema: definitions and relations addressed by small integer ids, every
 //! reference resolved and type-checked. Evaluation only ever sees this form.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 /// Index of a definition in [`CompiledSchema::definitions`].
 pub type TypeId = u16;

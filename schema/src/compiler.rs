@@ -1,7 +1,7 @@
 //! Compiler: [`SchemaAst`] -> [`CompiledSchema`]. Resolves every name, type-checks, and
 //! reports every problem with the offending name and its position.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::ast::*;
 use crate::compiled::*;
@@ -64,7 +64,7 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     continue;
                 };
                 schema.type_index.insert(def.name.text.clone(), id);
-                let mut relation_index = HashMap::new();
+                let mut relation_index = HashMap::default();
                 let mut relations = Vec::new();
                 for member in &def.members {
                     let (name, doc, kind) = match member {
