@@ -18,7 +18,7 @@ use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, 
 use rustc_hash::FxHashMap;
 
 use crate::error::EngineError;
-use crate::graph::{GraphVersion, RequestTime, ResourceKey, SubjectKey};
+use crate::graph::{Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 
@@ -76,6 +76,8 @@ pub(crate) struct Evaluator<'a> {
     scratch: Option<(Memo, Path)>,
     /// Track every node, not only hop targets (the schema loops within one object).
     track_all: bool,
+    /// The object looked up last: a rewrite reads several relations of one object.
+    last_object: Option<(ObjectKey, Option<&'a ObjectEdges>)>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -98,6 +100,7 @@ impl<'a> Evaluator<'a> {
             max_depth,
             scratch: None,
             track_all: plan.has_local_cycles(),
+            last_object: None,
         }
     }
 
@@ -190,10 +193,26 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// The edges of `key`, through the one-object cache.
+    #[inline]
+    fn edges(&mut self, key: &ResourceKey) -> &'a [Edge] {
+        let okey = key.object();
+        let object = match self.last_object {
+            Some((k, o)) if k == okey => o,
+            _ => {
+                let graph: &'a GraphVersion = self.graph;
+                let o = graph.object(&okey);
+                self.last_object = Some((okey, o));
+                o
+            }
+        };
+        object.map(|o| o.relation(key.relation)).unwrap_or(&[])
+    }
+
     /// The target itself, or a wildcard of its type, written directly on `key`.
     #[inline]
-    fn direct_hit(&self, key: &ResourceKey, allowed: &[arbiter_schema::AllowedSubject]) -> bool {
-        let edges = self.graph.edges(key);
+    fn direct_hit(&mut self, key: &ResourceKey, allowed: &[arbiter_schema::AllowedSubject]) -> bool {
+        let edges = self.edges(key);
         if edges.is_empty() {
             return false;
         }
@@ -227,8 +246,7 @@ impl<'a> Evaluator<'a> {
         allowed: &[arbiter_schema::AllowedSubject],
         depth: u32,
     ) -> Result<Answer, EngineError> {
-        let graph = self.graph;
-        let edges = graph.edges(key);
+        let edges = self.edges(key);
         let mut cycle_low = NO_CYCLE;
         for a in allowed {
             let AllowedKind::SubjectSet(srel) = a.kind else { continue };
@@ -298,8 +316,7 @@ impl<'a> Evaluator<'a> {
             relation: self.plan.rel_sym(ty, arrow.tupleset),
             object_id: object,
         };
-        let graph = self.graph;
-        let edges = graph.edges(&key);
+        let edges = self.edges(&key);
         let all = arrow.kind == ArrowKind::All;
         let mut cycle_low = NO_CYCLE;
         let mut seen_any = false;

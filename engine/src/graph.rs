@@ -2,8 +2,8 @@
 //! (persistent hash maps share structure), so a write builds the next revision beside
 //! the current one and readers never wait.
 //!
-//! Layout: a forward index `(resource type, relation, resource id) -> sorted edges`
-//! for Check, and a reverse index `(subject type, subject id, subject relation) ->
+//! Layout: a forward index `(resource type, resource id) -> per relation, sorted edges`
+//! for Check (one lookup serves every relation of an object a rewrite touches), and a reverse index `(subject type, subject id, subject relation) ->
 //! resources` for Lookup and reads by subject. Everything is interned symbols.
 
 use std::sync::Arc;
@@ -25,6 +25,44 @@ pub struct ResourceKey {
     pub object_type: Sym,
     pub relation: Sym,
     pub object_id: Sym,
+}
+
+/// `type:id`, interned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub object_type: Sym,
+    pub object_id: Sym,
+}
+
+impl ResourceKey {
+    #[inline]
+    pub fn object(&self) -> ObjectKey {
+        ObjectKey { object_type: self.object_type, object_id: self.object_id }
+    }
+}
+
+/// Everything written on one object: for each relation (sorted by symbol; an object has
+/// few), its edges sorted by subject. Edge lists are shared between revisions.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectEdges {
+    relations: Vec<(Sym, Arc<[Edge]>)>,
+}
+
+impl ObjectEdges {
+    /// The edges of one relation of this object.
+    #[inline]
+    pub fn relation(&self, relation: Sym) -> &[Edge] {
+        for (r, edges) in &self.relations {
+            if *r == relation {
+                return edges;
+            }
+        }
+        &[]
+    }
+
+    fn position(&self, relation: Sym) -> Result<usize, usize> {
+        self.relations.binary_search_by(|(r, _)| r.cmp(&relation))
+    }
 }
 
 /// A subject, ordered by type, then relation, then id, so that all subjects of one
@@ -104,7 +142,7 @@ pub struct StoredRelationship {
 pub struct GraphVersion {
     pub revision: u64,
     pub plan: Option<Arc<SchemaPlan>>,
-    forward: PMap<ResourceKey, Arc<[Edge]>>,
+    forward: PMap<ObjectKey, Arc<ObjectEdges>>,
     reverse: PMap<SubjectKey, Arc<[ResourceKey]>>,
     relationships: usize,
 }
@@ -132,7 +170,13 @@ impl GraphVersion {
     /// The edges of `resource#relation`, sorted by subject.
     #[inline]
     pub fn edges(&self, key: &ResourceKey) -> &[Edge] {
-        self.forward.get(key).map(|e| &e[..]).unwrap_or(&[])
+        self.object(&key.object()).map(|o| o.relation(key.relation)).unwrap_or(&[])
+    }
+
+    /// Everything written on one object.
+    #[inline]
+    pub fn object(&self, key: &ObjectKey) -> Option<&ObjectEdges> {
+        self.forward.get(key).map(|o| &**o)
     }
 
     /// The resources that name `subject` directly.
@@ -151,37 +195,52 @@ impl GraphVersion {
 
     /// Every stored relationship, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = StoredRelationship> + '_ {
-        self.forward.iter().flat_map(|(resource, edges)| {
-            edges.iter().map(move |edge| StoredRelationship {
-                resource: *resource,
-                edge: *edge,
+        self.forward.iter().flat_map(|(object, edges)| {
+            edges.relations.iter().flat_map(move |(relation, list)| {
+                list.iter().map(move |edge| StoredRelationship {
+                    resource: ResourceKey {
+                        object_type: object.object_type,
+                        relation: *relation,
+                        object_id: object.object_id,
+                    },
+                    edge: *edge,
+                })
             })
         })
     }
 
     /// Inserts or replaces one relationship; returns whether it was new.
     pub fn upsert(&mut self, resource: ResourceKey, edge: Edge) -> bool {
-        let old = self.forward.get(&resource).cloned();
-        let (list, inserted) = match old {
-            None => (Arc::from(vec![edge]), true),
-            Some(list) => match list.binary_search_by(|e| e.subject.cmp(&edge.subject)) {
-                Ok(i) => {
-                    let mut v = list.to_vec();
-                    if let Some(slot) = v.get_mut(i) {
-                        *slot = edge;
+        let okey = resource.object();
+        let mut object = self.forward.get(&okey).map(|o| (**o).clone()).unwrap_or_default();
+        let inserted = match object.position(resource.relation) {
+            Err(at) => {
+                object.relations.insert(at, (resource.relation, Arc::from(vec![edge])));
+                true
+            }
+            Ok(at) => {
+                let Some((_, list)) = object.relations.get_mut(at) else { return false };
+                match list.binary_search_by(|e| e.subject.cmp(&edge.subject)) {
+                    Ok(i) => {
+                        let mut v = list.to_vec();
+                        if let Some(slot) = v.get_mut(i) {
+                            *slot = edge;
+                        }
+                        *list = Arc::from(v);
+                        false
                     }
-                    (Arc::from(v), false)
+                    Err(i) => {
+                        let mut v = Vec::with_capacity(list.len() + 1);
+                        v.extend_from_slice(list.get(..i).unwrap_or(&[]));
+                        v.push(edge);
+                        v.extend_from_slice(list.get(i..).unwrap_or(&[]));
+                        *list = Arc::from(v);
+                        true
+                    }
                 }
-                Err(i) => {
-                    let mut v = Vec::with_capacity(list.len() + 1);
-                    v.extend_from_slice(&list[..i]);
-                    v.push(edge);
-                    v.extend_from_slice(&list[i..]);
-                    (Arc::from(v), true)
-                }
-            },
+            }
         };
-        self.forward.insert(resource, list);
+        self.forward.insert(okey, Arc::new(object));
         if inserted {
             self.relationships += 1;
             let rev = self.reverse.get(&edge.subject).cloned();
@@ -196,18 +255,28 @@ impl GraphVersion {
 
     /// Removes one relationship; returns whether it existed.
     pub fn remove(&mut self, resource: &ResourceKey, subject: &SubjectKey) -> bool {
-        let Some(list) = self.forward.get(resource).cloned() else {
+        let okey = resource.object();
+        let Some(mut object) = self.forward.get(&okey).map(|o| (**o).clone()) else {
             return false;
         };
+        let Ok(at) = object.position(resource.relation) else {
+            return false;
+        };
+        let Some((_, list)) = object.relations.get_mut(at) else { return false };
         let Ok(i) = list.binary_search_by(|e| e.subject.cmp(subject)) else {
             return false;
         };
         if list.len() == 1 {
-            self.forward.remove(resource);
+            object.relations.remove(at);
         } else {
             let mut v = list.to_vec();
             v.remove(i);
-            self.forward.insert(*resource, Arc::from(v));
+            *list = Arc::from(v);
+        }
+        if object.relations.is_empty() {
+            self.forward.remove(&okey);
+        } else {
+            self.forward.insert(okey, Arc::new(object));
         }
         self.relationships -= 1;
         if let Some(rev) = self.reverse.get(subject).cloned() {
