@@ -22,13 +22,32 @@ use crate::graph::{Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, Reso
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 
-type Memo = FxHashMap<(TypeId, RelationId, Sym), bool>;
-type Path = Vec<(TypeId, RelationId, Sym)>;
+type Node = (TypeId, RelationId, Sym);
+
+/// What is known about a tracked sub-problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memo {
+    Done(bool),
+    /// "Not a member" for as long as the frame with this number, which the answer
+    /// leaned on, is in progress. Settled when that frame finishes: confirmed if it
+    /// finishes "no", dropped if it finishes "yes". This keeps cyclic data polynomial:
+    /// without it every path through a cycle would be explored again.
+    Provisional(u32),
+}
+
+/// Per-evaluation tables: the memo, the path of tracked frames in progress (outermost
+/// first; the index is the frame number), and the nodes whose memo is provisional.
+#[derive(Debug, Default)]
+struct Scratch {
+    memo: FxHashMap<Node, Memo>,
+    path: Vec<Node>,
+    provisional: Vec<Node>,
+}
 
 thread_local! {
-    /// The memo and path of the last evaluation on this thread, kept (emptied) so the
-    /// next request does not allocate them again.
-    static SCRATCH: std::cell::Cell<Option<(Memo, Path)>> = const { std::cell::Cell::new(None) };
+    /// The tables of the last evaluation on this thread, kept (emptied) so the next
+    /// request does not allocate them again.
+    static SCRATCH: std::cell::Cell<Option<Scratch>> = const { std::cell::Cell::new(None) };
 }
 
 /// Larger tables than this are dropped rather than kept for the next request.
@@ -36,12 +55,56 @@ const SCRATCH_KEEP: usize = 4096;
 
 impl Drop for Evaluator<'_> {
     fn drop(&mut self) {
-        if let Some((mut memo, mut path)) = self.scratch.take() {
-            if memo.capacity() <= SCRATCH_KEEP {
-                memo.clear();
-                path.clear();
-                SCRATCH.with(|s| s.set(Some((memo, path))));
+        if let Some(mut scratch) = self.scratch.take() {
+            if scratch.memo.capacity() <= SCRATCH_KEEP {
+                scratch.memo.clear();
+                scratch.path.clear();
+                scratch.provisional.clear();
+                SCRATCH.with(|s| s.set(Some(scratch)));
             }
+        }
+    }
+}
+
+impl Scratch {
+    /// Settles what frame `frame` leaves behind when it finishes with `answer`.
+    fn finish(&mut self, node: Node, frame: u32, start: usize, answer: Answer, memoise_done: bool) -> Answer {
+        let self_contained = answer.cycle_low >= frame;
+        // Entries made while this frame ran that leaned on it (or on frames above it).
+        let mut keep = start;
+        for i in start..self.provisional.len() {
+            let Some(n) = self.provisional.get(i).copied() else { break };
+            let Some(Memo::Provisional(dep)) = self.memo.get(&n).copied() else { continue };
+            if dep < frame {
+                if let Some(slot) = self.provisional.get_mut(keep) {
+                    *slot = n;
+                }
+                keep += 1;
+            } else if answer.member {
+                // They assumed this frame "no"; it is "yes", so they may be wrong.
+                self.memo.remove(&n);
+            } else if self_contained {
+                self.memo.insert(n, Memo::Done(false));
+            } else {
+                self.memo.insert(n, Memo::Provisional(answer.cycle_low));
+                if let Some(slot) = self.provisional.get_mut(keep) {
+                    *slot = n;
+                }
+                keep += 1;
+            }
+        }
+        self.provisional.truncate(keep);
+        if self_contained {
+            if memoise_done {
+                self.memo.insert(node, Memo::Done(answer.member));
+            }
+            Answer { member: answer.member, cycle_low: NO_CYCLE }
+        } else {
+            if !answer.member {
+                self.memo.insert(node, Memo::Provisional(answer.cycle_low));
+                self.provisional.push(node);
+            }
+            answer
         }
     }
 }
@@ -73,7 +136,7 @@ pub(crate) struct Evaluator<'a> {
     /// Final answers of tracked sub-problems, and the tracked sub-problems in progress
     /// (outermost first; the index is the frame number). Taken from the thread's spare
     /// set the first time a node is tracked: a check answered by a direct hit needs none.
-    scratch: Option<(Memo, Path)>,
+    scratch: Option<Scratch>,
     /// Track every node, not only hop targets (the schema loops within one object).
     track_all: bool,
     /// The object looked up last: a rewrite reads several relations of one object.
@@ -156,27 +219,29 @@ impl<'a> Evaluator<'a> {
             return self.evaluate(&relation.kind, &key, ty, object, depth);
         }
         let node = (ty, rel, object);
-        let (memo, path) = self.scratch.get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
-        if let Some(done) = memo.get(&node) {
-            return Ok(Answer { member: *done, cycle_low: NO_CYCLE });
+        let scratch = self.scratch.get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
+        match scratch.memo.get(&node) {
+            Some(Memo::Done(b)) => return Ok(Answer { member: *b, cycle_low: NO_CYCLE }),
+            Some(Memo::Provisional(dep)) => return Ok(Answer { member: false, cycle_low: *dep }),
+            None => {}
         }
-        if let Some(frame) = path.iter().position(|n| *n == node) {
+        if let Some(frame) = scratch.path.iter().position(|n| *n == node) {
             return Ok(Answer { member: false, cycle_low: frame as u32 });
         }
-        let frame = path.len() as u32;
-        path.push(node);
+        let frame = scratch.path.len() as u32;
+        let start = scratch.provisional.len();
+        scratch.path.push(node);
         let result = self.evaluate(&relation.kind, &key, ty, object, depth);
-        let (memo, path) = self.scratch.get_or_insert_with(Default::default);
-        path.pop();
-        let answer = result?;
-        if answer.cycle_low >= frame {
-            if depth > 0 || self.track_all {
-                memo.insert(node, answer.member);
+        let scratch = self.scratch.get_or_insert_with(Default::default);
+        scratch.path.pop();
+        let answer = match result {
+            Ok(a) => a,
+            Err(e) => {
+                // The request fails as a whole; nothing here will be read again.
+                return Err(e);
             }
-            Ok(Answer { member: answer.member, cycle_low: NO_CYCLE })
-        } else {
-            Ok(answer)
-        }
+        };
+        Ok(scratch.finish(node, frame, start, answer, depth > 0 || self.track_all))
     }
 
     fn evaluate(
