@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Installs what the build needs when it is missing: today a Rust toolchain and a C
-# compiler (RocksDB's bindings will add libclang-dev with the server issue).
+# Installs what the build needs when it is missing: a C/C++ compiler and libclang (for
+# RocksDB's bindings). As root with apt-get it installs them; otherwise it prints the
+# exact command.
 set -euo pipefail
 
-missing=()
 command -v cargo >/dev/null 2>&1 || { echo "error: cargo not found; install Rust from your distribution or rustup" >&2; exit 1; }
+
+missing=()
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+have_libclang() {
+  [ -n "${LIBCLANG_PATH:-}" ] && return 0
+  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && return 0
+  ldconfig -p 2>/dev/null | grep -q 'libclang'
+}
+have_libclang || missing+=(libclang-dev)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing: ${missing[*]}" >&2
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    echo "installing build dependencies: ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "error: missing build dependencies; run: sudo apt-get install -y ${missing[*]}" >&2
     exit 1

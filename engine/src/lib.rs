@@ -11,6 +11,7 @@ pub mod graph;
 pub mod intern;
 pub mod schema_plan;
 pub mod store;
+pub mod store_suite;
 
 pub use engine::{
     now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, FoundSubject,

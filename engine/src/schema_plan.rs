@@ -19,11 +19,14 @@ pub struct SchemaPlan {
     computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>>,
     /// `(T, r)` -> `(D, tupleset, P)` for every arrow `tupleset->...` in permission `P`
     /// of `D` that lands on `r` of `T`.
-    arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<(TypeId, RelationId, RelationId)>>,
+    arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<ArrowDependent>>,
     /// Some permission reaches itself through computed usersets on the same object
     /// (`a = b`, `b = a + x`): evaluation must then track every node for cycles.
     local_cycles: bool,
 }
+
+/// An arrow `tupleset->...` in permission `permission` of type `.0`: `(type, tupleset, permission)`.
+pub type ArrowDependent = (TypeId, RelationId, RelationId);
 
 /// Calls `f` for every computed reference and every arrow in a rewrite.
 fn visit_rewrite(rw: &Rewrite, f: &mut impl FnMut(&Rewrite)) {
@@ -62,8 +65,7 @@ impl SchemaPlan {
             rel_syms.push(rels);
         }
         let mut computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>> = FxHashMap::default();
-        let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<(TypeId, RelationId, RelationId)>> =
-            FxHashMap::default();
+        let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<ArrowDependent>> = FxHashMap::default();
         for (ty, def) in schema.definitions.iter().enumerate() {
             let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
             for (pid, rel) in def.relations.iter().enumerate() {
@@ -126,7 +128,7 @@ impl SchemaPlan {
     }
 
     /// Arrows that land on `rel` of `ty`: `(type, tupleset, permission)`.
-    pub fn arrow_dependents(&self, ty: TypeId, rel: RelationId) -> &[(TypeId, RelationId, RelationId)] {
+    pub fn arrow_dependents(&self, ty: TypeId, rel: RelationId) -> &[ArrowDependent] {
         self.arrow_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
     }
 

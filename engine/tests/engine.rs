@@ -467,3 +467,16 @@ fn densely_cyclic_data_stays_polynomial() {
     let found = lr(&e, "group", "member", "user:last", None, None).resource_ids.len();
     assert_eq!(found, n);
 }
+
+#[test]
+fn memory_store_passes_the_store_suite() {
+    // The memory store has no durable location: "reopen" hands back the same instance.
+    let stores: std::sync::Mutex<std::collections::HashMap<String, Arc<MemoryStore>>> = Default::default();
+    let factory = |name: &str| -> Result<Box<dyn RelationshipStore>, String> {
+        let mut stores = stores.lock().unwrap();
+        let store = stores.entry(name.to_string()).or_default().clone();
+        Ok(Box::new(store))
+    };
+    let failures = arbiter_engine::store_suite::run(&factory);
+    assert!(failures.is_empty(), "{failures:#?}");
+}

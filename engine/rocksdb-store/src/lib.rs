@@ -1,0 +1,327 @@
+//! `arbiter-rocksdb-store`: the embedded durable store. Implements the engine's
+//! [`RelationshipStore`] on RocksDB, in its own crate so the engine builds and tests
+//! without RocksDB's C++.
+//!
+//! Column families:
+//! - `relationships`: `resource_type 0 resource_id 0 relation 0 subject_type 0 subject_id 0 subject_relation`
+//!   -> attributes (expiration). Forward order: everything on one resource is contiguous.
+//! - `relationships_by_subject`: the same six fields, subject first -> empty. Reverse order,
+//!   for reads by subject.
+//! - `changelog`: revision (big-endian u64) -> the change set (commit time, then one
+//!   `TOUCH|DELETE relationship` line per change, and the schema if it changed). Kept for
+//!   a window, for Watch and exact-snapshot reads.
+//! - `meta`: `revision`, `schema`, `format`.
+//!
+//! Ids, types and relations never contain a NUL byte (they are validated before they
+//! get here), so NUL separates key fields unambiguously. A commit is one `WriteBatch`
+//! written with a synced WAL: acknowledged means durable.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arbiter_engine::{ChangeOp, Commit, RelationshipStore, StoreError, StoredState};
+use arbiter_schema::{parse_relationship, ObjectRef, Relationship, SubjectRef};
+use chrono::{DateTime, TimeZone, Utc};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+
+const CF_FORWARD: &str = "relationships";
+const CF_REVERSE: &str = "relationships_by_subject";
+const CF_CHANGELOG: &str = "changelog";
+const CF_META: &str = "meta";
+
+const META_REVISION: &[u8] = b"revision";
+const META_SCHEMA: &[u8] = b"schema";
+const META_FORMAT: &[u8] = b"format";
+const FORMAT: &[u8] = b"arbiter-rocksdb-1";
+
+/// Attribute encoding version byte.
+const ATTR_V1: u8 = 1;
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Sync the WAL on every commit (on by default; off only for bulk loads that can be redone).
+    pub sync: bool,
+    /// How long changelog entries are kept.
+    pub changelog_window: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { sync: true, changelog_window: Duration::from_secs(24 * 3600) }
+    }
+}
+
+#[derive(Debug)]
+pub struct RocksStore {
+    db: DB,
+    options: StoreOptions,
+    commits: AtomicU64,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError(format!("{context}: {e}"))
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        let cfs = [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META].map(|name| {
+            let mut o = Options::default();
+            o.set_compression_type(rocksdb::DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(name, o)
+        });
+        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
+            .map_err(|e| err(&format!("open the store in {}", dir.display()), e))?;
+        let store = RocksStore { db, options, commits: AtomicU64::new(0) };
+        let meta = store.cf(CF_META)?;
+        match store.db.get_cf(meta, META_FORMAT).map_err(|e| err("read the store format", e))? {
+            None => store.db.put_cf(meta, META_FORMAT, FORMAT).map_err(|e| err("write the store format", e))?,
+            Some(f) if f == FORMAT => {}
+            Some(f) => {
+                return Err(StoreError(format!(
+                    "{} holds an unknown store format `{}`",
+                    dir.display(),
+                    String::from_utf8_lossy(&f)
+                )))
+            }
+        }
+        Ok(store)
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| StoreError(format!("column family `{name}` is missing")))
+    }
+
+    /// A consistent online copy of the store in `out` (which must not exist), that
+    /// [`RocksStore::open`] can start from.
+    pub fn checkpoint(&self, out: &Path) -> Result<(), StoreError> {
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| err("prepare a checkpoint", e))?;
+        cp.create_checkpoint(out).map_err(|e| err(&format!("write a checkpoint to {}", out.display()), e))
+    }
+
+    /// Changes after `revision`, oldest first: `(revision, commit time, changes, schema)`.
+    pub fn changes_since(&self, revision: u64) -> Result<Vec<LoggedCommit>, StoreError> {
+        let cf = self.cf(CF_CHANGELOG)?;
+        let start = (revision + 1).to_be_bytes();
+        let mut out = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, v) = item.map_err(|e| err("read the changelog", e))?;
+            let rev = decode_u64(&k).ok_or_else(|| StoreError("corrupt changelog key".into()))?;
+            out.push(decode_logged(rev, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// The oldest revision still in the changelog.
+    pub fn oldest_logged(&self) -> Result<Option<u64>, StoreError> {
+        let cf = self.cf(CF_CHANGELOG)?;
+        match self.db.iterator_cf(cf, IteratorMode::Start).next() {
+            Some(item) => {
+                let (k, _) = item.map_err(|e| err("read the changelog", e))?;
+                Ok(decode_u64(&k))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Drops changelog entries older than the window.
+    pub fn prune_changelog(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let cf = self.cf(CF_CHANGELOG)?;
+        let window = chrono::Duration::from_std(self.options.changelog_window).unwrap_or(chrono::Duration::MAX);
+        let cutoff = now - window;
+        let mut batch = WriteBatch::default();
+        let mut pruned = 0usize;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| err("read the changelog", e))?;
+            let Some(at) = v.get(..8).and_then(decode_u64).and_then(|m| Utc.timestamp_micros(m as i64).single()) else {
+                break;
+            };
+            if at >= cutoff {
+                break;
+            }
+            batch.delete_cf(cf, k);
+            pruned += 1;
+        }
+        if pruned > 0 {
+            self.db.write(batch).map_err(|e| err("prune the changelog", e))?;
+        }
+        Ok(pruned)
+    }
+}
+
+/// One changelog entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedCommit {
+    pub revision: u64,
+    pub committed_at: DateTime<Utc>,
+    pub changes: Vec<(ChangeOp, Relationship)>,
+    pub schema: Option<String>,
+}
+
+fn decode_u64(b: &[u8]) -> Option<u64> {
+    let arr: [u8; 8] = b.try_into().ok()?;
+    Some(u64::from_be_bytes(arr))
+}
+
+fn push_field(key: &mut Vec<u8>, field: &str) {
+    key.extend_from_slice(field.as_bytes());
+    key.push(0);
+}
+
+fn forward_key(r: &Relationship) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    push_field(&mut k, &r.resource.object_type);
+    push_field(&mut k, &r.resource.object_id);
+    push_field(&mut k, &r.relation);
+    push_field(&mut k, &r.subject.object.object_type);
+    push_field(&mut k, &r.subject.object.object_id);
+    k.extend_from_slice(r.subject.relation.as_deref().unwrap_or("").as_bytes());
+    k
+}
+
+fn reverse_key(r: &Relationship) -> Vec<u8> {
+    let mut k = Vec::with_capacity(64);
+    push_field(&mut k, &r.subject.object.object_type);
+    push_field(&mut k, &r.subject.object.object_id);
+    push_field(&mut k, r.subject.relation.as_deref().unwrap_or(""));
+    push_field(&mut k, &r.resource.object_type);
+    push_field(&mut k, &r.resource.object_id);
+    k.extend_from_slice(r.relation.as_bytes());
+    k
+}
+
+fn encode_attributes(r: &Relationship) -> Vec<u8> {
+    let mut v = vec![ATTR_V1];
+    if let Some(e) = &r.expiration {
+        v.extend_from_slice(&e.timestamp_micros().to_be_bytes());
+    }
+    v
+}
+
+fn decode_relationship(key: &[u8], value: &[u8]) -> Result<Relationship, StoreError> {
+    let corrupt = || StoreError(format!("corrupt relationship key `{}`", String::from_utf8_lossy(key)));
+    let text = std::str::from_utf8(key).map_err(|_| corrupt())?;
+    let mut parts = text.split('\0');
+    let mut next = || parts.next().ok_or_else(corrupt);
+    let (rt, rid, rel, st, sid, srel) = (next()?, next()?, next()?, next()?, next()?, next()?);
+    let expiration = match value {
+        [ATTR_V1] => None,
+        [ATTR_V1, rest @ ..] => {
+            let micros = i64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?);
+            Some(Utc.timestamp_micros(micros).single().ok_or_else(corrupt)?)
+        }
+        _ => return Err(corrupt()),
+    };
+    Ok(Relationship {
+        resource: ObjectRef { object_type: rt.to_string(), object_id: rid.to_string() },
+        relation: rel.to_string(),
+        subject: SubjectRef {
+            object: ObjectRef { object_type: st.to_string(), object_id: sid.to_string() },
+            relation: (!srel.is_empty()).then(|| srel.to_string()),
+        },
+        caveat: None,
+        expiration,
+    })
+}
+
+fn encode_logged(commit: &Commit<'_>, at: DateTime<Utc>) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend_from_slice(&(at.timestamp_micros() as u64).to_be_bytes());
+    for c in commit.changes {
+        let op = match c.op {
+            ChangeOp::Touch => "TOUCH",
+            ChangeOp::Delete => "DELETE",
+        };
+        v.extend_from_slice(format!("{op} {}\n", c.relationship).as_bytes());
+    }
+    if let Some(schema) = commit.schema {
+        v.extend_from_slice(b"SCHEMA\n");
+        v.extend_from_slice(schema.as_bytes());
+    }
+    v
+}
+
+fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
+    let corrupt = |what: &str| StoreError(format!("corrupt changelog entry {revision}: {what}"));
+    let micros = v.get(..8).and_then(decode_u64).ok_or_else(|| corrupt("no commit time"))?;
+    let committed_at = Utc.timestamp_micros(micros as i64).single().ok_or_else(|| corrupt("bad commit time"))?;
+    let text = std::str::from_utf8(v.get(8..).unwrap_or(&[])).map_err(|_| corrupt("not UTF-8"))?;
+    let (lines, schema) = match text.split_once("SCHEMA\n") {
+        Some((l, s)) => (l, Some(s.to_string())),
+        None => (text, None),
+    };
+    let mut changes = Vec::new();
+    for line in lines.lines().filter(|l| !l.is_empty()) {
+        let (op, rel) = line.split_once(' ').ok_or_else(|| corrupt(line))?;
+        let op = match op {
+            "TOUCH" => ChangeOp::Touch,
+            "DELETE" => ChangeOp::Delete,
+            _ => return Err(corrupt(line)),
+        };
+        let r = parse_relationship(rel).map_err(|e| corrupt(&e.message))?;
+        changes.push((op, r));
+    }
+    Ok(LoggedCommit { revision, committed_at, changes, schema })
+}
+
+/// How often (in commits) the changelog window is enforced.
+const PRUNE_EVERY: u64 = 1024;
+
+impl RelationshipStore for RocksStore {
+    fn load(&self) -> Result<StoredState, StoreError> {
+        let meta = self.cf(CF_META)?;
+        let revision = match self.db.get_cf(meta, META_REVISION).map_err(|e| err("read the revision", e))? {
+            Some(v) => decode_u64(&v).ok_or_else(|| StoreError("corrupt revision".into()))?,
+            None => 0,
+        };
+        let schema = match self.db.get_cf(meta, META_SCHEMA).map_err(|e| err("read the schema", e))? {
+            Some(v) => Some(String::from_utf8(v).map_err(|_| StoreError("stored schema is not UTF-8".into()))?),
+            None => None,
+        };
+        let cf = self.cf(CF_FORWARD)?;
+        let mut relationships = Vec::new();
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item.map_err(|e| err("read relationships", e))?;
+            relationships.push(decode_relationship(&k, &v)?);
+        }
+        Ok(StoredState { revision, schema, relationships })
+    }
+
+    fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
+        let fwd = self.cf(CF_FORWARD)?;
+        let rev = self.cf(CF_REVERSE)?;
+        let log = self.cf(CF_CHANGELOG)?;
+        let meta = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        for c in commit.changes {
+            match c.op {
+                ChangeOp::Touch => {
+                    batch.put_cf(fwd, forward_key(&c.relationship), encode_attributes(&c.relationship));
+                    batch.put_cf(rev, reverse_key(&c.relationship), []);
+                }
+                ChangeOp::Delete => {
+                    batch.delete_cf(fwd, forward_key(&c.relationship));
+                    batch.delete_cf(rev, reverse_key(&c.relationship));
+                }
+            }
+        }
+        let now = Utc::now();
+        batch.put_cf(log, commit.revision.to_be_bytes(), encode_logged(commit, now));
+        batch.put_cf(meta, META_REVISION, commit.revision.to_be_bytes());
+        if let Some(schema) = commit.schema {
+            batch.put_cf(meta, META_SCHEMA, schema.as_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.options.sync);
+        self.db.write_opt(batch, &wo).map_err(|e| err(&format!("commit revision {}", commit.revision), e))?;
+        if self.commits.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
+            self.prune_changelog(now)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! The RocksDB store against the shared store suite, plus what only a durable store has:
+//! reopening from disk, checkpoints and the changelog.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+
+use std::path::PathBuf;
+
+use arbiter_engine::{
+    store_suite, CheckRequest, Consistency, Decision, Engine, EngineConfig, RelationshipStore, RelationshipUpdate,
+    UpdateOp,
+};
+use arbiter_rocksdb_store::{RocksStore, StoreOptions};
+use arbiter_schema::parse_relationship;
+
+#[test]
+fn passes_the_store_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let root: PathBuf = dir.path().to_path_buf();
+    let factory = move |name: &str| -> Result<Box<dyn RelationshipStore>, String> {
+        let store = RocksStore::open(&root.join(name), StoreOptions::default()).map_err(|e| e.0)?;
+        Ok(Box::new(store))
+    };
+    let failures = store_suite::run(&factory);
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn check(engine: &Engine, doc: &str, user: &str) -> bool {
+    engine
+        .check(&CheckRequest {
+            resource_type: "doc",
+            resource_id: doc,
+            permission: "view",
+            subject_type: "user",
+            subject_id: user,
+            subject_relation: None,
+            consistency: Consistency::MinimizeLatency,
+        })
+        .unwrap()
+        .decision
+        == Decision::Allowed
+}
+
+const SCHEMA: &str = "definition user {}\ndefinition doc {\n relation viewer: user\n permission view = viewer\n}";
+
+fn touch(s: &str) -> RelationshipUpdate {
+    RelationshipUpdate { op: UpdateOp::Touch, relationship: parse_relationship(s).unwrap() }
+}
+
+#[test]
+fn an_engine_restarts_from_disk_and_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let backup = dir.path().join("backup");
+    {
+        let store = RocksStore::open(&data, StoreOptions::default()).unwrap();
+        let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+        engine.write_schema(SCHEMA).unwrap();
+        engine.write(&[touch("doc:1#viewer@user:a"), touch("doc:2#viewer@user:b")]).unwrap();
+        engine
+            .write(&[RelationshipUpdate { op: UpdateOp::Delete, relationship: parse_relationship("doc:2#viewer@user:b").unwrap() }])
+            .unwrap();
+        assert_eq!(engine.revision(), 3);
+    }
+    {
+        let store = RocksStore::open(&data, StoreOptions::default()).unwrap();
+        store.checkpoint(&backup).unwrap();
+        let log = store.changes_since(1).unwrap();
+        assert_eq!(log.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(log[0].changes.len(), 2);
+        assert_eq!(store.oldest_logged().unwrap(), Some(1));
+        let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+        assert_eq!(engine.revision(), 3);
+        assert!(check(&engine, "1", "a"));
+        assert!(!check(&engine, "2", "b"));
+    }
+    let store = RocksStore::open(&backup, StoreOptions::default()).unwrap();
+    let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    assert_eq!(engine.revision(), 3);
+    assert!(check(&engine, "1", "a"));
+}
+
+#[test]
+fn a_store_of_another_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["meta"]).unwrap();
+        db.put_cf(db.cf_handle("meta").unwrap(), b"format", b"something-else-9").unwrap();
+    }
+    let e = RocksStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(e.0.contains("unknown store format `something-else-9`"), "{e}");
+}

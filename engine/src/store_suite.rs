@@ -1,0 +1,113 @@
+//! One conformance suite for every [`RelationshipStore`]: the in-memory store, RocksDB
+//! and Postgres run the same checks. Each check opens fresh stores through the factory
+//! (a factory may return the same durable location twice to test reopening) and returns
+//! a message naming what went wrong.
+
+use arbiter_schema::{parse_relationship, Relationship};
+
+use crate::store::{Change, ChangeOp, Commit, RelationshipStore, StoredState};
+
+/// Opens a store. `name` identifies a durable location: the same name twice means
+/// "reopen what the first one wrote".
+pub type StoreFactory<'a> = dyn Fn(&str) -> Result<Box<dyn RelationshipStore>, String> + 'a;
+
+fn rel(s: &str) -> Result<Relationship, String> {
+    parse_relationship(s).map_err(|e| e.message)
+}
+
+fn touch(s: &str) -> Result<Change, String> {
+    Ok(Change { op: ChangeOp::Touch, relationship: rel(s)? })
+}
+
+fn delete(s: &str) -> Result<Change, String> {
+    Ok(Change { op: ChangeOp::Delete, relationship: rel(s)? })
+}
+
+fn sorted(mut state: StoredState) -> StoredState {
+    state.relationships.sort_by_key(|r| r.to_string());
+    state
+}
+
+const SCHEMA: &str = "definition user {}\ndefinition doc { relation viewer: user | user:* }";
+
+type Check = fn(&StoreFactory<'_>) -> Result<(), String>;
+
+/// Runs every check; returns the failures.
+pub fn run(factory: &StoreFactory<'_>) -> Vec<String> {
+    let checks: [(&str, Check); 4] = [
+        ("empty store loads empty", empty_store),
+        ("commits survive reopening", commits_survive_reopening),
+        ("touch replaces attributes", touch_replaces),
+        ("every relationship form round-trips", forms_round_trip),
+    ];
+    checks
+        .iter()
+        .filter_map(|(name, check)| check(factory).err().map(|e| format!("{name}: {e}")))
+        .collect()
+}
+
+fn empty_store(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let store = factory("empty")?;
+    let state = store.load().map_err(|e| e.0)?;
+    if state != StoredState::default() {
+        return Err(format!("expected nothing, loaded {state:?}"));
+    }
+    Ok(())
+}
+
+fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
+    {
+        let store = factory("reopen")?;
+        store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &[] }).map_err(|e| e.0)?;
+        let changes = [touch("doc:1#viewer@user:a")?, touch("doc:2#viewer@user:b")?, touch("doc:3#viewer@user:*")?];
+        store.commit(&Commit { revision: 2, schema: None, changes: &changes }).map_err(|e| e.0)?;
+        store
+            .commit(&Commit { revision: 3, schema: None, changes: &[delete("doc:2#viewer@user:b")?] })
+            .map_err(|e| e.0)?;
+    }
+    let store = factory("reopen")?;
+    let state = sorted(store.load().map_err(|e| e.0)?);
+    let want = StoredState {
+        revision: 3,
+        schema: Some(SCHEMA.to_string()),
+        relationships: vec![rel("doc:1#viewer@user:a")?, rel("doc:3#viewer@user:*")?],
+    };
+    if state != want {
+        return Err(format!("expected {want:?}, loaded {state:?}"));
+    }
+    Ok(())
+}
+
+fn touch_replaces(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let store = factory("touch")?;
+    let first = [touch("doc:1#viewer@user:a[expiration:2030-01-01T00:00:00Z]")?];
+    store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &first }).map_err(|e| e.0)?;
+    let second = [touch("doc:1#viewer@user:a[expiration:2040-01-01T00:00:00Z]")?];
+    store.commit(&Commit { revision: 2, schema: None, changes: &second }).map_err(|e| e.0)?;
+    let state = store.load().map_err(|e| e.0)?;
+    let want = vec![rel("doc:1#viewer@user:a[expiration:2040-01-01T00:00:00Z]")?];
+    if state.relationships != want {
+        return Err(format!("expected {want:?}, loaded {:?}", state.relationships));
+    }
+    Ok(())
+}
+
+fn forms_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let store = factory("forms")?;
+    let lines = [
+        "doc:1#viewer@user:a",
+        "doc:1#viewer@group:eng#member",
+        "acme/doc:x#viewer@acme/user:*",
+        "doc:--=base64+/|_#viewer@user:a-b",
+        "doc:2#viewer@user:a[expiration:2031-05-06T07:08:09.123456Z]",
+    ];
+    let changes = lines.iter().map(|l| touch(l)).collect::<Result<Vec<_>, _>>()?;
+    store.commit(&Commit { revision: 7, schema: Some(SCHEMA), changes: &changes }).map_err(|e| e.0)?;
+    let state = sorted(store.load().map_err(|e| e.0)?);
+    let mut want = lines.iter().map(|l| rel(l)).collect::<Result<Vec<_>, _>>()?;
+    want.sort_by_key(|r| r.to_string());
+    if state.relationships != want || state.revision != 7 {
+        return Err(format!("expected {want:?} at 7, loaded {:?} at {}", state.relationships, state.revision));
+    }
+    Ok(())
+}
