@@ -19,8 +19,8 @@ build: deps
 ## run: build and give a first tour (the server arrives with the server issue; until
 ## then this validates the project's own corpus and shows one schema).
 run: build
-	@echo "== arbiter validate tests/corpus"
-	@$(ARBITER) validate tests/corpus
+	@echo "== arbiter validate tests/corpus tests/corpus/differential"
+	@$(ARBITER) validate tests/corpus tests/corpus/differential
 	@echo
 	@echo "'arbiter serve' is not built yet; try: $(ARBITER) validate <your-file.yaml>"
 
@@ -32,8 +32,8 @@ test: deps
 
 corpus:
 	@$(CARGO) build -q -p arbiter-server
-	@echo "== arbiter validate tests/corpus"
-	@$(ARBITER) validate tests/corpus
+	@echo "== arbiter validate tests/corpus tests/corpus/differential"
+	@$(ARBITER) validate tests/corpus tests/corpus/differential
 
 ## conformance: the 54 caveat-free SpiceDB validation files (run from ../shared, never copied).
 conformance:

@@ -70,28 +70,35 @@ impl Scratch {
     /// Settles what frame `frame` leaves behind when it finishes with `answer`.
     fn finish(&mut self, node: Node, frame: u32, start: usize, answer: Answer, memoise_done: bool) -> Answer {
         let self_contained = answer.cycle_low >= frame;
-        // Entries made while this frame ran that leaned on it (or on frames above it).
+        // Entries made while this frame ran. Any of them may have leaned on this frame
+        // (an entry records only the outermost frame it leaned on), so:
         let mut keep = start;
         for i in start..self.provisional.len() {
             let Some(n) = self.provisional.get(i).copied() else { break };
             let Some(Memo::Provisional(dep)) = self.memo.get(&n).copied() else { continue };
-            if dep < frame {
-                if let Some(slot) = self.provisional.get_mut(keep) {
-                    *slot = n;
-                }
-                keep += 1;
-            } else if answer.member {
-                // They assumed this frame "no"; it is "yes", so they may be wrong.
+            if answer.member {
+                // This frame is "yes"; an entry that assumed it "no" may be wrong.
                 self.memo.remove(&n);
-            } else if self_contained {
-                self.memo.insert(n, Memo::Done(false));
-            } else {
-                self.memo.insert(n, Memo::Provisional(answer.cycle_low));
-                if let Some(slot) = self.provisional.get_mut(keep) {
-                    *slot = n;
-                }
-                keep += 1;
+                continue;
             }
+            let dep = if dep >= frame {
+                if self_contained {
+                    // Everything it leaned on has finished "no".
+                    self.memo.insert(n, Memo::Done(false));
+                    continue;
+                }
+                answer.cycle_low
+            } else if self_contained {
+                dep
+            } else {
+                // Leaning on this frame now means leaning on what this frame leaned on.
+                dep.min(answer.cycle_low)
+            };
+            self.memo.insert(n, Memo::Provisional(dep));
+            if let Some(slot) = self.provisional.get_mut(keep) {
+                *slot = n;
+            }
+            keep += 1;
         }
         self.provisional.truncate(keep);
         if self_contained {

@@ -559,14 +559,18 @@ impl Engine {
             decision: if allowed { Decision::Allowed } else { Decision::Denied },
             revision: graph.revision,
         };
-        let Some(resource) = self.interner.get(req.resource_id) else {
-            // Nothing was ever written about this resource; only the subject set itself
-            // is a member of itself.
-            let same = req.resource_type == req.subject_type
+        let resource = match self.interner.get(req.resource_id) {
+            Some(r) => r,
+            // Nothing was ever written about this resource. Only a subject set of the
+            // same object can be a member (of itself, through the schema); the shared
+            // "unseen" symbol stands for that one id on both sides.
+            None if req.resource_type == req.subject_type
                 && req.resource_id == req.subject_id
-                && subject.relation == Some(rel)
-                && subject.type_id == res_ty;
-            return Ok(decision(same));
+                && subject.relation.is_some() =>
+            {
+                UNSEEN
+            }
+            None => return Ok(decision(false)),
         };
         let mut eval = Evaluator::new(&graph, plan, &self.interner, subject.key, subject.type_id, now, self.config.max_depth);
         let allowed = eval.check(res_ty, rel, resource)?;
@@ -618,12 +622,12 @@ impl Engine {
         let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
         let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: &RequestTime::wall_clock(), max_depth: self.config.max_depth };
         let found = ctx.resources(want, subject.key, subject.type_id, subject.relation)?;
-        let mut ids: Vec<String> =
-            found.into_iter().filter(|s| *s != UNSEEN).map(|s| self.interner.resolve(s).to_string()).collect();
-        // A subject set whose id nobody wrote is still a member of itself.
-        if subject.key.object_id == UNSEEN && subject.relation == Some(want.1) && subject.type_id == want.0 {
-            ids.push(req.subject_id.to_string());
-        }
+        // The "unseen" symbol can only be the subject's own object (a subject set whose
+        // id nobody wrote, reaching itself through the schema).
+        let ids: Vec<String> = found
+            .into_iter()
+            .map(|s| if s == UNSEEN { req.subject_id.to_string() } else { self.interner.resolve(s).to_string() })
+            .collect();
         let (resource_ids, next_cursor) = paginate(ids, req.cursor, req.limit);
         Ok(LookupResourcesPage { resource_ids, next_cursor, revision: graph.revision })
     }
@@ -648,24 +652,30 @@ impl Engine {
             })?),
         };
         let mut subjects: Vec<FoundSubject> = Vec::new();
-        match self.interner.get(req.resource_id) {
-            Some(resource) => {
-                let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: &RequestTime::wall_clock(), max_depth: self.config.max_depth };
-                let (allowed, wildcard) =
-                    ctx.subjects((res_ty, rel, resource), sub_ty, sub_rel, UNSEEN, req.written_subject_sets_only)?;
-                let name = |s: Sym| self.interner.resolve(s).to_string();
-                subjects.extend(allowed.into_iter().map(|s| FoundSubject { subject_id: name(s), excluded_ids: Vec::new() }));
-                if let Some(excluded) = wildcard {
-                    let mut excluded_ids: Vec<String> = excluded.into_iter().map(name).collect();
-                    excluded_ids.sort();
-                    subjects.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
-                }
+        // A resource nobody wrote has no edges; the walk still finds its own subject sets
+        // (as `UNSEEN`, which then can only be the resource's own id).
+        let resource = self.interner.get(req.resource_id).unwrap_or(UNSEEN);
+        let ctx = LookupContext {
+            graph: &graph,
+            plan,
+            interner: &self.interner,
+            now: &RequestTime::wall_clock(),
+            max_depth: self.config.max_depth,
+        };
+        let (allowed, wildcard) =
+            ctx.subjects((res_ty, rel, resource), sub_ty, sub_rel, UNSEEN, req.written_subject_sets_only)?;
+        let name = |s: Sym| {
+            if s == UNSEEN {
+                req.resource_id.to_string()
+            } else {
+                self.interner.resolve(s).to_string()
             }
-            None => {
-                if !req.written_subject_sets_only && sub_ty == res_ty && sub_rel == Some(rel) {
-                    subjects.push(FoundSubject { subject_id: req.resource_id.to_string(), excluded_ids: Vec::new() });
-                }
-            }
+        };
+        subjects.extend(allowed.into_iter().map(|s| FoundSubject { subject_id: name(s), excluded_ids: Vec::new() }));
+        if let Some(excluded) = wildcard {
+            let mut excluded_ids: Vec<String> = excluded.into_iter().map(name).collect();
+            excluded_ids.sort();
+            subjects.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
         }
         subjects.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
         let start = match req.cursor {
