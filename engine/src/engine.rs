@@ -17,7 +17,9 @@ use crate::check::Evaluator;
 use crate::expand::{ExpandNode, ExpandTree, Expander};
 use crate::lookup::LookupContext;
 use crate::error::EngineError;
-use crate::graph::{Edge, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship, SubjectKey, NEVER};
+use crate::graph::{
+    Edge, GraphChange, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship, SubjectKey, NEVER,
+};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 use crate::store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore};
@@ -213,10 +215,12 @@ impl Engine {
         }
         if !state.relationships.is_empty() {
             let plan = graph.plan.clone().ok_or(EngineError::NoSchema)?;
+            let mut changes = Vec::with_capacity(state.relationships.len());
             for r in &state.relationships {
                 let (key, edge) = engine.validate_relationship(&plan, r)?;
-                graph.upsert(key, edge);
+                changes.push(GraphChange::Upsert(key, edge));
             }
+            graph.apply(&changes);
         }
         graph.revision = state.revision;
         let graph = Arc::new(graph);
@@ -510,29 +514,29 @@ impl Engine {
             validated.push((u, key, edge));
         }
         let now = now_micros();
-        let mut next = (*cur).clone();
-        next.revision = cur.revision + 1;
-        let mut changes = Vec::with_capacity(updates.len());
+        let mut graph_changes = Vec::with_capacity(validated.len());
+        let mut changes = Vec::with_capacity(validated.len());
         for (u, key, edge) in validated {
+            let existing = cur.find(&key, &edge.subject);
             match u.op {
-                UpdateOp::Create => {
-                    if next.find(&key, &edge.subject).is_some_and(|e| e.live_at(now)) {
-                        return Err(EngineError::AlreadyExists(u.relationship.to_string()));
-                    }
-                    next.upsert(key, edge);
-                    changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
+                UpdateOp::Create if existing.is_some_and(|e| e.live_at(now)) => {
+                    return Err(EngineError::AlreadyExists(u.relationship.to_string()));
                 }
-                UpdateOp::Touch => {
-                    next.upsert(key, edge);
+                UpdateOp::Create | UpdateOp::Touch => {
+                    graph_changes.push(GraphChange::Upsert(key, edge));
                     changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
                 }
                 UpdateOp::Delete => {
-                    if next.remove(&key, &edge.subject) {
+                    if existing.is_some() {
+                        graph_changes.push(GraphChange::Remove(key, edge.subject));
                         changes.push(Change { op: ChangeOp::Delete, relationship: u.relationship.clone() });
                     }
                 }
             }
         }
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        next.apply(&graph_changes);
         self.store
             .commit(&Commit { revision: next.revision, schema: None, changes: &changes })
             .map_err(|e| EngineError::Store(e.0))?;

@@ -131,6 +131,13 @@ pub fn wall_clock_micros() -> Micros {
     }
 }
 
+/// One change for [`GraphVersion::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphChange {
+    Upsert(ResourceKey, Edge),
+    Remove(ResourceKey, SubjectKey),
+}
+
 /// The stored form of one relationship.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRelationship {
@@ -209,88 +216,110 @@ impl GraphVersion {
         })
     }
 
-    /// Inserts or replaces one relationship; returns whether it was new.
-    pub fn upsert(&mut self, resource: ResourceKey, edge: Edge) -> bool {
-        let okey = resource.object();
-        let mut object = self.forward.get(&okey).map(|o| (**o).clone()).unwrap_or_default();
-        let inserted = match object.position(resource.relation) {
-            Err(at) => {
-                object.relations.insert(at, (resource.relation, Arc::from(vec![edge])));
-                true
+    /// Applies many changes to distinct relationships at once: every edge list and
+    /// reverse list they touch is rebuilt once, however many changes land in it (one
+    /// change at a time would copy a popular subject's list once per change).
+    pub fn apply(&mut self, changes: &[GraphChange]) {
+        use std::collections::BTreeMap;
+        // Forward: per object, per relation, the upserts and removals.
+        type PerRelation = BTreeMap<Sym, (Vec<Edge>, Vec<SubjectKey>)>;
+        let mut forward: BTreeMap<ObjectKey, PerRelation> = BTreeMap::new();
+        for c in changes {
+            let resource = match c {
+                GraphChange::Upsert(r, _) | GraphChange::Remove(r, _) => r,
+            };
+            let entry = forward.entry(resource.object()).or_default().entry(resource.relation).or_default();
+            match c {
+                GraphChange::Upsert(_, e) => entry.0.push(*e),
+                GraphChange::Remove(_, s) => entry.1.push(*s),
             }
-            Ok(at) => {
-                let Some((_, list)) = object.relations.get_mut(at) else { return false };
-                match list.binary_search_by(|e| e.subject.cmp(&edge.subject)) {
-                    Ok(i) => {
-                        let mut v = list.to_vec();
-                        if let Some(slot) = v.get_mut(i) {
-                            *slot = edge;
+        }
+        let mut added: Vec<(SubjectKey, ResourceKey)> = Vec::new();
+        let mut removed: Vec<(SubjectKey, ResourceKey)> = Vec::new();
+        for (okey, relations) in forward {
+            let mut object = self.forward.get(&okey).map(|o| (**o).clone()).unwrap_or_default();
+            for (relation, (mut upserts, removals)) in relations {
+                let resource = ResourceKey { object_type: okey.object_type, relation, object_id: okey.object_id };
+                let old: &[Edge] = match object.position(relation) {
+                    Ok(at) => object.relations.get(at).map(|(_, l)| &l[..]).unwrap_or(&[]),
+                    Err(_) => &[],
+                };
+                upserts.sort_by(|a, b| a.subject.cmp(&b.subject));
+                let mut gone = removals;
+                gone.sort();
+                // Merge the old list with the upserts, leaving out the removals.
+                let mut merged = Vec::with_capacity(old.len() + upserts.len());
+                let (mut i, mut j) = (0, 0);
+                while i < old.len() || j < upserts.len() {
+                    let take_old = match (old.get(i), upserts.get(j)) {
+                        (Some(o), Some(u)) => o.subject < u.subject,
+                        (Some(_), None) => true,
+                        _ => false,
+                    };
+                    if take_old {
+                        if let Some(o) = old.get(i) {
+                            if gone.binary_search(&o.subject).is_ok() {
+                                removed.push((o.subject, resource));
+                                self.relationships -= 1;
+                            } else {
+                                merged.push(*o);
+                            }
                         }
-                        *list = Arc::from(v);
-                        false
-                    }
-                    Err(i) => {
-                        let mut v = Vec::with_capacity(list.len() + 1);
-                        v.extend_from_slice(list.get(..i).unwrap_or(&[]));
-                        v.push(edge);
-                        v.extend_from_slice(list.get(i..).unwrap_or(&[]));
-                        *list = Arc::from(v);
-                        true
+                        i += 1;
+                    } else if let Some(u) = upserts.get(j) {
+                        if old.get(i).is_some_and(|o| o.subject == u.subject) {
+                            i += 1; // replaced
+                        } else {
+                            added.push((u.subject, resource));
+                            self.relationships += 1;
+                        }
+                        merged.push(*u);
+                        j += 1;
                     }
                 }
+                match (object.position(relation), merged.is_empty()) {
+                    (Ok(at), true) => {
+                        object.relations.remove(at);
+                    }
+                    (Ok(at), false) => {
+                        if let Some(slot) = object.relations.get_mut(at) {
+                            slot.1 = Arc::from(merged);
+                        }
+                    }
+                    (Err(at), false) => object.relations.insert(at, (relation, Arc::from(merged))),
+                    (Err(_), true) => {}
+                }
             }
-        };
-        self.forward.insert(okey, Arc::new(object));
-        if inserted {
-            self.relationships += 1;
-            let rev = self.reverse.get(&edge.subject).cloned();
-            let mut v: Vec<ResourceKey> = rev.map(|r| r.to_vec()).unwrap_or_default();
-            if let Err(i) = v.binary_search(&resource) {
-                v.insert(i, resource);
-            }
-            self.reverse.insert(edge.subject, Arc::from(v));
-        }
-        inserted
-    }
-
-    /// Removes one relationship; returns whether it existed.
-    pub fn remove(&mut self, resource: &ResourceKey, subject: &SubjectKey) -> bool {
-        let okey = resource.object();
-        let Some(mut object) = self.forward.get(&okey).map(|o| (**o).clone()) else {
-            return false;
-        };
-        let Ok(at) = object.position(resource.relation) else {
-            return false;
-        };
-        let Some((_, list)) = object.relations.get_mut(at) else { return false };
-        let Ok(i) = list.binary_search_by(|e| e.subject.cmp(subject)) else {
-            return false;
-        };
-        if list.len() == 1 {
-            object.relations.remove(at);
-        } else {
-            let mut v = list.to_vec();
-            v.remove(i);
-            *list = Arc::from(v);
-        }
-        if object.relations.is_empty() {
-            self.forward.remove(&okey);
-        } else {
-            self.forward.insert(okey, Arc::new(object));
-        }
-        self.relationships -= 1;
-        if let Some(rev) = self.reverse.get(subject).cloned() {
-            let mut v = rev.to_vec();
-            if let Ok(j) = v.binary_search(resource) {
-                v.remove(j);
-            }
-            if v.is_empty() {
-                self.reverse.remove(subject);
+            if object.relations.is_empty() {
+                self.forward.remove(&okey);
             } else {
-                self.reverse.insert(*subject, Arc::from(v));
+                self.forward.insert(okey, Arc::new(object));
             }
         }
-        true
+        // Reverse: per subject, once.
+        let mut reverse: BTreeMap<SubjectKey, (Vec<ResourceKey>, Vec<ResourceKey>)> = BTreeMap::new();
+        for (s, r) in added {
+            reverse.entry(s).or_default().0.push(r);
+        }
+        for (s, r) in removed {
+            reverse.entry(s).or_default().1.push(r);
+        }
+        for (subject, (adds, removes)) in reverse {
+            let mut list: Vec<ResourceKey> = self.reverse.get(&subject).map(|l| l.to_vec()).unwrap_or_default();
+            if !removes.is_empty() {
+                let mut removes = removes;
+                removes.sort();
+                list.retain(|r| removes.binary_search(r).is_err());
+            }
+            list.extend(adds);
+            list.sort_unstable();
+            list.dedup();
+            if list.is_empty() {
+                self.reverse.remove(&subject);
+            } else {
+                self.reverse.insert(subject, Arc::from(list));
+            }
+        }
     }
 }
 
