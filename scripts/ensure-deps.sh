@@ -11,8 +11,9 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
 have_libclang() {
   [ -n "${LIBCLANG_PATH:-}" ] && return 0
-  ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && return 0
-  ldconfig -p 2>/dev/null | grep -q 'libclang'
+  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* >/dev/null 2>&1 && return 0
+  # libclang-cpp is a different library (the C++ API); bindgen needs libclang itself.
+  ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'
 }
 have_libclang || missing+=(libclang-dev)
 
