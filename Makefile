@@ -16,13 +16,13 @@ deps:
 build: deps
 	$(CARGO) build --workspace
 
-## run: build and give a first tour (the server arrives with the server issue; until
-## then this validates the project's own corpus and shows one schema).
+## run: build and start the PDP on the embedded store (./arbiter-data) with the demo
+## loaded on first start. Stop it with Ctrl-C; the data stays for the next run.
+DATA_DIR ?= ./arbiter-data
 run: build
-	@echo "== arbiter validate tests/corpus tests/corpus/differential"
-	@$(ARBITER) validate tests/corpus tests/corpus/differential
-	@echo
-	@echo "'arbiter serve' is not built yet; try: $(ARBITER) validate <your-file.yaml>"
+	@echo "== arbiter serve --demo --data-dir $(DATA_DIR)   (Ctrl-C to stop)"
+	@echo "== in another terminal: $(ARBITER) check 'note:groceries#edit@user:bob'"
+	@$(ARBITER) serve --demo --data-dir $(DATA_DIR)
 
 ## test: every test, the project's corpus and the SpiceDB conformance files.
 test: deps
@@ -32,8 +32,8 @@ test: deps
 
 corpus:
 	@$(CARGO) build -q -p arbiter-server
-	@echo "== arbiter validate tests/corpus tests/corpus/differential"
-	@$(ARBITER) validate tests/corpus tests/corpus/differential
+	@echo "== arbiter validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml"
+	@$(ARBITER) validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml
 
 ## conformance: the 54 caveat-free SpiceDB validation files (run from ../shared, never copied).
 conformance:

@@ -21,7 +21,13 @@ fn req<'a>(resource: &'a str, permission: &'a str, subject: &'a str) -> CheckReq
     }
 }
 
-fn bench_check(c: &mut Criterion, engine: &Engine, name: &str, q: CheckRequest<'_>, expect: Decision) {
+fn bench_check(
+    c: &mut Criterion,
+    engine: &Engine,
+    name: &str,
+    q: CheckRequest<'_>,
+    expect: Decision,
+) {
     let got = engine.check(&q).map(|r| r.decision);
     assert_eq!(got, Ok(expect), "{name}: the benchmark's premise is wrong");
     c.bench_function(name, |b| b.iter(|| black_box(engine.check(black_box(&q)))));
@@ -34,14 +40,62 @@ fn checks(c: &mut Criterion) {
     };
     let e = &org.engine;
     use Decision::{Allowed, Denied};
-    bench_check(c, e, "check/direct relation", req("doc:d42", "viewer", "user:u297"), Allowed);
-    bench_check(c, e, "check/direct via permission", req("doc:d42", "view", "user:u297"), Allowed);
-    bench_check(c, e, "check/nested teams 6 deep", req("folder:f3_0", "view", "user:member3"), Allowed);
-    bench_check(c, e, "check/folder arrows 8 deep + teams 6 deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
-    bench_check(c, e, "check/folder arrows 8 deep + teams 6 deep, denied", req("doc:d42", "view", "user:nobody"), Denied);
-    bench_check(c, e, "check/exclusion, banned", req("doc:d0", "view", "user:u0"), Denied);
-    bench_check(c, e, "check/exclusion, not banned", req("doc:d1", "view", "user:u1"), Allowed);
-    bench_check(c, e, "check/wildcard", req("doc:public", "view", "user:anyone"), Allowed);
+    bench_check(
+        c,
+        e,
+        "check/direct relation",
+        req("doc:d42", "viewer", "user:u297"),
+        Allowed,
+    );
+    bench_check(
+        c,
+        e,
+        "check/direct via permission",
+        req("doc:d42", "view", "user:u297"),
+        Allowed,
+    );
+    bench_check(
+        c,
+        e,
+        "check/nested teams 6 deep",
+        req("folder:f3_0", "view", "user:member3"),
+        Allowed,
+    );
+    bench_check(
+        c,
+        e,
+        "check/folder arrows 8 deep + teams 6 deep, allowed",
+        req("doc:d42", "view", "user:member2"),
+        Allowed,
+    );
+    bench_check(
+        c,
+        e,
+        "check/folder arrows 8 deep + teams 6 deep, denied",
+        req("doc:d42", "view", "user:nobody"),
+        Denied,
+    );
+    bench_check(
+        c,
+        e,
+        "check/exclusion, banned",
+        req("doc:d0", "view", "user:u0"),
+        Denied,
+    );
+    bench_check(
+        c,
+        e,
+        "check/exclusion, not banned",
+        req("doc:d1", "view", "user:u1"),
+        Allowed,
+    );
+    bench_check(
+        c,
+        e,
+        "check/wildcard",
+        req("doc:public", "view", "user:anyone"),
+        Allowed,
+    );
 
     let lr = LookupResourcesRequest {
         resource_type: "doc",
@@ -54,10 +108,16 @@ fn checks(c: &mut Criterion) {
         limit: None,
     };
     let n = e.lookup_resources(&lr).map(|p| p.resource_ids.len());
-    assert_eq!(n, Ok(10_001), "lookup premise: every document plus the public one");
+    assert_eq!(
+        n,
+        Ok(10_001),
+        "lookup premise: every document plus the public one"
+    );
     let mut group = c.benchmark_group("lookup");
     group.sample_size(20);
-    group.bench_function("lookup_resources 10k documents (10001 results)", |b| b.iter(|| black_box(e.lookup_resources(&lr))));
+    group.bench_function("lookup_resources 10k documents (10001 results)", |b| {
+        b.iter(|| black_box(e.lookup_resources(&lr)))
+    });
     group.finish();
 }
 

@@ -47,8 +47,12 @@ pub struct Org {
 }
 
 fn touch(line: &str) -> Result<RelationshipUpdate, EngineError> {
-    let relationship = parse_relationship(line).map_err(|e| EngineError::InvalidArgument(e.message))?;
-    Ok(RelationshipUpdate { op: UpdateOp::Touch, relationship })
+    let relationship =
+        parse_relationship(line).map_err(|e| EngineError::InvalidArgument(e.message))?;
+    Ok(RelationshipUpdate {
+        op: UpdateOp::Touch,
+        relationship,
+    })
 }
 
 /// The relationship lines of an org with `documents` documents in `chains` folder chains.
@@ -58,20 +62,36 @@ pub fn org_relationships(documents: usize, chains: usize) -> Vec<String> {
     let team_chains = 10;
     for k in 0..team_chains {
         for level in 0..TEAM_DEPTH - 1 {
-            out.push(format!("team:t{k}_{level}#member@team:t{k}_{}#member", level + 1));
+            out.push(format!(
+                "team:t{k}_{level}#member@team:t{k}_{}#member",
+                level + 1
+            ));
         }
-        out.push(format!("team:t{k}_{}#member@user:member{k}", TEAM_DEPTH - 1));
+        out.push(format!(
+            "team:t{k}_{}#member@user:member{k}",
+            TEAM_DEPTH - 1
+        ));
     }
     out.push("team:everyone#member@user:reader".to_string());
     for c in 0..chains {
         for level in 1..FOLDER_DEPTH {
-            out.push(format!("folder:f{c}_{level}#parent@folder:f{c}_{}", level - 1));
+            out.push(format!(
+                "folder:f{c}_{level}#parent@folder:f{c}_{}",
+                level - 1
+            ));
         }
-        out.push(format!("folder:f{c}_0#viewer@team:t{}_0#member", c % team_chains));
+        out.push(format!(
+            "folder:f{c}_0#viewer@team:t{}_0#member",
+            c % team_chains
+        ));
         out.push(format!("folder:f{c}_0#viewer@team:everyone#member"));
     }
     for i in 0..documents {
-        out.push(format!("doc:d{i}#parent@folder:f{}_{}", i % chains, FOLDER_DEPTH - 1));
+        out.push(format!(
+            "doc:d{i}#parent@folder:f{}_{}",
+            i % chains,
+            FOLDER_DEPTH - 1
+        ));
         out.push(format!("doc:d{i}#owner@user:u{}", i % 1000));
         out.push(format!("doc:d{i}#viewer@user:u{}", (i * 7 + 3) % 1000));
     }
@@ -85,13 +105,22 @@ impl Org {
         let engine = Engine::in_memory(EngineConfig::default());
         engine.write_schema(SCHEMA)?;
         let lines = org_relationships(documents, chains);
-        let updates = lines.iter().map(|l| touch(l)).collect::<Result<Vec<_>, _>>()?;
+        let updates = lines
+            .iter()
+            .map(|l| touch(l))
+            .collect::<Result<Vec<_>, _>>()?;
         engine.write(&updates)?;
-        Ok(Org { engine, documents, relationships: lines.len() })
+        Ok(Org {
+            engine,
+            documents,
+            relationships: lines.len(),
+        })
     }
 }
 
 /// Relationship updates `doc:w{start..start+n}#viewer@user:writer`, for write benchmarks.
 pub fn viewer_updates(start: usize, n: usize) -> Result<Vec<RelationshipUpdate>, EngineError> {
-    (start..start + n).map(|i| touch(&format!("doc:w{i}#viewer@user:writer{}", i % 97))).collect()
+    (start..start + n)
+        .map(|i| touch(&format!("doc:w{i}#viewer@user:writer{}", i % 97)))
+        .collect()
 }

@@ -18,7 +18,9 @@ use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, 
 use rustc_hash::FxHashMap;
 
 use crate::error::EngineError;
-use crate::graph::{Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey};
+use crate::graph::{
+    Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey,
+};
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::SchemaPlan;
 
@@ -68,14 +70,25 @@ impl Drop for Evaluator<'_> {
 
 impl Scratch {
     /// Settles what frame `frame` leaves behind when it finishes with `answer`.
-    fn finish(&mut self, node: Node, frame: u32, start: usize, answer: Answer, memoise_done: bool) -> Answer {
+    fn finish(
+        &mut self,
+        node: Node,
+        frame: u32,
+        start: usize,
+        answer: Answer,
+        memoise_done: bool,
+    ) -> Answer {
         let self_contained = answer.cycle_low >= frame;
         // Entries made while this frame ran. Any of them may have leaned on this frame
         // (an entry records only the outermost frame it leaned on), so:
         let mut keep = start;
         for i in start..self.provisional.len() {
-            let Some(n) = self.provisional.get(i).copied() else { break };
-            let Some(Memo::Provisional(dep)) = self.memo.get(&n).copied() else { continue };
+            let Some(n) = self.provisional.get(i).copied() else {
+                break;
+            };
+            let Some(Memo::Provisional(dep)) = self.memo.get(&n).copied() else {
+                continue;
+            };
             if answer.member {
                 // This frame is "yes"; an entry that assumed it "no" may be wrong.
                 self.memo.remove(&n);
@@ -105,7 +118,10 @@ impl Scratch {
             if memoise_done {
                 self.memo.insert(node, Memo::Done(answer.member));
             }
-            Answer { member: answer.member, cycle_low: NO_CYCLE }
+            Answer {
+                member: answer.member,
+                cycle_low: NO_CYCLE,
+            }
         } else {
             if !answer.member {
                 self.memo.insert(node, Memo::Provisional(answer.cycle_low));
@@ -127,8 +143,14 @@ struct Answer {
 }
 
 impl Answer {
-    const YES: Answer = Answer { member: true, cycle_low: NO_CYCLE };
-    const NO: Answer = Answer { member: false, cycle_low: NO_CYCLE };
+    const YES: Answer = Answer {
+        member: true,
+        cycle_low: NO_CYCLE,
+    };
+    const NO: Answer = Answer {
+        member: false,
+        cycle_low: NO_CYCLE,
+    };
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -176,13 +198,20 @@ impl<'a> Evaluator<'a> {
 
     /// Is the target a member of `object#relation` (object of type `ty`)?
     pub fn check(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Result<bool, EngineError> {
-        self.check_relation(ty, rel, object, 0, true).map(|a| a.member)
+        self.check_relation(ty, rel, object, 0, true)
+            .map(|a| a.member)
     }
 
     fn depth_error(&self, ty: TypeId, rel: RelationId, object: Sym) -> EngineError {
         let schema = &self.plan.schema;
-        let type_name = schema.definition(ty).map(|d| d.name.as_str()).unwrap_or("?");
-        let rel_name = schema.relation(ty, rel).map(|r| r.name.as_str()).unwrap_or("?");
+        let type_name = schema
+            .definition(ty)
+            .map(|d| d.name.as_str())
+            .unwrap_or("?");
+        let rel_name = schema
+            .relation(ty, rel)
+            .map(|r| r.name.as_str())
+            .unwrap_or("?");
         EngineError::DepthExceeded {
             limit: self.max_depth,
             at: format!("{type_name}:{}#{rel_name}", self.interner.resolve(object)),
@@ -206,19 +235,29 @@ impl<'a> Evaluator<'a> {
         let rel_sym = self.plan.rel_sym(ty, rel);
         // The subject set itself is a member of itself (`group:x#member` in
         // `group:x#member`), which is what makes subject-set checks work.
-        if type_sym == self.target.object_type && rel_sym == self.target.relation && object == self.target.object_id {
+        if type_sym == self.target.object_type
+            && rel_sym == self.target.relation
+            && object == self.target.object_id
+        {
             return Ok(Answer::YES);
         }
         let Some(relation) = self.plan.schema.relation(ty, rel) else {
             return Ok(Answer::NO);
         };
-        let key = ResourceKey { object_type: type_sym, relation: rel_sym, object_id: object };
+        let key = ResourceKey {
+            object_type: type_sym,
+            relation: rel_sym,
+            object_id: object,
+        };
         if let RelationKind::Direct(allowed) = &relation.kind {
             // The cheap part first, untracked: the subject itself or a wildcard.
             if self.direct_hit(&key, allowed) {
                 return Ok(Answer::YES);
             }
-            if !allowed.iter().any(|a| matches!(a.kind, AllowedKind::SubjectSet(_))) {
+            if !allowed
+                .iter()
+                .any(|a| matches!(a.kind, AllowedKind::SubjectSet(_)))
+            {
                 return Ok(Answer::NO);
             }
         }
@@ -226,14 +265,29 @@ impl<'a> Evaluator<'a> {
             return self.evaluate(&relation.kind, &key, ty, object, depth);
         }
         let node = (ty, rel, object);
-        let scratch = self.scratch.get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
+        let scratch = self
+            .scratch
+            .get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
         match scratch.memo.get(&node) {
-            Some(Memo::Done(b)) => return Ok(Answer { member: *b, cycle_low: NO_CYCLE }),
-            Some(Memo::Provisional(dep)) => return Ok(Answer { member: false, cycle_low: *dep }),
+            Some(Memo::Done(b)) => {
+                return Ok(Answer {
+                    member: *b,
+                    cycle_low: NO_CYCLE,
+                })
+            }
+            Some(Memo::Provisional(dep)) => {
+                return Ok(Answer {
+                    member: false,
+                    cycle_low: *dep,
+                })
+            }
             None => {}
         }
         if let Some(frame) = scratch.path.iter().position(|n| *n == node) {
-            return Ok(Answer { member: false, cycle_low: frame as u32 });
+            return Ok(Answer {
+                member: false,
+                cycle_low: frame as u32,
+            });
         }
         let frame = scratch.path.len() as u32;
         let start = scratch.provisional.len();
@@ -283,7 +337,11 @@ impl<'a> Evaluator<'a> {
 
     /// The target itself, or a wildcard of its type, written directly on `key`.
     #[inline]
-    fn direct_hit(&mut self, key: &ResourceKey, allowed: &[arbiter_schema::AllowedSubject]) -> bool {
+    fn direct_hit(
+        &mut self,
+        key: &ResourceKey,
+        allowed: &[arbiter_schema::AllowedSubject],
+    ) -> bool {
         let edges = self.edges(key);
         if edges.is_empty() {
             return false;
@@ -303,7 +361,11 @@ impl<'a> Evaluator<'a> {
                 .iter()
                 .any(|a| a.type_id == self.target_type && a.kind == AllowedKind::Wildcard)
         {
-            let wildcard = SubjectKey { object_type: self.target.object_type, relation: ELLIPSIS, object_id: WILDCARD };
+            let wildcard = SubjectKey {
+                object_type: self.target.object_type,
+                relation: ELLIPSIS,
+                object_id: WILDCARD,
+            };
             if find(&wildcard) {
                 return true;
             }
@@ -321,10 +383,16 @@ impl<'a> Evaluator<'a> {
         let edges = self.edges(key);
         let mut cycle_low = NO_CYCLE;
         for a in allowed {
-            let AllowedKind::SubjectSet(srel) = a.kind else { continue };
+            let AllowedKind::SubjectSet(srel) = a.kind else {
+                continue;
+            };
             let st_sym = self.plan.type_sym(a.type_id);
             let srel_sym = self.plan.rel_sym(a.type_id, srel);
-            let lo = SubjectKey { object_type: st_sym, relation: srel_sym, object_id: 0 };
+            let lo = SubjectKey {
+                object_type: st_sym,
+                relation: srel_sym,
+                object_id: 0,
+            };
             let start = edges.partition_point(|e| e.subject < lo);
             for e in edges.get(start..).unwrap_or(&[]) {
                 if e.subject.object_type != st_sym || e.subject.relation != srel_sym {
@@ -333,17 +401,27 @@ impl<'a> Evaluator<'a> {
                 if !e.live(self.now) {
                     continue;
                 }
-                let ans = self.check_relation(a.type_id, srel, e.subject.object_id, depth + 1, true)?;
+                let ans =
+                    self.check_relation(a.type_id, srel, e.subject.object_id, depth + 1, true)?;
                 if ans.member {
                     return Ok(Answer::YES);
                 }
                 cycle_low = cycle_low.min(ans.cycle_low);
             }
         }
-        Ok(Answer { member: false, cycle_low })
+        Ok(Answer {
+            member: false,
+            cycle_low,
+        })
     }
 
-    fn rewrite(&mut self, rw: &Rewrite, ty: TypeId, object: Sym, depth: u32) -> Result<Answer, EngineError> {
+    fn rewrite(
+        &mut self,
+        rw: &Rewrite,
+        ty: TypeId,
+        object: Sym,
+        depth: u32,
+    ) -> Result<Answer, EngineError> {
         match rw {
             Rewrite::Nil => Ok(Answer::NO),
             // Same object: no hop, so no depth; the memo breaks schema-level loops.
@@ -358,7 +436,10 @@ impl<'a> Evaluator<'a> {
                     }
                     cycle_low = cycle_low.min(a.cycle_low);
                 }
-                Ok(Answer { member: false, cycle_low })
+                Ok(Answer {
+                    member: false,
+                    cycle_low,
+                })
             }
             Rewrite::Intersection(items) => {
                 let mut cycle_low = NO_CYCLE;
@@ -366,10 +447,16 @@ impl<'a> Evaluator<'a> {
                     let a = self.rewrite(item, ty, object, depth)?;
                     cycle_low = cycle_low.min(a.cycle_low);
                     if !a.member {
-                        return Ok(Answer { member: false, cycle_low });
+                        return Ok(Answer {
+                            member: false,
+                            cycle_low,
+                        });
                     }
                 }
-                Ok(Answer { member: true, cycle_low })
+                Ok(Answer {
+                    member: true,
+                    cycle_low,
+                })
             }
             Rewrite::Exclusion(base, subtract) => {
                 let b = self.rewrite(base, ty, object, depth)?;
@@ -377,12 +464,21 @@ impl<'a> Evaluator<'a> {
                     return Ok(b);
                 }
                 let s = self.rewrite(subtract, ty, object, depth)?;
-                Ok(Answer { member: !s.member, cycle_low: b.cycle_low.min(s.cycle_low) })
+                Ok(Answer {
+                    member: !s.member,
+                    cycle_low: b.cycle_low.min(s.cycle_low),
+                })
             }
         }
     }
 
-    fn arrow(&mut self, arrow: &arbiter_schema::Arrow, ty: TypeId, object: Sym, depth: u32) -> Result<Answer, EngineError> {
+    fn arrow(
+        &mut self,
+        arrow: &arbiter_schema::Arrow,
+        ty: TypeId,
+        object: Sym,
+        depth: u32,
+    ) -> Result<Answer, EngineError> {
         let key = ResourceKey {
             object_type: self.plan.type_sym(ty),
             relation: self.plan.rel_sym(ty, arrow.tupleset),
@@ -402,17 +498,25 @@ impl<'a> Evaluator<'a> {
                 .iter()
                 .find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type);
             let ans = match target {
-                Some((tt, trel)) => self.check_relation(*tt, *trel, e.subject.object_id, depth + 1, true)?,
+                Some((tt, trel)) => {
+                    self.check_relation(*tt, *trel, e.subject.object_id, depth + 1, true)?
+                }
                 None => Answer::NO,
             };
             cycle_low = cycle_low.min(ans.cycle_low);
             if all && !ans.member {
-                return Ok(Answer { member: false, cycle_low });
+                return Ok(Answer {
+                    member: false,
+                    cycle_low,
+                });
             }
             if !all && ans.member {
                 return Ok(Answer::YES);
             }
         }
-        Ok(Answer { member: all && seen_any, cycle_low })
+        Ok(Answer {
+            member: all && seen_any,
+            cycle_low,
+        })
     }
 }

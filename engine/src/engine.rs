@@ -3,26 +3,32 @@
 //! then publishes, and the Check entry point.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use arbiter_schema::{
-    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, Relationship, RelationId, SubjectRef,
-    TypeId, WILDCARD_ID,
+    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, RelationId, Relationship,
+    SubjectRef, TypeId, WILDCARD_ID,
 };
 use arc_swap::ArcSwap;
 use chrono::{DateTime, TimeZone, Utc};
 
 use crate::check::Evaluator;
-use crate::expand::{ExpandNode, ExpandTree, Expander};
-use crate::lookup::LookupContext;
 use crate::error::EngineError;
+use crate::expand::{ExpandNode, ExpandTree, Expander};
+use crate::explain::{Explainer, UNSEEN_MARK};
+use crate::filter::{RelationshipFilter, ResolvedFilter};
 use crate::graph::{
-    Edge, GraphChange, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship, SubjectKey, NEVER,
+    Edge, GraphChange, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship,
+    SubjectKey, NEVER,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
+use crate::lookup::LookupContext;
 use crate::schema_plan::SchemaPlan;
-use crate::store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore};
+use crate::store::{
+    relationship_key, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore,
+    RelationshipStore,
+};
 
 /// How many offending relationships a refused schema change lists.
 const ORPHAN_EXAMPLES: usize = 10;
@@ -160,6 +166,42 @@ pub struct LookupSubjectsPage {
     pub revision: u64,
 }
 
+/// A write precondition: some (or no) live relationship matches the filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precondition {
+    pub must_match: bool,
+    pub filter: RelationshipFilter,
+}
+
+/// One page of ReadRelationships.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadPage {
+    pub relationships: Vec<Relationship>,
+    /// Pass back as `cursor` for the next page; `None` when this was the last.
+    pub next_cursor: Option<String>,
+    pub revision: u64,
+}
+
+/// Called after every published write (see [`Engine::subscribe`]).
+pub type Listener = Box<dyn Fn(&LoggedCommit) + Send + Sync>;
+
+struct Listeners(RwLock<Vec<Listener>>);
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0.read().map(|l| l.len()).unwrap_or(0);
+        write!(f, "Listeners({n})")
+    }
+}
+
+impl std::ops::Deref for Listeners {
+    type Target = RwLock<Vec<Listener>>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 #[derive(Debug)]
 pub struct Engine {
     config: EngineConfig,
@@ -168,6 +210,7 @@ pub struct Engine {
     history: Mutex<VecDeque<(Instant, Arc<GraphVersion>)>>,
     write_lock: Mutex<()>,
     store: Box<dyn RelationshipStore>,
+    listeners: Listeners,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -201,17 +244,25 @@ impl Engine {
             history: Mutex::new(VecDeque::from([(Instant::now(), graph)])),
             write_lock: Mutex::new(()),
             store,
+            listeners: Listeners(RwLock::new(Vec::new())),
         }
     }
 
     /// Opens an engine over `store`, rebuilding the graph from what it holds.
-    pub fn open(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Result<Self, EngineError> {
+    pub fn open(
+        store: Box<dyn RelationshipStore>,
+        config: EngineConfig,
+    ) -> Result<Self, EngineError> {
         let state = store.load().map_err(|e| EngineError::Store(e.0))?;
         let engine = Engine::empty(store, config);
         let mut graph = GraphVersion::empty();
         if let Some(text) = &state.schema {
             let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
-            graph.plan = Some(Arc::new(SchemaPlan::new(compiled, text.clone(), &engine.interner)));
+            graph.plan = Some(Arc::new(SchemaPlan::new(
+                compiled,
+                text.clone(),
+                &engine.interner,
+            )));
         }
         if !state.relationships.is_empty() {
             let plan = graph.plan.clone().ok_or(EngineError::NoSchema)?;
@@ -256,7 +307,9 @@ impl Engine {
     /// path (the common consistency modes read the current revision).
     fn pin(&self, consistency: Consistency) -> Result<Pinned, EngineError> {
         match consistency {
-            Consistency::MinimizeLatency | Consistency::FullyConsistent => Ok(Pinned::Current(self.current.load())),
+            Consistency::MinimizeLatency | Consistency::FullyConsistent => {
+                Ok(Pinned::Current(self.current.load()))
+            }
             other => self.snapshot(other).map(Pinned::Owned),
         }
     }
@@ -270,7 +323,10 @@ impl Engine {
                 if cur.revision >= r {
                     Ok(cur)
                 } else {
-                    Err(EngineError::RevisionUnavailable { requested: r, newest: cur.revision })
+                    Err(EngineError::RevisionUnavailable {
+                        requested: r,
+                        newest: cur.revision,
+                    })
                 }
             }
             Consistency::AtExactSnapshot(r) => {
@@ -278,16 +334,25 @@ impl Engine {
                     return Ok(cur);
                 }
                 if r > cur.revision {
-                    return Err(EngineError::RevisionUnavailable { requested: r, newest: cur.revision });
+                    return Err(EngineError::RevisionUnavailable {
+                        requested: r,
+                        newest: cur.revision,
+                    });
                 }
                 let mut history = lock(&self.history);
                 self.prune(&mut history);
-                let oldest = history.front().map(|(_, g)| g.revision).unwrap_or(cur.revision);
+                let oldest = history
+                    .front()
+                    .map(|(_, g)| g.revision)
+                    .unwrap_or(cur.revision);
                 // Revisions are dense, but a revision's graph is the newest one at or
                 // below it.
                 match history.iter().rev().find(|(_, g)| g.revision <= r) {
                     Some((_, g)) if r >= oldest => Ok(g.clone()),
-                    _ => Err(EngineError::SnapshotTooOld { requested: r, oldest }),
+                    _ => Err(EngineError::SnapshotTooOld {
+                        requested: r,
+                        oldest,
+                    }),
                 }
             }
         }
@@ -342,9 +407,15 @@ impl Engine {
         next.revision = cur.revision + 1;
         next.plan = Some(Arc::new(plan));
         self.store
-            .commit(&Commit { revision: next.revision, schema: Some(text), changes: &[] })
+            .commit(&Commit {
+                revision: next.revision,
+                schema: Some(text),
+                changes: &[],
+            })
             .map_err(|e| EngineError::Store(e.0))?;
-        Ok(self.publish(next))
+        let revision = self.publish(next);
+        self.notify(revision, Vec::new(), Some(text));
+        Ok(revision)
     }
 
     /// Why a stored relationship does not fit `plan`, if it does not.
@@ -356,7 +427,9 @@ impl Engine {
             return Err(format!("type `{type_name}` no longer exists"));
         };
         let Some(rel) = def.relation_id(&rel_name).and_then(|r| def.relation(r)) else {
-            return Err(format!("relation `{rel_name}` no longer exists on `{type_name}`"));
+            return Err(format!(
+                "relation `{rel_name}` no longer exists on `{type_name}`"
+            ));
         };
         if rel.is_permission() {
             return Err(format!("`{rel_name}` on `{type_name}` is now a permission"));
@@ -374,13 +447,24 @@ impl Engine {
             let srel = self.interner.resolve(s.relation);
             match sub_def.relation_id(&srel) {
                 Some(r) => AllowedKind::SubjectSet(r),
-                None => return Err(format!("relation `{srel}` no longer exists on `{sub_type_name}`")),
+                None => {
+                    return Err(format!(
+                        "relation `{srel}` no longer exists on `{sub_type_name}`"
+                    ))
+                }
             }
         };
-        if allowed_match(rel.allowed_subjects(), sub_ty, kind, stored.edge.expires_at != NEVER) {
+        if allowed_match(
+            rel.allowed_subjects(),
+            sub_ty,
+            kind,
+            stored.edge.expires_at != NEVER,
+        ) {
             Ok(())
         } else {
-            Err(format!("`{rel_name}` on `{type_name}` no longer allows this subject type"))
+            Err(format!(
+                "`{rel_name}` on `{type_name}` no longer allows this subject type"
+            ))
         }
     }
 
@@ -404,7 +488,8 @@ impl Engine {
                     object_type: self.interner.resolve(s.object_type).to_string(),
                     object_id: self.interner.resolve(s.object_id).to_string(),
                 },
-                relation: (s.relation != ELLIPSIS).then(|| self.interner.resolve(s.relation).to_string()),
+                relation: (s.relation != ELLIPSIS)
+                    .then(|| self.interner.resolve(s.relation).to_string()),
             },
             caveat: None,
             expiration: (stored.edge.expires_at != NEVER)
@@ -414,14 +499,22 @@ impl Engine {
     }
 
     /// Checks one relationship against the schema and interns it.
-    fn validate_relationship(&self, plan: &SchemaPlan, r: &Relationship) -> Result<(ResourceKey, Edge), EngineError> {
+    fn validate_relationship(
+        &self,
+        plan: &SchemaPlan,
+        r: &Relationship,
+    ) -> Result<(ResourceKey, Edge), EngineError> {
         let schema = &plan.schema;
         if let Some(problem) = object_id_problem(&r.resource.object_id) {
-            return Err(EngineError::InvalidArgument(format!("{problem} (resource of `{r}`)")));
+            return Err(EngineError::InvalidArgument(format!(
+                "{problem} (resource of `{r}`)"
+            )));
         }
         if r.subject.object.object_id != WILDCARD_ID {
             if let Some(problem) = object_id_problem(&r.subject.object.object_id) {
-                return Err(EngineError::InvalidArgument(format!("{problem} (subject of `{r}`)")));
+                return Err(EngineError::InvalidArgument(format!(
+                    "{problem} (subject of `{r}`)"
+                )));
             }
         }
         if r.caveat.is_some() {
@@ -430,26 +523,43 @@ impl Engine {
         let Some((ty, def)) = schema.definition_by_name(&r.resource.object_type) else {
             return Err(EngineError::UnknownType(r.resource.object_type.clone()));
         };
-        let Some((rid, rel)) = def.relation_id(&r.relation).and_then(|id| def.relation(id).map(|rel| (id, rel))) else {
-            return Err(EngineError::UnknownRelation { object_type: def.name.clone(), relation: r.relation.clone() });
+        let Some((rid, rel)) = def
+            .relation_id(&r.relation)
+            .and_then(|id| def.relation(id).map(|rel| (id, rel)))
+        else {
+            return Err(EngineError::UnknownRelation {
+                object_type: def.name.clone(),
+                relation: r.relation.clone(),
+            });
         };
         if rel.is_permission() {
-            return Err(EngineError::WriteToPermission { object_type: def.name.clone(), relation: r.relation.clone() });
+            return Err(EngineError::WriteToPermission {
+                object_type: def.name.clone(),
+                relation: r.relation.clone(),
+            });
         }
-        let Some((sub_ty, sub_def)) = schema.definition_by_name(&r.subject.object.object_type) else {
-            return Err(EngineError::UnknownType(r.subject.object.object_type.clone()));
+        let Some((sub_ty, sub_def)) = schema.definition_by_name(&r.subject.object.object_type)
+        else {
+            return Err(EngineError::UnknownType(
+                r.subject.object.object_type.clone(),
+            ));
         };
         let is_wildcard = r.subject.object.object_id == WILDCARD_ID;
         let kind = match (&r.subject.relation, is_wildcard) {
             (None, true) => AllowedKind::Wildcard,
             (None, false) => AllowedKind::Object,
             (Some(_), true) => {
-                return Err(EngineError::InvalidArgument(format!("a wildcard subject cannot have a relation, in `{r}`")))
+                return Err(EngineError::InvalidArgument(format!(
+                    "a wildcard subject cannot have a relation, in `{r}`"
+                )))
             }
             (Some(srel), false) => match sub_def.relation_id(srel) {
                 Some(id) => AllowedKind::SubjectSet(id),
                 None => {
-                    return Err(EngineError::UnknownRelation { object_type: sub_def.name.clone(), relation: srel.clone() })
+                    return Err(EngineError::UnknownRelation {
+                        object_type: sub_def.name.clone(),
+                        relation: srel.clone(),
+                    })
                 }
             },
         };
@@ -462,7 +572,11 @@ impl Engine {
             let mut subject = match kind {
                 AllowedKind::Object => sub_def.name.clone(),
                 AllowedKind::Wildcard => format!("{}:*", sub_def.name),
-                AllowedKind::SubjectSet(_) => format!("{}#{}", sub_def.name, r.subject.relation.as_deref().unwrap_or("")),
+                AllowedKind::SubjectSet(_) => format!(
+                    "{}#{}",
+                    sub_def.name,
+                    r.subject.relation.as_deref().unwrap_or("")
+                ),
             };
             if r.expiration.is_some() {
                 subject.push_str(" with expiration");
@@ -486,24 +600,46 @@ impl Engine {
                 AllowedKind::SubjectSet(srel) => plan.rel_sym(sub_ty, srel),
                 _ => ELLIPSIS,
             },
-            object_id: if is_wildcard { WILDCARD } else { self.interner.intern(&r.subject.object.object_id) },
+            object_id: if is_wildcard {
+                WILDCARD
+            } else {
+                self.interner.intern(&r.subject.object.object_id)
+            },
         };
         let expires_at = r.expiration.as_ref().map(to_micros).unwrap_or(NEVER);
-        Ok((key, Edge { subject, expires_at }))
+        Ok((
+            key,
+            Edge {
+                subject,
+                expires_at,
+            },
+        ))
     }
 
     /// Checks one update against the current schema without writing it.
     pub fn validate_update(&self, update: &RelationshipUpdate) -> Result<(), EngineError> {
         let cur = self.current.load();
         let plan = cur.plan.as_deref().ok_or(EngineError::NoSchema)?;
-        self.validate_relationship(plan, &update.relationship).map(|_| ())
+        self.validate_relationship(plan, &update.relationship)
+            .map(|_| ())
     }
 
     /// Applies relationship updates atomically: all of them at one new revision, or none.
     pub fn write(&self, updates: &[RelationshipUpdate]) -> Result<u64, EngineError> {
+        self.write_with_preconditions(updates, &[])
+    }
+
+    /// Applies relationship updates atomically if every precondition holds at the newest
+    /// revision (judged under the write lock, so nothing slips in between).
+    pub fn write_with_preconditions(
+        &self,
+        updates: &[RelationshipUpdate],
+        preconditions: &[Precondition],
+    ) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        self.check_preconditions(&cur, &plan, preconditions)?;
         let mut validated = Vec::with_capacity(updates.len());
         let mut seen = HashSet::with_capacity(updates.len());
         for u in updates {
@@ -524,23 +660,289 @@ impl Engine {
                 }
                 UpdateOp::Create | UpdateOp::Touch => {
                     graph_changes.push(GraphChange::Upsert(key, edge));
-                    changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
+                    changes.push(Change {
+                        op: ChangeOp::Touch,
+                        relationship: u.relationship.clone(),
+                    });
                 }
                 UpdateOp::Delete => {
                     if existing.is_some() {
                         graph_changes.push(GraphChange::Remove(key, edge.subject));
-                        changes.push(Change { op: ChangeOp::Delete, relationship: u.relationship.clone() });
+                        changes.push(Change {
+                            op: ChangeOp::Delete,
+                            relationship: u.relationship.clone(),
+                        });
                     }
                 }
             }
         }
-        let mut next = (*cur).clone();
+        self.commit_locked(&cur, &graph_changes, changes)
+    }
+
+    /// Bulk load: inserts or replaces every relationship at one new revision. Unlike
+    /// [`Engine::write`], a relationship given twice is taken once (the last wins), so an
+    /// import can be re-run.
+    pub fn import(&self, relationships: &[Relationship]) -> Result<u64, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        let mut graph_changes = Vec::with_capacity(relationships.len());
+        for r in relationships {
+            let (key, edge) = self.validate_relationship(&plan, r)?;
+            graph_changes.push(GraphChange::Upsert(key, edge));
+        }
+        let changes: Vec<Change> = relationships
+            .iter()
+            .map(|r| Change {
+                op: ChangeOp::Touch,
+                relationship: r.clone(),
+            })
+            .collect();
+        self.commit_locked(&cur, &graph_changes, changes)
+    }
+
+    /// Deletes every relationship the filter selects (expired ones too), atomically, if
+    /// the preconditions hold. With a limit, more matches than the limit is refused and
+    /// nothing is deleted. Returns how many were deleted and the revision (the current
+    /// one when nothing matched).
+    pub fn delete_matching(
+        &self,
+        filter: &RelationshipFilter,
+        preconditions: &[Precondition],
+        limit: Option<usize>,
+    ) -> Result<(usize, u64), EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        self.check_preconditions(&cur, &plan, preconditions)?;
+        let resolved = ResolvedFilter::resolve(filter, &plan, &self.interner)?;
+        let selected = resolved.select(&cur);
+        if let Some(limit) = limit {
+            if selected.len() > limit {
+                return Err(EngineError::TooManyMatches {
+                    filter: filter.to_string(),
+                    count: selected.len(),
+                    limit,
+                });
+            }
+        }
+        if selected.is_empty() {
+            return Ok((0, cur.revision));
+        }
+        let graph_changes: Vec<GraphChange> = selected
+            .iter()
+            .map(|s| GraphChange::Remove(s.resource, s.edge.subject))
+            .collect();
+        let changes: Vec<Change> = selected
+            .iter()
+            .map(|s| Change {
+                op: ChangeOp::Delete,
+                relationship: self.to_relationship(s),
+            })
+            .collect();
+        let count = changes.len();
+        Ok((count, self.commit_locked(&cur, &graph_changes, changes)?))
+    }
+
+    /// Deletes the relationships that expired before `now` (a storage sweep: they are
+    /// already invisible to every read). Returns how many were removed.
+    pub fn sweep_expired(&self, now: Micros) -> Result<usize, EngineError> {
+        if self.current.load().expiring() == 0 {
+            return Ok(0);
+        }
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let expired: Vec<StoredRelationship> = cur
+            .iter()
+            .filter(|s| s.edge.expires_at != NEVER && !s.edge.live_at(now))
+            .collect();
+        if expired.is_empty() {
+            return Ok(0);
+        }
+        let graph_changes: Vec<GraphChange> = expired
+            .iter()
+            .map(|s| GraphChange::Remove(s.resource, s.edge.subject))
+            .collect();
+        let changes: Vec<Change> = expired
+            .iter()
+            .map(|s| Change {
+                op: ChangeOp::Delete,
+                relationship: self.to_relationship(s),
+            })
+            .collect();
+        self.commit_locked(&cur, &graph_changes, changes)?;
+        Ok(expired.len())
+    }
+
+    /// Fails with the first precondition that does not hold at `graph`.
+    fn check_preconditions(
+        &self,
+        graph: &GraphVersion,
+        plan: &SchemaPlan,
+        preconditions: &[Precondition],
+    ) -> Result<(), EngineError> {
+        let now = now_micros();
+        for p in preconditions {
+            let resolved = ResolvedFilter::resolve(&p.filter, plan, &self.interner)?;
+            let matched = resolved.select(graph).iter().any(|s| s.edge.live_at(now));
+            if matched != p.must_match {
+                return Err(EngineError::PreconditionFailed(format!(
+                    "{} `{}`",
+                    if p.must_match {
+                        "no relationship matches"
+                    } else {
+                        "a relationship matches"
+                    },
+                    p.filter
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Persists and publishes one write on top of `cur`. Called with the write lock held.
+    fn commit_locked(
+        &self,
+        cur: &GraphVersion,
+        graph_changes: &[GraphChange],
+        changes: Vec<Change>,
+    ) -> Result<u64, EngineError> {
+        let mut next = cur.clone();
         next.revision = cur.revision + 1;
-        next.apply(&graph_changes);
+        next.apply(graph_changes);
         self.store
-            .commit(&Commit { revision: next.revision, schema: None, changes: &changes })
+            .commit(&Commit {
+                revision: next.revision,
+                schema: None,
+                changes: &changes,
+            })
             .map_err(|e| EngineError::Store(e.0))?;
-        Ok(self.publish(next))
+        let revision = self.publish(next);
+        self.notify(revision, changes, None);
+        Ok(revision)
+    }
+
+    /// Calls `listener` after every published write, in revision order, with the write
+    /// lock held (so a listener must be quick and must not write).
+    pub fn subscribe(&self, listener: Listener) {
+        match self.listeners.write() {
+            Ok(mut l) => l.push(listener),
+            Err(poisoned) => poisoned.into_inner().push(listener),
+        }
+    }
+
+    fn notify(&self, revision: u64, changes: Vec<Change>, schema: Option<&str>) {
+        let listeners = match self.listeners.read() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if listeners.is_empty() {
+            return;
+        }
+        let commit = LoggedCommit {
+            revision,
+            committed_at_micros: now_micros(),
+            changes,
+            schema: schema.map(str::to_string),
+        };
+        for l in listeners.iter() {
+            l(&commit);
+        }
+    }
+
+    /// Logged commits after `revision` (for Watch), from the store's changelog.
+    pub fn changes_after(&self, revision: u64, limit: usize) -> Result<ChangesAfter, EngineError> {
+        self.store
+            .changes_after(revision, limit)
+            .map_err(|e| EngineError::Store(e.0))
+    }
+
+    /// The relationships a filter selects at a revision, live ones only, in relationship
+    /// order (resource type, id, relation, subject), one page after `cursor`.
+    pub fn read_relationships(
+        &self,
+        filter: &RelationshipFilter,
+        consistency: Consistency,
+        cursor: Option<&str>,
+        limit: Option<usize>,
+    ) -> Result<ReadPage, EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let resolved = ResolvedFilter::resolve(filter, plan, &self.interner)?;
+        let now = now_micros();
+        let mut found: Vec<(String, Relationship)> = resolved
+            .select(&graph)
+            .into_iter()
+            .filter(|s| s.edge.live_at(now))
+            .map(|s| {
+                let r = self.to_relationship(&s);
+                (relationship_key(&r), r)
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let start = match cursor {
+            Some(c) => found.partition_point(|(k, _)| k.as_str() <= c),
+            None => 0,
+        };
+        let (page, next_cursor) =
+            paginate_sorted(found.split_off(start.min(found.len())), limit, |(k, _)| {
+                k.clone()
+            });
+        Ok(ReadPage {
+            relationships: page.into_iter().map(|(_, r)| r).collect(),
+            next_cursor,
+            revision: graph.revision,
+        })
+    }
+
+    /// Many Checks at one revision. A failing item (unknown relation, bad id) fails
+    /// alone; a revision that cannot be had fails the whole call.
+    pub fn check_bulk(
+        &self,
+        items: &[CheckRequest<'_>],
+        consistency: Consistency,
+    ) -> Result<(Vec<Result<Decision, EngineError>>, u64), EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let time = RequestTime::wall_clock();
+        let results = items
+            .iter()
+            .map(|req| self.check_in(&graph, req, &time).map(|r| r.decision))
+            .collect();
+        Ok((results, graph.revision))
+    }
+
+    /// Why a Check is allowed: the relationships of one path from the resource to the
+    /// subject (for `explain`). `None` when the Check is denied.
+    pub fn explain(
+        &self,
+        req: &CheckRequest<'_>,
+    ) -> Result<(Option<Vec<String>>, u64), EngineError> {
+        let graph = self.snapshot(req.consistency)?;
+        let time = RequestTime::wall_clock();
+        if self.check_in(&graph, req, &time)?.decision != Decision::Allowed {
+            return Ok((None, graph.revision));
+        }
+        let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
+        let subject =
+            self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let resource = self.interner.get(req.resource_id).unwrap_or(UNSEEN);
+        let explainer = Explainer {
+            graph: &graph,
+            plan,
+            interner: &self.interner,
+            target: subject.key,
+            target_type: subject.type_id,
+            now: &time,
+            max_depth: self.config.max_depth,
+            unseen: UNSEEN,
+        };
+        let path = explainer.explain(res_ty, rel, resource)?;
+        let path = path
+            .into_iter()
+            .map(|step| step.replace(UNSEEN_MARK, req.resource_id))
+            .collect();
+        Ok((Some(path), graph.revision))
     }
 
     /// Answers a Check at the revision its consistency asks for, by the wall clock.
@@ -549,18 +951,41 @@ impl Engine {
     }
 
     /// Answers a Check as if the time were `now` (for expiration).
-    pub fn check_at(&self, req: &CheckRequest<'_>, now: Micros) -> Result<CheckResponse, EngineError> {
+    pub fn check_at(
+        &self,
+        req: &CheckRequest<'_>,
+        now: Micros,
+    ) -> Result<CheckResponse, EngineError> {
         self.check_with_time(req, &RequestTime::fixed(now))
     }
 
-    fn check_with_time(&self, req: &CheckRequest<'_>, now: &RequestTime) -> Result<CheckResponse, EngineError> {
+    fn check_with_time(
+        &self,
+        req: &CheckRequest<'_>,
+        now: &RequestTime,
+    ) -> Result<CheckResponse, EngineError> {
         let graph = self.pin(req.consistency)?;
+        self.check_in(&graph, req, now)
+    }
+
+    /// A Check at a revision already pinned (its consistency was applied by the caller).
+    fn check_in(
+        &self,
+        graph: &GraphVersion,
+        req: &CheckRequest<'_>,
+        now: &RequestTime,
+    ) -> Result<CheckResponse, EngineError> {
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
         check_resource_id(req.resource_id)?;
-        let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let subject =
+            self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
         let decision = |allowed: bool| CheckResponse {
-            decision: if allowed { Decision::Allowed } else { Decision::Denied },
+            decision: if allowed {
+                Decision::Allowed
+            } else {
+                Decision::Denied
+            },
             revision: graph.revision,
         };
         let resource = match self.interner.get(req.resource_id) {
@@ -576,7 +1001,15 @@ impl Engine {
             }
             None => return Ok(decision(false)),
         };
-        let mut eval = Evaluator::new(&graph, plan, &self.interner, subject.key, subject.type_id, now, self.config.max_depth);
+        let mut eval = Evaluator::new(
+            graph,
+            plan,
+            &self.interner,
+            subject.key,
+            subject.type_id,
+            now,
+            self.config.max_depth,
+        );
         let allowed = eval.check(res_ty, rel, resource)?;
         Ok(decision(allowed))
     }
@@ -594,24 +1027,36 @@ impl Engine {
             .definition_by_name(subject_type)
             .ok_or_else(|| EngineError::UnknownType(subject_type.to_string()))?;
         if subject_id == WILDCARD_ID {
-            return Err(EngineError::InvalidArgument("cannot check a wildcard subject; check a concrete subject".into()));
+            return Err(EngineError::InvalidArgument(
+                "cannot check a wildcard subject; check a concrete subject".into(),
+            ));
         }
         if let Some(problem) = object_id_problem(subject_id) {
-            return Err(EngineError::InvalidArgument(format!("{problem} (the subject)")));
+            return Err(EngineError::InvalidArgument(format!(
+                "{problem} (the subject)"
+            )));
         }
         let relation = match subject_relation {
             None | Some("...") => None,
-            Some(r) => Some(sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
-                object_type: sub_def.name.clone(),
-                relation: r.to_string(),
-            })?),
+            Some(r) => {
+                Some(
+                    sub_def
+                        .relation_id(r)
+                        .ok_or_else(|| EngineError::UnknownRelation {
+                            object_type: sub_def.name.clone(),
+                            relation: r.to_string(),
+                        })?,
+                )
+            }
         };
         Ok(ResolvedSubject {
             type_id: sub_ty,
             relation,
             key: SubjectKey {
                 object_type: plan.type_sym(sub_ty),
-                relation: relation.map(|r| plan.rel_sym(sub_ty, r)).unwrap_or(ELLIPSIS),
+                relation: relation
+                    .map(|r| plan.rel_sym(sub_ty, r))
+                    .unwrap_or(ELLIPSIS),
                 object_id: self.interner.get(subject_id).unwrap_or(UNSEEN),
             },
         })
@@ -619,27 +1064,50 @@ impl Engine {
 
     /// Every resource of a type on which the subject has the permission, in id order,
     /// one page at a time. Agrees with Check on every resource.
-    pub fn lookup_resources(&self, req: &LookupResourcesRequest<'_>) -> Result<LookupResourcesPage, EngineError> {
+    pub fn lookup_resources(
+        &self,
+        req: &LookupResourcesRequest<'_>,
+    ) -> Result<LookupResourcesPage, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let want = resolve_relation(plan, req.resource_type, req.permission)?;
-        let subject = self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
-        let ctx = LookupContext { graph: &graph, plan, interner: &self.interner, now: &RequestTime::wall_clock(), max_depth: self.config.max_depth };
+        let subject =
+            self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let ctx = LookupContext {
+            graph: &graph,
+            plan,
+            interner: &self.interner,
+            now: &RequestTime::wall_clock(),
+            max_depth: self.config.max_depth,
+        };
         let found = ctx.resources(want, subject.key, subject.type_id, subject.relation)?;
         // The "unseen" symbol can only be the subject's own object (a subject set whose
         // id nobody wrote, reaching itself through the schema).
         let ids: Vec<String> = found
             .into_iter()
-            .map(|s| if s == UNSEEN { req.subject_id.to_string() } else { self.interner.resolve(s).to_string() })
+            .map(|s| {
+                if s == UNSEEN {
+                    req.subject_id.to_string()
+                } else {
+                    self.interner.resolve(s).to_string()
+                }
+            })
             .collect();
         let (resource_ids, next_cursor) = paginate(ids, req.cursor, req.limit);
-        Ok(LookupResourcesPage { resource_ids, next_cursor, revision: graph.revision })
+        Ok(LookupResourcesPage {
+            resource_ids,
+            next_cursor,
+            revision: graph.revision,
+        })
     }
 
     /// Every subject of a type (or subject set `type#relation`) with the permission on
     /// the resource, in id order, one page at a time. A wildcard is reported as `*` with
     /// the ids it excludes; it sorts first.
-    pub fn lookup_subjects(&self, req: &LookupSubjectsRequest<'_>) -> Result<LookupSubjectsPage, EngineError> {
+    pub fn lookup_subjects(
+        &self,
+        req: &LookupSubjectsRequest<'_>,
+    ) -> Result<LookupSubjectsPage, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
@@ -650,10 +1118,16 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownType(req.subject_type.to_string()))?;
         let sub_rel = match req.subject_relation {
             None | Some("...") => None,
-            Some(r) => Some(sub_def.relation_id(r).ok_or_else(|| EngineError::UnknownRelation {
-                object_type: sub_def.name.clone(),
-                relation: r.to_string(),
-            })?),
+            Some(r) => {
+                Some(
+                    sub_def
+                        .relation_id(r)
+                        .ok_or_else(|| EngineError::UnknownRelation {
+                            object_type: sub_def.name.clone(),
+                            relation: r.to_string(),
+                        })?,
+                )
+            }
         };
         let mut subjects: Vec<FoundSubject> = Vec::new();
         // A resource nobody wrote has no edges; the walk still finds its own subject sets
@@ -666,8 +1140,13 @@ impl Engine {
             now: &RequestTime::wall_clock(),
             max_depth: self.config.max_depth,
         };
-        let (allowed, wildcard) =
-            ctx.subjects((res_ty, rel, resource), sub_ty, sub_rel, UNSEEN, req.written_subject_sets_only)?;
+        let (allowed, wildcard) = ctx.subjects(
+            (res_ty, rel, resource),
+            sub_ty,
+            sub_rel,
+            UNSEEN,
+            req.written_subject_sets_only,
+        )?;
         let name = |s: Sym| {
             if s == UNSEEN {
                 req.resource_id.to_string()
@@ -675,26 +1154,30 @@ impl Engine {
                 self.interner.resolve(s).to_string()
             }
         };
-        subjects.extend(allowed.into_iter().map(|s| FoundSubject { subject_id: name(s), excluded_ids: Vec::new() }));
+        subjects.extend(allowed.into_iter().map(|s| FoundSubject {
+            subject_id: name(s),
+            excluded_ids: Vec::new(),
+        }));
         if let Some(excluded) = wildcard {
             let mut excluded_ids: Vec<String> = excluded.into_iter().map(name).collect();
             excluded_ids.sort();
-            subjects.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
+            subjects.push(FoundSubject {
+                subject_id: WILDCARD_ID.to_string(),
+                excluded_ids,
+            });
         }
         subjects.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
         let start = match req.cursor {
             Some(c) => subjects.partition_point(|s| s.subject_id.as_str() <= c),
             None => 0,
         };
-        let mut page: Vec<FoundSubject> = subjects.into_iter().skip(start).collect();
-        let next_cursor = match req.limit {
-            Some(limit) if page.len() > limit => {
-                page.truncate(limit);
-                page.last().map(|s| s.subject_id.clone())
-            }
-            _ => None,
-        };
-        Ok(LookupSubjectsPage { subjects: page, next_cursor, revision: graph.revision })
+        let rest = subjects.split_off(start.min(subjects.len()));
+        let (page, next_cursor) = paginate_sorted(rest, req.limit, |s| s.subject_id.clone());
+        Ok(LookupSubjectsPage {
+            subjects: page,
+            next_cursor,
+            revision: graph.revision,
+        })
     }
 
     /// The userset tree of `resource#permission`.
@@ -711,7 +1194,8 @@ impl Engine {
         check_resource_id(resource_id)?;
         let id = self.interner.get(resource_id).unwrap_or(UNSEEN);
         let time = RequestTime::wall_clock();
-        let mut expander = Expander::new(&graph, plan, &self.interner, &time, self.config.max_depth);
+        let mut expander =
+            Expander::new(&graph, plan, &self.interner, &time, self.config.max_depth);
         let mut tree = expander.expand(ty, rel, id, 0)?;
         if id == UNSEEN {
             fix_unseen_ids(&mut tree, resource_id);
@@ -721,7 +1205,11 @@ impl Engine {
 
     /// The type id of a name in the current schema (for callers that pre-resolve).
     pub fn type_id(&self, name: &str) -> Option<TypeId> {
-        self.current.load().plan.as_ref().and_then(|p| p.schema.type_id(name))
+        self.current
+            .load()
+            .plan
+            .as_ref()
+            .and_then(|p| p.schema.type_id(name))
     }
 }
 
@@ -750,42 +1238,64 @@ struct ResolvedSubject {
 }
 
 /// `type#relation` in the plan, or the error naming what is missing.
-fn resolve_relation(plan: &SchemaPlan, object_type: &str, relation: &str) -> Result<(TypeId, RelationId), EngineError> {
+fn resolve_relation(
+    plan: &SchemaPlan,
+    object_type: &str,
+    relation: &str,
+) -> Result<(TypeId, RelationId), EngineError> {
     let (ty, def) = plan
         .schema
         .definition_by_name(object_type)
         .ok_or_else(|| EngineError::UnknownType(object_type.to_string()))?;
-    let rel = def.relation_id(relation).ok_or_else(|| EngineError::UnknownRelation {
-        object_type: def.name.clone(),
-        relation: relation.to_string(),
-    })?;
+    let rel = def
+        .relation_id(relation)
+        .ok_or_else(|| EngineError::UnknownRelation {
+            object_type: def.name.clone(),
+            relation: relation.to_string(),
+        })?;
     Ok((ty, rel))
 }
 
 fn check_resource_id(id: &str) -> Result<(), EngineError> {
     match object_id_problem(id) {
-        Some(problem) => Err(EngineError::InvalidArgument(format!("{problem} (the resource)"))),
+        Some(problem) => Err(EngineError::InvalidArgument(format!(
+            "{problem} (the resource)"
+        ))),
         None => Ok(()),
     }
 }
 
 /// Sorts ids and cuts the page after `cursor` (the last id of the previous page).
-fn paginate(mut ids: Vec<String>, cursor: Option<&str>, limit: Option<usize>) -> (Vec<String>, Option<String>) {
+fn paginate(
+    mut ids: Vec<String>,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> (Vec<String>, Option<String>) {
     ids.sort_unstable();
     ids.dedup();
     let start = match cursor {
         Some(c) => ids.partition_point(|id| id.as_str() <= c),
         None => 0,
     };
-    let mut page: Vec<String> = ids.into_iter().skip(start).collect();
-    let next = match limit {
-        Some(limit) if page.len() > limit => {
-            page.truncate(limit);
-            page.last().cloned()
+    let rest = ids.split_off(start.min(ids.len()));
+    paginate_sorted(rest, limit, String::clone)
+}
+
+/// Cuts a sorted remainder to `limit`; the cursor is the key of the last item kept, or
+/// `None` when nothing is left after the page.
+fn paginate_sorted<T>(
+    mut items: Vec<T>,
+    limit: Option<usize>,
+    key: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    match limit {
+        Some(limit) if items.len() > limit => {
+            items.truncate(limit);
+            let next = items.last().map(key);
+            (items, next)
         }
-        _ => None,
-    };
-    (page, next)
+        _ => (items, None),
+    }
 }
 
 /// The root of an expansion of a resource nobody wrote carries the id asked for.
@@ -807,8 +1317,13 @@ fn fix_unseen_ids(tree: &mut ExpandTree, id: &str) {
     }
 }
 
-fn allowed_match(allowed: &[AllowedSubject], ty: TypeId, kind: AllowedKind, expiration: bool) -> bool {
-    allowed
-        .iter()
-        .any(|a| a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration)
+fn allowed_match(
+    allowed: &[AllowedSubject],
+    ty: TypeId,
+    kind: AllowedKind,
+    expiration: bool,
+) -> bool {
+    allowed.iter().any(|a| {
+        a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration
+    })
 }

@@ -26,9 +26,15 @@ pub enum EngineError {
     #[error("undefined type `{0}`")]
     UnknownType(String),
     #[error("undefined relation `{relation}` on `{object_type}`")]
-    UnknownRelation { object_type: String, relation: String },
+    UnknownRelation {
+        object_type: String,
+        relation: String,
+    },
     #[error("`{relation}` on `{object_type}` is a permission; relationships can only be written to relations")]
-    WriteToPermission { object_type: String, relation: String },
+    WriteToPermission {
+        object_type: String,
+        relation: String,
+    },
     #[error("subject `{subject}` is not allowed on `{object_type}#{relation}` (allowed: {allowed}), in `{relationship}`")]
     SubjectNotAllowed {
         relationship: String,
@@ -53,6 +59,14 @@ pub enum EngineError {
     SnapshotTooOld { requested: u64, oldest: u64 },
     #[error("revision {requested} is not available yet (newest here is {newest})")]
     RevisionUnavailable { requested: u64, newest: u64 },
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+    #[error("{count} relationships match `{filter}`, more than the limit of {limit}; nothing was deleted")]
+    TooManyMatches {
+        filter: String,
+        count: usize,
+        limit: usize,
+    },
     #[error("storage error: {0}")]
     Store(String),
 }
@@ -60,9 +74,9 @@ pub enum EngineError {
 impl EngineError {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            EngineError::InvalidSchema(_) | EngineError::InvalidArgument(_) | EngineError::DuplicateInWrite(_) => {
-                ErrorKind::InvalidArgument
-            }
+            EngineError::InvalidSchema(_)
+            | EngineError::InvalidArgument(_)
+            | EngineError::DuplicateInWrite(_) => ErrorKind::InvalidArgument,
             EngineError::NoSchema
             | EngineError::UnknownType(_)
             | EngineError::UnknownRelation { .. }
@@ -72,7 +86,9 @@ impl EngineError {
             | EngineError::AlreadyExists(_)
             | EngineError::WouldOrphan { .. }
             | EngineError::DepthExceeded { .. }
-            | EngineError::SnapshotTooOld { .. } => ErrorKind::FailedPrecondition,
+            | EngineError::SnapshotTooOld { .. }
+            | EngineError::PreconditionFailed(_)
+            | EngineError::TooManyMatches { .. } => ErrorKind::FailedPrecondition,
             EngineError::RevisionUnavailable { .. } => ErrorKind::Unavailable,
             EngineError::Store(_) => ErrorKind::Internal,
         }

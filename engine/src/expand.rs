@@ -30,9 +30,17 @@ pub enum ExpandNode {
     Leaf(Vec<ExpandSubject>),
     Union(Vec<ExpandTree>),
     Intersection(Vec<ExpandTree>),
-    Exclusion { base: Box<ExpandTree>, subtract: Box<ExpandTree> },
+    Exclusion {
+        base: Box<ExpandTree>,
+        subtract: Box<ExpandTree>,
+    },
     /// `tupleset->computed` (`all` for `.all()`): one child per object `tupleset` names.
-    Arrow { tupleset: String, computed: String, all: bool, children: Vec<ExpandTree> },
+    Arrow {
+        tupleset: String,
+        computed: String,
+        all: bool,
+        children: Vec<ExpandTree>,
+    },
     /// `nil`
     Nil,
     /// This userset is already being expanded further up the branch (cyclic data).
@@ -49,29 +57,64 @@ pub(crate) struct Expander<'a> {
 }
 
 impl<'a> Expander<'a> {
-    pub fn new(graph: &'a GraphVersion, plan: &'a SchemaPlan, interner: &'a Interner, now: &'a RequestTime, max_depth: u32) -> Self {
-        Expander { graph, plan, interner, now, max_depth, path: FxHashSet::default() }
+    pub fn new(
+        graph: &'a GraphVersion,
+        plan: &'a SchemaPlan,
+        interner: &'a Interner,
+        now: &'a RequestTime,
+        max_depth: u32,
+    ) -> Self {
+        Expander {
+            graph,
+            plan,
+            interner,
+            now,
+            max_depth,
+            path: FxHashSet::default(),
+        }
     }
 
     fn object(&self, ty: TypeId, id: Sym) -> ObjectRef {
         ObjectRef {
-            object_type: self.plan.schema.definition(ty).map(|d| d.name.clone()).unwrap_or_default(),
+            object_type: self
+                .plan
+                .schema
+                .definition(ty)
+                .map(|d| d.name.clone())
+                .unwrap_or_default(),
             object_id: self.interner.resolve(id).to_string(),
         }
     }
 
     fn relation_name(&self, ty: TypeId, rel: RelationId) -> String {
-        self.plan.schema.relation(ty, rel).map(|r| r.name.clone()).unwrap_or_default()
+        self.plan
+            .schema
+            .relation(ty, rel)
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
     }
 
-    pub fn expand(&mut self, ty: TypeId, rel: RelationId, id: Sym, depth: u32) -> Result<ExpandTree, EngineError> {
+    pub fn expand(
+        &mut self,
+        ty: TypeId,
+        rel: RelationId,
+        id: Sym,
+        depth: u32,
+    ) -> Result<ExpandTree, EngineError> {
         let resource = self.object(ty, id);
         let relation = self.relation_name(ty, rel);
         if depth > self.max_depth {
-            return Err(EngineError::DepthExceeded { limit: self.max_depth, at: format!("{resource}#{relation}") });
+            return Err(EngineError::DepthExceeded {
+                limit: self.max_depth,
+                at: format!("{resource}#{relation}"),
+            });
         }
         if !self.path.insert((ty, rel, id)) {
-            return Ok(ExpandTree { resource, relation, node: ExpandNode::Cycle });
+            return Ok(ExpandTree {
+                resource,
+                relation,
+                node: ExpandNode::Cycle,
+            });
         }
         let node = match self.plan.schema.relation(ty, rel).map(|r| &r.kind) {
             Some(RelationKind::Direct(_)) => Ok(self.leaf(ty, rel, id)),
@@ -79,11 +122,19 @@ impl<'a> Expander<'a> {
             None => Ok(ExpandNode::Nil),
         };
         self.path.remove(&(ty, rel, id));
-        Ok(ExpandTree { resource, relation, node: node? })
+        Ok(ExpandTree {
+            resource,
+            relation,
+            node: node?,
+        })
     }
 
     fn leaf(&self, ty: TypeId, rel: RelationId, id: Sym) -> ExpandNode {
-        let key = ResourceKey { object_type: self.plan.type_sym(ty), relation: self.plan.rel_sym(ty, rel), object_id: id };
+        let key = ResourceKey {
+            object_type: self.plan.type_sym(ty),
+            relation: self.plan.rel_sym(ty, rel),
+            object_id: id,
+        };
         let subjects = self
             .graph
             .edges(&key)
@@ -98,13 +149,22 @@ impl<'a> Expander<'a> {
                     relation: (e.subject.relation != ELLIPSIS)
                         .then(|| self.interner.resolve(e.subject.relation).to_string()),
                 },
-                expires_at: (e.expires_at != NEVER).then(|| Utc.timestamp_micros(e.expires_at).single()).flatten(),
+                expires_at: (e.expires_at != NEVER)
+                    .then(|| Utc.timestamp_micros(e.expires_at).single())
+                    .flatten(),
             })
             .collect();
         ExpandNode::Leaf(subjects)
     }
 
-    fn rewrite(&mut self, rw: &Rewrite, ty: TypeId, rel: RelationId, id: Sym, depth: u32) -> Result<ExpandNode, EngineError> {
+    fn rewrite(
+        &mut self,
+        rw: &Rewrite,
+        ty: TypeId,
+        rel: RelationId,
+        id: Sym,
+        depth: u32,
+    ) -> Result<ExpandNode, EngineError> {
         Ok(match rw {
             Rewrite::Nil => ExpandNode::Nil,
             Rewrite::Computed(r) => {
@@ -125,7 +185,10 @@ impl<'a> Expander<'a> {
             Rewrite::Exclusion(a, b) => {
                 let base = self.child(a, ty, rel, id, depth)?;
                 let subtract = self.child(b, ty, rel, id, depth)?;
-                ExpandNode::Exclusion { base: Box::new(base), subtract: Box::new(subtract) }
+                ExpandNode::Exclusion {
+                    base: Box::new(base),
+                    subtract: Box::new(subtract),
+                }
             }
             Rewrite::Arrow(arrow) => {
                 let key = ResourceKey {
@@ -136,10 +199,16 @@ impl<'a> Expander<'a> {
                 let mut children = Vec::new();
                 let mut seen = FxHashSet::default();
                 for e in self.graph.edges(&key) {
-                    if !e.live(self.now) || !seen.insert((e.subject.object_type, e.subject.object_id)) {
+                    if !e.live(self.now)
+                        || !seen.insert((e.subject.object_type, e.subject.object_id))
+                    {
                         continue;
                     }
-                    if let Some((tt, tr)) = arrow.targets.iter().find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type) {
+                    if let Some((tt, tr)) = arrow
+                        .targets
+                        .iter()
+                        .find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type)
+                    {
                         children.push(self.expand(*tt, *tr, e.subject.object_id, depth + 1)?);
                     }
                 }
@@ -155,12 +224,23 @@ impl<'a> Expander<'a> {
 
     /// An operand of a set operation: a computed userset expands to its own tree; nested
     /// operators stay labelled with the permission they belong to.
-    fn child(&mut self, rw: &Rewrite, ty: TypeId, rel: RelationId, id: Sym, depth: u32) -> Result<ExpandTree, EngineError> {
+    fn child(
+        &mut self,
+        rw: &Rewrite,
+        ty: TypeId,
+        rel: RelationId,
+        id: Sym,
+        depth: u32,
+    ) -> Result<ExpandTree, EngineError> {
         match rw {
             Rewrite::Computed(r) => self.expand(ty, *r, id, depth),
             other => {
                 let node = self.rewrite(other, ty, rel, id, depth)?;
-                Ok(ExpandTree { resource: self.object(ty, id), relation: self.relation_name(ty, rel), node })
+                Ok(ExpandTree {
+                    resource: self.object(ty, id),
+                    relation: self.relation_name(ty, rel),
+                    node,
+                })
             }
         }
     }

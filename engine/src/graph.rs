@@ -37,7 +37,10 @@ pub struct ObjectKey {
 impl ResourceKey {
     #[inline]
     pub fn object(&self) -> ObjectKey {
-        ObjectKey { object_type: self.object_type, object_id: self.object_id }
+        ObjectKey {
+            object_type: self.object_type,
+            object_id: self.object_id,
+        }
     }
 }
 
@@ -152,6 +155,8 @@ pub struct GraphVersion {
     forward: PMap<ObjectKey, Arc<ObjectEdges>>,
     reverse: PMap<SubjectKey, Arc<[ResourceKey]>>,
     relationships: usize,
+    /// How many stored relationships carry an expiration (the sweep skips when none).
+    expiring: usize,
 }
 
 impl GraphVersion {
@@ -162,6 +167,7 @@ impl GraphVersion {
             forward: PMap::default(),
             reverse: PMap::default(),
             relationships: 0,
+            expiring: 0,
         }
     }
 
@@ -174,10 +180,17 @@ impl GraphVersion {
         self.relationships == 0
     }
 
+    /// How many stored relationships carry an expiration.
+    pub fn expiring(&self) -> usize {
+        self.expiring
+    }
+
     /// The edges of `resource#relation`, sorted by subject.
     #[inline]
     pub fn edges(&self, key: &ResourceKey) -> &[Edge] {
-        self.object(&key.object()).map(|o| o.relation(key.relation)).unwrap_or(&[])
+        self.object(&key.object())
+            .map(|o| o.relation(key.relation))
+            .unwrap_or(&[])
     }
 
     /// Everything written on one object.
@@ -219,6 +232,29 @@ impl GraphVersion {
     /// Applies many changes to distinct relationships at once: every edge list and
     /// reverse list they touch is rebuilt once, however many changes land in it (one
     /// change at a time would copy a popular subject's list once per change).
+    /// Every relationship stored on one object.
+    pub fn object_relationships(
+        &self,
+        object: &ObjectKey,
+    ) -> impl Iterator<Item = StoredRelationship> + '_ {
+        let object = *object;
+        self.forward
+            .get(&object)
+            .into_iter()
+            .flat_map(move |edges| {
+                edges.relations.iter().flat_map(move |(relation, list)| {
+                    list.iter().map(move |edge| StoredRelationship {
+                        resource: ResourceKey {
+                            object_type: object.object_type,
+                            relation: *relation,
+                            object_id: object.object_id,
+                        },
+                        edge: *edge,
+                    })
+                })
+            })
+    }
+
     pub fn apply(&mut self, changes: &[GraphChange]) {
         use std::collections::BTreeMap;
         // Forward: per object, per relation, the upserts and removals.
@@ -228,7 +264,11 @@ impl GraphVersion {
             let resource = match c {
                 GraphChange::Upsert(r, _) | GraphChange::Remove(r, _) => r,
             };
-            let entry = forward.entry(resource.object()).or_default().entry(resource.relation).or_default();
+            let entry = forward
+                .entry(resource.object())
+                .or_default()
+                .entry(resource.relation)
+                .or_default();
             match c {
                 GraphChange::Upsert(_, e) => entry.0.push(*e),
                 GraphChange::Remove(_, s) => entry.1.push(*s),
@@ -237,14 +277,25 @@ impl GraphVersion {
         let mut added: Vec<(SubjectKey, ResourceKey)> = Vec::new();
         let mut removed: Vec<(SubjectKey, ResourceKey)> = Vec::new();
         for (okey, relations) in forward {
-            let mut object = self.forward.get(&okey).map(|o| (**o).clone()).unwrap_or_default();
+            let mut object = self
+                .forward
+                .get(&okey)
+                .map(|o| (**o).clone())
+                .unwrap_or_default();
             for (relation, (mut upserts, removals)) in relations {
-                let resource = ResourceKey { object_type: okey.object_type, relation, object_id: okey.object_id };
+                let resource = ResourceKey {
+                    object_type: okey.object_type,
+                    relation,
+                    object_id: okey.object_id,
+                };
                 let old: &[Edge] = match object.position(relation) {
                     Ok(at) => object.relations.get(at).map(|(_, l)| &l[..]).unwrap_or(&[]),
                     Err(_) => &[],
                 };
-                upserts.sort_by(|a, b| a.subject.cmp(&b.subject));
+                // The same subject twice (an import may repeat itself): the last one wins.
+                upserts.reverse();
+                upserts.sort_by_key(|e| e.subject);
+                upserts.dedup_by(|a, b| a.subject == b.subject);
                 let mut gone = removals;
                 gone.sort();
                 // Merge the old list with the upserts, leaving out the removals.
@@ -261,18 +312,21 @@ impl GraphVersion {
                             if gone.binary_search(&o.subject).is_ok() {
                                 removed.push((o.subject, resource));
                                 self.relationships -= 1;
+                                self.expiring -= usize::from(o.expires_at != NEVER);
                             } else {
                                 merged.push(*o);
                             }
                         }
                         i += 1;
                     } else if let Some(u) = upserts.get(j) {
-                        if old.get(i).is_some_and(|o| o.subject == u.subject) {
+                        if let Some(o) = old.get(i).filter(|o| o.subject == u.subject) {
+                            self.expiring -= usize::from(o.expires_at != NEVER);
                             i += 1; // replaced
                         } else {
                             added.push((u.subject, resource));
                             self.relationships += 1;
                         }
+                        self.expiring += usize::from(u.expires_at != NEVER);
                         merged.push(*u);
                         j += 1;
                     }
@@ -297,7 +351,8 @@ impl GraphVersion {
             }
         }
         // Reverse: per subject, once.
-        let mut reverse: BTreeMap<SubjectKey, (Vec<ResourceKey>, Vec<ResourceKey>)> = BTreeMap::new();
+        let mut reverse: BTreeMap<SubjectKey, (Vec<ResourceKey>, Vec<ResourceKey>)> =
+            BTreeMap::new();
         for (s, r) in added {
             reverse.entry(s).or_default().0.push(r);
         }
@@ -305,7 +360,11 @@ impl GraphVersion {
             reverse.entry(s).or_default().1.push(r);
         }
         for (subject, (adds, removes)) in reverse {
-            let mut list: Vec<ResourceKey> = self.reverse.get(&subject).map(|l| l.to_vec()).unwrap_or_default();
+            let mut list: Vec<ResourceKey> = self
+                .reverse
+                .get(&subject)
+                .map(|l| l.to_vec())
+                .unwrap_or_default();
             if !removes.is_empty() {
                 let mut removes = removes;
                 removes.sort();

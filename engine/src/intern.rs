@@ -67,7 +67,10 @@ impl Interner {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        names.get(sym as usize).cloned().unwrap_or_else(|| Arc::from(""))
+        names
+            .get(sym as usize)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""))
     }
 
     pub fn len(&self) -> usize {

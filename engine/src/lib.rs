@@ -4,20 +4,26 @@
 
 mod check;
 pub mod engine;
-pub mod expand;
-mod lookup;
 pub mod error;
+pub mod expand;
+mod explain;
+pub mod filter;
 pub mod graph;
 pub mod intern;
+mod lookup;
 pub mod schema_plan;
 pub mod store;
 pub mod store_suite;
 
 pub use engine::{
-    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, FoundSubject,
-    LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage, LookupSubjectsRequest, RelationshipUpdate,
-    UpdateOp,
+    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig,
+    FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
+    LookupSubjectsRequest, Precondition, ReadPage, RelationshipUpdate, UpdateOp,
 };
-pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
 pub use error::{EngineError, ErrorKind};
-pub use store::{Change, ChangeOp, Commit, MemoryStore, RelationshipStore, StoreError, StoredState};
+pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
+pub use filter::{RelationshipFilter, SubjectFilter, SubjectRelationFilter};
+pub use store::{
+    Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipStore,
+    StoreError, StoredState,
+};

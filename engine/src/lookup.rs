@@ -25,7 +25,10 @@ struct Frontier {
 
 impl Frontier {
     fn new() -> Self {
-        Frontier { seen: FxHashSet::default(), queue: VecDeque::new() }
+        Frontier {
+            seen: FxHashSet::default(),
+            queue: VecDeque::new(),
+        }
     }
 
     fn reach(&mut self, u: Userset) {
@@ -47,15 +50,25 @@ fn resource_candidates(
     let mut frontier = Frontier::new();
     let reverse = |frontier: &mut Frontier, key: SubjectKey| {
         for res in graph.resources_of(&key) {
-            let Some(t) = plan.type_of_sym(res.object_type) else { continue };
-            let Some(r) = plan.relation_of_sym(t, res.relation) else { continue };
+            let Some(t) = plan.type_of_sym(res.object_type) else {
+                continue;
+            };
+            let Some(r) = plan.relation_of_sym(t, res.relation) else {
+                continue;
+            };
             frontier.reach((t, r, res.object_id));
         }
     };
     match subject_relation {
         None => {
             reverse(&mut frontier, subject);
-            reverse(&mut frontier, SubjectKey { object_id: WILDCARD, ..subject });
+            reverse(
+                &mut frontier,
+                SubjectKey {
+                    object_id: WILDCARD,
+                    ..subject
+                },
+            );
         }
         Some(r) => frontier.reach((subject_type, r, subject.object_id)),
     }
@@ -64,12 +77,21 @@ fn resource_candidates(
         if (t, r) == want {
             candidates.push(id);
         }
-        reverse(&mut frontier, SubjectKey { object_type: plan.type_sym(t), relation: plan.rel_sym(t, r), object_id: id });
+        reverse(
+            &mut frontier,
+            SubjectKey {
+                object_type: plan.type_sym(t),
+                relation: plan.rel_sym(t, r),
+                object_id: id,
+            },
+        );
         for p in plan.computed_dependents(t, r) {
             frontier.reach((t, *p, id));
         }
         for (d, tupleset, p) in plan.arrow_dependents(t, r) {
-            let Some(ts_rel) = plan.schema.relation(*d, *tupleset) else { continue };
+            let Some(ts_rel) = plan.schema.relation(*d, *tupleset) else {
+                continue;
+            };
             let d_sym = plan.type_sym(*d);
             let ts_sym = plan.rel_sym(*d, *tupleset);
             for allowed in ts_rel.allowed_subjects().iter().filter(|a| a.type_id == t) {
@@ -78,7 +100,11 @@ fn resource_candidates(
                     AllowedKind::SubjectSet(sr) => plan.rel_sym(t, sr),
                     AllowedKind::Wildcard => continue,
                 };
-                let key = SubjectKey { object_type: plan.type_sym(t), relation, object_id: id };
+                let key = SubjectKey {
+                    object_type: plan.type_sym(t),
+                    relation,
+                    object_id: id,
+                };
                 for res in graph.resources_of(&key) {
                     if res.object_type == d_sym && res.relation == ts_sym {
                         frontier.reach((*d, *p, res.object_id));
@@ -114,7 +140,9 @@ fn subject_candidates(
         if !written_only && t == want_type && want_rel == Some(r) {
             ids.insert(id);
         }
-        let Some(rel) = plan.schema.relation(t, r) else { continue };
+        let Some(rel) = plan.schema.relation(t, r) else {
+            continue;
+        };
         let key_of = |rel_id: RelationId| crate::graph::ResourceKey {
             object_type: plan.type_sym(t),
             relation: plan.rel_sym(t, rel_id),
@@ -123,7 +151,9 @@ fn subject_candidates(
         match &rel.kind {
             RelationKind::Direct(_) => {
                 for e in graph.edges(&key_of(r)) {
-                    let Some(st) = plan.type_of_sym(e.subject.object_type) else { continue };
+                    let Some(st) = plan.type_of_sym(e.subject.object_type) else {
+                        continue;
+                    };
                     if e.subject.relation == ELLIPSIS {
                         if st == want_type && want_rel.is_none() {
                             if e.subject.object_id == WILDCARD {
@@ -146,15 +176,19 @@ fn subject_candidates(
                     match node {
                         Rewrite::Nil => {}
                         Rewrite::Computed(r2) => frontier.reach((t, *r2, id)),
-                        Rewrite::Union(items) | Rewrite::Intersection(items) => stack.extend(items.iter()),
+                        Rewrite::Union(items) | Rewrite::Intersection(items) => {
+                            stack.extend(items.iter())
+                        }
                         Rewrite::Exclusion(a, b) => {
                             stack.push(a);
                             stack.push(b);
                         }
                         Rewrite::Arrow(a) => {
                             for e in graph.edges(&key_of(a.tupleset)) {
-                                if let Some((tt, tr)) =
-                                    a.targets.iter().find(|(tt, _)| plan.type_sym(*tt) == e.subject.object_type)
+                                if let Some((tt, tr)) = a
+                                    .targets
+                                    .iter()
+                                    .find(|(tt, _)| plan.type_sym(*tt) == e.subject.object_type)
                                 {
                                     frontier.reach((*tt, *tr, e.subject.object_id));
                                 }
@@ -165,7 +199,10 @@ fn subject_candidates(
             }
         }
     }
-    SubjectCandidates { ids: ids.into_iter().collect(), wildcard }
+    SubjectCandidates {
+        ids: ids.into_iter().collect(),
+        wildcard,
+    }
 }
 
 /// The context every lookup evaluates in.
@@ -186,9 +223,23 @@ impl LookupContext<'_> {
         subject_type: TypeId,
         subject_relation: Option<RelationId>,
     ) -> Result<Vec<Sym>, EngineError> {
-        let candidates = resource_candidates(self.graph, self.plan, subject, subject_type, subject_relation, want);
-        let mut eval =
-            Evaluator::new(self.graph, self.plan, self.interner, subject, subject_type, self.now, self.max_depth);
+        let candidates = resource_candidates(
+            self.graph,
+            self.plan,
+            subject,
+            subject_type,
+            subject_relation,
+            want,
+        );
+        let mut eval = Evaluator::new(
+            self.graph,
+            self.plan,
+            self.interner,
+            subject,
+            subject_type,
+            self.now,
+            self.max_depth,
+        );
         let mut out = Vec::with_capacity(candidates.len());
         for id in candidates {
             if eval.check(want.0, want.1, id)? {
@@ -209,7 +260,14 @@ impl LookupContext<'_> {
         written_only: bool,
     ) -> Result<(Vec<Sym>, Option<Vec<Sym>>), EngineError> {
         let (ty, rel, id) = resource;
-        let mut found = subject_candidates(self.graph, self.plan, resource, want_type, want_rel, written_only);
+        let mut found = subject_candidates(
+            self.graph,
+            self.plan,
+            resource,
+            want_type,
+            want_rel,
+            written_only,
+        );
         if !written_only && want_rel == Some(rel) && want_type == ty && !found.ids.contains(&id) {
             found.ids.push(id);
         }
@@ -221,9 +279,20 @@ impl LookupContext<'_> {
         let mut allowed = Vec::new();
         let mut denied = Vec::new();
         for cand in found.ids {
-            let target = SubjectKey { object_type: type_sym, relation, object_id: cand };
-            let mut eval =
-                Evaluator::new(self.graph, self.plan, self.interner, target, want_type, self.now, self.max_depth);
+            let target = SubjectKey {
+                object_type: type_sym,
+                relation,
+                object_id: cand,
+            };
+            let mut eval = Evaluator::new(
+                self.graph,
+                self.plan,
+                self.interner,
+                target,
+                want_type,
+                self.now,
+                self.max_depth,
+            );
             if eval.check(ty, rel, id)? {
                 allowed.push(cand);
             } else {
@@ -232,9 +301,20 @@ impl LookupContext<'_> {
         }
         let mut wildcard = None;
         if found.wildcard && want_rel.is_none() {
-            let target = SubjectKey { object_type: type_sym, relation: ELLIPSIS, object_id: unseen };
-            let mut eval =
-                Evaluator::new(self.graph, self.plan, self.interner, target, want_type, self.now, self.max_depth);
+            let target = SubjectKey {
+                object_type: type_sym,
+                relation: ELLIPSIS,
+                object_id: unseen,
+            };
+            let mut eval = Evaluator::new(
+                self.graph,
+                self.plan,
+                self.interner,
+                target,
+                want_type,
+                self.now,
+                self.max_depth,
+            );
             if eval.check(ty, rel, id)? {
                 wildcard = Some(denied);
             }

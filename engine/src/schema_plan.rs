@@ -64,13 +64,17 @@ impl SchemaPlan {
             }
             rel_syms.push(rels);
         }
-        let mut computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>> = FxHashMap::default();
-        let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<ArrowDependent>> = FxHashMap::default();
+        let mut computed_dependents: FxHashMap<(TypeId, RelationId), Vec<RelationId>> =
+            FxHashMap::default();
+        let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<ArrowDependent>> =
+            FxHashMap::default();
         for (ty, def) in schema.definitions.iter().enumerate() {
             let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
             for (pid, rel) in def.relations.iter().enumerate() {
                 let pid = RelationId::try_from(pid).unwrap_or(RelationId::MAX);
-                let RelationKind::Permission(rw) = &rel.kind else { continue };
+                let RelationKind::Permission(rw) = &rel.kind else {
+                    continue;
+                };
                 visit_rewrite(rw, &mut |node| match node {
                     Rewrite::Computed(r) => {
                         let v = computed_dependents.entry((ty, *r)).or_default();
@@ -106,7 +110,10 @@ impl SchemaPlan {
 
     #[inline]
     pub fn type_sym(&self, ty: TypeId) -> Sym {
-        self.type_syms.get(usize::from(ty)).copied().unwrap_or(Sym::MAX)
+        self.type_syms
+            .get(usize::from(ty))
+            .copied()
+            .unwrap_or(Sym::MAX)
     }
 
     #[inline]
@@ -124,12 +131,18 @@ impl SchemaPlan {
 
     /// Permissions of `ty` that name `rel` directly.
     pub fn computed_dependents(&self, ty: TypeId, rel: RelationId) -> &[RelationId] {
-        self.computed_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
+        self.computed_dependents
+            .get(&(ty, rel))
+            .map(|v| &v[..])
+            .unwrap_or(&[])
     }
 
     /// Arrows that land on `rel` of `ty`: `(type, tupleset, permission)`.
     pub fn arrow_dependents(&self, ty: TypeId, rel: RelationId) -> &[ArrowDependent] {
-        self.arrow_dependents.get(&(ty, rel)).map(|v| &v[..]).unwrap_or(&[])
+        self.arrow_dependents
+            .get(&(ty, rel))
+            .map(|v| &v[..])
+            .unwrap_or(&[])
     }
 
     pub fn type_of_sym(&self, sym: Sym) -> Option<TypeId> {

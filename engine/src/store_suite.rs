@@ -5,7 +5,7 @@
 
 use arbiter_schema::{parse_relationship, Relationship};
 
-use crate::store::{Change, ChangeOp, Commit, RelationshipStore, StoredState};
+use crate::store::{Change, ChangeOp, ChangesAfter, Commit, RelationshipStore, StoredState};
 
 /// Opens a store. `name` identifies a durable location: the same name twice means
 /// "reopen what the first one wrote".
@@ -16,11 +16,17 @@ fn rel(s: &str) -> Result<Relationship, String> {
 }
 
 fn touch(s: &str) -> Result<Change, String> {
-    Ok(Change { op: ChangeOp::Touch, relationship: rel(s)? })
+    Ok(Change {
+        op: ChangeOp::Touch,
+        relationship: rel(s)?,
+    })
 }
 
 fn delete(s: &str) -> Result<Change, String> {
-    Ok(Change { op: ChangeOp::Delete, relationship: rel(s)? })
+    Ok(Change {
+        op: ChangeOp::Delete,
+        relationship: rel(s)?,
+    })
 }
 
 fn sorted(mut state: StoredState) -> StoredState {
@@ -34,11 +40,12 @@ type Check = fn(&StoreFactory<'_>) -> Result<(), String>;
 
 /// Runs every check; returns the failures.
 pub fn run(factory: &StoreFactory<'_>) -> Vec<String> {
-    let checks: [(&str, Check); 4] = [
+    let checks: [(&str, Check); 5] = [
         ("empty store loads empty", empty_store),
         ("commits survive reopening", commits_survive_reopening),
         ("touch replaces attributes", touch_replaces),
         ("every relationship form round-trips", forms_round_trip),
+        ("the changelog replays commits in order", changelog_replays),
     ];
     checks
         .iter()
@@ -58,11 +65,31 @@ fn empty_store(factory: &StoreFactory<'_>) -> Result<(), String> {
 fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
     {
         let store = factory("reopen")?;
-        store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &[] }).map_err(|e| e.0)?;
-        let changes = [touch("doc:1#viewer@user:a")?, touch("doc:2#viewer@user:b")?, touch("doc:3#viewer@user:*")?];
-        store.commit(&Commit { revision: 2, schema: None, changes: &changes }).map_err(|e| e.0)?;
         store
-            .commit(&Commit { revision: 3, schema: None, changes: &[delete("doc:2#viewer@user:b")?] })
+            .commit(&Commit {
+                revision: 1,
+                schema: Some(SCHEMA),
+                changes: &[],
+            })
+            .map_err(|e| e.0)?;
+        let changes = [
+            touch("doc:1#viewer@user:a")?,
+            touch("doc:2#viewer@user:b")?,
+            touch("doc:3#viewer@user:*")?,
+        ];
+        store
+            .commit(&Commit {
+                revision: 2,
+                schema: None,
+                changes: &changes,
+            })
+            .map_err(|e| e.0)?;
+        store
+            .commit(&Commit {
+                revision: 3,
+                schema: None,
+                changes: &[delete("doc:2#viewer@user:b")?],
+            })
             .map_err(|e| e.0)?;
     }
     let store = factory("reopen")?;
@@ -80,14 +107,33 @@ fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
 
 fn touch_replaces(factory: &StoreFactory<'_>) -> Result<(), String> {
     let store = factory("touch")?;
-    let first = [touch("doc:1#viewer@user:a[expiration:2030-01-01T00:00:00Z]")?];
-    store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &first }).map_err(|e| e.0)?;
-    let second = [touch("doc:1#viewer@user:a[expiration:2040-01-01T00:00:00Z]")?];
-    store.commit(&Commit { revision: 2, schema: None, changes: &second }).map_err(|e| e.0)?;
+    let first = [touch(
+        "doc:1#viewer@user:a[expiration:2030-01-01T00:00:00Z]",
+    )?];
+    store
+        .commit(&Commit {
+            revision: 1,
+            schema: Some(SCHEMA),
+            changes: &first,
+        })
+        .map_err(|e| e.0)?;
+    let second = [touch(
+        "doc:1#viewer@user:a[expiration:2040-01-01T00:00:00Z]",
+    )?];
+    store
+        .commit(&Commit {
+            revision: 2,
+            schema: None,
+            changes: &second,
+        })
+        .map_err(|e| e.0)?;
     let state = store.load().map_err(|e| e.0)?;
     let want = vec![rel("doc:1#viewer@user:a[expiration:2040-01-01T00:00:00Z]")?];
     if state.relationships != want {
-        return Err(format!("expected {want:?}, loaded {:?}", state.relationships));
+        return Err(format!(
+            "expected {want:?}, loaded {:?}",
+            state.relationships
+        ));
     }
     Ok(())
 }
@@ -101,13 +147,74 @@ fn forms_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
         "doc:--=base64+/|_#viewer@user:a-b",
         "doc:2#viewer@user:a[expiration:2031-05-06T07:08:09.123456Z]",
     ];
-    let changes = lines.iter().map(|l| touch(l)).collect::<Result<Vec<_>, _>>()?;
-    store.commit(&Commit { revision: 7, schema: Some(SCHEMA), changes: &changes }).map_err(|e| e.0)?;
+    let changes = lines
+        .iter()
+        .map(|l| touch(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    store
+        .commit(&Commit {
+            revision: 7,
+            schema: Some(SCHEMA),
+            changes: &changes,
+        })
+        .map_err(|e| e.0)?;
     let state = sorted(store.load().map_err(|e| e.0)?);
-    let mut want = lines.iter().map(|l| rel(l)).collect::<Result<Vec<_>, _>>()?;
+    let mut want = lines
+        .iter()
+        .map(|l| rel(l))
+        .collect::<Result<Vec<_>, _>>()?;
     want.sort_by_key(|r| r.to_string());
     if state.relationships != want || state.revision != 7 {
-        return Err(format!("expected {want:?} at 7, loaded {:?} at {}", state.relationships, state.revision));
+        return Err(format!(
+            "expected {want:?} at 7, loaded {:?} at {}",
+            state.relationships, state.revision
+        ));
     }
     Ok(())
+}
+
+fn changelog_replays(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let first = [touch("doc:a#viewer@user:x")?, touch("doc:b#viewer@user:*")?];
+    let second = [delete("doc:a#viewer@user:x")?];
+    {
+        let store = factory("changelog")?;
+        let commit = |revision, schema, changes| {
+            store
+                .commit(&Commit {
+                    revision,
+                    schema,
+                    changes,
+                })
+                .map_err(|e| e.0)
+        };
+        commit(1, Some(SCHEMA), &[])?;
+        commit(2, None, &first)?;
+        commit(3, None, &second)?;
+    }
+    let store = factory("changelog")?;
+    let commits = match store.changes_after(1, 100).map_err(|e| e.0)? {
+        ChangesAfter::Commits(c) => c,
+        other => return Err(format!("expected commits after 1, got {other:?}")),
+    };
+    let got: Vec<(u64, Vec<Change>)> = commits
+        .iter()
+        .map(|c| (c.revision, c.changes.clone()))
+        .collect();
+    let want = vec![(2, first.to_vec()), (3, second.to_vec())];
+    if got != want {
+        return Err(format!("changes after 1: expected {want:?}, got {got:?}"));
+    }
+    match store.changes_after(0, 1).map_err(|e| e.0)? {
+        ChangesAfter::Commits(c)
+            if c.len() == 1
+                && c.first()
+                    .is_some_and(|c| c.revision == 1 && c.schema.as_deref() == Some(SCHEMA)) => {}
+        other => return Err(format!("expected the schema commit 1 alone, got {other:?}")),
+    }
+    match store.changes_after(3, 100).map_err(|e| e.0)? {
+        ChangesAfter::Commits(c) if c.is_empty() => Ok(()),
+        other => Err(format!(
+            "expected nothing after the newest revision, got {other:?}"
+        )),
+    }
 }

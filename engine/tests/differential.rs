@@ -2,7 +2,12 @@
 //! simple reference evaluator in `reference/`, on random stratified schemas and random
 //! relationship graphs (cycles included). A failure prints a SpiceDB validation file that
 //! reproduces it, ready for `tests/corpus/differential/`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly by design"
+)]
 
 mod reference;
 
@@ -10,15 +15,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use arbiter_engine::{
-    CheckRequest, Consistency, Decision, Engine, EngineConfig, FoundSubject, LookupResourcesRequest,
-    LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
+    CheckRequest, Consistency, Decision, Engine, EngineConfig, FoundSubject,
+    LookupResourcesRequest, LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
 };
 use arbiter_schema::{compile, parse_relationship, AllowedKind, RelationKind, Rewrite};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 
-use reference::{Allowed, ArrowKind, Body, Case, Expr, Member, Membership, Model, RelationDef, SubjectRef, Tuple, TypeDef, Userset};
+use reference::{
+    Allowed, ArrowKind, Body, Case, Expr, Member, Membership, Model, RelationDef, SubjectRef,
+    Tuple, TypeDef, Userset,
+};
 
 /// Object ids of the generated graphs; every type draws from the first few.
 const IDS: [&str; 5] = ["a", "b", "c", "d", "e"];
@@ -64,7 +72,11 @@ enum ExprSpec {
     Nil,
     /// A relation, or an earlier permission, of the same type.
     Ref(u8),
-    Arrow { tupleset: u8, target: u8, kind: u8 },
+    Arrow {
+        tupleset: u8,
+        target: u8,
+        kind: u8,
+    },
     Union(Box<ExprSpec>, Box<ExprSpec>),
     Intersection(Box<ExprSpec>, Box<ExprSpec>),
     Exclusion(Box<ExprSpec>, Box<ExprSpec>),
@@ -112,16 +124,34 @@ fn type_spec() -> impl Strategy<Value = TypeSpec> {
         prop::collection::vec(prop::collection::vec(allowed_spec(), 1..=3), 1..=3),
         prop::collection::vec(expr_spec(), 0..=3),
     )
-        .prop_map(|(ids, relations, permissions)| TypeSpec { ids, relations, permissions })
+        .prop_map(|(ids, relations, permissions)| TypeSpec {
+            ids,
+            relations,
+            permissions,
+        })
 }
 
 fn tuple_spec() -> impl Strategy<Value = TupleSpec> {
-    any::<(u8, u8, u8, u8, u8)>().prop_map(|(ty, rel, id, allowed, subject)| TupleSpec { ty, rel, id, allowed, subject })
+    any::<(u8, u8, u8, u8, u8)>().prop_map(|(ty, rel, id, allowed, subject)| TupleSpec {
+        ty,
+        rel,
+        id,
+        allowed,
+        subject,
+    })
 }
 
 fn spec() -> impl Strategy<Value = Spec> {
-    (3usize..=5, prop::collection::vec(type_spec(), 2..=4), prop::collection::vec(tuple_spec(), 0..=40))
-        .prop_map(|(user_ids, types, tuples)| Spec { user_ids, types, tuples })
+    (
+        3usize..=5,
+        prop::collection::vec(type_spec(), 2..=4),
+        prop::collection::vec(tuple_spec(), 0..=40),
+    )
+        .prop_map(|(user_ids, types, tuples)| Spec {
+            user_ids,
+            types,
+            tuples,
+        })
 }
 
 fn pick<T: Copy>(items: &[T], sel: u8) -> T {
@@ -132,16 +162,28 @@ fn pick<T: Copy>(items: &[T], sel: u8) -> T {
 /// itself through the right side of an exclusion), and relationships it accepts.
 fn build(spec: &Spec) -> Case {
     let n = spec.types.len();
-    let mut types = vec![TypeDef { name: "user".into(), relations: Vec::new() }];
+    let mut types = vec![TypeDef {
+        name: "user".into(),
+        relations: Vec::new(),
+    }];
     for (i, ts) in spec.types.iter().enumerate() {
         let mut relations = Vec::new();
         for r in 0..ts.relations.len() {
-            relations.push(RelationDef { name: format!("r{r}"), body: Body::Direct(Vec::new()) });
+            relations.push(RelationDef {
+                name: format!("r{r}"),
+                body: Body::Direct(Vec::new()),
+            });
         }
         for p in 0..ts.permissions.len() {
-            relations.push(RelationDef { name: format!("p{p}"), body: Body::Permission(Expr::Nil) });
+            relations.push(RelationDef {
+                name: format!("p{p}"),
+                body: Body::Permission(Expr::Nil),
+            });
         }
-        types.push(TypeDef { name: format!("t{}", i + 1), relations });
+        types.push(TypeDef {
+            name: format!("t{}", i + 1),
+            relations,
+        });
     }
     let rel_count: Vec<usize> = types.iter().map(|t| t.relations.len()).collect();
 
@@ -153,7 +195,11 @@ fn build(spec: &Spec) -> Case {
             for a in list {
                 let resolved = match *a {
                     AllowedSpec::Object(t) => Allowed::Object(usize::from(t) % (ty + 1)),
-                    AllowedSpec::Wildcard(t) => Allowed::Wildcard(if t % 3 == 0 { usize::from(t / 3) % (ty + 1) } else { 0 }),
+                    AllowedSpec::Wildcard(t) => Allowed::Wildcard(if t % 3 == 0 {
+                        usize::from(t / 3) % (ty + 1)
+                    } else {
+                        0
+                    }),
                     AllowedSpec::LowerSet { ty: t, rel } if ty > 1 => {
                         let t = 1 + usize::from(t) % (ty - 1);
                         Allowed::Set(t, usize::from(rel) % rel_count[t])
@@ -181,26 +227,53 @@ fn build(spec: &Spec) -> Case {
     stratify(&mut model);
 
     // Relationships.
-    let ids_of = |t: usize| if t == 0 { spec.user_ids } else { spec.types[t - 1].ids };
+    let ids_of = |t: usize| {
+        if t == 0 {
+            spec.user_ids
+        } else {
+            spec.types[t - 1].ids
+        }
+    };
     let mut tuples = BTreeSet::new();
     for t in &spec.tuples {
         let ty = 1 + usize::from(t.ty) % n;
         let rel = usize::from(t.rel) % spec.types[ty - 1].relations.len();
-        let Body::Direct(allowed) = &model.types[ty].relations[rel].body else { continue };
+        let Body::Direct(allowed) = &model.types[ty].relations[rel].body else {
+            continue;
+        };
         let id = usize::from(t.id) % ids_of(ty);
         let subject = match pick(allowed, t.allowed) {
-            Allowed::Object(st) => SubjectRef::Object { ty: st, id: usize::from(t.subject) % ids_of(st) },
+            Allowed::Object(st) => SubjectRef::Object {
+                ty: st,
+                id: usize::from(t.subject) % ids_of(st),
+            },
             Allowed::Wildcard(st) => SubjectRef::Wildcard { ty: st },
-            Allowed::Set(st, srel) => SubjectRef::Set { ty: st, id: usize::from(t.subject) % ids_of(st), rel: srel },
+            Allowed::Set(st, srel) => SubjectRef::Set {
+                ty: st,
+                id: usize::from(t.subject) % ids_of(st),
+                rel: srel,
+            },
         };
-        tuples.insert(Tuple { ty, id, rel, subject });
+        tuples.insert(Tuple {
+            ty,
+            id,
+            rel,
+            subject,
+        });
     }
 
     let mut ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
     ids.push(NOBODY.into());
     let nobody = ids.len() - 1;
-    let pools = (0..=n).map(|t| (0..ids_of(t)).chain([nobody]).collect()).collect();
-    Case { model, ids, pools, tuples: tuples.into_iter().collect() }
+    let pools = (0..=n)
+        .map(|t| (0..ids_of(t)).chain([nobody]).collect())
+        .collect();
+    Case {
+        model,
+        ids,
+        pools,
+        tuples: tuples.into_iter().collect(),
+    }
 }
 
 /// The expression of permission `own` (a relation index) of `ty`.
@@ -210,14 +283,20 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
         ExprSpec::Nil => Expr::Nil,
         // Relations and earlier permissions, so permissions never name each other in a loop.
         ExprSpec::Ref(sel) => Expr::Rel(usize::from(*sel) % own),
-        ExprSpec::Arrow { tupleset, target, kind } => {
+        ExprSpec::Arrow {
+            tupleset,
+            target,
+            kind,
+        } => {
             // Arrows walk relations that allow no wildcard and some type with relations.
             let walkable: Vec<(usize, &Vec<Allowed>)> = types[ty]
                 .relations
                 .iter()
                 .enumerate()
                 .filter_map(|(r, def)| match &def.body {
-                    Body::Direct(a) if !a.iter().any(|x| matches!(x, Allowed::Wildcard(_))) => Some((r, a)),
+                    Body::Direct(a) if !a.iter().any(|x| matches!(x, Allowed::Wildcard(_))) => {
+                        Some((r, a))
+                    }
                     _ => None,
                 })
                 .filter(|(_, a)| a.iter().any(|x| subject_type(x) != 0))
@@ -228,11 +307,20 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
             let (ts, allowed) = walkable[usize::from(*tupleset) % walkable.len()];
             let names: BTreeSet<&str> = allowed
                 .iter()
-                .flat_map(|a| types[subject_type(a)].relations.iter().map(|r| r.name.as_str()))
+                .flat_map(|a| {
+                    types[subject_type(a)]
+                        .relations
+                        .iter()
+                        .map(|r| r.name.as_str())
+                })
                 .collect();
             let names: Vec<&str> = names.into_iter().collect();
             let kind = [ArrowKind::Arrow, ArrowKind::Any, ArrowKind::All][usize::from(*kind) % 3];
-            Expr::Arrow { tupleset: ts, target: pick(&names, *target).to_string(), kind }
+            Expr::Arrow {
+                tupleset: ts,
+                target: pick(&names, *target).to_string(),
+                kind,
+            }
         }
         ExprSpec::Union(x, y) => Expr::Union(b(x), b(y)),
         ExprSpec::Intersection(x, y) => Expr::Intersection(b(x), b(y)),
@@ -252,11 +340,18 @@ fn subject_type(a: &Allowed) -> usize {
 /// lower types), or `nil` if there is none.
 fn stratify(model: &mut Model) {
     loop {
-        let Some((ty, rel, index)) = first_unstratified_exclusion(model) else { return };
-        let grounded = model.types[ty].relations.iter().position(|r| match &r.body {
-            Body::Direct(a) => !a.iter().any(|x| matches!(x, Allowed::Set(t, _) if *t == ty)),
-            Body::Permission(_) => false,
-        });
+        let Some((ty, rel, index)) = first_unstratified_exclusion(model) else {
+            return;
+        };
+        let grounded = model.types[ty]
+            .relations
+            .iter()
+            .position(|r| match &r.body {
+                Body::Direct(a) => !a
+                    .iter()
+                    .any(|x| matches!(x, Allowed::Set(t, _) if *t == ty)),
+                Body::Permission(_) => false,
+            });
         let replacement = grounded.map(Expr::Rel).unwrap_or(Expr::Nil);
         if let Body::Permission(e) = &mut model.types[ty].relations[rel].body {
             let mut n = 0;
@@ -285,13 +380,18 @@ fn reachable(model: &Model, from: (usize, usize)) -> BTreeSet<(usize, usize)> {
 /// side reaches back to its own permission.
 fn first_unstratified_exclusion(model: &Model) -> Option<(usize, usize, usize)> {
     for (t, r) in model.nodes() {
-        let Body::Permission(e) = &model.types[t].relations[r].body else { continue };
+        let Body::Permission(e) = &model.types[t].relations[r].body else {
+            continue;
+        };
         let mut rhs_list = Vec::new();
         collect_exclusion_rhs(e, &mut rhs_list);
         for (index, rhs) in rhs_list.into_iter().enumerate() {
             let mut deps = Vec::new();
             model.expr_dependencies(t, rhs, false, &mut deps);
-            if deps.iter().any(|(d, _)| reachable(model, *d).contains(&(t, r))) {
+            if deps
+                .iter()
+                .any(|(d, _)| reachable(model, *d).contains(&(t, r)))
+            {
                 return Some((t, r, index));
             }
         }
@@ -316,7 +416,11 @@ fn collect_exclusion_rhs<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
 }
 
 /// The right side of the `index`-th exclusion, in the order of [`collect_exclusion_rhs`].
-fn nth_exclusion_rhs<'e>(e: &'e mut Expr, index: usize, n: &mut usize) -> Option<&'e mut Box<Expr>> {
+fn nth_exclusion_rhs<'e>(
+    e: &'e mut Expr,
+    index: usize,
+    n: &mut usize,
+) -> Option<&'e mut Box<Expr>> {
     match e {
         Expr::Nil | Expr::Rel(_) | Expr::Arrow { .. } => None,
         Expr::Union(a, b) | Expr::Intersection(a, b) => match nth_exclusion_rhs(a, index, n) {
@@ -355,11 +459,18 @@ fn schema_text(model: &Model) -> String {
         for rel in &def.relations {
             match &rel.body {
                 Body::Direct(allowed) => {
-                    let list: Vec<String> = allowed.iter().map(|a| allowed_text(model, a)).collect();
+                    let list: Vec<String> =
+                        allowed.iter().map(|a| allowed_text(model, a)).collect();
                     writeln!(out, "    relation {}: {}", rel.name, list.join(" | ")).unwrap();
                 }
                 Body::Permission(e) => {
-                    writeln!(out, "    permission {} = {}", rel.name, expr_text(model, t, e)).unwrap();
+                    writeln!(
+                        out,
+                        "    permission {} = {}",
+                        rel.name,
+                        expr_text(model, t, e)
+                    )
+                    .unwrap();
                 }
             }
         }
@@ -372,7 +483,10 @@ fn allowed_text(model: &Model, a: &Allowed) -> String {
     match *a {
         Allowed::Object(t) => model.types[t].name.clone(),
         Allowed::Wildcard(t) => format!("{}:*", model.types[t].name),
-        Allowed::Set(t, r) => format!("{}#{}", model.types[t].name, model.types[t].relations[r].name),
+        Allowed::Set(t, r) => format!(
+            "{}#{}",
+            model.types[t].name, model.types[t].relations[r].name
+        ),
     }
 }
 
@@ -404,7 +518,11 @@ fn expr_text(model: &Model, ty: usize, e: &Expr) -> String {
     match e {
         Expr::Nil => "nil".into(),
         Expr::Rel(r) => model.types[ty].relations[*r].name.clone(),
-        Expr::Arrow { tupleset, target, kind } => {
+        Expr::Arrow {
+            tupleset,
+            target,
+            kind,
+        } => {
             let ts = &model.types[ty].relations[*tupleset].name;
             match kind {
                 ArrowKind::Arrow => format!("{ts}->{target}"),
@@ -420,14 +538,21 @@ fn expr_text(model: &Model, ty: usize, e: &Expr) -> String {
 }
 
 fn tuple_text(case: &Case, t: &Tuple) -> String {
-    format!("{}#{}@{}", object_text(case, t.ty, t.id), rel_name(case, t.ty, t.rel), subject_ref_text(case, &t.subject))
+    format!(
+        "{}#{}@{}",
+        object_text(case, t.ty, t.id),
+        rel_name(case, t.ty, t.rel),
+        subject_ref_text(case, &t.subject)
+    )
 }
 
 fn subject_ref_text(case: &Case, s: &SubjectRef) -> String {
     match *s {
         SubjectRef::Object { ty, id } => object_text(case, ty, id),
         SubjectRef::Wildcard { ty } => format!("{}:*", case.model.types[ty].name),
-        SubjectRef::Set { ty, id, rel } => format!("{}#{}", object_text(case, ty, id), rel_name(case, ty, rel)),
+        SubjectRef::Set { ty, id, rel } => {
+            format!("{}#{}", object_text(case, ty, id), rel_name(case, ty, rel))
+        }
     }
 }
 
@@ -437,7 +562,10 @@ fn object_text(case: &Case, ty: usize, id: usize) -> String {
 
 /// The index of the id nobody wrote.
 fn nobody(case: &Case) -> usize {
-    case.ids.iter().position(|x| x == NOBODY).expect("every case has the id nobody wrote")
+    case.ids
+        .iter()
+        .position(|x| x == NOBODY)
+        .expect("every case has the id nobody wrote")
 }
 
 fn rel_name(case: &Case, ty: usize, rel: usize) -> &str {
@@ -447,13 +575,22 @@ fn rel_name(case: &Case, ty: usize, rel: usize) -> &str {
 fn member_text(case: &Case, m: &Member) -> String {
     match m.rel {
         None => object_text(case, m.ty, m.id),
-        Some(r) => format!("{}#{}", object_text(case, m.ty, m.id), rel_name(case, m.ty, r)),
+        Some(r) => format!(
+            "{}#{}",
+            object_text(case, m.ty, m.id),
+            rel_name(case, m.ty, r)
+        ),
     }
 }
 
 /// `t1:a#p0@user:b`
 fn query_text(case: &Case, u: Userset, s: &Member) -> String {
-    format!("{}#{}@{}", object_text(case, u.0, u.1), rel_name(case, u.0, u.2), member_text(case, s))
+    format!(
+        "{}#{}@{}",
+        object_text(case, u.0, u.1),
+        rel_name(case, u.0, u.2),
+        member_text(case, s)
+    )
 }
 
 /// A SpiceDB validation file: the case's schema and relationships, a comment saying what
@@ -479,7 +616,11 @@ fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, bool)]) ->
     }
     out.push_str("assertions:\n");
     for (key, want) in [("assertTrue", true), ("assertFalse", false)] {
-        let list: Vec<&String> = assertions.iter().filter(|(_, w)| *w == want).map(|(q, _)| q).collect();
+        let list: Vec<&String> = assertions
+            .iter()
+            .filter(|(_, w)| *w == want)
+            .map(|(q, _)| q)
+            .collect();
         if !list.is_empty() {
             writeln!(out, "  {key}:").unwrap();
             for q in list {
@@ -504,7 +645,10 @@ struct Mismatch {
 
 fn load(case: &Case) -> Engine {
     // The depth limit is a resource bound, not semantics; keep it out of the comparison.
-    let engine = Engine::in_memory(EngineConfig { max_depth: 1000, ..EngineConfig::default() });
+    let engine = Engine::in_memory(EngineConfig {
+        max_depth: 1000,
+        ..EngineConfig::default()
+    });
     let schema = schema_text(&case.model);
     if let Err(e) = engine.write_schema(&schema) {
         panic!("the generated schema does not compile: {e}\n{schema}");
@@ -514,13 +658,20 @@ fn load(case: &Case) -> Engine {
         .iter()
         .map(|t| {
             let text = tuple_text(case, t);
-            let relationship = parse_relationship(&text).unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
-            RelationshipUpdate { op: UpdateOp::Touch, relationship }
+            let relationship =
+                parse_relationship(&text).unwrap_or_else(|e| panic!("`{text}`: {e:?}"));
+            RelationshipUpdate {
+                op: UpdateOp::Touch,
+                relationship,
+            }
         })
         .collect();
     if !updates.is_empty() {
         if let Err(e) = engine.write(&updates) {
-            panic!("the generated relationships were refused: {e}\n{}", validation_yaml(case, "", &[]));
+            panic!(
+                "the generated relationships were refused: {e}\n{}",
+                validation_yaml(case, "", &[])
+            );
         }
     }
     engine
@@ -536,7 +687,11 @@ fn subjects(case: &Case, cov: Coverage) -> Vec<Member> {
     }
     for t in &case.tuples {
         if let SubjectRef::Set { ty, id, rel } = t.subject {
-            out.insert(Member { ty, id, rel: Some(rel) });
+            out.insert(Member {
+                ty,
+                id,
+                rel: Some(rel),
+            });
         }
     }
     // Sets perhaps nobody wrote: each is a member of itself and of what names it. The
@@ -545,7 +700,11 @@ fn subjects(case: &Case, cov: Coverage) -> Vec<Member> {
     for (ty, def) in case.model.types.iter().enumerate() {
         for rel in 0..def.relations.len() {
             for id in case.pools[ty].first().into_iter().chain([&nobody]) {
-                out.insert(Member { ty, id: *id, rel: Some(rel) });
+                out.insert(Member {
+                    ty,
+                    id: *id,
+                    rel: Some(rel),
+                });
             }
         }
     }
@@ -560,7 +719,10 @@ fn usersets(case: &Case, cov: Coverage) -> Vec<Userset> {
     let nobody = nobody(case);
     let mut out = Vec::new();
     for (ty, def) in case.model.types.iter().enumerate() {
-        for &id in case.pools[ty].iter().filter(|&&id| cov.unwritten_ids || id != nobody) {
+        for &id in case.pools[ty]
+            .iter()
+            .filter(|&&id| cov.unwritten_ids || id != nobody)
+        {
             for rel in 0..def.relations.len() {
                 out.push((ty, id, rel));
             }
@@ -585,7 +747,14 @@ fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member) -> Result<
 }
 
 /// LookupResources, all pages concatenated.
-fn engine_lookup_resources(engine: &Engine, case: &Case, ty: usize, rel: usize, s: &Member, limit: Option<usize>) -> Result<Vec<String>, String> {
+fn engine_lookup_resources(
+    engine: &Engine,
+    case: &Case,
+    ty: usize,
+    rel: usize,
+    s: &Member,
+    limit: Option<usize>,
+) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..=case.ids.len() + 2 {
@@ -603,7 +772,10 @@ fn engine_lookup_resources(engine: &Engine, case: &Case, ty: usize, rel: usize, 
             .map_err(|e| e.to_string())?;
         if let Some(l) = limit {
             if page.resource_ids.len() > l {
-                return Err(format!("a page of {} ids with limit {l}", page.resource_ids.len()));
+                return Err(format!(
+                    "a page of {} ids with limit {l}",
+                    page.resource_ids.len()
+                ));
             }
         }
         out.extend(page.resource_ids);
@@ -616,7 +788,14 @@ fn engine_lookup_resources(engine: &Engine, case: &Case, ty: usize, rel: usize, 
 }
 
 /// LookupSubjects, all pages concatenated.
-fn engine_lookup_subjects(engine: &Engine, case: &Case, u: Userset, sub_ty: usize, sub_rel: Option<usize>, limit: Option<usize>) -> Result<Vec<FoundSubject>, String> {
+fn engine_lookup_subjects(
+    engine: &Engine,
+    case: &Case,
+    u: Userset,
+    sub_ty: usize,
+    sub_rel: Option<usize>,
+    limit: Option<usize>,
+) -> Result<Vec<FoundSubject>, String> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..=case.ids.len() + 3 {
@@ -635,7 +814,10 @@ fn engine_lookup_subjects(engine: &Engine, case: &Case, u: Userset, sub_ty: usiz
             .map_err(|e| e.to_string())?;
         if let Some(l) = limit {
             if page.subjects.len() > l {
-                return Err(format!("a page of {} subjects with limit {l}", page.subjects.len()));
+                return Err(format!(
+                    "a page of {} subjects with limit {l}",
+                    page.subjects.len()
+                ));
             }
         }
         out.extend(page.subjects);
@@ -659,8 +841,12 @@ struct Coverage {
     unwritten_ids: bool,
 }
 
-const EVERYTHING: Coverage =
-    Coverage { lookup_resources: true, lookup_subjects: true, paginate: true, unwritten_ids: true };
+const EVERYTHING: Coverage = Coverage {
+    lookup_resources: true,
+    lookup_subjects: true,
+    paginate: true,
+    unwritten_ids: true,
+};
 
 /// Compares the engine with the reference on every check, and on the lookups `cov` asks for.
 fn compare(case: &Case, engine: &Engine, m: &Membership, cov: Coverage) -> Result<(), Mismatch> {
@@ -678,7 +864,12 @@ fn compare(case: &Case, engine: &Engine, m: &Membership, cov: Coverage) -> Resul
                         assertions: vec![(q, want)],
                     })
                 }
-                Err(e) => return Err(Mismatch { what: format!("Check {q}: error {e}"), assertions: vec![(q, want)] }),
+                Err(e) => {
+                    return Err(Mismatch {
+                        what: format!("Check {q}: error {e}"),
+                        assertions: vec![(q, want)],
+                    })
+                }
             }
         }
     }
@@ -693,7 +884,13 @@ fn compare(case: &Case, engine: &Engine, m: &Membership, cov: Coverage) -> Resul
     Ok(())
 }
 
-fn compare_lookup_resources(case: &Case, engine: &Engine, m: &Membership, subjects: &[Member], cov: Coverage) -> Result<(), Mismatch> {
+fn compare_lookup_resources(
+    case: &Case,
+    engine: &Engine,
+    m: &Membership,
+    subjects: &[Member],
+    cov: Coverage,
+) -> Result<(), Mismatch> {
     for (ty, def) in case.model.types.iter().enumerate() {
         for rel in 0..def.relations.len() {
             for s in subjects {
@@ -703,7 +900,11 @@ fn compare_lookup_resources(case: &Case, engine: &Engine, m: &Membership, subjec
                     .map(|&id| case.ids[id].clone())
                     .collect();
                 want.sort();
-                let limits: &[Option<usize>] = if cov.paginate { &[None, Some(1), Some(2)] } else { &[None] };
+                let limits: &[Option<usize>] = if cov.paginate {
+                    &[None, Some(1), Some(2)]
+                } else {
+                    &[None]
+                };
                 for &limit in limits {
                     let call = format!(
                         "LookupResources {}#{} for {} (limit {limit:?})",
@@ -711,16 +912,36 @@ fn compare_lookup_resources(case: &Case, engine: &Engine, m: &Membership, subjec
                         def.relations[rel].name,
                         member_text(case, s)
                     );
-                    let got = engine_lookup_resources(engine, case, ty, rel, s, limit)
-                        .map_err(|e| Mismatch { what: format!("{call}: error {e}"), assertions: Vec::new() })?;
+                    let got =
+                        engine_lookup_resources(engine, case, ty, rel, s, limit).map_err(|e| {
+                            Mismatch {
+                                what: format!("{call}: error {e}"),
+                                assertions: Vec::new(),
+                            }
+                        })?;
                     if got != want {
                         // Pin the difference down as checks on the ids concerned.
                         let mut assertions = Vec::new();
-                        for id in want.iter().filter(|x| !got.contains(x)).chain(got.iter().filter(|x| !want.contains(x))) {
+                        for id in want
+                            .iter()
+                            .filter(|x| !got.contains(x))
+                            .chain(got.iter().filter(|x| !want.contains(x)))
+                        {
                             let member = want.contains(id);
-                            assertions.push((format!("{}:{id}#{}@{}", def.name, def.relations[rel].name, member_text(case, s)), member));
+                            assertions.push((
+                                format!(
+                                    "{}:{id}#{}@{}",
+                                    def.name,
+                                    def.relations[rel].name,
+                                    member_text(case, s)
+                                ),
+                                member,
+                            ));
                         }
-                        return Err(Mismatch { what: format!("{call}: expected {want:?}, got {got:?}"), assertions });
+                        return Err(Mismatch {
+                            what: format!("{call}: expected {want:?}, got {got:?}"),
+                            assertions,
+                        });
                     }
                 }
             }
@@ -729,35 +950,77 @@ fn compare_lookup_resources(case: &Case, engine: &Engine, m: &Membership, subjec
     Ok(())
 }
 
-fn compare_lookup_subjects(case: &Case, engine: &Engine, m: &Membership, u: Userset, cov: Coverage) -> Result<(), Mismatch> {
-    let res_text = format!("{}#{}", object_text(case, u.0, u.1), rel_name(case, u.0, u.2));
+fn compare_lookup_subjects(
+    case: &Case,
+    engine: &Engine,
+    m: &Membership,
+    u: Userset,
+    cov: Coverage,
+) -> Result<(), Mismatch> {
+    let res_text = format!(
+        "{}#{}",
+        object_text(case, u.0, u.1),
+        rel_name(case, u.0, u.2)
+    );
     let nobody = nobody(case);
     for (sub_ty, def) in case.model.types.iter().enumerate() {
-        let sub_rels: Vec<Option<usize>> = std::iter::once(None).chain((0..def.relations.len()).map(Some)).collect();
+        let sub_rels: Vec<Option<usize>> = std::iter::once(None)
+            .chain((0..def.relations.len()).map(Some))
+            .collect();
         for sub_rel in sub_rels {
             let label = match sub_rel {
                 None => def.name.clone(),
                 Some(r) => format!("{}#{}", def.name, def.relations[r].name),
             };
             let call = format!("LookupSubjects {res_text} for {label}");
-            let got = engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, None)
-                .map_err(|e| Mismatch { what: format!("{call}: error {e}"), assertions: Vec::new() })?;
+            let got =
+                engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, None).map_err(|e| {
+                    Mismatch {
+                        what: format!("{call}: error {e}"),
+                        assertions: Vec::new(),
+                    }
+                })?;
             // Membership of any id, as the reference sees it; ids outside the pool behave
             // like the id nobody wrote.
-            let index_of = |name: &str| case.pools[sub_ty].iter().copied().find(|&i| case.ids[i] == name);
+            let index_of = |name: &str| {
+                case.pools[sub_ty]
+                    .iter()
+                    .copied()
+                    .find(|&i| case.ids[i] == name)
+            };
             let expected = |name: &str| {
                 let id = index_of(name).unwrap_or(nobody);
-                m.contains(u, Member { ty: sub_ty, id, rel: sub_rel })
+                m.contains(
+                    u,
+                    Member {
+                        ty: sub_ty,
+                        id,
+                        rel: sub_rel,
+                    },
+                )
             };
-            let concrete: BTreeSet<&str> = got.iter().filter(|f| f.subject_id != "*").map(|f| f.subject_id.as_str()).collect();
-            let wildcards: Vec<&FoundSubject> = got.iter().filter(|f| f.subject_id == "*").collect();
+            let concrete: BTreeSet<&str> = got
+                .iter()
+                .filter(|f| f.subject_id != "*")
+                .map(|f| f.subject_id.as_str())
+                .collect();
+            let wildcards: Vec<&FoundSubject> =
+                got.iter().filter(|f| f.subject_id == "*").collect();
             let mut problems = Vec::new();
             if wildcards.len() > 1 || (sub_rel.is_some() && !wildcards.is_empty()) {
                 problems.push(format!("unexpected wildcards {wildcards:?}"));
             }
-            let excluded: BTreeSet<&str> = wildcards.iter().flat_map(|w| w.excluded_ids.iter().map(String::as_str)).collect();
-            let described = |name: &str| concrete.contains(name) || (!wildcards.is_empty() && !excluded.contains(name));
-            let mut names: BTreeSet<&str> = case.pools[sub_ty].iter().map(|&i| case.ids[i].as_str()).collect();
+            let excluded: BTreeSet<&str> = wildcards
+                .iter()
+                .flat_map(|w| w.excluded_ids.iter().map(String::as_str))
+                .collect();
+            let described = |name: &str| {
+                concrete.contains(name) || (!wildcards.is_empty() && !excluded.contains(name))
+            };
+            let mut names: BTreeSet<&str> = case.pools[sub_ty]
+                .iter()
+                .map(|&i| case.ids[i].as_str())
+                .collect();
             names.extend(concrete.iter().copied());
             names.extend(excluded.iter().copied());
             let mut assertions = Vec::new();
@@ -767,7 +1030,10 @@ fn compare_lookup_subjects(case: &Case, engine: &Engine, m: &Membership, u: User
                 }
                 let want = expected(name);
                 if described(name) != want {
-                    problems.push(format!("`{name}`: expected {}", if want { "a member" } else { "not a member" }));
+                    problems.push(format!(
+                        "`{name}`: expected {}",
+                        if want { "a member" } else { "not a member" }
+                    ));
                     let s = match sub_rel {
                         None => format!("{}:{name}", def.name),
                         Some(r) => format!("{}:{name}#{}", def.name, def.relations[r].name),
@@ -776,20 +1042,39 @@ fn compare_lookup_subjects(case: &Case, engine: &Engine, m: &Membership, u: User
                 }
             }
             // The wildcard stands for every id nobody wrote.
-            let nobody_member = m.contains(u, Member { ty: sub_ty, id: nobody, rel: sub_rel });
+            let nobody_member = m.contains(
+                u,
+                Member {
+                    ty: sub_ty,
+                    id: nobody,
+                    rel: sub_rel,
+                },
+            );
             if sub_rel.is_none() && wildcards.is_empty() == nobody_member {
-                problems.push(format!("wildcard: expected {}", if nobody_member { "one" } else { "none" }));
+                problems.push(format!(
+                    "wildcard: expected {}",
+                    if nobody_member { "one" } else { "none" }
+                ));
             }
             if !problems.is_empty() {
-                return Err(Mismatch { what: format!("{call}: {} (got {got:?})", problems.join("; ")), assertions });
+                return Err(Mismatch {
+                    what: format!("{call}: {} (got {got:?})", problems.join("; ")),
+                    assertions,
+                });
             }
             if cov.paginate && got.len() >= 2 {
                 for limit in [1, 2] {
-                    let paged = engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, Some(limit))
-                        .map_err(|e| Mismatch { what: format!("{call} (limit {limit}): error {e}"), assertions: Vec::new() })?;
+                    let paged =
+                        engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, Some(limit))
+                            .map_err(|e| Mismatch {
+                                what: format!("{call} (limit {limit}): error {e}"),
+                                assertions: Vec::new(),
+                            })?;
                     if paged != got {
                         return Err(Mismatch {
-                            what: format!("{call}: pages of {limit} give {paged:?}, one page gives {got:?}"),
+                            what: format!(
+                                "{call}: pages of {limit} give {paged:?}, one page gives {got:?}"
+                            ),
                             assertions: Vec::new(),
                         });
                     }
@@ -805,7 +1090,10 @@ fn run(case: &Case, cov: Coverage) -> Result<(), String> {
     let m = case.evaluate();
     let engine = load(case);
     compare(case, &engine, &m, cov).map_err(|mm| {
-        let comment = format!("Differential test: engine and reference disagree.\n{}", mm.what);
+        let comment = format!(
+            "Differential test: engine and reference disagree.\n{}",
+            mm.what
+        );
         validation_yaml(case, &comment, &mm.assertions)
     })
 }
@@ -816,10 +1104,15 @@ fn run(case: &Case, cov: Coverage) -> Result<(), String> {
 
 /// `cases` cases, unless `PROPTEST_CASES` asks for another number (for longer hunts).
 fn config(cases: u32) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cases);
     ProptestConfig {
         cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("proptest-regressions"))),
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
         // A failing case shrinks for at most a minute, so `make test` stays bounded.
         max_shrink_time: 60_000,
         ..ProptestConfig::default()
@@ -881,7 +1174,9 @@ fn fixture_case(schema: &str, relationships: &[&str]) -> Case {
                                     match a.kind {
                                         AllowedKind::Object => Allowed::Object(t),
                                         AllowedKind::Wildcard => Allowed::Wildcard(t),
-                                        AllowedKind::SubjectSet(r) => Allowed::Set(t, usize::from(r)),
+                                        AllowedKind::SubjectSet(r) => {
+                                            Allowed::Set(t, usize::from(r))
+                                        }
                                     }
                                 })
                                 .collect(),
@@ -892,14 +1187,22 @@ fn fixture_case(schema: &str, relationships: &[&str]) -> Case {
                 .collect(),
         })
         .collect();
-    let mut case = Case { model: Model { types }, ids: Vec::new(), pools: Vec::new(), tuples: Vec::new() };
+    let mut case = Case {
+        model: Model { types },
+        ids: Vec::new(),
+        pools: Vec::new(),
+        tuples: Vec::new(),
+    };
     let mut pools: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); case.model.types.len()];
     for line in relationships {
         let r = parse_relationship(line).unwrap_or_else(|e| panic!("`{line}`: {e:?}"));
         let ty = type_index(&case.model, &r.resource.object_type);
         let id = intern(&mut case.ids, &r.resource.object_id);
         pools[ty].insert(id);
-        let rel = case.model.relation_named(ty, &r.relation).unwrap_or_else(|| panic!("`{line}`: relation"));
+        let rel = case
+            .model
+            .relation_named(ty, &r.relation)
+            .unwrap_or_else(|| panic!("`{line}`: relation"));
         let sty = type_index(&case.model, &r.subject.object.object_type);
         let subject = if r.subject.object.object_id == "*" {
             SubjectRef::Wildcard { ty: sty }
@@ -911,14 +1214,25 @@ fn fixture_case(schema: &str, relationships: &[&str]) -> Case {
                 Some(name) => SubjectRef::Set {
                     ty: sty,
                     id: sid,
-                    rel: case.model.relation_named(sty, name).unwrap_or_else(|| panic!("`{line}`: subject relation")),
+                    rel: case
+                        .model
+                        .relation_named(sty, name)
+                        .unwrap_or_else(|| panic!("`{line}`: subject relation")),
                 },
             }
         };
-        case.tuples.push(Tuple { ty, id, rel, subject });
+        case.tuples.push(Tuple {
+            ty,
+            id,
+            rel,
+            subject,
+        });
     }
     let nobody = intern(&mut case.ids, NOBODY);
-    case.pools = pools.into_iter().map(|p| p.into_iter().chain([nobody]).collect()).collect();
+    case.pools = pools
+        .into_iter()
+        .map(|p| p.into_iter().chain([nobody]).collect())
+        .collect();
     case
 }
 
@@ -947,7 +1261,11 @@ fn expr_of(rw: &Rewrite) -> Expr {
 }
 
 fn type_index(model: &Model, name: &str) -> usize {
-    model.types.iter().position(|t| t.name == name).unwrap_or_else(|| panic!("unknown type `{name}`"))
+    model
+        .types
+        .iter()
+        .position(|t| t.name == name)
+        .unwrap_or_else(|| panic!("unknown type `{name}`"))
 }
 
 fn intern(ids: &mut Vec<String>, id: &str) -> usize {
@@ -969,15 +1287,27 @@ fn check_fixture(schema: &str, relationships: &[&str], expectations: &[(&str, bo
     let nobody = nobody(&case);
     // Ids the fixture's relationships never name are the id nobody wrote to the reference.
     let id_of = |ty: usize, name: &str| {
-        case.pools[ty].iter().copied().find(|&i| case.ids[i] == name).unwrap_or(nobody)
+        case.pools[ty]
+            .iter()
+            .copied()
+            .find(|&i| case.ids[i] == name)
+            .unwrap_or(nobody)
     };
     for &(q, want) in expectations {
         let r = parse_relationship(q).unwrap_or_else(|e| panic!("`{q}`: {e:?}"));
         let ty = type_index(&case.model, &r.resource.object_type);
         let rel = case.model.relation_named(ty, &r.relation).unwrap();
         let sty = type_index(&case.model, &r.subject.object.object_type);
-        let srel = r.subject.relation.as_deref().map(|n| case.model.relation_named(sty, n).unwrap());
-        let subject = Member { ty: sty, id: id_of(sty, &r.subject.object.object_id), rel: srel };
+        let srel = r
+            .subject
+            .relation
+            .as_deref()
+            .map(|n| case.model.relation_named(sty, n).unwrap());
+        let subject = Member {
+            ty: sty,
+            id: id_of(sty, &r.subject.object.object_id),
+            rel: srel,
+        };
         let reference = m.contains((ty, id_of(ty, &r.resource.object_id), rel), subject);
         assert_eq!(reference, want, "reference on `{q}`");
         let got = engine
@@ -995,7 +1325,13 @@ fn check_fixture(schema: &str, relationships: &[&str], expectations: &[(&str, bo
     }
     // Then everything else about the fixture's data. Unwritten resources and subject sets
     // are the properties' business (and `subject_set_of_an_unwritten_resource`'s).
-    if let Err(yaml) = run(&case, Coverage { unwritten_ids: false, ..EVERYTHING }) {
+    if let Err(yaml) = run(
+        &case,
+        Coverage {
+            unwritten_ids: false,
+            ..EVERYTHING
+        },
+    ) {
         panic!("{yaml}");
     }
 }
@@ -1073,7 +1409,13 @@ fn all_over_empty_tupleset_is_false() {
              permission any_team = team.any(member)
              permission view = viewer - team.all(member)
          }",
-        &["doc:empty#viewer@user:*", "doc:one#team@team:t1", "doc:two#team@team:t1", "doc:two#team@team:t2", "team:t1#member@user:tom"],
+        &[
+            "doc:empty#viewer@user:*",
+            "doc:one#team@team:t1",
+            "doc:two#team@team:t1",
+            "doc:two#team@team:t2",
+            "team:t1#member@user:tom",
+        ],
         &[
             ("doc:empty#every_team@user:tom", false),
             ("doc:empty#any_team@user:tom", false),
@@ -1131,7 +1473,11 @@ fn memo_of_permission_in_progress_at_same_depth() {
              permission a = b + viewer
              permission top = a & b
          }",
-        &["doc:1#parent@doc:2", "doc:2#parent@doc:1", "doc:1#viewer@user:tom"],
+        &[
+            "doc:1#parent@doc:2",
+            "doc:2#parent@doc:1",
+            "doc:1#viewer@user:tom",
+        ],
         &[
             ("doc:1#a@user:tom", true),
             ("doc:1#b@user:tom", true),
@@ -1155,7 +1501,12 @@ fn no_from_a_cycle_is_dropped_when_an_inner_frame_turns_yes() {
              permission view = parent.all(ok) + parent->view
              permission ok = viewer & (view + viewer)
          }",
-        &["doc:a#parent@doc:a", "doc:a#parent@doc:b", "doc:b#parent@doc:a", "doc:a#viewer@user:tom"],
+        &[
+            "doc:a#parent@doc:a",
+            "doc:a#parent@doc:b",
+            "doc:b#parent@doc:a",
+            "doc:a#viewer@user:tom",
+        ],
         &[
             ("doc:a#ok@user:tom", true),
             ("doc:b#ok@user:tom", false),
@@ -1204,7 +1555,9 @@ fn generated_cases_load_and_cover_the_constructs() {
             .tuples
             .iter()
             .filter_map(|t| match t.subject {
-                SubjectRef::Object { ty, id } | SubjectRef::Set { ty, id, .. } => Some(((t.ty, t.id), (ty, id))),
+                SubjectRef::Object { ty, id } | SubjectRef::Set { ty, id, .. } => {
+                    Some(((t.ty, t.id), (ty, id)))
+                }
                 SubjectRef::Wildcard { .. } => None,
             })
             .collect();
@@ -1215,15 +1568,38 @@ fn generated_cases_load_and_cover_the_constructs() {
             ("all", text.contains(".all(")),
             ("nil", text.contains("nil")),
             ("parentheses", text.contains('(')),
-            ("wildcard relationship", case.tuples.iter().any(|t| matches!(t.subject, SubjectRef::Wildcard { .. }))),
-            ("subject set relationship", case.tuples.iter().any(|t| matches!(t.subject, SubjectRef::Set { .. }))),
-            ("cycle in the data", edges.iter().any(|&(from, _)| reaches(&edges, from, from))),
+            (
+                "wildcard relationship",
+                case.tuples
+                    .iter()
+                    .any(|t| matches!(t.subject, SubjectRef::Wildcard { .. })),
+            ),
+            (
+                "subject set relationship",
+                case.tuples
+                    .iter()
+                    .any(|t| matches!(t.subject, SubjectRef::Set { .. })),
+            ),
+            (
+                "cycle in the data",
+                edges.iter().any(|&(from, _)| reaches(&edges, from, from)),
+            ),
             // Some permission has a member other than itself.
             (
                 "non-trivial permission member",
                 usersets(&case, EVERYTHING).into_iter().any(|u| {
-                    matches!(case.model.types[u.0].relations[u.2].body, Body::Permission(_))
-                        && subjects(&case, EVERYTHING).iter().any(|s| m.contains(u, *s) && *s != Member { ty: u.0, id: u.1, rel: Some(u.2) })
+                    matches!(
+                        case.model.types[u.0].relations[u.2].body,
+                        Body::Permission(_)
+                    ) && subjects(&case, EVERYTHING).iter().any(|s| {
+                        m.contains(u, *s)
+                            && *s
+                                != Member {
+                                    ty: u.0,
+                                    id: u.1,
+                                    rel: Some(u.2),
+                                }
+                    })
                 }),
             ),
         ];
@@ -1232,12 +1608,17 @@ fn generated_cases_load_and_cover_the_constructs() {
         }
     }
     for (name, count) in &seen {
-        assert!(count * 4 >= total, "only {count} of {total} generated cases have: {name} ({seen:?})");
+        assert!(
+            count * 4 >= total,
+            "only {count} of {total} generated cases have: {name} ({seen:?})"
+        );
     }
 }
 
 /// Whether `to` can be reached from `from` in one or more steps.
-fn reaches(edges: &BTreeSet<((usize, usize), (usize, usize))>, from: (usize, usize), to: (usize, usize)) -> bool {
+type Node = (usize, usize);
+
+fn reaches(edges: &BTreeSet<(Node, Node)>, from: Node, to: Node) -> bool {
     let mut seen = BTreeSet::new();
     let mut stack = vec![from];
     while let Some(x) = stack.pop() {
@@ -1252,4 +1633,3 @@ fn reaches(edges: &BTreeSet<((usize, usize), (usize, usize))>, from: (usize, usi
     }
     false
 }
-

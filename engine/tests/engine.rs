@@ -1,5 +1,10 @@
 //! Engine behaviour through its public API: writes, validation, MVCC, Check semantics.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly by design"
+)]
 
 use std::sync::Arc;
 
@@ -46,12 +51,18 @@ fn engine(rels: &[&str]) -> Engine {
 
 fn touches(rels: &[&str]) -> Vec<RelationshipUpdate> {
     rels.iter()
-        .map(|r| RelationshipUpdate { op: UpdateOp::Touch, relationship: parse_relationship(r).unwrap() })
+        .map(|r| RelationshipUpdate {
+            op: UpdateOp::Touch,
+            relationship: parse_relationship(r).unwrap(),
+        })
         .collect()
 }
 
 fn update(op: UpdateOp, r: &str) -> RelationshipUpdate {
-    RelationshipUpdate { op, relationship: parse_relationship(r).unwrap() }
+    RelationshipUpdate {
+        op,
+        relationship: parse_relationship(r).unwrap(),
+    }
 }
 
 /// `doc:1#view@user:tom` -> allowed?
@@ -97,10 +108,21 @@ fn every_construct() {
         "doc:2#viewer@user:*",
         "doc:2#banned@user:bob",
     ]);
-    for q in ["doc:1#view@user:olga", "doc:1#edit@user:olga", "doc:1#view@user:vic", "doc:1#view@user:gina", "doc:1#view@user:rita"] {
+    for q in [
+        "doc:1#view@user:olga",
+        "doc:1#edit@user:olga",
+        "doc:1#view@user:vic",
+        "doc:1#view@user:gina",
+        "doc:1#view@user:rita",
+    ] {
         assert!(check(&e, q), "{q}");
     }
-    for q in ["doc:1#edit@user:vic", "doc:1#view@user:carl", "doc:1#view@user:nobody", "doc:2#view@user:bob"] {
+    for q in [
+        "doc:1#edit@user:vic",
+        "doc:1#view@user:carl",
+        "doc:1#view@user:nobody",
+        "doc:2#view@user:bob",
+    ] {
         assert!(!check(&e, q), "{q}");
     }
     assert!(check(&e, "doc:2#view@user:anyone-at-all"));
@@ -108,7 +130,10 @@ fn every_construct() {
     assert!(check(&e, "doc:1#viewer@group:eng#member"));
     assert!(check(&e, "doc:1#view@group:core#member"));
     assert!(check(&e, "group:eng#member@group:eng#member"));
-    assert!(!check(&e, "doc:2#view@group:eng#member"), "a wildcard grants objects, not subject sets");
+    assert!(
+        !check(&e, "doc:2#view@group:eng#member"),
+        "a wildcard grants objects, not subject sets"
+    );
     // An id nobody wrote.
     assert!(!check(&e, "doc:never-written#view@user:olga"));
 }
@@ -132,7 +157,9 @@ fn cycles_in_data_terminate() {
 }
 
 fn group_chain(n: usize) -> Vec<String> {
-    let mut rels: Vec<String> = (0..n).map(|i| format!("group:g{i}#member@group:g{}#member", i + 1)).collect();
+    let mut rels: Vec<String> = (0..n)
+        .map(|i| format!("group:g{i}#member@group:g{}#member", i + 1))
+        .collect();
     rels.push(format!("group:g{n}#member@user:deep"));
     rels
 }
@@ -142,14 +169,32 @@ fn depth_limit_is_a_clear_error() {
     let rels = group_chain(60);
     let refs: Vec<&str> = rels.iter().map(|s| s.as_str()).collect();
     let e = engine(&refs);
-    let err = check_with(&e, "group:g0#member@user:deep", Consistency::MinimizeLatency).unwrap_err();
-    assert!(matches!(err, EngineError::DepthExceeded { limit: 50, .. }), "{err}");
-    assert!(err.to_string().starts_with("depth limit of 50 exceeded while checking `group:g"), "{err}");
+    let err = check_with(
+        &e,
+        "group:g0#member@user:deep",
+        Consistency::MinimizeLatency,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EngineError::DepthExceeded { limit: 50, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .starts_with("depth limit of 50 exceeded while checking `group:g"),
+        "{err}"
+    );
     assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
     // Within the limit the same data answers.
     assert!(check(&e, "group:g20#member@user:deep"));
     // The limit is configurable.
-    let e = engine_with(EngineConfig { max_depth: 100, ..EngineConfig::default() }, &refs);
+    let e = engine_with(
+        EngineConfig {
+            max_depth: 100,
+            ..EngineConfig::default()
+        },
+        &refs,
+    );
     assert!(check(&e, "group:g0#member@user:deep"));
 }
 
@@ -170,10 +215,21 @@ fn expiration_is_judged_at_request_time() {
         subject_relation: None,
         consistency: Consistency::MinimizeLatency,
     };
-    let before = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:59:59Z").unwrap().timestamp_micros();
-    let at = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z").unwrap().timestamp_micros();
-    assert_eq!(e.check_at(&req, before).unwrap().decision, Decision::Allowed);
-    assert_eq!(e.check_at(&req, at).unwrap().decision, Decision::Denied, "invisible from the expiration on");
+    let before = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:59:59Z")
+        .unwrap()
+        .timestamp_micros();
+    let at = chrono::DateTime::parse_from_rfc3339("2020-01-01T00:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    assert_eq!(
+        e.check_at(&req, before).unwrap().decision,
+        Decision::Allowed
+    );
+    assert_eq!(
+        e.check_at(&req, at).unwrap().decision,
+        Decision::Denied,
+        "invisible from the expiration on"
+    );
 }
 
 #[test]
@@ -182,48 +238,89 @@ fn bad_writes_name_the_problem_and_change_nothing() {
     let rev = e.revision();
     let cases: &[(&str, &str)] = &[
         ("nosuch:1#owner@user:a", "undefined type `nosuch`"),
-        ("doc:1#nosuch@user:a", "undefined relation `nosuch` on `doc`"),
+        (
+            "doc:1#nosuch@user:a",
+            "undefined relation `nosuch` on `doc`",
+        ),
         ("doc:1#view@user:a", "`view` on `doc` is a permission"),
-        ("doc:1#owner@group:eng#member", "subject `group#member` is not allowed on `doc#owner` (allowed: user)"),
-        ("doc:1#owner@user:*", "subject `user:*` is not allowed on `doc#owner`"),
-        ("doc:1#owner@user:a[expiration:2300-01-01T00:00:00Z]", "subject `user with expiration` is not allowed"),
-        ("doc:1#viewer@group:eng#nosuch", "undefined relation `nosuch` on `group`"),
-        ("doc:1#owner@user:a[somecaveat]", "caveats are not supported yet"),
+        (
+            "doc:1#owner@group:eng#member",
+            "subject `group#member` is not allowed on `doc#owner` (allowed: user)",
+        ),
+        (
+            "doc:1#owner@user:*",
+            "subject `user:*` is not allowed on `doc#owner`",
+        ),
+        (
+            "doc:1#owner@user:a[expiration:2300-01-01T00:00:00Z]",
+            "subject `user with expiration` is not allowed",
+        ),
+        (
+            "doc:1#viewer@group:eng#nosuch",
+            "undefined relation `nosuch` on `group`",
+        ),
+        (
+            "doc:1#owner@user:a[somecaveat]",
+            "caveats are not supported yet",
+        ),
     ];
     for (rel, needle) in cases {
         // A valid update first: it must not survive the failing one.
-        let updates = vec![update(UpdateOp::Touch, "doc:9#owner@user:ok"), update(UpdateOp::Touch, rel)];
+        let updates = vec![
+            update(UpdateOp::Touch, "doc:9#owner@user:ok"),
+            update(UpdateOp::Touch, rel),
+        ];
         let err = e.write(&updates).unwrap_err();
         assert!(err.to_string().contains(needle), "{rel}: {err}");
         assert_eq!(e.revision(), rev, "{rel}");
-        assert!(!check(&e, "doc:9#edit@user:ok"), "{rel}: partial write visible");
+        assert!(
+            !check(&e, "doc:9#edit@user:ok"),
+            "{rel}: partial write visible"
+        );
     }
     let long = format!("doc:{}#owner@user:a", "x".repeat(1025));
     let mut r = parse_relationship("doc:1#owner@user:a").unwrap();
     r.resource.object_id = "x".repeat(1025);
-    let err = e.write(&[RelationshipUpdate { op: UpdateOp::Touch, relationship: r }]).unwrap_err();
+    let err = e
+        .write(&[RelationshipUpdate {
+            op: UpdateOp::Touch,
+            relationship: r,
+        }])
+        .unwrap_err();
     assert!(err.to_string().contains("1025 bytes"), "{long}: {err}");
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 
-    let dup = vec![update(UpdateOp::Touch, "doc:1#owner@user:x"), update(UpdateOp::Delete, "doc:1#owner@user:x")];
+    let dup = vec![
+        update(UpdateOp::Touch, "doc:1#owner@user:x"),
+        update(UpdateOp::Delete, "doc:1#owner@user:x"),
+    ];
     let err = e.write(&dup).unwrap_err();
     assert!(err.to_string().contains("more than once"), "{err}");
 
-    let err = e.write(&[update(UpdateOp::Create, "doc:1#owner@user:olga")]).unwrap_err();
-    assert_eq!(err.to_string(), "relationship `doc:1#owner@user:olga` already exists");
+    let err = e
+        .write(&[update(UpdateOp::Create, "doc:1#owner@user:olga")])
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "relationship `doc:1#owner@user:olga` already exists"
+    );
     assert_eq!(e.revision(), rev);
 }
 
 #[test]
 fn create_touch_delete() {
     let e = engine(&[]);
-    e.write(&[update(UpdateOp::Create, "doc:1#owner@user:a")]).unwrap();
+    e.write(&[update(UpdateOp::Create, "doc:1#owner@user:a")])
+        .unwrap();
     assert!(check(&e, "doc:1#edit@user:a"));
-    e.write(&[update(UpdateOp::Touch, "doc:1#owner@user:a")]).unwrap();
-    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")]).unwrap();
+    e.write(&[update(UpdateOp::Touch, "doc:1#owner@user:a")])
+        .unwrap();
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")])
+        .unwrap();
     assert!(!check(&e, "doc:1#edit@user:a"));
     // Deleting what is not there is not an error.
-    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")]).unwrap();
+    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a")])
+        .unwrap();
     assert_eq!(e.current().len(), 0);
 }
 
@@ -231,7 +328,9 @@ fn create_touch_delete() {
 fn revisions_are_snapshots() {
     let e = engine(&["doc:1#owner@user:a"]);
     let r1 = e.revision();
-    let r2 = e.write(&touches(&["doc:2#owner@user:a", "doc:3#owner@user:a"])).unwrap();
+    let r2 = e
+        .write(&touches(&["doc:2#owner@user:a", "doc:3#owner@user:a"]))
+        .unwrap();
     assert_eq!(r2, r1 + 1);
     let old = Consistency::AtExactSnapshot(r1);
     assert!(!check_with(&e, "doc:2#edit@user:a", old).unwrap());
@@ -244,7 +343,10 @@ fn revisions_are_snapshots() {
 
 #[test]
 fn snapshots_outside_the_window_are_too_old() {
-    let config = EngineConfig { history_window: std::time::Duration::ZERO, ..EngineConfig::default() };
+    let config = EngineConfig {
+        history_window: std::time::Duration::ZERO,
+        ..EngineConfig::default()
+    };
     let e = engine_with(config, &["doc:1#owner@user:a"]);
     let r1 = e.revision();
     e.write(&touches(&["doc:2#owner@user:a"])).unwrap();
@@ -291,17 +393,33 @@ fn readers_never_see_half_a_write() {
 
 #[test]
 fn schema_changes_that_orphan_are_refused() {
-    let e = engine(&["doc:1#owner@user:a", "doc:2#owner@user:b", "doc:1#viewer@user:c"]);
+    let e = engine(&[
+        "doc:1#owner@user:a",
+        "doc:2#owner@user:b",
+        "doc:1#viewer@user:c",
+    ]);
     let rev = e.revision();
-    let without_owner = SCHEMA.replace("relation owner: user\n", "").replace("permission edit = owner", "permission edit = nil");
+    let without_owner = SCHEMA
+        .replace("relation owner: user\n", "")
+        .replace("permission edit = owner", "permission edit = nil");
     let err = e.write_schema(&without_owner).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with("the schema change would orphan 2 existing relationship(s)"), "{msg}");
-    assert!(msg.contains("`doc:1#owner@user:a` (relation `owner` no longer exists on `doc`)"), "{msg}");
+    assert!(
+        msg.starts_with("the schema change would orphan 2 existing relationship(s)"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("`doc:1#owner@user:a` (relation `owner` no longer exists on `doc`)"),
+        "{msg}"
+    );
     assert_eq!(e.revision(), rev);
     assert_eq!(e.schema_text().as_deref(), Some(SCHEMA));
     // Once the relationships are gone the change goes through.
-    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a"), update(UpdateOp::Delete, "doc:2#owner@user:b")]).unwrap();
+    e.write(&[
+        update(UpdateOp::Delete, "doc:1#owner@user:a"),
+        update(UpdateOp::Delete, "doc:2#owner@user:b"),
+    ])
+    .unwrap();
     e.write_schema(&without_owner).unwrap();
     assert!(check(&e, "doc:1#view@user:c"));
 }
@@ -310,7 +428,10 @@ fn schema_changes_that_orphan_are_refused() {
 fn invalid_schema_is_refused_with_positions() {
     let e = engine(&[]);
     let err = e.write_schema("definition user {}\ndefinition doc {\n  relation viewer: user\n  permission view = viewr\n}").unwrap_err();
-    assert_eq!(err.to_string(), "invalid schema: undefined relation `viewr` on `doc` (line 4, column 21)");
+    assert_eq!(
+        err.to_string(),
+        "invalid schema: undefined relation `viewr` on `doc` (line 4, column 21)"
+    );
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert_eq!(e.schema_text().as_deref(), Some(SCHEMA));
 }
@@ -320,9 +441,15 @@ fn bad_checks_name_the_problem() {
     let e = engine(&["doc:1#owner@user:a"]);
     for (q, needle) in [
         ("nosuch:1#view@user:a", "undefined type `nosuch`"),
-        ("doc:1#nosuch@user:a", "undefined relation `nosuch` on `doc`"),
+        (
+            "doc:1#nosuch@user:a",
+            "undefined relation `nosuch` on `doc`",
+        ),
         ("doc:1#view@nosuch:a", "undefined type `nosuch`"),
-        ("doc:1#view@group:eng#nosuch", "undefined relation `nosuch` on `group`"),
+        (
+            "doc:1#view@group:eng#nosuch",
+            "undefined relation `nosuch` on `group`",
+        ),
         ("doc:1#view@user:*", "cannot check a wildcard subject"),
         ("doc:a b#view@user:a", "contains ` `"),
     ] {
@@ -336,8 +463,16 @@ fn reopening_a_store_rebuilds_the_graph() {
     let store = Arc::new(MemoryStore::default());
     let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
     e.write_schema(SCHEMA).unwrap();
-    e.write(&touches(&["doc:1#owner@user:a", "doc:1#viewer@user:b[expiration:2300-01-01T00:00:00Z]"])).unwrap();
-    e.write(&[update(UpdateOp::Delete, "doc:1#owner@user:a"), update(UpdateOp::Touch, "doc:2#owner@user:a")]).unwrap();
+    e.write(&touches(&[
+        "doc:1#owner@user:a",
+        "doc:1#viewer@user:b[expiration:2300-01-01T00:00:00Z]",
+    ]))
+    .unwrap();
+    e.write(&[
+        update(UpdateOp::Delete, "doc:1#owner@user:a"),
+        update(UpdateOp::Touch, "doc:2#owner@user:a"),
+    ])
+    .unwrap();
     let rev = e.revision();
     drop(e);
     let e = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
@@ -347,7 +482,14 @@ fn reopening_a_store_rebuilds_the_graph() {
     assert!(check(&e, "doc:1#view@user:b"));
 }
 
-fn lr(e: &Engine, resource_type: &str, permission: &str, subject: &str, cursor: Option<&str>, limit: Option<usize>) -> LookupResourcesPage {
+fn lr(
+    e: &Engine,
+    resource_type: &str,
+    permission: &str,
+    subject: &str,
+    cursor: Option<&str>,
+    limit: Option<usize>,
+) -> LookupResourcesPage {
     let (st, sid) = subject.split_once(':').unwrap();
     let (sid, srel) = match sid.split_once('#') {
         Some((i, r)) => (i, Some(r)),
@@ -383,14 +525,30 @@ fn lookup_resources_pages_in_id_order() {
     assert_eq!(all.next_cursor, None);
     let p1 = lr(&e, "doc", "view", "user:a", None, Some(3));
     assert_eq!(p1.resource_ids, vec!["a", "b", "c"]);
-    let p2 = lr(&e, "doc", "view", "user:a", p1.next_cursor.as_deref(), Some(3));
+    let p2 = lr(
+        &e,
+        "doc",
+        "view",
+        "user:a",
+        p1.next_cursor.as_deref(),
+        Some(3),
+    );
     assert_eq!(p2.resource_ids, vec!["e"]);
     assert_eq!(p2.next_cursor, None);
     // Someone nobody wrote about still gets what the wildcard gives.
-    assert_eq!(lr(&e, "doc", "view", "user:newcomer", None, None).resource_ids, vec!["e"]);
+    assert_eq!(
+        lr(&e, "doc", "view", "user:newcomer", None, None).resource_ids,
+        vec!["e"]
+    );
     // Subject sets.
-    assert_eq!(lr(&e, "doc", "view", "group:eng#member", None, None).resource_ids, vec!["a"]);
-    assert_eq!(lr(&e, "group", "member", "group:zzz#member", None, None).resource_ids, vec!["zzz"]);
+    assert_eq!(
+        lr(&e, "doc", "view", "group:eng#member", None, None).resource_ids,
+        vec!["a"]
+    );
+    assert_eq!(
+        lr(&e, "group", "member", "group:zzz#member", None, None).resource_ids,
+        vec!["zzz"]
+    );
 }
 
 #[test]
@@ -414,32 +572,92 @@ fn lookup_subjects_reports_wildcards_with_exclusions() {
         written_subject_sets_only: false,
     };
     let page = e.lookup_subjects(&req).unwrap();
-    let ids: Vec<(&str, Vec<String>)> = page.subjects.iter().map(|s| (s.subject_id.as_str(), s.excluded_ids.clone())).collect();
-    assert_eq!(ids, vec![("*", vec!["bob".to_string()]), ("gina", vec![]), ("tom", vec![])]);
-    let first = e.lookup_subjects(&LookupSubjectsRequest { limit: Some(1), ..req }).unwrap();
+    let ids: Vec<(&str, Vec<String>)> = page
+        .subjects
+        .iter()
+        .map(|s| (s.subject_id.as_str(), s.excluded_ids.clone()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("*", vec!["bob".to_string()]),
+            ("gina", vec![]),
+            ("tom", vec![])
+        ]
+    );
+    let first = e
+        .lookup_subjects(&LookupSubjectsRequest {
+            limit: Some(1),
+            ..req
+        })
+        .unwrap();
     assert_eq!(first.subjects.len(), 1);
     let rest = e
-        .lookup_subjects(&LookupSubjectsRequest { cursor: first.next_cursor.as_deref(), limit: Some(5), ..req })
+        .lookup_subjects(&LookupSubjectsRequest {
+            cursor: first.next_cursor.as_deref(),
+            limit: Some(5),
+            ..req
+        })
         .unwrap();
-    assert_eq!(rest.subjects.iter().map(|s| s.subject_id.as_str()).collect::<Vec<_>>(), vec!["gina", "tom"]);
+    assert_eq!(
+        rest.subjects
+            .iter()
+            .map(|s| s.subject_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["gina", "tom"]
+    );
     let sets = e
-        .lookup_subjects(&LookupSubjectsRequest { subject_type: "group", subject_relation: Some("member"), ..req })
+        .lookup_subjects(&LookupSubjectsRequest {
+            subject_type: "group",
+            subject_relation: Some("member"),
+            ..req
+        })
         .unwrap();
-    assert_eq!(sets.subjects.iter().map(|s| s.subject_id.as_str()).collect::<Vec<_>>(), vec!["eng"]);
+    assert_eq!(
+        sets.subjects
+            .iter()
+            .map(|s| s.subject_id.as_str())
+            .collect::<Vec<_>>(),
+        vec!["eng"]
+    );
 }
 
 #[test]
 fn expand_shows_the_rewrite() {
-    let e = engine(&["doc:1#owner@user:olga", "doc:1#parent@folder:f", "folder:f#viewer@user:rita", "doc:1#banned@user:bob"]);
-    let (tree, rev) = e.expand("doc", "1", "view", Consistency::MinimizeLatency).unwrap();
+    let e = engine(&[
+        "doc:1#owner@user:olga",
+        "doc:1#parent@folder:f",
+        "folder:f#viewer@user:rita",
+        "doc:1#banned@user:bob",
+    ]);
+    let (tree, rev) = e
+        .expand("doc", "1", "view", Consistency::MinimizeLatency)
+        .unwrap();
     assert_eq!(rev, e.revision());
-    assert_eq!((tree.resource.to_string(), tree.relation.as_str()), ("doc:1".to_string(), "view"));
-    let ExpandNode::Exclusion { base, subtract } = &tree.node else { panic!("{tree:?}") };
-    let ExpandNode::Union(parts) = &base.node else { panic!("{base:?}") };
+    assert_eq!(
+        (tree.resource.to_string(), tree.relation.as_str()),
+        ("doc:1".to_string(), "view")
+    );
+    let ExpandNode::Exclusion { base, subtract } = &tree.node else {
+        panic!("{tree:?}")
+    };
+    let ExpandNode::Union(parts) = &base.node else {
+        panic!("{base:?}")
+    };
     assert_eq!(parts.len(), 3, "{parts:?}");
-    let ExpandNode::Leaf(banned) = &subtract.node else { panic!("{subtract:?}") };
+    let ExpandNode::Leaf(banned) = &subtract.node else {
+        panic!("{subtract:?}")
+    };
     assert_eq!(banned[0].subject.to_string(), "user:bob");
-    let ExpandNode::Arrow { tupleset, computed, children, .. } = &parts[2].node else { panic!("{:?}", parts[2]) };
+    let ExpandNode::Arrow {
+        tupleset,
+        computed,
+        children,
+        ..
+    } = &parts[2].node
+    else {
+        panic!("{:?}", parts[2])
+    };
     assert_eq!((tupleset.as_str(), computed.as_str()), ("parent", "view"));
     assert_eq!(children[0].resource.to_string(), "folder:f");
 }
@@ -464,14 +682,17 @@ fn densely_cyclic_data_stays_polynomial() {
         assert!(!check(&e, &format!("group:g{i}#member@user:stranger")));
         assert!(check(&e, &format!("group:g{i}#member@user:last")));
     }
-    let found = lr(&e, "group", "member", "user:last", None, None).resource_ids.len();
+    let found = lr(&e, "group", "member", "user:last", None, None)
+        .resource_ids
+        .len();
     assert_eq!(found, n);
 }
 
 #[test]
 fn memory_store_passes_the_store_suite() {
     // The memory store has no durable location: "reopen" hands back the same instance.
-    let stores: std::sync::Mutex<std::collections::HashMap<String, Arc<MemoryStore>>> = Default::default();
+    let stores: std::sync::Mutex<std::collections::HashMap<String, Arc<MemoryStore>>> =
+        Default::default();
     let factory = |name: &str| -> Result<Box<dyn RelationshipStore>, String> {
         let mut stores = stores.lock().unwrap();
         let store = stores.entry(name.to_string()).or_default().clone();

@@ -83,8 +83,16 @@ pub enum ExprAst {
     /// `left->right`; `left` is an identifier unless someone chained arrows.
     Arrow { left: Box<ExprAst>, right: Name },
     /// `left.all(right)` / `left.any(right)`.
-    FunctionArrow { left: Name, function: Name, right: Name },
-    Binary { op: BinaryOp, left: Box<ExprAst>, right: Box<ExprAst> },
+    FunctionArrow {
+        left: Name,
+        function: Name,
+        right: Name,
+    },
+    Binary {
+        op: BinaryOp,
+        left: Box<ExprAst>,
+        right: Box<ExprAst>,
+    },
     /// Stands in for an expression that failed to parse (the error is already reported).
     Error(Span),
 }

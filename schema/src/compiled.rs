@@ -120,7 +120,9 @@ impl CompiledSchema {
     }
 
     pub fn caveat_id(&self, name: &str) -> Option<u16> {
-        self.caveat_index.get(name).and_then(|i| u16::try_from(*i).ok())
+        self.caveat_index
+            .get(name)
+            .and_then(|i| u16::try_from(*i).ok())
     }
 
     pub fn caveat(&self, id: u16) -> Option<&Caveat> {

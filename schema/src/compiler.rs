@@ -50,13 +50,19 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                 if flag.text == "expiration" {
                     schema.uses_expiration = true;
                 } else {
-                    sink.push(flag.span, format!("unknown feature `{}` in `use`", flag.text));
+                    sink.push(
+                        flag.span,
+                        format!("unknown feature `{}` in `use`", flag.text),
+                    );
                 }
             }
             Item::Definition(def) => {
                 check_type_name(&def.name, "definition", sink);
                 if schema.type_index.contains_key(&def.name.text) {
-                    sink.push(def.name.span, format!("duplicate definition `{}`", def.name.text));
+                    sink.push(
+                        def.name.span,
+                        format!("duplicate definition `{}`", def.name.text),
+                    );
                     continue;
                 }
                 let Ok(id) = TypeId::try_from(schema.definitions.len()) else {
@@ -69,13 +75,18 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                 for member in &def.members {
                     let (name, doc, kind) = match member {
                         Member::Relation(r) => (&r.name, &r.doc, RelationKind::Direct(Vec::new())),
-                        Member::Permission(p) => (&p.name, &p.doc, RelationKind::Permission(Rewrite::Nil)),
+                        Member::Permission(p) => {
+                            (&p.name, &p.doc, RelationKind::Permission(Rewrite::Nil))
+                        }
                     };
                     if !is_valid_identifier(&name.text) || name.text == "nil" {
                         sink.push(name.span, format!("invalid relation name `{}`: use lowercase letters, digits and `_`, starting with a letter, at most {MAX_NAME_LEN} characters; `nil` is reserved", name.text));
                     }
                     if relation_index.contains_key(&name.text) {
-                        sink.push(name.span, format!("duplicate relation `{}` on `{}`", name.text, def.name.text));
+                        sink.push(
+                            name.span,
+                            format!("duplicate relation `{}` on `{}`", name.text, def.name.text),
+                        );
                         continue;
                     }
                     let Ok(rid) = RelationId::try_from(relations.len()) else {
@@ -99,17 +110,28 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
             Item::Caveat(cav) => {
                 check_type_name(&cav.name, "caveat", sink);
                 if schema.caveat_index.contains_key(&cav.name.text) {
-                    sink.push(cav.name.span, format!("duplicate caveat `{}`", cav.name.text));
+                    sink.push(
+                        cav.name.span,
+                        format!("duplicate caveat `{}`", cav.name.text),
+                    );
                     continue;
                 }
                 let mut params: Vec<(String, String)> = Vec::new();
                 for p in &cav.params {
                     if params.iter().any(|(n, _)| n == &p.name.text) {
-                        sink.push(p.name.span, format!("duplicate parameter `{}` in caveat `{}`", p.name.text, cav.name.text));
+                        sink.push(
+                            p.name.span,
+                            format!(
+                                "duplicate parameter `{}` in caveat `{}`",
+                                p.name.text, cav.name.text
+                            ),
+                        );
                     }
                     params.push((p.name.text.clone(), p.type_ref.clone()));
                 }
-                schema.caveat_index.insert(cav.name.text.clone(), schema.caveats.len());
+                schema
+                    .caveat_index
+                    .insert(cav.name.text.clone(), schema.caveats.len());
                 schema.caveats.push(Caveat {
                     name: cav.name.text.clone(),
                     doc: cav.doc.clone(),
@@ -123,8 +145,12 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
     // Pass 2: relation subject types (needs every definition's relation names).
     let mut allowed_by_def: Vec<Vec<Vec<AllowedSubject>>> = Vec::new();
     for item in &ast.items {
-        let Item::Definition(def) = item else { continue };
-        let Some((ty, _)) = schema.definition_by_name(&def.name.text) else { continue };
+        let Item::Definition(def) = item else {
+            continue;
+        };
+        let Some((ty, _)) = schema.definition_by_name(&def.name.text) else {
+            continue;
+        };
         if allowed_by_def.len() != usize::from(ty) {
             // A duplicate definition was skipped in pass 1; skip it here too.
             continue;
@@ -132,7 +158,9 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
         let mut per_relation = Vec::new();
         let mut seen_names = std::collections::HashSet::new();
         for member in &def.members {
-            let Member::Relation(rel) = member else { continue };
+            let Member::Relation(rel) = member else {
+                continue;
+            };
             if !seen_names.insert(rel.name.text.clone()) {
                 continue;
             }
@@ -141,7 +169,9 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
         allowed_by_def.push(per_relation);
     }
     for (ty, per_relation) in allowed_by_def.into_iter().enumerate() {
-        let Some(def) = schema.definitions.get_mut(ty) else { continue };
+        let Some(def) = schema.definitions.get_mut(ty) else {
+            continue;
+        };
         let mut it = per_relation.into_iter();
         for rel in def.relations.iter_mut() {
             if let RelationKind::Direct(allowed) = &mut rel.kind {
@@ -155,12 +185,25 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
     // Pass 3: permission rewrites.
     let mut rewrites: Vec<(TypeId, RelationId, Rewrite)> = Vec::new();
     for item in &ast.items {
-        let Item::Definition(def) = item else { continue };
-        let Some((ty, d)) = schema.definition_by_name(&def.name.text) else { continue };
+        let Item::Definition(def) = item else {
+            continue;
+        };
+        let Some((ty, d)) = schema.definition_by_name(&def.name.text) else {
+            continue;
+        };
         for member in &def.members {
-            let Member::Permission(perm) = member else { continue };
-            let Some(rid) = d.relation_id(&perm.name.text) else { continue };
-            let ctx = RewriteContext { schema: &schema, ty, def_name: &def.name.text, perm_name: &perm.name.text };
+            let Member::Permission(perm) = member else {
+                continue;
+            };
+            let Some(rid) = d.relation_id(&perm.name.text) else {
+                continue;
+            };
+            let ctx = RewriteContext {
+                schema: &schema,
+                ty,
+                def_name: &def.name.text,
+                perm_name: &perm.name.text,
+            };
             let rewrite = ctx.compile_expr(&perm.expr, sink);
             rewrites.push((ty, rid, rewrite));
         }
@@ -194,7 +237,13 @@ fn compile_subject_types(
     let mut out: Vec<AllowedSubject> = Vec::new();
     for st in &rel.subject_types {
         let Some((type_id, target)) = schema.definition_by_name(&st.type_name.text) else {
-            sink.push(st.type_name.span, format!("undefined type `{}` in relation `{}` on `{}`", st.type_name.text, rel.name.text, def.name.text));
+            sink.push(
+                st.type_name.span,
+                format!(
+                    "undefined type `{}` in relation `{}` on `{}`",
+                    st.type_name.text, rel.name.text, def.name.text
+                ),
+            );
             continue;
         };
         let kind = match &st.kind {
@@ -203,7 +252,10 @@ fn compile_subject_types(
             SubjectKindAst::Relation(r) => match target.relation_id(&r.text) {
                 Some(rid) => AllowedKind::SubjectSet(rid),
                 None => {
-                    sink.push(r.span, format!("undefined relation `{}` on `{}`", r.text, target.name));
+                    sink.push(
+                        r.span,
+                        format!("undefined relation `{}` on `{}`", r.text, target.name),
+                    );
                     continue;
                 }
             },
@@ -220,7 +272,10 @@ fn compile_subject_types(
         };
         if let Some(span) = st.expiration {
             if !schema.uses_expiration {
-                sink.push(span, "`with expiration` needs `use expiration` at the top of the schema");
+                sink.push(
+                    span,
+                    "`with expiration` needs `use expiration` at the top of the schema",
+                );
             }
         }
         let allowed = AllowedSubject {
@@ -230,7 +285,13 @@ fn compile_subject_types(
             expiration: st.expiration.is_some(),
         };
         if out.contains(&allowed) {
-            sink.push(st.type_name.span, format!("duplicate subject type `{}` in relation `{}` on `{}`", st.type_name.text, rel.name.text, def.name.text));
+            sink.push(
+                st.type_name.span,
+                format!(
+                    "duplicate subject type `{}` in relation `{}` on `{}`",
+                    st.type_name.text, rel.name.text, def.name.text
+                ),
+            );
             continue;
         }
         out.push(allowed);
@@ -260,7 +321,10 @@ impl RewriteContext<'_> {
                 match self.def().and_then(|d| d.relation_id(&name.text)) {
                     Some(rid) => Rewrite::Computed(rid),
                     None => {
-                        sink.push(name.span, format!("undefined relation `{}` on `{}`", name.text, self.def_name));
+                        sink.push(
+                            name.span,
+                            format!("undefined relation `{}` on `{}`", name.text, self.def_name),
+                        );
                         Rewrite::Nil
                     }
                 }
@@ -272,12 +336,19 @@ impl RewriteContext<'_> {
                     Rewrite::Nil
                 }
             },
-            ExprAst::FunctionArrow { left, function, right } => {
+            ExprAst::FunctionArrow {
+                left,
+                function,
+                right,
+            } => {
                 let kind = match function.text.as_str() {
                     "all" => ArrowKind::All,
                     "any" => ArrowKind::AnyFunction,
                     other => {
-                        sink.push(function.span, format!("unknown arrow function `{other}`: expected `all` or `any`"));
+                        sink.push(
+                            function.span,
+                            format!("unknown arrow function `{other}`: expected `all` or `any`"),
+                        );
                         return Rewrite::Nil;
                     }
                 };
@@ -287,10 +358,15 @@ impl RewriteContext<'_> {
                 let l = self.compile_expr(left, sink);
                 let r = self.compile_expr(right, sink);
                 match op {
-                    BinaryOp::Union => flatten(l, r, |e| matches!(e, Rewrite::Union(_)), Rewrite::Union),
-                    BinaryOp::Intersection => {
-                        flatten(l, r, |e| matches!(e, Rewrite::Intersection(_)), Rewrite::Intersection)
+                    BinaryOp::Union => {
+                        flatten(l, r, |e| matches!(e, Rewrite::Union(_)), Rewrite::Union)
                     }
+                    BinaryOp::Intersection => flatten(
+                        l,
+                        r,
+                        |e| matches!(e, Rewrite::Intersection(_)),
+                        Rewrite::Intersection,
+                    ),
                     BinaryOp::Exclusion => Rewrite::Exclusion(Box::new(l), Box::new(r)),
                 }
             }
@@ -298,12 +374,22 @@ impl RewriteContext<'_> {
     }
 
     fn arrow(&self, tupleset: &Name, computed: &Name, kind: ArrowKind, sink: &mut Sink) -> Rewrite {
-        let Some(def) = self.def() else { return Rewrite::Nil };
-        let Some(rid) = def.relation_id(&tupleset.text) else {
-            sink.push(tupleset.span, format!("undefined relation `{}` on `{}`", tupleset.text, self.def_name));
+        let Some(def) = self.def() else {
             return Rewrite::Nil;
         };
-        let Some(rel) = def.relation(rid) else { return Rewrite::Nil };
+        let Some(rid) = def.relation_id(&tupleset.text) else {
+            sink.push(
+                tupleset.span,
+                format!(
+                    "undefined relation `{}` on `{}`",
+                    tupleset.text, self.def_name
+                ),
+            );
+            return Rewrite::Nil;
+        };
+        let Some(rel) = def.relation(rid) else {
+            return Rewrite::Nil;
+        };
         if rel.is_permission() {
             sink.push(tupleset.span, format!("arrow over permission `{}` on `{}`: the left side of an arrow must be a relation", tupleset.text, self.def_name));
             return Rewrite::Nil;
@@ -311,11 +397,17 @@ impl RewriteContext<'_> {
         let mut targets: Vec<(TypeId, RelationId)> = Vec::new();
         for allowed in rel.allowed_subjects() {
             if allowed.kind == AllowedKind::Wildcard {
-                let tname = self.schema.definition(allowed.type_id).map(|d| d.name.as_str()).unwrap_or("?");
+                let tname = self
+                    .schema
+                    .definition(allowed.type_id)
+                    .map(|d| d.name.as_str())
+                    .unwrap_or("?");
                 sink.push(tupleset.span, format!("arrow over relation `{}` on `{}`, which allows the wildcard `{tname}:*`; arrows cannot walk wildcards", tupleset.text, self.def_name));
                 return Rewrite::Nil;
             }
-            let Some(target_def) = self.schema.definition(allowed.type_id) else { continue };
+            let Some(target_def) = self.schema.definition(allowed.type_id) else {
+                continue;
+            };
             if let Some(t) = target_def.relation_id(&computed.text) {
                 if !targets.contains(&(allowed.type_id, t)) {
                     targets.push((allowed.type_id, t));
@@ -326,9 +418,21 @@ impl RewriteContext<'_> {
             let types: Vec<String> = rel
                 .allowed_subjects()
                 .iter()
-                .filter_map(|a| self.schema.definition(a.type_id).map(|d| format!("`{}`", d.name)))
+                .filter_map(|a| {
+                    self.schema
+                        .definition(a.type_id)
+                        .map(|d| format!("`{}`", d.name))
+                })
                 .collect();
-            sink.push(computed.span, format!("undefined relation `{}` on every subject type of `{}` ({})", computed.text, tupleset.text, types.join(", ")));
+            sink.push(
+                computed.span,
+                format!(
+                    "undefined relation `{}` on every subject type of `{}` ({})",
+                    computed.text,
+                    tupleset.text,
+                    types.join(", ")
+                ),
+            );
             return Rewrite::Nil;
         }
         targets.sort_unstable();
@@ -341,7 +445,12 @@ impl RewriteContext<'_> {
     }
 }
 
-fn flatten(l: Rewrite, r: Rewrite, same: impl Fn(&Rewrite) -> bool, make: fn(Vec<Rewrite>) -> Rewrite) -> Rewrite {
+fn flatten(
+    l: Rewrite,
+    r: Rewrite,
+    same: impl Fn(&Rewrite) -> bool,
+    make: fn(Vec<Rewrite>) -> Rewrite,
+) -> Rewrite {
     let mut items = Vec::new();
     for e in [l, r] {
         if same(&e) {

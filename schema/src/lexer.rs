@@ -243,7 +243,10 @@ impl<'a> Lexer<'a> {
         }
         let open = self.pos;
         if self.peek_char() != Some('{') {
-            return Err((Span::new(open, open + 1), "expected `{` to open the caveat expression"));
+            return Err((
+                Span::new(open, open + 1),
+                "expected `{` to open the caveat expression",
+            ));
         }
         self.pos += 1;
         let body_start = self.pos;
@@ -275,7 +278,10 @@ impl<'a> Lexer<'a> {
                 _ => {}
             }
         }
-        Err((Span::new(open, open + 1), "caveat expression is missing its closing `}`"))
+        Err((
+            Span::new(open, open + 1),
+            "caveat expression is missing its closing `}`",
+        ))
     }
 }
 
@@ -328,13 +334,19 @@ mod tests {
     fn collects_comments() {
         let mut lx = Lexer::new("// one\n/** two */\ndefinition");
         let t = lx.next_token();
-        assert_eq!(t.comments, vec!["// one".to_string(), "/** two */".to_string()]);
+        assert_eq!(
+            t.comments,
+            vec!["// one".to_string(), "/** two */".to_string()]
+        );
         assert!(!t.blank_line_before);
     }
 
     #[test]
     fn unterminated_comment_is_a_token() {
-        assert_eq!(kinds("a /* b"), vec![TokenKind::Ident("a".into()), TokenKind::UnterminatedComment]);
+        assert_eq!(
+            kinds("a /* b"),
+            vec![TokenKind::Ident("a".into()), TokenKind::UnterminatedComment]
+        );
     }
 
     #[test]

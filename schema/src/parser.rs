@@ -61,7 +61,8 @@ impl<'a> Parser<'a> {
                 self.sink.push(self.current.span, msg);
             }
             TokenKind::UnterminatedComment => {
-                self.sink.push(self.current.span, "unterminated `/*` comment");
+                self.sink
+                    .push(self.current.span, "unterminated `/*` comment");
             }
             _ => {}
         }
@@ -84,11 +85,17 @@ impl<'a> Parser<'a> {
     }
 
     fn error_here(&mut self, expected: &str) -> Recover {
-        if matches!(self.current.kind, TokenKind::Unknown(_) | TokenKind::UnterminatedComment) {
+        if matches!(
+            self.current.kind,
+            TokenKind::Unknown(_) | TokenKind::UnterminatedComment
+        ) {
             // Already reported when it was lexed: one message per problem.
             return Recover;
         }
-        let msg = format!("expected {expected}, found {}", self.current.kind.describe());
+        let msg = format!(
+            "expected {expected}, found {}",
+            self.current.kind.describe()
+        );
         self.sink.push(self.current.span, msg);
         Recover
     }
@@ -206,7 +213,10 @@ impl<'a> Parser<'a> {
             match &self.current.kind {
                 TokenKind::Eof | TokenKind::RBrace => return,
                 TokenKind::Ident(kw)
-                    if kw == "relation" || kw == "permission" || kw == "definition" || kw == "caveat" =>
+                    if kw == "relation"
+                        || kw == "permission"
+                        || kw == "definition"
+                        || kw == "caveat" =>
                 {
                     return
                 }
@@ -250,7 +260,10 @@ impl<'a> Parser<'a> {
                 Err(Recover) => {
                     let before = self.lexer.offset();
                     self.recover_member();
-                    if self.lexer.offset() == before && !self.at(&TokenKind::RBrace) && !self.at(&TokenKind::Eof) {
+                    if self.lexer.offset() == before
+                        && !self.at(&TokenKind::RBrace)
+                        && !self.at(&TokenKind::Eof)
+                    {
                         if self.at_keyword("definition") || self.at_keyword("caveat") {
                             continue;
                         }
@@ -304,14 +317,18 @@ impl<'a> Parser<'a> {
                 let trait_name = self.type_name("`expiration` or a caveat name after `with`")?;
                 if trait_name.text == "expiration" {
                     if expiration.is_some() {
-                        self.sink.push(trait_name.span, "`expiration` is listed twice");
+                        self.sink
+                            .push(trait_name.span, "`expiration` is listed twice");
                     }
                     expiration = Some(trait_name.span);
                 } else {
                     if caveat.is_some() {
                         self.sink.push(
                             trait_name.span,
-                            format!("only one caveat is allowed per subject type, found `{}`", trait_name.text),
+                            format!(
+                                "only one caveat is allowed per subject type, found `{}`",
+                                trait_name.text
+                            ),
                         );
                     }
                     caveat = Some(trait_name);
@@ -446,7 +463,10 @@ impl<'a> Parser<'a> {
         match result {
             Ok((expression, span)) => {
                 if expression.trim().is_empty() {
-                    self.sink.push(span, format!("caveat `{}` has an empty expression", name.text));
+                    self.sink.push(
+                        span,
+                        format!("caveat `{}` has an empty expression", name.text),
+                    );
                 }
                 Ok(CaveatAst {
                     name,
@@ -466,7 +486,8 @@ impl<'a> Parser<'a> {
     fn caveat_type(&mut self) -> PResult<String> {
         let base = self.ident("a parameter type")?;
         if self.nesting > MAX_NESTING {
-            self.sink.push(base.span, "parameter type is nested too deeply");
+            self.sink
+                .push(base.span, "parameter type is nested too deeply");
             return Err(Recover);
         }
         let mut out = base.text;

@@ -22,11 +22,17 @@ pub fn print(schema: &CompiledSchema) -> String {
             write_doc(&mut out, &rel.doc, "\t");
             match &rel.kind {
                 RelationKind::Direct(allowed) => {
-                    let types: Vec<String> = allowed.iter().map(|a| subject_type(schema, a)).collect();
+                    let types: Vec<String> =
+                        allowed.iter().map(|a| subject_type(schema, a)).collect();
                     let _ = writeln!(out, "\trelation {}: {}", rel.name, types.join(" | "));
                 }
                 RelationKind::Permission(rw) => {
-                    let _ = writeln!(out, "\tpermission {} = {}", rel.name, rewrite(def, rw, Prec::Top));
+                    let _ = writeln!(
+                        out,
+                        "\tpermission {} = {}",
+                        rel.name,
+                        rewrite(def, rw, Prec::Top)
+                    );
                 }
             }
         }
@@ -35,7 +41,13 @@ pub fn print(schema: &CompiledSchema) -> String {
     for cav in &schema.caveats {
         write_doc(&mut out, &cav.doc, "");
         let params: Vec<String> = cav.params.iter().map(|(n, t)| format!("{n} {t}")).collect();
-        let _ = writeln!(out, "caveat {}({}) {{\n\t{}\n}}\n", cav.name, params.join(", "), cav.expression);
+        let _ = writeln!(
+            out,
+            "caveat {}({}) {{\n\t{}\n}}\n",
+            cav.name,
+            params.join(", "),
+            cav.expression
+        );
     }
     while out.ends_with("\n\n") {
         out.pop();
@@ -63,7 +75,10 @@ pub fn subject_type(schema: &CompiledSchema, a: &AllowedSubject) -> String {
         AllowedKind::Object => {}
         AllowedKind::Wildcard => s.push_str(":*"),
         AllowedKind::SubjectSet(rid) => {
-            let name = schema.relation(a.type_id, rid).map(|r| r.name.as_str()).unwrap_or("");
+            let name = schema
+                .relation(a.type_id, rid)
+                .map(|r| r.name.as_str())
+                .unwrap_or("");
             s.push('#');
             s.push_str(name);
         }
@@ -91,7 +106,11 @@ enum Prec {
 }
 
 fn rewrite(def: &Definition, rw: &Rewrite, ctx: Prec) -> String {
-    let name = |rid: RelationId| def.relation(rid).map(|r| r.name.clone()).unwrap_or_default();
+    let name = |rid: RelationId| {
+        def.relation(rid)
+            .map(|r| r.name.clone())
+            .unwrap_or_default()
+    };
     match rw {
         Rewrite::Nil => "nil".into(),
         Rewrite::Computed(rid) => name(*rid),
@@ -105,7 +124,10 @@ fn rewrite(def: &Definition, rw: &Rewrite, ctx: Prec) -> String {
             parts.join(" + ")
         }
         Rewrite::Intersection(items) => {
-            let parts: Vec<String> = items.iter().map(|i| rewrite(def, i, Prec::Intersection)).collect();
+            let parts: Vec<String> = items
+                .iter()
+                .map(|i| rewrite(def, i, Prec::Intersection))
+                .collect();
             paren(parts.join(" & "), ctx > Prec::Intersection)
         }
         Rewrite::Exclusion(l, r) => {

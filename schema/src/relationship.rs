@@ -58,9 +58,9 @@ fn err(message: String) -> RelationshipParseError {
 pub fn is_valid_object_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_OBJECT_ID_LEN
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'|' | b'-' | b'=' | b'+'))
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'|' | b'-' | b'=' | b'+')
+        })
 }
 
 /// Explains why `id` is not a valid object id.
@@ -69,7 +69,10 @@ pub fn object_id_problem(id: &str) -> Option<String> {
         return Some("object id is empty".into());
     }
     if id.len() > MAX_OBJECT_ID_LEN {
-        return Some(format!("object id is {} bytes long; the limit is {MAX_OBJECT_ID_LEN}", id.len()));
+        return Some(format!(
+            "object id is {} bytes long; the limit is {MAX_OBJECT_ID_LEN}",
+            id.len()
+        ));
     }
     if let Some(c) = id
         .chars()
@@ -101,7 +104,11 @@ fn parse_type(t: &str, what: &str, whole: &str) -> Result<String, RelationshipPa
     if is_valid_type_name(t) {
         Ok(t.to_string())
     } else {
-        Err(err(format!("invalid {what} type `{}` in `{}`", shorten(t), shorten(whole))))
+        Err(err(format!(
+            "invalid {what} type `{}` in `{}`",
+            shorten(t),
+            shorten(whole)
+        )))
     }
 }
 
@@ -109,19 +116,34 @@ fn parse_relation_name(r: &str, whole: &str) -> Result<String, RelationshipParse
     if crate::compiler::is_valid_identifier(r) {
         Ok(r.to_string())
     } else {
-        Err(err(format!("invalid relation `{}` in `{}`", shorten(r), shorten(whole))))
+        Err(err(format!(
+            "invalid relation `{}` in `{}`",
+            shorten(r),
+            shorten(whole)
+        )))
     }
 }
 
 /// Parses `type:id`.
-pub fn parse_object(s: &str, whole: &str, what: &str, allow_wildcard: bool) -> Result<ObjectRef, RelationshipParseError> {
+pub fn parse_object(
+    s: &str,
+    whole: &str,
+    what: &str,
+    allow_wildcard: bool,
+) -> Result<ObjectRef, RelationshipParseError> {
     let Some((t, id)) = s.split_once(':') else {
-        return Err(err(format!("expected `type:id` for the {what} in `{}`", shorten(whole))));
+        return Err(err(format!(
+            "expected `type:id` for the {what} in `{}`",
+            shorten(whole)
+        )));
     };
     let object_type = parse_type(t, what, whole)?;
     if !(allow_wildcard && id == WILDCARD_ID) {
         if let Some(problem) = object_id_problem(id) {
-            return Err(err(format!("{problem} (the {what} in `{}`)", shorten(whole))));
+            return Err(err(format!(
+                "{problem} (the {what} in `{}`)",
+                shorten(whole)
+            )));
         }
     }
     Ok(ObjectRef {
@@ -139,7 +161,10 @@ pub fn parse_subject(s: &str, whole: &str) -> Result<SubjectRef, RelationshipPar
     };
     let object = parse_object(obj, whole, "subject", true)?;
     if object.object_id == WILDCARD_ID && relation.is_some() {
-        return Err(err(format!("a wildcard subject cannot have a relation, in `{}`", shorten(whole))));
+        return Err(err(format!(
+            "a wildcard subject cannot have a relation, in `{}`",
+            shorten(whole)
+        )));
     }
     Ok(SubjectRef { object, relation })
 }
@@ -147,10 +172,16 @@ pub fn parse_subject(s: &str, whole: &str) -> Result<SubjectRef, RelationshipPar
 /// Splits `resource#relation@subject` into its three parts, or explains what is missing.
 pub fn split_triple(s: &str) -> Result<(&str, &str, &str), RelationshipParseError> {
     let Some((resource_part, subject_part)) = s.split_once('@') else {
-        return Err(err(format!("expected `resource#relation@subject`, missing `@` in `{}`", shorten(s))));
+        return Err(err(format!(
+            "expected `resource#relation@subject`, missing `@` in `{}`",
+            shorten(s)
+        )));
     };
     let Some((resource, relation)) = resource_part.split_once('#') else {
-        return Err(err(format!("expected `type:id#relation` before `@` in `{}`", shorten(s))));
+        return Err(err(format!(
+            "expected `type:id#relation` before `@` in `{}`",
+            shorten(s)
+        )));
     };
     Ok((resource, relation, subject_part))
 }
@@ -183,7 +214,11 @@ fn parse_trailer(mut rest: &str, whole: &str) -> Result<Trailer, RelationshipPar
     let mut expiration = None;
     while !rest.is_empty() {
         let Some(body) = rest.strip_prefix('[') else {
-            return Err(err(format!("unexpected `{}` after the subject in `{}`", shorten(rest), shorten(whole))));
+            return Err(err(format!(
+                "unexpected `{}` after the subject in `{}`",
+                shorten(rest),
+                shorten(whole)
+            )));
         };
         let name_end = body.find([':', ']']).unwrap_or(body.len());
         let name = body.get(..name_end).unwrap_or("");
@@ -192,37 +227,66 @@ fn parse_trailer(mut rest: &str, whole: &str) -> Result<Trailer, RelationshipPar
             let Some(value) = after.strip_prefix(':') else {
                 return Err(err(format!("`[expiration]` needs a time, like `[expiration:2030-01-01T00:00:00Z]`, in `{}`", shorten(whole))));
             };
-            let end = value.find(']').ok_or_else(|| err(format!("missing `]` after the expiration in `{}`", shorten(whole))))?;
+            let end = value.find(']').ok_or_else(|| {
+                err(format!(
+                    "missing `]` after the expiration in `{}`",
+                    shorten(whole)
+                ))
+            })?;
             let text = value.get(..end).unwrap_or("");
             let t = DateTime::parse_from_rfc3339(text)
                 .map_err(|e| err(format!("invalid expiration `{}` ({e}); use RFC 3339, like 2030-01-01T00:00:00Z, in `{}`", shorten(text), shorten(whole))))?;
             if expiration.is_some() {
-                return Err(err(format!("expiration given twice in `{}`", shorten(whole))));
+                return Err(err(format!(
+                    "expiration given twice in `{}`",
+                    shorten(whole)
+                )));
             }
             expiration = Some(t.with_timezone(&Utc));
             rest = value.get(end + 1..).unwrap_or("");
             continue;
         }
         if !is_valid_type_name(name) {
-            return Err(err(format!("invalid caveat name `{}` in `{}`", shorten(name), shorten(whole))));
+            return Err(err(format!(
+                "invalid caveat name `{}` in `{}`",
+                shorten(name),
+                shorten(whole)
+            )));
         }
         if caveat.is_some() {
             return Err(err(format!("more than one caveat in `{}`", shorten(whole))));
         }
         if let Some(json) = after.strip_prefix(':') {
-            let mut stream = serde_json::Deserializer::from_str(json).into_iter::<serde_json::Value>();
+            let mut stream =
+                serde_json::Deserializer::from_str(json).into_iter::<serde_json::Value>();
             let value = match stream.next() {
                 Some(Ok(v)) => v,
-                Some(Err(e)) => return Err(err(format!("invalid caveat context for `{name}` ({e}) in `{}`", shorten(whole)))),
-                None => return Err(err(format!("missing caveat context for `{name}` in `{}`", shorten(whole)))),
+                Some(Err(e)) => {
+                    return Err(err(format!(
+                        "invalid caveat context for `{name}` ({e}) in `{}`",
+                        shorten(whole)
+                    )))
+                }
+                None => {
+                    return Err(err(format!(
+                        "missing caveat context for `{name}` in `{}`",
+                        shorten(whole)
+                    )))
+                }
             };
             let consumed = stream.byte_offset();
             let serde_json::Value::Object(map) = value else {
-                return Err(err(format!("caveat context for `{name}` must be a JSON object, in `{}`", shorten(whole))));
+                return Err(err(format!(
+                    "caveat context for `{name}` must be a JSON object, in `{}`",
+                    shorten(whole)
+                )));
             };
             let tail = json.get(consumed..).unwrap_or("").trim_start();
             let Some(tail) = tail.strip_prefix(']') else {
-                return Err(err(format!("missing `]` after the caveat context in `{}`", shorten(whole))));
+                return Err(err(format!(
+                    "missing `]` after the caveat context in `{}`",
+                    shorten(whole)
+                )));
             };
             caveat = Some(CaveatRef {
                 name: name.to_string(),
@@ -236,7 +300,10 @@ fn parse_trailer(mut rest: &str, whole: &str) -> Result<Trailer, RelationshipPar
             });
             rest = tail;
         } else {
-            return Err(err(format!("missing `]` after the caveat in `{}`", shorten(whole))));
+            return Err(err(format!(
+                "missing `]` after the caveat in `{}`",
+                shorten(whole)
+            )));
         }
     }
     Ok((caveat, expiration))
@@ -269,7 +336,11 @@ impl fmt::Display for Relationship {
             write!(f, "]")?;
         }
         if let Some(e) = &self.expiration {
-            write!(f, "[expiration:{}]", e.to_rfc3339_opts(SecondsFormat::AutoSi, true))?;
+            write!(
+                f,
+                "[expiration:{}]",
+                e.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            )?;
         }
         Ok(())
     }
@@ -289,13 +360,19 @@ mod tests {
         assert_eq!(r.subject.relation, None);
         let r = parse_relationship("test/doc:1#viewer@test/user:*").unwrap();
         assert_eq!(r.subject.object.object_id, "*");
-        let r = parse_relationship(r#"doc:1#viewer@user:tom[only_on:{"a":[1,2],"b":"]"}]"#).unwrap();
+        let r =
+            parse_relationship(r#"doc:1#viewer@user:tom[only_on:{"a":[1,2],"b":"]"}]"#).unwrap();
         let c = r.caveat.unwrap();
         assert_eq!(c.name, "only_on");
         assert_eq!(c.context.unwrap().len(), 2);
-        let r = parse_relationship("doc:1#viewer@user:tom[expiration:2023-12-01T00:00:00Z]").unwrap();
-        assert_eq!(r.to_string(), "doc:1#viewer@user:tom[expiration:2023-12-01T00:00:00Z]");
-        let r = parse_relationship("doc:1#viewer@user:tom[cav][expiration:2023-12-01T00:00:00Z]").unwrap();
+        let r =
+            parse_relationship("doc:1#viewer@user:tom[expiration:2023-12-01T00:00:00Z]").unwrap();
+        assert_eq!(
+            r.to_string(),
+            "doc:1#viewer@user:tom[expiration:2023-12-01T00:00:00Z]"
+        );
+        let r = parse_relationship("doc:1#viewer@user:tom[cav][expiration:2023-12-01T00:00:00Z]")
+            .unwrap();
         assert!(r.caveat.is_some() && r.expiration.is_some());
     }
 
@@ -318,7 +395,10 @@ mod tests {
             ("doc:a b#viewer@user:tom", "contains ` `"),
             ("doc:*#viewer@user:tom", "contains `*`"),
             ("doc:1#viewer@user:*#member", "wildcard subject"),
-            ("doc:1#viewer@user:tom[expiration:yesterday]", "invalid expiration"),
+            (
+                "doc:1#viewer@user:tom[expiration:yesterday]",
+                "invalid expiration",
+            ),
             ("doc:1#viewer@user:tom[cav:{]", "invalid caveat context"),
             ("doc:1#viewer@user:tom[cav:[1]]", "must be a JSON object"),
             ("doc:1#viewer@user:tom junk", "contains ` `"),

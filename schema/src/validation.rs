@@ -7,8 +7,8 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::relationship::{
-    parse_object, parse_relationship, parse_subject, shorten, split_triple, ObjectRef, Relationship,
-    SubjectRef,
+    parse_object, parse_relationship, parse_subject, shorten, split_triple, ObjectRef,
+    Relationship, SubjectRef,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +116,9 @@ struct LineFinder<'a> {
 
 impl<'a> LineFinder<'a> {
     fn new(text: &'a str) -> Self {
-        LineFinder { lines: text.lines().collect() }
+        LineFinder {
+            lines: text.lines().collect(),
+        }
     }
 
     /// 0-based index of the top-level line `key:`.
@@ -168,7 +170,13 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
     let schema_line = finder.key("schema").map(|i| i + 2);
     // A block scalar's lines are indented in the file; the schema text is not.
     let schema_indent = schema_line
-        .and_then(|l| finder.lines.iter().skip(l - 1).find(|line| !line.trim().is_empty()))
+        .and_then(|l| {
+            finder
+                .lines
+                .iter()
+                .skip(l - 1)
+                .find(|line| !line.trim().is_empty())
+        })
         .map(|line| line.len() - line.trim_start().len())
         .unwrap_or(0);
 
@@ -182,7 +190,10 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         }
         let at = finder.find_line(from, line);
         from = at.unwrap_or(from);
-        let rel = parse_relationship(line).map_err(|e| ValidationFileError { line: at, message: e.message })?;
+        let rel = parse_relationship(line).map_err(|e| ValidationFileError {
+            line: at,
+            message: e.message,
+        })?;
         relationships.push((at, rel));
     }
 
@@ -212,17 +223,28 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
     for (key, subjects) in raw.validation.unwrap_or_default() {
         let at = finder.find(val_key, &key);
         let fail = |message: String| ValidationFileError { line: at, message };
-        let (resource, relation) = key
-            .split_once('#')
-            .ok_or_else(|| fail(format!("expected `type:id#relation` as a validation key, got `{}`", shorten(&key))))?;
-        let resource = parse_object(resource, &key, "resource", false).map_err(|e| fail(e.message))?;
+        let (resource, relation) = key.split_once('#').ok_or_else(|| {
+            fail(format!(
+                "expected `type:id#relation` as a validation key, got `{}`",
+                shorten(&key)
+            ))
+        })?;
+        let resource =
+            parse_object(resource, &key, "resource", false).map_err(|e| fail(e.message))?;
         if !crate::compiler::is_valid_identifier(relation) {
-            return Err(fail(format!("invalid relation `{}` in validation key `{}`", shorten(relation), shorten(&key))));
+            return Err(fail(format!(
+                "invalid relation `{}` in validation key `{}`",
+                shorten(relation),
+                shorten(&key)
+            )));
         }
         let mut parsed = Vec::new();
         for s in subjects.unwrap_or_default() {
             let sat = finder.find(val_key, &s).or(at);
-            parsed.push(parse_expected_subject(&s).map_err(|message| ValidationFileError { line: sat, message })?);
+            parsed.push(
+                parse_expected_subject(&s)
+                    .map_err(|message| ValidationFileError { line: sat, message })?,
+            );
         }
         parsed.sort();
         expected.push(ExpectedRelation {
@@ -251,27 +273,47 @@ fn strip_location(msg: &str) -> String {
 }
 
 /// Parses `resource#permission@subject [with {json}]`.
-fn parse_assertion(kind: AssertionKind, text: &str, line: Option<usize>) -> Result<Assertion, ValidationFileError> {
+fn parse_assertion(
+    kind: AssertionKind,
+    text: &str,
+    line: Option<usize>,
+) -> Result<Assertion, ValidationFileError> {
     let fail = |message: String| ValidationFileError { line, message };
     let trimmed = text.trim();
     let (rel_text, context) = match trimmed.split_once(" with ") {
         Some((r, ctx)) => {
-            let value: serde_json::Value = serde_json::from_str(ctx.trim())
-                .map_err(|e| fail(format!("invalid context `{}` in {kind} `{}`: {e}", shorten(ctx), shorten(trimmed))))?;
+            let value: serde_json::Value = serde_json::from_str(ctx.trim()).map_err(|e| {
+                fail(format!(
+                    "invalid context `{}` in {kind} `{}`: {e}",
+                    shorten(ctx),
+                    shorten(trimmed)
+                ))
+            })?;
             let serde_json::Value::Object(map) = value else {
-                return Err(fail(format!("the context in {kind} `{}` must be a JSON object", shorten(trimmed))));
+                return Err(fail(format!(
+                    "the context in {kind} `{}` must be a JSON object",
+                    shorten(trimmed)
+                )));
             };
             (r.trim(), Some(map))
         }
         None => (trimmed, None),
     };
     if rel_text.contains('[') {
-        return Err(fail(format!("{kind} `{}` must not carry a caveat or expiration; use `with {{...}}` for context", shorten(trimmed))));
+        return Err(fail(format!(
+            "{kind} `{}` must not carry a caveat or expiration; use `with {{...}}` for context",
+            shorten(trimmed)
+        )));
     }
     let (resource, permission, subject) = split_triple(rel_text).map_err(|e| fail(e.message))?;
-    let resource = parse_object(resource, rel_text, "resource", false).map_err(|e| fail(e.message))?;
+    let resource =
+        parse_object(resource, rel_text, "resource", false).map_err(|e| fail(e.message))?;
     if !crate::compiler::is_valid_identifier(permission) {
-        return Err(fail(format!("invalid permission `{}` in {kind} `{}`", shorten(permission), shorten(trimmed))));
+        return Err(fail(format!(
+            "invalid permission `{}` in {kind} `{}`",
+            shorten(permission),
+            shorten(trimmed)
+        )));
     }
     let subject = parse_subject(subject, rel_text).map_err(|e| fail(e.message))?;
     Ok(Assertion {
@@ -309,7 +351,12 @@ fn parse_expected_subject(s: &str) -> Result<ExpectedSubject, String> {
             }
             None
         })
-        .ok_or_else(|| format!("expected `[subject] is <...>` in validation entry `{}`", shorten(t)))?;
+        .ok_or_else(|| {
+            format!(
+                "expected `[subject] is <...>` in validation entry `{}`",
+                shorten(t)
+            )
+        })?;
     let (inner, caveated) = match inner.strip_suffix("[...]") {
         Some(rest) => (rest, true),
         None => (inner, false),
@@ -324,7 +371,12 @@ fn parse_expected_subject(s: &str) -> Result<ExpectedSubject, String> {
         let list = ex
             .strip_prefix('{')
             .and_then(|e| e.strip_suffix('}'))
-            .ok_or_else(|| format!("expected `{{subject, ...}}` after ` - ` in `{}`", shorten(t)))?;
+            .ok_or_else(|| {
+                format!(
+                    "expected `{{subject, ...}}` after ` - ` in `{}`",
+                    shorten(t)
+                )
+            })?;
         for item in list.split(',') {
             let item = item.trim();
             if !item.is_empty() {

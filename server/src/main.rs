@@ -1,6 +1,13 @@
 //! `arbiter`: the policy decision point and its command-line tools.
 
+mod auth;
 mod cli;
+mod convert;
+mod grpc;
+mod http;
+mod metrics;
+mod serve;
+mod token;
 
 fn main() -> std::process::ExitCode {
     cli::run()

@@ -9,7 +9,12 @@
 //!
 //! If the corpus is absent the tests are skipped loudly, or fail when
 //! `ARBITER_REQUIRE_CONFORMANCE=1`.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly by design"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,7 +34,10 @@ struct Run {
 
 impl Run {
     fn output(&self) -> String {
-        format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -72,9 +80,14 @@ fn corpus_dir() -> Option<PathBuf> {
 /// each list sorted.
 fn split_by_caveat(dir: &Path) -> (Vec<String>, Vec<String>) {
     let tsv_path = dir.join("FEATURES.tsv");
-    let tsv = std::fs::read_to_string(&tsv_path).unwrap_or_else(|e| panic!("read {}: {e}", tsv_path.display()));
+    let tsv = std::fs::read_to_string(&tsv_path)
+        .unwrap_or_else(|e| panic!("read {}: {e}", tsv_path.display()));
     let mut lines = tsv.lines();
-    let header: Vec<&str> = lines.next().expect("FEATURES.tsv has a header").split('\t').collect();
+    let header: Vec<&str> = lines
+        .next()
+        .expect("FEATURES.tsv has a header")
+        .split('\t')
+        .collect();
     let col = |name: &str| {
         header
             .iter()
@@ -105,34 +118,65 @@ fn split_by_caveat(dir: &Path) -> (Vec<String>, Vec<String>) {
 fn caveat_free_files_all_pass() {
     let Some(dir) = corpus_dir() else { return };
     let (plain, _) = split_by_caveat(&dir);
-    assert_eq!(plain.len(), EXPECTED_PASSING, "caveat-free files by FEATURES.tsv: {plain:?}");
+    assert_eq!(
+        plain.len(),
+        EXPECTED_PASSING,
+        "caveat-free files by FEATURES.tsv: {plain:?}"
+    );
     for name in &plain {
-        assert!(dir.join(name).is_file(), "FEATURES.tsv lists {name}, which is not in {}", dir.display());
+        assert!(
+            dir.join(name).is_file(),
+            "FEATURES.tsv lists {name}, which is not in {}",
+            dir.display()
+        );
     }
 
     let paths: Vec<PathBuf> = plain.iter().map(|f| dir.join(f)).collect();
     let run = validate(&paths);
-    let not_ok: Vec<&str> = run.stdout.lines().filter(|l| !l.starts_with("ok ")).collect();
-    assert_eq!(run.code, Some(0), "not passing:\n{}\n\n{}", not_ok.join("\n"), run.output());
+    let not_ok: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .collect();
+    assert_eq!(
+        run.code,
+        Some(0),
+        "not passing:\n{}\n\n{}",
+        not_ok.join("\n"),
+        run.output()
+    );
     assert_eq!(
         run.stdout.lines().last(),
         Some(format!("{EXPECTED_PASSING} passed, 0 failed").as_str()),
         "{}",
         run.output()
     );
-    assert_eq!(not_ok.len(), 1, "only the summary line is not `ok`:\n{}", run.output());
+    assert_eq!(
+        not_ok.len(),
+        1,
+        "only the summary line is not `ok`:\n{}",
+        run.output()
+    );
 }
 
 #[test]
 fn caveat_files_fail_cleanly() {
     let Some(dir) = corpus_dir() else { return };
     let (plain, caveated) = split_by_caveat(&dir);
-    assert!(!caveated.is_empty(), "no caveat files listed in FEATURES.tsv");
+    assert!(
+        !caveated.is_empty(),
+        "no caveat files listed in FEATURES.tsv"
+    );
 
     // Every `*.yaml` file of the folder is in exactly one of the two lists.
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect("read the corpus directory")
-        .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
+        .map(|e| {
+            e.expect("directory entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     on_disk.sort();
@@ -153,7 +197,11 @@ fn caveat_files_fail_cleanly() {
             problems.push(format!("{name}:\n{}", run.output()));
         }
     }
-    assert!(problems.is_empty(), "caveat files must FAIL with exit 1:\n\n{}", problems.join("\n\n"));
+    assert!(
+        problems.is_empty(),
+        "caveat files must FAIL with exit 1:\n\n{}",
+        problems.join("\n\n")
+    );
 }
 
 #[test]
@@ -161,12 +209,21 @@ fn the_whole_folder_at_once() {
     let Some(dir) = corpus_dir() else { return };
     let (plain, caveated) = split_by_caveat(&dir);
     let run = validate(&[dir]);
-    assert_eq!(run.code, Some(1), "caveat files fail, none is broken:\n{}", run.output());
+    assert_eq!(
+        run.code,
+        Some(1),
+        "caveat files fail, none is broken:\n{}",
+        run.output()
+    );
     assert_eq!(
         run.stdout.lines().last(),
         Some(format!("{} passed, {} failed", plain.len(), caveated.len()).as_str()),
         "{}",
         run.output()
     );
-    assert!(!run.stdout.lines().any(|l| l.starts_with("ERROR ")), "{}", run.output());
+    assert!(
+        !run.stdout.lines().any(|l| l.starts_with("ERROR ")),
+        "{}",
+        run.output()
+    );
 }

@@ -2,7 +2,12 @@
 //! every file of `tests/corpus/` passes, and every file of `tests/corpus/failing/`
 //! fails with the exit code and message its first line announces
 //! (`# expect: EXIT_CODE SUBSTRING`).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly by design"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,7 +23,10 @@ struct Run {
 impl Run {
     /// Everything printed, for failure messages.
     fn output(&self) -> String {
-        format!("exit {}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 }
 
@@ -56,20 +64,36 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
 
 /// The `# expect: CODE SUBSTRING` line that starts a file of `failing/`.
 fn expectation(path: &Path) -> (i32, String) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     let first = text.lines().next().unwrap_or("");
     let rest = first
         .strip_prefix("# expect:")
-        .unwrap_or_else(|| panic!("{}: first line must be `# expect: CODE SUBSTRING`, got `{first}`", path.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: first line must be `# expect: CODE SUBSTRING`, got `{first}`",
+                path.display()
+            )
+        })
         .trim();
-    let (code, substring) = rest
-        .split_once(' ')
-        .unwrap_or_else(|| panic!("{}: `# expect:` needs a code and a substring, got `{first}`", path.display()));
-    let code: i32 = code
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: bad exit code `{code}` in `{first}`: {e}", path.display()));
+    let (code, substring) = rest.split_once(' ').unwrap_or_else(|| {
+        panic!(
+            "{}: `# expect:` needs a code and a substring, got `{first}`",
+            path.display()
+        )
+    });
+    let code: i32 = code.parse().unwrap_or_else(|e| {
+        panic!(
+            "{}: bad exit code `{code}` in `{first}`: {e}",
+            path.display()
+        )
+    });
     let substring = substring.trim().to_string();
-    assert!(!substring.is_empty(), "{}: empty substring in `{first}`", path.display());
+    assert!(
+        !substring.is_empty(),
+        "{}: empty substring in `{first}`",
+        path.display()
+    );
     (code, substring)
 }
 
@@ -77,14 +101,29 @@ fn expectation(path: &Path) -> (i32, String) {
 fn every_corpus_file_passes() {
     let dir = corpus_dir();
     let files = yaml_files(&dir);
-    assert!(files.len() >= 20, "expected the corpus in {}, found {} files", dir.display(), files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the corpus in {}, found {} files",
+        dir.display(),
+        files.len()
+    );
 
     let run = validate(&[&dir]);
     assert_eq!(run.code, 0, "the corpus must pass:\n{}", run.output());
     let lines: Vec<&str> = run.stdout.lines().collect();
     let (summary, results) = lines.split_last().expect("some output");
-    assert_eq!(*summary, format!("{} passed, 0 failed", files.len()), "{}", run.output());
-    assert_eq!(results.len(), files.len(), "one line per file:\n{}", run.output());
+    assert_eq!(
+        *summary,
+        format!("{} passed, 0 failed", files.len()),
+        "{}",
+        run.output()
+    );
+    assert_eq!(
+        results.len(),
+        files.len(),
+        "one line per file:\n{}",
+        run.output()
+    );
     for line in results {
         assert!(line.starts_with("ok "), "not ok: {line}\n{}", run.output());
     }
@@ -99,7 +138,11 @@ fn every_corpus_file_passes() {
 #[test]
 fn every_failing_file_fails_as_announced() {
     let files = yaml_files(&failing_dir());
-    assert!(files.len() >= 10, "expected the failing corpus, found {} files", files.len());
+    assert!(
+        files.len() >= 10,
+        "expected the failing corpus, found {} files",
+        files.len()
+    );
     let mut problems = Vec::new();
     for file in &files {
         let (code, substring) = expectation(file);
@@ -108,9 +151,16 @@ fn every_failing_file_fails_as_announced() {
         let line = run.stdout.lines().find(|l| l.contains(&name)).unwrap_or("");
         let word = if code == 1 { "FAIL " } else { "ERROR " };
         if run.code != code {
-            problems.push(format!("{name}: expected exit {code}, got {}:\n{}", run.code, run.output()));
+            problems.push(format!(
+                "{name}: expected exit {code}, got {}:\n{}",
+                run.code,
+                run.output()
+            ));
         } else if !line.starts_with(word) {
-            problems.push(format!("{name}: expected a `{word}` line:\n{}", run.output()));
+            problems.push(format!(
+                "{name}: expected a `{word}` line:\n{}",
+                run.output()
+            ));
         } else if !line.contains(&substring) {
             problems.push(format!("{name}: `{substring}` not in `{line}`"));
         } else if run.stdout.lines().last() != Some("0 passed, 1 failed") {
@@ -128,7 +178,11 @@ fn failing_files_are_reported_together_with_the_worst_exit_code() {
     let broken = failing_dir().join("broken_yaml.yaml");
     let run = validate(&[&ok, &wrong]);
     assert_eq!(run.code, 1, "{}", run.output());
-    assert!(run.stdout.ends_with("1 passed, 1 failed\n"), "{}", run.output());
+    assert!(
+        run.stdout.ends_with("1 passed, 1 failed\n"),
+        "{}",
+        run.output()
+    );
 
     let run = validate(&[&ok, &wrong, &broken]);
     assert_eq!(run.code, 2, "{}", run.output());
@@ -156,14 +210,21 @@ fn directories_expand_to_their_yaml_files_in_name_order() {
             "expected `{path}` on `{line}`"
         );
     }
-    assert_eq!(lines.last().copied(), Some(format!("0 passed, {} failed", files.len()).as_str()));
+    assert_eq!(
+        lines.last().copied(),
+        Some(format!("0 passed, {} failed", files.len()).as_str())
+    );
 
     // A directory and a file together.
     let extra = corpus_dir().join("nil.yaml");
     let run = validate(&[&corpus_dir(), &extra]);
     let total = yaml_files(&corpus_dir()).len() + 1;
     assert_eq!(run.code, 0, "{}", run.output());
-    assert!(run.stdout.ends_with(&format!("{total} passed, 0 failed\n")), "{}", run.output());
+    assert!(
+        run.stdout.ends_with(&format!("{total} passed, 0 failed\n")),
+        "{}",
+        run.output()
+    );
 }
 
 #[test]
@@ -172,19 +233,28 @@ fn a_nonexistent_path_is_an_error() {
     let run = validate(&[&missing]);
     assert_eq!(run.code, 2, "{}", run.output());
     let line = run.stdout.lines().next().unwrap_or("");
-    assert!(line.starts_with(&format!("ERROR {}", missing.display())), "{}", run.output());
+    assert!(
+        line.starts_with(&format!("ERROR {}", missing.display())),
+        "{}",
+        run.output()
+    );
     assert!(line.contains("cannot read"), "{}", run.output());
 
     // Still exit 2 beside a passing file.
     let ok = corpus_dir().join("union.yaml");
     let run = validate(&[&ok, &missing]);
     assert_eq!(run.code, 2, "{}", run.output());
-    assert!(run.stdout.ends_with("1 passed, 1 failed\n"), "{}", run.output());
+    assert!(
+        run.stdout.ends_with("1 passed, 1 failed\n"),
+        "{}",
+        run.output()
+    );
 }
 
 #[test]
 fn a_directory_without_yaml_files_is_an_error() {
-    let empty = std::env::temp_dir().join(format!("arbiter-corpus-test-empty-{}", std::process::id()));
+    let empty =
+        std::env::temp_dir().join(format!("arbiter-corpus-test-empty-{}", std::process::id()));
     std::fs::create_dir_all(&empty).expect("create an empty directory");
     let run = validate(&[&empty]);
     std::fs::remove_dir(&empty).ok();

@@ -20,10 +20,15 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arbiter_engine::{ChangeOp, Commit, RelationshipStore, StoreError, StoredState};
+use arbiter_engine::{
+    Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, RelationshipStore, StoreError,
+    StoredState,
+};
 use arbiter_schema::{parse_relationship, ObjectRef, Relationship, SubjectRef};
 use chrono::{DateTime, TimeZone, Utc};
-use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+};
 
 const CF_FORWARD: &str = "relationships";
 const CF_REVERSE: &str = "relationships_by_subject";
@@ -48,7 +53,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { sync: true, changelog_window: Duration::from_secs(24 * 3600) }
+        StoreOptions {
+            sync: true,
+            changelog_window: Duration::from_secs(24 * 3600),
+        }
     }
 }
 
@@ -77,10 +85,21 @@ impl RocksStore {
         });
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|e| err(&format!("open the store in {}", dir.display()), e))?;
-        let store = RocksStore { db, options, commits: AtomicU64::new(0) };
+        let store = RocksStore {
+            db,
+            options,
+            commits: AtomicU64::new(0),
+        };
         let meta = store.cf(CF_META)?;
-        match store.db.get_cf(meta, META_FORMAT).map_err(|e| err("read the store format", e))? {
-            None => store.db.put_cf(meta, META_FORMAT, FORMAT).map_err(|e| err("write the store format", e))?,
+        match store
+            .db
+            .get_cf(meta, META_FORMAT)
+            .map_err(|e| err("read the store format", e))?
+        {
+            None => store
+                .db
+                .put_cf(meta, META_FORMAT, FORMAT)
+                .map_err(|e| err("write the store format", e))?,
             Some(f) if f == FORMAT => {}
             Some(f) => {
                 return Err(StoreError(format!(
@@ -94,22 +113,133 @@ impl RocksStore {
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
-        self.db.cf_handle(name).ok_or_else(|| StoreError(format!("column family `{name}` is missing")))
+        self.db
+            .cf_handle(name)
+            .ok_or_else(|| StoreError(format!("column family `{name}` is missing")))
     }
 
     /// A consistent online copy of the store in `out` (which must not exist), that
     /// [`RocksStore::open`] can start from.
     pub fn checkpoint(&self, out: &Path) -> Result<(), StoreError> {
-        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| err("prepare a checkpoint", e))?;
-        cp.create_checkpoint(out).map_err(|e| err(&format!("write a checkpoint to {}", out.display()), e))
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)
+            .map_err(|e| err("prepare a checkpoint", e))?;
+        cp.create_checkpoint(out)
+            .map_err(|e| err(&format!("write a checkpoint to {}", out.display()), e))
     }
 
-    /// Changes after `revision`, oldest first: `(revision, commit time, changes, schema)`.
-    pub fn changes_since(&self, revision: u64) -> Result<Vec<LoggedCommit>, StoreError> {
+    /// Bytes on disk and in memtables, over every column family.
+    pub fn size_bytes(&self) -> u64 {
+        [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META]
+            .iter()
+            .filter_map(|name| self.db.cf_handle(name))
+            .map(|cf| {
+                [
+                    "rocksdb.total-sst-files-size",
+                    "rocksdb.cur-size-all-mem-tables",
+                ]
+                .iter()
+                .filter_map(|p| self.db.property_int_value_cf(cf, *p).ok().flatten())
+                .sum::<u64>()
+            })
+            .sum()
+    }
+
+    /// A consistent copy of the store in `data` written to `out` (which must not exist
+    /// or be empty), whether or not a server has `data` open. Closed: a RocksDB
+    /// checkpoint (hard links where possible). Open: a read-only secondary instance
+    /// catches up with the server's WAL and its contents are copied into a new store.
+    /// Either way `out` is a store that [`RocksStore::open`] starts from.
+    pub fn backup(data: &Path, out: &Path) -> Result<BackupKind, StoreError> {
+        if !data.join("CURRENT").is_file() {
+            return Err(StoreError(format!(
+                "{} holds no Arbiter store",
+                data.display()
+            )));
+        }
+        if out.exists()
+            && std::fs::read_dir(out)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true)
+        {
+            return Err(StoreError(format!(
+                "{} already exists and is not empty",
+                out.display()
+            )));
+        }
+        if out.exists() {
+            std::fs::remove_dir(out).map_err(|e| err(&format!("prepare {}", out.display()), e))?;
+        }
+        match RocksStore::open(data, StoreOptions::default()) {
+            Ok(store) => store.checkpoint(out).map(|()| BackupKind::Checkpoint),
+            Err(e) if e.0.contains("lock") => {
+                Self::copy_from_secondary(data, out).map(|()| BackupKind::OnlineCopy)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn copy_from_secondary(data: &Path, out: &Path) -> Result<(), StoreError> {
+        let secondary_dir =
+            tempfile::tempdir().map_err(|e| err("create a scratch directory", e))?;
+        let mut opts = Options::default();
+        opts.set_max_open_files(-1);
+        let names = [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META];
+        let source = DB::open_cf_as_secondary(&opts, data, secondary_dir.path(), names)
+            .map_err(|e| err(&format!("open {} as a secondary", data.display()), e))?;
+        source
+            .try_catch_up_with_primary()
+            .map_err(|e| err("catch up with the running server", e))?;
+        let target = RocksStore::open(
+            out,
+            StoreOptions {
+                sync: false,
+                ..StoreOptions::default()
+            },
+        )?;
+        for name in names {
+            let from = source
+                .cf_handle(name)
+                .ok_or_else(|| StoreError(format!("column family `{name}` is missing")))?;
+            let to = target.cf(name)?;
+            let mut batch = WriteBatch::default();
+            for item in source.iterator_cf(from, IteratorMode::Start) {
+                let (k, v) = item.map_err(|e| err(&format!("read `{name}`"), e))?;
+                batch.put_cf(to, k, v);
+                if batch.len() >= 10_000 {
+                    target
+                        .db
+                        .write(std::mem::take(&mut batch))
+                        .map_err(|e| err("write the copy", e))?;
+                }
+            }
+            target
+                .db
+                .write(batch)
+                .map_err(|e| err("write the copy", e))?;
+        }
+        target
+            .db
+            .flush_wal(true)
+            .map_err(|e| err("sync the copy", e))?;
+        for name in names {
+            target
+                .db
+                .flush_cf(target.cf(name)?)
+                .map_err(|e| err("flush the copy", e))?;
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` changelog entries after `revision`, oldest first.
+    fn logged_after(&self, revision: u64, limit: usize) -> Result<Vec<LoggedCommit>, StoreError> {
         let cf = self.cf(CF_CHANGELOG)?;
-        let start = (revision + 1).to_be_bytes();
+        let start = revision.saturating_add(1).to_be_bytes();
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward))
+            .take(limit)
+        {
             let (k, v) = item.map_err(|e| err("read the changelog", e))?;
             let rev = decode_u64(&k).ok_or_else(|| StoreError("corrupt changelog key".into()))?;
             out.push(decode_logged(rev, &v)?);
@@ -132,13 +262,18 @@ impl RocksStore {
     /// Drops changelog entries older than the window.
     pub fn prune_changelog(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
         let cf = self.cf(CF_CHANGELOG)?;
-        let window = chrono::Duration::from_std(self.options.changelog_window).unwrap_or(chrono::Duration::MAX);
+        let window = chrono::Duration::from_std(self.options.changelog_window)
+            .unwrap_or(chrono::Duration::MAX);
         let cutoff = now - window;
         let mut batch = WriteBatch::default();
         let mut pruned = 0usize;
         for item in self.db.iterator_cf(cf, IteratorMode::Start) {
             let (k, v) = item.map_err(|e| err("read the changelog", e))?;
-            let Some(at) = v.get(..8).and_then(decode_u64).and_then(|m| Utc.timestamp_micros(m as i64).single()) else {
+            let Some(at) = v
+                .get(..8)
+                .and_then(decode_u64)
+                .and_then(|m| Utc.timestamp_micros(m as i64).single())
+            else {
                 break;
             };
             if at >= cutoff {
@@ -148,19 +283,12 @@ impl RocksStore {
             pruned += 1;
         }
         if pruned > 0 {
-            self.db.write(batch).map_err(|e| err("prune the changelog", e))?;
+            self.db
+                .write(batch)
+                .map_err(|e| err("prune the changelog", e))?;
         }
         Ok(pruned)
     }
-}
-
-/// One changelog entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LoggedCommit {
-    pub revision: u64,
-    pub committed_at: DateTime<Utc>,
-    pub changes: Vec<(ChangeOp, Relationship)>,
-    pub schema: Option<String>,
 }
 
 fn decode_u64(b: &[u8]) -> Option<u64> {
@@ -204,7 +332,12 @@ fn encode_attributes(r: &Relationship) -> Vec<u8> {
 }
 
 fn decode_relationship(key: &[u8], value: &[u8]) -> Result<Relationship, StoreError> {
-    let corrupt = || StoreError(format!("corrupt relationship key `{}`", String::from_utf8_lossy(key)));
+    let corrupt = || {
+        StoreError(format!(
+            "corrupt relationship key `{}`",
+            String::from_utf8_lossy(key)
+        ))
+    };
     let text = std::str::from_utf8(key).map_err(|_| corrupt())?;
     let mut parts = text.split('\0');
     let mut next = || parts.next().ok_or_else(corrupt);
@@ -218,10 +351,16 @@ fn decode_relationship(key: &[u8], value: &[u8]) -> Result<Relationship, StoreEr
         _ => return Err(corrupt()),
     };
     Ok(Relationship {
-        resource: ObjectRef { object_type: rt.to_string(), object_id: rid.to_string() },
+        resource: ObjectRef {
+            object_type: rt.to_string(),
+            object_id: rid.to_string(),
+        },
         relation: rel.to_string(),
         subject: SubjectRef {
-            object: ObjectRef { object_type: st.to_string(), object_id: sid.to_string() },
+            object: ObjectRef {
+                object_type: st.to_string(),
+                object_id: sid.to_string(),
+            },
             relation: (!srel.is_empty()).then(|| srel.to_string()),
         },
         caveat: None,
@@ -248,8 +387,10 @@ fn encode_logged(commit: &Commit<'_>, at: DateTime<Utc>) -> Vec<u8> {
 
 fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
     let corrupt = |what: &str| StoreError(format!("corrupt changelog entry {revision}: {what}"));
-    let micros = v.get(..8).and_then(decode_u64).ok_or_else(|| corrupt("no commit time"))?;
-    let committed_at = Utc.timestamp_micros(micros as i64).single().ok_or_else(|| corrupt("bad commit time"))?;
+    let micros = v
+        .get(..8)
+        .and_then(decode_u64)
+        .ok_or_else(|| corrupt("no commit time"))?;
     let text = std::str::from_utf8(v.get(8..).unwrap_or(&[])).map_err(|_| corrupt("not UTF-8"))?;
     let (lines, schema) = match text.split_once("SCHEMA\n") {
         Some((l, s)) => (l, Some(s.to_string())),
@@ -264,9 +405,26 @@ fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
             _ => return Err(corrupt(line)),
         };
         let r = parse_relationship(rel).map_err(|e| corrupt(&e.message))?;
-        changes.push((op, r));
+        changes.push(Change {
+            op,
+            relationship: r,
+        });
     }
-    Ok(LoggedCommit { revision, committed_at, changes, schema })
+    Ok(LoggedCommit {
+        revision,
+        committed_at_micros: micros as i64,
+        changes,
+        schema,
+    })
+}
+
+/// How [`RocksStore::backup`] made its copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKind {
+    /// The store was closed: a RocksDB checkpoint.
+    Checkpoint,
+    /// A server had it open: copied from a secondary instance at its newest revision.
+    OnlineCopy,
 }
 
 /// How often (in commits) the changelog window is enforced.
@@ -275,12 +433,23 @@ const PRUNE_EVERY: u64 = 1024;
 impl RelationshipStore for RocksStore {
     fn load(&self) -> Result<StoredState, StoreError> {
         let meta = self.cf(CF_META)?;
-        let revision = match self.db.get_cf(meta, META_REVISION).map_err(|e| err("read the revision", e))? {
+        let revision = match self
+            .db
+            .get_cf(meta, META_REVISION)
+            .map_err(|e| err("read the revision", e))?
+        {
             Some(v) => decode_u64(&v).ok_or_else(|| StoreError("corrupt revision".into()))?,
             None => 0,
         };
-        let schema = match self.db.get_cf(meta, META_SCHEMA).map_err(|e| err("read the schema", e))? {
-            Some(v) => Some(String::from_utf8(v).map_err(|_| StoreError("stored schema is not UTF-8".into()))?),
+        let schema = match self
+            .db
+            .get_cf(meta, META_SCHEMA)
+            .map_err(|e| err("read the schema", e))?
+        {
+            Some(v) => Some(
+                String::from_utf8(v)
+                    .map_err(|_| StoreError("stored schema is not UTF-8".into()))?,
+            ),
             None => None,
         };
         let cf = self.cf(CF_FORWARD)?;
@@ -289,7 +458,11 @@ impl RelationshipStore for RocksStore {
             let (k, v) = item.map_err(|e| err("read relationships", e))?;
             relationships.push(decode_relationship(&k, &v)?);
         }
-        Ok(StoredState { revision, schema, relationships })
+        Ok(StoredState {
+            revision,
+            schema,
+            relationships,
+        })
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
@@ -301,7 +474,11 @@ impl RelationshipStore for RocksStore {
         for c in commit.changes {
             match c.op {
                 ChangeOp::Touch => {
-                    batch.put_cf(fwd, forward_key(&c.relationship), encode_attributes(&c.relationship));
+                    batch.put_cf(
+                        fwd,
+                        forward_key(&c.relationship),
+                        encode_attributes(&c.relationship),
+                    );
                     batch.put_cf(rev, reverse_key(&c.relationship), []);
                 }
                 ChangeOp::Delete => {
@@ -311,17 +488,33 @@ impl RelationshipStore for RocksStore {
             }
         }
         let now = Utc::now();
-        batch.put_cf(log, commit.revision.to_be_bytes(), encode_logged(commit, now));
+        batch.put_cf(
+            log,
+            commit.revision.to_be_bytes(),
+            encode_logged(commit, now),
+        );
         batch.put_cf(meta, META_REVISION, commit.revision.to_be_bytes());
         if let Some(schema) = commit.schema {
             batch.put_cf(meta, META_SCHEMA, schema.as_bytes());
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.options.sync);
-        self.db.write_opt(batch, &wo).map_err(|e| err(&format!("commit revision {}", commit.revision), e))?;
+        self.db
+            .write_opt(batch, &wo)
+            .map_err(|e| err(&format!("commit revision {}", commit.revision), e))?;
         if self.commits.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
             self.prune_changelog(now)?;
         }
         Ok(())
+    }
+
+    fn changes_after(&self, revision: u64, limit: usize) -> Result<ChangesAfter, StoreError> {
+        if let Some(oldest) = self.oldest_logged()? {
+            if revision.saturating_add(1) < oldest {
+                return Ok(ChangesAfter::TooOld { oldest });
+            }
+        }
+        self.logged_after(revision, limit)
+            .map(ChangesAfter::Commits)
     }
 }

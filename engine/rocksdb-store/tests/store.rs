@@ -1,12 +1,17 @@
 //! The RocksDB store against the shared store suite, plus what only a durable store has:
 //! reopening from disk, checkpoints and the changelog.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "test helpers fail loudly by design")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test helpers fail loudly by design"
+)]
 
 use std::path::PathBuf;
 
 use arbiter_engine::{
-    store_suite, CheckRequest, Consistency, Decision, Engine, EngineConfig, RelationshipStore, RelationshipUpdate,
-    UpdateOp,
+    store_suite, ChangesAfter, CheckRequest, Consistency, Decision, Engine, EngineConfig,
+    RelationshipStore, RelationshipUpdate, UpdateOp,
 };
 use arbiter_rocksdb_store::{RocksStore, StoreOptions};
 use arbiter_schema::parse_relationship;
@@ -39,10 +44,14 @@ fn check(engine: &Engine, doc: &str, user: &str) -> bool {
         == Decision::Allowed
 }
 
-const SCHEMA: &str = "definition user {}\ndefinition doc {\n relation viewer: user\n permission view = viewer\n}";
+const SCHEMA: &str =
+    "definition user {}\ndefinition doc {\n relation viewer: user\n permission view = viewer\n}";
 
 fn touch(s: &str) -> RelationshipUpdate {
-    RelationshipUpdate { op: UpdateOp::Touch, relationship: parse_relationship(s).unwrap() }
+    RelationshipUpdate {
+        op: UpdateOp::Touch,
+        relationship: parse_relationship(s).unwrap(),
+    }
 }
 
 #[test]
@@ -54,17 +63,27 @@ fn an_engine_restarts_from_disk_and_from_a_checkpoint() {
         let store = RocksStore::open(&data, StoreOptions::default()).unwrap();
         let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
         engine.write_schema(SCHEMA).unwrap();
-        engine.write(&[touch("doc:1#viewer@user:a"), touch("doc:2#viewer@user:b")]).unwrap();
         engine
-            .write(&[RelationshipUpdate { op: UpdateOp::Delete, relationship: parse_relationship("doc:2#viewer@user:b").unwrap() }])
+            .write(&[touch("doc:1#viewer@user:a"), touch("doc:2#viewer@user:b")])
+            .unwrap();
+        engine
+            .write(&[RelationshipUpdate {
+                op: UpdateOp::Delete,
+                relationship: parse_relationship("doc:2#viewer@user:b").unwrap(),
+            }])
             .unwrap();
         assert_eq!(engine.revision(), 3);
     }
     {
         let store = RocksStore::open(&data, StoreOptions::default()).unwrap();
         store.checkpoint(&backup).unwrap();
-        let log = store.changes_since(1).unwrap();
-        assert_eq!(log.iter().map(|c| c.revision).collect::<Vec<_>>(), vec![2, 3]);
+        let ChangesAfter::Commits(log) = store.changes_after(1, 100).unwrap() else {
+            panic!("changelog too old")
+        };
+        assert_eq!(
+            log.iter().map(|c| c.revision).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         assert_eq!(log[0].changes.len(), 2);
         assert_eq!(store.oldest_logged().unwrap(), Some(1));
         let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
@@ -86,8 +105,16 @@ fn a_store_of_another_format_is_refused() {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         let db = rocksdb::DB::open_cf(&opts, dir.path(), ["meta"]).unwrap();
-        db.put_cf(db.cf_handle("meta").unwrap(), b"format", b"something-else-9").unwrap();
+        db.put_cf(
+            db.cf_handle("meta").unwrap(),
+            b"format",
+            b"something-else-9",
+        )
+        .unwrap();
     }
     let e = RocksStore::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(e.0.contains("unknown store format `something-else-9`"), "{e}");
+    assert!(
+        e.0.contains("unknown store format `something-else-9`"),
+        "{e}"
+    );
 }

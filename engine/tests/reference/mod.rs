@@ -60,7 +60,11 @@ pub enum Expr {
     /// Another relation or permission (index) of the same object.
     Rel(usize),
     /// Walks the objects named by relation `tupleset` to the relation called `target`.
-    Arrow { tupleset: usize, target: String, kind: ArrowKind },
+    Arrow {
+        tupleset: usize,
+        target: String,
+        kind: ArrowKind,
+    },
     Union(Box<Expr>, Box<Expr>),
     Intersection(Box<Expr>, Box<Expr>),
     Exclusion(Box<Expr>, Box<Expr>),
@@ -122,7 +126,11 @@ impl Membership {
 
 impl Model {
     pub fn relation_named(&self, ty: usize, name: &str) -> Option<usize> {
-        self.types.get(ty)?.relations.iter().position(|r| r.name == name)
+        self.types
+            .get(ty)?
+            .relations
+            .iter()
+            .position(|r| r.name == name)
     }
 
     fn body(&self, ty: usize, rel: usize) -> Option<&Body> {
@@ -130,7 +138,12 @@ impl Model {
     }
 
     /// The `(type, relation)` pairs an arrow over `ty#tupleset` to `target` lands on.
-    pub fn arrow_targets(&self, ty: usize, tupleset: usize, target: &str) -> BTreeSet<(usize, usize)> {
+    pub fn arrow_targets(
+        &self,
+        ty: usize,
+        tupleset: usize,
+        target: &str,
+    ) -> BTreeSet<(usize, usize)> {
         let mut out = BTreeSet::new();
         if let Some(Body::Direct(allowed)) = self.body(ty, tupleset) {
             for a in allowed {
@@ -163,11 +176,19 @@ impl Model {
         out
     }
 
-    pub fn expr_dependencies(&self, ty: usize, e: &Expr, negative: bool, out: &mut Vec<((usize, usize), bool)>) {
+    pub fn expr_dependencies(
+        &self,
+        ty: usize,
+        e: &Expr,
+        negative: bool,
+        out: &mut Vec<((usize, usize), bool)>,
+    ) {
         match e {
             Expr::Nil => {}
             Expr::Rel(r) => out.push(((ty, *r), negative)),
-            Expr::Arrow { tupleset, target, .. } => {
+            Expr::Arrow {
+                tupleset, target, ..
+            } => {
                 for node in self.arrow_targets(ty, *tupleset, target) {
                     out.push((node, negative));
                 }
@@ -209,7 +230,10 @@ impl Model {
                     let cur = stratum.get(&(t, r)).copied().unwrap_or(0);
                     if need > cur {
                         if need > nodes.len() {
-                            return Err(format!("`{}#{}` depends on itself through an exclusion", self.types[t].name, self.types[t].relations[r].name));
+                            return Err(format!(
+                                "`{}#{}` depends on itself through an exclusion",
+                                self.types[t].name, self.types[t].relations[r].name
+                            ));
                         }
                         stratum.insert((t, r), need);
                         changed = true;
@@ -226,7 +250,9 @@ impl Model {
 impl Case {
     /// Every object of `ty` in the universe.
     fn objects(&self, ty: usize) -> impl Iterator<Item = Member> + '_ {
-        self.pools[ty].iter().map(move |&id| Member { ty, id, rel: None })
+        self.pools[ty]
+            .iter()
+            .map(move |&id| Member { ty, id, rel: None })
     }
 
     /// The distinct objects a relation of `ty:id` names (subject relations ignored).
@@ -249,7 +275,9 @@ impl Case {
             Err(e) => panic!("the reference needs a stratified schema: {e}"),
         };
         let top = strata.values().copied().max().unwrap_or(0);
-        let mut m = Membership { sets: BTreeMap::new() };
+        let mut m = Membership {
+            sets: BTreeMap::new(),
+        };
         for s in 0..=top {
             let usersets: Vec<Userset> = strata
                 .iter()
@@ -284,14 +312,22 @@ impl Case {
         let mut out = match self.model.body(ty, rel) {
             Some(Body::Direct(_)) => {
                 let mut out = BTreeSet::new();
-                for t in self.tuples.iter().filter(|t| t.ty == ty && t.id == id && t.rel == rel) {
+                for t in self
+                    .tuples
+                    .iter()
+                    .filter(|t| t.ty == ty && t.id == id && t.rel == rel)
+                {
                     match t.subject {
                         SubjectRef::Object { ty, id } => {
                             out.insert(Member { ty, id, rel: None });
                         }
                         SubjectRef::Wildcard { ty } => out.extend(self.objects(ty)),
                         SubjectRef::Set { ty, id, rel } => {
-                            out.insert(Member { ty, id, rel: Some(rel) });
+                            out.insert(Member {
+                                ty,
+                                id,
+                                rel: Some(rel),
+                            });
                             out.extend(get(m, (ty, id, rel)));
                         }
                     }
@@ -301,7 +337,11 @@ impl Case {
             Some(Body::Permission(e)) => self.eval(m, ty, id, e),
             None => BTreeSet::new(),
         };
-        out.insert(Member { ty, id, rel: Some(rel) });
+        out.insert(Member {
+            ty,
+            id,
+            rel: Some(rel),
+        });
         out
     }
 
@@ -317,26 +357,41 @@ impl Case {
             }
             Expr::Intersection(a, b) => {
                 let b = self.eval(m, ty, id, b);
-                self.eval(m, ty, id, a).into_iter().filter(|x| b.contains(x)).collect()
+                self.eval(m, ty, id, a)
+                    .into_iter()
+                    .filter(|x| b.contains(x))
+                    .collect()
             }
             Expr::Exclusion(a, b) => {
                 let b = self.eval(m, ty, id, b);
-                self.eval(m, ty, id, a).into_iter().filter(|x| !b.contains(x)).collect()
+                self.eval(m, ty, id, a)
+                    .into_iter()
+                    .filter(|x| !b.contains(x))
+                    .collect()
             }
-            Expr::Arrow { tupleset, target, kind } => {
+            Expr::Arrow {
+                tupleset,
+                target,
+                kind,
+            } => {
                 let objects = self.named_objects(ty, id, *tupleset);
                 // An object whose type lacks `target` has no members.
-                let members_of = |(t, i): (usize, usize)| match self.model.relation_named(t, target) {
+                let members_of = |(t, i): (usize, usize)| match self.model.relation_named(t, target)
+                {
                     Some(r) => get(m, (t, i, r)),
                     None => BTreeSet::new(),
                 };
                 match kind {
-                    ArrowKind::Arrow | ArrowKind::Any => objects.into_iter().flat_map(members_of).collect(),
+                    ArrowKind::Arrow | ArrowKind::Any => {
+                        objects.into_iter().flat_map(members_of).collect()
+                    }
                     ArrowKind::All => {
                         let mut sets = objects.into_iter().map(members_of);
                         match sets.next() {
                             None => BTreeSet::new(),
-                            Some(first) => sets.fold(first, |acc, s| acc.intersection(&s).copied().collect()),
+                            Some(first) => {
+                                sets.fold(first, |acc, s| acc.intersection(&s).copied().collect())
+                            }
                         }
                     }
                 }

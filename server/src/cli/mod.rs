@@ -1,21 +1,46 @@
 //! Command-line entry: parses arguments and dispatches to one module per subcommand.
+//! Every flag also reads `ARBITER_<FLAG>` from the environment.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
+use crate::grpc::Limits;
+use crate::serve::ServeOptions;
+
+mod backup;
+mod client;
 mod validate;
 
 #[derive(Debug, Parser)]
-#[command(name = "arbiter", version, about = "Arbiter: a Zanzibar-style policy decision point")]
+#[command(
+    name = "arbiter",
+    version,
+    about = "Arbiter: a Zanzibar-style policy decision point"
+)]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, env = "ARBITER_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the policy decision point: gRPC on --grpc-addr, HTTP on --http-addr.
+    Serve(ServeArgs),
+    /// Copy the embedded store to a new directory that `serve --data-dir` can start from
+    /// (works while a server has the store open).
+    Backup {
+        #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data")]
+        data_dir: PathBuf,
+        /// The new directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run validation files (SpiceDB's YAML format): load each into a fresh engine and
     /// check its assertions and expected relations.
     Validate {
@@ -23,11 +48,150 @@ enum Command {
         #[arg(required = true, value_name = "FILE_OR_DIR")]
         paths: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Client(client::ClientCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the embedded store lives.
+    #[arg(long, env = "ARBITER_DATA_DIR", default_value = "./arbiter-data")]
+    data_dir: PathBuf,
+    /// gRPC listen address (port 0 picks a free port).
+    #[arg(long, env = "ARBITER_GRPC_ADDR", default_value = "127.0.0.1:50051")]
+    grpc_addr: String,
+    /// HTTP listen address for /healthz, /readyz and /metrics (port 0 picks a free port).
+    #[arg(long, env = "ARBITER_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: String,
+    /// A schema file written at start (refused like an API write if invalid or if it
+    /// would orphan relationships).
+    #[arg(long, env = "ARBITER_SCHEMA")]
+    schema: Option<PathBuf>,
+    /// Require `authorization: Bearer KEY` on every call but health checks.
+    #[arg(long, env = "ARBITER_PRESHARED_KEY", hide_env_values = true)]
+    preshared_key: Option<String>,
+    /// Load the family/circle demo when the store is empty.
+    #[arg(long, env = "ARBITER_DEMO")]
+    demo: bool,
+    /// PEM certificate chain for TLS on both ports (with --tls-key).
+    #[arg(long, env = "ARBITER_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS (with --tls-cert).
+    #[arg(long, env = "ARBITER_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// How long earlier revisions stay readable with at_exact_snapshot.
+    #[arg(long, env = "ARBITER_HISTORY_WINDOW", default_value = "10m", value_parser = parse_duration)]
+    history_window: Duration,
+    /// How long the changelog keeps revisions for Watch to resume from.
+    #[arg(long, env = "ARBITER_CHANGELOG_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    changelog_window: Duration,
+    /// How often expired relationships are removed from storage.
+    #[arg(long, env = "ARBITER_SWEEP_INTERVAL", default_value = "1m", value_parser = parse_duration)]
+    sweep_interval: Duration,
+    /// Maximum recursion depth of a Check.
+    #[arg(long, env = "ARBITER_MAX_DEPTH", default_value_t = 50)]
+    max_depth: u32,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "ARBITER_MAX_MESSAGE_SIZE", default_value_t = 4 << 20)]
+    max_message_size: usize,
+    /// Updates plus preconditions allowed in one write.
+    #[arg(long, env = "ARBITER_MAX_UPDATES_PER_WRITE", default_value_t = 1000)]
+    max_updates_per_write: usize,
+    /// Items allowed in one CheckBulk.
+    #[arg(long, env = "ARBITER_MAX_BULK_CHECKS", default_value_t = 1000)]
+    max_bulk_checks: usize,
+    /// Relationships allowed in one ImportRelationships message.
+    #[arg(long, env = "ARBITER_MAX_IMPORT_BATCH", default_value_t = 10_000)]
+    max_import_batch: usize,
+}
+
+/// `250ms`, `10s`, `5m`, `2h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration `{s}`: write e.g. 250ms, 10s, 5m, 2h"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "d" => Duration::from_secs(n.saturating_mul(86_400)),
+        _ => {
+            return Err(format!(
+                "invalid duration `{s}`: the unit must be ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(d)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Validate { paths } => validate::run(&paths),
+        Command::Serve(a) => {
+            init_logging(&cli.log_format);
+            let opts = ServeOptions {
+                data_dir: a.data_dir,
+                grpc_addr: a.grpc_addr,
+                http_addr: a.http_addr,
+                schema: a.schema,
+                preshared_key: a.preshared_key,
+                demo: a.demo,
+                tls_cert: a.tls_cert,
+                tls_key: a.tls_key,
+                history_window: a.history_window,
+                changelog_window: a.changelog_window,
+                sweep_interval: a.sweep_interval,
+                max_depth: a.max_depth,
+                limits: Limits {
+                    max_message_bytes: a.max_message_size,
+                    max_updates_per_write: a.max_updates_per_write,
+                    max_bulk_checks: a.max_bulk_checks,
+                    max_import_batch: a.max_import_batch,
+                },
+            };
+            match crate::serve::run(opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Backup { data_dir, out } => backup::run(&data_dir, &out),
+        Command::Client(c) => client::run(c),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units_and_refuse_garbage() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        for bad in ["", "10", "s", "1.5s", "10 s", "-1s", "3w"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
     }
 }

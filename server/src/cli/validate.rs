@@ -11,12 +11,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arbiter_engine::{
-    CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject, LookupResourcesRequest,
-    LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
+    CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
+    LookupResourcesRequest, LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
 };
 use arbiter_schema::{
-    parse_validation_file, Assertion, AssertionKind, CompiledSchema, ExpectedRelation, ExpectedSubject, ObjectRef,
-    SubjectRef, ValidationFile,
+    parse_validation_file, Assertion, AssertionKind, CompiledSchema, ExpectedRelation,
+    ExpectedSubject, ObjectRef, SubjectRef, ValidationFile,
 };
 
 /// What running one file came to.
@@ -24,7 +24,10 @@ use arbiter_schema::{
 pub enum FileOutcome {
     Passed,
     /// The first failure, and how many more there were.
-    Failed { first: String, more: usize },
+    Failed {
+        first: String,
+        more: usize,
+    },
     /// The file could not be read, parsed or loaded.
     Error(String),
 }
@@ -106,7 +109,12 @@ pub fn run_text(text: &str) -> FileOutcome {
     };
     let engine = match load(&file) {
         Ok(e) => e,
-        Err(Loaded::Unsupported(msg)) => return FileOutcome::Failed { first: msg, more: 0 },
+        Err(Loaded::Unsupported(msg)) => {
+            return FileOutcome::Failed {
+                first: msg,
+                more: 0,
+            }
+        }
         Err(Loaded::Broken(msg)) => return FileOutcome::Error(msg),
     };
     let mut failures = Vec::new();
@@ -129,7 +137,10 @@ pub fn run_text(text: &str) -> FileOutcome {
     let mut it = failures.into_iter();
     match it.next() {
         None => FileOutcome::Passed,
-        Some(first) => FileOutcome::Failed { first, more: it.count() },
+        Some(first) => FileOutcome::Failed {
+            first,
+            more: it.count(),
+        },
     }
 }
 
@@ -176,7 +187,10 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
                 at_line(*line)
             )));
         }
-        let update = RelationshipUpdate { op: UpdateOp::Touch, relationship: r.clone() };
+        let update = RelationshipUpdate {
+            op: UpdateOp::Touch,
+            relationship: r.clone(),
+        };
         by_key.insert(arbiter_engine::store::relationship_key(r), (*line, update));
     }
     for (line, u) in by_key.values() {
@@ -185,11 +199,18 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
         }
     }
     let updates: Vec<RelationshipUpdate> = by_key.into_values().map(|(_, u)| u).collect();
-    engine.write(&updates).map_err(|e| Loaded::Broken(e.to_string()))?;
+    engine
+        .write(&updates)
+        .map_err(|e| Loaded::Broken(e.to_string()))?;
     Ok(engine)
 }
 
-fn check(engine: &Engine, resource: &ObjectRef, permission: &str, subject: &SubjectRef) -> Result<bool, EngineError> {
+fn check(
+    engine: &Engine,
+    resource: &ObjectRef,
+    permission: &str,
+    subject: &SubjectRef,
+) -> Result<bool, EngineError> {
     let resp = engine.check(&CheckRequest {
         resource_type: &resource.object_type,
         resource_id: &resource.object_id,
@@ -203,7 +224,12 @@ fn check(engine: &Engine, resource: &ObjectRef, permission: &str, subject: &Subj
 }
 
 fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
-    let label = format!("{} ({}{})", a.text, a.kind, a.line.map(|l| format!(", line {l}")).unwrap_or_default());
+    let label = format!(
+        "{} ({}{})",
+        a.text,
+        a.kind,
+        a.line.map(|l| format!(", line {l}")).unwrap_or_default()
+    );
     if a.kind == AssertionKind::Caveated || a.context.is_some() {
         return Some(format!("{label}: caveats are not supported yet"));
     }
@@ -211,8 +237,15 @@ fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
     let word = |b: bool| if b { "allowed" } else { "denied" };
     match check(engine, &a.resource, &a.permission, &a.subject) {
         Ok(got) if got == expected => None,
-        Ok(got) => Some(format!("{label}: expected {}, got {}", word(expected), word(got))),
-        Err(e) => Some(format!("{label}: expected {}, got error: {e}", word(expected))),
+        Ok(got) => Some(format!(
+            "{label}: expected {}, got {}",
+            word(expected),
+            word(got)
+        )),
+        Err(e) => Some(format!(
+            "{label}: expected {}, got error: {e}",
+            word(expected)
+        )),
     }
 }
 
@@ -221,32 +254,61 @@ fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
 /// concrete subject beside a wildcard of its type that does not exclude it adds nothing,
 /// so such entries are dropped on both sides before comparing. The `is <...>`
 /// provenance is not compared.
-fn run_expected(engine: &Engine, schema: &CompiledSchema, expected: &ExpectedRelation) -> Option<String> {
+fn run_expected(
+    engine: &Engine,
+    schema: &CompiledSchema,
+    expected: &ExpectedRelation,
+) -> Option<String> {
     let label = format!(
         "{}#{} (validation{})",
         expected.resource,
         expected.relation,
-        expected.line.map(|l| format!(", line {l}")).unwrap_or_default()
+        expected
+            .line
+            .map(|l| format!(", line {l}"))
+            .unwrap_or_default()
     );
     let mut actual: BTreeSet<ExpectedSubject> = BTreeSet::new();
     for def in &schema.definitions {
-        let relations = std::iter::once(None).chain(def.relations.iter().map(|r| Some(r.name.as_str())));
+        let relations =
+            std::iter::once(None).chain(def.relations.iter().map(|r| Some(r.name.as_str())));
         for relation in relations {
-            let found = match all_subjects(engine, &expected.resource, &expected.relation, &def.name, relation, None, true) {
+            let found = match all_subjects(
+                engine,
+                &expected.resource,
+                &expected.relation,
+                &def.name,
+                relation,
+                None,
+                true,
+            ) {
                 Ok(f) => f,
                 Err(e) => return Some(format!("{label}: error: {e}")),
             };
             for f in found {
                 let subject = SubjectRef {
-                    object: ObjectRef { object_type: def.name.clone(), object_id: f.subject_id },
+                    object: ObjectRef {
+                        object_type: def.name.clone(),
+                        object_id: f.subject_id,
+                    },
                     relation: relation.map(str::to_string),
                 };
                 let excluded = f
                     .excluded_ids
                     .into_iter()
-                    .map(|id| SubjectRef { object: ObjectRef { object_type: def.name.clone(), object_id: id }, relation: None })
+                    .map(|id| SubjectRef {
+                        object: ObjectRef {
+                            object_type: def.name.clone(),
+                            object_id: id,
+                        },
+                        relation: None,
+                    })
                     .collect();
-                actual.insert(ExpectedSubject { subject, excluded, caveated: false });
+                actual.insert(ExpectedSubject {
+                    subject,
+                    excluded,
+                    caveated: false,
+                });
             }
         }
     }
@@ -255,7 +317,11 @@ fn run_expected(engine: &Engine, schema: &CompiledSchema, expected: &ExpectedRel
     if want == actual {
         None
     } else {
-        Some(format!("{label}: expected {}, got {}", show(&want), show(&actual)))
+        Some(format!(
+            "{label}: expected {}, got {}",
+            show(&want),
+            show(&actual)
+        ))
     }
 }
 
@@ -270,9 +336,9 @@ fn drop_covered(set: BTreeSet<ExpectedSubject>) -> BTreeSet<ExpectedSubject> {
         .filter(|s| {
             s.subject.relation.is_some()
                 || s.subject.object.object_id == "*"
-                || !wildcards
-                    .iter()
-                    .any(|(t, excluded)| *t == s.subject.object.object_type && !excluded.contains(&s.subject))
+                || !wildcards.iter().any(|(t, excluded)| {
+                    *t == s.subject.object.object_type && !excluded.contains(&s.subject)
+                })
         })
         .collect()
 }
@@ -352,22 +418,31 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
     let mut subjects: BTreeSet<SubjectRef> = BTreeSet::new();
     for (_, r) in &file.relationships {
         resources.insert(r.resource.clone());
-        subjects.insert(SubjectRef { object: r.resource.clone(), relation: None });
+        subjects.insert(SubjectRef {
+            object: r.resource.clone(),
+            relation: None,
+        });
         if r.subject.object.object_id != arbiter_schema::WILDCARD_ID {
             subjects.insert(r.subject.clone());
         }
     }
     for def in &schema.definitions {
         subjects.insert(SubjectRef {
-            object: ObjectRef { object_type: def.name.clone(), object_id: "arbiter-unseen".into() },
+            object: ObjectRef {
+                object_type: def.name.clone(),
+                object_id: "arbiter-unseen".into(),
+            },
             relation: None,
         });
     }
     let resource_types: BTreeSet<&str> = resources.iter().map(|r| r.object_type.as_str()).collect();
     for rt in resource_types {
-        let Some((_, def)) = schema.definition_by_name(rt) else { continue };
+        let Some((_, def)) = schema.definition_by_name(rt) else {
+            continue;
+        };
         for perm in def.relations.iter().map(|r| r.name.as_str()) {
-            let of_type: Vec<&ObjectRef> = resources.iter().filter(|r| r.object_type == rt).collect();
+            let of_type: Vec<&ObjectRef> =
+                resources.iter().filter(|r| r.object_type == rt).collect();
             // Check on every pair, then LookupResources per subject.
             for subject in &subjects {
                 let mut allowed = BTreeSet::new();
@@ -388,7 +463,9 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                     let found = match all_resources(engine, rt, perm, subject, limit) {
                         Ok(f) => f,
                         Err(e) => {
-                            failures.push(format!("cross-check: LookupResources({rt}#{perm}@{subject}) failed: {e}"));
+                            failures.push(format!(
+                                "cross-check: LookupResources({rt}#{perm}@{subject}) failed: {e}"
+                            ));
                             continue;
                         }
                     };
@@ -421,7 +498,9 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                     for limit in PAGE_SIZES {
                         match all_subjects(engine, res, perm, st, srel.as_deref(), limit, false) {
                             Ok(f) => pages.push(f),
-                            Err(e) => failures.push(format!("cross-check: LookupSubjects({res}#{perm}@{st}) failed: {e}")),
+                            Err(e) => failures.push(format!(
+                                "cross-check: LookupSubjects({res}#{perm}@{st}) failed: {e}"
+                            )),
                         }
                     }
                     let Some(found) = pages.first() else { continue };
@@ -429,11 +508,17 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                         failures.push(format!("cross-check: LookupSubjects({res}#{perm}@{st}) differs between page sizes"));
                     }
                     let wildcard = found.iter().find(|f| f.subject_id == "*");
-                    for subject in subjects.iter().filter(|s| &s.object.object_type == st && &s.relation == srel) {
-                        let Ok(allowed) = check(engine, res, perm, subject) else { continue };
+                    for subject in subjects
+                        .iter()
+                        .filter(|s| &s.object.object_type == st && &s.relation == srel)
+                    {
+                        let Ok(allowed) = check(engine, res, perm, subject) else {
+                            continue;
+                        };
                         let id = &subject.object.object_id;
                         let listed = found.iter().any(|f| &f.subject_id == id)
-                            || wildcard.is_some_and(|w| srel.is_none() && !w.excluded_ids.contains(id));
+                            || wildcard
+                                .is_some_and(|w| srel.is_none() && !w.excluded_ids.contains(id));
                         if listed != allowed {
                             failures.push(format!(
                                 "cross-check: Check({res}#{perm}@{subject}) is {}, but LookupSubjects {} it",

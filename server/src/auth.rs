@@ -1,0 +1,162 @@
+//! The preshared key: with `--preshared-key`, every gRPC call (but the health service)
+//! and every HTTP call (but `/healthz` and `/readyz`) must carry
+//! `authorization: Bearer <key>`. Keys are compared in constant time.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{HeaderMap, Request, Response};
+use tower::{Layer, Service};
+
+#[derive(Debug, Clone)]
+pub struct PresharedKey(Arc<[u8]>);
+
+impl PresharedKey {
+    pub fn new(key: &str) -> Self {
+        PresharedKey(Arc::from(key.as_bytes()))
+    }
+
+    /// `Ok` when the headers carry the key; otherwise the reason, for the error message.
+    pub fn verify(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+        let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+            return Err(
+                "missing `authorization: Bearer <key>`: this server requires a preshared key",
+            );
+        };
+        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return Err("the `authorization` header must be `Bearer <key>`");
+        };
+        if constant_time_eq(given, &self.0) {
+            Ok(())
+        } else {
+            Err("invalid preshared key")
+        }
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Paths that answer without a key: liveness and readiness probes.
+fn exempt(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/")
+}
+
+/// A tower layer for the gRPC server: refuses unauthenticated calls with
+/// UNAUTHENTICATED before they reach a service.
+#[derive(Debug, Clone)]
+pub struct GrpcAuthLayer {
+    pub key: Option<PresharedKey>,
+}
+
+impl<S> Layer<S> for GrpcAuthLayer {
+    type Service = GrpcAuth<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcAuth {
+            inner,
+            key: self.key.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GrpcAuth<S> {
+    inner: S,
+    key: Option<PresharedKey>,
+}
+
+impl<S, B, RB> Service<Request<B>> for GrpcAuth<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    RB: Default + Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(key) = &self.key {
+            if !exempt(req.uri().path()) {
+                if let Err(reason) = key.verify(req.headers()) {
+                    let response = tonic::Status::unauthenticated(reason).into_http::<RB>();
+                    return Box::pin(async move { Ok(response) });
+                }
+            }
+        }
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut response = fut.await?;
+            oversized_is_invalid_argument(&mut response);
+            Ok(response)
+        })
+    }
+}
+
+/// tonic refuses a message over `--max-message-size` with OUT_OF_RANGE; Arbiter's
+/// contract is INVALID_ARGUMENT naming the limit (DESIGN §8). The refusal is a
+/// trailers-only response, so its status is in the headers.
+fn oversized_is_invalid_argument<B>(response: &mut Response<B>) {
+    let headers = response.headers_mut();
+    let out_of_range = headers
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() == b"11");
+    let too_large = headers.get("grpc-message").is_some_and(|m| {
+        String::from_utf8_lossy(m.as_bytes())
+            .replace("%20", " ")
+            .contains("message length too large")
+    });
+    if out_of_range && too_large {
+        let message = "the request is larger than the server accepts (`--max-message-size`)";
+        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        if let Ok(v) = http::HeaderValue::from_str(&message.replace(' ', "%20").replace('`', "%60"))
+        {
+            headers.insert("grpc-message", v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Ok(v) = value.parse() {
+            h.insert(http::header::AUTHORIZATION, v);
+        }
+        h
+    }
+
+    #[test]
+    fn only_the_exact_bearer_key_passes() {
+        let key = PresharedKey::new("s3cret");
+        assert!(key.verify(&headers("Bearer s3cret")).is_ok());
+        for bad in [
+            "Bearer s3cre",
+            "Bearer s3cret!",
+            "bearer s3cret",
+            "s3cret",
+            "Basic s3cret",
+            "",
+        ] {
+            assert!(key.verify(&headers(bad)).is_err(), "{bad:?} passed");
+        }
+        assert!(key
+            .verify(&HeaderMap::new())
+            .unwrap_err()
+            .contains("missing"));
+    }
+}

@@ -1,0 +1,987 @@
+//! Client subcommands: talk to a running server over gRPC. Results go to stdout (text,
+//! or one JSON document with `--json`), errors to stderr naming the problem. Exit codes:
+//! 0 success (for `check`: allowed), 1 denied, 3 conditional, 2 any error.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbiter_engine::RelationshipFilter;
+use arbiter_proto::arbiter::v1 as pb;
+use arbiter_schema::{parse_relationship, Relationship};
+use clap::{Args, Subcommand};
+use pb::permission_service_client::PermissionServiceClient;
+use pb::relationship_service_client::RelationshipServiceClient;
+use pb::schema_service_client::SchemaServiceClient;
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::convert;
+
+#[derive(Debug, Args, Clone)]
+pub struct Connection {
+    /// The server's gRPC endpoint.
+    #[arg(
+        long,
+        env = "ARBITER_ENDPOINT",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    endpoint: String,
+    /// Sent as `authorization: Bearer KEY`.
+    #[arg(long, env = "ARBITER_PRESHARED_KEY", hide_env_values = true)]
+    preshared_key: Option<String>,
+    /// PEM CA certificate to trust for an `https://` endpoint.
+    #[arg(long, env = "ARBITER_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// minimize_latency | fully_consistent | at_least_as_fresh:TOKEN | at_exact_snapshot:TOKEN
+    #[arg(long, env = "ARBITER_CONSISTENCY", default_value = "minimize_latency")]
+    consistency: String,
+    /// Print machine-readable JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientCommand {
+    /// Check a permission: `type:id#permission@type:id[#relation]`. Exit 0 allowed,
+    /// 1 denied, 3 conditional, 2 error.
+    Check {
+        relationship: String,
+        /// Request context as a JSON object (for policies).
+        #[arg(long)]
+        context: Option<String>,
+        /// Print the path that granted access.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Write relationships atomically (touch by default); prints the revision token.
+    Write {
+        relationships: Vec<String>,
+        /// Delete them instead.
+        #[arg(long, conflicts_with = "create")]
+        delete: bool,
+        /// Fail if any already exists.
+        #[arg(long)]
+        create: bool,
+        /// Read relationships from a file, one per line (`#` comments allowed).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delete every relationship matching `type[:id][#relation][@type[:id][#relation]]`.
+    Delete {
+        #[arg(long)]
+        filter: String,
+        /// Refuse (and delete nothing) if more than this many match.
+        #[arg(long)]
+        limit: Option<u32>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print relationships matching a filter, one per line, in order (all if no filter).
+    Read {
+        filter: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print the userset tree of `type:id#permission`, indented.
+    Expand {
+        target: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Resources the subject can reach: `type#permission@type:id[#relation]`.
+    LookupResources {
+        query: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Subjects that have a permission: `type:id#permission@type[#relation]`.
+    LookupSubjects {
+        query: String,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Import relationship lines (`.txt`) or a validation file (`.yaml`: its schema,
+    /// then its relationships).
+    Import {
+        file: PathBuf,
+        /// Relationships per message.
+        #[arg(long, default_value_t = 5000)]
+        batch: usize,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print every relationship, one per line.
+    Export {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Read or write the schema.
+    Schema {
+        #[command(subcommand)]
+        action: SchemaAction,
+    },
+    /// Follow changes: one line per change, `TOKEN TOUCH REL` / `TOKEN DELETE REL`.
+    Watch {
+        /// Start after this revision token (default: from now on).
+        #[arg(long)]
+        from: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SchemaAction {
+    /// Write a schema file; prints the revision token.
+    Write {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print the schema as stored.
+    Read {
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+/// Adds the preshared key to every call.
+#[derive(Debug, Clone)]
+pub struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Svc = InterceptedService<Channel, Auth>;
+
+struct Clients {
+    permissions: PermissionServiceClient<Svc>,
+    relationships: RelationshipServiceClient<Svc>,
+    schema: SchemaServiceClient<Svc>,
+    consistency: pb::Consistency,
+    json: bool,
+}
+
+/// Messages up to this size are accepted from the server.
+const MAX_MESSAGE: usize = 64 << 20;
+
+async fn connect(conn: &Connection) -> Result<Clients> {
+    let consistency = parse_consistency(&conn.consistency)?;
+    let mut endpoint = Endpoint::from_shared(conn.endpoint.clone())
+        .map_err(|e| anyhow!("invalid endpoint `{}`: {e}", conn.endpoint))?;
+    if let Some(ca) = &conn.tls_ca {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("cannot read the CA certificate {}", ca.display()))?;
+        endpoint = endpoint
+            .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+            .context("configure TLS")?;
+    }
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| anyhow!("cannot connect to {}: {}", conn.endpoint, source_chain(&e)))?;
+    let auth = match &conn.preshared_key {
+        Some(k) => Some(
+            format!("Bearer {k}")
+                .parse::<MetadataValue<Ascii>>()
+                .map_err(|_| anyhow!("the preshared key must be printable ASCII"))?,
+        ),
+        None => None,
+    };
+    let auth = Auth(auth);
+    Ok(Clients {
+        permissions: PermissionServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_MESSAGE),
+        relationships: RelationshipServiceClient::with_interceptor(channel.clone(), auth.clone())
+            .max_decoding_message_size(MAX_MESSAGE),
+        schema: SchemaServiceClient::with_interceptor(channel, auth)
+            .max_decoding_message_size(MAX_MESSAGE),
+        consistency,
+        json: conn.json,
+    })
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+pub fn parse_consistency(s: &str) -> Result<pb::Consistency> {
+    use pb::consistency::Requirement;
+    let requirement = match s.split_once(':') {
+        None if s == "minimize_latency" => Requirement::MinimizeLatency(true),
+        None if s == "fully_consistent" => Requirement::FullyConsistent(true),
+        Some(("at_least_as_fresh", t)) if !t.is_empty() => Requirement::AtLeastAsFresh(t.to_string()),
+        Some(("at_exact_snapshot", t)) if !t.is_empty() => Requirement::AtExactSnapshot(t.to_string()),
+        _ => bail!(
+            "invalid consistency `{s}`: use minimize_latency, fully_consistent, at_least_as_fresh:TOKEN or at_exact_snapshot:TOKEN"
+        ),
+    };
+    Ok(pb::Consistency {
+        requirement: Some(requirement),
+    })
+}
+
+fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{}: {}", code_name(s.code()), s.message())
+}
+
+fn code_name(c: tonic::Code) -> String {
+    format!("{c:?}")
+        .chars()
+        .enumerate()
+        .fold(String::new(), |mut acc, (i, ch)| {
+            if ch.is_uppercase() && i > 0 {
+                acc.push('_');
+            }
+            acc.push(ch.to_ascii_uppercase());
+            acc
+        })
+}
+
+pub fn run(command: ClientCommand) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(command: ClientCommand) -> Result<ExitCode> {
+    match command {
+        ClientCommand::Check {
+            relationship,
+            context,
+            explain,
+            conn,
+        } => check(&conn, &relationship, context, explain).await,
+        ClientCommand::Write {
+            relationships,
+            delete,
+            create,
+            file,
+            conn,
+        } => write(&conn, relationships, delete, create, file).await,
+        ClientCommand::Delete {
+            filter,
+            limit,
+            conn,
+        } => delete(&conn, &filter, limit).await,
+        ClientCommand::Read { filter, conn } => read(&conn, filter.as_deref()).await,
+        ClientCommand::Expand { target, conn } => expand(&conn, &target).await,
+        ClientCommand::LookupResources { query, conn } => lookup_resources(&conn, &query).await,
+        ClientCommand::LookupSubjects { query, conn } => lookup_subjects(&conn, &query).await,
+        ClientCommand::Import { file, batch, conn } => import(&conn, &file, batch).await,
+        ClientCommand::Export { conn } => export(&conn).await,
+        ClientCommand::Schema {
+            action: SchemaAction::Write { file, conn },
+        } => schema_write(&conn, &file).await,
+        ClientCommand::Schema {
+            action: SchemaAction::Read { conn },
+        } => schema_read(&conn).await,
+        ClientCommand::Watch { from, conn } => watch(&conn, from).await,
+    }
+}
+
+fn object(t: &str, id: &str) -> pb::ObjectRef {
+    pb::ObjectRef {
+        r#type: t.to_string(),
+        id: id.to_string(),
+    }
+}
+
+fn subject(t: &str, id: &str, rel: Option<&str>) -> pb::SubjectRef {
+    pb::SubjectRef {
+        object: Some(object(t, id)),
+        relation: rel.unwrap_or("").to_string(),
+    }
+}
+
+/// A relationship-shaped question (no caveat, no expiration).
+fn parse_question(text: &str, what: &str) -> Result<Relationship> {
+    let r = parse_relationship(text).map_err(|e| anyhow!("invalid {what}: {e}"))?;
+    if r.caveat.is_some() || r.expiration.is_some() {
+        bail!("invalid {what} `{text}`: a question takes no caveat or expiration");
+    }
+    Ok(r)
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{v}");
+}
+
+async fn check(
+    conn: &Connection,
+    text: &str,
+    context: Option<String>,
+    explain: bool,
+) -> Result<ExitCode> {
+    let r = parse_question(text, "check")?;
+    let context = match context {
+        Some(c) => Some(json_to_struct(&c)?),
+        None => None,
+    };
+    let mut c = connect(conn).await?;
+    let resp = c
+        .permissions
+        .check(pb::CheckRequest {
+            consistency: Some(c.consistency.clone()),
+            resource: Some(object(&r.resource.object_type, &r.resource.object_id)),
+            permission: r.relation.clone(),
+            subject: Some(subject(
+                &r.subject.object.object_type,
+                &r.subject.object.object_id,
+                r.subject.relation.as_deref(),
+            )),
+            context,
+            explain,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let (word, code) = match pb::Decision::try_from(resp.decision) {
+        Ok(pb::Decision::Allowed) => ("allowed", 0),
+        Ok(pb::Decision::Denied) => ("denied", 1),
+        Ok(pb::Decision::Conditional) => ("conditional", 3),
+        _ => bail!(
+            "the server answered with an unknown decision {}",
+            resp.decision
+        ),
+    };
+    if c.json {
+        print_json(
+            &json!({"decision": word, "revision": resp.revision, "explanation": resp.explanation}),
+        );
+    } else {
+        println!("{word}");
+        if explain {
+            for step in &resp.explanation {
+                println!("  {step}");
+            }
+        }
+    }
+    Ok(ExitCode::from(code))
+}
+
+fn json_to_struct(text: &str) -> Result<prost_types::Struct> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| anyhow!("invalid --context JSON: {e}"))?;
+    let serde_json::Value::Object(map) = v else {
+        bail!("invalid --context: expected a JSON object");
+    };
+    Ok(prost_types::Struct {
+        fields: map
+            .into_iter()
+            .map(|(k, v)| (k, json_to_value(v)))
+            .collect(),
+    })
+}
+
+fn json_to_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.into_iter().map(json_to_value).collect(),
+        }),
+        serde_json::Value::Object(m) => Kind::StructValue(prost_types::Struct {
+            fields: m.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
+        }),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// Relationship lines from a file: blank lines and `#`/`//` comments skipped; errors
+/// name the line.
+fn read_lines(path: &PathBuf) -> Result<Vec<Relationship>> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') || t.starts_with("//") {
+            continue;
+        }
+        out.push(parse_relationship(t).map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))?);
+    }
+    Ok(out)
+}
+
+async fn write(
+    conn: &Connection,
+    args: Vec<String>,
+    delete: bool,
+    create: bool,
+    file: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let mut rels = Vec::new();
+    for a in &args {
+        rels.push(parse_relationship(a).map_err(|e| anyhow!("invalid relationship: {e}"))?);
+    }
+    if let Some(f) = &file {
+        rels.extend(read_lines(f)?);
+    }
+    if rels.is_empty() {
+        bail!("nothing to write: give relationships as arguments or --file");
+    }
+    use pb::relationship_update::Operation;
+    let op = if delete {
+        Operation::Delete
+    } else if create {
+        Operation::Create
+    } else {
+        Operation::Touch
+    };
+    let updates = rels
+        .iter()
+        .map(|r| pb::RelationshipUpdate {
+            operation: op as i32,
+            relationship: Some(convert::to_pb_relationship(r)),
+        })
+        .collect();
+    let mut c = connect(conn).await?;
+    let resp = c
+        .relationships
+        .write_relationships(pb::WriteRelationshipsRequest {
+            updates,
+            preconditions: Vec::new(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        print_json(&json!({"revision": resp.revision, "written": rels.len()}));
+    } else {
+        println!("{}", resp.revision);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn delete(conn: &Connection, filter: &str, limit: Option<u32>) -> Result<ExitCode> {
+    let f = RelationshipFilter::parse(filter).map_err(|e| anyhow!("{e}"))?;
+    if f.resource_type.is_none() {
+        bail!("--filter needs at least a resource type (refusing to delete everything)");
+    }
+    let mut c = connect(conn).await?;
+    let resp = c
+        .relationships
+        .delete_relationships(pb::DeleteRelationshipsRequest {
+            filter: Some(convert::to_pb_filter(&f)),
+            preconditions: Vec::new(),
+            limit: limit.unwrap_or(0),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        print_json(&json!({"deleted": resp.deleted, "revision": resp.revision}));
+    } else {
+        println!(
+            "deleted {} relationship(s); revision {}",
+            resp.deleted, resp.revision
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn relationship_text(r: Option<&pb::Relationship>) -> Result<String> {
+    Ok(convert::relationship(r, "relationship")
+        .map_err(|s| anyhow!("the server sent {}", s.message()))?
+        .to_string())
+}
+
+/// Rows per ReadRelationships call; the CLI pages through with the cursor.
+const READ_PAGE: u32 = 10_000;
+
+async fn read(conn: &Connection, filter: Option<&str>) -> Result<ExitCode> {
+    let f = RelationshipFilter::parse(filter.unwrap_or("")).map_err(|e| anyhow!("{e}"))?;
+    let mut c = connect(conn).await?;
+    let mut consistency = c.consistency.clone();
+    let mut cursor = String::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut all = Vec::new();
+    loop {
+        let mut stream = c
+            .relationships
+            .read_relationships(pb::ReadRelationshipsRequest {
+                consistency: Some(consistency.clone()),
+                filter: f.resource_type.is_some().then(|| convert::to_pb_filter(&f)),
+                cursor: cursor.clone(),
+                limit: READ_PAGE,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut n = 0u32;
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(status_error)?;
+            n += 1;
+            // Later pages read the same revision as the first.
+            consistency = pb::Consistency {
+                requirement: Some(pb::consistency::Requirement::AtExactSnapshot(
+                    item.revision.clone(),
+                )),
+            };
+            let text = relationship_text(item.relationship.as_ref())?;
+            if c.json {
+                all.push(text);
+            } else {
+                writeln!(out, "{text}")?;
+            }
+            cursor = item.cursor;
+        }
+        if n < READ_PAGE {
+            break;
+        }
+    }
+    if c.json {
+        drop(out);
+        print_json(&json!({"relationships": all}));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn expand(conn: &Connection, target: &str) -> Result<ExitCode> {
+    let (object_part, permission) = target
+        .split_once('#')
+        .ok_or_else(|| anyhow!("invalid expand target `{target}`: expected type:id#permission"))?;
+    let (t, id) = object_part
+        .split_once(':')
+        .ok_or_else(|| anyhow!("invalid expand target `{target}`: expected type:id#permission"))?;
+    let mut c = connect(conn).await?;
+    let resp = c
+        .permissions
+        .expand(pb::ExpandRequest {
+            consistency: Some(c.consistency.clone()),
+            resource: Some(object(t, id)),
+            permission: permission.to_string(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let tree = resp
+        .tree
+        .ok_or_else(|| anyhow!("the server sent no tree"))?;
+    if c.json {
+        print_json(&json!({"revision": resp.revision, "tree": tree_json(&tree)}));
+    } else {
+        let mut out = String::new();
+        print_tree(&tree, 0, &mut out);
+        print!("{out}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn subject_text(s: &pb::SubjectRef) -> String {
+    let o = s.object.clone().unwrap_or_default();
+    if s.relation.is_empty() {
+        format!("{}:{}", o.r#type, o.id)
+    } else {
+        format!("{}:{}#{}", o.r#type, o.id, s.relation)
+    }
+}
+
+fn print_tree(t: &pb::UsersetTree, depth: usize, out: &mut String) {
+    use pb::userset_tree::Node;
+    let pad = "  ".repeat(depth);
+    let o = t.resource.clone().unwrap_or_default();
+    let head = format!("{pad}{}:{}#{}", o.r#type, o.id, t.relation);
+    match &t.node {
+        Some(Node::Leaf(l)) => {
+            let subjects: Vec<String> = l.subjects.iter().map(subject_text).collect();
+            out.push_str(&format!("{head} = [{}]\n", subjects.join(", ")));
+        }
+        Some(Node::Union(c)) => {
+            out.push_str(&format!("{head} = union\n"));
+            c.children
+                .iter()
+                .for_each(|ch| print_tree(ch, depth + 1, out));
+        }
+        Some(Node::Intersection(c)) => {
+            out.push_str(&format!("{head} = intersection\n"));
+            c.children
+                .iter()
+                .for_each(|ch| print_tree(ch, depth + 1, out));
+        }
+        Some(Node::Exclusion(e)) => {
+            out.push_str(&format!("{head} = exclusion\n"));
+            if let Some(b) = &e.base {
+                print_tree(b, depth + 1, out);
+            }
+            if let Some(s) = &e.subtract {
+                out.push_str(&format!("{pad}  minus\n"));
+                print_tree(s, depth + 1, out);
+            }
+        }
+        Some(Node::Arrow(a)) => {
+            let op = if a.all {
+                format!("{}.all({})", a.tupleset, a.computed)
+            } else {
+                format!("{}->{}", a.tupleset, a.computed)
+            };
+            out.push_str(&format!("{head} = {op}\n"));
+            a.children
+                .iter()
+                .for_each(|ch| print_tree(ch, depth + 1, out));
+        }
+        Some(Node::Nil(_)) => out.push_str(&format!("{head} = nil\n")),
+        Some(Node::Cycle(_)) => out.push_str(&format!("{head} = (cycle)\n")),
+        None => out.push_str(&format!("{head}\n")),
+    }
+}
+
+fn tree_json(t: &pb::UsersetTree) -> serde_json::Value {
+    use pb::userset_tree::Node;
+    let o = t.resource.clone().unwrap_or_default();
+    let mut v = json!({"resource": format!("{}:{}", o.r#type, o.id), "relation": t.relation});
+    let (kind, extra) = match &t.node {
+        Some(Node::Leaf(l)) => (
+            "leaf",
+            json!({"subjects": l.subjects.iter().map(subject_text).collect::<Vec<_>>()}),
+        ),
+        Some(Node::Union(c)) => (
+            "union",
+            json!({"children": c.children.iter().map(tree_json).collect::<Vec<_>>()}),
+        ),
+        Some(Node::Intersection(c)) => (
+            "intersection",
+            json!({"children": c.children.iter().map(tree_json).collect::<Vec<_>>()}),
+        ),
+        Some(Node::Exclusion(e)) => (
+            "exclusion",
+            json!({"base": e.base.as_deref().map(tree_json), "subtract": e.subtract.as_deref().map(tree_json)}),
+        ),
+        Some(Node::Arrow(a)) => (
+            "arrow",
+            json!({"tupleset": a.tupleset, "computed": a.computed, "all": a.all,
+                   "children": a.children.iter().map(tree_json).collect::<Vec<_>>()}),
+        ),
+        Some(Node::Nil(_)) => ("nil", json!({})),
+        Some(Node::Cycle(_)) => ("cycle", json!({})),
+        None => ("unknown", json!({})),
+    };
+    if let (Some(map), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+        map.insert("kind".into(), json!(kind));
+        map.extend(extra);
+    }
+    v
+}
+
+async fn lookup_resources(conn: &Connection, query: &str) -> Result<ExitCode> {
+    let bad = || anyhow!("invalid lookup `{query}`: expected type#permission@type:id[#relation]");
+    let (left, right) = query.split_once('@').ok_or_else(bad)?;
+    let (rtype, permission) = left.split_once('#').ok_or_else(bad)?;
+    let (sobj, srel) = match right.split_once('#') {
+        Some((o, r)) => (o, Some(r)),
+        None => (right, None),
+    };
+    let (stype, sid) = sobj.split_once(':').ok_or_else(bad)?;
+    let mut c = connect(conn).await?;
+    let mut stream = c
+        .permissions
+        .lookup_resources(pb::LookupResourcesRequest {
+            consistency: Some(c.consistency.clone()),
+            resource_type: rtype.to_string(),
+            permission: permission.to_string(),
+            subject: Some(subject(stype, sid, srel)),
+            cursor: String::new(),
+            limit: 0,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut ids = Vec::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(status_error)?;
+        if c.json {
+            ids.push(item.resource_id);
+        } else {
+            writeln!(out, "{}", item.resource_id)?;
+        }
+    }
+    if c.json {
+        drop(out);
+        print_json(&json!({"resource_ids": ids}));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn lookup_subjects(conn: &Connection, query: &str) -> Result<ExitCode> {
+    let bad = || anyhow!("invalid lookup `{query}`: expected type:id#permission@type[#relation]");
+    let (left, right) = query.split_once('@').ok_or_else(bad)?;
+    let (robj, permission) = left.split_once('#').ok_or_else(bad)?;
+    let (rtype, rid) = robj.split_once(':').ok_or_else(bad)?;
+    let (stype, srel) = match right.split_once('#') {
+        Some((t, r)) => (t, r),
+        None => (right, ""),
+    };
+    let mut c = connect(conn).await?;
+    let mut stream = c
+        .permissions
+        .lookup_subjects(pb::LookupSubjectsRequest {
+            consistency: Some(c.consistency.clone()),
+            resource: Some(object(rtype, rid)),
+            permission: permission.to_string(),
+            subject_type: stype.to_string(),
+            subject_relation: srel.to_string(),
+            cursor: String::new(),
+            limit: 0,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut found = Vec::new();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(status_error)?;
+        if c.json {
+            found.push(json!({"subject_id": item.subject_id, "excluded_ids": item.excluded_ids}));
+        } else if item.subject_id == "*" {
+            if item.excluded_ids.is_empty() {
+                writeln!(out, "{stype}:*")?;
+            } else {
+                writeln!(out, "{stype}:* - {}", item.excluded_ids.join(", "))?;
+            }
+        } else {
+            writeln!(out, "{}", item.subject_id)?;
+        }
+    }
+    if c.json {
+        drop(out);
+        print_json(&json!({"subjects": found}));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn import(conn: &Connection, file: &PathBuf, batch: usize) -> Result<ExitCode> {
+    if batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    let is_yaml = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let (schema, rels) = if is_yaml {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        let v = arbiter_schema::parse_validation_file(&text)
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        (
+            Some(v.schema),
+            v.relationships
+                .into_iter()
+                .map(|(_, r)| r)
+                .collect::<Vec<_>>(),
+        )
+    } else {
+        (None, read_lines(file)?)
+    };
+    let mut c = connect(conn).await?;
+    if let Some(schema) = schema {
+        c.schema
+            .write_schema(pb::WriteSchemaRequest { schema })
+            .await
+            .map_err(status_error)?;
+    }
+    let total = rels.len() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} relationships ({per_sec}, eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    let started = Instant::now();
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::ImportRelationshipsRequest>(4);
+    let producer_bar = bar.clone();
+    let producer = tokio::spawn(async move {
+        for chunk in rels.chunks(batch) {
+            let msg = pb::ImportRelationshipsRequest {
+                relationships: chunk.iter().map(convert::to_pb_relationship).collect(),
+            };
+            if tx.send(msg).await.is_err() {
+                return;
+            }
+            producer_bar.inc(chunk.len() as u64);
+        }
+    });
+    let resp = c
+        .relationships
+        .import_relationships(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .map_err(status_error);
+    let _ = producer.await;
+    bar.finish_and_clear();
+    let resp = resp?.into_inner();
+    let secs = started.elapsed().as_secs_f64().max(1e-9);
+    let rate = resp.imported as f64 / secs;
+    if c.json {
+        print_json(
+            &json!({"imported": resp.imported, "seconds": secs, "per_second": rate, "revision": resp.revision}),
+        );
+    } else {
+        println!(
+            "imported {} relationships in {secs:.2}s ({rate:.0}/s); revision {}",
+            resp.imported, resp.revision
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn export(conn: &Connection) -> Result<ExitCode> {
+    let mut c = connect(conn).await?;
+    let mut stream = c
+        .relationships
+        .export_relationships(pb::ExportRelationshipsRequest {
+            consistency: Some(c.consistency.clone()),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut n = 0u64;
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(status_error)?;
+        for r in &msg.relationships {
+            let text = relationship_text(Some(r))?;
+            if c.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"relationship": text, "revision": msg.revision})
+                )?;
+            } else {
+                writeln!(out, "{text}")?;
+            }
+            n += 1;
+        }
+    }
+    out.flush()?;
+    eprintln!("exported {n} relationships");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn schema_write(conn: &Connection, file: &PathBuf) -> Result<ExitCode> {
+    let schema =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let mut c = connect(conn).await?;
+    let resp = c
+        .schema
+        .write_schema(pb::WriteSchemaRequest { schema })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        print_json(&json!({"revision": resp.revision}));
+    } else {
+        println!("{}", resp.revision);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn schema_read(conn: &Connection) -> Result<ExitCode> {
+    let mut c = connect(conn).await?;
+    let resp = c
+        .schema
+        .read_schema(pb::ReadSchemaRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        print_json(&json!({"schema": resp.schema, "revision": resp.revision}));
+    } else {
+        print!("{}", resp.schema);
+        if !resp.schema.ends_with('\n') {
+            println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn watch(conn: &Connection, from: Option<String>) -> Result<ExitCode> {
+    let mut c = connect(conn).await?;
+    let mut stream = c
+        .relationships
+        .watch(pb::WatchRequest {
+            after_revision: from.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(msg) = stream.next().await {
+        let msg = msg.map_err(status_error)?;
+        if msg.schema_changed {
+            if c.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"revision": msg.revision, "operation": "SCHEMA"})
+                )?;
+            } else {
+                writeln!(out, "{} SCHEMA", msg.revision)?;
+            }
+        }
+        for ch in &msg.changes {
+            let op = match pb::relationship_change::Operation::try_from(ch.operation) {
+                Ok(pb::relationship_change::Operation::Touch) => "TOUCH",
+                Ok(pb::relationship_change::Operation::Delete) => "DELETE",
+                _ => "UNKNOWN",
+            };
+            let text = relationship_text(ch.relationship.as_ref())?;
+            if c.json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"revision": msg.revision, "operation": op, "relationship": text})
+                )?;
+            } else {
+                writeln!(out, "{} {op} {text}", msg.revision)?;
+            }
+        }
+        out.flush()?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,256 @@
+//! Conversions between the wire types of `arbiter.v1` and the engine's types, and the
+//! mapping of engine errors to gRPC status codes. Every missing or malformed field is an
+//! INVALID_ARGUMENT naming the field.
+
+use arbiter_engine::{
+    Consistency, EngineError, ErrorKind, ExpandNode, ExpandTree, RelationshipFilter, SubjectFilter,
+    SubjectRelationFilter,
+};
+use arbiter_proto::arbiter::v1 as pb;
+use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
+use chrono::{DateTime, TimeZone, Utc};
+use tonic::Status;
+
+use crate::token;
+
+/// The gRPC status of an engine error: the code of DESIGN §5, the engine's message.
+pub fn status(e: EngineError) -> Status {
+    let message = e.to_string();
+    match e.kind() {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::FailedPrecondition => Status::failed_precondition(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+        ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+/// The status code name of an engine error (for CheckBulk's per-item errors).
+pub fn code_name(e: &EngineError) -> &'static str {
+    match e.kind() {
+        ErrorKind::InvalidArgument => "INVALID_ARGUMENT",
+        ErrorKind::FailedPrecondition => "FAILED_PRECONDITION",
+        ErrorKind::Unavailable => "UNAVAILABLE",
+        ErrorKind::Internal => "INTERNAL",
+    }
+}
+
+pub fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+pub fn consistency(c: Option<&pb::Consistency>) -> Result<Consistency, Status> {
+    use pb::consistency::Requirement;
+    match c.and_then(|c| c.requirement.as_ref()) {
+        None | Some(Requirement::MinimizeLatency(_)) => Ok(Consistency::MinimizeLatency),
+        Some(Requirement::FullyConsistent(_)) => Ok(Consistency::FullyConsistent),
+        Some(Requirement::AtLeastAsFresh(t)) => token::decode(t)
+            .map(Consistency::AtLeastAsFresh)
+            .map_err(invalid),
+        Some(Requirement::AtExactSnapshot(t)) => token::decode(t)
+            .map(Consistency::AtExactSnapshot)
+            .map_err(invalid),
+    }
+}
+
+/// A required object reference.
+pub fn object<'a>(o: Option<&'a pb::ObjectRef>, field: &str) -> Result<&'a pb::ObjectRef, Status> {
+    let o = o.ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    if o.r#type.is_empty() {
+        return Err(invalid(format!("`{field}.type` is required")));
+    }
+    if o.id.is_empty() {
+        return Err(invalid(format!("`{field}.id` is required")));
+    }
+    Ok(o)
+}
+
+/// A required subject: `(type, id, relation or None)`.
+pub fn subject<'a>(
+    s: Option<&'a pb::SubjectRef>,
+    field: &str,
+) -> Result<(&'a str, &'a str, Option<&'a str>), Status> {
+    let s = s.ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    let o = object(s.object.as_ref(), &format!("{field}.object"))?;
+    let relation = (!s.relation.is_empty() && s.relation != "...").then_some(s.relation.as_str());
+    Ok((o.r#type.as_str(), o.id.as_str(), relation))
+}
+
+pub fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(invalid(format!("`{field}` is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+pub fn timestamp(t: &DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn from_timestamp(t: &prost_types::Timestamp, field: &str) -> Result<DateTime<Utc>, Status> {
+    u32::try_from(t.nanos)
+        .ok()
+        .and_then(|n| Utc.timestamp_opt(t.seconds, n).single())
+        .ok_or_else(|| invalid(format!("`{field}` is not a valid timestamp")))
+}
+
+/// A relationship from the wire (validated against the schema by the engine later).
+pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> Result<Relationship, Status> {
+    let r = r.ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    let resource = object(r.resource.as_ref(), &format!("{field}.resource"))?;
+    let relation = required(&r.relation, &format!("{field}.relation"))?;
+    let (st, sid, srel) = subject(r.subject.as_ref(), &format!("{field}.subject"))?;
+    let expiration = r
+        .expires_at
+        .as_ref()
+        .map(|t| from_timestamp(t, &format!("{field}.expires_at")))
+        .transpose()?;
+    Ok(Relationship {
+        resource: ObjectRef {
+            object_type: resource.r#type.clone(),
+            object_id: resource.id.clone(),
+        },
+        relation: relation.to_string(),
+        subject: SubjectRef {
+            object: ObjectRef {
+                object_type: st.to_string(),
+                object_id: sid.to_string(),
+            },
+            relation: srel.map(str::to_string),
+        },
+        caveat: None,
+        expiration,
+    })
+}
+
+pub fn to_pb_relationship(r: &Relationship) -> pb::Relationship {
+    pb::Relationship {
+        resource: Some(pb::ObjectRef {
+            r#type: r.resource.object_type.clone(),
+            id: r.resource.object_id.clone(),
+        }),
+        relation: r.relation.clone(),
+        subject: Some(to_pb_subject(&r.subject)),
+        expires_at: r.expiration.as_ref().map(timestamp),
+    }
+}
+
+pub fn to_pb_subject(s: &SubjectRef) -> pb::SubjectRef {
+    pb::SubjectRef {
+        object: Some(pb::ObjectRef {
+            r#type: s.object.object_type.clone(),
+            id: s.object.object_id.clone(),
+        }),
+        relation: s.relation.clone().unwrap_or_default(),
+    }
+}
+
+/// A relationship filter from the wire; `resource_type` is required.
+pub fn filter(
+    f: Option<&pb::RelationshipFilter>,
+    field: &str,
+) -> Result<RelationshipFilter, Status> {
+    let f = f.ok_or_else(|| invalid(format!("`{field}` is required")))?;
+    let resource_type = required(&f.resource_type, &format!("{field}.resource_type"))?;
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    let subject = match &f.subject {
+        None => None,
+        Some(s) => Some(SubjectFilter {
+            object_type: required(&s.r#type, &format!("{field}.subject.type"))?.to_string(),
+            object_id: opt(&s.id),
+            relation: match s.relation.as_str() {
+                "" => SubjectRelationFilter::Any,
+                "..." => SubjectRelationFilter::Object,
+                r => SubjectRelationFilter::Relation(r.to_string()),
+            },
+        }),
+    };
+    Ok(RelationshipFilter {
+        resource_type: Some(resource_type.to_string()),
+        resource_id: opt(&f.resource_id),
+        relation: opt(&f.relation),
+        subject,
+    })
+}
+
+pub fn to_pb_filter(f: &RelationshipFilter) -> pb::RelationshipFilter {
+    pb::RelationshipFilter {
+        resource_type: f.resource_type.clone().unwrap_or_default(),
+        resource_id: f.resource_id.clone().unwrap_or_default(),
+        relation: f.relation.clone().unwrap_or_default(),
+        subject: f.subject.as_ref().map(|s| pb::SubjectFilter {
+            r#type: s.object_type.clone(),
+            id: s.object_id.clone().unwrap_or_default(),
+            relation: match &s.relation {
+                SubjectRelationFilter::Any => String::new(),
+                SubjectRelationFilter::Object => "...".to_string(),
+                SubjectRelationFilter::Relation(r) => r.clone(),
+            },
+        }),
+    }
+}
+
+pub fn preconditions(ps: &[pb::Precondition]) -> Result<Vec<arbiter_engine::Precondition>, Status> {
+    ps.iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let field = format!("preconditions[{i}]");
+            let must_match = match pb::precondition::Operation::try_from(p.operation) {
+                Ok(pb::precondition::Operation::MustMatch) => true,
+                Ok(pb::precondition::Operation::MustNotMatch) => false,
+                _ => {
+                    return Err(invalid(format!(
+                        "`{field}.operation` must be MUST_MATCH or MUST_NOT_MATCH"
+                    )))
+                }
+            };
+            Ok(arbiter_engine::Precondition {
+                must_match,
+                filter: filter(p.filter.as_ref(), &format!("{field}.filter"))?,
+            })
+        })
+        .collect()
+}
+
+pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
+    use pb::userset_tree::{Arrow, Children, Exclusion, Leaf, Node};
+    let node = match &t.node {
+        ExpandNode::Leaf(subjects) => Node::Leaf(Leaf {
+            subjects: subjects.iter().map(|s| to_pb_subject(&s.subject)).collect(),
+        }),
+        ExpandNode::Union(c) => Node::Union(Children {
+            children: c.iter().map(expand_tree).collect(),
+        }),
+        ExpandNode::Intersection(c) => Node::Intersection(Children {
+            children: c.iter().map(expand_tree).collect(),
+        }),
+        ExpandNode::Exclusion { base, subtract } => Node::Exclusion(Box::new(Exclusion {
+            base: Some(Box::new(expand_tree(base))),
+            subtract: Some(Box::new(expand_tree(subtract))),
+        })),
+        ExpandNode::Arrow {
+            tupleset,
+            computed,
+            all,
+            children,
+        } => Node::Arrow(Arrow {
+            tupleset: tupleset.clone(),
+            computed: computed.clone(),
+            all: *all,
+            children: children.iter().map(expand_tree).collect(),
+        }),
+        ExpandNode::Nil => Node::Nil(true),
+        ExpandNode::Cycle => Node::Cycle(true),
+    };
+    pb::UsersetTree {
+        resource: Some(pb::ObjectRef {
+            r#type: t.resource.object_type.clone(),
+            id: t.resource.object_id.clone(),
+        }),
+        relation: t.relation.clone(),
+        node: Some(node),
+    }
+}

@@ -1,0 +1,293 @@
+//! PermissionService: Check, CheckBulk, Expand and the lookups.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arbiter_engine::{CheckRequest, Decision, LookupResourcesRequest, LookupSubjectsRequest};
+use arbiter_proto::arbiter::v1 as pb;
+use pb::permission_service_server::PermissionService;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{blocking, too_many, Shared};
+use crate::convert::{self, status};
+use crate::token;
+
+#[derive(Debug, Clone)]
+pub struct Permissions(pub Arc<Shared>);
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn decision(d: Decision) -> i32 {
+    match d {
+        Decision::Allowed => pb::Decision::Allowed as i32,
+        Decision::Denied => pb::Decision::Denied as i32,
+    }
+}
+
+fn limit(l: u32) -> Option<usize> {
+    (l > 0).then_some(l as usize)
+}
+
+fn cursor(c: &str) -> Option<&str> {
+    (!c.is_empty()).then_some(c)
+}
+
+impl Permissions {
+    fn check_inner(&self, r: &pb::CheckRequest) -> Result<pb::CheckResponse, Status> {
+        let consistency = convert::consistency(r.consistency.as_ref())?;
+        let resource = convert::object(r.resource.as_ref(), "resource")?;
+        let permission = convert::required(&r.permission, "permission")?;
+        let (subject_type, subject_id, subject_relation) =
+            convert::subject(r.subject.as_ref(), "subject")?;
+        let req = CheckRequest {
+            resource_type: &resource.r#type,
+            resource_id: &resource.id,
+            permission,
+            subject_type,
+            subject_id,
+            subject_relation,
+            consistency,
+        };
+        let engine = &self.0.engine;
+        if r.explain {
+            let (path, revision) = engine.explain(&req).map_err(status)?;
+            let d = if path.is_some() {
+                Decision::Allowed
+            } else {
+                Decision::Denied
+            };
+            return Ok(pb::CheckResponse {
+                decision: decision(d),
+                revision: token::encode(revision),
+                explanation: path.unwrap_or_default(),
+            });
+        }
+        let resp = engine.check(&req).map_err(status)?;
+        Ok(pb::CheckResponse {
+            decision: decision(resp.decision),
+            revision: token::encode(resp.revision),
+            explanation: Vec::new(),
+        })
+    }
+
+    fn check_bulk_inner(&self, r: &pb::CheckBulkRequest) -> Result<pb::CheckBulkResponse, Status> {
+        let limits = &self.0.limits;
+        if r.items.len() > limits.max_bulk_checks {
+            return Err(too_many(
+                "checks",
+                r.items.len(),
+                limits.max_bulk_checks,
+                "max-bulk-checks",
+            ));
+        }
+        let consistency = convert::consistency(r.consistency.as_ref())?;
+        // Malformed items fail alone, like engine errors do.
+        let mut parsed = Vec::with_capacity(r.items.len());
+        for (i, item) in r.items.iter().enumerate() {
+            let field = format!("items[{i}]");
+            let one = (|| {
+                let resource =
+                    convert::object(item.resource.as_ref(), &format!("{field}.resource"))?;
+                let permission =
+                    convert::required(&item.permission, &format!("{field}.permission"))?;
+                let subject = convert::subject(item.subject.as_ref(), &format!("{field}.subject"))?;
+                Ok::<_, Status>((resource, permission, subject))
+            })();
+            parsed.push(one);
+        }
+        let requests: Vec<CheckRequest<'_>> = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().ok())
+            .map(|(resource, permission, (st, sid, srel))| CheckRequest {
+                resource_type: &resource.r#type,
+                resource_id: &resource.id,
+                permission,
+                subject_type: st,
+                subject_id: sid,
+                subject_relation: *srel,
+                consistency,
+            })
+            .collect();
+        let (answers, revision) = self
+            .0
+            .engine
+            .check_bulk(&requests, consistency)
+            .map_err(status)?;
+        let mut answers = answers.into_iter();
+        let results = parsed
+            .iter()
+            .map(|p| {
+                use pb::check_bulk_result::Result as R;
+                let result = match p {
+                    Err(s) => R::Error(pb::Error {
+                        code: "INVALID_ARGUMENT".into(),
+                        message: s.message().to_string(),
+                    }),
+                    Ok(_) => match answers.next() {
+                        Some(Ok(d)) => R::Decision(decision(d)),
+                        Some(Err(e)) => R::Error(pb::Error {
+                            code: convert::code_name(&e).into(),
+                            message: e.to_string(),
+                        }),
+                        None => R::Error(pb::Error {
+                            code: "INTERNAL".into(),
+                            message: "missing answer".into(),
+                        }),
+                    },
+                };
+                pb::CheckBulkResult {
+                    result: Some(result),
+                }
+            })
+            .collect();
+        Ok(pb::CheckBulkResponse {
+            revision: token::encode(revision),
+            results,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl PermissionService for Permissions {
+    async fn check(
+        &self,
+        request: Request<pb::CheckRequest>,
+    ) -> Result<Response<pb::CheckResponse>, Status> {
+        let start = Instant::now();
+        let result = self.check_inner(request.get_ref()).map(Response::new);
+        self.0.metrics.record("Check", start, result)
+    }
+
+    async fn check_bulk(
+        &self,
+        request: Request<pb::CheckBulkRequest>,
+    ) -> Result<Response<pb::CheckBulkResponse>, Status> {
+        let start = Instant::now();
+        let result = self.check_bulk_inner(request.get_ref()).map(Response::new);
+        self.0.metrics.record("CheckBulk", start, result)
+    }
+
+    async fn expand(
+        &self,
+        request: Request<pb::ExpandRequest>,
+    ) -> Result<Response<pb::ExpandResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let consistency = convert::consistency(r.consistency.as_ref())?;
+            let resource = convert::object(r.resource.as_ref(), "resource")?;
+            let permission = convert::required(&r.permission, "permission")?;
+            let (tree, revision) = shared
+                .engine
+                .expand(&resource.r#type, &resource.id, permission, consistency)
+                .map_err(status)?;
+            Ok(Response::new(pb::ExpandResponse {
+                revision: token::encode(revision),
+                tree: Some(convert::expand_tree(&tree)),
+            }))
+        })
+        .await;
+        self.0.metrics.record("Expand", start, result)
+    }
+
+    type LookupResourcesStream = Streamed<pb::LookupResourcesResponse>;
+
+    async fn lookup_resources(
+        &self,
+        request: Request<pb::LookupResourcesRequest>,
+    ) -> Result<Response<Self::LookupResourcesStream>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let consistency = convert::consistency(r.consistency.as_ref())?;
+            let resource_type = convert::required(&r.resource_type, "resource_type")?;
+            let permission = convert::required(&r.permission, "permission")?;
+            let (subject_type, subject_id, subject_relation) =
+                convert::subject(r.subject.as_ref(), "subject")?;
+            let page = shared
+                .engine
+                .lookup_resources(&LookupResourcesRequest {
+                    resource_type,
+                    permission,
+                    subject_type,
+                    subject_id,
+                    subject_relation,
+                    consistency,
+                    cursor: cursor(&r.cursor),
+                    limit: limit(r.limit),
+                })
+                .map_err(status)?;
+            let revision = token::encode(page.revision);
+            let items: Vec<Result<pb::LookupResourcesResponse, Status>> = page
+                .resource_ids
+                .into_iter()
+                .map(|id| {
+                    Ok(pb::LookupResourcesResponse {
+                        cursor: id.clone(),
+                        resource_id: id,
+                        revision: revision.clone(),
+                    })
+                })
+                .collect();
+            Ok(Response::new(
+                Box::pin(tokio_stream::iter(items)) as Self::LookupResourcesStream
+            ))
+        })
+        .await;
+        self.0.metrics.record("LookupResources", start, result)
+    }
+
+    type LookupSubjectsStream = Streamed<pb::LookupSubjectsResponse>;
+
+    async fn lookup_subjects(
+        &self,
+        request: Request<pb::LookupSubjectsRequest>,
+    ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let consistency = convert::consistency(r.consistency.as_ref())?;
+            let resource = convert::object(r.resource.as_ref(), "resource")?;
+            let permission = convert::required(&r.permission, "permission")?;
+            let subject_type = convert::required(&r.subject_type, "subject_type")?;
+            let page = shared
+                .engine
+                .lookup_subjects(&LookupSubjectsRequest {
+                    resource_type: &resource.r#type,
+                    resource_id: &resource.id,
+                    permission,
+                    subject_type,
+                    subject_relation: (!r.subject_relation.is_empty())
+                        .then_some(r.subject_relation.as_str()),
+                    consistency,
+                    cursor: cursor(&r.cursor),
+                    limit: limit(r.limit),
+                    written_subject_sets_only: false,
+                })
+                .map_err(status)?;
+            let revision = token::encode(page.revision);
+            let items: Vec<Result<pb::LookupSubjectsResponse, Status>> = page
+                .subjects
+                .into_iter()
+                .map(|s| {
+                    Ok(pb::LookupSubjectsResponse {
+                        cursor: s.subject_id.clone(),
+                        subject_id: s.subject_id,
+                        excluded_ids: s.excluded_ids,
+                        revision: revision.clone(),
+                    })
+                })
+                .collect();
+            Ok(Response::new(
+                Box::pin(tokio_stream::iter(items)) as Self::LookupSubjectsStream
+            ))
+        })
+        .await;
+        self.0.metrics.record("LookupSubjects", start, result)
+    }
+}

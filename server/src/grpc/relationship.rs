@@ -1,0 +1,417 @@
+//! RelationshipService: writes, deletes, reads, bulk import and export, and Watch.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arbiter_engine::{
+    ChangeOp, ChangesAfter, LoggedCommit, RelationshipFilter, RelationshipUpdate, UpdateOp,
+};
+use arbiter_proto::arbiter::v1 as pb;
+use pb::relationship_service_server::RelationshipService;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{blocking, too_many, Shared};
+use crate::convert::{self, status};
+use crate::token;
+
+#[derive(Debug, Clone)]
+pub struct Relationships(pub Arc<Shared>);
+
+type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Relationships per ExportRelationships message.
+const EXPORT_CHUNK: usize = 1000;
+/// Commits read from the changelog at a time while a Watch catches up.
+const WATCH_REPLAY_CHUNK: usize = 256;
+
+fn update(u: &pb::RelationshipUpdate, i: usize) -> Result<RelationshipUpdate, Status> {
+    use pb::relationship_update::Operation;
+    let op = match Operation::try_from(u.operation) {
+        Ok(Operation::Touch) => UpdateOp::Touch,
+        Ok(Operation::Create) => UpdateOp::Create,
+        Ok(Operation::Delete) => UpdateOp::Delete,
+        _ => {
+            return Err(convert::invalid(format!(
+                "`updates[{i}].operation` must be TOUCH, CREATE or DELETE"
+            )))
+        }
+    };
+    Ok(RelationshipUpdate {
+        op,
+        relationship: convert::relationship(
+            u.relationship.as_ref(),
+            &format!("updates[{i}].relationship"),
+        )?,
+    })
+}
+
+fn watch_response(c: &LoggedCommit) -> pb::WatchResponse {
+    use pb::relationship_change::Operation;
+    pb::WatchResponse {
+        revision: token::encode(c.revision),
+        changes: c
+            .changes
+            .iter()
+            .map(|ch| pb::RelationshipChange {
+                operation: match ch.op {
+                    ChangeOp::Touch => Operation::Touch as i32,
+                    ChangeOp::Delete => Operation::Delete as i32,
+                },
+                relationship: Some(convert::to_pb_relationship(&ch.relationship)),
+            })
+            .collect(),
+        schema_changed: c.schema.is_some(),
+    }
+}
+
+#[tonic::async_trait]
+impl RelationshipService for Relationships {
+    async fn write_relationships(
+        &self,
+        request: Request<pb::WriteRelationshipsRequest>,
+    ) -> Result<Response<pb::WriteRelationshipsResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let limit = shared.limits.max_updates_per_write;
+            let n = r.updates.len() + r.preconditions.len();
+            if n > limit {
+                return Err(too_many(
+                    "updates and preconditions",
+                    n,
+                    limit,
+                    "max-updates-per-write",
+                ));
+            }
+            if r.updates.is_empty() {
+                return Err(convert::invalid("`updates` is empty: nothing to write"));
+            }
+            let updates = r
+                .updates
+                .iter()
+                .enumerate()
+                .map(|(i, u)| update(u, i))
+                .collect::<Result<Vec<_>, _>>()?;
+            let preconditions = convert::preconditions(&r.preconditions)?;
+            let revision = shared
+                .engine
+                .write_with_preconditions(&updates, &preconditions)
+                .map_err(status)?;
+            Ok(Response::new(pb::WriteRelationshipsResponse {
+                revision: token::encode(revision),
+            }))
+        })
+        .await;
+        self.0.metrics.record("WriteRelationships", start, result)
+    }
+
+    async fn delete_relationships(
+        &self,
+        request: Request<pb::DeleteRelationshipsRequest>,
+    ) -> Result<Response<pb::DeleteRelationshipsResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let limit = shared.limits.max_updates_per_write;
+            if r.preconditions.len() > limit {
+                return Err(too_many(
+                    "preconditions",
+                    r.preconditions.len(),
+                    limit,
+                    "max-updates-per-write",
+                ));
+            }
+            let filter = convert::filter(r.filter.as_ref(), "filter")?;
+            let preconditions = convert::preconditions(&r.preconditions)?;
+            let max = (r.limit > 0).then_some(r.limit as usize);
+            let (deleted, revision) = shared
+                .engine
+                .delete_matching(&filter, &preconditions, max)
+                .map_err(status)?;
+            Ok(Response::new(pb::DeleteRelationshipsResponse {
+                revision: token::encode(revision),
+                deleted: deleted as u64,
+            }))
+        })
+        .await;
+        self.0.metrics.record("DeleteRelationships", start, result)
+    }
+
+    type ReadRelationshipsStream = Streamed<pb::ReadRelationshipsResponse>;
+
+    async fn read_relationships(
+        &self,
+        request: Request<pb::ReadRelationshipsRequest>,
+    ) -> Result<Response<Self::ReadRelationshipsStream>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = blocking(move || {
+            let r = request.get_ref();
+            let consistency = convert::consistency(r.consistency.as_ref())?;
+            // No filter (or no resource type) reads everything.
+            let filter = match &r.filter {
+                Some(f) if !f.resource_type.is_empty() => convert::filter(Some(f), "filter")?,
+                Some(f) if f != &pb::RelationshipFilter::default() => {
+                    return Err(convert::invalid(
+                        "`filter.resource_type` is required when the filter names anything else",
+                    ))
+                }
+                _ => RelationshipFilter::default(),
+            };
+            let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
+            let limit = (r.limit > 0).then_some(r.limit as usize);
+            let page = shared
+                .engine
+                .read_relationships(&filter, consistency, cursor, limit)
+                .map_err(status)?;
+            let revision = token::encode(page.revision);
+            let items: Vec<Result<pb::ReadRelationshipsResponse, Status>> = page
+                .relationships
+                .iter()
+                .map(|rel| {
+                    Ok(pb::ReadRelationshipsResponse {
+                        relationship: Some(convert::to_pb_relationship(rel)),
+                        cursor: arbiter_engine::store::relationship_key(rel),
+                        revision: revision.clone(),
+                    })
+                })
+                .collect();
+            Ok(Response::new(
+                Box::pin(tokio_stream::iter(items)) as Self::ReadRelationshipsStream
+            ))
+        })
+        .await;
+        self.0.metrics.record("ReadRelationships", start, result)
+    }
+
+    async fn import_relationships(
+        &self,
+        request: Request<Streaming<pb::ImportRelationshipsRequest>>,
+    ) -> Result<Response<pb::ImportRelationshipsResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let mut stream = request.into_inner();
+        let result = async {
+            let mut imported = 0u64;
+            let mut revision = shared.engine.revision();
+            let mut message = 0usize;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let limit = shared.limits.max_import_batch;
+                if batch.relationships.len() > limit {
+                    return Err(too_many(
+                        "relationships",
+                        batch.relationships.len(),
+                        limit,
+                        "max-import-batch",
+                    ));
+                }
+                let rels = batch
+                    .relationships
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        convert::relationship(
+                            Some(r),
+                            &format!("message {message}: relationships[{i}]"),
+                        )
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                message += 1;
+                if rels.is_empty() {
+                    continue;
+                }
+                let engine = shared.engine.clone();
+                let n = rels.len() as u64;
+                revision = blocking(move || engine.import(&rels).map_err(status))
+                    .await
+                    .map_err(|s| {
+                        Status::new(
+                            s.code(),
+                            format!(
+                                "{} (after {imported} relationships were imported)",
+                                s.message()
+                            ),
+                        )
+                    })?;
+                imported += n;
+            }
+            Ok(Response::new(pb::ImportRelationshipsResponse {
+                imported,
+                revision: token::encode(revision),
+            }))
+        }
+        .await;
+        self.0.metrics.record("ImportRelationships", start, result)
+    }
+
+    type ExportRelationshipsStream = Streamed<pb::ExportRelationshipsResponse>;
+
+    async fn export_relationships(
+        &self,
+        request: Request<pb::ExportRelationshipsRequest>,
+    ) -> Result<Response<Self::ExportRelationshipsStream>, Status> {
+        let start = Instant::now();
+        let result = (|| {
+            let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
+            let engine = self.0.engine.clone();
+            let graph = engine.snapshot(consistency).map_err(status)?;
+            let (tx, rx) = mpsc::channel(4);
+            tokio::task::spawn_blocking(move || {
+                let revision = token::encode(graph.revision);
+                let now = arbiter_engine::now_micros();
+                let mut chunk = Vec::with_capacity(EXPORT_CHUNK);
+                for stored in graph.iter().filter(|s| s.edge.live_at(now)) {
+                    chunk.push(convert::to_pb_relationship(
+                        &engine.to_relationship(&stored),
+                    ));
+                    if chunk.len() == EXPORT_CHUNK {
+                        let msg = pb::ExportRelationshipsResponse {
+                            relationships: std::mem::take(&mut chunk),
+                            revision: revision.clone(),
+                        };
+                        if tx.blocking_send(Ok(msg)).is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+                if !chunk.is_empty() {
+                    let _ = tx.blocking_send(Ok(pb::ExportRelationshipsResponse {
+                        relationships: chunk,
+                        revision,
+                    }));
+                }
+            });
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::ExportRelationshipsStream
+            ))
+        })();
+        self.0.metrics.record("ExportRelationships", start, result)
+    }
+
+    type WatchStream = Streamed<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = (|| {
+            let after = request.get_ref().after_revision.as_str();
+            // Subscribe before reading the changelog, so nothing falls in between.
+            let live = shared.commits.subscribe();
+            let after = if after.is_empty() {
+                shared.engine.revision()
+            } else {
+                token::decode(after).map_err(convert::invalid)?
+            };
+            let newest = shared.engine.revision();
+            if after > newest {
+                return Err(Status::failed_precondition(format!(
+                    "cannot watch after revision {after}: the newest revision is {newest}"
+                )));
+            }
+            // Refuse up front a cursor the changelog no longer reaches.
+            if let ChangesAfter::TooOld { oldest } =
+                shared.engine.changes_after(after, 1).map_err(status)?
+            {
+                return Err(Status::failed_precondition(format!(
+                    "revision {after} is older than the changelog keeps (oldest is {oldest}); read the relationships again and watch from a newer token"
+                )));
+            }
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(watch_loop(shared.clone(), after, live, tx));
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::WatchStream
+            ))
+        })();
+        self.0.metrics.record("Watch", start, result)
+    }
+}
+
+/// Sends every commit after `after`, from the changelog and then live, in order and
+/// without gaps. Falls back to the changelog whenever the live feed lags.
+async fn watch_loop(
+    shared: Arc<Shared>,
+    mut after: u64,
+    mut live: broadcast::Receiver<Arc<LoggedCommit>>,
+    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
+) {
+    shared.metrics.watchers.inc();
+    let _guard = Dropped(&shared);
+    let mut stop = shared.stop.clone();
+    'replay: loop {
+        // Catch up from the changelog.
+        loop {
+            let engine = shared.engine.clone();
+            let from = after;
+            let batch = blocking(move || {
+                engine
+                    .changes_after(from, WATCH_REPLAY_CHUNK)
+                    .map_err(status)
+            })
+            .await;
+            let commits = match batch {
+                Ok(ChangesAfter::Commits(c)) => c,
+                Ok(ChangesAfter::TooOld { oldest }) => {
+                    let _ = tx
+                        .send(Err(Status::failed_precondition(format!(
+                            "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            };
+            if commits.is_empty() {
+                break;
+            }
+            for c in &commits {
+                if tx.send(Ok(watch_response(c))).await.is_err() {
+                    return;
+                }
+                after = c.revision;
+            }
+        }
+        // Then follow the live feed.
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; resume the watch from the last revision token"))).await;
+                    return;
+                }
+                msg = live.recv() => match msg {
+                    Ok(c) if c.revision <= after => continue,
+                    Ok(c) if c.revision == after + 1 => {
+                        if tx.send(Ok(watch_response(&c))).await.is_err() {
+                            return;
+                        }
+                        after = c.revision;
+                    }
+                    // A gap (should not happen) or a lag: the changelog has what we missed.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'replay,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}
+
+struct Dropped<'a>(&'a Shared);
+
+impl Drop for Dropped<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.watchers.dec();
+    }
+}

@@ -1,0 +1,314 @@
+//! `arbiter serve`: open the embedded store, rebuild the graph, serve gRPC and HTTP,
+//! print the ready line, sweep expired relationships, and drain on SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbiter_engine::{Engine, EngineConfig};
+use arbiter_proto::arbiter::v1::permission_service_server::PermissionServiceServer;
+use arbiter_proto::arbiter::v1::relationship_service_server::RelationshipServiceServer;
+use arbiter_proto::arbiter::v1::schema_service_server::SchemaServiceServer;
+use arbiter_rocksdb_store::{RocksStore, StoreOptions};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::auth::{GrpcAuthLayer, PresharedKey};
+use crate::grpc::permission::Permissions;
+use crate::grpc::relationship::Relationships;
+use crate::grpc::schema::Schemas;
+use crate::grpc::{Limits, Shared};
+use crate::http::StoreSize;
+use crate::metrics::Metrics;
+use crate::token;
+
+/// Everything `arbiter serve` takes (see `cli`).
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub data_dir: PathBuf,
+    pub grpc_addr: String,
+    pub http_addr: String,
+    pub schema: Option<PathBuf>,
+    pub preshared_key: Option<String>,
+    pub demo: bool,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub history_window: Duration,
+    pub changelog_window: Duration,
+    pub sweep_interval: Duration,
+    pub max_depth: u32,
+    pub limits: Limits,
+}
+
+/// The demo loaded by `--demo` (also a validation file the test suite runs).
+pub const DEMO: &str = include_str!("demo/demo.yaml");
+
+pub fn run(opts: ServeOptions) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("arbiter")
+        .build()
+        .context("start the async runtime")?;
+    runtime.block_on(serve(opts))
+}
+
+async fn serve(opts: ServeOptions) -> Result<()> {
+    let tls = load_tls(&opts)?;
+    let key = opts.preshared_key.as_deref().map(PresharedKey::new);
+    if opts.preshared_key.as_deref().is_some_and(str::is_empty) {
+        bail!("`--preshared-key` is empty");
+    }
+
+    let started = std::time::Instant::now();
+    let store = Arc::new(
+        RocksStore::open(
+            &opts.data_dir,
+            StoreOptions {
+                sync: true,
+                changelog_window: opts.changelog_window,
+            },
+        )
+        .map_err(|e| anyhow!("cannot open the store: {e}"))?,
+    );
+    let config = EngineConfig {
+        max_depth: opts.max_depth,
+        history_window: opts.history_window,
+        ..EngineConfig::default()
+    };
+    let engine = Arc::new(
+        Engine::open(Box::new(store.clone()), config)
+            .map_err(|e| anyhow!("cannot load the store in {}: {e}", opts.data_dir.display()))?,
+    );
+    tracing::info!(
+        relationships = engine.current().len(),
+        revision = engine.revision(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "graph loaded from {}",
+        opts.data_dir.display()
+    );
+    if opts.demo {
+        load_demo(&engine)?;
+    }
+    if let Some(path) = &opts.schema {
+        apply_schema(&engine, path)?;
+    }
+
+    let grpc_listener = TcpListener::bind(&opts.grpc_addr)
+        .await
+        .map_err(|e| anyhow!("cannot bind the gRPC address `{}`: {e}", opts.grpc_addr))?;
+    let http_listener = TcpListener::bind(&opts.http_addr)
+        .await
+        .map_err(|e| anyhow!("cannot bind the HTTP address `{}`: {e}", opts.http_addr))?;
+    let grpc_local = grpc_listener.local_addr()?;
+    let http_local = http_listener.local_addr()?;
+
+    let metrics = Metrics::new().map_err(|e| anyhow!("cannot set up metrics: {e}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(wait_for_signal(stop_tx));
+    let shared = Shared::new(engine.clone(), opts.limits, metrics, stop_rx.clone());
+
+    // gRPC.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<PermissionServiceServer<Permissions>>()
+        .await;
+    health
+        .set_serving::<RelationshipServiceServer<Relationships>>()
+        .await;
+    health.set_serving::<SchemaServiceServer<Schemas>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("build the reflection service")?;
+    let reflection_alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .context("build the reflection service")?;
+    let max = opts.limits.max_message_bytes;
+    let mut builder = Server::builder();
+    if let Some((cert, key_pem)) = &tls {
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key_pem)))
+            .context("configure TLS for gRPC")?;
+    }
+    let router = builder
+        .layer(GrpcAuthLayer { key: key.clone() })
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(reflection_alpha)
+        .add_service(
+            PermissionServiceServer::new(Permissions(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            RelationshipServiceServer::new(Relationships(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            SchemaServiceServer::new(Schemas(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        );
+    let mut grpc_stop = stop_rx.clone();
+    let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc_listener),
+        async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        },
+    ));
+
+    // HTTP.
+    let probe_store = store.clone();
+    let app = crate::http::router(
+        shared.clone(),
+        key,
+        StoreSize(Arc::new(move || probe_store.size_bytes())),
+    );
+    let http = tokio::spawn(crate::http::serve(
+        http_listener,
+        app,
+        tls.clone(),
+        stop_rx.clone(),
+    ));
+
+    // Expired relationships: invisible at once, reclaimed here.
+    let sweep_engine = engine.clone();
+    let sweep_interval = opts.sweep_interval;
+    let mut sweep_stop = stop_rx.clone();
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_interval);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = sweep_stop.wait_for(|s| *s) => return,
+            }
+            let engine = sweep_engine.clone();
+            match tokio::task::spawn_blocking(move || {
+                engine.sweep_expired(arbiter_engine::now_micros())
+            })
+            .await
+            {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(removed = n, "swept expired relationships"),
+                Ok(Err(e)) => tracing::warn!("expiration sweep failed: {e}"),
+                Err(e) => tracing::warn!("expiration sweep failed: {e}"),
+            }
+        }
+    });
+
+    shared.ready.store(true, Ordering::Release);
+    println!(
+        "arbiter ready grpc={} http={} revision={}",
+        display_addr(grpc_local),
+        display_addr(http_local),
+        token::encode(engine.revision())
+    );
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    tracing::info!(grpc = %grpc_local, http = %http_local, tls = tls.is_some(), auth = opts.preshared_key.is_some(), "serving");
+
+    let grpc_result = grpc.await;
+    let _ = http.await;
+    let _ = sweeper.await;
+    shared.ready.store(false, Ordering::Release);
+    match grpc_result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => bail!("the gRPC server failed: {e}"),
+        Err(e) => bail!("the gRPC server failed: {e}"),
+    }
+    tracing::info!("stopped; the store is closed cleanly");
+    Ok(())
+}
+
+fn display_addr(a: SocketAddr) -> String {
+    a.to_string()
+}
+
+/// Sets the stop flag on SIGINT or SIGTERM.
+async fn wait_for_signal(stop: watch::Sender<bool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!("cannot listen for SIGTERM: {e}");
+                    let _ = ctrl_c.await;
+                    let _ = stop.send(true);
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutting down: draining in-flight calls");
+    let _ = stop.send(true);
+}
+
+fn load_tls(opts: &ServeOptions) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    match (&opts.tls_cert, &opts.tls_key) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => {
+            let c = std::fs::read(cert)
+                .with_context(|| format!("cannot read the TLS certificate {}", cert.display()))?;
+            let k = std::fs::read(key)
+                .with_context(|| format!("cannot read the TLS key {}", key.display()))?;
+            Ok(Some((c, k)))
+        }
+        _ => bail!("`--tls-cert` and `--tls-key` go together: give both or neither"),
+    }
+}
+
+/// Loads the demo when the store is empty (no schema, no relationships).
+fn load_demo(engine: &Engine) -> Result<()> {
+    if engine.schema_text().is_some() || !engine.current().is_empty() {
+        tracing::info!("--demo: the store is not empty; leaving it as it is");
+        return Ok(());
+    }
+    let file = arbiter_schema::parse_validation_file(DEMO)
+        .map_err(|e| anyhow!("the built-in demo is invalid: {e}"))?;
+    engine
+        .write_schema(&file.schema)
+        .map_err(|e| anyhow!("the built-in demo schema is invalid: {e}"))?;
+    let rels: Vec<_> = file.relationships.into_iter().map(|(_, r)| r).collect();
+    engine
+        .import(&rels)
+        .map_err(|e| anyhow!("the built-in demo relationships are invalid: {e}"))?;
+    tracing::info!(
+        relationships = rels.len(),
+        "--demo: loaded the family/circle demo"
+    );
+    Ok(())
+}
+
+/// `--schema FILE`: written at start like a write through the API (refused with the
+/// usual error), unless the store already holds exactly this schema.
+fn apply_schema(engine: &Engine, path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the schema file {}", path.display()))?;
+    if engine.schema_text().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    let revision = engine
+        .write_schema(&text)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    tracing::info!(revision, "wrote the schema from {}", path.display());
+    Ok(())
+}
