@@ -701,3 +701,288 @@ fn memory_store_passes_the_store_suite() {
     let failures = arbiter_engine::store_suite::run(&factory);
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+fn check_req<'a>(resource: &'a str, perm: &'a str, subject: &'a str) -> CheckRequest<'a> {
+    let (rt, rid) = resource.split_once(':').unwrap();
+    let (st, sid) = subject.split_once(':').unwrap();
+    CheckRequest {
+        resource_type: rt,
+        resource_id: rid,
+        permission: perm,
+        subject_type: st,
+        subject_id: sid,
+        subject_relation: None,
+        consistency: Consistency::MinimizeLatency,
+    }
+}
+
+fn all_text(e: &Engine) -> Vec<String> {
+    let page = e
+        .read_relationships(
+            &RelationshipFilter::default(),
+            Consistency::MinimizeLatency,
+            None,
+            None,
+        )
+        .unwrap();
+    page.relationships.iter().map(|r| r.to_string()).collect()
+}
+
+#[test]
+fn filters_parse_print_and_refuse_malformed_text() {
+    for text in [
+        "doc",
+        "doc:1",
+        "doc#viewer",
+        "doc:1#viewer@user",
+        "doc@user:bob",
+        "doc@group:eng#member",
+        "doc@user#...",
+    ] {
+        assert_eq!(RelationshipFilter::parse(text).unwrap().to_string(), text);
+    }
+    assert_eq!(
+        RelationshipFilter::parse("").unwrap(),
+        RelationshipFilter::default()
+    );
+    for bad in [":1", "doc:", "doc#", "doc@", "doc@user:", "doc@user#"] {
+        let e = RelationshipFilter::parse(bad).unwrap_err();
+        assert!(e.to_string().contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn reads_select_by_filter_in_order_with_cursors() {
+    let e = engine(&[
+        "doc:b#viewer@user:tom",
+        "doc:a#viewer@user:tom",
+        "doc:a#owner@user:ann",
+        "doc:c#viewer@group:eng#member",
+        "group:eng#member@user:tom",
+    ]);
+    let read = |f: &str, cursor: Option<&str>, limit: Option<usize>| {
+        e.read_relationships(
+            &RelationshipFilter::parse(f).unwrap(),
+            Consistency::MinimizeLatency,
+            cursor,
+            limit,
+        )
+        .unwrap()
+    };
+    let ids = |p: &ReadPage| {
+        p.relationships
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids(&read("doc@user:tom", None, None)),
+        ["doc:a#viewer@user:tom", "doc:b#viewer@user:tom"]
+    );
+    assert_eq!(
+        ids(&read("doc:a", None, None)),
+        ["doc:a#owner@user:ann", "doc:a#viewer@user:tom"]
+    );
+    assert_eq!(
+        ids(&read("doc@group", None, None)),
+        ["doc:c#viewer@group:eng#member"]
+    );
+    assert_eq!(read("doc@user#...", None, None).relationships.len(), 3);
+    assert!(read("doc@user:nobody", None, None).relationships.is_empty());
+    let first = read("doc", None, Some(2));
+    assert_eq!(first.relationships.len(), 2);
+    let rest = read("doc", first.next_cursor.as_deref(), Some(2));
+    assert_eq!(
+        ids(&rest),
+        ["doc:b#viewer@user:tom", "doc:c#viewer@group:eng#member"]
+    );
+    assert_eq!(rest.next_cursor, None);
+    let err = e
+        .read_relationships(
+            &RelationshipFilter::parse("nope").unwrap(),
+            Consistency::MinimizeLatency,
+            None,
+            None,
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+}
+
+#[test]
+fn preconditions_and_filtered_deletes_are_atomic() {
+    let e = engine(&[
+        "doc:a#viewer@user:tom",
+        "doc:b#viewer@user:tom",
+        "doc:c#viewer@user:ann",
+    ]);
+    let before = all_text(&e);
+    let rev = e.revision();
+    let must = |must_match, f: &str| Precondition {
+        must_match,
+        filter: RelationshipFilter::parse(f).unwrap(),
+    };
+    let err = e
+        .write_with_preconditions(&touches(&["doc:d#viewer@user:x"]), &[must(true, "doc:zzz")])
+        .unwrap_err();
+    assert!(matches!(err, EngineError::PreconditionFailed(_)), "{err}");
+    let err = e
+        .write_with_preconditions(
+            &touches(&["doc:d#viewer@user:x"]),
+            &[must(false, "doc@user:tom")],
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("doc@user:tom"), "{err}");
+    let err = e
+        .delete_matching(
+            &RelationshipFilter::parse("doc@user:tom").unwrap(),
+            &[],
+            Some(1),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EngineError::TooManyMatches {
+                count: 2,
+                limit: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        (all_text(&e), e.revision()),
+        (before, rev),
+        "a refused write changed something"
+    );
+    e.write_with_preconditions(
+        &touches(&["doc:d#viewer@user:x"]),
+        &[must(true, "doc:a"), must(false, "doc:zzz")],
+    )
+    .unwrap();
+    let (n, _) = e
+        .delete_matching(
+            &RelationshipFilter::parse("doc@user:tom").unwrap(),
+            &[],
+            Some(2),
+        )
+        .unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(
+        all_text(&e),
+        ["doc:c#viewer@user:ann", "doc:d#viewer@user:x"]
+    );
+    // Nothing to delete: no new revision.
+    let rev = e.revision();
+    assert_eq!(
+        e.delete_matching(&RelationshipFilter::parse("doc:zzz").unwrap(), &[], None)
+            .unwrap(),
+        (0, rev)
+    );
+}
+
+#[test]
+fn import_takes_the_last_of_repeated_relationships_and_sweep_reclaims_expired_ones() {
+    let e = engine(&[]);
+    let rels: Vec<_> = [
+        "doc:a#viewer@user:tom",
+        "doc:a#viewer@user:tom",
+        "doc:a#viewer@user:ann[expiration:2000-01-01T00:00:00Z]",
+        "doc:b#viewer@user:ann[expiration:2999-01-01T00:00:00Z]",
+    ]
+    .iter()
+    .map(|r| parse_relationship(r).unwrap())
+    .collect();
+    e.import(&rels).unwrap();
+    assert_eq!(e.current().len(), 3);
+    assert_eq!(e.current().expiring(), 2);
+    assert!(!e
+        .check(&check_req("doc:a", "view", "user:ann"))
+        .map(|r| r.decision == Decision::Allowed)
+        .unwrap());
+    assert_eq!(e.sweep_expired(now_micros()).unwrap(), 1);
+    assert_eq!(e.current().len(), 2);
+    assert_eq!(e.current().expiring(), 1);
+    assert_eq!(e.sweep_expired(now_micros()).unwrap(), 0);
+    let bad = [parse_relationship("doc:a#nope@user:tom").unwrap()];
+    let rev = e.revision();
+    assert!(e.import(&bad).is_err());
+    assert_eq!(e.revision(), rev);
+}
+
+#[test]
+fn check_bulk_answers_at_one_revision_with_per_item_errors() {
+    let e = engine(&["doc:a#viewer@user:tom"]);
+    let items = [
+        check_req("doc:a", "view", "user:tom"),
+        check_req("doc:a", "nope", "user:tom"),
+        check_req("doc:b", "view", "user:tom"),
+    ];
+    let (answers, rev) = e.check_bulk(&items, Consistency::MinimizeLatency).unwrap();
+    assert_eq!(rev, e.revision());
+    assert_eq!(answers[0], Ok(Decision::Allowed));
+    assert!(matches!(
+        answers[1],
+        Err(EngineError::UnknownRelation { .. })
+    ));
+    assert_eq!(answers[2], Ok(Decision::Denied));
+}
+
+#[test]
+fn explain_gives_the_granting_path() {
+    let e = engine(&[
+        "group:eng#member@user:tom",
+        "folder:root#viewer@group:eng#member",
+        "doc:a#parent@folder:root",
+        "doc:b#viewer@user:*",
+    ]);
+    let (path, _) = e.explain(&check_req("doc:a", "view", "user:tom")).unwrap();
+    assert_eq!(
+        path.unwrap(),
+        [
+            "doc:a#parent@folder:root",
+            "folder:root#viewer@group:eng#member",
+            "group:eng#member@user:tom",
+            "and not excluded by `banned` on doc:a"
+        ]
+    );
+    let (path, _) = e.explain(&check_req("doc:b", "view", "user:zed")).unwrap();
+    assert_eq!(path.unwrap()[0], "doc:b#viewer@user:*");
+    assert_eq!(
+        e.explain(&check_req("doc:a", "view", "user:ann"))
+            .unwrap()
+            .0,
+        None
+    );
+}
+
+#[test]
+fn listeners_and_the_changelog_see_every_commit_in_order() {
+    let e = engine(&[]);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    e.subscribe(Box::new(move |c: &LoggedCommit| {
+        s.lock()
+            .unwrap()
+            .push((c.revision, c.changes.len(), c.schema.is_some()))
+    }));
+    let r1 = e
+        .write(&touches(&[
+            "doc:a#viewer@user:tom",
+            "doc:b#viewer@user:tom",
+        ]))
+        .unwrap();
+    let (_, r2) = e
+        .delete_matching(&RelationshipFilter::parse("doc:a").unwrap(), &[], None)
+        .unwrap();
+    let r3 = e.write_schema(SCHEMA).unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(r1, 2, false), (r2, 1, false), (r3, 0, true)]
+    );
+    let ChangesAfter::Commits(log) = e.changes_after(r1, 10).unwrap() else {
+        panic!("changelog too old")
+    };
+    assert_eq!(log.iter().map(|c| c.revision).collect::<Vec<_>>(), [r2, r3]);
+    assert_eq!(log[0].changes[0].op, ChangeOp::Delete);
+}
