@@ -13,8 +13,11 @@ ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 deps:
 	@scripts/ensure-deps.sh
 
+# Every build here selects the whole workspace and all targets, as `cargo test
+# --workspace` does: a narrower selection (`-p arbiter-server`) resolves different
+# features for the build scripts' dependencies and recompiles RocksDB's C++ from scratch.
 build: deps
-	$(CARGO) build --workspace
+	$(CARGO) build --workspace --all-targets
 
 ## run: build and start the PDP on the embedded store (./arbiter-data) with the demo
 ## loaded on first start. Stop it with Ctrl-C; the data stays for the next run.
@@ -31,7 +34,7 @@ test: deps
 	@$(MAKE) --no-print-directory conformance
 
 corpus:
-	@$(CARGO) build -q -p arbiter-server
+	@$(CARGO) build -q --workspace --all-targets
 	@echo "== arbiter validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml"
 	@$(ARBITER) validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml
 
@@ -46,7 +49,7 @@ conformance:
 	  echo "################################################################"; \
 	  exit 0; \
 	fi; \
-	$(CARGO) build -q -p arbiter-server && \
+	$(CARGO) build -q --workspace --all-targets && \
 	files=$$(awk -F'\t' 'NR>1 && $$6=="" && $$1 ~ /\.yaml$$/ {print "$(SPICEDB_DIR)/"$$1}' $(SPICEDB_DIR)/FEATURES.tsv); \
 	echo "== arbiter validate: SpiceDB conformance (caveat-free files)"; \
 	$(ARBITER) validate $$files $(SPICEDB_DIR)/multipleslashes.yaml

@@ -11,7 +11,7 @@ use arbiter_schema::{
     SubjectRef, TypeId, WILDCARD_ID,
 };
 use arc_swap::ArcSwap;
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{TimeZone, Utc};
 
 use crate::check::Evaluator;
 use crate::error::EngineError;
@@ -23,10 +23,11 @@ use crate::graph::{
     SubjectKey, NEVER,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
+use crate::load::{GraphLoader, Shapes};
 use crate::lookup::LookupContext;
 use crate::schema_plan::SchemaPlan;
 use crate::store::{
-    relationship_key, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore,
+    relationship_key, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipRef,
     RelationshipStore,
 };
 
@@ -123,6 +124,15 @@ pub struct LookupResourcesRequest<'a> {
     /// The last id of the previous page.
     pub cursor: Option<&'a str>,
     pub limit: Option<usize>,
+}
+
+/// What [`Engine::apply_external`] did with one revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Relationship changes applied.
+    pub applied: usize,
+    /// What was refused, each with its reason.
+    pub rejected: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,10 +235,6 @@ pub fn now_micros() -> Micros {
     crate::graph::wall_clock_micros()
 }
 
-fn to_micros(t: &DateTime<Utc>) -> Micros {
-    t.timestamp_micros()
-}
-
 impl Engine {
     /// An engine over a process-memory store.
     pub fn in_memory(config: EngineConfig) -> Self {
@@ -248,33 +254,17 @@ impl Engine {
         }
     }
 
-    /// Opens an engine over `store`, rebuilding the graph from what it holds.
-    pub fn open(
-        store: Box<dyn RelationshipStore>,
-        config: EngineConfig,
-    ) -> Result<Self, EngineError> {
-        let state = store.load().map_err(|e| EngineError::Store(e.0))?;
+    /// Opens an engine over `store`, rebuilding the graph from what it holds. Every
+    /// stored relationship is validated against the stored schema on the way in.
+    pub fn open(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Result<Self, EngineError> {
         let engine = Engine::empty(store, config);
-        let mut graph = GraphVersion::empty();
-        if let Some(text) = &state.schema {
-            let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
-            graph.plan = Some(Arc::new(SchemaPlan::new(
-                compiled,
-                text.clone(),
-                &engine.interner,
-            )));
-        }
-        if !state.relationships.is_empty() {
-            let plan = graph.plan.clone().ok_or(EngineError::NoSchema)?;
-            let mut changes = Vec::with_capacity(state.relationships.len());
-            for r in &state.relationships {
-                let (key, edge) = engine.validate_relationship(&plan, r)?;
-                changes.push(GraphChange::Upsert(key, edge));
-            }
-            graph.apply(&changes);
-        }
-        graph.revision = state.revision;
-        let graph = Arc::new(graph);
+        let mut loader = GraphLoader::new(&engine);
+        let scanned = engine.store.scan(&mut loader);
+        let graph = match (scanned, loader.finish()) {
+            (_, Err(e)) => return Err(e),
+            (Err(e), Ok(_)) => return Err(EngineError::Store(e.0)),
+            (Ok(()), Ok(graph)) => Arc::new(graph),
+        };
         engine.current.store(graph.clone());
         *lock(&engine.history) = VecDeque::from([(Instant::now(), graph)]);
         Ok(engine)
@@ -385,9 +375,30 @@ impl Engine {
     /// Replaces the schema. Refused, with the relationships in the way, if existing
     /// relationships would no longer fit.
     pub fn write_schema(&self, text: &str) -> Result<u64, EngineError> {
-        let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
+        let plan = self.plan_schema_at(&cur, text)?;
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        next.plan = Some(Arc::new(plan));
+        self.store
+            .commit(&Commit { revision: next.revision, schema: Some(text), changes: &[] })
+            .map_err(|e| EngineError::Store(e.0))?;
+        let revision = self.publish(next);
+        self.notify(revision, Vec::new(), Some(text));
+        Ok(revision)
+    }
+
+    /// Checks a schema as [`Engine::write_schema`] would at the newest revision, without
+    /// writing it (see [`Engine::plan_write`]).
+    pub fn plan_schema(&self, text: &str) -> Result<(), EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        self.plan_schema_at(&cur, text).map(|_| ())
+    }
+
+    fn plan_schema_at(&self, cur: &GraphVersion, text: &str) -> Result<SchemaPlan, EngineError> {
+        let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
         let plan = SchemaPlan::new(compiled, text.to_string(), &self.interner);
         let mut count = 0usize;
         let mut examples = Vec::new();
@@ -403,19 +414,80 @@ impl Engine {
             examples.sort();
             return Err(EngineError::WouldOrphan { count, examples });
         }
+        Ok(plan)
+    }
+
+    /// Applies one revision that was ordered and made durable elsewhere (a replica
+    /// replaying Postgres' changelog): its schema first, if it has one, then its changes,
+    /// each validated against the schema in force. What does not validate is left out
+    /// and reported, never fatal: the replica keeps serving. A revision at or below the
+    /// current one was applied already and is skipped. The applied part is committed to
+    /// this engine's own store at `revision`, so a restart resumes after it.
+    pub fn apply_external(
+        &self,
+        revision: u64,
+        changes: Vec<Change>,
+        schema: Option<&str>,
+    ) -> Result<ApplyReport, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let mut report = ApplyReport::default();
+        if revision <= cur.revision {
+            return Ok(report);
+        }
         let mut next = (*cur).clone();
-        next.revision = cur.revision + 1;
-        next.plan = Some(Arc::new(plan));
+        next.revision = revision;
+        let mut applied_schema = None;
+        if let Some(text) = schema {
+            match self.plan_schema_at(&cur, text) {
+                Ok(plan) => {
+                    next.plan = Some(Arc::new(plan));
+                    applied_schema = Some(text);
+                }
+                Err(e) => report.rejected.push(format!("schema at revision {revision}: {e}")),
+            }
+        }
+        let mut graph_changes = Vec::with_capacity(changes.len());
+        let mut accepted = Vec::with_capacity(changes.len());
+        if let Some(plan) = next.plan.clone() {
+            let mut shapes = Shapes::default();
+            for change in changes {
+                match shapes.validate(self, &plan, RelationshipRef::of(&change.relationship)) {
+                    Ok(stored) => {
+                        graph_changes.push(match change.op {
+                            ChangeOp::Touch => GraphChange::Upsert(stored.resource, stored.edge),
+                            ChangeOp::Delete => GraphChange::Remove(stored.resource, stored.edge.subject),
+                        });
+                        accepted.push(change);
+                    }
+                    Err(e) => report.rejected.push(format!("`{}` at revision {revision}: {e}", change.relationship)),
+                }
+            }
+        } else {
+            report.rejected.extend(
+                changes.iter().map(|c| format!("`{}` at revision {revision}: no schema is written", c.relationship)),
+            );
+        }
+        // One change per relationship (the last wins), as a write would have it.
+        let mut last = std::collections::HashMap::with_capacity(graph_changes.len());
+        for (i, g) in graph_changes.iter().enumerate() {
+            last.insert(g.identity(), i);
+        }
+        let (graph_changes, accepted): (Vec<GraphChange>, Vec<Change>) = graph_changes
+            .into_iter()
+            .zip(accepted)
+            .enumerate()
+            .filter(|(i, (g, _))| last.get(&g.identity()) == Some(i))
+            .map(|(_, pair)| pair)
+            .unzip();
+        next.apply(&graph_changes);
+        report.applied = accepted.len();
         self.store
-            .commit(&Commit {
-                revision: next.revision,
-                schema: Some(text),
-                changes: &[],
-            })
+            .commit(&Commit { revision, schema: applied_schema, changes: &accepted })
             .map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next);
-        self.notify(revision, Vec::new(), Some(text));
-        Ok(revision)
+        self.publish(next);
+        self.notify(revision, accepted, applied_schema);
+        Ok(report)
     }
 
     /// Why a stored relationship does not fit `plan`, if it does not.
@@ -504,53 +576,45 @@ impl Engine {
         plan: &SchemaPlan,
         r: &Relationship,
     ) -> Result<(ResourceKey, Edge), EngineError> {
-        let schema = &plan.schema;
-        if let Some(problem) = object_id_problem(&r.resource.object_id) {
-            return Err(EngineError::InvalidArgument(format!(
-                "{problem} (resource of `{r}`)"
-            )));
-        }
-        if r.subject.object.object_id != WILDCARD_ID {
-            if let Some(problem) = object_id_problem(&r.subject.object.object_id) {
-                return Err(EngineError::InvalidArgument(format!(
-                    "{problem} (subject of `{r}`)"
-                )));
-            }
-        }
         if r.caveat.is_some() {
+            self.validate_ref(plan, RelationshipRef::of(r))?;
             return Err(EngineError::CaveatsUnsupported(r.to_string()));
         }
-        let Some((ty, def)) = schema.definition_by_name(&r.resource.object_type) else {
-            return Err(EngineError::UnknownType(r.resource.object_type.clone()));
+        self.validate_ref(plan, RelationshipRef::of(r))
+    }
+
+    /// Checks one relationship (borrowed) against the schema and interns it.
+    pub(crate) fn validate_ref(&self, plan: &SchemaPlan, r: RelationshipRef<'_>) -> Result<(ResourceKey, Edge), EngineError> {
+        let schema = &plan.schema;
+        let display = || r.to_relationship().to_string();
+        if let Some(problem) = object_id_problem(r.resource_id) {
+            return Err(EngineError::InvalidArgument(format!("{problem} (resource of `{}`)", display())));
+        }
+        if r.subject_id != WILDCARD_ID {
+            if let Some(problem) = object_id_problem(r.subject_id) {
+                return Err(EngineError::InvalidArgument(format!("{problem} (subject of `{}`)", display())));
+            }
+        }
+        let Some((ty, def)) = schema.definition_by_name(r.resource_type) else {
+            return Err(EngineError::UnknownType(r.resource_type.to_string()));
         };
-        let Some((rid, rel)) = def
-            .relation_id(&r.relation)
-            .and_then(|id| def.relation(id).map(|rel| (id, rel)))
-        else {
-            return Err(EngineError::UnknownRelation {
-                object_type: def.name.clone(),
-                relation: r.relation.clone(),
-            });
+        let Some((rid, rel)) = def.relation_id(r.relation).and_then(|id| def.relation(id).map(|rel| (id, rel))) else {
+            return Err(EngineError::UnknownRelation { object_type: def.name.clone(), relation: r.relation.to_string() });
         };
         if rel.is_permission() {
-            return Err(EngineError::WriteToPermission {
-                object_type: def.name.clone(),
-                relation: r.relation.clone(),
-            });
+            return Err(EngineError::WriteToPermission { object_type: def.name.clone(), relation: r.relation.to_string() });
         }
-        let Some((sub_ty, sub_def)) = schema.definition_by_name(&r.subject.object.object_type)
-        else {
-            return Err(EngineError::UnknownType(
-                r.subject.object.object_type.clone(),
-            ));
+        let Some((sub_ty, sub_def)) = schema.definition_by_name(r.subject_type) else {
+            return Err(EngineError::UnknownType(r.subject_type.to_string()));
         };
-        let is_wildcard = r.subject.object.object_id == WILDCARD_ID;
-        let kind = match (&r.subject.relation, is_wildcard) {
+        let is_wildcard = r.subject_id == WILDCARD_ID;
+        let kind = match (r.subject_relation, is_wildcard) {
             (None, true) => AllowedKind::Wildcard,
             (None, false) => AllowedKind::Object,
             (Some(_), true) => {
                 return Err(EngineError::InvalidArgument(format!(
-                    "a wildcard subject cannot have a relation, in `{r}`"
+                    "a wildcard subject cannot have a relation, in `{}`",
+                    display()
                 )))
             }
             (Some(srel), false) => match sub_def.relation_id(srel) {
@@ -558,12 +622,12 @@ impl Engine {
                 None => {
                     return Err(EngineError::UnknownRelation {
                         object_type: sub_def.name.clone(),
-                        relation: srel.clone(),
+                        relation: srel.to_string(),
                     })
                 }
             },
         };
-        if !allowed_match(rel.allowed_subjects(), sub_ty, kind, r.expiration.is_some()) {
+        if !allowed_match(rel.allowed_subjects(), sub_ty, kind, r.expires_at.is_some()) {
             let allowed: Vec<String> = rel
                 .allowed_subjects()
                 .iter()
@@ -572,19 +636,15 @@ impl Engine {
             let mut subject = match kind {
                 AllowedKind::Object => sub_def.name.clone(),
                 AllowedKind::Wildcard => format!("{}:*", sub_def.name),
-                AllowedKind::SubjectSet(_) => format!(
-                    "{}#{}",
-                    sub_def.name,
-                    r.subject.relation.as_deref().unwrap_or("")
-                ),
+                AllowedKind::SubjectSet(_) => format!("{}#{}", sub_def.name, r.subject_relation.unwrap_or("")),
             };
-            if r.expiration.is_some() {
+            if r.expires_at.is_some() {
                 subject.push_str(" with expiration");
             }
             return Err(EngineError::SubjectNotAllowed {
-                relationship: r.to_string(),
+                relationship: display(),
                 object_type: def.name.clone(),
-                relation: r.relation.clone(),
+                relation: r.relation.to_string(),
                 subject,
                 allowed: allowed.join(", "),
             });
@@ -592,7 +652,7 @@ impl Engine {
         let key = ResourceKey {
             object_type: plan.type_sym(ty),
             relation: plan.rel_sym(ty, rid),
-            object_id: self.interner.intern(&r.resource.object_id),
+            object_id: self.interner.intern(r.resource_id),
         };
         let subject = SubjectKey {
             object_type: plan.type_sym(sub_ty),
@@ -600,13 +660,9 @@ impl Engine {
                 AllowedKind::SubjectSet(srel) => plan.rel_sym(sub_ty, srel),
                 _ => ELLIPSIS,
             },
-            object_id: if is_wildcard {
-                WILDCARD
-            } else {
-                self.interner.intern(&r.subject.object.object_id)
-            },
+            object_id: if is_wildcard { WILDCARD } else { self.interner.intern(r.subject_id) },
         };
-        let expires_at = r.expiration.as_ref().map(to_micros).unwrap_or(NEVER);
+        let expires_at = r.expires_at.unwrap_or(NEVER);
         Ok((
             key,
             Edge {
@@ -638,8 +694,31 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
+        let (graph_changes, changes) = self.plan_write_at(&cur, updates, preconditions)?;
+        self.commit_locked(&cur, &graph_changes, changes)
+    }
+
+    /// What [`Engine::write_with_preconditions`] would log at the newest revision, without
+    /// writing: for a replica whose writes are ordered elsewhere (Postgres), which holds
+    /// that order while it plans, so the newest revision is the truth.
+    pub fn plan_write(
+        &self,
+        updates: &[RelationshipUpdate],
+        preconditions: &[Precondition],
+    ) -> Result<Vec<Change>, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        Ok(self.plan_write_at(&cur, updates, preconditions)?.1)
+    }
+
+    fn plan_write_at(
+        &self,
+        cur: &GraphVersion,
+        updates: &[RelationshipUpdate],
+        preconditions: &[Precondition],
+    ) -> Result<(Vec<GraphChange>, Vec<Change>), EngineError> {
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
-        self.check_preconditions(&cur, &plan, preconditions)?;
+        self.check_preconditions(cur, &plan, preconditions)?;
         let mut validated = Vec::with_capacity(updates.len());
         let mut seen = HashSet::with_capacity(updates.len());
         for u in updates {
@@ -660,44 +739,53 @@ impl Engine {
                 }
                 UpdateOp::Create | UpdateOp::Touch => {
                     graph_changes.push(GraphChange::Upsert(key, edge));
-                    changes.push(Change {
-                        op: ChangeOp::Touch,
-                        relationship: u.relationship.clone(),
-                    });
+                    changes.push(Change { op: ChangeOp::Touch, relationship: u.relationship.clone() });
                 }
                 UpdateOp::Delete => {
                     if existing.is_some() {
                         graph_changes.push(GraphChange::Remove(key, edge.subject));
-                        changes.push(Change {
-                            op: ChangeOp::Delete,
-                            relationship: u.relationship.clone(),
-                        });
+                        changes.push(Change { op: ChangeOp::Delete, relationship: u.relationship.clone() });
                     }
                 }
             }
         }
-        self.commit_locked(&cur, &graph_changes, changes)
+        Ok((graph_changes, changes))
+    }
+
+    /// Validates relationships for [`Engine::import`] without writing them (a replica's
+    /// import path, which writes to Postgres).
+    pub fn validate_import(&self, relationships: &[Relationship]) -> Result<(), EngineError> {
+        let cur = self.current.load_full();
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        let mut shapes = Shapes::default();
+        for r in relationships {
+            if r.caveat.is_some() {
+                self.validate_relationship(&plan, r)?;
+            }
+            shapes.validate(self, &plan, RelationshipRef::of(r))?;
+        }
+        Ok(())
     }
 
     /// Bulk load: inserts or replaces every relationship at one new revision. Unlike
     /// [`Engine::write`], a relationship given twice is taken once (the last wins), so an
-    /// import can be re-run.
-    pub fn import(&self, relationships: &[Relationship]) -> Result<u64, EngineError> {
+    /// import can be re-run. Validation is per shape (see `load.rs`), so large batches
+    /// cost little more than interning their ids.
+    pub fn import(&self, relationships: Vec<Relationship>) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        let mut shapes = Shapes::default();
         let mut graph_changes = Vec::with_capacity(relationships.len());
-        for r in relationships {
-            let (key, edge) = self.validate_relationship(&plan, r)?;
-            graph_changes.push(GraphChange::Upsert(key, edge));
+        for r in &relationships {
+            if r.caveat.is_some() {
+                self.validate_relationship(&plan, r)?;
+            }
+            let stored = shapes.validate(self, &plan, RelationshipRef::of(r))?;
+            graph_changes.push(GraphChange::Upsert(stored.resource, stored.edge));
         }
-        let changes: Vec<Change> = relationships
-            .iter()
-            .map(|r| Change {
-                op: ChangeOp::Touch,
-                relationship: r.clone(),
-            })
-            .collect();
+        let changes: Vec<Change> =
+            relationships.into_iter().map(|relationship| Change { op: ChangeOp::Touch, relationship }).collect();
         self.commit_locked(&cur, &graph_changes, changes)
     }
 
@@ -713,35 +801,57 @@ impl Engine {
     ) -> Result<(usize, u64), EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
-        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
-        self.check_preconditions(&cur, &plan, preconditions)?;
-        let resolved = ResolvedFilter::resolve(filter, &plan, &self.interner)?;
-        let selected = resolved.select(&cur);
-        if let Some(limit) = limit {
-            if selected.len() > limit {
-                return Err(EngineError::TooManyMatches {
-                    filter: filter.to_string(),
-                    count: selected.len(),
-                    limit,
-                });
-            }
-        }
-        if selected.is_empty() {
+        let (graph_changes, changes) = self.plan_delete_at(&cur, filter, preconditions, limit)?;
+        if changes.is_empty() {
             return Ok((0, cur.revision));
         }
-        let graph_changes: Vec<GraphChange> = selected
-            .iter()
-            .map(|s| GraphChange::Remove(s.resource, s.edge.subject))
-            .collect();
-        let changes: Vec<Change> = selected
-            .iter()
-            .map(|s| Change {
-                op: ChangeOp::Delete,
-                relationship: self.to_relationship(s),
-            })
-            .collect();
         let count = changes.len();
         Ok((count, self.commit_locked(&cur, &graph_changes, changes)?))
+    }
+
+    /// The deletions [`Engine::delete_matching`] would log at the newest revision, without
+    /// writing (see [`Engine::plan_write`]).
+    pub fn plan_delete(
+        &self,
+        filter: &RelationshipFilter,
+        preconditions: &[Precondition],
+        limit: Option<usize>,
+    ) -> Result<Vec<Change>, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        Ok(self.plan_delete_at(&cur, filter, preconditions, limit)?.1)
+    }
+
+    fn plan_delete_at(
+        &self,
+        cur: &GraphVersion,
+        filter: &RelationshipFilter,
+        preconditions: &[Precondition],
+        limit: Option<usize>,
+    ) -> Result<(Vec<GraphChange>, Vec<Change>), EngineError> {
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        self.check_preconditions(cur, &plan, preconditions)?;
+        let resolved = ResolvedFilter::resolve(filter, &plan, &self.interner)?;
+        let selected = resolved.select(cur);
+        if let Some(limit) = limit {
+            if selected.len() > limit {
+                return Err(EngineError::TooManyMatches { filter: filter.to_string(), count: selected.len(), limit });
+            }
+        }
+        Ok(self.deletions(&selected))
+    }
+
+    /// Graph removals and changelog entries deleting `stored`.
+    fn deletions(&self, stored: &[StoredRelationship]) -> (Vec<GraphChange>, Vec<Change>) {
+        stored
+            .iter()
+            .map(|s| {
+                (
+                    GraphChange::Remove(s.resource, s.edge.subject),
+                    Change { op: ChangeOp::Delete, relationship: self.to_relationship(s) },
+                )
+            })
+            .unzip()
     }
 
     /// Deletes the relationships that expired before `now` (a storage sweep: they are
@@ -759,17 +869,7 @@ impl Engine {
         if expired.is_empty() {
             return Ok(0);
         }
-        let graph_changes: Vec<GraphChange> = expired
-            .iter()
-            .map(|s| GraphChange::Remove(s.resource, s.edge.subject))
-            .collect();
-        let changes: Vec<Change> = expired
-            .iter()
-            .map(|s| Change {
-                op: ChangeOp::Delete,
-                relationship: self.to_relationship(s),
-            })
-            .collect();
+        let (graph_changes, changes) = self.deletions(&expired);
         self.commit_locked(&cur, &graph_changes, changes)?;
         Ok(expired.len())
     }

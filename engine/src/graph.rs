@@ -141,6 +141,16 @@ pub enum GraphChange {
     Remove(ResourceKey, SubjectKey),
 }
 
+impl GraphChange {
+    /// The relationship it changes.
+    pub fn identity(&self) -> (ResourceKey, SubjectKey) {
+        match self {
+            GraphChange::Upsert(r, e) => (*r, e.subject),
+            GraphChange::Remove(r, s) => (*r, *s),
+        }
+    }
+}
+
 /// The stored form of one relationship.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredRelationship {
@@ -183,6 +193,45 @@ impl GraphVersion {
     /// How many stored relationships carry an expiration.
     pub fn expiring(&self) -> usize {
         self.expiring
+    }
+
+    /// A graph holding exactly `relationships` (a relationship given twice is kept
+    /// once), built in one pass over them sorted: each object's edge lists and each
+    /// subject's reverse list are allocated once, at their final size.
+    pub fn build(mut relationships: Vec<StoredRelationship>) -> GraphVersion {
+        relationships.sort_unstable_by(|a, b| {
+            (a.resource.object(), a.resource.relation, a.edge.subject).cmp(&(
+                b.resource.object(),
+                b.resource.relation,
+                b.edge.subject,
+            ))
+        });
+        relationships.dedup_by(|a, b| a.resource == b.resource && a.edge.subject == b.edge.subject);
+        let mut graph = GraphVersion::empty();
+        graph.relationships = relationships.len();
+        graph.expiring = relationships.iter().filter(|r| r.edge.expires_at != NEVER).count();
+        let mut reverse: Vec<(SubjectKey, ResourceKey)> =
+            relationships.iter().map(|r| (r.edge.subject, r.resource)).collect();
+        let mut forward = Vec::new();
+        for object_run in relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()) {
+            let Some(first) = object_run.first() else { continue };
+            let relations = object_run
+                .chunk_by(|a, b| a.resource.relation == b.resource.relation)
+                .filter_map(|run| {
+                    let relation = run.first()?.resource.relation;
+                    Some((relation, run.iter().map(|r| r.edge).collect::<Arc<[Edge]>>()))
+                })
+                .collect();
+            forward.push((first.resource.object(), Arc::new(ObjectEdges { relations })));
+        }
+        drop(relationships);
+        graph.forward = forward.into_iter().collect();
+        reverse.sort_unstable();
+        graph.reverse = reverse
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter_map(|run| Some((run.first()?.0, run.iter().map(|(_, r)| *r).collect::<Arc<[ResourceKey]>>())))
+            .collect();
+        graph
     }
 
     /// The edges of `resource#relation`, sorted by subject.

@@ -10,13 +10,14 @@ mod explain;
 pub mod filter;
 pub mod graph;
 pub mod intern;
+mod load;
 mod lookup;
 pub mod schema_plan;
 pub mod store;
 pub mod store_suite;
 
 pub use engine::{
-    now_micros, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig,
+    now_micros, ApplyReport, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig,
     FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
     LookupSubjectsRequest, Precondition, ReadPage, RelationshipUpdate, UpdateOp,
 };
@@ -24,6 +25,6 @@ pub use error::{EngineError, ErrorKind};
 pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
 pub use filter::{RelationshipFilter, SubjectFilter, SubjectRelationFilter};
 pub use store::{
-    Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipStore,
-    StoreError, StoredState,
+    Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, MemoryStore, RelationshipRef,
+    RelationshipStore, StoreError, StoredHeader, StoredState,
 };

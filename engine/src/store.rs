@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
 
-use arbiter_schema::Relationship;
+use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
+use chrono::{TimeZone, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeOp {
@@ -62,9 +63,86 @@ pub enum ChangesAfter {
     TooOld { oldest: u64 },
 }
 
+/// One stored relationship, borrowed from the store's own encoding while it is scanned
+/// (no allocation per relationship on the load path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelationshipRef<'a> {
+    pub resource_type: &'a str,
+    pub resource_id: &'a str,
+    pub relation: &'a str,
+    pub subject_type: &'a str,
+    pub subject_id: &'a str,
+    /// `None` for a subject that is an object itself.
+    pub subject_relation: Option<&'a str>,
+    /// Microseconds since the Unix epoch, if the relationship expires.
+    pub expires_at: Option<i64>,
+}
+
+impl RelationshipRef<'_> {
+    pub fn to_relationship(&self) -> Relationship {
+        Relationship {
+            resource: ObjectRef { object_type: self.resource_type.into(), object_id: self.resource_id.into() },
+            relation: self.relation.into(),
+            subject: SubjectRef {
+                object: ObjectRef { object_type: self.subject_type.into(), object_id: self.subject_id.into() },
+                relation: self.subject_relation.map(str::to_string),
+            },
+            caveat: None,
+            expiration: self.expires_at.and_then(|m| Utc.timestamp_micros(m).single()),
+        }
+    }
+
+    pub fn of(r: &Relationship) -> RelationshipRef<'_> {
+        RelationshipRef {
+            resource_type: &r.resource.object_type,
+            resource_id: &r.resource.object_id,
+            relation: &r.relation,
+            subject_type: &r.subject.object.object_type,
+            subject_id: &r.subject.object.object_id,
+            subject_relation: r.subject.relation.as_deref(),
+            expires_at: r.expiration.map(|e| e.timestamp_micros()),
+        }
+    }
+}
+
+/// The revision and schema of a stored state, as [`RelationshipStore::scan`] reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredHeader {
+    pub revision: u64,
+    pub schema: Option<String>,
+}
+
+/// Receives one consistent stored state from [`RelationshipStore::scan`]: the header
+/// first, then every relationship (in any order). An error stops the scan.
+pub trait LoadSink {
+    fn header(&mut self, header: StoredHeader) -> Result<(), StoreError>;
+    fn relationship(&mut self, relationship: RelationshipRef<'_>) -> Result<(), StoreError>;
+}
+
+/// A sink that keeps everything as owned values.
+impl LoadSink for StoredState {
+    fn header(&mut self, header: StoredHeader) -> Result<(), StoreError> {
+        self.revision = header.revision;
+        self.schema = header.schema;
+        Ok(())
+    }
+
+    fn relationship(&mut self, relationship: RelationshipRef<'_>) -> Result<(), StoreError> {
+        self.relationships.push(relationship.to_relationship());
+        Ok(())
+    }
+}
+
 pub trait RelationshipStore: Send + Sync + Debug {
-    /// The state to rebuild the graph from.
-    fn load(&self) -> Result<StoredState, StoreError>;
+    /// Reads one consistent state into `sink`: its header, then every relationship.
+    fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError>;
+
+    /// The whole state, owned (tests and small stores; the engine scans).
+    fn load(&self) -> Result<StoredState, StoreError> {
+        let mut state = StoredState::default();
+        self.scan(&mut state)?;
+        Ok(state)
+    }
     /// Makes one write durable. Called under the engine's write lock, in revision order;
     /// on error the write is not published.
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError>;
@@ -100,16 +178,13 @@ struct MemoryState {
 const MEMORY_CHANGELOG: usize = 10_000;
 
 impl RelationshipStore for MemoryStore {
-    fn load(&self) -> Result<StoredState, StoreError> {
-        let st = self
-            .state
-            .lock()
-            .map_err(|_| StoreError("memory store lock poisoned".into()))?;
-        Ok(StoredState {
-            revision: st.revision,
-            schema: st.schema.clone(),
-            relationships: st.relationships.values().cloned().collect(),
-        })
+    fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        let st = self.state.lock().map_err(|_| StoreError("memory store lock poisoned".into()))?;
+        sink.header(StoredHeader { revision: st.revision, schema: st.schema.clone() })?;
+        for r in st.relationships.values() {
+            sink.relationship(RelationshipRef::of(r))?;
+        }
+        Ok(())
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
@@ -166,8 +241,8 @@ impl RelationshipStore for MemoryStore {
 }
 
 impl<T: RelationshipStore + ?Sized> RelationshipStore for std::sync::Arc<T> {
-    fn load(&self) -> Result<StoredState, StoreError> {
-        (**self).load()
+    fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        (**self).scan(sink)
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {

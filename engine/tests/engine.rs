@@ -482,6 +482,59 @@ fn reopening_a_store_rebuilds_the_graph() {
     assert!(check(&e, "doc:1#view@user:b"));
 }
 
+/// The graph rebuilt at start (sorted bulk build) is the graph the writes built
+/// (incremental merges): same relationships, same forward lists, same reverse index.
+#[test]
+fn the_bulk_built_graph_equals_the_written_one() {
+    let store = Arc::new(MemoryStore::default());
+    let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
+    e.write_schema(SCHEMA).unwrap();
+    // Deterministic pseudo-random writes and deletes over a small id space, so lists
+    // grow, shrink and empty out.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = |n: u64| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x % n
+    };
+    for _ in 0..40 {
+        let mut batch = std::collections::BTreeMap::new();
+        for _ in 0..25 {
+            let r = match next(5) {
+                0 => format!("doc:d{}#viewer@user:u{}", next(30), next(20)),
+                1 => format!("doc:d{}#viewer@group:g{}#member", next(30), next(5)),
+                2 => format!("group:g{}#member@user:u{}", next(5), next(20)),
+                3 => format!("doc:d{}#parent@folder:f{}", next(30), next(6)),
+                _ => format!("doc:d{}#viewer@user:u{}[expiration:2300-01-01T00:00:00Z]", next(30), next(20)),
+            };
+            let op = if next(3) == 0 { UpdateOp::Delete } else { UpdateOp::Touch };
+            batch.insert(r.split('[').next().unwrap_or_default().to_string(), update(op, &r));
+        }
+        e.write(&batch.into_values().collect::<Vec<_>>()).unwrap();
+    }
+    let written = e.current();
+    let reopened = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    let built = reopened.current();
+    let describe = |engine: &Engine, g: &arbiter_engine::graph::GraphVersion| {
+        let mut all: Vec<String> = g.iter().map(|r| engine.describe(&r)).collect();
+        all.sort();
+        all
+    };
+    assert!(written.len() > 100, "the test should store a fair number");
+    assert_eq!(built.len(), written.len());
+    assert_eq!(built.expiring(), written.expiring());
+    assert_eq!(describe(&reopened, &built), describe(&e, &written));
+    // The reverse index, subject by subject, through the public lookups.
+    for u in 0..20 {
+        for q in [format!("user:u{u}"), format!("group:g{}#member", u % 5)] {
+            let want = lr(&e, "doc", "view", &q, None, None);
+            let got = lr(&reopened, "doc", "view", &q, None, None);
+            assert_eq!(got, want, "LookupResources for {q}");
+        }
+    }
+}
+
 fn lr(
     e: &Engine,
     resource_type: &str,
@@ -893,7 +946,7 @@ fn import_takes_the_last_of_repeated_relationships_and_sweep_reclaims_expired_on
     .iter()
     .map(|r| parse_relationship(r).unwrap())
     .collect();
-    e.import(&rels).unwrap();
+    e.import(rels).unwrap();
     assert_eq!(e.current().len(), 3);
     assert_eq!(e.current().expiring(), 2);
     assert!(!e
@@ -904,9 +957,9 @@ fn import_takes_the_last_of_repeated_relationships_and_sweep_reclaims_expired_on
     assert_eq!(e.current().len(), 2);
     assert_eq!(e.current().expiring(), 1);
     assert_eq!(e.sweep_expired(now_micros()).unwrap(), 0);
-    let bad = [parse_relationship("doc:a#nope@user:tom").unwrap()];
+    let bad = vec![parse_relationship("doc:a#nope@user:tom").unwrap()];
     let rev = e.revision();
-    assert!(e.import(&bad).is_err());
+    assert!(e.import(bad).is_err());
     assert_eq!(e.revision(), rev);
 }
 
@@ -985,4 +1038,80 @@ fn listeners_and_the_changelog_see_every_commit_in_order() {
     };
     assert_eq!(log.iter().map(|c| c.revision).collect::<Vec<_>>(), [r2, r3]);
     assert_eq!(log[0].changes[0].op, ChangeOp::Delete);
+}
+
+fn change(op: ChangeOp, r: &str) -> Change {
+    Change { op, relationship: parse_relationship(r).unwrap() }
+}
+
+/// A replica applies revisions ordered elsewhere: invalid changes are reported and left
+/// out, never fatal; old revisions are skipped; the last change to a relationship wins.
+#[test]
+fn external_revisions_apply_in_order_and_reject_what_does_not_fit() {
+    let store = Arc::new(MemoryStore::default());
+    let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
+    let r = e.apply_external(3, vec![change(ChangeOp::Touch, "doc:1#owner@user:a")], Some(SCHEMA)).unwrap();
+    assert_eq!((r.applied, r.rejected.len()), (1, 0));
+    assert_eq!(e.revision(), 3);
+    assert!(check(&e, "doc:1#edit@user:a"));
+    let r = e
+        .apply_external(
+            7,
+            vec![
+                change(ChangeOp::Touch, "doc:2#owner@user:b"),
+                change(ChangeOp::Touch, "doc:2#nope@user:b"),
+                change(ChangeOp::Touch, "nothing:2#owner@user:b"),
+                change(ChangeOp::Delete, "doc:1#owner@user:a"),
+                change(ChangeOp::Touch, "doc:3#owner@user:c"),
+                change(ChangeOp::Delete, "doc:3#owner@user:c"),
+            ],
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.applied, 3, "{r:?}");
+    assert_eq!(r.rejected.len(), 2, "{r:?}");
+    assert!(r.rejected.iter().any(|m| m.contains("nope")), "{r:?}");
+    assert_eq!(e.revision(), 7);
+    assert!(!check(&e, "doc:1#edit@user:a"));
+    assert!(check(&e, "doc:2#edit@user:b"));
+    assert!(!check(&e, "doc:3#edit@user:c"));
+    // Already applied: skipped.
+    let r = e.apply_external(7, vec![change(ChangeOp::Touch, "doc:9#owner@user:z")], None).unwrap();
+    assert_eq!(r, ApplyReport::default());
+    assert!(!check(&e, "doc:9#edit@user:z"));
+    // A schema that would orphan stored relationships is refused; the old one stays.
+    let r = e.apply_external(8, vec![], Some("definition user {}")).unwrap();
+    assert_eq!(r.rejected.len(), 1, "{r:?}");
+    assert_eq!(e.revision(), 8);
+    assert!(check(&e, "doc:2#edit@user:b"));
+    // Durable in the engine's own store: a reopen resumes at the applied revision.
+    drop(e);
+    let e = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    assert_eq!(e.revision(), 8);
+    assert!(check(&e, "doc:2#edit@user:b"));
+}
+
+/// The plan_* calls judge a write exactly as the write would, and change nothing.
+#[test]
+fn planning_a_write_changes_nothing() {
+    let e = engine(&["doc:1#owner@user:a", "doc:2#viewer@user:b"]);
+    let rev = e.revision();
+    let planned = e
+        .plan_write(
+            &[update(UpdateOp::Touch, "doc:3#owner@user:c"), update(UpdateOp::Delete, "doc:9#owner@user:z")],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(planned.len(), 1, "the delete of an absent relationship logs nothing");
+    assert!(matches!(
+        e.plan_write(&[update(UpdateOp::Create, "doc:1#owner@user:a")], &[]),
+        Err(EngineError::AlreadyExists(_))
+    ));
+    let filter = RelationshipFilter::parse("doc#viewer").unwrap();
+    assert_eq!(e.plan_delete(&filter, &[], None).unwrap().len(), 1);
+    assert!(matches!(e.plan_schema("definition user {}"), Err(EngineError::WouldOrphan { .. })));
+    e.plan_schema(SCHEMA).unwrap();
+    assert!(e.validate_import(&[parse_relationship("doc:1#nope@user:a").unwrap()]).is_err());
+    assert_eq!(e.revision(), rev);
+    assert!(!check(&e, "doc:3#edit@user:c"));
 }

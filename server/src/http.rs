@@ -65,6 +65,11 @@ async fn require_key(
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
+    if let (true, Some(Err(reason))) =
+        (state.shared.ready.load(Ordering::Acquire), state.shared.replica.as_ref().map(|r| r.ready()))
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}\n")).into_response();
+    }
     if state.shared.ready.load(Ordering::Acquire) {
         (StatusCode::OK, "ready\n").into_response()
     } else {
@@ -81,6 +86,9 @@ async fn metrics(State(state): State<HttpState>) -> Response {
     let graph = state.shared.engine.current();
     m.relationships.set(graph.len() as i64);
     m.revision.set(graph.revision as i64);
+    if let Some(replica) = &state.shared.replica {
+        m.rejected.set(replica.rejected.load(std::sync::atomic::Ordering::Relaxed) as i64);
+    }
     let probe = state.store_bytes.0.clone();
     if let Ok(bytes) = tokio::task::spawn_blocking(move || probe()).await {
         m.store_bytes.set(bytes as i64);

@@ -6,6 +6,7 @@ mod convert;
 mod grpc;
 mod http;
 mod metrics;
+mod postgres;
 mod serve;
 mod token;
 

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub revision: IntGauge,
     pub store_bytes: IntGauge,
     pub watchers: IntGauge,
+    /// Changes from Postgres' changelog a replica refused (read at scrape time).
+    pub rejected: IntGauge,
 }
 
 /// Latency buckets from 5 us to 10 s: a Check sits in the low ones, an import in the high.
@@ -53,12 +55,17 @@ impl Metrics {
             "size of the embedded store on disk (SST files and memtables)",
         )?;
         let watchers = IntGauge::new("arbiter_watch_streams", "open Watch streams")?;
+        let rejected = IntGauge::new(
+            "arbiter_replica_rejected_changes_total",
+            "changes from Postgres' changelog this replica refused to apply (invalid for the schema)",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(relationships.clone()))?;
         registry.register(Box::new(revision.clone()))?;
         registry.register(Box::new(store_bytes.clone()))?;
         registry.register(Box::new(watchers.clone()))?;
+        registry.register(Box::new(rejected.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -67,6 +74,7 @@ impl Metrics {
             revision,
             store_bytes,
             watchers,
+            rejected,
         })
     }
 

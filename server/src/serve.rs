@@ -25,6 +25,8 @@ use crate::grpc::schema::Schemas;
 use crate::grpc::{Limits, Shared};
 use crate::http::StoreSize;
 use crate::metrics::Metrics;
+use crate::postgres::replica::{Replica, ReplicaOptions};
+use crate::postgres::{redact, PgSource};
 use crate::token;
 
 /// Everything `arbiter serve` takes (see `cli`).
@@ -43,6 +45,14 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     pub max_depth: u32,
     pub limits: Limits,
+    /// `--postgres URL`: Postgres is the source of truth; the data dir holds the snapshot.
+    pub postgres: Option<String>,
+    /// `--migrate`: apply the migrations before serving.
+    pub migrate: bool,
+    /// How long a read may wait for a revision this replica has not applied yet.
+    pub consistency_timeout: Duration,
+    /// How often a replica polls Postgres when no NOTIFY arrives.
+    pub poll_interval: Duration,
 }
 
 /// The demo loaded by `--demo` (also a validation file the test suite runs).
@@ -65,25 +75,33 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     }
 
     let started = std::time::Instant::now();
-    let store = Arc::new(
-        RocksStore::open(
-            &opts.data_dir,
-            StoreOptions {
-                sync: true,
-                changelog_window: opts.changelog_window,
-            },
-        )
-        .map_err(|e| anyhow!("cannot open the store: {e}"))?,
-    );
-    let config = EngineConfig {
-        max_depth: opts.max_depth,
-        history_window: opts.history_window,
-        ..EngineConfig::default()
+    let config = EngineConfig { max_depth: opts.max_depth, history_window: opts.history_window, ..EngineConfig::default() };
+    let store_options = StoreOptions { sync: true, changelog_window: opts.changelog_window };
+    let (engine, store, replica) = match &opts.postgres {
+        None => {
+            let store =
+                Arc::new(RocksStore::open(&opts.data_dir, store_options).map_err(|e| anyhow!("cannot open the store: {e}"))?);
+            let engine = Arc::new(
+                Engine::open(Box::new(store.clone()), config)
+                    .map_err(|e| anyhow!("cannot load the store in {}: {e}", opts.data_dir.display()))?,
+            );
+            (engine, store, None)
+        }
+        Some(url) => {
+            let pg = PgSource::connect(url).await?;
+            if opts.migrate {
+                pg.migrate().await?;
+            } else {
+                pg.check_migrated().await?;
+            }
+            let replica_options =
+                ReplicaOptions { consistency_timeout: opts.consistency_timeout, poll_interval: opts.poll_interval };
+            let (replica, store, kind) =
+                Replica::start(pg, &opts.data_dir, store_options, config, replica_options).await?;
+            tracing::info!(?kind, postgres = %redact(url), "following Postgres");
+            (replica.engine.clone(), store, Some(replica))
+        }
     };
-    let engine = Arc::new(
-        Engine::open(Box::new(store.clone()), config)
-            .map_err(|e| anyhow!("cannot load the store in {}: {e}", opts.data_dir.display()))?,
-    );
     tracing::info!(
         relationships = engine.current().len(),
         revision = engine.revision(),
@@ -91,11 +109,14 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         "graph loaded from {}",
         opts.data_dir.display()
     );
+    let metrics = Metrics::new().map_err(|e| anyhow!("cannot set up metrics: {e}"))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Shared::new(engine.clone(), opts.limits, metrics, stop_rx.clone(), replica.clone());
     if opts.demo {
-        load_demo(&engine)?;
+        load_demo(&shared).await?;
     }
     if let Some(path) = &opts.schema {
-        apply_schema(&engine, path)?;
+        apply_schema(&shared, path).await?;
     }
 
     let grpc_listener = TcpListener::bind(&opts.grpc_addr)
@@ -107,10 +128,8 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let grpc_local = grpc_listener.local_addr()?;
     let http_local = http_listener.local_addr()?;
 
-    let metrics = Metrics::new().map_err(|e| anyhow!("cannot set up metrics: {e}"))?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(wait_for_signal(stop_tx));
-    let shared = Shared::new(engine.clone(), opts.limits, metrics, stop_rx.clone());
+    let follower = replica.clone().map(|r| tokio::spawn(r.follow(stop_rx.clone())));
 
     // gRPC.
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -180,9 +199,13 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         stop_rx.clone(),
     ));
 
-    // Expired relationships: invisible at once, reclaimed here.
+    // Expired relationships: invisible at once, reclaimed here (in Postgres, which
+    // every replica then applies, when Postgres is the source of truth). Replicas also
+    // prune Postgres' changelog to the retention window.
     let sweep_engine = engine.clone();
+    let sweep_replica = replica.clone();
     let sweep_interval = opts.sweep_interval;
+    let changelog_window = opts.changelog_window;
     let mut sweep_stop = stop_rx.clone();
     let sweeper = tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_interval);
@@ -192,15 +215,26 @@ async fn serve(opts: ServeOptions) -> Result<()> {
                 _ = tick.tick() => {}
                 _ = sweep_stop.wait_for(|s| *s) => return,
             }
-            let engine = sweep_engine.clone();
-            match tokio::task::spawn_blocking(move || {
-                engine.sweep_expired(arbiter_engine::now_micros())
-            })
-            .await
-            {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(removed = n, "swept expired relationships"),
-                Ok(Err(e)) => tracing::warn!("expiration sweep failed: {e}"),
+            let swept = match &sweep_replica {
+                Some(replica) => {
+                    let before = chrono::Utc::now()
+                        - chrono::Duration::from_std(changelog_window).unwrap_or(chrono::Duration::days(1));
+                    if let Err(e) = replica.pg.prune_changelog(before).await {
+                        tracing::warn!("pruning the changelog failed: {e:#}");
+                    }
+                    replica.pg.sweep_expired().await.map(|n| n as usize).map_err(|e| format!("{e:#}"))
+                }
+                None => {
+                    let engine = sweep_engine.clone();
+                    tokio::task::spawn_blocking(move || engine.sweep_expired(arbiter_engine::now_micros()))
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                }
+            };
+            match swept {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "swept expired relationships"),
                 Err(e) => tracing::warn!("expiration sweep failed: {e}"),
             }
         }
@@ -220,6 +254,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let grpc_result = grpc.await;
     let _ = http.await;
     let _ = sweeper.await;
+    if let Some(f) = follower {
+        let _ = f.await;
+    }
     shared.ready.store(false, Ordering::Release);
     match grpc_result {
         Ok(Ok(())) => {}
@@ -277,38 +314,33 @@ fn load_tls(opts: &ServeOptions) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
 }
 
 /// Loads the demo when the store is empty (no schema, no relationships).
-fn load_demo(engine: &Engine) -> Result<()> {
+async fn load_demo(shared: &Shared) -> Result<()> {
+    let engine = &shared.engine;
     if engine.schema_text().is_some() || !engine.current().is_empty() {
         tracing::info!("--demo: the store is not empty; leaving it as it is");
         return Ok(());
     }
-    let file = arbiter_schema::parse_validation_file(DEMO)
-        .map_err(|e| anyhow!("the built-in demo is invalid: {e}"))?;
-    engine
-        .write_schema(&file.schema)
-        .map_err(|e| anyhow!("the built-in demo schema is invalid: {e}"))?;
+    let file = arbiter_schema::parse_validation_file(DEMO).map_err(|e| anyhow!("the built-in demo is invalid: {e}"))?;
+    shared
+        .write_schema(file.schema.clone())
+        .await
+        .map_err(|e| anyhow!("the built-in demo schema is invalid: {}", e.message()))?;
     let rels: Vec<_> = file.relationships.into_iter().map(|(_, r)| r).collect();
-    engine
-        .import(&rels)
-        .map_err(|e| anyhow!("the built-in demo relationships are invalid: {e}"))?;
-    tracing::info!(
-        relationships = rels.len(),
-        "--demo: loaded the family/circle demo"
-    );
+    let count = rels.len();
+    shared.import(rels).await.map_err(|e| anyhow!("the built-in demo relationships are invalid: {}", e.message()))?;
+    tracing::info!(relationships = count, "--demo: loaded the family/circle demo");
     Ok(())
 }
 
 /// `--schema FILE`: written at start like a write through the API (refused with the
 /// usual error), unless the store already holds exactly this schema.
-fn apply_schema(engine: &Engine, path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the schema file {}", path.display()))?;
-    if engine.schema_text().as_deref() == Some(text.as_str()) {
+async fn apply_schema(shared: &Shared, path: &Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the schema file {}", path.display()))?;
+    if shared.engine.schema_text().as_deref() == Some(text.as_str()) {
         return Ok(());
     }
-    let revision = engine
-        .write_schema(&text)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    let revision = shared.write_schema(text).await.map_err(|e| anyhow!("{}: {}", path.display(), e.message()))?;
     tracing::info!(revision, "wrote the schema from {}", path.display());
     Ok(())
 }

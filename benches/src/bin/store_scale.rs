@@ -101,7 +101,7 @@ fn main() -> Result<(), String> {
             chunk.clear();
             let end = (i + batch).min(n);
             chunk.extend((i..end).map(relationship));
-            engine.import(&chunk).map_err(|e| e.to_string())?;
+            engine.import(std::mem::take(&mut chunk)).map_err(|e| e.to_string())?;
             i = end;
         }
         let secs = started.elapsed().as_secs_f64();

@@ -5,8 +5,8 @@
 //! Column families:
 //! - `relationships`: `resource_type 0 resource_id 0 relation 0 subject_type 0 subject_id 0 subject_relation`
 //!   -> attributes (expiration). Forward order: everything on one resource is contiguous.
-//! - `relationships_by_subject`: the same six fields, subject first -> empty. Reverse order,
-//!   for reads by subject.
+//!   Reads by subject are served by the in-memory reverse index, so the store keeps no
+//!   reverse order (format 1 did; opening a format-1 store drops that column family).
 //! - `changelog`: revision (big-endian u64) -> the change set (commit time, then one
 //!   `TOUCH|DELETE relationship` line per change, and the schema if it changed). Kept for
 //!   a window, for Watch and exact-snapshot reads.
@@ -21,24 +21,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arbiter_engine::{
-    Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, RelationshipStore, StoreError,
-    StoredState,
+    Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError,
+    StoredHeader,
 };
-use arbiter_schema::{parse_relationship, ObjectRef, Relationship, SubjectRef};
+use arbiter_schema::{parse_relationship, Relationship};
 use chrono::{DateTime, TimeZone, Utc};
 use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
+    ColumnFamilyDescriptor, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
 const CF_FORWARD: &str = "relationships";
-const CF_REVERSE: &str = "relationships_by_subject";
 const CF_CHANGELOG: &str = "changelog";
 const CF_META: &str = "meta";
+const COLUMN_FAMILIES: [&str; 3] = [CF_FORWARD, CF_CHANGELOG, CF_META];
+/// Format 1's reverse-order copy of every relationship; dropped on open.
+const CF_REVERSE_V1: &str = "relationships_by_subject";
 
 const META_REVISION: &[u8] = b"revision";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FORMAT: &[u8] = b"format";
-const FORMAT: &[u8] = b"arbiter-rocksdb-1";
+const META_SOURCE: &[u8] = b"source";
+const FORMAT: &[u8] = b"arbiter-rocksdb-2";
+const FORMAT_V1: &[u8] = b"arbiter-rocksdb-1";
 
 /// Attribute encoding version byte.
 const ATTR_V1: u8 = 1;
@@ -78,29 +82,31 @@ impl RocksStore {
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
         db_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
-        let cfs = [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META].map(|name| {
+        // A format-1 store still has its reverse column family: open it to drop it.
+        let legacy = DB::list_cf(&db_opts, dir).map(|names| names.iter().any(|n| n == CF_REVERSE_V1)).unwrap_or(false);
+        let mut names = COLUMN_FAMILIES.to_vec();
+        if legacy {
+            names.push(CF_REVERSE_V1);
+        }
+        let cfs = names.into_iter().map(|name| {
             let mut o = Options::default();
             o.set_compression_type(rocksdb::DBCompressionType::Lz4);
             ColumnFamilyDescriptor::new(name, o)
         });
-        let db = DB::open_cf_descriptors(&db_opts, dir, cfs)
+        let mut db = DB::open_cf_descriptors(&db_opts, dir, cfs)
             .map_err(|e| err(&format!("open the store in {}", dir.display()), e))?;
-        let store = RocksStore {
-            db,
-            options,
-            commits: AtomicU64::new(0),
-        };
+        if legacy {
+            db.drop_cf(CF_REVERSE_V1).map_err(|e| err("drop the format-1 reverse column family", e))?;
+        }
+        let store = RocksStore { db, options, commits: AtomicU64::new(0) };
         let meta = store.cf(CF_META)?;
-        match store
-            .db
-            .get_cf(meta, META_FORMAT)
-            .map_err(|e| err("read the store format", e))?
-        {
-            None => store
-                .db
-                .put_cf(meta, META_FORMAT, FORMAT)
-                .map_err(|e| err("write the store format", e))?,
+        match store.db.get_cf(meta, META_FORMAT).map_err(|e| err("read the store format", e))? {
             Some(f) if f == FORMAT => {}
+            None => store.db.put_cf(meta, META_FORMAT, FORMAT).map_err(|e| err("write the store format", e))?,
+            Some(f) if f == FORMAT_V1 => {
+                tracing::info!(dir = %dir.display(), "upgraded the store from format 1 to format 2");
+                store.db.put_cf(meta, META_FORMAT, FORMAT).map_err(|e| err("write the store format", e))?
+            }
             Some(f) => {
                 return Err(StoreError(format!(
                     "{} holds an unknown store format `{}`",
@@ -118,6 +124,61 @@ impl RocksStore {
             .ok_or_else(|| StoreError(format!("column family `{name}` is missing")))
     }
 
+    /// The revision the store holds (0 when empty).
+    pub fn revision(&self) -> Result<u64, StoreError> {
+        match self.db.get_cf(self.cf(CF_META)?, META_REVISION).map_err(|e| err("read the revision", e))? {
+            Some(v) => decode_u64(&v).ok_or_else(|| StoreError("corrupt revision".into())),
+            None => Ok(0),
+        }
+    }
+
+    /// Where a replica's snapshot came from (the Postgres database's identity), if this
+    /// store is a complete snapshot of one.
+    pub fn source(&self) -> Result<Option<String>, StoreError> {
+        self.db
+            .get_cf(self.cf(CF_META)?, META_SOURCE)
+            .map_err(|e| err("read the snapshot source", e))?
+            .map(|v| String::from_utf8(v).map_err(|_| StoreError("corrupt snapshot source".into())))
+            .transpose()
+    }
+
+    /// Removes the store in `dir` (RocksDB's files only), for a replica that reloads.
+    pub fn destroy(dir: &Path) -> Result<(), StoreError> {
+        DB::destroy(&Options::default(), dir).map_err(|e| err(&format!("remove the store in {}", dir.display()), e))
+    }
+
+    /// Bulk load, step 1 (repeated): writes relationships without the WAL or a
+    /// changelog entry. Nothing is visible as a complete snapshot until
+    /// [`RocksStore::finish_bulk_load`]; a crash before that leaves a store without a
+    /// source, which a replica reloads.
+    pub fn bulk_put(&self, relationships: &[Relationship]) -> Result<(), StoreError> {
+        let fwd = self.cf(CF_FORWARD)?;
+        let mut batch = WriteBatch::default();
+        for r in relationships {
+            batch.put_cf(fwd, forward_key(r), encode_attributes(r));
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(|e| err("bulk load", e))
+    }
+
+    /// Bulk load, step 2: flushes what [`RocksStore::bulk_put`] wrote, then durably
+    /// records the revision, schema and source of the snapshot.
+    pub fn finish_bulk_load(&self, revision: u64, schema: Option<&str>, source: &str) -> Result<(), StoreError> {
+        self.db.flush_cf(self.cf(CF_FORWARD)?).map_err(|e| err("flush the bulk load", e))?;
+        let meta = self.cf(CF_META)?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
+        match schema {
+            Some(s) => batch.put_cf(meta, META_SCHEMA, s.as_bytes()),
+            None => batch.delete_cf(meta, META_SCHEMA),
+        }
+        batch.put_cf(meta, META_SOURCE, source.as_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(batch, &wo).map_err(|e| err("record the snapshot", e))
+    }
+
     /// A consistent online copy of the store in `out` (which must not exist), that
     /// [`RocksStore::open`] can start from.
     pub fn checkpoint(&self, out: &Path) -> Result<(), StoreError> {
@@ -129,7 +190,7 @@ impl RocksStore {
 
     /// Bytes on disk and in memtables, over every column family.
     pub fn size_bytes(&self) -> u64 {
-        [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META]
+        COLUMN_FAMILIES
             .iter()
             .filter_map(|name| self.db.cf_handle(name))
             .map(|cf| {
@@ -183,7 +244,7 @@ impl RocksStore {
             tempfile::tempdir().map_err(|e| err("create a scratch directory", e))?;
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
-        let names = [CF_FORWARD, CF_REVERSE, CF_CHANGELOG, CF_META];
+        let names = COLUMN_FAMILIES;
         let source = DB::open_cf_as_secondary(&opts, data, secondary_dir.path(), names)
             .map_err(|e| err(&format!("open {} as a secondary", data.display()), e))?;
         source
@@ -312,17 +373,6 @@ fn forward_key(r: &Relationship) -> Vec<u8> {
     k
 }
 
-fn reverse_key(r: &Relationship) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64);
-    push_field(&mut k, &r.subject.object.object_type);
-    push_field(&mut k, &r.subject.object.object_id);
-    push_field(&mut k, r.subject.relation.as_deref().unwrap_or(""));
-    push_field(&mut k, &r.resource.object_type);
-    push_field(&mut k, &r.resource.object_id);
-    k.extend_from_slice(r.relation.as_bytes());
-    k
-}
-
 fn encode_attributes(r: &Relationship) -> Vec<u8> {
     let mut v = vec![ATTR_V1];
     if let Some(e) = &r.expiration {
@@ -331,40 +381,26 @@ fn encode_attributes(r: &Relationship) -> Vec<u8> {
     v
 }
 
-fn decode_relationship(key: &[u8], value: &[u8]) -> Result<Relationship, StoreError> {
-    let corrupt = || {
-        StoreError(format!(
-            "corrupt relationship key `{}`",
-            String::from_utf8_lossy(key)
-        ))
-    };
+/// Borrows the fields of one stored relationship from its key and value.
+fn decode_relationship<'a>(key: &'a [u8], value: &[u8]) -> Result<RelationshipRef<'a>, StoreError> {
+    let corrupt = || StoreError(format!("corrupt relationship key `{}`", String::from_utf8_lossy(key)));
     let text = std::str::from_utf8(key).map_err(|_| corrupt())?;
     let mut parts = text.split('\0');
     let mut next = || parts.next().ok_or_else(corrupt);
     let (rt, rid, rel, st, sid, srel) = (next()?, next()?, next()?, next()?, next()?, next()?);
-    let expiration = match value {
+    let expires_at = match value {
         [ATTR_V1] => None,
-        [ATTR_V1, rest @ ..] => {
-            let micros = i64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?);
-            Some(Utc.timestamp_micros(micros).single().ok_or_else(corrupt)?)
-        }
+        [ATTR_V1, rest @ ..] => Some(i64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?)),
         _ => return Err(corrupt()),
     };
-    Ok(Relationship {
-        resource: ObjectRef {
-            object_type: rt.to_string(),
-            object_id: rid.to_string(),
-        },
-        relation: rel.to_string(),
-        subject: SubjectRef {
-            object: ObjectRef {
-                object_type: st.to_string(),
-                object_id: sid.to_string(),
-            },
-            relation: (!srel.is_empty()).then(|| srel.to_string()),
-        },
-        caveat: None,
-        expiration,
+    Ok(RelationshipRef {
+        resource_type: rt,
+        resource_id: rid,
+        relation: rel,
+        subject_type: st,
+        subject_id: sid,
+        subject_relation: (!srel.is_empty()).then_some(srel),
+        expires_at,
     })
 }
 
@@ -431,43 +467,35 @@ pub enum BackupKind {
 const PRUNE_EVERY: u64 = 1024;
 
 impl RelationshipStore for RocksStore {
-    fn load(&self) -> Result<StoredState, StoreError> {
+    fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        // One snapshot for the header and every relationship.
+        let snapshot = self.db.snapshot();
         let meta = self.cf(CF_META)?;
-        let revision = match self
-            .db
-            .get_cf(meta, META_REVISION)
-            .map_err(|e| err("read the revision", e))?
-        {
+        let revision = match snapshot.get_cf(meta, META_REVISION).map_err(|e| err("read the revision", e))? {
             Some(v) => decode_u64(&v).ok_or_else(|| StoreError("corrupt revision".into()))?,
             None => 0,
         };
-        let schema = match self
-            .db
-            .get_cf(meta, META_SCHEMA)
-            .map_err(|e| err("read the schema", e))?
-        {
-            Some(v) => Some(
-                String::from_utf8(v)
-                    .map_err(|_| StoreError("stored schema is not UTF-8".into()))?,
-            ),
+        let schema = match snapshot.get_cf(meta, META_SCHEMA).map_err(|e| err("read the schema", e))? {
+            Some(v) => Some(String::from_utf8(v).map_err(|_| StoreError("stored schema is not UTF-8".into()))?),
             None => None,
         };
-        let cf = self.cf(CF_FORWARD)?;
-        let mut relationships = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| err("read relationships", e))?;
-            relationships.push(decode_relationship(&k, &v)?);
+        sink.header(StoredHeader { revision, schema })?;
+        let mut read = ReadOptions::default();
+        // A full scan: read ahead, and keep it out of the block cache.
+        read.fill_cache(false);
+        read.set_readahead_size(4 << 20);
+        read.set_snapshot(&snapshot);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_FORWARD)?, read);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            sink.relationship(decode_relationship(k, v)?)?;
+            it.next();
         }
-        Ok(StoredState {
-            revision,
-            schema,
-            relationships,
-        })
+        it.status().map_err(|e| err("read relationships", e))
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
         let fwd = self.cf(CF_FORWARD)?;
-        let rev = self.cf(CF_REVERSE)?;
         let log = self.cf(CF_CHANGELOG)?;
         let meta = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();
@@ -479,11 +507,9 @@ impl RelationshipStore for RocksStore {
                         forward_key(&c.relationship),
                         encode_attributes(&c.relationship),
                     );
-                    batch.put_cf(rev, reverse_key(&c.relationship), []);
                 }
                 ChangeOp::Delete => {
                     batch.delete_cf(fwd, forward_key(&c.relationship));
-                    batch.delete_cf(rev, reverse_key(&c.relationship));
                 }
             }
         }

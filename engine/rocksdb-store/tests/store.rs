@@ -118,3 +118,57 @@ fn a_store_of_another_format_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn a_format_1_store_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // What format 1 wrote: a reverse-order copy of every relationship beside the
+        // forward one.
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let cfs = ["relationships", "relationships_by_subject", "changelog", "meta"];
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        let meta = db.cf_handle("meta").unwrap();
+        db.put_cf(meta, b"format", b"arbiter-rocksdb-1").unwrap();
+        db.put_cf(meta, b"revision", 7u64.to_be_bytes()).unwrap();
+        db.put_cf(meta, b"schema", b"definition user {}\ndefinition doc { relation viewer: user\npermission view = viewer }")
+            .unwrap();
+        db.put_cf(db.cf_handle("relationships").unwrap(), b"doc\x001\x00viewer\x00user\x00a\x00", [1u8]).unwrap();
+        db.put_cf(db.cf_handle("relationships_by_subject").unwrap(), b"user\x00a\x00\x00doc\x001\x00viewer", [])
+            .unwrap();
+    }
+    let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    assert_eq!(engine.revision(), 7);
+    assert!(check(&engine, "1", "a"));
+    engine.write(&[touch("doc:2#viewer@user:b")]).unwrap();
+    drop(engine);
+    let cfs = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    assert!(!cfs.iter().any(|c| c == "relationships_by_subject"), "{cfs:?}");
+    // And it reopens as format 2 with both relationships.
+    let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+    assert!(check(&engine, "1", "a") && check(&engine, "2", "b"));
+}
+
+#[test]
+fn an_invalid_stored_relationship_is_reported_not_served() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+        let engine = Engine::open(Box::new(store), EngineConfig::default()).unwrap();
+        engine.write_schema("definition user {}\ndefinition doc { relation viewer: user\npermission view = viewer }").unwrap();
+        engine.write(&[touch("doc:1#viewer@user:a")]).unwrap();
+    }
+    {
+        // Corrupt it behind the store's back: a relation the schema does not have.
+        let opts = rocksdb::Options::default();
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["relationships", "changelog", "meta"]).unwrap();
+        db.put_cf(db.cf_handle("relationships").unwrap(), b"doc\x002\x00owner\x00user\x00a\x00", [1u8]).unwrap();
+    }
+    let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let e = Engine::open(Box::new(store), EngineConfig::default()).unwrap_err();
+    assert!(e.to_string().contains("owner"), "{e}");
+}

@@ -32,6 +32,12 @@ struct Cli {
 enum Command {
     /// Run the policy decision point: gRPC on --grpc-addr, HTTP on --http-addr.
     Serve(ServeArgs),
+    /// Apply the Postgres migrations (idempotent).
+    Migrate {
+        /// The database (`postgres://user@host/db`).
+        #[arg(long, env = "ARBITER_POSTGRES", hide_env_values = true)]
+        postgres: String,
+    },
     /// Copy the embedded store to a new directory that `serve --data-dir` can start from
     /// (works while a server has the store open).
     Backup {
@@ -103,6 +109,20 @@ struct ServeArgs {
     /// Relationships allowed in one ImportRelationships message.
     #[arg(long, env = "ARBITER_MAX_IMPORT_BATCH", default_value_t = 10_000)]
     max_import_batch: usize,
+    /// Postgres as the source of truth (`postgres://user@host/db`); the data dir then
+    /// holds this replica's snapshot.
+    #[arg(long, env = "ARBITER_POSTGRES", hide_env_values = true)]
+    postgres: Option<String>,
+    /// Apply the migrations before serving (with --postgres).
+    #[arg(long, env = "ARBITER_MIGRATE", requires = "postgres")]
+    migrate: bool,
+    /// How long a read asking for a revision this replica has not applied yet waits
+    /// (with --postgres).
+    #[arg(long, env = "ARBITER_CONSISTENCY_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    consistency_timeout: Duration,
+    /// How often a replica polls Postgres when no NOTIFY arrives (with --postgres).
+    #[arg(long, env = "ARBITER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    poll_interval: Duration,
 }
 
 /// `250ms`, `10s`, `5m`, `2h`, `1d`.
@@ -166,6 +186,10 @@ pub fn run() -> ExitCode {
                     max_bulk_checks: a.max_bulk_checks,
                     max_import_batch: a.max_import_batch,
                 },
+                postgres: a.postgres,
+                migrate: a.migrate,
+                consistency_timeout: a.consistency_timeout,
+                poll_interval: a.poll_interval,
             };
             match crate::serve::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -176,7 +200,33 @@ pub fn run() -> ExitCode {
             }
         }
         Command::Backup { data_dir, out } => backup::run(&data_dir, &out),
+        Command::Migrate { postgres } => {
+            init_logging(&cli.log_format);
+            migrate(&postgres)
+        }
         Command::Client(c) => client::run(c),
+    }
+}
+
+fn migrate(url: &str) -> ExitCode {
+    let run = async {
+        let pg = crate::postgres::PgSource::connect(url).await?;
+        pg.migrate().await?;
+        let applied = crate::postgres::MIGRATOR.iter().count();
+        println!("migrated {} ({applied} migrations)", crate::postgres::redact(url));
+        anyhow::Ok(())
+    };
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -5,11 +5,15 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use arbiter_engine::{Engine, LoggedCommit};
+use arbiter_engine::{Engine, LoggedCommit, Precondition, RelationshipFilter, RelationshipUpdate};
+use arbiter_proto::arbiter::v1 as pb;
+use arbiter_schema::Relationship;
 use tokio::sync::broadcast;
 use tonic::Status;
 
+use crate::convert::{self, status};
 use crate::metrics::Metrics;
+use crate::postgres::replica::Replica;
 
 pub mod permission;
 pub mod relationship;
@@ -51,6 +55,9 @@ pub struct Shared {
     pub ready: AtomicBool,
     /// Turns true when the server begins to shut down (ends open Watch streams).
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// With `--postgres`: the replica that orders writes through Postgres and waits for
+    /// the revisions reads ask for. `None` on the embedded store.
+    pub replica: Option<Arc<Replica>>,
 }
 
 impl Shared {
@@ -59,6 +66,7 @@ impl Shared {
         limits: Limits,
         metrics: Metrics,
         stop: tokio::sync::watch::Receiver<bool>,
+        replica: Option<Arc<Replica>>,
     ) -> Arc<Self> {
         let (commits, _) = broadcast::channel(4096);
         let tx = commits.clone();
@@ -73,7 +81,71 @@ impl Shared {
             commits,
             ready: AtomicBool::new(false),
             stop,
+            replica,
         })
+    }
+
+    /// Before a read: on a replica, waits (bounded) until the revision the request's
+    /// consistency asks for has been applied here. Nothing to wait for on the embedded
+    /// store, where every committed revision is already applied.
+    pub async fn fresh(&self, c: Option<&pb::Consistency>) -> Result<(), Status> {
+        let Some(replica) = &self.replica else { return Ok(()) };
+        match convert::consistency(c)? {
+            arbiter_engine::Consistency::MinimizeLatency => Ok(()),
+            arbiter_engine::Consistency::FullyConsistent => replica.wait_for_head().await.map(|_| ()),
+            arbiter_engine::Consistency::AtLeastAsFresh(r) | arbiter_engine::Consistency::AtExactSnapshot(r) => {
+                replica.wait_for(r).await
+            }
+        }
+    }
+
+    /// One atomic relationship write.
+    pub async fn write(&self, updates: Vec<RelationshipUpdate>, preconditions: Vec<Precondition>) -> Result<u64, Status> {
+        match &self.replica {
+            Some(replica) => replica.write(updates, preconditions).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.write_with_preconditions(&updates, &preconditions).map_err(status)).await
+            }
+        }
+    }
+
+    /// Deletes by filter: (how many, revision).
+    pub async fn delete(
+        &self,
+        filter: RelationshipFilter,
+        preconditions: Vec<Precondition>,
+        limit: Option<usize>,
+    ) -> Result<(usize, u64), Status> {
+        match &self.replica {
+            Some(replica) => replica.delete(filter, preconditions, limit).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.delete_matching(&filter, &preconditions, limit).map_err(status)).await
+            }
+        }
+    }
+
+    /// Imports (touches) a batch at one revision.
+    pub async fn import(&self, relationships: Vec<Relationship>) -> Result<u64, Status> {
+        match &self.replica {
+            Some(replica) => replica.import(relationships).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.import(relationships).map_err(status)).await
+            }
+        }
+    }
+
+    /// Replaces the schema.
+    pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
+        match &self.replica {
+            Some(replica) => replica.write_schema(text).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.write_schema(&text).map_err(status)).await
+            }
+        }
     }
 }
 

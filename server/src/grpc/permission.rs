@@ -156,6 +156,9 @@ impl PermissionService for Permissions {
         request: Request<pb::CheckRequest>,
     ) -> Result<Response<pb::CheckResponse>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("Check", start, Err(e));
+        }
         let result = self.check_inner(request.get_ref()).map(Response::new);
         self.0.metrics.record("Check", start, result)
     }
@@ -165,6 +168,9 @@ impl PermissionService for Permissions {
         request: Request<pb::CheckBulkRequest>,
     ) -> Result<Response<pb::CheckBulkResponse>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("CheckBulk", start, Err(e));
+        }
         let result = self.check_bulk_inner(request.get_ref()).map(Response::new);
         self.0.metrics.record("CheckBulk", start, result)
     }
@@ -174,6 +180,9 @@ impl PermissionService for Permissions {
         request: Request<pb::ExpandRequest>,
     ) -> Result<Response<pb::ExpandResponse>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("Expand", start, Err(e));
+        }
         let shared = self.0.clone();
         let result = blocking(move || {
             let r = request.get_ref();
@@ -200,6 +209,9 @@ impl PermissionService for Permissions {
         request: Request<pb::LookupResourcesRequest>,
     ) -> Result<Response<Self::LookupResourcesStream>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("LookupResources", start, Err(e));
+        }
         let shared = self.0.clone();
         let result = blocking(move || {
             let r = request.get_ref();
@@ -248,6 +260,9 @@ impl PermissionService for Permissions {
         request: Request<pb::LookupSubjectsRequest>,
     ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("LookupSubjects", start, Err(e));
+        }
         let shared = self.0.clone();
         let result = blocking(move || {
             let r = request.get_ref();

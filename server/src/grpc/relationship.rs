@@ -76,36 +76,21 @@ impl RelationshipService for Relationships {
     ) -> Result<Response<pb::WriteRelationshipsResponse>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
-        let result = blocking(move || {
+        let result = async move {
             let r = request.get_ref();
             let limit = shared.limits.max_updates_per_write;
             let n = r.updates.len() + r.preconditions.len();
             if n > limit {
-                return Err(too_many(
-                    "updates and preconditions",
-                    n,
-                    limit,
-                    "max-updates-per-write",
-                ));
+                return Err(too_many("updates and preconditions", n, limit, "max-updates-per-write"));
             }
             if r.updates.is_empty() {
                 return Err(convert::invalid("`updates` is empty: nothing to write"));
             }
-            let updates = r
-                .updates
-                .iter()
-                .enumerate()
-                .map(|(i, u)| update(u, i))
-                .collect::<Result<Vec<_>, _>>()?;
+            let updates = r.updates.iter().enumerate().map(|(i, u)| update(u, i)).collect::<Result<Vec<_>, _>>()?;
             let preconditions = convert::preconditions(&r.preconditions)?;
-            let revision = shared
-                .engine
-                .write_with_preconditions(&updates, &preconditions)
-                .map_err(status)?;
-            Ok(Response::new(pb::WriteRelationshipsResponse {
-                revision: token::encode(revision),
-            }))
-        })
+            let revision = shared.write(updates, preconditions).await?;
+            Ok(Response::new(pb::WriteRelationshipsResponse { revision: token::encode(revision) }))
+        }
         .await;
         self.0.metrics.record("WriteRelationships", start, result)
     }
@@ -116,29 +101,21 @@ impl RelationshipService for Relationships {
     ) -> Result<Response<pb::DeleteRelationshipsResponse>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
-        let result = blocking(move || {
+        let result = async move {
             let r = request.get_ref();
             let limit = shared.limits.max_updates_per_write;
             if r.preconditions.len() > limit {
-                return Err(too_many(
-                    "preconditions",
-                    r.preconditions.len(),
-                    limit,
-                    "max-updates-per-write",
-                ));
+                return Err(too_many("preconditions", r.preconditions.len(), limit, "max-updates-per-write"));
             }
             let filter = convert::filter(r.filter.as_ref(), "filter")?;
             let preconditions = convert::preconditions(&r.preconditions)?;
             let max = (r.limit > 0).then_some(r.limit as usize);
-            let (deleted, revision) = shared
-                .engine
-                .delete_matching(&filter, &preconditions, max)
-                .map_err(status)?;
+            let (deleted, revision) = shared.delete(filter, preconditions, max).await?;
             Ok(Response::new(pb::DeleteRelationshipsResponse {
                 revision: token::encode(revision),
                 deleted: deleted as u64,
             }))
-        })
+        }
         .await;
         self.0.metrics.record("DeleteRelationships", start, result)
     }
@@ -150,6 +127,9 @@ impl RelationshipService for Relationships {
         request: Request<pb::ReadRelationshipsRequest>,
     ) -> Result<Response<Self::ReadRelationshipsStream>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("ReadRelationships", start, Err(e));
+        }
         let shared = self.0.clone();
         let result = blocking(move || {
             let r = request.get_ref();
@@ -227,9 +207,9 @@ impl RelationshipService for Relationships {
                 if rels.is_empty() {
                     continue;
                 }
-                let engine = shared.engine.clone();
                 let n = rels.len() as u64;
-                revision = blocking(move || engine.import(&rels).map_err(status))
+                revision = shared
+                    .import(rels)
                     .await
                     .map_err(|s| {
                         Status::new(
@@ -258,6 +238,9 @@ impl RelationshipService for Relationships {
         request: Request<pb::ExportRelationshipsRequest>,
     ) -> Result<Response<Self::ExportRelationshipsStream>, Status> {
         let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("ExportRelationships", start, Err(e));
+        }
         let result = (|| {
             let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
             let engine = self.0.engine.clone();

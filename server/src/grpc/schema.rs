@@ -7,8 +7,7 @@ use arbiter_proto::arbiter::v1 as pb;
 use pb::schema_service_server::SchemaService;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, Shared};
-use crate::convert::status;
+use super::Shared;
 use crate::token;
 
 #[derive(Debug, Clone)]
@@ -38,16 +37,14 @@ impl SchemaService for Schemas {
     ) -> Result<Response<pb::WriteSchemaResponse>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
-        let result = blocking(move || {
-            let text = &request.get_ref().schema;
+        let result = async move {
+            let text = request.into_inner().schema;
             if text.trim().is_empty() {
                 return Err(Status::invalid_argument("`schema` is empty"));
             }
-            let revision = shared.engine.write_schema(text).map_err(status)?;
-            Ok(Response::new(pb::WriteSchemaResponse {
-                revision: token::encode(revision),
-            }))
-        })
+            let revision = shared.write_schema(text).await?;
+            Ok(Response::new(pb::WriteSchemaResponse { revision: token::encode(revision) }))
+        }
         .await;
         self.0.metrics.record("WriteSchema", start, result)
     }

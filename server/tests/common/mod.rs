@@ -241,6 +241,7 @@ impl tonic::service::Interceptor for Auth {
 
 pub type Svc = InterceptedService<Channel, Auth>;
 
+#[derive(Clone)]
 pub struct Clients {
     pub permissions: PermissionServiceClient<Svc>,
     pub relationships: RelationshipServiceClient<Svc>,

@@ -1,0 +1,185 @@
+//! The bulk paths: rebuilding the graph from a store at start, and validating large
+//! imports. Both see millions of relationships with only a handful of distinct shapes
+//! (`doc#viewer@user`, `doc#viewer@group#member`, ...), so the schema is consulted once
+//! per shape and each relationship then costs two id checks and two interner lookups.
+
+use std::sync::Arc;
+
+use arbiter_schema::{compile, object_id_problem, WILDCARD_ID};
+
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::graph::{Edge, GraphVersion, ResourceKey, StoredRelationship, SubjectKey, NEVER};
+use crate::intern::{Sym, WILDCARD};
+use crate::schema_plan::SchemaPlan;
+use crate::store::{LoadSink, RelationshipRef, StoreError, StoredHeader};
+
+/// What makes two relationships validate alike: everything but the two ids.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    resource_type: String,
+    relation: String,
+    subject_type: String,
+    subject_relation: Option<String>,
+    wildcard: bool,
+    expiring: bool,
+}
+
+impl Shape {
+    fn matches(&self, r: &RelationshipRef<'_>) -> bool {
+        self.relation == r.relation
+            && self.resource_type == r.resource_type
+            && self.subject_type == r.subject_type
+            && self.subject_relation.as_deref() == r.subject_relation
+            && self.wildcard == (r.subject_id == WILDCARD_ID)
+            && self.expiring == r.expires_at.is_some()
+    }
+}
+
+/// The interned symbols of a shape that the schema accepted.
+#[derive(Debug, Clone, Copy)]
+struct ShapeSyms {
+    object_type: Sym,
+    relation: Sym,
+    subject_type: Sym,
+    subject_relation: Sym,
+}
+
+/// Shapes the schema has accepted, most recently used first to look at.
+#[derive(Debug, Default)]
+pub(crate) struct Shapes {
+    accepted: Vec<(Shape, ShapeSyms)>,
+    last: usize,
+}
+
+impl Shapes {
+    /// Validates `r` against `plan` (as a write would) and interns it.
+    pub(crate) fn validate(
+        &mut self,
+        engine: &Engine,
+        plan: &SchemaPlan,
+        r: RelationshipRef<'_>,
+    ) -> Result<StoredRelationship, EngineError> {
+        let found = match self.accepted.get(self.last) {
+            Some((shape, syms)) if shape.matches(&r) => Some(*syms),
+            _ => self.accepted.iter().position(|(shape, _)| shape.matches(&r)).and_then(|i| {
+                self.last = i;
+                self.accepted.get(i).map(|(_, syms)| *syms)
+            }),
+        };
+        let wildcard = r.subject_id == WILDCARD_ID;
+        let Some(syms) = found else {
+            // A new shape: the full validation, with its precise error.
+            let (key, edge) = engine.validate_ref(plan, r)?;
+            self.accepted.push((
+                Shape {
+                    resource_type: r.resource_type.to_string(),
+                    relation: r.relation.to_string(),
+                    subject_type: r.subject_type.to_string(),
+                    subject_relation: r.subject_relation.map(str::to_string),
+                    wildcard,
+                    expiring: r.expires_at.is_some(),
+                },
+                ShapeSyms {
+                    object_type: key.object_type,
+                    relation: key.relation,
+                    subject_type: edge.subject.object_type,
+                    subject_relation: edge.subject.relation,
+                },
+            ));
+            self.last = self.accepted.len() - 1;
+            return Ok(StoredRelationship { resource: key, edge });
+        };
+        if object_id_problem(r.resource_id).is_some() || (!wildcard && object_id_problem(r.subject_id).is_some()) {
+            // Bad ids: let the full validation word the error.
+            engine.validate_ref(plan, r)?;
+        }
+        let interner = engine.interner();
+        Ok(StoredRelationship {
+            resource: ResourceKey {
+                object_type: syms.object_type,
+                relation: syms.relation,
+                object_id: interner.intern(r.resource_id),
+            },
+            edge: Edge {
+                subject: SubjectKey {
+                    object_type: syms.subject_type,
+                    relation: syms.subject_relation,
+                    object_id: if wildcard { WILDCARD } else { interner.intern(r.subject_id) },
+                },
+                expires_at: r.expires_at.unwrap_or(NEVER),
+            },
+        })
+    }
+}
+
+/// Receives a store's state at start and builds the first graph revision from it.
+pub(crate) struct GraphLoader<'e> {
+    engine: &'e Engine,
+    revision: u64,
+    plan: Option<Arc<SchemaPlan>>,
+    shapes: Shapes,
+    relationships: Vec<StoredRelationship>,
+    /// The first invalid relationship, reported after the scan with its engine error.
+    error: Option<EngineError>,
+}
+
+impl<'e> GraphLoader<'e> {
+    pub(crate) fn new(engine: &'e Engine) -> Self {
+        GraphLoader {
+            engine,
+            revision: 0,
+            plan: None,
+            shapes: Shapes::default(),
+            relationships: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// The loaded graph, or why the stored state cannot be served.
+    pub(crate) fn finish(self) -> Result<GraphVersion, EngineError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let mut graph = GraphVersion::build(self.relationships);
+        graph.revision = self.revision;
+        graph.plan = self.plan;
+        Ok(graph)
+    }
+}
+
+impl LoadSink for GraphLoader<'_> {
+    fn header(&mut self, header: StoredHeader) -> Result<(), StoreError> {
+        self.revision = header.revision;
+        if let Some(text) = header.schema {
+            match compile(&text) {
+                Ok(compiled) => {
+                    self.plan = Some(Arc::new(SchemaPlan::new(compiled, text, self.engine.interner())));
+                }
+                Err(e) => {
+                    self.error = Some(EngineError::InvalidSchema(e));
+                    return Err(StoreError("the stored schema does not compile".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn relationship(&mut self, r: RelationshipRef<'_>) -> Result<(), StoreError> {
+        let Some(plan) = self.plan.clone() else {
+            self.error = Some(EngineError::NoSchema);
+            return Err(StoreError("relationships are stored without a schema".into()));
+        };
+        match self.shapes.validate(self.engine, &plan, r) {
+            Ok(stored) => {
+                self.relationships.push(stored);
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("stored relationship `{}` is invalid: {e}", r.to_relationship());
+                self.error = Some(e);
+                Err(StoreError(message))
+            }
+        }
+    }
+}

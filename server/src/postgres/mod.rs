@@ -1,0 +1,303 @@
+//! Postgres as the source of truth (DESIGN §6): the SQL side of a replica. Every write
+//! goes through `arbiter_write` / `arbiter_write_schema` (migrations/), which take the
+//! next revision from the single-row counter and hold its row lock until commit, so
+//! revisions commit in order. A replica reads the counter (`head`), then the changelog
+//! rows up to it: everything at or below a committed head has committed.
+
+pub mod replica;
+pub mod store;
+
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use arbiter_engine::{Change, ChangeOp};
+use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use tokio_stream::StreamExt;
+
+/// The LISTEN/NOTIFY channel `arbiter_write` notifies with the new revision.
+pub const CHANNEL: &str = "arbiter_changes";
+
+/// The migrations in `migrations/`, compiled in.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// One revision as Postgres' changelog holds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PgCommit {
+    pub revision: u64,
+    /// Commit time, microseconds since the Unix epoch.
+    pub committed_at_micros: i64,
+    pub changes: Vec<Change>,
+    pub schema: Option<String>,
+    /// Rows that are not relationships at all (a direct writer's mistake the function
+    /// could not catch), with the reason.
+    pub malformed: Vec<String>,
+}
+
+/// A connection pool to the source of truth.
+#[derive(Debug, Clone)]
+pub struct PgSource {
+    pub pool: PgPool,
+}
+
+fn revision(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn sql_revision(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl PgSource {
+    pub async fn connect(url: &str) -> Result<PgSource> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot connect to Postgres at {}", redact(url)))?;
+        Ok(PgSource { pool })
+    }
+
+    /// Applies every migration not applied yet (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await.context("cannot apply the migrations")
+    }
+
+    /// Fails with advice when the database has not been migrated.
+    pub async fn check_migrated(&self) -> Result<()> {
+        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_revision')::text")
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot query Postgres")?;
+        if present.is_none() {
+            return Err(anyhow!(
+                "the database has no Arbiter tables: run `arbiter migrate --postgres URL` or start with `--migrate`"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The identity of this database, so a snapshot is never replayed against another.
+    pub async fn identity(&self) -> Result<String> {
+        let (db, oid): (String, i64) =
+            sqlx::query_as("SELECT current_database()::text, (SELECT oid::bigint FROM pg_database WHERE datname = current_database())")
+                .fetch_one(&self.pool)
+                .await
+                .context("cannot read the database identity")?;
+        let system: i64 = sqlx::query_scalar("SELECT system_identifier::bigint FROM pg_control_system()")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap_or(0);
+        Ok(format!("postgres:{system}:{oid}:{db}"))
+    }
+
+    /// The newest committed revision.
+    pub async fn head(&self) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision")
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot read the revision from Postgres")?;
+        Ok(revision(v))
+    }
+
+    /// The newest revision whose changelog rows were pruned.
+    pub async fn horizon(&self) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT pruned_through FROM arbiter_changelog_horizon")
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot read the changelog horizon")?;
+        Ok(revision(v))
+    }
+
+    /// The changelog revisions in `(after, through]` that have rows, oldest first.
+    pub async fn commits_between(&self, after: u64, through: u64) -> Result<Vec<PgCommit>> {
+        let rows = sqlx::query(
+            "SELECT revision, committed_at, operation, resource_type, resource_id, relation, subject_type, subject_id,
+                    subject_relation, expires_at, schema_text
+             FROM arbiter_changelog WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq",
+        )
+        .bind(sql_revision(after))
+        .bind(sql_revision(through))
+        .fetch_all(&self.pool)
+        .await
+        .context("cannot read the changelog")?;
+        let mut commits: Vec<PgCommit> = Vec::new();
+        for row in rows {
+            let rev = revision(row.try_get("revision")?);
+            if commits.last().map(|c| c.revision) != Some(rev) {
+                let at: DateTime<Utc> = row.try_get("committed_at")?;
+                commits.push(PgCommit { revision: rev, committed_at_micros: at.timestamp_micros(), ..PgCommit::default() });
+            }
+            let Some(commit) = commits.last_mut() else { continue };
+            let op: String = row.try_get("operation")?;
+            match op.as_str() {
+                "schema" => commit.schema = row.try_get("schema_text")?,
+                "touch" | "delete" => match relationship_of(&row) {
+                    Ok(relationship) => commit.changes.push(Change {
+                        op: if op == "touch" { ChangeOp::Touch } else { ChangeOp::Delete },
+                        relationship,
+                    }),
+                    Err(e) => commit.malformed.push(e.to_string()),
+                },
+                other => commit.malformed.push(format!("unknown operation `{other}`")),
+            }
+        }
+        Ok(commits)
+    }
+
+    /// Reads every relationship at one consistent revision, calling `batch` with that
+    /// revision, its schema and up to `batch_size` relationships at a time (at least once,
+    /// with none when the table is empty), and returns the revision and schema.
+    pub async fn snapshot(
+        &self,
+        batch_size: usize,
+        mut batch: impl FnMut(u64, Option<&str>, Vec<Relationship>) -> Result<()>,
+    ) -> Result<(u64, Option<String>)> {
+        let mut tx = self.pool.begin().await.context("cannot begin the snapshot read")?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await
+            .context("cannot start a consistent read")?;
+        let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&mut *tx).await?;
+        let head = revision(head);
+        let schema: Option<String> =
+            sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_optional(&mut *tx).await?;
+        let mut rows = sqlx::query(
+            "SELECT resource_type, resource_id, relation, subject_type, subject_id, subject_relation, expires_at
+             FROM relationships",
+        )
+        .fetch(&mut *tx);
+        let mut pending = Vec::with_capacity(batch_size);
+        let mut called = false;
+        while let Some(row) = rows.next().await {
+            let row = row.context("cannot read relationships")?;
+            match relationship_of(&row) {
+                Ok(r) => pending.push(r),
+                Err(e) => tracing::warn!("skipping a relationship row that is not one: {e}"),
+            }
+            if pending.len() >= batch_size {
+                called = true;
+                batch(head, schema.as_deref(), std::mem::replace(&mut pending, Vec::with_capacity(batch_size)))?;
+            }
+        }
+        drop(rows);
+        if !pending.is_empty() || !called {
+            batch(head, schema.as_deref(), pending)?;
+        }
+        tx.commit().await.ok();
+        Ok((head, schema))
+    }
+
+    /// Begins a write: locks the revision counter (held until commit or rollback), so no
+    /// other write can commit meanwhile, and returns the newest revision.
+    pub async fn begin_write(&self) -> Result<(Transaction<'static, Postgres>, u64)> {
+        let mut tx = self.pool.begin().await.context("cannot begin a write")?;
+        let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision FOR UPDATE")
+            .fetch_one(&mut *tx)
+            .await
+            .context("cannot lock the revision counter")?;
+        Ok((tx, revision(head)))
+    }
+
+    /// Deletes the relationships that have expired, logged as deletions at one new
+    /// revision (none when nothing expired). Returns how many.
+    pub async fn sweep_expired(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT arbiter_sweep_expired()")
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot sweep expired relationships")?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Prunes changelog rows committed before `before` (keeping the newest revision),
+    /// moving the horizon. Returns the new horizon.
+    pub async fn prune_changelog(&self, before: DateTime<Utc>) -> Result<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT arbiter_prune_changelog($1)")
+            .bind(before)
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot prune the changelog")?;
+        Ok(revision(v))
+    }
+}
+
+/// Writes changes at the next revision inside `tx` (which holds the counter lock).
+pub async fn write_changes(
+    tx: &mut Transaction<'static, Postgres>,
+    changes: &[Change],
+    writer: &str,
+) -> Result<u64> {
+    let json: Vec<serde_json::Value> = changes.iter().map(change_json).collect();
+    let v: i64 = sqlx::query_scalar("SELECT arbiter_write($1, $2)")
+        .bind(serde_json::Value::Array(json))
+        .bind(serde_json::json!({ "writer": writer }))
+        .fetch_one(&mut **tx)
+        .await
+        .context("cannot write to Postgres")?;
+    Ok(revision(v))
+}
+
+/// Writes a schema at the next revision inside `tx`.
+pub async fn write_schema(tx: &mut Transaction<'static, Postgres>, text: &str, writer: &str) -> Result<u64> {
+    let v: i64 = sqlx::query_scalar("SELECT arbiter_write_schema($1, $2)")
+        .bind(text)
+        .bind(serde_json::json!({ "writer": writer }))
+        .fetch_one(&mut **tx)
+        .await
+        .context("cannot write the schema to Postgres")?;
+    Ok(revision(v))
+}
+
+/// The JSON form `arbiter_write` takes.
+pub fn change_json(c: &Change) -> serde_json::Value {
+    let r = &c.relationship;
+    let mut subject = format!("{}:{}", r.subject.object.object_type, r.subject.object.object_id);
+    if let Some(rel) = &r.subject.relation {
+        subject.push('#');
+        subject.push_str(rel);
+    }
+    let mut v = serde_json::json!({
+        "op": match c.op { ChangeOp::Touch => "touch", ChangeOp::Delete => "delete" },
+        "resource": format!("{}:{}", r.resource.object_type, r.resource.object_id),
+        "relation": r.relation,
+        "subject": subject,
+    });
+    if let (Some(e), Some(map)) = (r.expiration, v.as_object_mut()) {
+        map.insert("expires_at".into(), serde_json::Value::String(e.to_rfc3339()));
+    }
+    v
+}
+
+fn relationship_of(row: &PgRow) -> Result<Relationship> {
+    let text = |name: &str| -> Result<String> {
+        row.try_get::<Option<String>, _>(name)?.ok_or_else(|| anyhow!("`{name}` is missing"))
+    };
+    let subject_relation = text("subject_relation")?;
+    Ok(Relationship {
+        resource: ObjectRef { object_type: text("resource_type")?, object_id: text("resource_id")? },
+        relation: text("relation")?,
+        subject: SubjectRef {
+            object: ObjectRef { object_type: text("subject_type")?, object_id: text("subject_id")? },
+            relation: (!subject_relation.is_empty() && subject_relation != "...").then_some(subject_relation),
+        },
+        caveat: None,
+        expiration: row.try_get::<Option<DateTime<Utc>>, _>("expires_at")?,
+    })
+}
+
+/// A connection URL with any password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,395 @@
+//! A replica of Postgres: a RocksDB snapshot plus the hot graph, kept current by
+//! replaying the changelog (on NOTIFY, and by polling as a fallback). Writes go to
+//! Postgres, never only to the snapshot: a write locks the revision counter, catches
+//! the replica up to the newest revision (so, with the lock held, the local graph is
+//! exactly the truth), plans the write on it as the embedded server would (validation,
+//! preconditions, `create` conflicts, delete filters, schema orphans), writes it through
+//! `arbiter_write`, commits, and waits until the replica has applied its own revision.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use arbiter_engine::{
+    Change, ChangeOp, Engine, EngineConfig, LoadSink, Precondition, RelationshipFilter, RelationshipRef, RelationshipStore,
+    RelationshipUpdate, StoreError, StoredHeader,
+};
+use arbiter_rocksdb_store::{RocksStore, StoreOptions};
+use arbiter_schema::Relationship;
+use sqlx::postgres::PgListener;
+use tokio::sync::Mutex;
+use tonic::Status;
+
+use super::store::PgStore;
+use super::{write_changes, write_schema, PgSource, CHANNEL};
+use crate::convert::status;
+use crate::grpc::blocking;
+
+/// How many revisions one catch-up step reads.
+const CATCH_UP_STEP: u64 = 1000;
+/// Relationships per batch when a replica loads a full snapshot.
+const LOAD_BATCH: usize = 50_000;
+
+/// Tuning for a replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// How long a read asking for a revision this replica has not applied yet may wait.
+    pub consistency_timeout: Duration,
+    /// How often the replica polls when no NOTIFY arrives.
+    pub poll_interval: Duration,
+}
+
+#[derive(Debug)]
+pub struct Replica {
+    pub engine: Arc<Engine>,
+    pub pg: PgSource,
+    options: ReplicaOptions,
+    /// One catch-up at a time.
+    applying: Mutex<()>,
+    /// One write at a time from this process, so waiting writers hold no pooled
+    /// connection (the catch-up under the counter lock needs one).
+    writing: Mutex<()>,
+    /// Changes refused while applying (metric).
+    pub rejected: AtomicU64,
+    /// When a catch-up last reached Postgres' head (ms since the Unix epoch).
+    caught_up_at: AtomicU64,
+}
+
+/// What a replica did at start, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartKind {
+    /// Opened its snapshot and replayed the changelog after it.
+    Resumed,
+    /// Loaded everything from Postgres (no snapshot, another database's, or one older
+    /// than the changelog retention).
+    Reloaded,
+}
+
+impl Replica {
+    /// Opens (or reloads) the snapshot in `data_dir`, opens the engine on it and catches
+    /// up with Postgres.
+    pub async fn start(
+        pg: PgSource,
+        data_dir: &Path,
+        store_options: StoreOptions,
+        config: EngineConfig,
+        options: ReplicaOptions,
+    ) -> Result<(Arc<Replica>, Arc<RocksStore>, StartKind)> {
+        let identity = pg.identity().await?;
+        let head = pg.head().await?;
+        let horizon = pg.horizon().await?;
+        let store_opts = StoreOptions { sync: false, ..store_options };
+        let store = RocksStore::open(data_dir, store_opts.clone()).map_err(|e| anyhow!("cannot open the snapshot: {e}"))?;
+        let source = store.source().map_err(|e| anyhow!("{e}"))?;
+        let local = store.revision().map_err(|e| anyhow!("{e}"))?;
+        let reason = match source {
+            None => Some("no snapshot yet".to_string()),
+            Some(s) if s != identity => Some(format!("the snapshot is of another database ({s})")),
+            Some(_) if local < horizon => Some(format!(
+                "the snapshot (r{local}) is older than the changelog retention (pruned through r{horizon})"
+            )),
+            Some(_) if local > head => {
+                Some(format!("the snapshot (r{local}) is newer than Postgres (r{head}): was the database restored?"))
+            }
+            Some(_) => None,
+        };
+        let (store, kind) = match reason {
+            None => (store, StartKind::Resumed),
+            Some(reason) => {
+                tracing::warn!("reloading everything from Postgres: {reason}");
+                drop(store);
+                RocksStore::destroy(data_dir).map_err(|e| anyhow!("{e}"))?;
+                let store = RocksStore::open(data_dir, store_opts).map_err(|e| anyhow!("{e}"))?;
+                (load_snapshot(&pg, store, &identity).await?, StartKind::Reloaded)
+            }
+        };
+        let store = Arc::new(store);
+        let for_engine = store.clone();
+        let engine = tokio::task::spawn_blocking(move || Engine::open(Box::new(for_engine), config))
+            .await
+            .context("the loader failed")?
+            .map_err(|e| anyhow!("cannot load the snapshot in {}: {e}", data_dir.display()))?;
+        let replica = Arc::new(Replica {
+            engine: Arc::new(engine),
+            pg,
+            options,
+            applying: Mutex::new(()),
+            writing: Mutex::new(()),
+            rejected: AtomicU64::new(0),
+            caught_up_at: AtomicU64::new(now_millis()),
+        });
+        replica.catch_up().await?;
+        Ok((replica, store, kind))
+    }
+
+    /// Applies every committed revision this replica has not applied. Returns the
+    /// revision it reached.
+    pub async fn catch_up(&self) -> Result<u64> {
+        let _one = self.applying.lock().await;
+        loop {
+            let local = self.engine.revision();
+            let head = self.pg.head().await?;
+            if head <= local {
+                self.caught_up_at.store(now_millis(), Ordering::Relaxed);
+                return Ok(local);
+            }
+            let horizon = self.pg.horizon().await?;
+            if local < horizon {
+                return Err(anyhow!(
+                    "this replica (r{local}) fell behind the changelog retention (pruned through r{horizon}): restart it to reload"
+                ));
+            }
+            let through = head.min(local + CATCH_UP_STEP);
+            let commits = self.pg.commits_between(local, through).await?;
+            for commit in commits {
+                for m in &commit.malformed {
+                    self.reject(&format!("a changelog row at revision {} is malformed: {m}", commit.revision));
+                }
+                self.apply(commit.revision, commit.changes, commit.schema).await?;
+            }
+            // Revisions without rows (an empty write) still advance the replica.
+            if self.engine.revision() < through {
+                self.apply(through, Vec::new(), None).await?;
+            }
+        }
+    }
+
+    async fn apply(&self, revision: u64, changes: Vec<Change>, schema: Option<String>) -> Result<()> {
+        let engine = self.engine.clone();
+        let report = tokio::task::spawn_blocking(move || engine.apply_external(revision, changes, schema.as_deref()))
+            .await
+            .context("the applier failed")?
+            .map_err(|e| anyhow!("cannot apply revision {revision}: {e}"))?;
+        for r in &report.rejected {
+            self.reject(r);
+        }
+        Ok(())
+    }
+
+    fn reject(&self, what: &str) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("rejected from Postgres' changelog: {what}");
+    }
+
+    /// Ready while the replica keeps up: its last catch-up to Postgres' head is no older
+    /// than the consistency timeout plus one poll. A replica that cannot reach Postgres
+    /// keeps answering from its graph, but says it is not ready.
+    pub fn ready(&self) -> Result<(), String> {
+        let age = now_millis().saturating_sub(self.caught_up_at.load(Ordering::Relaxed));
+        let bound = (self.options.consistency_timeout + self.options.poll_interval).as_millis() as u64;
+        if age > bound {
+            return Err(format!("not caught up with Postgres for {age} ms (bound {bound} ms)"));
+        }
+        Ok(())
+    }
+
+    /// Waits (bounded) until this replica has applied `revision`.
+    pub async fn wait_for(&self, revision: u64) -> Result<(), Status> {
+        if self.engine.revision() >= revision {
+            return Ok(());
+        }
+        let deadline = Instant::now() + self.options.consistency_timeout;
+        loop {
+            if let Err(e) = self.catch_up().await {
+                return Err(Status::unavailable(format!("cannot catch up with Postgres: {e:#}")));
+            }
+            let local = self.engine.revision();
+            if local >= revision {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Status::deadline_exceeded(format!(
+                    "revision r{revision} is not committed in Postgres (newest applied r{local}) after waiting {:?}",
+                    self.options.consistency_timeout
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until this replica has applied the newest revision committed in Postgres.
+    pub async fn wait_for_head(&self) -> Result<u64, Status> {
+        let head = self.pg.head().await.map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        self.wait_for(head).await?;
+        Ok(head)
+    }
+
+    /// Follows Postgres until `stop` turns true: LISTEN for new revisions, and poll.
+    pub async fn follow(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut listener = match PgListener::connect_with(&self.pg.pool).await {
+            Ok(mut l) => match l.listen(CHANNEL).await {
+                Ok(()) => Some(l),
+                Err(e) => {
+                    tracing::warn!("cannot LISTEN on {CHANNEL}; polling only: {e}");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!("cannot LISTEN on {CHANNEL}; polling only: {e}");
+                None
+            }
+        };
+        loop {
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if let Err(e) = l.recv().await {
+                            tracing::warn!("LISTEN connection lost (reconnecting): {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(self.options.poll_interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = self.catch_up().await {
+                tracing::warn!("catching up with Postgres failed: {e:#}");
+            }
+        }
+    }
+
+    /// Writes relationship updates through Postgres (see the module comment).
+    pub async fn write(&self, updates: Vec<RelationshipUpdate>, preconditions: Vec<Precondition>) -> Result<u64, Status> {
+        let _one = self.writing.lock().await;
+        let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
+        self.wait_for(head).await?;
+        let engine = self.engine.clone();
+        let changes = blocking(move || engine.plan_write(&updates, &preconditions).map_err(status)).await?;
+        let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the write: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok(revision)
+    }
+
+    /// Deletes by filter through Postgres. Returns how many and the revision.
+    pub async fn delete(
+        &self,
+        filter: RelationshipFilter,
+        preconditions: Vec<Precondition>,
+        limit: Option<usize>,
+    ) -> Result<(usize, u64), Status> {
+        let _one = self.writing.lock().await;
+        let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
+        self.wait_for(head).await?;
+        let engine = self.engine.clone();
+        let changes = blocking(move || engine.plan_delete(&filter, &preconditions, limit).map_err(status)).await?;
+        if changes.is_empty() {
+            tx.rollback().await.ok();
+            return Ok((0, head));
+        }
+        let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the delete: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok((changes.len(), revision))
+    }
+
+    /// Imports (touches) relationships through Postgres at one revision.
+    pub async fn import(&self, relationships: Vec<Relationship>) -> Result<u64, Status> {
+        let engine = self.engine.clone();
+        let changes = blocking(move || {
+            engine.validate_import(&relationships).map_err(status)?;
+            Ok::<Vec<Change>, Status>(
+                relationships.into_iter().map(|relationship| Change { op: ChangeOp::Touch, relationship }).collect(),
+            )
+        })
+        .await?;
+        let _one = self.writing.lock().await;
+        let (mut tx, _) = self.pg.begin_write().await.map_err(unavailable)?;
+        let revision = write_changes(&mut tx, &changes, "arbiter-import").await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the import: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok(revision)
+    }
+
+    /// Writes a schema through Postgres, refused if stored relationships would not fit.
+    pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
+        let _one = self.writing.lock().await;
+        let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
+        self.wait_for(head).await?;
+        let engine = self.engine.clone();
+        let checked = text.clone();
+        blocking(move || engine.plan_schema(&checked).map_err(status)).await?;
+        let revision = write_schema(&mut tx, &text, "arbiter").await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the schema: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok(revision)
+    }
+}
+
+fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn unavailable(e: anyhow::Error) -> Status {
+    Status::unavailable(format!("{e:#}"))
+}
+
+/// Receives Postgres' state (through [`PgStore`]'s scan) into a fresh RocksDB snapshot.
+struct SnapshotWriter<'a> {
+    store: &'a RocksStore,
+    header: StoredHeader,
+    pending: Vec<Relationship>,
+    loaded: usize,
+    started: Instant,
+    reported: Instant,
+}
+
+impl SnapshotWriter<'_> {
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.store.bulk_put(&self.pending)?;
+        self.loaded += self.pending.len();
+        self.pending.clear();
+        if self.reported.elapsed() >= Duration::from_secs(2) {
+            self.reported = Instant::now();
+            let rate = self.loaded as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            tracing::info!(loaded = self.loaded, rate = rate as u64, "loading the snapshot from Postgres");
+        }
+        Ok(())
+    }
+}
+
+impl LoadSink for SnapshotWriter<'_> {
+    fn header(&mut self, header: StoredHeader) -> Result<(), StoreError> {
+        self.header = header;
+        Ok(())
+    }
+
+    fn relationship(&mut self, r: RelationshipRef<'_>) -> Result<(), StoreError> {
+        self.pending.push(r.to_relationship());
+        if self.pending.len() >= LOAD_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+}
+
+/// Loads every relationship from Postgres at one consistent revision into `store`,
+/// reporting progress every two seconds.
+async fn load_snapshot(pg: &PgSource, store: RocksStore, identity: &str) -> Result<RocksStore> {
+    let source = PgStore::new(pg.clone(), tokio::runtime::Handle::current());
+    let identity = identity.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut writer = SnapshotWriter {
+            store: &store,
+            header: StoredHeader::default(),
+            pending: Vec::with_capacity(LOAD_BATCH),
+            loaded: 0,
+            started: Instant::now(),
+            reported: Instant::now(),
+        };
+        source.scan(&mut writer).map_err(|e| anyhow!("cannot load the snapshot from Postgres: {e}"))?;
+        writer.flush().map_err(|e| anyhow!("{e}"))?;
+        let (revision, loaded, elapsed) = (writer.header.revision, writer.loaded, writer.started.elapsed());
+        store.finish_bulk_load(revision, writer.header.schema.as_deref(), &identity).map_err(|e| anyhow!("{e}"))?;
+        tracing::info!(relationships = loaded, revision, elapsed_ms = elapsed.as_millis() as u64, "loaded the snapshot from Postgres");
+        Ok(store)
+    })
+    .await
+    .context("the snapshot loader failed")?
+}

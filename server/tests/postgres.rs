@@ -1,0 +1,393 @@
+//! Postgres as the source of truth, against the real binary and a real Postgres (each
+//! test makes its own database and drops it): migrations, replicas that agree, waits for
+//! tokens written elsewhere, restart and resume, reload past the changelog retention,
+//! other applications writing through `arbiter_write`, and concurrent writers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use arbiter_proto::arbiter::v1 as pb;
+use common::*;
+use sqlx::postgres::PgPool;
+use sqlx::Connection;
+
+/// The server every database is made on: `DATABASE_URL` (set by scripts/with-postgres.sh)
+/// or the local one. Postgres tests never skip.
+fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped at the end.
+struct TestDb {
+    name: String,
+    url: String,
+}
+
+impl TestDb {
+    async fn new(tag: &str) -> TestDb {
+        let admin = admin_url();
+        let name = format!("arbiter_test_{tag}_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres is needed at {admin} (set DATABASE_URL): {e}"));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+        TestDb { url: format!("{base}/{name}"), name }
+    }
+
+    async fn pool(&self) -> PgPool {
+        PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_url();
+        let name = self.name.clone();
+        // A fresh runtime: drop may run inside or outside one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn replica(dir: &std::path::Path, db: &TestDb, extra: &[&str]) -> Server {
+    let mut args = vec!["--postgres", &db.url, "--migrate"];
+    if !extra.contains(&"--poll-interval") {
+        args.extend_from_slice(&["--poll-interval", "200ms"]);
+    }
+    args.extend_from_slice(extra);
+    Server::start(dir, &args)
+}
+
+async fn write(c: &mut Clients, rels: &[&str]) -> String {
+    c.relationships
+        .write_relationships(pb::WriteRelationshipsRequest { updates: rels.iter().map(|r| touch(r)).collect(), preconditions: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision
+}
+
+async fn allowed(c: &mut Clients, q: &str, consistency: Option<pb::Consistency>) -> bool {
+    let d = c.permissions.check(check_req(q, consistency)).await.unwrap().into_inner().decision;
+    d == pb::Decision::Allowed as i32
+}
+
+fn fully_consistent() -> Option<pb::Consistency> {
+    Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::FullyConsistent(true)) })
+}
+
+/// Polls until `f` holds (a replica following by NOTIFY or polling), or fails.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_is_idempotent_and_serve_requires_it() {
+    let db = TestDb::new("migrate").await;
+    let dir = tempfile::tempdir().unwrap();
+    // Without --migrate on an empty database: a clear refusal.
+    let err = Server::try_start(dir.path(), &["--postgres", &db.url]).err().unwrap();
+    assert!(err.contains("arbiter migrate"), "{err}");
+    for _ in 0..2 {
+        let out = std::process::Command::new(BIN).args(["migrate", "--postgres", &db.url]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("migrated"));
+    }
+    let pool = db.pool().await;
+    let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap();
+    assert_eq!(head, 0);
+    // A bad URL names the problem.
+    let out = std::process::Command::new(BIN)
+        .args(["migrate", "--postgres", "postgres://nobody:secret@127.0.0.1:1/none"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot connect to Postgres") && !err.contains("secret"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_agree_and_wait_for_tokens_written_elsewhere() {
+    let db = TestDb::new("replicas").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    // A slow poll on B: only the token wait can make it fresh in time.
+    let b = replica(dbb.path(), &db, &["--poll-interval", "1h"]);
+    let (mut ca, mut cb) = (a.clients().await, b.clients().await);
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    let token = write(&mut ca, &["doc:1#viewer@user:ann", "group:eng#member@user:bob", "doc:1#viewer@group:eng#member"]).await;
+    // B answers at least as fresh as A's write.
+    assert!(allowed(&mut cb, "doc:1#view@user:bob", at_least(&token)).await);
+    assert!(allowed(&mut cb, "doc:1#view@user:ann", at_exact(&token)).await);
+    let t2 = write(&mut cb, &["doc:2#viewer@user:cid"]).await;
+    assert!(allowed(&mut ca, "doc:2#view@user:cid", fully_consistent()).await);
+    assert!(allowed(&mut ca, "doc:2#view@user:cid", at_least(&t2)).await);
+    // The schema written through A is B's too.
+    let schema = cb.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema;
+    assert_eq!(schema, DOC_SCHEMA);
+    // A token from the future waits, bounded, then says so.
+    let err = cb
+        .permissions
+        .check(check_req("doc:1#view@user:ann", at_least("r999999")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(err.message().contains("r999999"), "{}", err.message());
+
+    // Bad writes through a replica are refused as on the embedded store; Postgres is unchanged.
+    let pool = db.pool().await;
+    let head = || async { sqlx::query_scalar::<_, i64>("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap() };
+    let before = head().await;
+    let err = ca
+        .relationships
+        .write_relationships(pb::WriteRelationshipsRequest { updates: vec![touch("doc:1#nope@user:ann")], preconditions: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    let err = ca
+        .relationships
+        .write_relationships(pb::WriteRelationshipsRequest { updates: vec![create("doc:1#viewer@user:ann")], preconditions: vec![] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("already exists"), "{err:?}");
+    let err = cb.schema.write_schema(pb::WriteSchemaRequest { schema: "definition user {}".into() }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert_eq!(head().await, before);
+
+    // Deletes by filter, through B, seen by A.
+    let resp = cb
+        .relationships
+        .delete_relationships(pb::DeleteRelationshipsRequest {
+            filter: Some(pb::RelationshipFilter { resource_type: "doc".into(), resource_id: "1".into(), ..Default::default() }),
+            preconditions: vec![],
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.deleted, 2);
+    assert!(!allowed(&mut ca, "doc:1#view@user:ann", at_least(&resp.revision)).await);
+    assert_eq!(read_all(&mut ca).await, read_all(&mut cb).await);
+    // And the relationship table is what both serve.
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT resource_type, resource_id, relation, subject_type, subject_id, subject_relation FROM relationships",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut table: Vec<String> = rows
+        .into_iter()
+        .map(|(rt, ri, r, st, si, sr)| {
+            let mut s = format!("{rt}:{ri}#{r}@{st}:{si}");
+            if !sr.is_empty() {
+                s = format!("{s}#{sr}");
+            }
+            s
+        })
+        .collect();
+    table.sort();
+    assert_eq!(table, read_all(&mut ca).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_resumes_after_restart_and_reloads_past_the_retention() {
+    let db = TestDb::new("resume").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let mut ca = a.clients().await;
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    write(&mut ca, &["doc:1#viewer@user:ann"]).await;
+    let b = replica(dbb.path(), &db, &[]);
+    let first = b.revision.clone();
+    b.kill9();
+    // Writes while B is down.
+    write(&mut ca, &["doc:2#viewer@user:bob"]).await;
+    let t = write(&mut ca, &["doc:3#viewer@user:cid"]).await;
+    let b = replica(dbb.path(), &db, &[]);
+    assert_eq!(b.revision, t, "B resumed from {first} and caught up before serving");
+    assert!(!b.stderr().contains("reloading"), "B should resume, not reload: {}", b.stderr());
+    let mut cb = b.clients().await;
+    assert!(allowed(&mut cb, "doc:3#view@user:cid", None).await);
+    b.terminate();
+
+    // B is down while the changelog is pruned past its snapshot: it must reload.
+    write(&mut ca, &["doc:4#viewer@user:dan"]).await;
+    let t = write(&mut ca, &["doc:5#viewer@user:eve"]).await;
+    let pool = db.pool().await;
+    let horizon: i64 = sqlx::query_scalar("SELECT arbiter_prune_changelog(now() + interval '1 day')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(horizon >= 5, "pruned through {horizon}");
+    let b = replica(dbb.path(), &db, &[]);
+    assert_eq!(b.revision, t);
+    assert!(b.stderr().contains("older than the changelog retention"), "{}", b.stderr());
+    let mut cb = b.clients().await;
+    assert_eq!(read_all(&mut cb).await, read_all(&mut ca).await);
+    assert!(allowed(&mut cb, "doc:5#view@user:eve", None).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_applications_write_through_the_sql_function() {
+    let db = TestDb::new("direct").await;
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(dir.path(), &db, &[]);
+    let mut c = a.clients().await;
+    c.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    let pool = db.pool().await;
+    let rev: i64 = sqlx::query_scalar("SELECT arbiter_write($1::jsonb, '{\"writer\":\"billing\"}'::jsonb)")
+        .bind(serde_json::json!([
+            {"op": "touch", "resource": "doc:9", "relation": "viewer", "subject": "group:eng#member"},
+            {"op": "touch", "resource": "group:eng", "relation": "member", "subject": "user:zoe"},
+            {"op": "touch", "resource": "doc:9", "relation": "nope", "subject": "user:zoe"},
+            {"op": "touch", "resource": "doc:10", "relation": "viewer", "subject": "user:*"},
+            {"op": "touch", "resource": "doc:11", "relation": "viewer", "subject": "user:old", "expires_at": "2001-01-01T00:00:00Z"}
+        ]))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    // Picked up by NOTIFY (or polling), without any token.
+    eventually("the direct write to arrive", || {
+        let mut c = c.clone();
+        async move { allowed(&mut c, "doc:9#view@user:zoe", None).await }
+    })
+    .await;
+    assert!(allowed(&mut c, "doc:10#view@user:anyone", at_least(&format!("r{rev}"))).await);
+    assert!(!allowed(&mut c, "doc:11#view@user:old", None).await, "refused, and expired anyway");
+    // The rows the schema refuses (an unknown relation; an expiration on a relation that
+    // does not allow one) were left out, counted and logged; the replica serves on.
+    let (_, metrics) = a.http_get("/metrics", None);
+    assert!(metrics.contains("arbiter_replica_rejected_changes_total 2"), "{metrics}");
+    assert!(a.stderr().contains("nope") && a.stderr().contains("with expiration"), "{}", a.stderr());
+    // Malformed input to the function is refused by it, naming the problem, and changes nothing.
+    let err = sqlx::query_scalar::<_, i64>("SELECT arbiter_write('[{\"op\":\"touch\",\"resource\":\"doc\"}]'::jsonb)")
+        .fetch_one(&pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is not a relationship"), "{err}");
+    let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap();
+    assert_eq!(head, rev);
+    // The sweep removes the expired row in Postgres, and the replicas apply it.
+    let swept: i64 = sqlx::query_scalar("SELECT arbiter_sweep_expired()").fetch_one(&pool).await.unwrap();
+    assert_eq!(swept, 1);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM relationships WHERE resource_id = '11'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_two_replicas_never_lose_a_change() {
+    let db = TestDb::new("concurrent").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let b = replica(dbb.path(), &db, &[]);
+    let mut ca = a.clients().await;
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    let mut tasks = Vec::new();
+    for (w, server) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let mut c = server.clients().await;
+        tasks.push(tokio::spawn(async move {
+            let mut tokens = Vec::new();
+            for i in 0..25 {
+                tokens.push(write(&mut c, &[&format!("doc:w{w}n{i}#viewer@user:u{w}")]).await);
+            }
+            tokens
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.extend(t.await.unwrap());
+    }
+    // Every write got its own revision.
+    let mut distinct = tokens.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 100);
+    let mut cb = b.clients().await;
+    assert!(allowed(&mut cb, "doc:w0n0#view@user:u0", fully_consistent()).await);
+    assert!(allowed(&mut ca, "doc:w0n0#view@user:u0", fully_consistent()).await);
+    let (ra, rb) = (read_all(&mut ca).await, read_all(&mut cb).await);
+    assert_eq!(ra.len(), 100);
+    assert_eq!(ra, rb);
+    // Exactly what Postgres holds: count and digest.
+    let pool = db.pool().await;
+    let (count, digest): (i64, String) = sqlx::query_as(
+        "SELECT count(*), md5(coalesce(string_agg(t, ',' ORDER BY t COLLATE \"C\"), ''))
+         FROM (SELECT resource_type || ':' || resource_id || '#' || relation || '@' || subject_type || ':' || subject_id AS t
+               FROM relationships) r",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(count, 100);
+    let mut mine: Vec<&String> = ra.iter().collect();
+    mine.sort();
+    let joined = mine.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
+    let (ours,): (String,) = sqlx::query_as("SELECT md5($1)").bind(&joined).fetch_one(&pool).await.unwrap();
+    assert_eq!(ours, digest, "the replicas hold what Postgres holds");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_survives_lost_connections_and_catches_up() {
+    let db = TestDb::new("reconnect").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let b = replica(dbb.path(), &db, &["--consistency-timeout", "1s"]);
+    let (mut ca, mut cb) = (a.clients().await, b.clients().await);
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    write(&mut ca, &["doc:1#viewer@user:ann"]).await;
+    // Postgres drops every connection of this database and refuses new ones for a while
+    // (as a restart would).
+    let mut admin = sqlx::PgConnection::connect(&admin_url()).await.unwrap();
+    sqlx::query(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS false", db.name)).execute(&mut admin).await.unwrap();
+    let kill = format!("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '{}'", db.name);
+    sqlx::query_scalar::<_, i64>(&kill).fetch_one(&mut admin).await.unwrap();
+    // B keeps answering from its graph meanwhile, but is not ready once it cannot catch
+    // up within its bound.
+    assert!(allowed(&mut cb, "doc:1#view@user:ann", None).await);
+    eventually("B to report not ready", || async {
+        let (code, body) = b.http_get("/readyz", None);
+        code == 503 && body.contains("not caught up")
+    })
+    .await;
+    assert!(allowed(&mut cb, "doc:1#view@user:ann", None).await);
+    sqlx::query(&format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", db.name)).execute(&mut admin).await.unwrap();
+    // Writes through A work again once the pool reconnects, and B catches up.
+    let t = loop {
+        match ca
+            .relationships
+            .write_relationships(pb::WriteRelationshipsRequest { updates: vec![touch("doc:2#viewer@user:bob")], preconditions: vec![] })
+            .await
+        {
+            Ok(r) => break r.into_inner().revision,
+            Err(e) => {
+                assert_eq!(e.code(), tonic::Code::Unavailable, "{e:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    assert!(allowed(&mut cb, "doc:2#view@user:bob", at_least(&t)).await);
+    eventually("B to report ready", || async { b.http_get("/readyz", None).0 == 200 }).await;
+}

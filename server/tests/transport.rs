@@ -1,0 +1,174 @@
+//! Transport features against the real binary: TLS on both ports (a certificate made
+//! with the `openssl` CLI, trusted by the clients as their CA), and server reflection
+//! listing every service, as `grpcurl list` would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use arbiter_proto::arbiter::v1 as pb;
+use common::*;
+use tokio_stream::StreamExt;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the openssl CLI is needed to make test certificates");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A test CA and a server certificate it issued for `localhost` and 127.0.0.1:
+/// (CA certificate path, server certificate path, server key path).
+fn certificates(dir: &Path) -> (String, String, String) {
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let mut ca = vec!["req", "-x509"];
+    ca.extend_from_slice(&ec);
+    ca.extend_from_slice(&["-days", "2", "-subj", "/CN=arbiter-test-ca", "-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca, dir);
+    let mut csr = vec!["req"];
+    csr.extend_from_slice(&ec);
+    csr.extend_from_slice(&["-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "server.csr"]);
+    openssl(&csr, dir);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2"]
+            .into_iter()
+            .chain(["-extfile", "ext.cnf", "-out", "cert.pem"])
+            .collect::<Vec<_>>(),
+        dir,
+    );
+    let path = |f: &str| dir.join(f).display().to_string();
+    (path("ca.pem"), path("cert.pem"), path("key.pem"))
+}
+
+#[tokio::test]
+async fn tls_on_both_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = certificates(dir.path());
+    let server = Server::start(&dir.path().join("data"), &["--tls-cert", &cert, "--tls-key", &key]);
+    let port = server.grpc.rsplit_once(':').unwrap().1.to_string();
+    let https = format!("https://localhost:{port}");
+
+    // The generated client over TLS, trusting the test CA.
+    let pem = std::fs::read(&ca).unwrap();
+    let channel = Channel::from_shared(https.clone())
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut schema = pb::schema_service_client::SchemaServiceClient::new(channel.clone());
+    schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    let mut rels = pb::relationship_service_client::RelationshipServiceClient::new(channel.clone());
+    rels.write_relationships(pb::WriteRelationshipsRequest {
+        updates: vec![touch("doc:a#viewer@user:bob")],
+        preconditions: vec![],
+    })
+    .await
+    .unwrap();
+
+    // The CLI over TLS.
+    let out = Command::new(BIN)
+        .args(["check", "doc:a#view@user:bob", "--endpoint", &https, "--tls-ca", &ca])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "allowed");
+
+    // Without the CA the CLI refuses the unknown issuer and says it could not connect.
+    let out = Command::new(BIN)
+        .args(["check", "doc:a#view@user:bob", "--endpoint", &https])
+        .env_remove("ARBITER_TLS_CA")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+
+    // Plaintext gRPC to the TLS port fails rather than being served in the clear.
+    let plain = Channel::from_shared(format!("http://{}", server.grpc)).unwrap().connect().await;
+    if let Ok(ch) = plain {
+        let mut s = pb::schema_service_client::SchemaServiceClient::new(ch);
+        assert!(s.read_schema(pb::ReadSchemaRequest {}).await.is_err());
+    }
+
+    // The HTTP port speaks TLS too (curl trusting the same CA).
+    let http_port = server.http.rsplit_once(':').unwrap().1;
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", &ca, &format!("https://localhost:{http_port}/readyz")])
+        .output()
+        .expect("curl is needed for the HTTPS probe");
+    assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("ready"), "readyz body: {body}");
+    let out = Command::new("curl")
+        .args(["-sS", "--cacert", &ca, &format!("https://localhost:{http_port}/metrics")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("arbiter_"), "metrics over HTTPS");
+    // Plain HTTP on the TLS port gets no page.
+    let out = Command::new("curl").args(["-sS", "-m", "5", &format!("http://{}/readyz", server.http)]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ready"));
+}
+
+#[tokio::test]
+async fn tls_flags_are_checked_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_ca, cert, _key) = certificates(dir.path());
+    let err = Server::try_start(&dir.path().join("data"), &["--tls-cert", &cert]).err().unwrap();
+    assert!(err.contains("--tls-key"), "{err}");
+    let missing = dir.path().join("nope.pem").display().to_string();
+    let err = Server::try_start(&dir.path().join("data"), &["--tls-cert", &missing, "--tls-key", &missing])
+        .err()
+        .unwrap();
+    assert!(err.contains("nope.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn reflection_lists_every_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "arbiter.v1.PermissionService",
+        "arbiter.v1.RelationshipService",
+        "arbiter.v1.SchemaService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
+    }
+
+    // And a service's file descriptor can be fetched, which `grpcurl describe` needs.
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::FileContainingSymbol("arbiter.v1.PermissionService".into())),
+    };
+    let mut replies = client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let reply = replies.next().await.unwrap().unwrap();
+    let Some(MessageResponse::FileDescriptorResponse(files)) = reply.message_response else {
+        panic!("unexpected reflection reply {reply:?}");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+}
