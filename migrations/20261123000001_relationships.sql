@@ -64,7 +64,9 @@ CREATE TABLE arbiter_changelog (
     subject_relation text,
     expires_at timestamptz,
     schema_text text,
-    committed_at timestamptz NOT NULL DEFAULT now(),
+    -- The wall clock when the row was written (close to the commit; now() would be the
+    -- transaction's start).
+    committed_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- Who wrote it: {"writer": "arbiter"} or what a direct writer passes in.
     metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
     PRIMARY KEY (revision, seq),

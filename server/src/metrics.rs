@@ -19,6 +19,9 @@ pub struct Metrics {
     pub watchers: IntGauge,
     /// Changes from Postgres' changelog a replica refused (read at scrape time).
     pub rejected: IntGauge,
+    /// On a replica: seconds from a revision's commit in Postgres to this replica
+    /// serving it.
+    pub replica_lag: prometheus::Histogram,
 }
 
 /// Latency buckets from 5 us to 10 s: a Check sits in the low ones, an import in the high.
@@ -66,6 +69,14 @@ impl Metrics {
         registry.register(Box::new(store_bytes.clone()))?;
         registry.register(Box::new(watchers.clone()))?;
         registry.register(Box::new(rejected.clone()))?;
+        let replica_lag = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "arbiter_replica_apply_lag_seconds",
+                "time from a revision's commit in Postgres to this replica serving it (same clock assumed)",
+            )
+            .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]),
+        )?;
+        registry.register(Box::new(replica_lag.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -75,6 +86,7 @@ impl Metrics {
             store_bytes,
             watchers,
             rejected,
+            replica_lag,
         })
     }
 

@@ -111,6 +111,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     );
     let metrics = Metrics::new().map_err(|e| anyhow!("cannot set up metrics: {e}"))?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    if let Some(r) = &replica {
+        r.observe_lag(metrics.replica_lag.clone());
+    }
     let shared = Shared::new(engine.clone(), opts.limits, metrics, stop_rx.clone(), replica.clone());
     if opts.demo {
         load_demo(&shared).await?;

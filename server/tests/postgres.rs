@@ -144,6 +144,14 @@ async fn replicas_agree_and_wait_for_tokens_written_elsewhere() {
     let t2 = write(&mut cb, &["doc:2#viewer@user:cid"]).await;
     assert!(allowed(&mut ca, "doc:2#view@user:cid", fully_consistent()).await);
     assert!(allowed(&mut ca, "doc:2#view@user:cid", at_least(&t2)).await);
+    // B measured how long A's revisions took to reach it.
+    let (_, metrics) = b.http_get("/metrics", None);
+    let applied: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("arbiter_replica_apply_lag_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(applied >= 2.0, "{metrics}");
     // The schema written through A is B's too.
     let schema = cb.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema;
     assert_eq!(schema, DOC_SCHEMA);

@@ -55,6 +55,8 @@ pub struct Replica {
     pub rejected: AtomicU64,
     /// When a catch-up last reached Postgres' head (ms since the Unix epoch).
     caught_up_at: AtomicU64,
+    /// Commit-to-served lag of each applied revision, once the server's metrics exist.
+    lag: std::sync::OnceLock<prometheus::Histogram>,
 }
 
 /// What a replica did at start, for the log.
@@ -119,6 +121,7 @@ impl Replica {
             writing: Mutex::new(()),
             rejected: AtomicU64::new(0),
             caught_up_at: AtomicU64::new(now_millis()),
+            lag: std::sync::OnceLock::new(),
         });
         replica.catch_up().await?;
         Ok((replica, store, kind))
@@ -148,6 +151,10 @@ impl Replica {
                     self.reject(&format!("a changelog row at revision {} is malformed: {m}", commit.revision));
                 }
                 self.apply(commit.revision, commit.changes, commit.schema).await?;
+                if let Some(lag) = self.lag.get() {
+                    let micros = arbiter_engine::now_micros().saturating_sub(commit.committed_at_micros);
+                    lag.observe(micros.max(0) as f64 / 1e6);
+                }
             }
             // Revisions without rows (an empty write) still advance the replica.
             if self.engine.revision() < through {
@@ -171,6 +178,11 @@ impl Replica {
     fn reject(&self, what: &str) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("rejected from Postgres' changelog: {what}");
+    }
+
+    /// Observes each applied revision's commit-to-served lag into `histogram`.
+    pub fn observe_lag(&self, histogram: prometheus::Histogram) {
+        let _ = self.lag.set(histogram);
     }
 
     /// Ready while the replica keeps up: its last catch-up to Postgres' head is no older
