@@ -35,8 +35,8 @@ test: deps
 
 corpus:
 	@$(CARGO) build -q --workspace --all-targets
-	@echo "== arbiter validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml"
-	@$(ARBITER) validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml
+	@echo "== arbiter validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml examples/policies"
+	@$(ARBITER) validate tests/corpus tests/corpus/differential server/src/demo/demo.yaml examples/policies
 
 ## conformance: the 54 caveat-free SpiceDB validation files (run from ../shared, never copied).
 conformance:

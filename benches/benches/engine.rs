@@ -18,6 +18,7 @@ fn req<'a>(resource: &'a str, permission: &'a str, subject: &'a str) -> CheckReq
         subject_id: sid,
         subject_relation: None,
         consistency: Consistency::MinimizeLatency,
+        context: None,
     }
 }
 

@@ -25,6 +25,7 @@ use crate::graph::{
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::load::{GraphLoader, Shapes};
 use crate::lookup::LookupContext;
+use crate::policy::{CedarOutcome, CompiledPolicies, EntityData, Hierarchy, PolicyModel, PolicyText, MAX_ENTITIES};
 use crate::schema_plan::SchemaPlan;
 use crate::store::{
     relationship_key, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipRef,
@@ -87,7 +88,7 @@ pub struct RelationshipUpdate {
 }
 
 /// A permission question, with strings as the caller gave them.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CheckRequest<'a> {
     pub resource_type: &'a str,
     pub resource_id: &'a str,
@@ -97,12 +98,25 @@ pub struct CheckRequest<'a> {
     /// `None` for the object itself.
     pub subject_relation: Option<&'a str>,
     pub consistency: Consistency,
+    /// The request context handed to Cedar policies (time of day, IP, ...).
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     Allowed,
     Denied,
+}
+
+/// What [`Engine::explain`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// With the graph allowing: the relationships of one path, resource to subject.
+    pub path: Vec<String>,
+    /// The Cedar policies that decided, when Cedar did.
+    pub policies: Vec<String>,
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,15 +391,16 @@ impl Engine {
     pub fn write_schema(&self, text: &str) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
-        let plan = self.plan_schema_at(&cur, text)?;
+        let (plan, policies) = self.plan_schema_at(&cur, text)?;
         let mut next = (*cur).clone();
         next.revision = cur.revision + 1;
         next.plan = Some(Arc::new(plan));
+        next.policies = policies;
         self.store
-            .commit(&Commit { revision: next.revision, schema: Some(text), changes: &[] })
+            .commit(&Commit { revision: next.revision, schema: Some(text), ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next);
-        self.notify(revision, Vec::new(), Some(text));
+        self.notify(revision, Vec::new(), Some(text), None);
         Ok(revision)
     }
 
@@ -397,7 +412,13 @@ impl Engine {
         self.plan_schema_at(&cur, text).map(|_| ())
     }
 
-    fn plan_schema_at(&self, cur: &GraphVersion, text: &str) -> Result<SchemaPlan, EngineError> {
+    /// The plan of a new schema and the running policies compiled against it, or why
+    /// the schema cannot replace the current one.
+    fn plan_schema_at(
+        &self,
+        cur: &GraphVersion,
+        text: &str,
+    ) -> Result<(SchemaPlan, Option<Arc<CompiledPolicies>>), EngineError> {
         let compiled = compile(text).map_err(EngineError::InvalidSchema)?;
         let plan = SchemaPlan::new(compiled, text.to_string(), &self.interner);
         let mut count = 0usize;
@@ -414,7 +435,13 @@ impl Engine {
             examples.sort();
             return Err(EngineError::WouldOrphan { count, examples });
         }
-        Ok(plan)
+        let policies = match &cur.policies {
+            None => None,
+            Some(p) => Some(Arc::new(
+                CompiledPolicies::compile(&plan.schema, p.model.clone()).map_err(EngineError::SchemaBreaksPolicies)?,
+            )),
+        };
+        Ok((plan, policies))
     }
 
     /// Applies one revision that was ordered and made durable elsewhere (a replica
@@ -440,8 +467,9 @@ impl Engine {
         let mut applied_schema = None;
         if let Some(text) = schema {
             match self.plan_schema_at(&cur, text) {
-                Ok(plan) => {
+                Ok((plan, policies)) => {
                     next.plan = Some(Arc::new(plan));
+                    next.policies = policies;
                     applied_schema = Some(text);
                 }
                 Err(e) => report.rejected.push(format!("schema at revision {revision}: {e}")),
@@ -483,10 +511,10 @@ impl Engine {
         next.apply(&graph_changes);
         report.applied = accepted.len();
         self.store
-            .commit(&Commit { revision, schema: applied_schema, changes: &accepted })
+            .commit(&Commit { revision, schema: applied_schema, changes: &accepted, ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
         self.publish(next);
-        self.notify(revision, accepted, applied_schema);
+        self.notify(revision, accepted, applied_schema, None);
         Ok(report)
     }
 
@@ -913,12 +941,12 @@ impl Engine {
         self.store
             .commit(&Commit {
                 revision: next.revision,
-                schema: None,
                 changes: &changes,
+                ..Commit::default()
             })
             .map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next);
-        self.notify(revision, changes, None);
+        self.notify(revision, changes, None, None);
         Ok(revision)
     }
 
@@ -931,7 +959,7 @@ impl Engine {
         }
     }
 
-    fn notify(&self, revision: u64, changes: Vec<Change>, schema: Option<&str>) {
+    fn notify(&self, revision: u64, changes: Vec<Change>, schema: Option<&str>, policy_model: Option<String>) {
         let listeners = match self.listeners.read() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
@@ -944,6 +972,7 @@ impl Engine {
             committed_at_micros: now_micros(),
             changes,
             schema: schema.map(str::to_string),
+            policy_model,
         };
         for l in listeners.iter() {
             l(&commit);
@@ -1011,16 +1040,32 @@ impl Engine {
         Ok((results, graph.revision))
     }
 
-    /// Why a Check is allowed: the relationships of one path from the resource to the
-    /// subject (for `explain`). `None` when the Check is denied.
-    pub fn explain(
-        &self,
-        req: &CheckRequest<'_>,
-    ) -> Result<(Option<Vec<String>>, u64), EngineError> {
+    /// Why a Check is decided as it is (for `explain`): when the graph allows, the
+    /// relationships of one path from the resource to the subject; when Cedar decided,
+    /// the policies that did (satisfied permits, or satisfied or erroring forbids).
+    pub fn explain(&self, req: &CheckRequest<'_>) -> Result<Explanation, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let time = RequestTime::wall_clock();
-        if self.check_in(&graph, req, &time)?.decision != Decision::Allowed {
-            return Ok((None, graph.revision));
+        let allowed = self.check_in(&graph, req, &time)?.decision == Decision::Allowed;
+        let mut graph_only = (*graph).clone();
+        let policies = graph_only.policies.take();
+        let graph_allowed = self.check_in(&graph_only, req, &time)?.decision == Decision::Allowed;
+        let decided_by = match policies {
+            Some(p) => self
+                .cedar_decide(&graph, &p, req, graph_allowed, &time)?
+                .1
+                .map(|o| o.determining(allowed))
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let explanation = |path| Explanation {
+            decision: if allowed { Decision::Allowed } else { Decision::Denied },
+            path,
+            policies: decided_by.clone(),
+            revision: graph.revision,
+        };
+        if !(allowed && graph_allowed) {
+            return Ok(explanation(Vec::new()));
         }
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
@@ -1042,7 +1087,7 @@ impl Engine {
             .into_iter()
             .map(|step| step.replace(UNSEEN_MARK, req.resource_id))
             .collect();
-        Ok((Some(path), graph.revision))
+        Ok(explanation(path))
     }
 
     /// Answers a Check at the revision its consistency asks for, by the wall clock.
@@ -1089,7 +1134,7 @@ impl Engine {
             revision: graph.revision,
         };
         let resource = match self.interner.get(req.resource_id) {
-            Some(r) => r,
+            Some(r) => Some(r),
             // Nothing was ever written about this resource. Only a subject set of the
             // same object can be a member (of itself, through the schema); the shared
             // "unseen" symbol stands for that one id on both sides.
@@ -1097,21 +1142,202 @@ impl Engine {
                 && req.resource_id == req.subject_id
                 && subject.relation.is_some() =>
             {
-                UNSEEN
+                Some(UNSEEN)
             }
-            None => return Ok(decision(false)),
+            // The graph grants nothing on it (a Cedar permit still may).
+            None => None,
         };
-        let mut eval = Evaluator::new(
-            graph,
-            plan,
-            &self.interner,
-            subject.key,
-            subject.type_id,
-            now,
-            self.config.max_depth,
-        );
-        let allowed = eval.check(res_ty, rel, resource)?;
+        let graph_allowed = match resource {
+            None => false,
+            Some(resource) => {
+                let mut eval = Evaluator::new(
+                    graph,
+                    plan,
+                    &self.interner,
+                    subject.key,
+                    subject.type_id,
+                    now,
+                    self.config.max_depth,
+                );
+                eval.check(res_ty, rel, resource)?
+            }
+        };
+        let allowed = match graph.policies.as_deref() {
+            None => graph_allowed,
+            Some(policies) => self.cedar_decide(graph, policies, req, graph_allowed, now)?.0,
+        };
         Ok(decision(allowed))
+    }
+
+    /// The Cedar half of a decision (DESIGN §5): consulted only when a policy can change
+    /// the graph's answer. Returns the decision and, when Cedar was asked, what it said.
+    fn cedar_decide(
+        &self,
+        graph: &GraphVersion,
+        policies: &CompiledPolicies,
+        req: &CheckRequest<'_>,
+        graph_allowed: bool,
+        now: &RequestTime,
+    ) -> Result<(bool, Option<CedarOutcome>), EngineError> {
+        let applies = policies.applies(req.permission);
+        if !applies.forbid && (graph_allowed || !applies.permit) {
+            return Ok((graph_allowed, None));
+        }
+        let context = policies
+            .context(req.permission, req.context)
+            .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
+        let principal = (req.subject_type, req.subject_id);
+        let resource = (req.resource_type, req.resource_id);
+        let request = policies
+            .request(req.permission, principal, resource, context)
+            .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
+        let outcome = match self.cedar_entities(graph, policies, principal, resource, now) {
+            Ok(entities) => policies.evaluate(&request, entities),
+            Err(failed) => CedarOutcome { failed: Some(failed), ..CedarOutcome::default() },
+        };
+        Ok((outcome.decide(graph_allowed, applies), Some(outcome)))
+    }
+
+    /// The entities of one Cedar request: the principal, the resource and their
+    /// ancestors through the graph, each with its attributes.
+    fn cedar_entities(
+        &self,
+        graph: &GraphVersion,
+        policies: &CompiledPolicies,
+        principal: (&str, &str),
+        resource: (&str, &str),
+        now: &RequestTime,
+    ) -> Result<Vec<EntityData>, String> {
+        let mut seen: HashSet<(String, String)> = HashSet::new();
+        let mut queue: VecDeque<(String, String)> = VecDeque::new();
+        for (t, i) in [principal, resource] {
+            let key = (t.to_string(), i.to_string());
+            if seen.insert(key.clone()) {
+                queue.push_back(key);
+            }
+        }
+        let mut out = Vec::new();
+        while let Some((object_type, object_id)) = queue.pop_front() {
+            if out.len() >= MAX_ENTITIES {
+                return Err(format!(
+                    "`{}:{}` and `{}:{}` have more than {MAX_ENTITIES} ancestors between them",
+                    principal.0, principal.1, resource.0, resource.1
+                ));
+            }
+            let parents = self.cedar_parents(graph, policies.hierarchy(), &object_type, &object_id, now);
+            for p in &parents {
+                if seen.insert(p.clone()) {
+                    queue.push_back(p.clone());
+                }
+            }
+            let attributes = policies.attributes(&format!("{object_type}:{object_id}")).cloned();
+            out.push(EntityData { object_type, object_id, attributes, parents });
+        }
+        Ok(out)
+    }
+
+    /// An object's Cedar parents: the objects it is a member of (through relations the
+    /// schema uses as subject sets) and the objects that contain it (through relations
+    /// arrows walk). Live relationships only.
+    fn cedar_parents(
+        &self,
+        graph: &GraphVersion,
+        hierarchy: &Hierarchy,
+        object_type: &str,
+        object_id: &str,
+        now: &RequestTime,
+    ) -> Vec<(String, String)> {
+        let (Some(ty), Some(id)) = (self.interner.get(object_type), self.interner.get(object_id)) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut subjects = vec![
+            SubjectKey { object_type: ty, relation: ELLIPSIS, object_id: id },
+            SubjectKey { object_type: ty, relation: ELLIPSIS, object_id: WILDCARD },
+        ];
+        for r in hierarchy.subject_sets.get(object_type).into_iter().flatten() {
+            if let Some(rel) = self.interner.get(r) {
+                subjects.push(SubjectKey { object_type: ty, relation: rel, object_id: id });
+            }
+        }
+        for subject in &subjects {
+            for res in graph.resources_of(subject) {
+                let res_type = self.interner.resolve(res.object_type);
+                let res_rel = self.interner.resolve(res.relation);
+                let member = hierarchy
+                    .membership
+                    .get(&*res_type)
+                    .is_some_and(|rels| rels.iter().any(|r| **r == *res_rel));
+                if member && graph.find(res, subject).is_some_and(|e| e.live(now)) {
+                    out.push((res_type.to_string(), self.interner.resolve(res.object_id).to_string()));
+                }
+            }
+        }
+        for r in hierarchy.containment.get(object_type).into_iter().flatten() {
+            let Some(rel) = self.interner.get(r) else { continue };
+            let key = ResourceKey { object_type: ty, relation: rel, object_id: id };
+            for e in graph.edges(&key) {
+                if e.subject.relation == ELLIPSIS && e.subject.object_id != WILDCARD && e.live(now) {
+                    out.push((
+                        self.interner.resolve(e.subject.object_type).to_string(),
+                        self.interner.resolve(e.subject.object_id).to_string(),
+                    ));
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The policy model in force (policies, attribute declarations and values).
+    pub fn policy_model(&self) -> PolicyModel {
+        self.current.load().policies.as_ref().map(|p| p.model.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the policy model: every policy is parsed and validated (strict mode)
+    /// against the Cedar schema derived from the relationship schema and the attribute
+    /// declarations, every attribute value checked against them. On any problem the
+    /// running model is untouched; else the new one is published at a new revision.
+    pub fn write_policy_model(&self, model: PolicyModel) -> Result<u64, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        let compiled = Self::compile_policy_model(&cur, model)?;
+        let json = serde_json::to_string(&compiled.as_ref().map(|c| &c.model).cloned().unwrap_or_default())
+            .map_err(|e| EngineError::Store(format!("cannot encode the policy model: {e}")))?;
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        next.policies = compiled;
+        self.store
+            .commit(&Commit { revision: next.revision, policy_model: Some(&json), ..Commit::default() })
+            .map_err(|e| EngineError::Store(e.0))?;
+        let revision = self.publish(next);
+        self.notify(revision, Vec::new(), None, Some(json));
+        Ok(revision)
+    }
+
+    /// Replaces the policies, keeping attribute declarations and values.
+    pub fn write_policies(&self, policies: Vec<PolicyText>) -> Result<u64, EngineError> {
+        let mut model = self.policy_model();
+        model.policies = policies;
+        self.write_policy_model(model)
+    }
+
+    /// Checks a policy model as [`Engine::write_policy_model`] would, without writing it.
+    pub fn plan_policy_model(&self, model: PolicyModel) -> Result<(), EngineError> {
+        let cur = self.current.load_full();
+        Self::compile_policy_model(&cur, model).map(|_| ())
+    }
+
+    fn compile_policy_model(
+        cur: &GraphVersion,
+        model: PolicyModel,
+    ) -> Result<Option<Arc<CompiledPolicies>>, EngineError> {
+        if model.is_empty() {
+            return Ok(None);
+        }
+        let plan = cur.plan.as_deref().ok_or(EngineError::NoSchema)?;
+        CompiledPolicies::compile(&plan.schema, model).map(|c| Some(Arc::new(c))).map_err(EngineError::InvalidPolicy)
     }
 
     /// Validates and interns a subject (without growing the symbol table).
@@ -1426,4 +1652,20 @@ fn allowed_match(
     allowed.iter().any(|a| {
         a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration
     })
+}
+
+/// Compiles a stored policy model (JSON) against the stored schema.
+pub(crate) fn compile_model(plan: Option<&SchemaPlan>, json: &str) -> Result<Option<CompiledPolicies>, EngineError> {
+    let model: PolicyModel = serde_json::from_str(json).map_err(|e| {
+        EngineError::InvalidPolicy(crate::policy::PolicyError {
+            policy: None,
+            position: None,
+            message: format!("the stored policy model is not readable: {e}"),
+        })
+    })?;
+    if model.is_empty() {
+        return Ok(None);
+    }
+    let plan = plan.ok_or(EngineError::NoSchema)?;
+    CompiledPolicies::compile(&plan.schema, model).map(Some).map_err(EngineError::InvalidPolicy)
 }

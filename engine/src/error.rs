@@ -67,6 +67,10 @@ pub enum EngineError {
         count: usize,
         limit: usize,
     },
+    #[error("invalid policy: {0}")]
+    InvalidPolicy(crate::policy::PolicyError),
+    #[error("the schema change would make the running policies invalid: {0}")]
+    SchemaBreaksPolicies(crate::policy::PolicyError),
     #[error("storage error: {0}")]
     Store(String),
 }
@@ -76,7 +80,8 @@ impl EngineError {
         match self {
             EngineError::InvalidSchema(_)
             | EngineError::InvalidArgument(_)
-            | EngineError::DuplicateInWrite(_) => ErrorKind::InvalidArgument,
+            | EngineError::DuplicateInWrite(_)
+            | EngineError::InvalidPolicy(_) => ErrorKind::InvalidArgument,
             EngineError::NoSchema
             | EngineError::UnknownType(_)
             | EngineError::UnknownRelation { .. }
@@ -88,7 +93,8 @@ impl EngineError {
             | EngineError::DepthExceeded { .. }
             | EngineError::SnapshotTooOld { .. }
             | EngineError::PreconditionFailed(_)
-            | EngineError::TooManyMatches { .. } => ErrorKind::FailedPrecondition,
+            | EngineError::TooManyMatches { .. }
+            | EngineError::SchemaBreaksPolicies(_) => ErrorKind::FailedPrecondition,
             EngineError::RevisionUnavailable { .. } => ErrorKind::Unavailable,
             EngineError::Store(_) => ErrorKind::Internal,
         }

@@ -162,6 +162,8 @@ pub struct StoredRelationship {
 pub struct GraphVersion {
     pub revision: u64,
     pub plan: Option<Arc<SchemaPlan>>,
+    /// The Cedar side of decisions, compiled against `plan` (none: the graph decides).
+    pub policies: Option<Arc<crate::policy::CompiledPolicies>>,
     forward: PMap<ObjectKey, Arc<ObjectEdges>>,
     reverse: PMap<SubjectKey, Arc<[ResourceKey]>>,
     relationships: usize,
@@ -174,6 +176,7 @@ impl GraphVersion {
         GraphVersion {
             revision: 0,
             plan: None,
+            policies: None,
             forward: PMap::default(),
             reverse: PMap::default(),
             relationships: 0,

@@ -11,6 +11,7 @@ use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::graph::{Edge, GraphVersion, ResourceKey, StoredRelationship, SubjectKey, NEVER};
 use crate::intern::{Sym, WILDCARD};
+use crate::policy::CompiledPolicies;
 use crate::schema_plan::SchemaPlan;
 use crate::store::{LoadSink, RelationshipRef, StoreError, StoredHeader};
 
@@ -118,6 +119,7 @@ pub(crate) struct GraphLoader<'e> {
     engine: &'e Engine,
     revision: u64,
     plan: Option<Arc<SchemaPlan>>,
+    policies: Option<Arc<CompiledPolicies>>,
     shapes: Shapes,
     relationships: Vec<StoredRelationship>,
     /// The first invalid relationship, reported after the scan with its engine error.
@@ -130,6 +132,7 @@ impl<'e> GraphLoader<'e> {
             engine,
             revision: 0,
             plan: None,
+            policies: None,
             shapes: Shapes::default(),
             relationships: Vec::new(),
             error: None,
@@ -144,6 +147,7 @@ impl<'e> GraphLoader<'e> {
         let mut graph = GraphVersion::build(self.relationships);
         graph.revision = self.revision;
         graph.plan = self.plan;
+        graph.policies = self.policies;
         Ok(graph)
     }
 }
@@ -159,6 +163,16 @@ impl LoadSink for GraphLoader<'_> {
                 Err(e) => {
                     self.error = Some(EngineError::InvalidSchema(e));
                     return Err(StoreError("the stored schema does not compile".into()));
+                }
+            }
+        }
+        if let Some(json) = header.policy_model {
+            match crate::engine::compile_model(self.plan.as_deref(), &json) {
+                Ok(policies) => self.policies = policies.map(Arc::new),
+                Err(e) => {
+                    let message = format!("the stored policies cannot be served: {e}");
+                    self.error = Some(e);
+                    return Err(StoreError(message));
                 }
             }
         }

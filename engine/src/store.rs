@@ -23,11 +23,13 @@ pub struct Change {
     pub relationship: Relationship,
 }
 
-/// One atomic write: a new revision with an optional new schema and relationship changes.
-#[derive(Debug, Clone, Copy)]
+/// One atomic write: a new revision with an optional new schema, an optional new policy
+/// model (policies, attribute declarations and values, as JSON) and relationship changes.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Commit<'a> {
     pub revision: u64,
     pub schema: Option<&'a str>,
+    pub policy_model: Option<&'a str>,
     pub changes: &'a [Change],
 }
 
@@ -36,6 +38,7 @@ pub struct Commit<'a> {
 pub struct StoredState {
     pub revision: u64,
     pub schema: Option<String>,
+    pub policy_model: Option<String>,
     pub relationships: Vec<Relationship>,
 }
 
@@ -52,6 +55,8 @@ pub struct LoggedCommit {
     pub changes: Vec<Change>,
     /// The new schema, if this revision wrote one.
     pub schema: Option<String>,
+    /// The new policy model (JSON), if this revision wrote one.
+    pub policy_model: Option<String>,
 }
 
 /// What the changelog holds after a revision.
@@ -110,6 +115,8 @@ impl RelationshipRef<'_> {
 pub struct StoredHeader {
     pub revision: u64,
     pub schema: Option<String>,
+    /// The policy model (JSON), if one was written.
+    pub policy_model: Option<String>,
 }
 
 /// Receives one consistent stored state from [`RelationshipStore::scan`]: the header
@@ -124,6 +131,7 @@ impl LoadSink for StoredState {
     fn header(&mut self, header: StoredHeader) -> Result<(), StoreError> {
         self.revision = header.revision;
         self.schema = header.schema;
+        self.policy_model = header.policy_model;
         Ok(())
     }
 
@@ -170,6 +178,7 @@ pub struct MemoryStore {
 struct MemoryState {
     revision: u64,
     schema: Option<String>,
+    policy_model: Option<String>,
     relationships: BTreeMap<String, Relationship>,
     changelog: std::collections::VecDeque<LoggedCommit>,
 }
@@ -180,7 +189,11 @@ const MEMORY_CHANGELOG: usize = 10_000;
 impl RelationshipStore for MemoryStore {
     fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
         let st = self.state.lock().map_err(|_| StoreError("memory store lock poisoned".into()))?;
-        sink.header(StoredHeader { revision: st.revision, schema: st.schema.clone() })?;
+        sink.header(StoredHeader {
+            revision: st.revision,
+            schema: st.schema.clone(),
+            policy_model: st.policy_model.clone(),
+        })?;
         for r in st.relationships.values() {
             sink.relationship(RelationshipRef::of(r))?;
         }
@@ -196,11 +209,15 @@ impl RelationshipStore for MemoryStore {
         if let Some(s) = commit.schema {
             st.schema = Some(s.to_string());
         }
+        if let Some(m) = commit.policy_model {
+            st.policy_model = Some(m.to_string());
+        }
         st.changelog.push_back(LoggedCommit {
             revision: commit.revision,
             committed_at_micros: crate::graph::wall_clock_micros(),
             changes: commit.changes.to_vec(),
             schema: commit.schema.map(str::to_string),
+            policy_model: commit.policy_model.map(str::to_string),
         });
         if st.changelog.len() > MEMORY_CHANGELOG {
             st.changelog.pop_front();

@@ -53,6 +53,46 @@ pub fn run(factory: &StoreFactory<'_>) -> Vec<String> {
         .collect()
 }
 
+/// The checks for stores that keep the policy model (policies, attribute declarations
+/// and values): the in-memory store and RocksDB.
+pub fn run_policy_model(factory: &StoreFactory<'_>) -> Vec<String> {
+    policy_model_round_trips(factory).err().map(|e| format!("the policy model round-trips: {e}")).into_iter().collect()
+}
+
+fn policy_model_round_trips(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let first = r#"{"policies":[{"id":"a","text":"permit(principal, action, resource);"}]}"#;
+    let second = r#"{"policies":[]}"#;
+    {
+        let store = factory("policy-model")?;
+        let commit = |revision, schema, policy_model| {
+            store.commit(&Commit { revision, schema, policy_model, changes: &[] }).map_err(|e| e.0)
+        };
+        commit(1, Some(SCHEMA), None)?;
+        commit(2, None, Some(first))?;
+        commit(3, None, None)?;
+    }
+    let store = factory("policy-model")?;
+    let state = store.load().map_err(|e| e.0)?;
+    if state.policy_model.as_deref() != Some(first) || state.revision != 3 {
+        return Err(format!("expected the model of revision 2 at 3, loaded {:?} at {}", state.policy_model, state.revision));
+    }
+    store
+        .commit(&Commit { revision: 4, schema: None, policy_model: Some(second), changes: &[] })
+        .map_err(|e| e.0)?;
+    match store.changes_after(1, 100).map_err(|e| e.0)? {
+        ChangesAfter::Commits(c)
+            if c.iter().map(|c| (c.revision, c.policy_model.as_deref())).collect::<Vec<_>>()
+                == [(2, Some(first)), (3, None), (4, Some(second))] => {}
+        other => return Err(format!("expected the model in the changelog at 2 and 4, got {other:?}")),
+    }
+    drop(store);
+    let state = factory("policy-model")?.load().map_err(|e| e.0)?;
+    if state.policy_model.as_deref() != Some(second) {
+        return Err(format!("expected the newer model after reopening, loaded {:?}", state.policy_model));
+    }
+    Ok(())
+}
+
 fn empty_store(factory: &StoreFactory<'_>) -> Result<(), String> {
     let store = factory("empty")?;
     let state = store.load().map_err(|e| e.0)?;
@@ -69,6 +109,7 @@ fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
             .commit(&Commit {
                 revision: 1,
                 schema: Some(SCHEMA),
+                policy_model: None,
                 changes: &[],
             })
             .map_err(|e| e.0)?;
@@ -81,6 +122,7 @@ fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
             .commit(&Commit {
                 revision: 2,
                 schema: None,
+                policy_model: None,
                 changes: &changes,
             })
             .map_err(|e| e.0)?;
@@ -88,6 +130,7 @@ fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
             .commit(&Commit {
                 revision: 3,
                 schema: None,
+                policy_model: None,
                 changes: &[delete("doc:2#viewer@user:b")?],
             })
             .map_err(|e| e.0)?;
@@ -97,6 +140,7 @@ fn commits_survive_reopening(factory: &StoreFactory<'_>) -> Result<(), String> {
     let want = StoredState {
         revision: 3,
         schema: Some(SCHEMA.to_string()),
+        policy_model: None,
         relationships: vec![rel("doc:1#viewer@user:a")?, rel("doc:3#viewer@user:*")?],
     };
     if state != want {
@@ -114,6 +158,7 @@ fn touch_replaces(factory: &StoreFactory<'_>) -> Result<(), String> {
         .commit(&Commit {
             revision: 1,
             schema: Some(SCHEMA),
+            policy_model: None,
             changes: &first,
         })
         .map_err(|e| e.0)?;
@@ -124,6 +169,7 @@ fn touch_replaces(factory: &StoreFactory<'_>) -> Result<(), String> {
         .commit(&Commit {
             revision: 2,
             schema: None,
+            policy_model: None,
             changes: &second,
         })
         .map_err(|e| e.0)?;
@@ -155,6 +201,7 @@ fn forms_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
         .commit(&Commit {
             revision: 7,
             schema: Some(SCHEMA),
+            policy_model: None,
             changes: &changes,
         })
         .map_err(|e| e.0)?;
@@ -183,6 +230,7 @@ fn changelog_replays(factory: &StoreFactory<'_>) -> Result<(), String> {
                 .commit(&Commit {
                     revision,
                     schema,
+                    policy_model: None,
                     changes,
                 })
                 .map_err(|e| e.0)

@@ -741,6 +741,7 @@ fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member) -> Result<
             subject_id: &case.ids[s.id],
             subject_relation: s.rel.map(|r| rel_name(case, s.ty, r)),
             consistency: Consistency::FullyConsistent,
+            context: None,
         })
         .map_err(|e| e.to_string())?;
     Ok(resp.decision == Decision::Allowed)
@@ -1319,6 +1320,7 @@ fn check_fixture(schema: &str, relationships: &[&str], expectations: &[(&str, bo
                 subject_id: &r.subject.object.object_id,
                 subject_relation: r.subject.relation.as_deref(),
                 consistency: Consistency::FullyConsistent,
+                context: None,
             })
             .unwrap();
         assert_eq!(got.decision == Decision::Allowed, want, "engine on `{q}`");

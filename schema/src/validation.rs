@@ -71,6 +71,11 @@ pub struct ValidationFile {
     pub relationships: Vec<(Option<usize>, Relationship)>,
     pub assertions: Vec<Assertion>,
     pub expected: Vec<ExpectedRelation>,
+    /// `policies:`: Cedar text, and the file line where it starts.
+    pub policies: Option<(Option<usize>, String)>,
+    /// `attributes:`: object (`type:id`) -> JSON record of its attributes, with the file
+    /// line of the object.
+    pub attributes: Vec<(Option<usize>, ObjectRef, serde_json::Map<String, serde_json::Value>)>,
 }
 
 /// A problem in a validation file, with the file line where known.
@@ -96,6 +101,8 @@ struct RawFile {
     relationships: Option<String>,
     assertions: Option<RawAssertions>,
     validation: Option<BTreeMap<String, Option<Vec<String>>>>,
+    policies: Option<String>,
+    attributes: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -255,6 +262,21 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         });
     }
 
+    let policies = raw.policies.map(|text| (finder.key("policies").map(|i| i + 2), text));
+    let mut attributes = Vec::new();
+    let attr_key = finder.key("attributes").unwrap_or(0);
+    for (key, value) in raw.attributes.unwrap_or_default() {
+        let at = finder.find(attr_key, &key);
+        let fail = |message: String| ValidationFileError { line: at, message };
+        let object = parse_object(&key, &key, "object", false).map_err(|e| fail(e.message))?;
+        let serde_json::Value::Object(record) = value else {
+            return Err(fail(format!(
+                "the attributes of `{}` must be a record (`{{\"name\": value, ...}}`)",
+                shorten(&key)
+            )));
+        };
+        attributes.push((at, object, record));
+    }
     Ok(ValidationFile {
         schema,
         schema_line,
@@ -262,6 +284,8 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         relationships,
         assertions,
         expected,
+        policies,
+        attributes,
     })
 }
 

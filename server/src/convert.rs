@@ -254,3 +254,23 @@ pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
         node: Some(node),
     }
 }
+
+/// A `google.protobuf.Struct` (a request context) as a JSON object. Whole numbers become
+/// JSON integers (Cedar has longs, not floats); other numbers stay floats, which Cedar
+/// then refuses with a message naming the attribute.
+pub fn context(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.iter().map(|(k, v)| (k.clone(), json_value(v))).collect()
+}
+
+fn json_value(v: &prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    match &v.kind {
+        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+        Some(Kind::BoolValue(b)) => serde_json::Value::Bool(*b),
+        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() < 9.0e15 => serde_json::Value::from(*n as i64),
+        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map(serde_json::Value::Number).unwrap_or_default(),
+        Some(Kind::StringValue(s)) => serde_json::Value::String(s.clone()),
+        Some(Kind::ListValue(l)) => serde_json::Value::Array(l.values.iter().map(json_value).collect()),
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(context(s)),
+    }
+}

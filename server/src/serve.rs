@@ -36,6 +36,7 @@ pub struct ServeOptions {
     pub grpc_addr: String,
     pub http_addr: String,
     pub schema: Option<PathBuf>,
+    pub policies: Option<PathBuf>,
     pub preshared_key: Option<String>,
     pub demo: bool,
     pub tls_cert: Option<PathBuf>,
@@ -120,6 +121,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     }
     if let Some(path) = &opts.schema {
         apply_schema(&shared, path).await?;
+    }
+    if let Some(dir) = &opts.policies {
+        apply_policies(&shared, dir).await?;
     }
 
     let grpc_listener = TcpListener::bind(&opts.grpc_addr)
@@ -332,6 +336,36 @@ async fn load_demo(shared: &Shared) -> Result<()> {
     let count = rels.len();
     shared.import(rels).await.map_err(|e| anyhow!("the built-in demo relationships are invalid: {}", e.message()))?;
     tracing::info!(relationships = count, "--demo: loaded the family/circle demo");
+    Ok(())
+}
+
+/// `--policies DIR`: every `*.cedar` file in it (sorted by name), written at start as
+/// the whole policy set like a write through the API, unless exactly these policies are
+/// already in force.
+async fn apply_policies(shared: &Shared, dir: &Path) -> Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read the policy directory {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
+        .collect();
+    files.sort();
+    let mut policies: Vec<arbiter_engine::PolicyText> = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for p in arbiter_engine::split_policies(&name, &text).map_err(|e| anyhow!("{}: {e}", file.display()))? {
+            if policies.iter().any(|q| q.id == p.id) {
+                return Err(anyhow!("{}: the policy id `{}` is used twice in {}", file.display(), p.id, dir.display()));
+            }
+            policies.push(p);
+        }
+    }
+    if shared.engine.policy_model().policies == policies {
+        return Ok(());
+    }
+    let n = policies.len();
+    let revision = shared.write_policies(policies).await.map_err(|e| anyhow!("{}: {}", dir.display(), e.message()))?;
+    tracing::info!(revision, "wrote {n} policies from {}", dir.display());
     Ok(())
 }
 

@@ -4,6 +4,10 @@
 //! synced WAL. Prints a table for BENCHMARKS.md.
 //!
 //! `cargo run --release -p arbiter-benches --bin store-scale -- [RELATIONSHIPS] [BATCH]`
+//!
+//! `store-scale --schema` prints the schema and `store-scale --lines N` the first N
+//! relationships as text, one a line, for `arbiter schema write` and `arbiter import`
+//! (the same data through gRPC).
 
 use std::time::Instant;
 
@@ -79,6 +83,19 @@ fn reopen(data: &std::path::Path) -> Result<(), String> {
 
 fn main() -> Result<(), String> {
     let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--schema") {
+        print!("{SCHEMA}");
+        return Ok(());
+    }
+    if args.peek().map(String::as_str) == Some("--lines") {
+        let n: u64 = args.nth(1).and_then(|a| a.parse().ok()).ok_or("--lines N")?;
+        use std::io::Write;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        for i in 0..n {
+            writeln!(out, "{}", relationship(i)).map_err(|e| e.to_string())?;
+        }
+        return out.flush().map_err(|e| e.to_string());
+    }
     if args.peek().map(String::as_str) == Some("--reopen") {
         let dir = args.nth(1).ok_or("--reopen DIR")?;
         return reopen(std::path::Path::new(&dir));

@@ -41,6 +41,7 @@ const META_REVISION: &[u8] = b"revision";
 const META_SCHEMA: &[u8] = b"schema";
 const META_FORMAT: &[u8] = b"format";
 const META_SOURCE: &[u8] = b"source";
+const META_POLICY_MODEL: &[u8] = b"policy_model";
 const FORMAT: &[u8] = b"arbiter-rocksdb-2";
 const FORMAT_V1: &[u8] = b"arbiter-rocksdb-1";
 
@@ -414,6 +415,12 @@ fn encode_logged(commit: &Commit<'_>, at: DateTime<Utc>) -> Vec<u8> {
         };
         v.extend_from_slice(format!("{op} {}\n", c.relationship).as_bytes());
     }
+    if let Some(model) = commit.policy_model {
+        // One line: the model is compact JSON, whose strings escape their newlines.
+        v.extend_from_slice(b"POLICIES\n");
+        v.extend_from_slice(model.as_bytes());
+        v.push(b'\n');
+    }
     if let Some(schema) = commit.schema {
         v.extend_from_slice(b"SCHEMA\n");
         v.extend_from_slice(schema.as_bytes());
@@ -433,7 +440,13 @@ fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
         None => (text, None),
     };
     let mut changes = Vec::new();
-    for line in lines.lines().filter(|l| !l.is_empty()) {
+    let mut policy_model = None;
+    let mut lines = lines.lines().filter(|l| !l.is_empty());
+    while let Some(line) = lines.next() {
+        if line == "POLICIES" {
+            policy_model = Some(lines.next().ok_or_else(|| corrupt("POLICIES without a model"))?.to_string());
+            continue;
+        }
         let (op, rel) = line.split_once(' ').ok_or_else(|| corrupt(line))?;
         let op = match op {
             "TOUCH" => ChangeOp::Touch,
@@ -451,6 +464,7 @@ fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
         committed_at_micros: micros as i64,
         changes,
         schema,
+        policy_model,
     })
 }
 
@@ -479,7 +493,11 @@ impl RelationshipStore for RocksStore {
             Some(v) => Some(String::from_utf8(v).map_err(|_| StoreError("stored schema is not UTF-8".into()))?),
             None => None,
         };
-        sink.header(StoredHeader { revision, schema })?;
+        let policy_model = match snapshot.get_cf(meta, META_POLICY_MODEL).map_err(|e| err("read the policy model", e))? {
+            Some(v) => Some(String::from_utf8(v).map_err(|_| StoreError("stored policy model is not UTF-8".into()))?),
+            None => None,
+        };
+        sink.header(StoredHeader { revision, schema, policy_model })?;
         let mut read = ReadOptions::default();
         // A full scan: read ahead, and keep it out of the block cache.
         read.fill_cache(false);
@@ -522,6 +540,9 @@ impl RelationshipStore for RocksStore {
         batch.put_cf(meta, META_REVISION, commit.revision.to_be_bytes());
         if let Some(schema) = commit.schema {
             batch.put_cf(meta, META_SCHEMA, schema.as_bytes());
+        }
+        if let Some(model) = commit.policy_model {
+            batch.put_cf(meta, META_POLICY_MODEL, model.as_bytes());
         }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.options.sync);

@@ -24,7 +24,8 @@ fn passes_the_store_suite() {
         let store = RocksStore::open(&root.join(name), StoreOptions::default()).map_err(|e| e.0)?;
         Ok(Box::new(store))
     };
-    let failures = store_suite::run(&factory);
+    let mut failures = store_suite::run(&factory);
+    failures.extend(store_suite::run_policy_model(&factory));
     assert!(failures.is_empty(), "{failures:#?}");
 }
 
@@ -38,6 +39,7 @@ fn check(engine: &Engine, doc: &str, user: &str) -> bool {
             subject_id: user,
             subject_relation: None,
             consistency: Consistency::MinimizeLatency,
+            context: None,
         })
         .unwrap()
         .decision

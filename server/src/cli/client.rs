@@ -130,11 +130,33 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: SchemaAction,
     },
+    /// Read or replace the Cedar policies.
+    Policy {
+        #[command(subcommand)]
+        action: PolicyAction,
+    },
     /// Follow changes: one line per change, `TOKEN TOUCH REL` / `TOKEN DELETE REL`.
     Watch {
         /// Start after this revision token (default: from now on).
         #[arg(long)]
         from: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyAction {
+    /// Replace the whole policy set with the policies in these Cedar files (a policy's id
+    /// is its `@id("...")` annotation, else `FILE:N`); prints the revision token.
+    Write {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print the policies in force, each after a `// id: ID` line.
+    Read {
         #[command(flatten)]
         conn: Connection,
     },
@@ -316,6 +338,12 @@ async fn dispatch(command: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Schema {
             action: SchemaAction::Read { conn },
         } => schema_read(&conn).await,
+        ClientCommand::Policy {
+            action: PolicyAction::Write { files, conn },
+        } => policy_write(&conn, &files).await,
+        ClientCommand::Policy {
+            action: PolicyAction::Read { conn },
+        } => policy_read(&conn).await,
         ClientCommand::Watch { from, conn } => watch(&conn, from).await,
     }
 }
@@ -935,6 +963,54 @@ async fn schema_read(conn: &Connection) -> Result<ExitCode> {
         print!("{}", resp.schema);
         if !resp.schema.ends_with('\n') {
             println!();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn policy_write(conn: &Connection, files: &[PathBuf]) -> Result<ExitCode> {
+    let mut policies: Vec<pb::Policy> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let split = arbiter_engine::split_policies(&name, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+        for p in split {
+            if policies.iter().any(|q| q.id == p.id) {
+                bail!("{}: the policy id `{}` is used twice", file.display(), p.id);
+            }
+            policies.push(pb::Policy { id: p.id, text: p.text });
+        }
+    }
+    let mut c = connect(conn).await?;
+    let n = policies.len();
+    let resp = c
+        .schema
+        .write_policies(pb::WritePoliciesRequest { policies })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        print_json(&json!({"policies": n, "revision": resp.revision}));
+    } else {
+        println!("{}", resp.revision);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn policy_read(conn: &Connection) -> Result<ExitCode> {
+    let mut c = connect(conn).await?;
+    let resp = c
+        .schema
+        .read_policies(pb::ReadPoliciesRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if c.json {
+        let list: Vec<_> = resp.policies.iter().map(|p| json!({"id": p.id, "text": p.text})).collect();
+        print_json(&json!({"policies": list, "revision": resp.revision}));
+    } else {
+        for p in &resp.policies {
+            println!("// id: {}\n{}\n", p.id, p.text.trim_end());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -73,6 +73,10 @@ struct ServeArgs {
     /// would orphan relationships).
     #[arg(long, env = "ARBITER_SCHEMA")]
     schema: Option<PathBuf>,
+    /// A directory of Cedar policy files (`*.cedar`), written at start as the whole
+    /// policy set (refused like an API write if a policy is invalid).
+    #[arg(long, env = "ARBITER_POLICIES")]
+    policies: Option<PathBuf>,
     /// Require `authorization: Bearer KEY` on every call but health checks.
     #[arg(long, env = "ARBITER_PRESHARED_KEY", hide_env_values = true)]
     preshared_key: Option<String>,
@@ -172,6 +176,7 @@ pub fn run() -> ExitCode {
                 grpc_addr: a.grpc_addr,
                 http_addr: a.http_addr,
                 schema: a.schema,
+                policies: a.policies,
                 preshared_key: a.preshared_key,
                 demo: a.demo,
                 tls_cert: a.tls_cert,

@@ -11,8 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arbiter_engine::{
-    CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
-    LookupResourcesRequest, LookupSubjectsRequest, RelationshipUpdate, UpdateOp,
+    split_policies, CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
+    Inference, LookupResourcesRequest, LookupSubjectsRequest, PolicyError, PolicyModel, RelationshipUpdate,
+    UpdateOp,
 };
 use arbiter_schema::{
     parse_validation_file, Assertion, AssertionKind, CompiledSchema, ExpectedRelation,
@@ -131,9 +132,11 @@ pub fn run_text(text: &str) -> FileOutcome {
             failures.push(f);
         }
     }
-    // Files with Cedar policies are exempt once policies exist: their grants are not
+    // Files with Cedar policies are exempt: grants that only a permit gives are not
     // enumerated by Lookup.
-    failures.extend(cross_check(&engine, &schema, &file));
+    if file.policies.is_none() {
+        failures.extend(cross_check(&engine, &schema, &file));
+    }
     let mut it = failures.into_iter();
     match it.next() {
         None => FileOutcome::Passed,
@@ -202,7 +205,67 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
     engine
         .write(&updates)
         .map_err(|e| Loaded::Broken(e.to_string()))?;
+    if let Some(model) = policy_model(file)? {
+        engine.write_policy_model(model).map_err(|e| {
+            let line = match &e {
+                EngineError::InvalidPolicy(p) => file
+                    .policies
+                    .as_ref()
+                    .and_then(|(start, text)| policy_line(*start, text, p)),
+                _ => None,
+            };
+            Loaded::Broken(format!("{}{e}", at_line(line)))
+        })?;
+    }
     Ok(engine)
+}
+
+/// The Cedar side of a validation file: `policies:` split into policies (ids from
+/// `@id`, else `policies:N`), attribute types inferred from `attributes:` and from the
+/// assertions' contexts (every one optional, so policies guard with `has`).
+fn policy_model(file: &ValidationFile) -> Result<Option<PolicyModel>, Loaded> {
+    if file.policies.is_none() && file.attributes.is_empty() {
+        return Ok(None);
+    }
+    let policies = match &file.policies {
+        Some((start, text)) => split_policies("policies", text).map_err(|e| {
+            let line = match (start, e.position) {
+                (Some(s), Some((l, _))) => Some(s + l - 1),
+                (s, _) => *s,
+            };
+            Loaded::Broken(format!("{}{e}", at_line(line)))
+        })?,
+        None => Vec::new(),
+    };
+    let mut inference = Inference::default();
+    let mut attributes = std::collections::BTreeMap::new();
+    for (line, object, record) in &file.attributes {
+        let key = object.to_string();
+        inference
+            .object(&object.object_type, &key, record)
+            .map_err(|e| Loaded::Broken(format!("{}{e}", at_line(*line))))?;
+        attributes.insert(key, record.clone());
+    }
+    for a in &file.assertions {
+        if let Some(ctx) = &a.context {
+            inference
+                .context(ctx)
+                .map_err(|e| Loaded::Broken(format!("{}{}: {e}", at_line(a.line), a.text)))?;
+        }
+    }
+    Ok(Some(PolicyModel { policies, declarations: inference.decls, attributes }))
+}
+
+/// The file line of a policy error: where the policy with that id starts in the
+/// `policies:` block, plus the error's line within it.
+fn policy_line(start: Option<usize>, text: &str, e: &PolicyError) -> Option<usize> {
+    let start = start?;
+    let id = e.policy.as_deref()?;
+    let split = split_policies("policies", text).ok()?;
+    let policy = split.iter().find(|p| p.id == id)?;
+    let first = policy.text.lines().next()?.trim();
+    let offset = text.lines().position(|l| l.trim() == first)?;
+    Some(start + offset + e.position.map(|(l, _)| l - 1).unwrap_or(0))
 }
 
 fn check(
@@ -210,6 +273,7 @@ fn check(
     resource: &ObjectRef,
     permission: &str,
     subject: &SubjectRef,
+    context: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Result<bool, EngineError> {
     let resp = engine.check(&CheckRequest {
         resource_type: &resource.object_type,
@@ -219,6 +283,7 @@ fn check(
         subject_id: &subject.object.object_id,
         subject_relation: subject.relation.as_deref(),
         consistency: Consistency::FullyConsistent,
+        context,
     })?;
     Ok(resp.decision == Decision::Allowed)
 }
@@ -230,12 +295,12 @@ fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
         a.kind,
         a.line.map(|l| format!(", line {l}")).unwrap_or_default()
     );
-    if a.kind == AssertionKind::Caveated || a.context.is_some() {
+    if a.kind == AssertionKind::Caveated {
         return Some(format!("{label}: caveats are not supported yet"));
     }
     let expected = a.kind == AssertionKind::True;
     let word = |b: bool| if b { "allowed" } else { "denied" };
-    match check(engine, &a.resource, &a.permission, &a.subject) {
+    match check(engine, &a.resource, &a.permission, &a.subject, a.context.as_ref()) {
         Ok(got) if got == expected => None,
         Ok(got) => Some(format!(
             "{label}: expected {}, got {}",
@@ -448,7 +513,7 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                 let mut allowed = BTreeSet::new();
                 let mut errored = false;
                 for res in &of_type {
-                    match check(engine, res, perm, subject) {
+                    match check(engine, res, perm, subject, None) {
                         Ok(true) => {
                             allowed.insert(res.object_id.clone());
                         }
@@ -512,7 +577,7 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                         .iter()
                         .filter(|s| &s.object.object_type == st && &s.relation == srel)
                     {
-                        let Ok(allowed) = check(engine, res, perm, subject) else {
+                        let Ok(allowed) = check(engine, res, perm, subject, None) else {
                             continue;
                         };
                         let id = &subject.object.object_id;

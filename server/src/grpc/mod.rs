@@ -138,6 +138,17 @@ impl Shared {
     }
 
     /// Replaces the schema.
+    /// Replaces the Cedar policies (embedded store only, for now).
+    pub async fn write_policies(&self, policies: Vec<arbiter_engine::PolicyText>) -> Result<u64, Status> {
+        if self.replica.is_some() {
+            return Err(Status::failed_precondition(
+                "Cedar policies are not stored in Postgres yet; run the embedded store to use them",
+            ));
+        }
+        let engine = self.engine.clone();
+        blocking(move || engine.write_policies(policies).map_err(status)).await
+    }
+
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
         match &self.replica {
             Some(replica) => replica.write_schema(text).await,

@@ -41,6 +41,7 @@ impl Permissions {
         let permission = convert::required(&r.permission, "permission")?;
         let (subject_type, subject_id, subject_relation) =
             convert::subject(r.subject.as_ref(), "subject")?;
+        let context = r.context.as_ref().map(convert::context);
         let req = CheckRequest {
             resource_type: &resource.r#type,
             resource_id: &resource.id,
@@ -49,19 +50,18 @@ impl Permissions {
             subject_id,
             subject_relation,
             consistency,
+            context: context.as_ref(),
         };
         let engine = &self.0.engine;
         if r.explain {
-            let (path, revision) = engine.explain(&req).map_err(status)?;
-            let d = if path.is_some() {
-                Decision::Allowed
-            } else {
-                Decision::Denied
-            };
+            let e = engine.explain(&req).map_err(status)?;
+            let effect = if e.decision == Decision::Allowed { "permit" } else { "forbid" };
+            let mut explanation = e.path;
+            explanation.extend(e.policies.iter().map(|p| format!("cedar {effect} `{p}`")));
             return Ok(pb::CheckResponse {
-                decision: decision(d),
-                revision: token::encode(revision),
-                explanation: path.unwrap_or_default(),
+                decision: decision(e.decision),
+                revision: token::encode(e.revision),
+                explanation,
             });
         }
         let resp = engine.check(&req).map_err(status)?;
@@ -93,14 +93,15 @@ impl Permissions {
                 let permission =
                     convert::required(&item.permission, &format!("{field}.permission"))?;
                 let subject = convert::subject(item.subject.as_ref(), &format!("{field}.subject"))?;
-                Ok::<_, Status>((resource, permission, subject))
+                let context = item.context.as_ref().map(convert::context);
+                Ok::<_, Status>((resource, permission, subject, context))
             })();
             parsed.push(one);
         }
         let requests: Vec<CheckRequest<'_>> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok())
-            .map(|(resource, permission, (st, sid, srel))| CheckRequest {
+            .map(|(resource, permission, (st, sid, srel), context)| CheckRequest {
                 resource_type: &resource.r#type,
                 resource_id: &resource.id,
                 permission,
@@ -108,6 +109,7 @@ impl Permissions {
                 subject_id: sid,
                 subject_relation: *srel,
                 consistency,
+                context: context.as_ref(),
             })
             .collect();
         let (answers, revision) = self

@@ -48,4 +48,44 @@ impl SchemaService for Schemas {
         .await;
         self.0.metrics.record("WriteSchema", start, result)
     }
+
+    async fn read_policies(
+        &self,
+        _request: Request<pb::ReadPoliciesRequest>,
+    ) -> Result<Response<pb::ReadPoliciesResponse>, Status> {
+        let start = Instant::now();
+        let graph = self.0.engine.current();
+        let mut policies: Vec<pb::Policy> = graph
+            .policies
+            .as_ref()
+            .map(|p| p.model.policies.iter().map(|p| pb::Policy { id: p.id.clone(), text: p.text.clone() }).collect())
+            .unwrap_or_default();
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        let result = Ok(Response::new(pb::ReadPoliciesResponse { policies, revision: token::encode(graph.revision) }));
+        self.0.metrics.record("ReadPolicies", start, result)
+    }
+
+    async fn write_policies(
+        &self,
+        request: Request<pb::WritePoliciesRequest>,
+    ) -> Result<Response<pb::WritePoliciesResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = async move {
+            let mut policies = Vec::new();
+            for (i, p) in request.into_inner().policies.into_iter().enumerate() {
+                if p.id.trim().is_empty() {
+                    return Err(Status::invalid_argument(format!("policies[{i}].id is empty")));
+                }
+                if policies.iter().any(|q: &arbiter_engine::PolicyText| q.id == p.id) {
+                    return Err(Status::invalid_argument(format!("policies[{i}]: the id `{}` is used twice", p.id)));
+                }
+                policies.push(arbiter_engine::PolicyText { id: p.id, text: p.text });
+            }
+            let revision = shared.write_policies(policies).await?;
+            Ok(Response::new(pb::WritePoliciesResponse { revision: token::encode(revision) }))
+        }
+        .await;
+        self.0.metrics.record("WritePolicies", start, result)
+    }
 }

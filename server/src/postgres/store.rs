@@ -39,7 +39,7 @@ impl RelationshipStore for PgStore {
             .block_on(self.source.snapshot(10_000, |revision, schema, batch| {
                 if !header_sent {
                     header_sent = true;
-                    sink.header(StoredHeader { revision, schema: schema.map(str::to_string) })
+                    sink.header(StoredHeader { revision, schema: schema.map(str::to_string), policy_model: None })
                         .map_err(|e| anyhow!("{e}"))?;
                 }
                 for r in &batch {
@@ -55,6 +55,11 @@ impl RelationshipStore for PgStore {
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
+        if commit.policy_model.is_some() {
+            return Err(StoreError(
+                "Cedar policies and attributes are not stored in Postgres yet; run the embedded store to use them".into(),
+            ));
+        }
         let changes: Vec<serde_json::Value> = commit.changes.iter().map(change_json).collect();
         self.runtime
             .block_on(async {
@@ -101,6 +106,7 @@ impl RelationshipStore for PgStore {
                             committed_at_micros: c.committed_at_micros,
                             changes: c.changes,
                             schema: c.schema,
+                            policy_model: None,
                         })
                         .collect(),
                 ))

@@ -1,0 +1,674 @@
+//! Cedar policies in the decision (DESIGN §5, "Cedar policies").
+//!
+//! A [`PolicyModel`] is what users write: Cedar policies (each with an id), attribute
+//! declarations, and attribute values on objects. It compiles, against a Cedar schema
+//! derived from the relationship schema plus the declarations, into [`CompiledPolicies`]:
+//! one validated (strict mode) Cedar policy set, published with a graph revision and
+//! swapped with it atomically. A Check consults it only at the top:
+//!
+//! ```text
+//! allowed = (graph(P) || a Cedar permit for P is satisfied) && no Cedar forbid for P is satisfied or errors
+//! ```
+//!
+//! and only when a policy can change the answer (no permit on P and the graph denies, or
+//! no forbid on P and the graph allows: Cedar is not called at all).
+//!
+//! Entities are built per request from the graph: the principal (the subject's object),
+//! the resource, and their ancestors. An object's Cedar parents are the objects it is a
+//! member of (`team:eng#member@user:alice` makes `user::"alice" in team::"eng"`, for a
+//! relation the schema uses as a subject set) and the objects it sits in (`doc:1#parent
+//! @folder:a`, for a relation an arrow walks: `doc::"1" in folder::"a"`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use arbiter_schema::{AllowedKind, CompiledSchema, RelationKind, Rewrite};
+use cedar_policy as cedar;
+use serde_json::{json, Map, Value};
+
+/// How many entities (the principal, the resource and their ancestors) one Cedar request
+/// may carry. Past it the request fails closed: forbids count as erroring.
+pub const MAX_ENTITIES: usize = 2000;
+
+/// One policy as stored: its id and its Cedar text.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyText {
+    pub id: String,
+    pub text: String,
+}
+
+/// The type of an attribute, as declared or inferred.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttrType {
+    String,
+    Long,
+    Bool,
+    Decimal,
+    Ip,
+    Set(Box<AttrType>),
+    Record(BTreeMap<String, AttrDecl>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttrDecl {
+    #[serde(rename = "type")]
+    pub ty: AttrType,
+    /// Declared attributes are required; inferred ones are optional (policies use `has`).
+    pub required: bool,
+}
+
+/// Attribute declarations: per object type (schema definition name), and for the
+/// request context.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttributeDecls {
+    #[serde(default)]
+    pub types: BTreeMap<String, BTreeMap<String, AttrDecl>>,
+    #[serde(default)]
+    pub context: BTreeMap<String, AttrDecl>,
+}
+
+/// Everything that feeds the Cedar side of a decision, versioned as a whole.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyModel {
+    #[serde(default)]
+    pub policies: Vec<PolicyText>,
+    #[serde(default)]
+    pub declarations: AttributeDecls,
+    /// `type:id` -> attributes, in Cedar's JSON value form (extension values as
+    /// `{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}`, or plain strings where declared).
+    #[serde(default)]
+    pub attributes: BTreeMap<String, Map<String, Value>>,
+}
+
+impl PolicyModel {
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.attributes.is_empty() && self.declarations == AttributeDecls::default()
+    }
+}
+
+/// A policy that does not parse or validate, or a model that does not fit the schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// The policy (its id), when one is to blame.
+    pub policy: Option<String>,
+    /// 1-based line and column in that policy's (or file's) text.
+    pub position: Option<(usize, usize)>,
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.policy, self.position) {
+            (Some(p), Some((l, c))) => write!(f, "policy `{p}` at {l}:{c}: {}", self.message),
+            (Some(p), None) => write!(f, "policy `{p}`: {}", self.message),
+            (None, Some((l, c))) => write!(f, "at {l}:{c}: {}", self.message),
+            (None, None) => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for PolicyError {}
+
+fn model_error(message: impl Into<String>) -> PolicyError {
+    PolicyError { policy: None, position: None, message: message.into() }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// A Cedar diagnostic as a [`PolicyError`]: the message, Cedar's help, and the position
+/// of its first label in `text`.
+fn diagnostic(policy: Option<&str>, text: &str, d: &dyn miette::Diagnostic) -> PolicyError {
+    let mut message = d.to_string();
+    if let Some(help) = d.help() {
+        message.push_str(&format!(" (help: {help})"));
+    }
+    let position = d.labels().and_then(|mut l| l.next()).map(|l| line_col(text, l.offset()));
+    PolicyError { policy: policy.map(str::to_string), position, message }
+}
+
+/// Splits a Cedar file into policies. A policy's id is its `@id("...")` annotation, else
+/// `FILE:N` (N counts the file's policies from 1). Positions in errors are the file's.
+pub fn split_policies(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyError> {
+    let set = cedar::PolicySet::from_str(text).map_err(|e| {
+        let mut err = diagnostic(None, text, &e);
+        err.message = format!("{file}: {}", err.message);
+        err
+    })?;
+    let count = set.policies().count();
+    if set.templates().count() > 0 {
+        return Err(model_error(format!("{file}: templates (policies with ?principal or ?resource slots) are not supported")));
+    }
+    let mut out: Vec<PolicyText> = Vec::with_capacity(count);
+    for n in 0..count {
+        let auto = cedar::PolicyId::new(format!("policy{n}"));
+        let policy = set
+            .policy(&auto)
+            .ok_or_else(|| model_error(format!("{file}: policy {n} went missing while splitting")))?;
+        let id = match policy.annotation("id") {
+            Some(id) if !id.trim().is_empty() => id.to_string(),
+            Some(_) => return Err(model_error(format!("{file}: policy {} has an empty @id", n + 1))),
+            None => format!("{file}:{}", n + 1),
+        };
+        if out.iter().any(|p| p.id == id) {
+            return Err(model_error(format!("{file}: two policies have the id `{id}`")));
+        }
+        out.push(PolicyText { id, text: policy.to_string() });
+    }
+    Ok(out)
+}
+
+/// Which effects the policies that may apply to one action have.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applies {
+    pub permit: bool,
+    pub forbid: bool,
+}
+
+impl Applies {
+    fn add(&mut self, effect: cedar::Effect) {
+        match effect {
+            cedar::Effect::Permit => self.permit = true,
+            cedar::Effect::Forbid => self.forbid = true,
+        }
+    }
+
+    fn or(self, other: Applies) -> Applies {
+        Applies { permit: self.permit || other.permit, forbid: self.forbid || other.forbid }
+    }
+}
+
+/// What the schema says about Cedar parents, by type name.
+#[derive(Debug, Clone, Default)]
+pub struct Hierarchy {
+    /// `type -> relations` whose subjects are members of the object (the relation is
+    /// used as a subject set somewhere: `team#member`).
+    pub membership: HashMap<String, Vec<String>>,
+    /// `type -> relations` of the type used as subject sets (`team#member`): a member of
+    /// `team:eng#member` reaches groups through that subject set too.
+    pub subject_sets: HashMap<String, Vec<String>>,
+    /// `type -> relations` an arrow walks (`parent` in `parent->view`): their subjects
+    /// contain the object.
+    pub containment: HashMap<String, Vec<String>>,
+}
+
+impl Hierarchy {
+    pub fn of(schema: &CompiledSchema) -> Hierarchy {
+        let mut h = Hierarchy::default();
+        for def in &schema.definitions {
+            for rel in &def.relations {
+                match &rel.kind {
+                    RelationKind::Direct(allowed) => {
+                        for a in allowed {
+                            if let AllowedKind::SubjectSet(r) = a.kind {
+                                if let (Some(target), Some(relation)) =
+                                    (schema.definition(a.type_id), schema.relation(a.type_id, r))
+                                {
+                                    push_unique(h.membership.entry(target.name.clone()).or_default(), &relation.name);
+                                    push_unique(h.subject_sets.entry(target.name.clone()).or_default(), &relation.name);
+                                }
+                            }
+                        }
+                    }
+                    RelationKind::Permission(rewrite) => {
+                        let mut tuplesets = Vec::new();
+                        arrows(rewrite, &mut tuplesets);
+                        for t in tuplesets {
+                            if let Some(relation) = def.relation(t) {
+                                push_unique(h.containment.entry(def.name.clone()).or_default(), &relation.name);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        h
+    }
+}
+
+fn push_unique(v: &mut Vec<String>, s: &str) {
+    if !v.iter().any(|x| x == s) {
+        v.push(s.to_string());
+    }
+}
+
+fn arrows(rewrite: &Rewrite, out: &mut Vec<u16>) {
+    match rewrite {
+        Rewrite::Arrow(a) => out.push(a.tupleset),
+        Rewrite::Union(v) | Rewrite::Intersection(v) => v.iter().for_each(|r| arrows(r, out)),
+        Rewrite::Exclusion(a, b) => {
+            arrows(a, out);
+            arrows(b, out);
+        }
+        Rewrite::Nil | Rewrite::Computed(_) => {}
+    }
+}
+
+/// `org/user` -> `org::user`.
+pub fn cedar_type_name(definition: &str) -> String {
+    definition.replace('/', "::")
+}
+
+fn type_json(ty: &AttrType) -> Value {
+    match ty {
+        AttrType::String => json!({"type": "String"}),
+        AttrType::Long => json!({"type": "Long"}),
+        AttrType::Bool => json!({"type": "Boolean"}),
+        AttrType::Decimal => json!({"type": "Extension", "name": "decimal"}),
+        AttrType::Ip => json!({"type": "Extension", "name": "ipaddr"}),
+        AttrType::Set(e) => json!({"type": "Set", "element": type_json(e)}),
+        AttrType::Record(fields) => record_json(fields),
+    }
+}
+
+fn record_json(fields: &BTreeMap<String, AttrDecl>) -> Value {
+    let attributes: Map<String, Value> = fields
+        .iter()
+        .map(|(name, d)| {
+            let mut t = type_json(&d.ty);
+            if let Some(o) = t.as_object_mut() {
+                o.insert("required".into(), Value::Bool(d.required));
+            }
+            (name.clone(), t)
+        })
+        .collect();
+    json!({"type": "Record", "attributes": attributes})
+}
+
+/// The Cedar schema (JSON form) derived from the relationship schema and the attribute
+/// declarations: an entity type per definition (`org/user` -> `org::user`) with its
+/// attributes and the parent types the graph gives it, and an action per relation or
+/// permission name, applying to every definition that has the name, with any type as
+/// principal and the declared context.
+pub fn derive_cedar_schema(schema: &CompiledSchema, decls: &AttributeDecls, hierarchy: &Hierarchy) -> Result<Value, PolicyError> {
+    for ty in decls.types.keys() {
+        if schema.definition_by_name(ty).is_none() {
+            return Err(model_error(format!("attributes are declared for `{ty}`, which the schema does not define")));
+        }
+    }
+    // Parent types: members are in their groups; contained objects in their containers.
+    let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for def in &schema.definitions {
+        for rel in &def.relations {
+            let member_of = hierarchy.membership.get(&def.name).is_some_and(|r| r.contains(&rel.name));
+            let contained_in = hierarchy.containment.get(&def.name).is_some_and(|r| r.contains(&rel.name));
+            for a in rel.allowed_subjects() {
+                let Some(sub) = schema.definition(a.type_id) else { continue };
+                if member_of {
+                    push_unique(parents.entry(sub.name.clone()).or_default(), &cedar_type_name(&def.name));
+                }
+                if contained_in && a.kind == AllowedKind::Object {
+                    push_unique(parents.entry(def.name.clone()).or_default(), &cedar_type_name(&sub.name));
+                }
+            }
+        }
+    }
+    let mut namespaces: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+    namespaces.entry(String::new()).or_default();
+    for def in &schema.definitions {
+        let (ns, name) = match def.name.rsplit_once('/') {
+            Some((ns, name)) => (ns.replace('/', "::"), name.to_string()),
+            None => (String::new(), def.name.clone()),
+        };
+        let attrs = decls.types.get(&def.name).cloned().unwrap_or_default();
+        let entity = json!({
+            "memberOfTypes": parents.get(&def.name).cloned().unwrap_or_default(),
+            "shape": record_json(&attrs),
+        });
+        namespaces.entry(ns).or_default().insert(name, entity);
+    }
+    let all_types: Vec<String> = schema.definitions.iter().map(|d| cedar_type_name(&d.name)).collect();
+    let mut actions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for def in &schema.definitions {
+        for rel in &def.relations {
+            actions.entry(rel.name.clone()).or_default().push(cedar_type_name(&def.name));
+        }
+    }
+    let context = record_json(&decls.context);
+    let actions: Map<String, Value> = actions
+        .into_iter()
+        .map(|(name, resources)| {
+            (name, json!({"appliesTo": {"principalTypes": all_types, "resourceTypes": resources, "context": context}}))
+        })
+        .collect();
+    let mut out = Map::new();
+    for (ns, types) in namespaces {
+        let acts = if ns.is_empty() { actions.clone() } else { Map::new() };
+        out.insert(ns, json!({"entityTypes": types, "actions": acts}));
+    }
+    Ok(Value::Object(out))
+}
+
+/// A policy model compiled against one relationship schema.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicies {
+    pub model: PolicyModel,
+    set: cedar::PolicySet,
+    schema: cedar::Schema,
+    hierarchy: Hierarchy,
+    effects: HashMap<String, cedar::Effect>,
+    any_action: Applies,
+    by_action: HashMap<String, Applies>,
+}
+
+impl CompiledPolicies {
+    /// Parses and validates (strict mode) every policy, and checks every attribute value
+    /// against its type's declarations. The first problem is the error.
+    pub fn compile(schema: &CompiledSchema, model: PolicyModel) -> Result<CompiledPolicies, PolicyError> {
+        let hierarchy = Hierarchy::of(schema);
+        let schema_json = derive_cedar_schema(schema, &model.declarations, &hierarchy)?;
+        let cedar_schema = cedar::Schema::from_json_value(schema_json)
+            .map_err(|e| model_error(format!("the attribute declarations do not make a Cedar schema: {e}")))?;
+        let mut set = cedar::PolicySet::new();
+        let mut effects = HashMap::new();
+        let mut any_action = Applies::default();
+        let mut by_action: HashMap<String, Applies> = HashMap::new();
+        for p in &model.policies {
+            if p.id.trim().is_empty() {
+                return Err(model_error("a policy has an empty id"));
+            }
+            let policy = cedar::Policy::parse(Some(cedar::PolicyId::new(&p.id)), &p.text)
+                .map_err(|e| diagnostic(Some(&p.id), &p.text, &e))?;
+            let effect = policy.effect();
+            match policy.action_constraint() {
+                cedar::ActionConstraint::Any => any_action.add(effect),
+                cedar::ActionConstraint::Eq(a) => by_action.entry(a.id().unescaped().to_string()).or_default().add(effect),
+                cedar::ActionConstraint::In(list) => {
+                    for a in list {
+                        by_action.entry(a.id().unescaped().to_string()).or_default().add(effect);
+                    }
+                }
+            }
+            effects.insert(p.id.clone(), effect);
+            set.add(policy).map_err(|e| PolicyError {
+                policy: Some(p.id.clone()),
+                position: None,
+                message: e.to_string(),
+            })?;
+        }
+        let validator = cedar::Validator::new(cedar_schema.clone());
+        let result = validator.validate(&set, cedar::ValidationMode::Strict);
+        let errors: Vec<&cedar::ValidationError> = result.validation_errors().collect();
+        if let Some(first) = errors.first() {
+            let id = first.policy_id().to_string();
+            let text = model.policies.iter().find(|p| p.id == id).map(|p| p.text.as_str()).unwrap_or("");
+            let mut err = diagnostic(Some(&id), text, *first);
+            if errors.len() > 1 {
+                err.message.push_str(&format!(" (and {} more problems)", errors.len() - 1));
+            }
+            return Err(err);
+        }
+        let compiled = CompiledPolicies { model, set, schema: cedar_schema, hierarchy, effects, any_action, by_action };
+        // Every attribute value must fit its declarations (checked once, here, so that a
+        // Check never meets a malformed entity).
+        for (object, attrs) in &compiled.model.attributes {
+            let (ty, id) = object
+                .split_once(':')
+                .ok_or_else(|| model_error(format!("attributes: `{object}` is not an object (type:id)")))?;
+            if schema.definition_by_name(ty).is_none() {
+                return Err(model_error(format!("attributes: `{object}`: the schema does not define `{ty}`")));
+            }
+            let entity = json!([{"uid": {"type": cedar_type_name(ty), "id": id}, "attrs": attrs, "parents": []}]);
+            cedar::Entities::from_json_value(entity, Some(&compiled.schema))
+                .map_err(|e| model_error(format!("attributes of `{object}`: {e}")))?;
+        }
+        Ok(compiled)
+    }
+
+    /// Which effects may apply to checks of `action`.
+    pub fn applies(&self, action: &str) -> Applies {
+        self.by_action.get(action).copied().unwrap_or_default().or(self.any_action)
+    }
+
+    pub fn hierarchy(&self) -> &Hierarchy {
+        &self.hierarchy
+    }
+
+    /// The attributes of `type:id`.
+    pub fn attributes(&self, object: &str) -> Option<&Map<String, Value>> {
+        self.model.attributes.get(object)
+    }
+
+    /// Parses a request context against the declared context attributes. Keys nobody
+    /// declared are left out: no validated policy can read them, so no decision depends
+    /// on them (callers may send more than the policies use). A declared key with a
+    /// value of the wrong type is an error.
+    pub fn context(&self, action: &str, context: Option<&Map<String, Value>>) -> Result<cedar::Context, String> {
+        let Some(ctx) = context else { return Ok(cedar::Context::empty()) };
+        let declared: Map<String, Value> = ctx
+            .iter()
+            .filter(|(k, _)| self.model.declarations.context.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if declared.is_empty() {
+            return Ok(cedar::Context::empty());
+        }
+        let uid = action_uid(action)?;
+        cedar::Context::from_json_value(Value::Object(declared), Some((&self.schema, &uid))).map_err(|e| {
+            let mut m = e.to_string();
+            if let Some(help) = miette::Diagnostic::help(&e) {
+                m.push_str(&format!(" ({help})"));
+            }
+            m
+        })
+    }
+
+    /// The Cedar request for `action` by `principal` on `resource`: fails only on a
+    /// context that does not fit the declared context types (the caller's mistake).
+    pub fn request(
+        &self,
+        action: &str,
+        principal: (&str, &str),
+        resource: (&str, &str),
+        context: cedar::Context,
+    ) -> Result<cedar::Request, String> {
+        cedar::Request::new(uid(principal)?, action_uid(action)?, uid(resource)?, context, Some(&self.schema))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Evaluates a request with these entities.
+    pub fn evaluate(&self, request: &cedar::Request, entities: Vec<EntityData>) -> CedarOutcome {
+        match self.try_evaluate(request, entities) {
+            Ok(o) => o,
+            Err(e) => CedarOutcome { failed: Some(e), ..CedarOutcome::default() },
+        }
+    }
+
+    fn try_evaluate(&self, request: &cedar::Request, entities: Vec<EntityData>) -> Result<CedarOutcome, String> {
+        let json_entities: Vec<Value> = entities
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "uid": {"type": cedar_type_name(&e.object_type), "id": e.object_id},
+                    "attrs": e.attributes.unwrap_or_default(),
+                    "parents": e.parents.iter().map(|(t, i)| json!({"type": cedar_type_name(t), "id": i})).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        let entities = cedar::Entities::from_json_value(Value::Array(json_entities), Some(&self.schema))
+            .map_err(|e| format!("entities: {e}"))?;
+        let response = cedar::Authorizer::new().is_authorized(request, &self.set, &entities);
+        let mut outcome = CedarOutcome::default();
+        for id in response.diagnostics().reason() {
+            match self.effects.get(&id.to_string()) {
+                Some(cedar::Effect::Permit) => outcome.permits.push(id.to_string()),
+                Some(cedar::Effect::Forbid) => outcome.forbids.push(id.to_string()),
+                None => {}
+            }
+        }
+        for e in response.diagnostics().errors() {
+            let cedar::AuthorizationError::PolicyEvaluationError(pe) = e;
+            let id = pe.policy_id().to_string();
+            if self.effects.get(&id) == Some(&cedar::Effect::Forbid) {
+                outcome.erroring_forbids.push(format!("{id}: {e}"));
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+fn uid((t, i): (&str, &str)) -> Result<cedar::EntityUid, String> {
+    cedar::EntityTypeName::from_str(&cedar_type_name(t))
+        .map(|ty| cedar::EntityUid::from_type_name_and_id(ty, cedar::EntityId::new(i)))
+        .map_err(|e| format!("`{t}` is not a Cedar type name: {e}"))
+}
+
+fn action_uid(action: &str) -> Result<cedar::EntityUid, String> {
+    let ty = cedar::EntityTypeName::from_str("Action").map_err(|e| e.to_string())?;
+    Ok(cedar::EntityUid::from_type_name_and_id(ty, cedar::EntityId::new(action)))
+}
+
+/// One entity for a Cedar request.
+#[derive(Debug, Clone, Default)]
+pub struct EntityData {
+    pub object_type: String,
+    pub object_id: String,
+    pub attributes: Option<Map<String, Value>>,
+    pub parents: Vec<(String, String)>,
+}
+
+/// What Cedar said about one request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CedarOutcome {
+    /// Satisfied permits (ids).
+    pub permits: Vec<String>,
+    /// Satisfied forbids (ids).
+    pub forbids: Vec<String>,
+    /// Forbids that raised an error (`id: message`): they deny.
+    pub erroring_forbids: Vec<String>,
+    /// The request could not be evaluated at all (entities or request did not fit the
+    /// schema): permits grant nothing, and forbids that may apply deny.
+    pub failed: Option<String>,
+}
+
+impl CedarOutcome {
+    /// The decision, given the graph's answer and which effects may apply.
+    pub fn decide(&self, graph_allowed: bool, applies: Applies) -> bool {
+        if self.failed.is_some() {
+            return graph_allowed && !applies.forbid;
+        }
+        (graph_allowed || !self.permits.is_empty()) && self.forbids.is_empty() && self.erroring_forbids.is_empty()
+    }
+
+    /// The policies that determined a decision, for `explain`.
+    pub fn determining(&self, allowed: bool) -> Vec<String> {
+        if allowed {
+            self.permits.clone()
+        } else if let Some(f) = &self.failed {
+            vec![format!("(evaluation failed, forbids apply: {f})")]
+        } else {
+            self.forbids.iter().chain(self.erroring_forbids.iter()).cloned().collect()
+        }
+    }
+}
+
+/// Infers attribute types from values (`attributes:` in validation files, request
+/// contexts in assertions): every inferred attribute is optional.
+#[derive(Debug, Default)]
+pub struct Inference {
+    pub decls: AttributeDecls,
+}
+
+impl Inference {
+    /// Adds the attributes of `object` (`type:id`).
+    pub fn object(&mut self, object_type: &str, object: &str, attrs: &Map<String, Value>) -> Result<(), String> {
+        let fields = self.decls.types.entry(object_type.to_string()).or_default();
+        merge_fields(fields, attrs).map_err(|e| format!("attributes of `{object}`: {e}"))
+    }
+
+    /// Adds the attributes of a request context.
+    pub fn context(&mut self, ctx: &Map<String, Value>) -> Result<(), String> {
+        merge_fields(&mut self.decls.context, ctx).map_err(|e| format!("context: {e}"))
+    }
+}
+
+fn merge_fields(fields: &mut BTreeMap<String, AttrDecl>, attrs: &Map<String, Value>) -> Result<(), String> {
+    for (name, value) in attrs {
+        let ty = infer(value).map_err(|e| format!("`{name}`: {e}"))?;
+        match fields.get_mut(name) {
+            None => {
+                fields.insert(name.clone(), AttrDecl { ty, required: false });
+            }
+            Some(existing) => merge_type(&mut existing.ty, ty).map_err(|e| format!("`{name}`: {e}"))?,
+        }
+    }
+    Ok(())
+}
+
+fn merge_type(existing: &mut AttrType, new: AttrType) -> Result<(), String> {
+    match (existing, new) {
+        (AttrType::Record(a), AttrType::Record(b)) => {
+            for (k, d) in b {
+                match a.get_mut(&k) {
+                    Some(e) => merge_type(&mut e.ty, d.ty)?,
+                    None => {
+                        a.insert(k, d);
+                    }
+                }
+            }
+            Ok(())
+        }
+        (AttrType::Set(a), AttrType::Set(b)) => merge_type(a, *b),
+        (a, b) if *a == b => Ok(()),
+        (a, b) => Err(format!("is {} in one place and {} in another", type_label(a), type_label(&b))),
+    }
+}
+
+fn type_label(t: &AttrType) -> &'static str {
+    match t {
+        AttrType::String => "a string",
+        AttrType::Long => "a number",
+        AttrType::Bool => "a boolean",
+        AttrType::Decimal => "a decimal",
+        AttrType::Ip => "an ip address",
+        AttrType::Set(_) => "a set",
+        AttrType::Record(_) => "a record",
+    }
+}
+
+/// The type of one JSON value, in Cedar's JSON value form.
+pub fn infer(value: &Value) -> Result<AttrType, String> {
+    match value {
+        Value::Bool(_) => Ok(AttrType::Bool),
+        Value::Number(n) if n.is_i64() => Ok(AttrType::Long),
+        Value::Number(n) => Err(format!(
+            "{n} is not a whole number (Cedar has no floats; write {{\"__extn\": {{\"fn\": \"decimal\", \"arg\": \"{n}\"}}}})"
+        )),
+        Value::String(_) => Ok(AttrType::String),
+        Value::Null => Err("null is not a Cedar value (leave the attribute out)".into()),
+        Value::Array(items) => {
+            let mut element: Option<AttrType> = None;
+            for item in items {
+                let t = infer(item)?;
+                match &mut element {
+                    None => element = Some(t),
+                    Some(e) => merge_type(e, t).map_err(|m| format!("a set whose elements differ: {m}"))?,
+                }
+            }
+            element
+                .map(|e| AttrType::Set(Box::new(e)))
+                .ok_or_else(|| "an empty set has no element type to infer".to_string())
+        }
+        Value::Object(o) => {
+            if let Some(ext) = o.get("__extn") {
+                return match ext.get("fn").and_then(Value::as_str) {
+                    Some("ip" | "ipaddr") => Ok(AttrType::Ip),
+                    Some("decimal") => Ok(AttrType::Decimal),
+                    other => Err(format!("unsupported extension value {:?} (ip and decimal are)", other.unwrap_or("?"))),
+                };
+            }
+            if o.contains_key("__entity") {
+                return Err("entity references are not supported as attribute values".into());
+            }
+            let mut fields = BTreeMap::new();
+            merge_fields(&mut fields, o)?;
+            Ok(AttrType::Record(fields))
+        }
+    }
+}
