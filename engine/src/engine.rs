@@ -45,6 +45,10 @@ pub struct EngineConfig {
     pub history_window: Duration,
     /// Upper bound on revisions kept for the history window.
     pub history_limit: usize,
+    /// Upper bound on the relationship changes the kept revisions hold between them:
+    /// each kept revision pins the copies its changes made, so a bulk import of millions
+    /// in batches would otherwise keep every batch's copies for the whole window.
+    pub history_max_changes: usize,
 }
 
 impl Default for EngineConfig {
@@ -53,6 +57,7 @@ impl Default for EngineConfig {
             max_depth: 50,
             history_window: Duration::from_secs(600),
             history_limit: 4096,
+            history_max_changes: 250_000,
         }
     }
 }
@@ -231,7 +236,9 @@ pub struct Engine {
     config: EngineConfig,
     interner: Interner,
     current: ArcSwap<GraphVersion>,
-    history: Mutex<VecDeque<(Instant, Arc<GraphVersion>)>>,
+    /// Earlier revisions for exact-snapshot reads: when each was published, the graph,
+    /// and how many changes it made.
+    history: Mutex<VecDeque<(Instant, Arc<GraphVersion>, usize)>>,
     write_lock: Mutex<()>,
     store: Box<dyn RelationshipStore>,
     listeners: Listeners,
@@ -261,7 +268,7 @@ impl Engine {
             config,
             interner: Interner::default(),
             current: ArcSwap::new(graph.clone()),
-            history: Mutex::new(VecDeque::from([(Instant::now(), graph)])),
+            history: Mutex::new(VecDeque::from([(Instant::now(), graph, 0)])),
             write_lock: Mutex::new(()),
             store,
             listeners: Listeners(RwLock::new(Vec::new())),
@@ -280,7 +287,7 @@ impl Engine {
             (Ok(()), Ok(graph)) => Arc::new(graph),
         };
         engine.current.store(graph.clone());
-        *lock(&engine.history) = VecDeque::from([(Instant::now(), graph)]);
+        *lock(&engine.history) = VecDeque::from([(Instant::now(), graph, 0)]);
         Ok(engine)
     }
 
@@ -347,12 +354,12 @@ impl Engine {
                 self.prune(&mut history);
                 let oldest = history
                     .front()
-                    .map(|(_, g)| g.revision)
+                    .map(|(_, g, _)| g.revision)
                     .unwrap_or(cur.revision);
                 // Revisions are dense, but a revision's graph is the newest one at or
                 // below it.
-                match history.iter().rev().find(|(_, g)| g.revision <= r) {
-                    Some((_, g)) if r >= oldest => Ok(g.clone()),
+                match history.iter().rev().find(|(_, g, _)| g.revision <= r) {
+                    Some((_, g, _)) if r >= oldest => Ok(g.clone()),
                     _ => Err(EngineError::SnapshotTooOld {
                         requested: r,
                         oldest,
@@ -362,26 +369,30 @@ impl Engine {
         }
     }
 
-    fn prune(&self, history: &mut VecDeque<(Instant, Arc<GraphVersion>)>) {
+    fn prune(&self, history: &mut VecDeque<(Instant, Arc<GraphVersion>, usize)>) {
         let now = Instant::now();
+        // The changes the kept revisions made after the oldest one.
+        let mut changes: usize = history.iter().skip(1).map(|(_, _, c)| *c).sum();
         while history.len() > 1 {
-            let too_many = history.len() > self.config.history_limit;
+            let too_many = history.len() > self.config.history_limit || changes > self.config.history_max_changes;
             // An entry stays readable until the window has passed since it was replaced.
-            let replaced_at = history.get(1).map(|(t, _)| *t).unwrap_or(now);
+            let replaced_at = history.get(1).map(|(t, _, _)| *t).unwrap_or(now);
             if too_many || now.duration_since(replaced_at) > self.config.history_window {
                 history.pop_front();
+                changes -= history.front().map(|(_, _, c)| *c).unwrap_or(0);
             } else {
                 break;
             }
         }
     }
 
-    fn publish(&self, graph: GraphVersion) -> u64 {
+    /// Makes `graph` current; `changes` is how many relationship changes it made.
+    fn publish(&self, graph: GraphVersion, changes: usize) -> u64 {
         let revision = graph.revision;
         let graph = Arc::new(graph);
         self.current.store(graph.clone());
         let mut history = lock(&self.history);
-        history.push_back((Instant::now(), graph));
+        history.push_back((Instant::now(), graph, changes));
         self.prune(&mut history);
         revision
     }
@@ -399,7 +410,7 @@ impl Engine {
         self.store
             .commit(&Commit { revision: next.revision, schema: Some(text), ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next);
+        let revision = self.publish(next, 1);
         self.notify(revision, Vec::new(), Some(text), None);
         Ok(revision)
     }
@@ -513,7 +524,7 @@ impl Engine {
         self.store
             .commit(&Commit { revision, schema: applied_schema, changes: &accepted, ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
-        self.publish(next);
+        self.publish(next, report.applied);
         self.notify(revision, accepted, applied_schema, None);
         Ok(report)
     }
@@ -945,7 +956,7 @@ impl Engine {
                 ..Commit::default()
             })
             .map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next);
+        let revision = self.publish(next, graph_changes.len());
         self.notify(revision, changes, None, None);
         Ok(revision)
     }
@@ -1311,7 +1322,7 @@ impl Engine {
         self.store
             .commit(&Commit { revision: next.revision, policy_model: Some(&json), ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next);
+        let revision = self.publish(next, 1);
         self.notify(revision, Vec::new(), None, Some(json));
         Ok(revision)
     }

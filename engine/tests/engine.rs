@@ -360,6 +360,22 @@ fn snapshots_outside_the_window_are_too_old() {
 }
 
 #[test]
+fn history_keeps_a_bounded_number_of_changes() {
+    // A bulk import in batches must not pin every batch's copies for the whole window.
+    let config = EngineConfig { history_max_changes: 3, ..EngineConfig::default() };
+    let e = engine_with(config, &["doc:1#owner@user:a"]);
+    let r1 = e.revision();
+    e.write(&touches(&["doc:2#owner@user:a", "doc:3#owner@user:a"])).unwrap();
+    let r2 = e.revision();
+    assert!(check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r1)).unwrap());
+    e.write(&touches(&["doc:4#owner@user:a", "doc:5#owner@user:a"])).unwrap();
+    // r1 fell out (4 changes after it > 3); r2 is still there (2 after it).
+    let err = check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r1)).unwrap_err();
+    assert!(err.to_string().starts_with("snapshot too old"), "{err}");
+    assert!(!check_with(&e, "doc:4#edit@user:a", Consistency::AtExactSnapshot(r2)).unwrap());
+}
+
+#[test]
 fn readers_never_see_half_a_write() {
     let e = Arc::new(engine(&[]));
     let writer = {
