@@ -1430,6 +1430,16 @@ impl Engine {
                 }
             })
             .collect();
+        // Cedar forbids take resources out; grants only a permit gives are not listed.
+        let template = CheckRequest {
+            resource_type: req.resource_type,
+            permission: req.permission,
+            subject_type: req.subject_type,
+            subject_id: req.subject_id,
+            subject_relation: req.subject_relation,
+            ..CheckRequest::default()
+        };
+        let ids = self.without_forbidden(&graph, ids, &template, Side::Resource);
         let (resource_ids, next_cursor) = paginate(ids, req.cursor, req.limit);
         Ok(LookupResourcesPage {
             resource_ids,
@@ -1491,8 +1501,21 @@ impl Engine {
                 self.interner.resolve(s).to_string()
             }
         };
-        subjects.extend(allowed.into_iter().map(|s| FoundSubject {
-            subject_id: name(s),
+        // Cedar forbids take concrete subjects out (a wildcard stands for subjects not
+        // named here, so it is listed as the graph has it; Check still applies forbids
+        // to each of them).
+        let concrete: Vec<String> = allowed.into_iter().map(name).collect();
+        let template = CheckRequest {
+            resource_type: req.resource_type,
+            resource_id: req.resource_id,
+            permission: req.permission,
+            subject_type: req.subject_type,
+            subject_relation: req.subject_relation,
+            ..CheckRequest::default()
+        };
+        let concrete = self.without_forbidden(&graph, concrete, &template, Side::Subject);
+        subjects.extend(concrete.into_iter().map(|subject_id| FoundSubject {
+            subject_id,
             excluded_ids: Vec::new(),
         }));
         if let Some(excluded) = wildcard {
@@ -1515,6 +1538,33 @@ impl Engine {
             next_cursor,
             revision: graph.revision,
         })
+    }
+
+    /// `ids` less those a Cedar forbid denies: each is put on its `side` of `template`
+    /// and checked as a request the graph allows (without a context, so a forbid that
+    /// needs one holds: it fails closed).
+    fn without_forbidden(
+        &self,
+        graph: &GraphVersion,
+        ids: Vec<String>,
+        template: &CheckRequest<'_>,
+        side: Side,
+    ) -> Vec<String> {
+        let Some(policies) = graph.policies.as_deref() else { return ids };
+        let time = RequestTime::wall_clock();
+        ids.into_iter()
+            .filter(|id| {
+                let mut req = *template;
+                match side {
+                    Side::Resource => req.resource_id = id,
+                    Side::Subject => req.subject_id = id,
+                }
+                if !policies.applies(req.permission).forbid {
+                    return true;
+                }
+                matches!(self.cedar_decide(graph, policies, &req, true, &time), Ok((true, _)))
+            })
+            .collect()
     }
 
     /// The userset tree of `resource#permission`.
@@ -1663,6 +1713,13 @@ fn allowed_match(
     allowed.iter().any(|a| {
         a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration
     })
+}
+
+/// Which end of a lookup's answers an id is.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Resource,
+    Subject,
 }
 
 /// Compiles a stored policy model (JSON) against the stored schema.

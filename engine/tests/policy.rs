@@ -327,3 +327,59 @@ fn the_model_survives_reopening_and_shows_in_the_changelog() {
     e.write_policy_model(PolicyModel::default()).unwrap();
     assert!(!check(&e, "doc:9#view@user:x"));
 }
+
+#[test]
+fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
+    let e = engine(&[
+        "doc:1#viewer@user:tom",
+        "doc:2#viewer@user:tom",
+        "doc:3#viewer@user:tom",
+        "doc:2#viewer@user:ann",
+    ]);
+    e.write_policy_model(model(
+        r#"
+        @id("doc-2-is-sealed")
+        forbid(principal, action == Action::"view", resource == doc::"2") unless { principal == user::"ann" };
+        @id("everyone-sees-doc-9")
+        permit(principal, action == Action::"view", resource == doc::"9");
+        "#,
+        &[],
+        &[],
+    ))
+    .unwrap();
+    let resources = e
+        .lookup_resources(&LookupResourcesRequest {
+            resource_type: "doc",
+            permission: "view",
+            subject_type: "user",
+            subject_id: "tom",
+            subject_relation: None,
+            consistency: Consistency::FullyConsistent,
+            cursor: None,
+            limit: None,
+        })
+        .unwrap();
+    assert_eq!(resources.resource_ids, ["1", "3"]);
+    // Every listed resource checks allowed; the left-out one checks denied.
+    for id in ["1", "3"] {
+        assert!(check(&e, &format!("doc:{id}#view@user:tom")));
+    }
+    assert!(!check(&e, "doc:2#view@user:tom"));
+    // doc:9 is granted by a permit only: Check allows it, Lookup does not list it.
+    assert!(check(&e, "doc:9#view@user:tom"));
+    let subjects = e
+        .lookup_subjects(&LookupSubjectsRequest {
+            resource_type: "doc",
+            resource_id: "2",
+            permission: "view",
+            subject_type: "user",
+            subject_relation: None,
+            consistency: Consistency::FullyConsistent,
+            cursor: None,
+            limit: None,
+            written_subject_sets_only: false,
+        })
+        .unwrap();
+    let ids: Vec<&str> = subjects.subjects.iter().map(|s| s.subject_id.as_str()).collect();
+    assert_eq!(ids, ["ann"]);
+}
