@@ -153,8 +153,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // sqlx reports every statement over a second at WARN, which a replica's bulk read of
+    // the whole relationships table always is; say `sqlx` in RUST_LOG to see them.
+    let mentions_sqlx = std::env::var("RUST_LOG").is_ok_and(|v| v.contains("sqlx"));
+    if !mentions_sqlx {
+        if let Ok(quiet) = "sqlx::query=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
