@@ -1057,17 +1057,15 @@ impl Engine {
     pub fn explain(&self, req: &CheckRequest<'_>) -> Result<Explanation, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let time = RequestTime::wall_clock();
-        let allowed = self.check_in(&graph, req, &time)?.decision == Decision::Allowed;
         let mut graph_only = (*graph).clone();
         let policies = graph_only.policies.take();
         let graph_allowed = self.check_in(&graph_only, req, &time)?.decision == Decision::Allowed;
-        let decided_by = match policies {
-            Some(p) => self
-                .cedar_decide(&graph, &p, req, graph_allowed, &time)?
-                .1
-                .map(|o| o.determining(allowed))
-                .unwrap_or_default(),
-            None => Vec::new(),
+        let (allowed, decided_by) = match policies {
+            Some(p) => {
+                let (allowed, outcome) = self.cedar_decide(&graph, &p, req, graph_allowed, &time)?;
+                (allowed, outcome.map(|o| o.determining(allowed)).unwrap_or_default())
+            }
+            None => (graph_allowed, Vec::new()),
         };
         let explanation = |path| Explanation {
             decision: if allowed { Decision::Allowed } else { Decision::Denied },
@@ -1313,9 +1311,9 @@ impl Engine {
     pub fn write_policy_model(&self, model: PolicyModel) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
-        let compiled = Self::compile_policy_model(&cur, model)?;
-        let json = serde_json::to_string(&compiled.as_ref().map(|c| &c.model).cloned().unwrap_or_default())
+        let json = serde_json::to_string(&model)
             .map_err(|e| EngineError::Store(format!("cannot encode the policy model: {e}")))?;
+        let compiled = Self::compile_policy_model(&cur, model)?;
         let mut next = (*cur).clone();
         next.revision = cur.revision + 1;
         next.policies = compiled;

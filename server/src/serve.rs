@@ -349,17 +349,7 @@ async fn apply_policies(shared: &Shared, dir: &Path) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|x| x == "cedar"))
         .collect();
     files.sort();
-    let mut policies: Vec<arbiter_engine::PolicyText> = Vec::new();
-    for file in &files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        for p in arbiter_engine::split_policies(&name, &text).map_err(|e| anyhow!("{}: {e}", file.display()))? {
-            if policies.iter().any(|q| q.id == p.id) {
-                return Err(anyhow!("{}: the policy id `{}` is used twice in {}", file.display(), p.id, dir.display()));
-            }
-            policies.push(p);
-        }
-    }
+    let policies = crate::cli::read_policy_files(&files)?;
     if shared.engine.policy_model().policies == policies {
         return Ok(());
     }

@@ -8,9 +8,10 @@
 //!   Reads by subject are served by the in-memory reverse index, so the store keeps no
 //!   reverse order (format 1 did; opening a format-1 store drops that column family).
 //! - `changelog`: revision (big-endian u64) -> the change set (commit time, then one
-//!   `TOUCH|DELETE relationship` line per change, and the schema if it changed). Kept for
-//!   a window, for Watch and exact-snapshot reads.
-//! - `meta`: `revision`, `schema`, `format`.
+//!   `TOUCH|DELETE relationship` line per change, then `POLICIES` and the policy model's
+//!   JSON on one line if it changed, then `SCHEMA` and the schema if it changed). Kept
+//!   for a window, for Watch and exact-snapshot reads.
+//! - `meta`: `revision`, `schema`, `policy_model` (JSON), `format`, `source`.
 //!
 //! Ids, types and relations never contain a NUL byte (they are validated before they
 //! get here), so NUL separates key fields unambiguously. A commit is one `WriteBatch`

@@ -969,18 +969,10 @@ async fn schema_read(conn: &Connection) -> Result<ExitCode> {
 }
 
 async fn policy_write(conn: &Connection, files: &[PathBuf]) -> Result<ExitCode> {
-    let mut policies: Vec<pb::Policy> = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let split = arbiter_engine::split_policies(&name, &text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-        for p in split {
-            if policies.iter().any(|q| q.id == p.id) {
-                bail!("{}: the policy id `{}` is used twice", file.display(), p.id);
-            }
-            policies.push(pb::Policy { id: p.id, text: p.text });
-        }
-    }
+    let policies: Vec<pb::Policy> = super::read_policy_files(files)?
+        .into_iter()
+        .map(|p| pb::Policy { id: p.id, text: p.text })
+        .collect();
     let mut c = connect(conn).await?;
     let n = policies.len();
     let resp = c

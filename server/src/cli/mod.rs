@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use crate::grpc::Limits;
@@ -150,6 +151,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     };
     Ok(d)
+}
+
+/// The policies of Cedar files, in order (`arbiter policy write`, `serve --policies`):
+/// a policy's id is its `@id("...")` annotation, else `FILE:N`; an id used twice across
+/// the files is an error naming the file.
+pub fn read_policy_files(files: &[PathBuf]) -> anyhow::Result<Vec<arbiter_engine::PolicyText>> {
+    let mut policies: Vec<arbiter_engine::PolicyText> = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        for p in arbiter_engine::split_policies(&name, &text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))? {
+            if policies.iter().any(|q| q.id == p.id) {
+                anyhow::bail!("{}: the policy id `{}` is used twice", file.display(), p.id);
+            }
+            policies.push(p);
+        }
+    }
+    Ok(policies)
 }
 
 fn init_logging(format: &str) {
