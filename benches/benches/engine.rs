@@ -4,7 +4,11 @@
 use std::hint::black_box;
 
 use arbiter_benches::{viewer_updates, Org};
-use arbiter_engine::{CheckRequest, Consistency, Decision, Engine, LookupResourcesRequest};
+use arbiter_engine::{
+    split_policies, AttrDecl, AttrType, AttributeDecls, AttributeUpdate, CheckRequest, Consistency, Decision, Engine,
+    LabelDef, LookupResourcesRequest, ObjectAttributes, PolicyModel,
+};
+use serde_json::json;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
 fn req<'a>(resource: &'a str, permission: &'a str, subject: &'a str) -> CheckRequest<'a> {
@@ -154,5 +158,181 @@ fn writes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, checks, writes);
+/// A multi-level-security policy over labels and three attributes, as DESIGN §9 asks.
+const LABEL_POLICY: &str = r#"
+@id("mls")
+forbid(principal, action, resource is doc)
+unless {
+    principal is user && principal has clearance && resource has classification &&
+    principal.clearance >= resource.classification &&
+    principal.label_level >= resource.label_level &&
+    (!(resource.labels.contains(arbiter::Label::"nato")) || principal.labels.contains(arbiter::Label::"nato"))
+};
+@id("department")
+forbid(principal, action == Action::"edit", resource is doc)
+when { principal has department && principal.department == "contractors" };
+"#;
+
+const LABELS: &[(&str, i64, Option<&str>)] =
+    &[("top_secret", 4, None), ("secret", 3, Some("top_secret")), ("confidential", 2, Some("secret")), ("nato", 1, None)];
+
+/// 18 more policies, on other actions and conditions, so that a set of 20 is compiled
+/// and the ones that may apply to `view` are evaluated.
+fn more_policies() -> String {
+    let mut out = String::new();
+    for i in 0..9 {
+        out.push_str(&format!(
+            "@id(\"dept-{i}\")\nforbid(principal, action == Action::\"view\", resource is doc) when {{ principal has department && principal.department == \"blocked-{i}\" }};\n"
+        ));
+        out.push_str(&format!(
+            "@id(\"grant-{i}\")\npermit(principal, action == Action::\"edit\", resource is doc) when {{ principal has clearance && principal.clearance > {} }};\n",
+            100 + i
+        ));
+    }
+    out
+}
+
+fn policy_model(extra: &str) -> Result<PolicyModel, String> {
+    let mut decls = AttributeDecls::default();
+    let opt = |ty| AttrDecl { ty, required: false };
+    decls.types.insert(
+        "user".into(),
+        [("clearance".to_string(), opt(AttrType::Long)), ("department".to_string(), opt(AttrType::String))].into(),
+    );
+    decls.types.insert("doc".into(), [("classification".to_string(), opt(AttrType::Long))].into());
+    let policies = split_policies("bench.cedar", &format!("{LABEL_POLICY}\n{extra}")).map_err(|e| e.to_string())?;
+    let labels = LABELS.iter().map(|(n, l, p)| (n.to_string(), LabelDef { level: *l, parents: p.iter().map(|p| p.to_string()).collect() })).collect();
+    Ok(PolicyModel { policies, declarations: decls, labels })
+}
+
+fn attrs(object: &str, values: serde_json::Value, labels: &[&str]) -> AttributeUpdate {
+    let (t, i) = object.split_once(':').unwrap_or((object, ""));
+    AttributeUpdate {
+        object_type: t.into(),
+        object_id: i.into(),
+        attributes: Some(ObjectAttributes {
+            values: values.as_object().cloned().unwrap_or_default(),
+            labels: labels.iter().map(|l| l.to_string()).collect(),
+        }),
+    }
+}
+
+/// Every object of the org as a Cedar entity (parents from the relationships, the
+/// attributes and labels above): what a cedar-agent user keeps loaded.
+fn all_entities(lines: &[String], attributes: &[AttributeUpdate]) -> Vec<serde_json::Value> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut parents: BTreeMap<(String, String), BTreeSet<(String, String)>> = BTreeMap::new();
+    for l in lines {
+        let Ok(r) = arbiter_schema::parse_relationship(l) else { continue };
+        let res = (r.resource.object_type.clone(), r.resource.object_id.clone());
+        let sub = (r.subject.object.object_type.clone(), r.subject.object.object_id.clone());
+        if sub.1 == "*" {
+            continue;
+        }
+        parents.entry(res.clone()).or_default();
+        parents.entry(sub.clone()).or_default();
+        match r.relation.as_str() {
+            "member" => {
+                parents.entry(sub).or_default().insert(res);
+            }
+            "parent" => {
+                parents.entry(res).or_default().insert(sub);
+            }
+            _ => {}
+        }
+    }
+    let level: BTreeMap<&str, i64> = LABELS.iter().map(|(n, l, _)| (*n, *l)).collect();
+    let mut out = Vec::with_capacity(parents.len() + LABELS.len());
+    for (o, ps) in parents {
+        let found = attributes.iter().find(|a| a.object_type == o.0 && a.object_id == o.1).and_then(|a| a.attributes.clone());
+        let (mut values, labels) = found.map(|a| (a.values, a.labels)).unwrap_or_default();
+        values.insert("label_level".into(), json!(labels.iter().map(|l| level[l.as_str()]).max().unwrap_or(0)));
+        values.insert(
+            "labels".into(),
+            serde_json::Value::Array(labels.iter().map(|l| json!({"__entity": {"type": "arbiter::Label", "id": l}})).collect()),
+        );
+        let mut ps: Vec<serde_json::Value> = ps.iter().map(|(t, i)| json!({"type": t, "id": i})).collect();
+        ps.extend(labels.iter().map(|l| json!({"type": "arbiter::Label", "id": l})));
+        out.push(json!({"uid": {"type": o.0, "id": o.1}, "attrs": values, "parents": ps}));
+    }
+    for (n, l, p) in LABELS {
+        let ps: Vec<serde_json::Value> = p.iter().map(|p| json!({"type": "arbiter::Label", "id": p})).collect();
+        out.push(json!({"uid": {"type": "arbiter::Label", "id": n}, "attrs": {"level": l}, "parents": ps}));
+    }
+    out
+}
+
+fn cedar_checks(c: &mut Criterion) {
+    if let Err(e) = try_cedar_checks(c) {
+        eprintln!("cannot set up the Cedar benchmarks: {e}");
+    }
+}
+
+fn try_cedar_checks(c: &mut Criterion) -> Result<(), String> {
+    use cedar_policy as cedar;
+    use std::str::FromStr;
+    let org = Org::build(10_000, 100).map_err(|e| e.to_string())?;
+    let e = &org.engine;
+    let attributes = vec![
+        attrs("user:member2", json!({"clearance": 4, "department": "eng"}), &["secret"]),
+        attrs("user:member3", json!({"clearance": 1, "department": "eng"}), &["confidential"]),
+        attrs("doc:d42", json!({"classification": 3}), &["confidential"]),
+        attrs("doc:d43", json!({"classification": 3}), &["secret"]),
+    ];
+    e.write_policy_model(policy_model("")?).map_err(|e| e.to_string())?;
+    e.write_attributes(attributes.clone()).map_err(|e| e.to_string())?;
+    use Decision::{Allowed, Denied};
+    bench_check(c, e, "cedar/label policy + 3 attributes, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
+    bench_check(c, e, "cedar/label policy + 3 attributes, deep, forbidden", req("doc:d43", "view", "user:member3"), Denied);
+    e.write_policy_model(policy_model(&more_policies())?).map_err(|e| e.to_string())?;
+    bench_check(c, e, "cedar/20 policies, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
+
+    // Cedar alone, as a cedar-agent user runs it: the same policies plus a permit that
+    // stands in for the graph's path (team chain 2 may view folder chain 42), on every
+    // entity of the org materialised once, or on the request's entities built per request.
+    let lines = arbiter_benches::org_relationships(10_000, 100);
+    let text = format!(
+        "{LABEL_POLICY}\n{}\n@id(\"graph\")\npermit(principal in team::\"t2_0\", action == Action::\"view\", resource in folder::\"f42_0\");",
+        more_policies()
+    );
+    let set = cedar::PolicySet::from_str(&text).map_err(|e| e.to_string())?;
+    let everything = all_entities(&lines, &attributes);
+    let entities = cedar::Entities::from_json_value(serde_json::Value::Array(everything.clone()), None).map_err(|e| e.to_string())?;
+    let uid = |t: &str, i: &str| -> Result<cedar::EntityUid, String> {
+        Ok(cedar::EntityUid::from_type_name_and_id(cedar::EntityTypeName::from_str(t).map_err(|e| e.to_string())?, cedar::EntityId::new(i)))
+    };
+    let request = cedar::Request::new(uid("user", "member2")?, uid("Action", "view")?, uid("doc", "d42")?, cedar::Context::empty(), None)
+        .map_err(|e| e.to_string())?;
+    let authorizer = cedar::Authorizer::new();
+    let decision = authorizer.is_authorized(&request, &set, &entities).decision();
+    if decision != cedar::Decision::Allow {
+        return Err(format!("Cedar alone decided {decision:?} on the allowed request"));
+    }
+    c.bench_function(&format!("cedar/Cedar alone, 20 policies, {} entities loaded once", everything.len()), |b| {
+        b.iter(|| black_box(authorizer.is_authorized(black_box(&request), &set, &entities)))
+    });
+    // Per request: only the principal, the resource and their ancestors (what the
+    // request needs), materialised from JSON each time.
+    let wanted: Vec<serde_json::Value> = everything
+        .into_iter()
+        .filter(|v| {
+            let t = v["uid"]["type"].as_str().unwrap_or("");
+            let i = v["uid"]["id"].as_str().unwrap_or("");
+            t == "arbiter::Label"
+                || (t == "user" && i == "member2")
+                || (t == "doc" && i == "d42")
+                || (t == "team" && i.starts_with("t2_"))
+                || (t == "folder" && i.starts_with("f42_"))
+        })
+        .collect();
+    c.bench_function(&format!("cedar/Cedar alone, 20 policies, {} entities materialised per request", wanted.len()), |b| {
+        b.iter(|| {
+            let entities = cedar::Entities::from_json_value(serde_json::Value::Array(wanted.clone()), None);
+            black_box(entities.map(|es| authorizer.is_authorized(&request, &set, &es).decision()))
+        })
+    });
+    Ok(())
+}
+
+criterion_group!(benches, checks, cedar_checks, writes);
 criterion_main!(benches);

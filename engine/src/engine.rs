@@ -19,16 +19,19 @@ use crate::expand::{ExpandNode, ExpandTree, Expander};
 use crate::explain::{Explainer, UNSEEN_MARK};
 use crate::filter::{RelationshipFilter, ResolvedFilter};
 use crate::graph::{
-    Edge, GraphChange, GraphVersion, Micros, RequestTime, ResourceKey, StoredRelationship,
+    Edge, GraphChange, GraphVersion, ObjectKey, Micros, RequestTime, ResourceKey, StoredRelationship,
     SubjectKey, NEVER,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::load::{GraphLoader, Shapes};
 use crate::lookup::LookupContext;
-use crate::policy::{CedarOutcome, CompiledPolicies, EntityData, Hierarchy, PolicyModel, PolicyText, MAX_ENTITIES};
+use crate::policy::{
+    typed_value, CedarOutcome, CompiledPolicies, EntityData, Hierarchy, ObjectAttributes, PolicyError, PolicyModel, PolicyText,
+    MAX_ENTITIES,
+};
 use crate::schema_plan::SchemaPlan;
 use crate::store::{
-    relationship_key, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipRef,
+    relationship_key, AttributeChange, Change, ChangeOp, ChangesAfter, Commit, LoggedCommit, MemoryStore, RelationshipRef,
     RelationshipStore,
 };
 
@@ -90,6 +93,15 @@ pub enum UpdateOp {
 pub struct RelationshipUpdate {
     pub op: UpdateOp,
     pub relationship: Relationship,
+}
+
+/// A write of one object's attributes: the new values and labels (replacing what it
+/// had), or `None` to delete them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttributeUpdate {
+    pub object_type: String,
+    pub object_id: String,
+    pub attributes: Option<ObjectAttributes>,
 }
 
 /// A permission question, with strings as the caller gave them.
@@ -411,7 +423,7 @@ impl Engine {
             .commit(&Commit { revision: next.revision, schema: Some(text), ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next, 1);
-        self.notify(revision, Vec::new(), Some(text), None);
+        self.notify(revision, Vec::new(), Some(text), None, Vec::new());
         Ok(revision)
     }
 
@@ -452,6 +464,7 @@ impl Engine {
                 CompiledPolicies::compile(&plan.schema, p.model.clone()).map_err(EngineError::SchemaBreaksPolicies)?,
             )),
         };
+        self.check_stored_attributes(cur, policies.as_deref()).map_err(EngineError::SchemaBreaksPolicies)?;
         Ok((plan, policies))
     }
 
@@ -467,6 +480,23 @@ impl Engine {
         changes: Vec<Change>,
         schema: Option<&str>,
     ) -> Result<ApplyReport, EngineError> {
+        self.apply_logged(LoggedCommit {
+            revision,
+            committed_at_micros: 0,
+            changes,
+            schema: schema.map(str::to_string),
+            policy_model: None,
+            attributes: Vec::new(),
+        })
+    }
+
+    /// [`Engine::apply_external`] for a whole logged commit: its schema, then its policy
+    /// model (compiled against the schema in force; refused if it does not compile or
+    /// would strand stored attributes), then its relationship and attribute changes, each
+    /// validated as a write would be.
+    pub fn apply_logged(&self, commit: LoggedCommit) -> Result<ApplyReport, EngineError> {
+        let LoggedCommit { revision, changes, schema, policy_model, attributes, .. } = commit;
+        let schema = schema.as_deref();
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
         let mut report = ApplyReport::default();
@@ -484,6 +514,45 @@ impl Engine {
                     applied_schema = Some(text);
                 }
                 Err(e) => report.rejected.push(format!("schema at revision {revision}: {e}")),
+            }
+        }
+        let mut applied_model = None;
+        if let Some(json) = policy_model.as_deref() {
+            let compiled = compile_model(next.plan.as_deref(), json).and_then(|c| {
+                self.check_stored_attributes(&next, c.as_ref()).map_err(EngineError::InvalidPolicy)?;
+                Ok(c)
+            });
+            match compiled {
+                Ok(c) => {
+                    next.policies = c.map(Arc::new);
+                    applied_model = Some(json);
+                }
+                Err(e) => report.rejected.push(format!("policies at revision {revision}: {e}")),
+            }
+        }
+        let mut applied_attributes = Vec::new();
+        for a in attributes {
+            let decoded = match &a.attributes {
+                None => Ok(None),
+                Some(json) => ObjectAttributes::decode(json).and_then(|attrs| {
+                    let policies = next.policies.as_deref().ok_or_else(|| "no attributes are declared".to_string())?;
+                    policies.check_object(&a.object_type, &a.object_id, &attrs)?;
+                    Ok(Some(attrs))
+                }),
+            };
+            match decoded {
+                Ok(attrs) => {
+                    let key = ObjectKey {
+                        object_type: self.interner.intern(&a.object_type),
+                        object_id: self.interner.intern(&a.object_id),
+                    };
+                    next.set_attributes(key, attrs.map(Arc::new));
+                    applied_attributes.push(a);
+                }
+                Err(e) => report.rejected.push(format!(
+                    "attributes of `{}:{}` at revision {revision}: {e}",
+                    a.object_type, a.object_id
+                )),
             }
         }
         let mut graph_changes = Vec::with_capacity(changes.len());
@@ -522,10 +591,16 @@ impl Engine {
         next.apply(&graph_changes);
         report.applied = accepted.len();
         self.store
-            .commit(&Commit { revision, schema: applied_schema, changes: &accepted, ..Commit::default() })
+            .commit(&Commit {
+                revision,
+                schema: applied_schema,
+                policy_model: applied_model,
+                changes: &accepted,
+                attributes: &applied_attributes,
+            })
             .map_err(|e| EngineError::Store(e.0))?;
-        self.publish(next, report.applied);
-        self.notify(revision, accepted, applied_schema, None);
+        self.publish(next, report.applied + applied_attributes.len());
+        self.notify(revision, accepted, applied_schema, applied_model.map(str::to_string), applied_attributes);
         Ok(report)
     }
 
@@ -957,7 +1032,7 @@ impl Engine {
             })
             .map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next, graph_changes.len());
-        self.notify(revision, changes, None, None);
+        self.notify(revision, changes, None, None, Vec::new());
         Ok(revision)
     }
 
@@ -970,7 +1045,14 @@ impl Engine {
         }
     }
 
-    fn notify(&self, revision: u64, changes: Vec<Change>, schema: Option<&str>, policy_model: Option<String>) {
+    fn notify(
+        &self,
+        revision: u64,
+        changes: Vec<Change>,
+        schema: Option<&str>,
+        policy_model: Option<String>,
+        attributes: Vec<AttributeChange>,
+    ) {
         let listeners = match self.listeners.read() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
@@ -984,6 +1066,7 @@ impl Engine {
             changes,
             schema: schema.map(str::to_string),
             policy_model,
+            attributes,
         };
         for l in listeners.iter() {
             l(&commit);
@@ -1239,7 +1322,10 @@ impl Engine {
                     queue.push_back(p.clone());
                 }
             }
-            let attributes = policies.attributes(&format!("{object_type}:{object_id}")).cloned();
+            let attributes = match (self.interner.get(&object_type), self.interner.get(&object_id)) {
+                (Some(t), Some(i)) => graph.attributes_of(&ObjectKey { object_type: t, object_id: i }).cloned(),
+                _ => None,
+            };
             out.push(EntityData { object_type, object_id, attributes, parents });
         }
         Ok(out)
@@ -1314,6 +1400,7 @@ impl Engine {
         let json = serde_json::to_string(&model)
             .map_err(|e| EngineError::Store(format!("cannot encode the policy model: {e}")))?;
         let compiled = Self::compile_policy_model(&cur, model)?;
+        self.check_stored_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)?;
         let mut next = (*cur).clone();
         next.revision = cur.revision + 1;
         next.policies = compiled;
@@ -1321,7 +1408,7 @@ impl Engine {
             .commit(&Commit { revision: next.revision, policy_model: Some(&json), ..Commit::default() })
             .map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next, 1);
-        self.notify(revision, Vec::new(), None, Some(json));
+        self.notify(revision, Vec::new(), None, Some(json), Vec::new());
         Ok(revision)
     }
 
@@ -1335,7 +1422,189 @@ impl Engine {
     /// Checks a policy model as [`Engine::write_policy_model`] would, without writing it.
     pub fn plan_policy_model(&self, model: PolicyModel) -> Result<(), EngineError> {
         let cur = self.current.load_full();
-        Self::compile_policy_model(&cur, model).map(|_| ())
+        let compiled = Self::compile_policy_model(&cur, model)?;
+        self.check_stored_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)
+    }
+
+    /// Every stored object's attributes against a (new) policy model: a model or schema
+    /// change that would leave an object with an undeclared or mistyped attribute, or an
+    /// undefined label, is refused with the objects in the way.
+    fn check_stored_attributes(&self, graph: &GraphVersion, policies: Option<&CompiledPolicies>) -> Result<(), PolicyError> {
+        let mut count = 0usize;
+        let mut examples = Vec::new();
+        for (key, attrs) in graph.attribute_entries() {
+            if attrs.is_empty() {
+                continue;
+            }
+            let object_type = self.interner.resolve(key.object_type);
+            let object_id = self.interner.resolve(key.object_id);
+            let problem = match policies {
+                None => Some(format!(
+                    "`{object_type}:{object_id}` has attributes or labels, and nothing would declare them"
+                )),
+                Some(p) => p.check_object(&object_type, &object_id, attrs).err(),
+            };
+            if let Some(problem) = problem {
+                count += 1;
+                if examples.len() < ORPHAN_EXAMPLES {
+                    examples.push(problem);
+                }
+            }
+        }
+        if count == 0 {
+            return Ok(());
+        }
+        examples.sort();
+        let more = if count > examples.len() { format!(" (and {} more)", count - examples.len()) } else { String::new() };
+        Err(PolicyError {
+            policy: None,
+            position: None,
+            message: format!(
+                "{count} stored objects would no longer fit their attribute declarations or labels: {}{more}; change or delete their attributes first",
+                examples.join("; ")
+            ),
+        })
+    }
+
+    /// Writes attribute values and labels of objects (each replaces the object's
+    /// attributes whole; `None` deletes them), atomically, at a new revision. Values are
+    /// checked against the declared types (plain JSON strings for `ip` and `decimal`
+    /// attributes are converted), labels against the defined labels; on any problem
+    /// nothing is written.
+    pub fn write_attributes(&self, updates: Vec<AttributeUpdate>) -> Result<u64, EngineError> {
+        let _guard = lock(&self.write_lock);
+        let cur = self.current.load_full();
+        if updates.is_empty() {
+            return Ok(cur.revision);
+        }
+        let planned = self.plan_attributes_at(&cur, &updates)?;
+        let mut next = (*cur).clone();
+        next.revision = cur.revision + 1;
+        let mut changes = Vec::with_capacity(planned.len());
+        for (key, change, attrs) in planned {
+            next.set_attributes(key, attrs.map(Arc::new));
+            changes.push(change);
+        }
+        self.store
+            .commit(&Commit { revision: next.revision, attributes: &changes, ..Commit::default() })
+            .map_err(|e| EngineError::Store(e.0))?;
+        let revision = self.publish(next, changes.len());
+        self.notify(revision, Vec::new(), None, None, changes);
+        Ok(revision)
+    }
+
+    /// Checks attribute writes as [`Engine::write_attributes`] would, and returns the
+    /// changes to store (one per object: the last update wins), without writing them.
+    pub fn plan_attributes(&self, updates: &[AttributeUpdate]) -> Result<Vec<AttributeChange>, EngineError> {
+        let cur = self.current.load_full();
+        Ok(self.plan_attributes_at(&cur, updates)?.into_iter().map(|(_, c, _)| c).collect())
+    }
+
+    fn plan_attributes_at(
+        &self,
+        cur: &GraphVersion,
+        updates: &[AttributeUpdate],
+    ) -> Result<Vec<(ObjectKey, AttributeChange, Option<ObjectAttributes>)>, EngineError> {
+        let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
+        let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
+        for (i, u) in updates.iter().enumerate() {
+            if plan.schema.definition_by_name(&u.object_type).is_none() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "`{}:{}`: the schema does not define `{}`",
+                    u.object_type, u.object_id, u.object_type
+                )));
+            }
+            if let Some(problem) = object_id_problem(&u.object_id) {
+                return Err(EngineError::InvalidArgument(format!("`{}:{}`: {problem}", u.object_type, u.object_id)));
+            }
+            last.insert((&u.object_type, &u.object_id), i);
+        }
+        let mut out = Vec::with_capacity(last.len());
+        for (i, u) in updates.iter().enumerate() {
+            if last.get(&(u.object_type.as_str(), u.object_id.as_str())) != Some(&i) {
+                continue;
+            }
+            let attrs = match &u.attributes {
+                // Nothing to store and nothing to check.
+                Some(a) if a.is_empty() && cur.policies.is_none() => None,
+                Some(a) => {
+                    let policies = cur.policies.as_deref().ok_or_else(|| {
+                        EngineError::InvalidArgument(format!(
+                            "`{}:{}`: no attributes are declared and no labels defined; write them first",
+                            u.object_type, u.object_id
+                        ))
+                    })?;
+                    let mut a = a.clone();
+                    if let Some(fields) = policies.model.declarations.types.get(&u.object_type) {
+                        a.values = a
+                            .values
+                            .into_iter()
+                            .map(|(k, v)| {
+                                let v = match fields.get(&k) {
+                                    Some(d) => typed_value(&d.ty, v),
+                                    None => v,
+                                };
+                                (k, v)
+                            })
+                            .collect();
+                    }
+                    a.labels.sort();
+                    a.labels.dedup();
+                    policies.check_object(&u.object_type, &u.object_id, &a).map_err(EngineError::InvalidArgument)?;
+                    (!a.is_empty()).then_some(a)
+                }
+                None => None,
+            };
+            let key = ObjectKey {
+                object_type: self.interner.intern(&u.object_type),
+                object_id: self.interner.intern(&u.object_id),
+            };
+            let change = AttributeChange {
+                object_type: u.object_type.clone(),
+                object_id: u.object_id.clone(),
+                attributes: attrs.as_ref().map(ObjectAttributes::encode),
+            };
+            out.push((key, change, attrs));
+        }
+        Ok(out)
+    }
+
+    /// The attributes of objects (`(type, id)`) at a consistency: `None` for an object
+    /// without any.
+    pub fn read_attributes(
+        &self,
+        objects: &[(String, String)],
+        consistency: Consistency,
+    ) -> Result<(u64, Vec<Option<ObjectAttributes>>), EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let out = objects
+            .iter()
+            .map(|(t, i)| {
+                let key = ObjectKey { object_type: self.interner.get(t)?, object_id: self.interner.get(i)? };
+                graph.attributes_of(&key).map(|a| (**a).clone())
+            })
+            .collect();
+        Ok((graph.revision, out))
+    }
+
+    /// Every object with attributes, sorted (`type`, `id`), at a consistency.
+    pub fn export_attributes(
+        &self,
+        consistency: Consistency,
+    ) -> Result<(u64, Vec<(String, String, ObjectAttributes)>), EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let mut out: Vec<(String, String, ObjectAttributes)> = graph
+            .attribute_entries()
+            .map(|(k, a)| {
+                (
+                    self.interner.resolve(k.object_type).to_string(),
+                    self.interner.resolve(k.object_id).to_string(),
+                    (**a).clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        Ok((graph.revision, out))
     }
 
     fn compile_policy_model(

@@ -169,6 +169,8 @@ pub struct GraphVersion {
     relationships: usize,
     /// How many stored relationships carry an expiration (the sweep skips when none).
     expiring: usize,
+    /// Attribute values and security labels, per object (the keyed attribute store).
+    attributes: PMap<ObjectKey, Arc<crate::policy::ObjectAttributes>>,
 }
 
 impl GraphVersion {
@@ -181,7 +183,36 @@ impl GraphVersion {
             reverse: PMap::default(),
             relationships: 0,
             expiring: 0,
+            attributes: PMap::default(),
         }
+    }
+
+    /// The attribute values and labels of one object, if it has any.
+    #[inline]
+    pub fn attributes_of(&self, key: &ObjectKey) -> Option<&Arc<crate::policy::ObjectAttributes>> {
+        self.attributes.get(key)
+    }
+
+    /// Sets (or, with `None`, removes) the attributes of one object.
+    pub fn set_attributes(&mut self, key: ObjectKey, attributes: Option<Arc<crate::policy::ObjectAttributes>>) {
+        match attributes {
+            Some(a) => {
+                self.attributes.insert(key, a);
+            }
+            None => {
+                self.attributes.remove(&key);
+            }
+        }
+    }
+
+    /// Every object with attributes, in no particular order.
+    pub fn attribute_entries(&self) -> impl Iterator<Item = (&ObjectKey, &Arc<crate::policy::ObjectAttributes>)> {
+        self.attributes.iter()
+    }
+
+    /// How many objects have attributes.
+    pub fn attribute_count(&self) -> usize {
+        self.attributes.len()
     }
 
     /// Number of relationships stored (expired ones included until swept).

@@ -18,15 +18,18 @@ pub mod store;
 pub mod store_suite;
 
 pub use engine::{
-    now_micros, ApplyReport, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, Explanation,
+    now_micros, ApplyReport, AttributeUpdate, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, Explanation,
     FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
     LookupSubjectsRequest, Precondition, ReadPage, RelationshipUpdate, UpdateOp,
 };
 pub use error::{EngineError, ErrorKind};
 pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
-pub use policy::{split_policies, AttrDecl, AttrType, AttributeDecls, Inference, PolicyError, PolicyModel, PolicyText};
+pub use policy::{
+    split_policies, AttrDecl, AttrType, AttributeDecls, Inference, LabelDef, ObjectAttributes, PolicyError, PolicyModel,
+    PolicyText,
+};
 pub use filter::{RelationshipFilter, SubjectFilter, SubjectRelationFilter};
 pub use store::{
-    Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, MemoryStore, RelationshipRef,
+    AttributeChange, Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, MemoryStore, RelationshipRef,
     RelationshipStore, StoreError, StoredHeader, StoredState,
 };

@@ -9,9 +9,9 @@ use arbiter_schema::{compile, object_id_problem, WILDCARD_ID};
 
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::graph::{Edge, GraphVersion, ResourceKey, StoredRelationship, SubjectKey, NEVER};
+use crate::graph::{Edge, GraphVersion, ObjectKey, ResourceKey, StoredRelationship, SubjectKey, NEVER};
 use crate::intern::{Sym, WILDCARD};
-use crate::policy::CompiledPolicies;
+use crate::policy::{CompiledPolicies, ObjectAttributes};
 use crate::schema_plan::SchemaPlan;
 use crate::store::{LoadSink, RelationshipRef, StoreError, StoredHeader};
 
@@ -122,6 +122,7 @@ pub(crate) struct GraphLoader<'e> {
     policies: Option<Arc<CompiledPolicies>>,
     shapes: Shapes,
     relationships: Vec<StoredRelationship>,
+    attributes: Vec<(ObjectKey, Arc<ObjectAttributes>)>,
     /// The first invalid relationship, reported after the scan with its engine error.
     error: Option<EngineError>,
 }
@@ -135,6 +136,7 @@ impl<'e> GraphLoader<'e> {
             policies: None,
             shapes: Shapes::default(),
             relationships: Vec::new(),
+            attributes: Vec::new(),
             error: None,
         }
     }
@@ -148,6 +150,9 @@ impl<'e> GraphLoader<'e> {
         graph.revision = self.revision;
         graph.plan = self.plan;
         graph.policies = self.policies;
+        for (key, attrs) in self.attributes {
+            graph.set_attributes(key, Some(attrs));
+        }
         Ok(graph)
     }
 }
@@ -192,6 +197,22 @@ impl LoadSink for GraphLoader<'_> {
             Err(e) => {
                 let message = format!("stored relationship `{}` is invalid: {e}", r.to_relationship());
                 self.error = Some(e);
+                Err(StoreError(message))
+            }
+        }
+    }
+
+    fn attributes(&mut self, object_type: &str, object_id: &str, json: &str) -> Result<(), StoreError> {
+        match ObjectAttributes::decode(json) {
+            Ok(attrs) => {
+                let interner = self.engine.interner();
+                let key = ObjectKey { object_type: interner.intern(object_type), object_id: interner.intern(object_id) };
+                self.attributes.push((key, Arc::new(attrs)));
+                Ok(())
+            }
+            Err(e) => {
+                let message = format!("`{object_type}:{object_id}`: {e}");
+                self.error = Some(EngineError::Store(message.clone()));
                 Err(StoreError(message))
             }
         }

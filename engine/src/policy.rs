@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use arbiter_schema::{AllowedKind, CompiledSchema, RelationKind, Rewrite};
 use cedar_policy as cedar;
@@ -68,22 +69,70 @@ pub struct AttributeDecls {
     pub context: BTreeMap<String, AttrDecl>,
 }
 
-/// Everything that feeds the Cedar side of a decision, versioned as a whole.
+/// A security label: a name with a numeric level. A label's parents dominate it (the
+/// seeds' `security_labels` and `label_hierarchy`): in Cedar the label is `in` each of
+/// its parents, and so in everything that dominates them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LabelDef {
+    pub level: i64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parents: Vec<String>,
+}
+
+/// The Cedar entity type of security labels (`arbiter::Label`), as a definition name.
+pub const LABEL_TYPE: &str = "arbiter/Label";
+/// The attribute every entity gets when labels are defined: its labels (a set of
+/// `arbiter::Label`).
+pub const LABELS_ATTR: &str = "labels";
+/// The attribute every entity gets when labels are defined: the highest level of its
+/// labels, 0 when it has none.
+pub const LABEL_LEVEL_ATTR: &str = "label_level";
+
+/// Everything that feeds the Cedar side of a decision except per-object values,
+/// versioned as a whole: policies, attribute declarations, security labels. (Attribute
+/// values and object labels are keyed per object: [`ObjectAttributes`].)
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyModel {
     #[serde(default)]
     pub policies: Vec<PolicyText>,
     #[serde(default)]
     pub declarations: AttributeDecls,
-    /// `type:id` -> attributes, in Cedar's JSON value form (extension values as
-    /// `{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}`, or plain strings where declared).
-    #[serde(default)]
-    pub attributes: BTreeMap<String, Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, LabelDef>,
 }
 
 impl PolicyModel {
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty() && self.attributes.is_empty() && self.declarations == AttributeDecls::default()
+        self.policies.is_empty() && self.labels.is_empty() && self.declarations == AttributeDecls::default()
+    }
+}
+
+/// One object's attribute values (the seeds' `attribute_values`, `subject_attributes`,
+/// `resource_attributes`) and security labels (`object_labels`), stored per object and
+/// versioned with the relationships.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ObjectAttributes {
+    /// Attribute values in Cedar's JSON value form (extension values as
+    /// `{"__extn": {"fn": "ip", "arg": "10.0.0.1"}}`, or plain strings where declared).
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub values: Map<String, Value>,
+    /// Names of security labels, sorted, without repeats.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
+}
+
+impl ObjectAttributes {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.labels.is_empty()
+    }
+
+    /// The stored form (JSON).
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_string())
+    }
+
+    pub fn decode(json: &str) -> Result<ObjectAttributes, String> {
+        serde_json::from_str(json).map_err(|e| format!("stored attributes are not readable: {e}"))
     }
 }
 
@@ -250,6 +299,51 @@ fn arrows(rewrite: &Rewrite, out: &mut Vec<u16>) {
     }
 }
 
+/// An error with its causes (Cedar puts the detail there: "entity does not conform to
+/// the schema: in attribute `x` ...") and its help.
+fn full_message(e: &(dyn miette::Diagnostic + 'static)) -> String {
+    let mut m = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !m.contains(&text) {
+            m.push_str(": ");
+            m.push_str(&text);
+        }
+        source = s.source();
+    }
+    if let Some(help) = e.help() {
+        m.push_str(&format!(" ({help})"));
+    }
+    m
+}
+
+/// Label names are non-empty, parents exist, and the hierarchy has no cycle.
+pub fn check_labels(labels: &BTreeMap<String, LabelDef>) -> Result<(), PolicyError> {
+    for (name, def) in labels {
+        if name.trim().is_empty() {
+            return Err(model_error("a security label has an empty name"));
+        }
+        for parent in &def.parents {
+            if !labels.contains_key(parent) {
+                return Err(model_error(format!("label `{name}`: its parent `{parent}` is not defined")));
+            }
+        }
+        // Everything above `name`: a cycle brings the walk back to it.
+        let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        let mut stack: Vec<&str> = def.parents.iter().map(String::as_str).collect();
+        while let Some(at) = stack.pop() {
+            if at == name {
+                return Err(model_error(format!("label `{name}` dominates itself (its parents make a cycle)")));
+            }
+            if seen.insert(at) {
+                stack.extend(labels.get(at).into_iter().flat_map(|d| d.parents.iter().map(String::as_str)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `org/user` -> `org::user`.
 pub fn cedar_type_name(definition: &str) -> String {
     definition.replace('/', "::")
@@ -286,11 +380,30 @@ fn record_json(fields: &BTreeMap<String, AttrDecl>) -> Value {
 /// attributes and the parent types the graph gives it, and an action per relation or
 /// permission name, applying to every definition that has the name, with any type as
 /// principal and the declared context.
-pub fn derive_cedar_schema(schema: &CompiledSchema, decls: &AttributeDecls, hierarchy: &Hierarchy) -> Result<Value, PolicyError> {
-    for ty in decls.types.keys() {
+pub fn derive_cedar_schema(
+    schema: &CompiledSchema,
+    decls: &AttributeDecls,
+    hierarchy: &Hierarchy,
+    labels: bool,
+) -> Result<Value, PolicyError> {
+    for (ty, fields) in &decls.types {
         if schema.definition_by_name(ty).is_none() {
             return Err(model_error(format!("attributes are declared for `{ty}`, which the schema does not define")));
         }
+        if labels {
+            for reserved in [LABELS_ATTR, LABEL_LEVEL_ATTR] {
+                if fields.contains_key(reserved) {
+                    return Err(model_error(format!(
+                        "`{ty}` declares the attribute `{reserved}`, which Arbiter reserves for security labels"
+                    )));
+                }
+            }
+        }
+    }
+    if schema.definition_by_name(LABEL_TYPE).is_some() && labels {
+        return Err(model_error(format!(
+            "the schema defines `{LABEL_TYPE}`, which Arbiter reserves for security labels"
+        )));
     }
     // Parent types: members are in their groups; contained objects in their containers.
     let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -317,10 +430,19 @@ pub fn derive_cedar_schema(schema: &CompiledSchema, decls: &AttributeDecls, hier
             None => (String::new(), def.name.clone()),
         };
         let attrs = decls.types.get(&def.name).cloned().unwrap_or_default();
-        let entity = json!({
-            "memberOfTypes": parents.get(&def.name).cloned().unwrap_or_default(),
-            "shape": record_json(&attrs),
-        });
+        let mut member_of = parents.get(&def.name).cloned().unwrap_or_default();
+        let mut shape = record_json(&attrs);
+        if labels {
+            member_of.push(cedar_type_name(LABEL_TYPE));
+            if let Some(fields) = shape.get_mut("attributes").and_then(Value::as_object_mut) {
+                fields.insert(
+                    LABELS_ATTR.into(),
+                    json!({"type": "Set", "element": {"type": "Entity", "name": cedar_type_name(LABEL_TYPE)}, "required": true}),
+                );
+                fields.insert(LABEL_LEVEL_ATTR.into(), json!({"type": "Long", "required": true}));
+            }
+        }
+        let entity = json!({"memberOfTypes": member_of, "shape": shape});
         namespaces.entry(ns).or_default().insert(name, entity);
     }
     let all_types: Vec<String> = schema.definitions.iter().map(|d| cedar_type_name(&d.name)).collect();
@@ -337,6 +459,14 @@ pub fn derive_cedar_schema(schema: &CompiledSchema, decls: &AttributeDecls, hier
             (name, json!({"appliesTo": {"principalTypes": all_types, "resourceTypes": resources, "context": context}}))
         })
         .collect();
+    if labels {
+        let (ns, name) = LABEL_TYPE.split_once('/').unwrap_or(("", LABEL_TYPE));
+        let label = json!({
+            "memberOfTypes": [name],
+            "shape": {"type": "Record", "attributes": {"level": {"type": "Long", "required": true}}},
+        });
+        namespaces.entry(ns.to_string()).or_default().insert(name.to_string(), label);
+    }
     let mut out = Map::new();
     for (ns, types) in namespaces {
         let acts = if ns.is_empty() { actions.clone() } else { Map::new() };
@@ -362,7 +492,8 @@ impl CompiledPolicies {
     /// against its type's declarations. The first problem is the error.
     pub fn compile(schema: &CompiledSchema, model: PolicyModel) -> Result<CompiledPolicies, PolicyError> {
         let hierarchy = Hierarchy::of(schema);
-        let schema_json = derive_cedar_schema(schema, &model.declarations, &hierarchy)?;
+        check_labels(&model.labels)?;
+        let schema_json = derive_cedar_schema(schema, &model.declarations, &hierarchy, !model.labels.is_empty())?;
         let cedar_schema = cedar::Schema::from_json_value(schema_json)
             .map_err(|e| model_error(format!("the attribute declarations do not make a Cedar schema: {e}")))?;
         let mut set = cedar::PolicySet::new();
@@ -404,21 +535,95 @@ impl CompiledPolicies {
             }
             return Err(err);
         }
-        let compiled = CompiledPolicies { model, set, schema: cedar_schema, hierarchy, effects, any_action, by_action };
-        // Every attribute value must fit its declarations (checked once, here, so that a
-        // Check never meets a malformed entity).
-        for (object, attrs) in &compiled.model.attributes {
-            let (ty, id) = object
-                .split_once(':')
-                .ok_or_else(|| model_error(format!("attributes: `{object}` is not an object (type:id)")))?;
-            if schema.definition_by_name(ty).is_none() {
-                return Err(model_error(format!("attributes: `{object}`: the schema does not define `{ty}`")));
+        Ok(CompiledPolicies { model, set, schema: cedar_schema, hierarchy, effects, any_action, by_action })
+    }
+
+    /// Checks one object's attribute values against its type's declarations and its
+    /// labels against the defined labels. A write of attributes calls it for every object
+    /// it touches, and a change of declarations or labels for every stored object, so
+    /// that a Check never meets a malformed entity.
+    pub fn check_object(&self, object_type: &str, object_id: &str, attrs: &ObjectAttributes) -> Result<(), String> {
+        for label in &attrs.labels {
+            if !self.model.labels.contains_key(label) {
+                return Err(format!("`{object_type}:{object_id}`: the label `{label}` is not defined"));
             }
-            let entity = json!([{"uid": {"type": cedar_type_name(ty), "id": id}, "attrs": attrs, "parents": []}]);
-            cedar::Entities::from_json_value(entity, Some(&compiled.schema))
-                .map_err(|e| model_error(format!("attributes of `{object}`: {e}")))?;
         }
-        Ok(compiled)
+        if let Some(fields) = self.model.declarations.types.get(object_type) {
+            for (name, decl) in fields {
+                if decl.required && !attrs.values.contains_key(name) {
+                    return Err(format!("`{object_type}:{object_id}`: the required attribute `{name}` is missing"));
+                }
+            }
+        }
+        for name in attrs.values.keys() {
+            let declared = self.model.declarations.types.get(object_type).is_some_and(|f| f.contains_key(name));
+            if !declared {
+                return Err(format!(
+                    "`{object_type}:{object_id}`: the attribute `{name}` is not declared for `{object_type}`"
+                ));
+            }
+        }
+        let entity = self.entity_json(&EntityData {
+            object_type: object_type.to_string(),
+            object_id: object_id.to_string(),
+            attributes: Some(Arc::new(attrs.clone())),
+            parents: Vec::new(),
+        });
+        cedar::Entities::from_json_value(Value::Array(vec![entity]), Some(&self.schema))
+            .map(|_| ())
+            .map_err(|e| format!("attributes of `{object_type}:{object_id}`: {}", full_message(&e)))
+    }
+
+    /// Whether security labels are defined (entities then carry `labels` and
+    /// `label_level`).
+    pub fn has_labels(&self) -> bool {
+        !self.model.labels.is_empty()
+    }
+
+    /// One entity in Cedar's JSON form.
+    fn entity_json(&self, e: &EntityData) -> Value {
+        let mut attrs = e.attributes.as_ref().map(|a| a.values.clone()).unwrap_or_default();
+        let mut parents: Vec<Value> =
+            e.parents.iter().map(|(t, i)| json!({"type": cedar_type_name(t), "id": i})).collect();
+        if self.has_labels() {
+            let labels: &[String] = e.attributes.as_ref().map(|a| &a.labels[..]).unwrap_or(&[]);
+            let label_type = cedar_type_name(LABEL_TYPE);
+            let level = labels.iter().filter_map(|l| self.model.labels.get(l)).map(|d| d.level).max().unwrap_or(0);
+            attrs.insert(
+                LABELS_ATTR.into(),
+                Value::Array(labels.iter().map(|l| json!({"__entity": {"type": label_type, "id": l}})).collect()),
+            );
+            attrs.insert(LABEL_LEVEL_ATTR.into(), json!(level));
+            parents.extend(labels.iter().map(|l| json!({"type": label_type, "id": l})));
+        }
+        json!({
+            "uid": {"type": cedar_type_name(&e.object_type), "id": e.object_id},
+            "attrs": attrs,
+            "parents": parents,
+        })
+    }
+
+    /// The label entities the given entities' labels reach (the labels and every label
+    /// dominating them), in Cedar's JSON form.
+    fn label_entities(&self, entities: &[EntityData]) -> Vec<Value> {
+        let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+        let mut stack: Vec<&str> = entities
+            .iter()
+            .filter_map(|e| e.attributes.as_ref())
+            .flat_map(|a| a.labels.iter().map(String::as_str))
+            .collect();
+        let mut out = Vec::new();
+        let label_type = cedar_type_name(LABEL_TYPE);
+        while let Some(name) = stack.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let Some((name, def)) = self.model.labels.get_key_value(name) else { continue };
+            let parents: Vec<Value> = def.parents.iter().map(|p| json!({"type": label_type, "id": p})).collect();
+            stack.extend(def.parents.iter().map(String::as_str));
+            out.push(json!({"uid": {"type": label_type, "id": name}, "attrs": {"level": def.level}, "parents": parents}));
+        }
+        out
     }
 
     /// Which effects may apply to checks of `action`.
@@ -428,11 +633,6 @@ impl CompiledPolicies {
 
     pub fn hierarchy(&self) -> &Hierarchy {
         &self.hierarchy
-    }
-
-    /// The attributes of `type:id`.
-    pub fn attributes(&self, object: &str) -> Option<&Map<String, Value>> {
-        self.model.attributes.get(object)
     }
 
     /// Parses a request context against the declared context attributes. Keys nobody
@@ -481,18 +681,12 @@ impl CompiledPolicies {
     }
 
     fn try_evaluate(&self, request: &cedar::Request, entities: Vec<EntityData>) -> Result<CedarOutcome, String> {
-        let json_entities: Vec<Value> = entities
-            .into_iter()
-            .map(|e| {
-                json!({
-                    "uid": {"type": cedar_type_name(&e.object_type), "id": e.object_id},
-                    "attrs": e.attributes.unwrap_or_default(),
-                    "parents": e.parents.iter().map(|(t, i)| json!({"type": cedar_type_name(t), "id": i})).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
+        let mut json_entities: Vec<Value> = entities.iter().map(|e| self.entity_json(e)).collect();
+        if self.has_labels() {
+            json_entities.extend(self.label_entities(&entities));
+        }
         let entities = cedar::Entities::from_json_value(Value::Array(json_entities), Some(&self.schema))
-            .map_err(|e| format!("entities: {e}"))?;
+            .map_err(|e| format!("entities: {}", full_message(&e)))?;
         let response = cedar::Authorizer::new().is_authorized(request, &self.set, &entities);
         let mut outcome = CedarOutcome::default();
         for id in response.diagnostics().reason() {
@@ -529,7 +723,8 @@ fn action_uid(action: &str) -> Result<cedar::EntityUid, String> {
 pub struct EntityData {
     pub object_type: String,
     pub object_id: String,
-    pub attributes: Option<Map<String, Value>>,
+    /// Its attribute values and labels, if it has any.
+    pub attributes: Option<Arc<ObjectAttributes>>,
     pub parents: Vec<(String, String)>,
 }
 
@@ -670,5 +865,152 @@ pub fn infer(value: &Value) -> Result<AttrType, String> {
             merge_fields(&mut fields, o)?;
             Ok(AttrType::Record(fields))
         }
+    }
+}
+
+/// The written form of attribute types (API and CLI): `string`, `long`, `bool`,
+/// `decimal`, `ip`, `set<T>`, and records `{name: T, other?: T}` (`?`: optional).
+impl std::fmt::Display for AttrType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AttrType::String => f.write_str("string"),
+            AttrType::Long => f.write_str("long"),
+            AttrType::Bool => f.write_str("bool"),
+            AttrType::Decimal => f.write_str("decimal"),
+            AttrType::Ip => f.write_str("ip"),
+            AttrType::Set(e) => write!(f, "set<{e}>"),
+            AttrType::Record(fields) => {
+                f.write_str("{")?;
+                for (n, (name, d)) in fields.iter().enumerate() {
+                    if n > 0 {
+                        f.write_str(", ")?;
+                    }
+                    write!(f, "{name}{}: {}", if d.required { "" } else { "?" }, d.ty)?;
+                }
+                f.write_str("}")
+            }
+        }
+    }
+}
+
+impl FromStr for AttrType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AttrType, String> {
+        let mut p = TypeParser { text: s, at: 0 };
+        let ty = p.ty()?;
+        p.skip_space();
+        if p.at < s.len() {
+            return Err(format!("unexpected `{}` after the type in `{s}`", &s[p.at..]));
+        }
+        Ok(ty)
+    }
+}
+
+struct TypeParser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl TypeParser<'_> {
+    fn skip_space(&mut self) {
+        let rest = &self.text[self.at..];
+        self.at += rest.len() - rest.trim_start().len();
+    }
+
+    fn eat(&mut self, c: char) -> bool {
+        self.skip_space();
+        if self.text[self.at..].starts_with(c) {
+            self.at += c.len_utf8();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: char) -> Result<(), String> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(format!("expected `{c}` at column {} of `{}`", self.at + 1, self.text))
+        }
+    }
+
+    fn word(&mut self) -> &str {
+        self.skip_space();
+        let rest = &self.text[self.at..];
+        let len = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        self.at += len;
+        &rest[..len]
+    }
+
+    fn ty(&mut self) -> Result<AttrType, String> {
+        if self.eat('{') {
+            let mut fields = BTreeMap::new();
+            if self.eat('}') {
+                return Ok(AttrType::Record(fields));
+            }
+            loop {
+                let name = self.word().to_string();
+                if name.is_empty() {
+                    return Err(format!("expected a field name at column {} of `{}`", self.at + 1, self.text));
+                }
+                let required = !self.eat('?');
+                self.expect(':')?;
+                let ty = self.ty()?;
+                if fields.insert(name.clone(), AttrDecl { ty, required }).is_some() {
+                    return Err(format!("the field `{name}` appears twice in `{}`", self.text));
+                }
+                if self.eat('}') {
+                    return Ok(AttrType::Record(fields));
+                }
+                self.expect(',')?;
+            }
+        }
+        let word = self.word().to_ascii_lowercase();
+        match word.as_str() {
+            "string" => Ok(AttrType::String),
+            "long" | "int" | "integer" => Ok(AttrType::Long),
+            "bool" | "boolean" => Ok(AttrType::Bool),
+            "decimal" => Ok(AttrType::Decimal),
+            "ip" | "ipaddr" => Ok(AttrType::Ip),
+            "set" => {
+                self.expect('<')?;
+                let element = self.ty()?;
+                self.expect('>')?;
+                Ok(AttrType::Set(Box::new(element)))
+            }
+            "" => Err(format!("expected a type at column {} of `{}`", self.at + 1, self.text)),
+            other => Err(format!(
+                "unknown attribute type `{other}` (string, long, bool, decimal, ip, set<T> and {{field: T}} are)"
+            )),
+        }
+    }
+}
+
+/// Converts values written as plain JSON into Cedar's JSON value form, guided by the
+/// declared type: `"10.0.0.1"` for an `ip` becomes `{"__extn": {"fn": "ip", ...}}`, and
+/// likewise for decimals (`"1.5"` or `1.5`). Everything else is left as written.
+pub fn typed_value(ty: &AttrType, value: Value) -> Value {
+    match (ty, value) {
+        (AttrType::Ip, Value::String(s)) => json!({"__extn": {"fn": "ip", "arg": s}}),
+        (AttrType::Decimal, Value::String(s)) => json!({"__extn": {"fn": "decimal", "arg": s}}),
+        (AttrType::Decimal, Value::Number(n)) => {
+            let text = if n.is_f64() { format!("{n}") } else { format!("{n}.0") };
+            json!({"__extn": {"fn": "decimal", "arg": text}})
+        }
+        (AttrType::Set(e), Value::Array(items)) => Value::Array(items.into_iter().map(|v| typed_value(e, v)).collect()),
+        (AttrType::Record(fields), Value::Object(o)) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| {
+                    let v = match fields.get(&k) {
+                        Some(d) => typed_value(&d.ty, v),
+                        None => v,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        (_, v) => v,
     }
 }

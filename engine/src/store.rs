@@ -23,14 +23,25 @@ pub struct Change {
     pub relationship: Relationship,
 }
 
+/// A change to one object's attribute values and labels (the keyed attribute store):
+/// the new value as JSON, or `None` to delete them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttributeChange {
+    pub object_type: String,
+    pub object_id: String,
+    pub attributes: Option<String>,
+}
+
 /// One atomic write: a new revision with an optional new schema, an optional new policy
-/// model (policies, attribute declarations and values, as JSON) and relationship changes.
+/// model (policies, attribute declarations and labels, as JSON), relationship changes
+/// and attribute changes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Commit<'a> {
     pub revision: u64,
     pub schema: Option<&'a str>,
     pub policy_model: Option<&'a str>,
     pub changes: &'a [Change],
+    pub attributes: &'a [AttributeChange],
 }
 
 /// Everything a store holds, as loaded at start.
@@ -40,6 +51,8 @@ pub struct StoredState {
     pub schema: Option<String>,
     pub policy_model: Option<String>,
     pub relationships: Vec<Relationship>,
+    /// `(type, id, attributes as JSON)`, in any order.
+    pub attributes: Vec<(String, String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -47,7 +60,7 @@ pub struct StoredState {
 pub struct StoreError(pub String);
 
 /// One revision as the changelog keeps it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoggedCommit {
     pub revision: u64,
     /// Commit time, microseconds since the Unix epoch.
@@ -57,6 +70,8 @@ pub struct LoggedCommit {
     pub schema: Option<String>,
     /// The new policy model (JSON), if this revision wrote one.
     pub policy_model: Option<String>,
+    /// Attribute changes, in order.
+    pub attributes: Vec<AttributeChange>,
 }
 
 /// What the changelog holds after a revision.
@@ -120,10 +135,13 @@ pub struct StoredHeader {
 }
 
 /// Receives one consistent stored state from [`RelationshipStore::scan`]: the header
-/// first, then every relationship (in any order). An error stops the scan.
+/// first, then every relationship and every object's attributes (in any order). An
+/// error stops the scan.
 pub trait LoadSink {
     fn header(&mut self, header: StoredHeader) -> Result<(), StoreError>;
     fn relationship(&mut self, relationship: RelationshipRef<'_>) -> Result<(), StoreError>;
+    /// One object's attribute values and labels (JSON).
+    fn attributes(&mut self, object_type: &str, object_id: &str, json: &str) -> Result<(), StoreError>;
 }
 
 /// A sink that keeps everything as owned values.
@@ -137,6 +155,11 @@ impl LoadSink for StoredState {
 
     fn relationship(&mut self, relationship: RelationshipRef<'_>) -> Result<(), StoreError> {
         self.relationships.push(relationship.to_relationship());
+        Ok(())
+    }
+
+    fn attributes(&mut self, object_type: &str, object_id: &str, json: &str) -> Result<(), StoreError> {
+        self.attributes.push((object_type.to_string(), object_id.to_string(), json.to_string()));
         Ok(())
     }
 }
@@ -180,6 +203,7 @@ struct MemoryState {
     schema: Option<String>,
     policy_model: Option<String>,
     relationships: BTreeMap<String, Relationship>,
+    attributes: BTreeMap<(String, String), String>,
     changelog: std::collections::VecDeque<LoggedCommit>,
 }
 
@@ -196,6 +220,9 @@ impl RelationshipStore for MemoryStore {
         })?;
         for r in st.relationships.values() {
             sink.relationship(RelationshipRef::of(r))?;
+        }
+        for ((t, i), json) in &st.attributes {
+            sink.attributes(t, i, json)?;
         }
         Ok(())
     }
@@ -218,7 +245,19 @@ impl RelationshipStore for MemoryStore {
             changes: commit.changes.to_vec(),
             schema: commit.schema.map(str::to_string),
             policy_model: commit.policy_model.map(str::to_string),
+            attributes: commit.attributes.to_vec(),
         });
+        for a in commit.attributes {
+            let key = (a.object_type.clone(), a.object_id.clone());
+            match &a.attributes {
+                Some(json) => {
+                    st.attributes.insert(key, json.clone());
+                }
+                None => {
+                    st.attributes.remove(&key);
+                }
+            }
+        }
         if st.changelog.len() > MEMORY_CHANGELOG {
             st.changelog.pop_front();
         }

@@ -62,25 +62,47 @@ fn record(v: Value) -> Map<String, Value> {
     }
 }
 
-/// A model from Cedar text (ids from `@id`), attribute values, and types inferred from
-/// them and from `contexts`.
-fn model(policies: &str, attributes: &[(&str, Value)], contexts: &[Value]) -> PolicyModel {
+/// A model from Cedar text (ids from `@id`), with types inferred from attribute values
+/// and from `contexts`, and the attribute values to write after it.
+#[derive(Debug, Clone)]
+struct TestModel {
+    model: PolicyModel,
+    attributes: Vec<AttributeUpdate>,
+}
+
+fn model(policies: &str, attributes: &[(&str, Value)], contexts: &[Value]) -> TestModel {
     let mut inference = Inference::default();
-    let mut attrs = BTreeMap::new();
+    let mut updates = Vec::new();
     for (object, value) in attributes {
-        let (ty, _) = object.split_once(':').unwrap();
+        let (ty, id) = object.split_once(':').unwrap();
         let r = record(value.clone());
         inference.object(ty, object, &r).unwrap();
-        attrs.insert(object.to_string(), r);
+        updates.push(AttributeUpdate {
+            object_type: ty.into(),
+            object_id: id.into(),
+            attributes: Some(ObjectAttributes { values: r, labels: Vec::new() }),
+        });
     }
     for c in contexts {
         inference.context(&record(c.clone())).unwrap();
     }
-    PolicyModel {
-        policies: split_policies("test.cedar", policies).unwrap(),
-        declarations: inference.decls,
-        attributes: attrs,
+    TestModel {
+        model: PolicyModel {
+            policies: split_policies("test.cedar", policies).unwrap(),
+            declarations: inference.decls,
+            labels: BTreeMap::new(),
+        },
+        attributes: updates,
     }
+}
+
+/// Writes the model, then its attribute values.
+fn install(e: &Engine, m: TestModel) -> Result<u64, EngineError> {
+    let revision = e.write_policy_model(m.model)?;
+    if m.attributes.is_empty() {
+        return Ok(revision);
+    }
+    e.write_attributes(m.attributes)
 }
 
 fn check_ctx(engine: &Engine, q: &str, context: Option<&Map<String, Value>>) -> Result<bool, EngineError> {
@@ -132,14 +154,14 @@ fn split_names_policies_by_annotation_or_position() {
 fn invalid_policies_are_refused_with_the_policy_and_position_and_change_nothing() {
     let e = engine(&["doc:1#viewer@user:tom"]);
     let good = model("@id(\"g\")\npermit(principal, action == Action::\"view\", resource);", &[], &[]);
-    let before = e.write_policy_model(good.clone()).unwrap();
+    let before = install(&e, good.clone()).unwrap();
     // Strict validation: an attribute nobody declared.
     let bad = model(
         "@id(\"mls\")\nforbid(principal, action == Action::\"view\", resource)\nunless { principal.clearance > 2 };",
         &[],
         &[],
     );
-    let err = e.write_policy_model(bad).unwrap_err();
+    let err = install(&e, bad).unwrap_err();
     let EngineError::InvalidPolicy(p) = &err else { panic!("{err}") };
     assert_eq!(p.policy.as_deref(), Some("mls"), "{err}");
     assert!(p.position.is_some(), "{err}");
@@ -150,24 +172,19 @@ fn invalid_policies_are_refused_with_the_policy_and_position_and_change_nothing(
         "permit(principal, action == Action::\"fly\", resource);",
         "permit(principal is robot, action, resource);",
     ] {
-        let err = e.write_policy_model(model(text, &[], &[])).unwrap_err();
+        let err = install(&e, model(text, &[], &[])).unwrap_err();
         assert!(matches!(err, EngineError::InvalidPolicy(_)), "{text}: {err}");
     }
-    // Attribute values that do not fit their (declared) types.
-    let mut m = model("", &[("user:tom", json!({"clearance": 3}))], &[]);
-    m.attributes.insert("user:ann".into(), record(json!({"clearance": "high"})));
-    let err = e.write_policy_model(m).unwrap_err();
-    assert!(err.to_string().contains("user:ann"), "{err}");
     // Nothing changed.
     assert_eq!(e.revision(), before);
-    assert_eq!(e.policy_model(), good);
+    assert_eq!(e.policy_model(), good.model);
 }
 
 #[test]
 fn a_permit_grants_beyond_the_graph_and_a_forbid_overrides_it() {
     let e = engine(&["doc:1#viewer@user:tom", "doc:2#viewer@user:tom", "doc:2#owner@user:ann"]);
     assert!(!check(&e, "doc:1#view@user:zed"));
-    e.write_policy_model(model(
+    install(&e, model(
         r#"
         @id("public-docs")
         permit(principal, action == Action::"view", resource is doc) when { resource has public && resource.public };
@@ -195,7 +212,7 @@ fn a_permit_grants_beyond_the_graph_and_a_forbid_overrides_it() {
 #[test]
 fn a_forbid_that_errors_denies_and_a_permit_that_errors_grants_nothing() {
     let e = engine(&["doc:1#viewer@user:tom", "doc:2#viewer@user:ann"]);
-    e.write_policy_model(model(
+    install(&e, model(
         r#"
         @id("overflowing-forbid")
         forbid(principal is user, action == Action::"view", resource)
@@ -238,7 +255,7 @@ fn members_are_in_their_teams_and_documents_in_their_folders() {
         "folder:shared#parent@folder:public",
         "doc:2#owner@user:carl",
     ]);
-    e.write_policy_model(model(
+    install(&e, model(
         r#"
         @id("no-contractor-edits")
         forbid(principal in team::"contractors", action == Action::"edit", resource);
@@ -263,7 +280,7 @@ fn members_are_in_their_teams_and_documents_in_their_folders() {
 fn the_request_context_reaches_cedar() {
     let e = engine(&["doc:1#viewer@user:tom"]);
     let ctx = json!({"ip": {"__extn": {"fn": "ip", "arg": "10.1.2.3"}}, "hour": 10});
-    e.write_policy_model(model(
+    install(&e, model(
         r#"
         @id("office-network")
         forbid(principal, action == Action::"view", resource)
@@ -293,7 +310,7 @@ fn the_request_context_reaches_cedar() {
 #[test]
 fn a_schema_write_that_breaks_the_policies_is_refused() {
     let e = engine(&["doc:1#viewer@user:tom"]);
-    e.write_policy_model(model("@id(\"p\")\npermit(principal, action == Action::\"edit\", resource is doc);", &[], &[]))
+    install(&e, model("@id(\"p\")\npermit(principal, action == Action::\"edit\", resource is doc);", &[], &[]))
         .unwrap();
     let without_edit = SCHEMA.replace("    permission edit = owner\n", "").replace(" + edit", "");
     let err = e.write_schema(&without_edit).unwrap_err();
@@ -316,13 +333,19 @@ fn the_model_survives_reopening_and_shows_in_the_changelog() {
     );
     let revision = {
         let e = engine_on(Box::new(store.clone()), &[]);
-        e.write_policy_model(m.clone()).unwrap()
+        install(&e, m.clone()).unwrap()
     };
     let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
-    assert_eq!(e.policy_model(), m);
+    assert_eq!(e.policy_model(), m.model);
     assert!(check(&e, "doc:9#view@user:x"));
-    let ChangesAfter::Commits(commits) = e.changes_after(revision - 1, 10).unwrap() else { panic!() };
-    assert!(commits.iter().any(|c| c.revision == revision && c.policy_model.is_some()));
+    let ChangesAfter::Commits(commits) = e.changes_after(revision - 2, 10).unwrap() else { panic!() };
+    assert!(commits.iter().any(|c| c.revision == revision - 1 && c.policy_model.is_some()));
+    assert!(commits.iter().any(|c| c.revision == revision && c.attributes.len() == 1));
+    // An empty model would leave doc:9's attribute undeclared: refused until it goes.
+    let err = e.write_policy_model(PolicyModel::default()).unwrap_err();
+    assert!(err.to_string().contains("doc:9"), "{err}");
+    e.write_attributes(vec![AttributeUpdate { object_type: "doc".into(), object_id: "9".into(), attributes: None }])
+        .unwrap();
     // Writing an empty model removes the Cedar side.
     e.write_policy_model(PolicyModel::default()).unwrap();
     assert!(!check(&e, "doc:9#view@user:x"));
@@ -336,7 +359,7 @@ fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
         "doc:3#viewer@user:tom",
         "doc:2#viewer@user:ann",
     ]);
-    e.write_policy_model(model(
+    install(&e, model(
         r#"
         @id("doc-2-is-sealed")
         forbid(principal, action == Action::"view", resource == doc::"2") unless { principal == user::"ann" };
@@ -382,4 +405,209 @@ fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
         .unwrap();
     let ids: Vec<&str> = subjects.subjects.iter().map(|s| s.subject_id.as_str()).collect();
     assert_eq!(ids, ["ann"]);
+}
+
+fn labels(defs: &[(&str, i64, Option<&str>)]) -> BTreeMap<String, LabelDef> {
+    defs.iter().map(|(n, l, p)| (n.to_string(), LabelDef { level: *l, parents: p.iter().map(|p| p.to_string()).collect() })).collect()
+}
+
+fn set_attrs(e: &Engine, object: &str, values: Value, object_labels: &[&str]) -> Result<u64, EngineError> {
+    let (t, i) = object.split_once(':').unwrap();
+    e.write_attributes(vec![AttributeUpdate {
+        object_type: t.into(),
+        object_id: i.into(),
+        attributes: Some(ObjectAttributes {
+            values: record(values),
+            labels: object_labels.iter().map(|l| l.to_string()).collect(),
+        }),
+    }])
+}
+
+const MLS_LABELS: &[(&str, i64, Option<&str>)] = &[
+    ("top_secret", 4, None),
+    ("secret", 3, Some("top_secret")),
+    ("confidential", 2, Some("secret")),
+    ("nato", 1, None),
+];
+
+#[test]
+fn labels_dominate_down_their_hierarchy_and_levels_compare() {
+    let docs = ["1", "2", "3", "4"];
+    let rels: Vec<String> =
+        docs.iter().flat_map(|d| [format!("doc:{d}#viewer@user:tom"), format!("doc:{d}#viewer@user:ann")]).collect();
+    let e = engine(&rels.iter().map(String::as_str).collect::<Vec<_>>());
+    let m = PolicyModel {
+        policies: split_policies(
+            "mls.cedar",
+            r#"
+            @id("dominance")
+            forbid(principal, action == Action::"view", resource is doc)
+            when { resource.label_level > 0 }
+            unless { resource in principal.labels };
+            "#,
+        )
+        .unwrap(),
+        declarations: AttributeDecls::default(),
+        labels: labels(MLS_LABELS),
+    };
+    e.write_policy_model(m).unwrap();
+    set_attrs(&e, "user:tom", json!({}), &["top_secret"]).unwrap();
+    set_attrs(&e, "user:ann", json!({}), &["confidential"]).unwrap();
+    set_attrs(&e, "doc:1", json!({}), &["secret"]).unwrap();
+    set_attrs(&e, "doc:2", json!({}), &["confidential"]).unwrap();
+    set_attrs(&e, "doc:4", json!({}), &["nato"]).unwrap();
+    // The parent dominates the child, transitively; an unlabelled document is open.
+    assert!(check(&e, "doc:1#view@user:tom"));
+    assert!(check(&e, "doc:2#view@user:tom"));
+    assert!(check(&e, "doc:3#view@user:tom"));
+    assert!(!check(&e, "doc:1#view@user:ann"));
+    assert!(check(&e, "doc:2#view@user:ann"));
+    assert!(check(&e, "doc:3#view@user:ann"));
+    // A label outside the hierarchy is dominated by nobody else's.
+    assert!(!check(&e, "doc:4#view@user:tom"));
+    let why = e
+        .explain(&CheckRequest {
+            resource_type: "doc",
+            resource_id: "1",
+            permission: "view",
+            subject_type: "user",
+            subject_id: "ann",
+            consistency: Consistency::FullyConsistent,
+            ..CheckRequest::default()
+        })
+        .unwrap();
+    assert_eq!(why.policies, vec!["dominance".to_string()]);
+
+    // Levels: `label_level` is the highest level of an object's labels.
+    let mut m = e.policy_model();
+    m.policies = split_policies(
+        "levels.cedar",
+        "@id(\"levels\")\nforbid(principal, action, resource is doc) unless { principal.label_level >= resource.label_level };",
+    )
+    .unwrap();
+    e.write_policy_model(m).unwrap();
+    assert!(check(&e, "doc:4#view@user:ann"), "confidential (2) >= nato (1)");
+    assert!(!check(&e, "doc:1#view@user:ann"), "confidential (2) < secret (3)");
+    assert!(check(&e, "doc:1#view@user:tom"));
+}
+
+#[test]
+fn attribute_and_label_writes_are_checked_and_change_nothing_when_refused() {
+    let e = engine(&["doc:1#viewer@user:tom"]);
+    // Nothing declared yet.
+    let err = set_attrs(&e, "user:tom", json!({"clearance": 3}), &[]).unwrap_err();
+    assert!(err.to_string().contains("user:tom"), "{err}");
+    let mut decls = AttributeDecls::default();
+    decls.types.entry("user".into()).or_default().insert("clearance".into(), AttrDecl { ty: AttrType::Long, required: true });
+    decls.types.entry("user".into()).or_default().insert("ip".into(), AttrDecl { ty: AttrType::Ip, required: false });
+    e.write_policy_model(PolicyModel { declarations: decls, labels: labels(MLS_LABELS), ..PolicyModel::default() }).unwrap();
+    let before = e.revision();
+    for (values, object_labels, needle) in [
+        (json!({"clearance": "high"}), vec![], "clearance"),
+        (json!({}), vec![], "clearance"),
+        (json!({"clearance": 3, "age": 40}), vec![], "age"),
+        (json!({"clearance": 3, "ip": "not an ip"}), vec![], "ip"),
+        (json!({"clearance": 3}), vec!["cosmic"], "cosmic"),
+    ] {
+        let err = set_attrs(&e, "user:tom", values.clone(), &object_labels).unwrap_err();
+        assert!(err.to_string().contains(needle), "{values}: {err}");
+        assert!(err.to_string().contains("user:tom"), "{values}: {err}");
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    }
+    assert!(e.write_attributes(vec![AttributeUpdate { object_type: "robot".into(), object_id: "r".into(), attributes: None }]).is_err());
+    assert_eq!(e.revision(), before, "refused writes change nothing");
+    // A plain string for an `ip` attribute is converted.
+    set_attrs(&e, "user:tom", json!({"clearance": 3, "ip": "10.0.0.1"}), &["secret", "secret"]).unwrap();
+    let (_, got) = e.read_attributes(&[("user".into(), "tom".into()), ("user".into(), "x".into())], Consistency::FullyConsistent).unwrap();
+    let tom = got[0].clone().unwrap();
+    assert_eq!(tom.labels, vec!["secret".to_string()]);
+    assert_eq!(tom.values["ip"], json!({"__extn": {"fn": "ip", "arg": "10.0.0.1"}}));
+    assert!(got[1].is_none());
+    // A label in use cannot go, nor can its parent; a cycle is refused.
+    let mut m = e.policy_model();
+    m.labels.remove("secret");
+    let err = e.write_policy_model(m).unwrap_err();
+    assert!(err.to_string().contains("secret"), "{err}");
+    let mut m = e.policy_model();
+    m.labels.get_mut("top_secret").unwrap().parents = vec!["confidential".into()];
+    let err = e.write_policy_model(m).unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+    // A declaration change that strands a stored value is refused, naming the object.
+    let mut m = e.policy_model();
+    m.declarations.types.get_mut("user").unwrap().remove("clearance");
+    let err = e.write_policy_model(m).unwrap_err();
+    assert!(err.to_string().contains("user:tom") && err.to_string().contains("clearance"), "{err}");
+    // As is a schema change that drops a type with attributes.
+    let mut m = e.policy_model();
+    m.declarations.types.insert("doc".into(), BTreeMap::from([("n".to_string(), AttrDecl { ty: AttrType::Long, required: false })]));
+    e.write_policy_model(m).unwrap();
+    set_attrs(&e, "doc:1", json!({"n": 1}), &[]).unwrap();
+    let schema_without_doc = SCHEMA.split("definition doc").next().unwrap().to_string();
+    e.write(&[RelationshipUpdate { op: UpdateOp::Delete, relationship: parse_relationship("doc:1#viewer@user:tom").unwrap() }]).unwrap();
+    let err = e.write_schema(&schema_without_doc).unwrap_err();
+    assert!(err.to_string().contains("doc"), "{err}");
+}
+
+#[test]
+fn attributes_survive_reopening_and_deletes_remove_them() {
+    let store = Arc::new(MemoryStore::default());
+    {
+        let e = engine_on(Box::new(store.clone()), &[]);
+        install(&e, model("", &[("user:tom", json!({"clearance": 3})), ("user:ann", json!({"clearance": 1}))], &[])).unwrap();
+        e.write_attributes(vec![AttributeUpdate { object_type: "user".into(), object_id: "ann".into(), attributes: None }])
+            .unwrap();
+    }
+    let e = Engine::open(Box::new(store.clone()), EngineConfig::default()).unwrap();
+    let (_, all) = e.export_attributes(Consistency::FullyConsistent).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].0, "user");
+    assert_eq!(all[0].1, "tom");
+    assert_eq!(all[0].2.values["clearance"], json!(3));
+}
+
+/// While policy sets alternate, every check sees one whole set: set A forbids doc:1 and
+/// permits doc:2, set B the reverse, so a bulk check of both at one revision is always
+/// exactly one allowed.
+#[test]
+fn a_policy_swap_under_load_is_atomic() {
+    let e = Arc::new(engine(&[]));
+    let set = |forbid: &str, permit: &str| {
+        let text = format!(
+            "@id(\"f\")\nforbid(principal, action == Action::\"view\", resource == doc::\"{forbid}\");\n\
+             @id(\"p\")\npermit(principal, action == Action::\"view\", resource == doc::\"{permit}\");"
+        );
+        split_policies("swap.cedar", &text).unwrap()
+    };
+    let (a, b) = (set("1", "2"), set("2", "1"));
+    e.write_policies(a.clone()).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (e, stop) = (e.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut checks = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let req = |id| CheckRequest {
+                        resource_type: "doc",
+                        resource_id: id,
+                        permission: "view",
+                        subject_type: "user",
+                        subject_id: "tom",
+                        ..CheckRequest::default()
+                    };
+                    let (results, revision) = e.check_bulk(&[req("1"), req("2")], Consistency::MinimizeLatency).unwrap();
+                    let allowed: Vec<bool> = results.into_iter().map(|r| r.unwrap() == Decision::Allowed).collect();
+                    assert!(allowed == [true, false] || allowed == [false, true], "half a set at {revision}: {allowed:?}");
+                    checks += 1;
+                }
+                checks
+            })
+        })
+        .collect();
+    for i in 0..200 {
+        e.write_policies(if i % 2 == 0 { b.clone() } else { a.clone() }).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let checks: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
+    assert!(checks > 0);
 }

@@ -76,6 +76,18 @@ pub struct ValidationFile {
     /// `attributes:`: object (`type:id`) -> JSON record of its attributes, with the file
     /// line of the object.
     pub attributes: Vec<(Option<usize>, ObjectRef, serde_json::Map<String, serde_json::Value>)>,
+    /// `labels:`: security labels, `name: {level: N, parent: name}` (or `name: N`), with
+    /// the file line of each.
+    pub labels: Vec<FileLabel>,
+}
+
+/// One security label of a validation file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileLabel {
+    pub line: Option<usize>,
+    pub name: String,
+    pub level: i64,
+    pub parents: Vec<String>,
 }
 
 /// A problem in a validation file, with the file line where known.
@@ -103,6 +115,7 @@ struct RawFile {
     validation: Option<BTreeMap<String, Option<Vec<String>>>>,
     policies: Option<String>,
     attributes: Option<BTreeMap<String, serde_json::Value>>,
+    labels: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -277,6 +290,39 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         };
         attributes.push((at, object, record));
     }
+    let mut labels = Vec::new();
+    let label_key = finder.key("labels").unwrap_or(0);
+    for (name, value) in raw.labels.unwrap_or_default() {
+        let line = finder.find(label_key, &name);
+        let fail = |message: String| ValidationFileError { line, message };
+        let (level, parents) = match &value {
+            serde_json::Value::Number(n) => (n.as_i64(), Vec::new()),
+            serde_json::Value::Object(o) => {
+                if let Some(k) = o.keys().find(|k| !["level", "parent", "parents"].contains(&k.as_str())) {
+                    return Err(fail(format!("label `{name}`: unknown key `{k}` (level, parent and parents are known)")));
+                }
+                let mut parents = Vec::new();
+                for key in ["parent", "parents"] {
+                    match o.get(key) {
+                        None | Some(serde_json::Value::Null) => {}
+                        Some(serde_json::Value::String(p)) => parents.push(p.clone()),
+                        Some(serde_json::Value::Array(list)) if list.iter().all(serde_json::Value::is_string) => {
+                            parents.extend(list.iter().filter_map(|p| p.as_str().map(str::to_string)))
+                        }
+                        Some(other) => {
+                            return Err(fail(format!("label `{name}`: {key} must name labels, not {other}")))
+                        }
+                    }
+                }
+                (o.get("level").and_then(serde_json::Value::as_i64), parents)
+            }
+            _ => (None, Vec::new()),
+        };
+        let Some(level) = level else {
+            return Err(fail(format!("label `{name}` needs a whole-number level (`{name}: {{level: 2, parent: other}}`)")));
+        };
+        labels.push(FileLabel { line, name, level, parents });
+    }
     Ok(ValidationFile {
         schema,
         schema_line,
@@ -286,6 +332,7 @@ pub fn parse_validation_file(text: &str) -> Result<ValidationFile, ValidationFil
         expected,
         policies,
         attributes,
+        labels,
     })
 }
 

@@ -274,3 +274,85 @@ fn json_value(v: &prost_types::Value) -> serde_json::Value {
         Some(Kind::StructValue(s)) => serde_json::Value::Object(context(s)),
     }
 }
+
+/// A JSON value as a `google.protobuf.Value` (numbers become doubles).
+pub fn to_pb_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => {
+            Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(to_pb_value).collect() })
+        }
+        serde_json::Value::Object(m) => Kind::StructValue(to_pb_struct(m)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub fn to_pb_struct(m: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct { fields: m.into_iter().map(|(k, v)| (k, to_pb_value(v))).collect() }
+}
+
+/// Attribute definitions and labels from the API, as the engine keeps them.
+pub fn attribute_schema(
+    definitions: &[pb::AttributeDefinition],
+    labels: &[pb::SecurityLabel],
+) -> Result<(arbiter_engine::AttributeDecls, std::collections::BTreeMap<String, arbiter_engine::LabelDef>), Status> {
+    let mut decls = arbiter_engine::AttributeDecls::default();
+    for (i, d) in definitions.iter().enumerate() {
+        if d.name.trim().is_empty() {
+            return Err(invalid(format!("`definitions[{i}].name` is required")));
+        }
+        let ty: arbiter_engine::AttrType =
+            d.r#type.parse().map_err(|e| invalid(format!("`definitions[{i}].type`: {e}")))?;
+        let fields = if d.object_type.is_empty() {
+            &mut decls.context
+        } else {
+            decls.types.entry(d.object_type.clone()).or_default()
+        };
+        let decl = arbiter_engine::AttrDecl { ty, required: d.required };
+        if fields.insert(d.name.clone(), decl).is_some() {
+            let on = if d.object_type.is_empty() { "the context".to_string() } else { format!("`{}`", d.object_type) };
+            return Err(invalid(format!("`definitions[{i}]`: `{}` is defined twice on {on}", d.name)));
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for (i, l) in labels.iter().enumerate() {
+        if l.name.trim().is_empty() {
+            return Err(invalid(format!("`labels[{i}].name` is required")));
+        }
+        let def = arbiter_engine::LabelDef { level: l.level, parents: l.parents.clone() };
+        if out.insert(l.name.clone(), def).is_some() {
+            return Err(invalid(format!("`labels[{i}]`: the label `{}` is defined twice", l.name)));
+        }
+    }
+    Ok((decls, out))
+}
+
+/// The attribute definitions and labels in force, for the API.
+pub fn to_pb_attribute_schema(
+    model: &arbiter_engine::PolicyModel,
+) -> (Vec<pb::AttributeDefinition>, Vec<pb::SecurityLabel>) {
+    let def = |object_type: &str, (name, d): (&String, &arbiter_engine::AttrDecl)| pb::AttributeDefinition {
+        object_type: object_type.to_string(),
+        name: name.clone(),
+        r#type: d.ty.to_string(),
+        required: d.required,
+    };
+    let mut definitions: Vec<pb::AttributeDefinition> = model
+        .declarations
+        .types
+        .iter()
+        .flat_map(|(t, fields)| fields.iter().map(move |f| def(t, f)))
+        .collect();
+    definitions.extend(model.declarations.context.iter().map(|f| def("", f)));
+    let labels = model
+        .labels
+        .iter()
+        .map(|(name, l)| pb::SecurityLabel { name: name.clone(), level: l.level, parents: l.parents.clone() })
+        .collect();
+    (definitions, labels)
+}

@@ -3,6 +3,7 @@
 mod auth;
 mod cli;
 mod convert;
+mod decisions;
 mod grpc;
 mod http;
 mod metrics;

@@ -22,6 +22,11 @@ pub struct Metrics {
     /// On a replica: seconds from a revision's commit in Postgres to this replica
     /// serving it.
     pub replica_lag: prometheus::Histogram,
+    /// Decision log records written.
+    pub decisions_logged: prometheus::IntCounter,
+    /// Decision log records dropped because the queue was full (the Check path never
+    /// waits for the log).
+    pub decisions_dropped: prometheus::IntCounter,
 }
 
 /// Latency buckets from 5 us to 10 s: a Check sits in the low ones, an import in the high.
@@ -77,7 +82,17 @@ impl Metrics {
             .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0]),
         )?;
         registry.register(Box::new(replica_lag.clone()))?;
+        let decisions_logged =
+            prometheus::IntCounter::new("arbiter_decision_log_written_total", "decision log records written")?;
+        let decisions_dropped = prometheus::IntCounter::new(
+            "arbiter_decision_log_dropped_total",
+            "decision log records dropped because the writer fell behind (the Check path never waits for it)",
+        )?;
+        registry.register(Box::new(decisions_logged.clone()))?;
+        registry.register(Box::new(decisions_dropped.clone()))?;
         Ok(Metrics {
+            decisions_logged,
+            decisions_dropped,
             registry,
             requests,
             latency,

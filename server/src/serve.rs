@@ -54,6 +54,10 @@ pub struct ServeOptions {
     pub consistency_timeout: Duration,
     /// How often a replica polls Postgres when no NOTIFY arrives.
     pub poll_interval: Duration,
+    /// `--decision-log FILE|postgres`.
+    pub decision_log: Option<String>,
+    /// `--decision-log-sample F`.
+    pub decision_log_sample: f64,
 }
 
 /// The demo loaded by `--demo` (also a validation file the test suite runs).
@@ -115,7 +119,30 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(r) = &replica {
         r.observe_lag(metrics.replica_lag.clone());
     }
+    let decision_log = match opts.decision_log.as_deref() {
+        None => None,
+        Some("postgres") => {
+            let replica = replica.as_ref().ok_or_else(|| anyhow!("`--decision-log postgres` needs --postgres"))?;
+            Some(crate::decisions::Sink::Postgres(replica.pg.pool.clone()))
+        }
+        Some(path) => Some(crate::decisions::Sink::File(PathBuf::from(path))),
+    };
+    let decision_log = match decision_log {
+        None => None,
+        Some(sink) => Some(
+            crate::decisions::DecisionLog::start(
+                sink,
+                opts.decision_log_sample,
+                metrics.decisions_logged.clone(),
+                metrics.decisions_dropped.clone(),
+            )
+            .context("--decision-log")?,
+        ),
+    };
     let shared = Shared::new(engine.clone(), opts.limits, metrics, stop_rx.clone(), replica.clone());
+    if let Some(log) = decision_log {
+        let _ = shared.decisions.set(log);
+    }
     if opts.demo {
         load_demo(&shared).await?;
     }

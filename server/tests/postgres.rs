@@ -399,3 +399,130 @@ async fn a_replica_survives_lost_connections_and_catches_up() {
     assert!(allowed(&mut cb, "doc:2#view@user:bob", at_least(&t)).await);
     eventually("B to report ready", || async { b.http_get("/readyz", None).0 == 200 }).await;
 }
+
+/// Cedar in Postgres mode: the policy model and attributes written on replica A are
+/// stored in Postgres (one row per policy in `arbiter_policies`), reach replica B through
+/// the changelog, survive B's restart (resume) and its reload from Postgres, and a write
+/// the engine refuses is refused before anything reaches Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_and_attributes_reach_every_replica_and_survive_restarts() {
+    let db = TestDb::new("policies").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let b = replica(dbb.path(), &db, &[]);
+    let (mut ca, mut cb) = (a.clients().await, b.clients().await);
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    write(&mut ca, &["doc:1#viewer@user:ann", "doc:2#viewer@user:ann"]).await;
+    let definitions = vec![pb::AttributeDefinition {
+        object_type: "user".into(),
+        name: "suspended".into(),
+        r#type: "bool".into(),
+        required: false,
+    }];
+    let labels = vec![
+        pb::SecurityLabel { name: "secret".into(), level: 3, parents: vec![] },
+        pb::SecurityLabel { name: "internal".into(), level: 1, parents: vec!["secret".into()] },
+    ];
+    ca.schema
+        .write_attribute_schema(pb::WriteAttributeSchemaRequest { definitions, labels })
+        .await
+        .unwrap();
+    let policies = vec![
+        pb::Policy {
+            id: "suspended".into(),
+            text: "forbid(principal is user, action, resource) when { principal has suspended && principal.suspended };".into(),
+        },
+        pb::Policy {
+            id: "levels".into(),
+            text: "forbid(principal, action, resource is doc) unless { principal.label_level >= resource.label_level };".into(),
+        },
+    ];
+    ca.schema.write_policies(pb::WritePoliciesRequest { policies }).await.unwrap();
+    // Refused on A (an undeclared attribute): nothing reaches Postgres.
+    let err = ca
+        .schema
+        .write_policies(pb::WritePoliciesRequest {
+            policies: vec![pb::Policy { id: "bad".into(), text: "forbid(principal, action, resource) when { principal.age > 3 };".into() }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let object = |t: &str, i: &str| Some(pb::ObjectRef { r#type: t.into(), id: i.into() });
+    let set = |t: &str, i: &str, values: serde_json::Value, labels: &[&str]| pb::ObjectAttributes {
+        object: object(t, i),
+        values: Some(prost_types::Struct {
+            fields: values
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), prost_types::Value { kind: Some(prost_types::value::Kind::BoolValue(v.as_bool().unwrap())) }))
+                .collect(),
+        }),
+        labels: labels.iter().map(|l| l.to_string()).collect(),
+    };
+    let token = ca
+        .relationships
+        .write_attributes(pb::WriteAttributesRequest {
+            set: vec![
+                set("user", "ann", serde_json::json!({}), &["internal"]),
+                set("doc", "2", serde_json::json!({}), &["secret"]),
+            ],
+            delete: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let at_token = Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(token)) });
+    // B, at A's token: ann (internal, level 1) reads doc:1 (unlabelled) but not doc:2 (secret).
+    assert!(allowed(&mut cb, "doc:1#view@user:ann", at_token.clone()).await);
+    assert!(!allowed(&mut cb, "doc:2#view@user:ann", at_token.clone()).await);
+    let read = cb
+        .relationships
+        .read_attributes(pb::ReadAttributesRequest { consistency: at_token.clone(), objects: vec![pb::ObjectRef { r#type: "user".into(), id: "ann".into() }] })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read.attributes.len(), 1);
+    assert_eq!(read.attributes[0].labels, vec!["internal".to_string()]);
+    // Postgres holds the policies one row each.
+    let pool = db.pool().await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT policy_id FROM arbiter_policies ORDER BY policy_id").fetch_all(&pool).await.unwrap();
+    assert_eq!(ids, ["levels", "suspended"]);
+    // Suspend ann on B; A sees it.
+    let token = cb
+        .relationships
+        .write_attributes(pb::WriteAttributesRequest {
+            set: vec![set("user", "ann", serde_json::json!({"suspended": true}), &["internal"])],
+            delete: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    let at_token = Some(pb::Consistency { requirement: Some(pb::consistency::Requirement::AtLeastAsFresh(token)) });
+    assert!(!allowed(&mut ca, "doc:1#view@user:ann", at_token).await);
+    // B resumes from its snapshot with the policies and attributes in it.
+    b.terminate();
+    let b = replica(dbb.path(), &db, &[]);
+    assert!(!b.stderr().contains("reloading"), "{}", b.stderr());
+    let mut cb = b.clients().await;
+    assert!(!allowed(&mut cb, "doc:1#view@user:ann", fully_consistent()).await);
+    // And a replica loading everything from Postgres gets them too.
+    b.terminate();
+    let dc = tempfile::tempdir().unwrap();
+    let c = replica(dc.path(), &db, &[]);
+    let mut cc = c.clients().await;
+    assert!(!allowed(&mut cc, "doc:1#view@user:ann", fully_consistent()).await);
+    ca.relationships
+        .write_attributes(pb::WriteAttributesRequest { set: vec![], delete: vec![pb::ObjectRef { r#type: "user".into(), id: "ann".into() }] })
+        .await
+        .unwrap();
+    eventually("ann's attributes to go on C", || {
+        let mut cc = cc.clone();
+        async move { allowed(&mut cc, "doc:1#view@user:ann", None).await }
+    })
+    .await;
+    let policies = cc.schema.read_policies(pb::ReadPoliciesRequest {}).await.unwrap().into_inner().policies;
+    assert_eq!(policies.len(), 2);
+}

@@ -79,7 +79,9 @@ fn the_readme_tour_works_as_written() {
     let server = Server::start(dir.path(), &["--demo"]);
     for (args, expected) in steps {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let (code, stdout, stderr) = server.cli(&args);
+        // From the repository's root, as a reader runs them after `make run`.
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let (code, stdout, stderr) = server.cli_in(&root, &args);
         assert!(
             code == 0 || code == 1,
             "`arbiter {}` failed ({code}): {stderr}",

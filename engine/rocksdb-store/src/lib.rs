@@ -11,6 +11,8 @@
 //!   `TOUCH|DELETE relationship` line per change, then `POLICIES` and the policy model's
 //!   JSON on one line if it changed, then `SCHEMA` and the schema if it changed). Kept
 //!   for a window, for Watch and exact-snapshot reads.
+//!   Attribute changes are `ATTR type id json` / `ATTRDEL type id` lines (tab-separated).
+//! - `attributes`: `type 0 id` -> the object's attribute values and labels (JSON).
 //! - `meta`: `revision`, `schema`, `policy_model` (JSON), `format`, `source`.
 //!
 //! Ids, types and relations never contain a NUL byte (they are validated before they
@@ -22,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arbiter_engine::{
-    Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError,
+    AttributeChange, Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError,
     StoredHeader,
 };
 use arbiter_schema::{parse_relationship, Relationship};
@@ -34,7 +36,8 @@ use rocksdb::{
 const CF_FORWARD: &str = "relationships";
 const CF_CHANGELOG: &str = "changelog";
 const CF_META: &str = "meta";
-const COLUMN_FAMILIES: [&str; 3] = [CF_FORWARD, CF_CHANGELOG, CF_META];
+const CF_ATTRIBUTES: &str = "attributes";
+const COLUMN_FAMILIES: [&str; 4] = [CF_FORWARD, CF_CHANGELOG, CF_META, CF_ATTRIBUTES];
 /// Format 1's reverse-order copy of every relationship; dropped on open.
 const CF_REVERSE_V1: &str = "relationships_by_subject";
 
@@ -164,16 +167,39 @@ impl RocksStore {
         self.db.write_opt(batch, &wo).map_err(|e| err("bulk load", e))
     }
 
+    /// Bulk load, step 1 for objects' attributes: `(type, id, attributes as JSON)`.
+    pub fn bulk_put_attributes(&self, attributes: &[(String, String, String)]) -> Result<(), StoreError> {
+        let cf = self.cf(CF_ATTRIBUTES)?;
+        let mut batch = WriteBatch::default();
+        for (t, i, json) in attributes {
+            batch.put_cf(cf, attribute_key(t, i), json.as_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(|e| err("bulk load attributes", e))
+    }
+
     /// Bulk load, step 2: flushes what [`RocksStore::bulk_put`] wrote, then durably
-    /// records the revision, schema and source of the snapshot.
-    pub fn finish_bulk_load(&self, revision: u64, schema: Option<&str>, source: &str) -> Result<(), StoreError> {
+    /// records the revision, schema, policy model and source of the snapshot.
+    pub fn finish_bulk_load(
+        &self,
+        revision: u64,
+        schema: Option<&str>,
+        policy_model: Option<&str>,
+        source: &str,
+    ) -> Result<(), StoreError> {
         self.db.flush_cf(self.cf(CF_FORWARD)?).map_err(|e| err("flush the bulk load", e))?;
+        self.db.flush_cf(self.cf(CF_ATTRIBUTES)?).map_err(|e| err("flush the bulk load", e))?;
         let meta = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();
         batch.put_cf(meta, META_REVISION, revision.to_be_bytes());
         match schema {
             Some(s) => batch.put_cf(meta, META_SCHEMA, s.as_bytes()),
             None => batch.delete_cf(meta, META_SCHEMA),
+        }
+        match policy_model {
+            Some(m) => batch.put_cf(meta, META_POLICY_MODEL, m.as_bytes()),
+            None => batch.delete_cf(meta, META_POLICY_MODEL),
         }
         batch.put_cf(meta, META_SOURCE, source.as_bytes());
         let mut wo = WriteOptions::default();
@@ -422,6 +448,13 @@ fn encode_logged(commit: &Commit<'_>, at: DateTime<Utc>) -> Vec<u8> {
         v.extend_from_slice(model.as_bytes());
         v.push(b'\n');
     }
+    for a in commit.attributes {
+        let line = match &a.attributes {
+            Some(json) => format!("ATTR\t{}\t{}\t{json}\n", a.object_type, a.object_id),
+            None => format!("ATTRDEL\t{}\t{}\n", a.object_type, a.object_id),
+        };
+        v.extend_from_slice(line.as_bytes());
+    }
     if let Some(schema) = commit.schema {
         v.extend_from_slice(b"SCHEMA\n");
         v.extend_from_slice(schema.as_bytes());
@@ -441,11 +474,23 @@ fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
         None => (text, None),
     };
     let mut changes = Vec::new();
+    let mut attributes = Vec::new();
     let mut policy_model = None;
     let mut lines = lines.lines().filter(|l| !l.is_empty());
     while let Some(line) = lines.next() {
         if line == "POLICIES" {
             policy_model = Some(lines.next().ok_or_else(|| corrupt("POLICIES without a model"))?.to_string());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("ATTR\t") {
+            let mut f = rest.splitn(3, '\t');
+            let (Some(t), Some(i), Some(json)) = (f.next(), f.next(), f.next()) else { return Err(corrupt(line)) };
+            attributes.push(AttributeChange { object_type: t.into(), object_id: i.into(), attributes: Some(json.into()) });
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("ATTRDEL\t") {
+            let (t, i) = rest.split_once('\t').ok_or_else(|| corrupt(line))?;
+            attributes.push(AttributeChange { object_type: t.into(), object_id: i.into(), attributes: None });
             continue;
         }
         let (op, rel) = line.split_once(' ').ok_or_else(|| corrupt(line))?;
@@ -466,7 +511,16 @@ fn decode_logged(revision: u64, v: &[u8]) -> Result<LoggedCommit, StoreError> {
         changes,
         schema,
         policy_model,
+        attributes,
     })
+}
+
+fn attribute_key(object_type: &str, object_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(object_type.len() + object_id.len() + 1);
+    k.extend_from_slice(object_type.as_bytes());
+    k.push(0);
+    k.extend_from_slice(object_id.as_bytes());
+    k
 }
 
 /// How [`RocksStore::backup`] made its copy.
@@ -510,7 +564,20 @@ impl RelationshipStore for RocksStore {
             sink.relationship(decode_relationship(k, v)?)?;
             it.next();
         }
-        it.status().map_err(|e| err("read relationships", e))
+        it.status().map_err(|e| err("read relationships", e))?;
+        let mut read = ReadOptions::default();
+        read.set_snapshot(&snapshot);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_ATTRIBUTES)?, read);
+        it.seek_to_first();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let corrupt = || StoreError(format!("corrupt attributes key {:?}", String::from_utf8_lossy(k)));
+            let key = std::str::from_utf8(k).map_err(|_| corrupt())?;
+            let (t, i) = key.split_once('\0').ok_or_else(corrupt)?;
+            let json = std::str::from_utf8(v).map_err(|_| corrupt())?;
+            sink.attributes(t, i, json)?;
+            it.next();
+        }
+        it.status().map_err(|e| err("read attributes", e))
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
@@ -529,6 +596,16 @@ impl RelationshipStore for RocksStore {
                 }
                 ChangeOp::Delete => {
                     batch.delete_cf(fwd, forward_key(&c.relationship));
+                }
+            }
+        }
+        if !commit.attributes.is_empty() {
+            let attrs = self.cf(CF_ATTRIBUTES)?;
+            for a in commit.attributes {
+                let key = attribute_key(&a.object_type, &a.object_id);
+                match &a.attributes {
+                    Some(json) => batch.put_cf(attrs, key, json.as_bytes()),
+                    None => batch.delete_cf(attrs, key),
                 }
             }
         }

@@ -167,7 +167,7 @@ fn an_invalid_stored_relationship_is_reported_not_served() {
     {
         // Corrupt it behind the store's back: a relation the schema does not have.
         let opts = rocksdb::Options::default();
-        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["relationships", "changelog", "meta"]).unwrap();
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), ["relationships", "changelog", "meta", "attributes"]).unwrap();
         db.put_cf(db.cf_handle("relationships").unwrap(), b"doc\x002\x00owner\x00user\x00a\x00", [1u8]).unwrap();
     }
     let store = RocksStore::open(dir.path(), StoreOptions::default()).unwrap();

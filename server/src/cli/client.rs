@@ -2,6 +2,7 @@
 //! or one JSON document with `--json`), errors to stderr naming the problem. Exit codes:
 //! 0 success (for `check`: allowed), 1 denied, 3 conditional, 2 any error.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -135,11 +136,57 @@ pub enum ClientCommand {
         #[command(subcommand)]
         action: PolicyAction,
     },
+    /// Attribute definitions, security labels, and objects' attributes (for Cedar).
+    Attributes {
+        #[command(subcommand)]
+        action: AttributesAction,
+    },
     /// Follow changes: one line per change, `TOKEN TOUCH REL` / `TOKEN DELETE REL`.
     Watch {
         /// Start after this revision token (default: from now on).
         #[arg(long)]
         from: Option<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AttributesAction {
+    /// Replace the attribute definitions and security labels with a YAML (or JSON) file:
+    /// `types: {user: {clearance: long, suspended?: bool}}`, `context: {ip?: ip}`,
+    /// `labels: {secret: {level: 3, parent: top_secret}}` (or `parents: [a, b]`; `?`:
+    /// optional). Types:
+    /// string, long, bool, decimal, ip, set<T>, {field: T}. Prints the revision token.
+    Define {
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print the attribute definitions and labels in force, in the `define` file format.
+    Schema {
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Set objects' attributes: pairs of `type:id` and a JSON record of its values
+    /// (a `labels` key lists its security labels). Replaces what the object had.
+    Set {
+        #[arg(required = true, num_args = 2.., value_names = ["OBJECT", "JSON"])]
+        pairs: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Print objects' attributes: `type:id {json}` (objects without any are skipped).
+    Get {
+        #[arg(required = true)]
+        objects: Vec<String>,
+        #[command(flatten)]
+        conn: Connection,
+    },
+    /// Delete objects' attributes and labels.
+    Delete {
+        #[arg(required = true)]
+        objects: Vec<String>,
         #[command(flatten)]
         conn: Connection,
     },
@@ -344,8 +391,202 @@ async fn dispatch(command: ClientCommand) -> Result<ExitCode> {
         ClientCommand::Policy {
             action: PolicyAction::Read { conn },
         } => policy_read(&conn).await,
+        ClientCommand::Attributes { action } => attributes(action).await,
         ClientCommand::Watch { from, conn } => watch(&conn, from).await,
     }
+}
+
+fn parse_object_arg(text: &str) -> Result<pb::ObjectRef> {
+    let o = arbiter_schema::parse_object(text, text, "object", false).map_err(|e| anyhow!("{}", e.message))?;
+    Ok(object(&o.object_type, &o.object_id))
+}
+
+async fn attributes(action: AttributesAction) -> Result<ExitCode> {
+    match action {
+        AttributesAction::Define { file, conn } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let (definitions, labels) =
+                parse_attribute_file(&text).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let mut c = connect(&conn).await?;
+            let resp = c
+                .schema
+                .write_attribute_schema(pb::WriteAttributeSchemaRequest { definitions, labels })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if c.json {
+                print_json(&json!({"revision": resp.revision}));
+            } else {
+                println!("{}", resp.revision);
+            }
+        }
+        AttributesAction::Schema { conn } => {
+            let mut c = connect(&conn).await?;
+            let resp = c
+                .schema
+                .read_attribute_schema(pb::ReadAttributeSchemaRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let doc = attribute_file(&resp.definitions, &resp.labels);
+            if c.json {
+                print_json(&json!({"schema": doc, "revision": resp.revision}));
+            } else {
+                print!("{}", serde_yaml::to_string(&doc).unwrap_or_default());
+            }
+        }
+        AttributesAction::Set { pairs, conn } => {
+            if pairs.len() % 2 != 0 {
+                bail!("`attributes set` takes pairs of OBJECT and JSON; `{}` has no JSON", pairs.last().map(String::as_str).unwrap_or(""));
+            }
+            let mut set = Vec::new();
+            for pair in pairs.chunks(2) {
+                let [o, j] = pair else { continue };
+                let obj = parse_object_arg(o)?;
+                let v: serde_json::Value =
+                    serde_json::from_str(j).map_err(|e| anyhow!("`{o}`: the attributes are not JSON: {e}"))?;
+                let serde_json::Value::Object(mut values) = v else {
+                    bail!("`{o}`: the attributes must be a JSON record (`{{\"name\": value}}`)");
+                };
+                let labels = match values.remove("labels") {
+                    None => Vec::new(),
+                    Some(l) => serde_json::from_value::<Vec<String>>(l)
+                        .map_err(|_| anyhow!("`{o}`: `labels` must be a list of label names"))?,
+                };
+                set.push(pb::ObjectAttributes {
+                    object: Some(obj),
+                    values: Some(crate::convert::to_pb_struct(values)),
+                    labels,
+                });
+            }
+            let mut c = connect(&conn).await?;
+            let resp = c
+                .relationships
+                .write_attributes(pb::WriteAttributesRequest { set, delete: Vec::new() })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if c.json {
+                print_json(&json!({"revision": resp.revision}));
+            } else {
+                println!("{}", resp.revision);
+            }
+        }
+        AttributesAction::Get { objects, conn } => {
+            let objects = objects.iter().map(|o| parse_object_arg(o)).collect::<Result<Vec<_>>>()?;
+            let mut c = connect(&conn).await?;
+            let consistency = Some(c.consistency.clone());
+            let resp = c
+                .relationships
+                .read_attributes(pb::ReadAttributesRequest { consistency, objects })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let mut out = Vec::new();
+            for a in &resp.attributes {
+                let o = a.object.clone().unwrap_or_default();
+                let mut values = a.values.as_ref().map(crate::convert::context).unwrap_or_default();
+                if !a.labels.is_empty() {
+                    values.insert("labels".into(), json!(a.labels));
+                }
+                out.push((format!("{}:{}", o.r#type, o.id), values));
+            }
+            if c.json {
+                let map: serde_json::Map<String, serde_json::Value> =
+                    out.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v))).collect();
+                print_json(&json!({"attributes": map, "revision": resp.revision}));
+            } else {
+                for (o, v) in out {
+                    println!("{o} {}", serde_json::Value::Object(v));
+                }
+            }
+        }
+        AttributesAction::Delete { objects, conn } => {
+            let delete = objects.iter().map(|o| parse_object_arg(o)).collect::<Result<Vec<_>>>()?;
+            let mut c = connect(&conn).await?;
+            let resp = c
+                .relationships
+                .write_attributes(pb::WriteAttributesRequest { set: Vec::new(), delete })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if c.json {
+                print_json(&json!({"revision": resp.revision}));
+            } else {
+                println!("{}", resp.revision);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `attributes define` file: `types`, `context` and `labels`.
+fn parse_attribute_file(text: &str) -> Result<(Vec<pb::AttributeDefinition>, Vec<pb::SecurityLabel>)> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        #[serde(default)]
+        types: BTreeMap<String, BTreeMap<String, String>>,
+        #[serde(default)]
+        context: BTreeMap<String, String>,
+        #[serde(default)]
+        labels: BTreeMap<String, Label>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Label {
+        level: i64,
+        #[serde(default)]
+        parent: Option<String>,
+        #[serde(default)]
+        parents: Vec<String>,
+    }
+    let file: File = serde_yaml::from_str(text).map_err(|e| anyhow!("{e}"))?;
+    let def = |object_type: &str, name: &str, ty: &str| {
+        let (name, required) = match name.strip_suffix('?') {
+            Some(n) => (n, false),
+            None => (name, true),
+        };
+        pb::AttributeDefinition { object_type: object_type.into(), name: name.into(), r#type: ty.into(), required }
+    };
+    let mut definitions = Vec::new();
+    for (t, fields) in &file.types {
+        definitions.extend(fields.iter().map(|(n, ty)| def(t, n, ty)));
+    }
+    definitions.extend(file.context.iter().map(|(n, ty)| def("", n, ty)));
+    let labels = file
+        .labels
+        .into_iter()
+        .map(|(name, l)| pb::SecurityLabel { name, level: l.level, parents: l.parent.into_iter().chain(l.parents).collect() })
+        .collect();
+    Ok((definitions, labels))
+}
+
+/// The definitions and labels in the `attributes define` file format.
+fn attribute_file(definitions: &[pb::AttributeDefinition], labels: &[pb::SecurityLabel]) -> serde_json::Value {
+    let mut types: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut context: BTreeMap<String, String> = BTreeMap::new();
+    for d in definitions {
+        let name = if d.required { d.name.clone() } else { format!("{}?", d.name) };
+        if d.object_type.is_empty() {
+            context.insert(name, d.r#type.clone());
+        } else {
+            types.entry(d.object_type.clone()).or_default().insert(name, d.r#type.clone());
+        }
+    }
+    let labels: serde_json::Map<String, serde_json::Value> = labels
+        .iter()
+        .map(|l| {
+            let mut v = json!({"level": l.level});
+            match l.parents.as_slice() {
+                [] => {}
+                [one] => v["parent"] = json!(one),
+                many => v["parents"] = json!(many),
+            }
+            (l.name.clone(), v)
+        })
+        .collect();
+    json!({"types": types, "context": context, "labels": labels})
 }
 
 fn object(t: &str, id: &str) -> pb::ObjectRef {
@@ -443,20 +684,7 @@ fn json_to_struct(text: &str) -> Result<prost_types::Struct> {
 }
 
 fn json_to_value(v: serde_json::Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match v {
-        serde_json::Value::Null => Kind::NullValue(0),
-        serde_json::Value::Bool(b) => Kind::BoolValue(b),
-        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::String(s) => Kind::StringValue(s),
-        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue {
-            values: a.into_iter().map(json_to_value).collect(),
-        }),
-        serde_json::Value::Object(m) => Kind::StructValue(prost_types::Struct {
-            fields: m.into_iter().map(|(k, v)| (k, json_to_value(v))).collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
+    crate::convert::to_pb_value(v)
 }
 
 /// Relationship lines from a file: blank lines and `#`/`//` comments skipped; errors

@@ -128,6 +128,13 @@ struct ServeArgs {
     /// How often a replica polls Postgres when no NOTIFY arrives (with --postgres).
     #[arg(long, env = "ARBITER_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     poll_interval: Duration,
+    /// Log sampled Check decisions, in batches off the Check path: to a JSON-lines FILE,
+    /// or `postgres` for the `arbiter_decision_logs` table (with --postgres).
+    #[arg(long, env = "ARBITER_DECISION_LOG")]
+    decision_log: Option<String>,
+    /// The fraction of decisions logged (0 < F <= 1): 0.01 logs one in a hundred.
+    #[arg(long, env = "ARBITER_DECISION_LOG_SAMPLE", default_value_t = 1.0)]
+    decision_log_sample: f64,
 }
 
 /// `250ms`, `10s`, `5m`, `2h`, `1d`.
@@ -222,6 +229,8 @@ pub fn run() -> ExitCode {
                 migrate: a.migrate,
                 consistency_timeout: a.consistency_timeout,
                 poll_interval: a.poll_interval,
+                decision_log: a.decision_log,
+                decision_log_sample: a.decision_log_sample,
             };
             match crate::serve::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,

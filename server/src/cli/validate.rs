@@ -11,8 +11,9 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arbiter_engine::{
-    split_policies, CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
-    Inference, LookupResourcesRequest, LookupSubjectsRequest, PolicyError, PolicyModel, RelationshipUpdate,
+    split_policies, AttributeUpdate, CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
+    Inference, LabelDef, LookupResourcesRequest, LookupSubjectsRequest, ObjectAttributes, PolicyError, PolicyModel,
+    RelationshipUpdate,
     UpdateOp,
 };
 use arbiter_schema::{
@@ -205,26 +206,38 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
     engine
         .write(&updates)
         .map_err(|e| Loaded::Broken(e.to_string()))?;
-    if let Some(model) = policy_model(file)? {
+    if let Some((model, attributes)) = policy_model(file)? {
+        let label_line = |e: &PolicyError| {
+            file.labels.iter().find(|l| e.message.contains(&format!("`{}`", l.name))).and_then(|l| l.line)
+        };
         engine.write_policy_model(model).map_err(|e| {
             let line = match &e {
                 EngineError::InvalidPolicy(p) => file
                     .policies
                     .as_ref()
-                    .and_then(|(start, text)| policy_line(*start, text, p)),
+                    .and_then(|(start, text)| policy_line(*start, text, p))
+                    .or_else(|| label_line(p)),
                 _ => None,
             };
             Loaded::Broken(format!("{}{e}", at_line(line)))
         })?;
+        // One write per object, so that an error names its line.
+        for (line, update) in attributes {
+            engine.write_attributes(vec![update]).map_err(|e| Loaded::Broken(format!("{}{e}", at_line(line))))?;
+        }
     }
     Ok(engine)
 }
 
 /// The Cedar side of a validation file: `policies:` split into policies (ids from
-/// `@id`, else `policies:N`), attribute types inferred from `attributes:` and from the
-/// assertions' contexts (every one optional, so policies guard with `has`).
-fn policy_model(file: &ValidationFile) -> Result<Option<PolicyModel>, Loaded> {
-    if file.policies.is_none() && file.attributes.is_empty() {
+/// `@id`, else `policies:N`), `labels:`, attribute types inferred from `attributes:` and
+/// from the assertions' contexts (every one optional, so policies guard with `has`), and
+/// the objects' attributes. When labels are defined, an object's `labels` key names its
+/// labels.
+type FileAttributes = Vec<(Option<usize>, AttributeUpdate)>;
+
+fn policy_model(file: &ValidationFile) -> Result<Option<(PolicyModel, FileAttributes)>, Loaded> {
+    if file.policies.is_none() && file.attributes.is_empty() && file.labels.is_empty() {
         return Ok(None);
     }
     let policies = match &file.policies {
@@ -237,14 +250,30 @@ fn policy_model(file: &ValidationFile) -> Result<Option<PolicyModel>, Loaded> {
         })?,
         None => Vec::new(),
     };
+    let labels: BTreeMap<String, LabelDef> =
+        file.labels.iter().map(|l| (l.name.clone(), LabelDef { level: l.level, parents: l.parents.clone() })).collect();
     let mut inference = Inference::default();
-    let mut attributes = std::collections::BTreeMap::new();
+    let mut attributes = Vec::new();
     for (line, object, record) in &file.attributes {
         let key = object.to_string();
+        let mut values = record.clone();
+        let mut object_labels = Vec::new();
+        if !labels.is_empty() {
+            if let Some(l) = values.remove("labels") {
+                object_labels = serde_json::from_value::<Vec<String>>(l).map_err(|_| {
+                    Loaded::Broken(format!("{}`{key}`: `labels` must be a list of label names", at_line(*line)))
+                })?;
+            }
+        }
         inference
-            .object(&object.object_type, &key, record)
+            .object(&object.object_type, &key, &values)
             .map_err(|e| Loaded::Broken(format!("{}{e}", at_line(*line))))?;
-        attributes.insert(key, record.clone());
+        let update = AttributeUpdate {
+            object_type: object.object_type.clone(),
+            object_id: object.object_id.clone(),
+            attributes: Some(ObjectAttributes { values, labels: object_labels }),
+        };
+        attributes.push((*line, update));
     }
     for a in &file.assertions {
         if let Some(ctx) = &a.context {
@@ -253,7 +282,7 @@ fn policy_model(file: &ValidationFile) -> Result<Option<PolicyModel>, Loaded> {
                 .map_err(|e| Loaded::Broken(format!("{}{}: {e}", at_line(a.line), a.text)))?;
         }
     }
-    Ok(Some(PolicyModel { policies, declarations: inference.decls, attributes }))
+    Ok(Some((PolicyModel { policies, declarations: inference.decls, labels }, attributes)))
 }
 
 /// The file line of a policy error: where the policy with that id starts in the

@@ -58,6 +58,8 @@ pub struct Shared {
     /// With `--postgres`: the replica that orders writes through Postgres and waits for
     /// the revisions reads ask for. `None` on the embedded store.
     pub replica: Option<Arc<Replica>>,
+    /// With `--decision-log`: where sampled decisions go.
+    pub decisions: std::sync::OnceLock<crate::decisions::DecisionLog>,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             stop,
             replica,
+            decisions: std::sync::OnceLock::new(),
         })
     }
 
@@ -138,15 +141,45 @@ impl Shared {
     }
 
     /// Replaces the schema.
-    /// Replaces the Cedar policies (embedded store only, for now).
+    /// Replaces the Cedar policies, keeping attribute definitions and labels.
     pub async fn write_policies(&self, policies: Vec<arbiter_engine::PolicyText>) -> Result<u64, Status> {
-        if self.replica.is_some() {
-            return Err(Status::failed_precondition(
-                "Cedar policies are not stored in Postgres yet; run the embedded store to use them",
-            ));
+        let mut model = self.engine.policy_model();
+        model.policies = policies;
+        self.write_policy_model(model).await
+    }
+
+    /// Replaces the policy model (policies, attribute definitions, labels).
+    pub async fn write_policy_model(&self, model: arbiter_engine::PolicyModel) -> Result<u64, Status> {
+        match &self.replica {
+            Some(replica) => replica.write_policy_model(model).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.write_policy_model(model).map_err(status)).await
+            }
         }
-        let engine = self.engine.clone();
-        blocking(move || engine.write_policies(policies).map_err(status)).await
+    }
+
+    /// Replaces the attribute definitions and security labels, keeping the policies.
+    pub async fn write_attribute_schema(
+        &self,
+        declarations: arbiter_engine::AttributeDecls,
+        labels: std::collections::BTreeMap<String, arbiter_engine::LabelDef>,
+    ) -> Result<u64, Status> {
+        let mut model = self.engine.policy_model();
+        model.declarations = declarations;
+        model.labels = labels;
+        self.write_policy_model(model).await
+    }
+
+    /// Writes objects' attribute values and labels.
+    pub async fn write_attributes(&self, updates: Vec<arbiter_engine::AttributeUpdate>) -> Result<u64, Status> {
+        match &self.replica {
+            Some(replica) => replica.write_attributes(updates).await,
+            None => {
+                let engine = self.engine.clone();
+                blocking(move || engine.write_attributes(updates).map_err(status)).await
+            }
+        }
     }
 
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {

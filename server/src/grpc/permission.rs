@@ -35,6 +35,45 @@ fn cursor(c: &str) -> Option<&str> {
 }
 
 impl Permissions {
+    /// A decision log record (built only for sampled decisions).
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        log: &crate::decisions::DecisionLog,
+        method: &'static str,
+        resource: &Option<pb::ObjectRef>,
+        permission: &str,
+        subject: &Option<pb::SubjectRef>,
+        decision: i32,
+        revision: &str,
+        start: Instant,
+        metadata: &tonic::metadata::MetadataMap,
+    ) -> crate::decisions::DecisionRecord {
+        let resource = resource.as_ref().map(|o| format!("{}:{}", o.r#type, o.id)).unwrap_or_default();
+        let subject = subject
+            .as_ref()
+            .map(|s| {
+                let o = s.object.clone().unwrap_or_default();
+                match s.relation.as_str() {
+                    "" => format!("{}:{}", o.r#type, o.id),
+                    rel => format!("{}:{}#{rel}", o.r#type, o.id),
+                }
+            })
+            .unwrap_or_default();
+        crate::decisions::DecisionRecord {
+            decision_id: log.next_id(),
+            evaluated_at: chrono::Utc::now(),
+            resource,
+            permission: permission.to_string(),
+            subject,
+            decision: if decision == pb::Decision::Allowed as i32 { "allowed" } else { "denied" },
+            policy_version: token::decode(revision).unwrap_or(0),
+            latency_us: start.elapsed().as_micros() as u64,
+            trace_id: crate::decisions::trace_id(metadata),
+            method,
+        }
+    }
+
     fn check_inner(&self, r: &pb::CheckRequest) -> Result<pb::CheckResponse, Status> {
         let consistency = convert::consistency(r.consistency.as_ref())?;
         let resource = convert::object(r.resource.as_ref(), "resource")?;
@@ -161,8 +200,14 @@ impl PermissionService for Permissions {
         if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
             return self.0.metrics.record("Check", start, Err(e));
         }
-        let result = self.check_inner(request.get_ref()).map(Response::new);
-        self.0.metrics.record("Check", start, result)
+        let result = self.check_inner(request.get_ref());
+        if let (Ok(resp), Some(log)) = (&result, self.0.decisions.get()) {
+            if log.sampled() {
+                let r = request.get_ref();
+                log.offer(self.record(log, "Check", &r.resource, &r.permission, &r.subject, resp.decision, &resp.revision, start, request.metadata()));
+            }
+        }
+        self.0.metrics.record("Check", start, result.map(Response::new))
     }
 
     async fn check_bulk(
@@ -173,8 +218,16 @@ impl PermissionService for Permissions {
         if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
             return self.0.metrics.record("CheckBulk", start, Err(e));
         }
-        let result = self.check_bulk_inner(request.get_ref()).map(Response::new);
-        self.0.metrics.record("CheckBulk", start, result)
+        let result = self.check_bulk_inner(request.get_ref());
+        if let (Ok(resp), Some(log)) = (&result, self.0.decisions.get()) {
+            for (item, r) in request.get_ref().items.iter().zip(&resp.results) {
+                let Some(pb::check_bulk_result::Result::Decision(d)) = r.result else { continue };
+                if log.sampled() {
+                    log.offer(self.record(log, "CheckBulk", &item.resource, &item.permission, &item.subject, d, &resp.revision, start, request.metadata()));
+                }
+            }
+        }
+        self.0.metrics.record("CheckBulk", start, result.map(Response::new))
     }
 
     async fn expand(

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arbiter_engine::{
-    ChangeOp, ChangesAfter, LoggedCommit, RelationshipFilter, RelationshipUpdate, UpdateOp,
+    AttributeUpdate, ChangeOp, ObjectAttributes, ChangesAfter, LoggedCommit, RelationshipFilter, RelationshipUpdate, UpdateOp,
 };
 use arbiter_proto::arbiter::v1 as pb;
 use pb::relationship_service_server::RelationshipService;
@@ -316,6 +316,77 @@ impl RelationshipService for Relationships {
             ))
         })();
         self.0.metrics.record("Watch", start, result)
+    }
+
+    async fn write_attributes(
+        &self,
+        request: Request<pb::WriteAttributesRequest>,
+    ) -> Result<Response<pb::WriteAttributesResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = async move {
+            let req = request.into_inner();
+            let n = req.set.len() + req.delete.len();
+            let limit = shared.limits.max_updates_per_write;
+            if n > limit {
+                return Err(too_many("attribute updates", n, limit, "max-updates-per-write"));
+            }
+            if n == 0 {
+                return Err(convert::invalid("`set` and `delete` are empty: nothing to write"));
+            }
+            let mut updates = Vec::with_capacity(n);
+            for (i, a) in req.set.iter().enumerate() {
+                let o = convert::object(a.object.as_ref(), &format!("set[{i}].object"))?;
+                let values = a.values.as_ref().map(convert::context).unwrap_or_default();
+                updates.push(AttributeUpdate {
+                    object_type: o.r#type.clone(),
+                    object_id: o.id.clone(),
+                    attributes: Some(ObjectAttributes { values, labels: a.labels.clone() }),
+                });
+            }
+            for (i, o) in req.delete.iter().enumerate() {
+                let o = convert::object(Some(o), &format!("delete[{i}]"))?;
+                updates.push(AttributeUpdate { object_type: o.r#type.clone(), object_id: o.id.clone(), attributes: None });
+            }
+            let revision = shared.write_attributes(updates).await?;
+            Ok(Response::new(pb::WriteAttributesResponse { revision: token::encode(revision) }))
+        }
+        .await;
+        self.0.metrics.record("WriteAttributes", start, result)
+    }
+
+    async fn read_attributes(
+        &self,
+        request: Request<pb::ReadAttributesRequest>,
+    ) -> Result<Response<pb::ReadAttributesResponse>, Status> {
+        let start = Instant::now();
+        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
+            return self.0.metrics.record("ReadAttributes", start, Err(e));
+        }
+        let result = (|| {
+            let req = request.get_ref();
+            let consistency = convert::consistency(req.consistency.as_ref())?;
+            let mut objects = Vec::with_capacity(req.objects.len());
+            for (i, o) in req.objects.iter().enumerate() {
+                let o = convert::object(Some(o), &format!("objects[{i}]"))?;
+                objects.push((o.r#type.clone(), o.id.clone()));
+            }
+            let (revision, found) = self.0.engine.read_attributes(&objects, consistency).map_err(status)?;
+            let attributes = objects
+                .into_iter()
+                .zip(found)
+                .filter_map(|((t, i), a)| {
+                    let a = a?;
+                    Some(pb::ObjectAttributes {
+                        object: Some(pb::ObjectRef { r#type: t, id: i }),
+                        values: Some(convert::to_pb_struct(a.values)),
+                        labels: a.labels,
+                    })
+                })
+                .collect();
+            Ok(Response::new(pb::ReadAttributesResponse { attributes, revision: token::encode(revision) }))
+        })();
+        self.0.metrics.record("ReadAttributes", start, result)
     }
 }
 

@@ -88,4 +88,36 @@ impl SchemaService for Schemas {
         .await;
         self.0.metrics.record("WritePolicies", start, result)
     }
+
+    async fn read_attribute_schema(
+        &self,
+        _request: Request<pb::ReadAttributeSchemaRequest>,
+    ) -> Result<Response<pb::ReadAttributeSchemaResponse>, Status> {
+        let start = Instant::now();
+        let graph = self.0.engine.current();
+        let model = graph.policies.as_ref().map(|p| p.model.clone()).unwrap_or_default();
+        let (definitions, labels) = crate::convert::to_pb_attribute_schema(&model);
+        let result = Ok(Response::new(pb::ReadAttributeSchemaResponse {
+            definitions,
+            labels,
+            revision: token::encode(graph.revision),
+        }));
+        self.0.metrics.record("ReadAttributeSchema", start, result)
+    }
+
+    async fn write_attribute_schema(
+        &self,
+        request: Request<pb::WriteAttributeSchemaRequest>,
+    ) -> Result<Response<pb::WriteAttributeSchemaResponse>, Status> {
+        let start = Instant::now();
+        let shared = self.0.clone();
+        let result = async move {
+            let req = request.into_inner();
+            let (declarations, labels) = crate::convert::attribute_schema(&req.definitions, &req.labels)?;
+            let revision = shared.write_attribute_schema(declarations, labels).await?;
+            Ok(Response::new(pb::WriteAttributeSchemaResponse { revision: token::encode(revision) }))
+        }
+        .await;
+        self.0.metrics.record("WriteAttributeSchema", start, result)
+    }
 }

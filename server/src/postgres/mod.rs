@@ -10,7 +10,7 @@ pub mod store;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
-use arbiter_engine::{Change, ChangeOp};
+use arbiter_engine::{AttributeChange, Change, ChangeOp, StoredHeader};
 use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
@@ -31,9 +31,22 @@ pub struct PgCommit {
     pub committed_at_micros: i64,
     pub changes: Vec<Change>,
     pub schema: Option<String>,
+    /// The new policy model (JSON), if this revision wrote one.
+    pub policy_model: Option<String>,
+    /// Attribute changes, in order.
+    pub attributes: Vec<AttributeChange>,
     /// Rows that are not relationships at all (a direct writer's mistake the function
     /// could not catch), with the reason.
     pub malformed: Vec<String>,
+}
+
+/// One part of a consistent snapshot read ([`PgSource::snapshot`]).
+#[derive(Debug)]
+pub enum SnapshotPart {
+    Header(StoredHeader),
+    Relationships(Vec<Relationship>),
+    /// `(type, id, attributes as JSON)`.
+    Attributes(Vec<(String, String, String)>),
 }
 
 /// A connection pool to the source of truth.
@@ -116,7 +129,7 @@ impl PgSource {
     pub async fn commits_between(&self, after: u64, through: u64) -> Result<Vec<PgCommit>> {
         let rows = sqlx::query(
             "SELECT revision, committed_at, operation, resource_type, resource_id, relation, subject_type, subject_id,
-                    subject_relation, expires_at, schema_text
+                    subject_relation, expires_at, schema_text, payload
              FROM arbiter_changelog WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq",
         )
         .bind(sql_revision(after))
@@ -135,6 +148,19 @@ impl PgSource {
             let op: String = row.try_get("operation")?;
             match op.as_str() {
                 "schema" => commit.schema = row.try_get("schema_text")?,
+                "policies" => commit.policy_model = row.try_get("payload")?,
+                "attributes" => {
+                    let object_type: Option<String> = row.try_get("resource_type")?;
+                    let object_id: Option<String> = row.try_get("resource_id")?;
+                    match (object_type, object_id) {
+                        (Some(object_type), Some(object_id)) => commit.attributes.push(AttributeChange {
+                            object_type,
+                            object_id,
+                            attributes: row.try_get("payload")?,
+                        }),
+                        _ => commit.malformed.push("an attributes row without its object".into()),
+                    }
+                }
                 "touch" | "delete" => match relationship_of(&row) {
                     Ok(relationship) => commit.changes.push(Change {
                         op: if op == "touch" { ChangeOp::Touch } else { ChangeOp::Delete },
@@ -148,14 +174,10 @@ impl PgSource {
         Ok(commits)
     }
 
-    /// Reads every relationship at one consistent revision, calling `batch` with that
-    /// revision, its schema and up to `batch_size` relationships at a time (at least once,
-    /// with none when the table is empty), and returns the revision and schema.
-    pub async fn snapshot(
-        &self,
-        batch_size: usize,
-        mut batch: impl FnMut(u64, Option<&str>, Vec<Relationship>) -> Result<()>,
-    ) -> Result<(u64, Option<String>)> {
+    /// Reads everything at one consistent revision: calls `part` with the header
+    /// (revision, schema, policy model) first, then relationships and object attributes
+    /// in batches of up to `batch_size`.
+    pub async fn snapshot(&self, batch_size: usize, mut part: impl FnMut(SnapshotPart) -> Result<()>) -> Result<u64> {
         let mut tx = self.pool.begin().await.context("cannot begin the snapshot read")?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
@@ -165,13 +187,15 @@ impl PgSource {
         let head = revision(head);
         let schema: Option<String> =
             sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_optional(&mut *tx).await?;
+        let policy_model: Option<String> =
+            sqlx::query_scalar("SELECT model FROM arbiter_policy_model").fetch_optional(&mut *tx).await?;
+        part(SnapshotPart::Header(StoredHeader { revision: head, schema, policy_model }))?;
         let mut rows = sqlx::query(
             "SELECT resource_type, resource_id, relation, subject_type, subject_id, subject_relation, expires_at
              FROM relationships",
         )
         .fetch(&mut *tx);
         let mut pending = Vec::with_capacity(batch_size);
-        let mut called = false;
         while let Some(row) = rows.next().await {
             let row = row.context("cannot read relationships")?;
             match relationship_of(&row) {
@@ -179,16 +203,28 @@ impl PgSource {
                 Err(e) => tracing::warn!("skipping a relationship row that is not one: {e}"),
             }
             if pending.len() >= batch_size {
-                called = true;
-                batch(head, schema.as_deref(), std::mem::replace(&mut pending, Vec::with_capacity(batch_size)))?;
+                part(SnapshotPart::Relationships(std::mem::replace(&mut pending, Vec::with_capacity(batch_size))))?;
             }
         }
         drop(rows);
-        if !pending.is_empty() || !called {
-            batch(head, schema.as_deref(), pending)?;
+        if !pending.is_empty() {
+            part(SnapshotPart::Relationships(pending))?;
+        }
+        let mut rows = sqlx::query("SELECT object_type, object_id, attributes FROM arbiter_attributes").fetch(&mut *tx);
+        let mut pending = Vec::new();
+        while let Some(row) = rows.next().await {
+            let row = row.context("cannot read attributes")?;
+            pending.push((row.try_get("object_type")?, row.try_get("object_id")?, row.try_get("attributes")?));
+            if pending.len() >= batch_size {
+                part(SnapshotPart::Attributes(std::mem::take(&mut pending)))?;
+            }
+        }
+        drop(rows);
+        if !pending.is_empty() {
+            part(SnapshotPart::Attributes(pending))?;
         }
         tx.commit().await.ok();
-        Ok((head, schema))
+        Ok(head)
     }
 
     /// Begins a write: locks the revision counter (held until commit or rollback), so no
@@ -249,6 +285,108 @@ pub async fn write_schema(tx: &mut Transaction<'static, Postgres>, text: &str, w
         .await
         .context("cannot write the schema to Postgres")?;
     Ok(revision(v))
+}
+
+/// Takes the next revision inside `tx` (which holds the counter lock from
+/// [`PgSource::begin_write`]).
+pub async fn next_revision(tx: &mut Transaction<'static, Postgres>) -> Result<u64> {
+    let v: i64 = sqlx::query_scalar("UPDATE arbiter_revision SET revision = revision + 1 RETURNING revision")
+        .fetch_one(&mut **tx)
+        .await
+        .context("cannot advance the revision")?;
+    Ok(revision(v))
+}
+
+/// Writes a policy model (Arbiter's JSON) at `at` inside `tx`: the model, its policies
+/// one row each, and a changelog row. The caller holds the counter lock, has set the
+/// counter to `at`, and notifies.
+pub async fn write_policy_model(tx: &mut Transaction<'static, Postgres>, at: u64, model: &str, writer: &str) -> Result<()> {
+    let parsed: arbiter_engine::PolicyModel =
+        serde_json::from_str(model).context("the policy model to write is not readable")?;
+    let at = sql_revision(at);
+    sqlx::query(
+        "INSERT INTO arbiter_policy_model (singleton, model, revision) VALUES (true, $1, $2)
+         ON CONFLICT (singleton) DO UPDATE SET model = EXCLUDED.model, revision = EXCLUDED.revision",
+    )
+    .bind(model)
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .context("cannot write the policy model")?;
+    sqlx::query("DELETE FROM arbiter_policies").execute(&mut **tx).await.context("cannot replace the policies")?;
+    let ids: Vec<String> = parsed.policies.iter().map(|p| p.id.clone()).collect();
+    let texts: Vec<String> = parsed.policies.iter().map(|p| p.text.clone()).collect();
+    sqlx::query(
+        "INSERT INTO arbiter_policies (policy_id, policy_text, revision) SELECT id, text, $3 FROM unnest($1::text[], $2::text[]) AS p(id, text)",
+    )
+    .bind(&ids)
+    .bind(&texts)
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .context("cannot write the policies")?;
+    sqlx::query("INSERT INTO arbiter_changelog (revision, seq, operation, payload, metadata) VALUES ($1, -1, 'policies', $2, $3)")
+        .bind(at)
+        .bind(model)
+        .bind(serde_json::json!({ "writer": writer }))
+        .execute(&mut **tx)
+        .await
+        .context("cannot log the policy model")?;
+    Ok(())
+}
+
+/// Writes attribute changes at `at` inside `tx` (as [`write_policy_model`]).
+pub async fn write_attributes(
+    tx: &mut Transaction<'static, Postgres>,
+    at: u64,
+    changes: &[AttributeChange],
+    writer: &str,
+) -> Result<()> {
+    let at = sql_revision(at);
+    let metadata = serde_json::json!({ "writer": writer });
+    for (i, a) in changes.iter().enumerate() {
+        match &a.attributes {
+            Some(json) => sqlx::query(
+                "INSERT INTO arbiter_attributes (object_type, object_id, attributes, revision) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (object_type, object_id) DO UPDATE SET attributes = EXCLUDED.attributes, revision = EXCLUDED.revision",
+            )
+            .bind(&a.object_type)
+            .bind(&a.object_id)
+            .bind(json)
+            .bind(at),
+            None => sqlx::query("DELETE FROM arbiter_attributes WHERE object_type = $1 AND object_id = $2")
+                .bind(&a.object_type)
+                .bind(&a.object_id),
+        }
+        .execute(&mut **tx)
+        .await
+        .context("cannot write attributes")?;
+        sqlx::query(
+            "INSERT INTO arbiter_changelog (revision, seq, operation, resource_type, resource_id, payload, metadata)
+             VALUES ($1, $2, 'attributes', $3, $4, $5, $6)",
+        )
+        .bind(at)
+        .bind(i32::try_from(i + 1).unwrap_or(i32::MAX))
+        .bind(&a.object_type)
+        .bind(&a.object_id)
+        .bind(a.attributes.as_deref())
+        .bind(&metadata)
+        .execute(&mut **tx)
+        .await
+        .context("cannot log attributes")?;
+    }
+    Ok(())
+}
+
+/// Tells replicas (LISTEN arbiter_changes) that `at` committed (delivered at commit).
+pub async fn notify(tx: &mut Transaction<'static, Postgres>, at: u64) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(at.to_string())
+        .execute(&mut **tx)
+        .await
+        .context("cannot notify the replicas")?;
+    Ok(())
 }
 
 /// The JSON form `arbiter_write` takes.

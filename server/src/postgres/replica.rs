@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use arbiter_engine::{
-    Change, ChangeOp, Engine, EngineConfig, LoadSink, Precondition, RelationshipFilter, RelationshipRef, RelationshipStore,
+    AttributeUpdate, Change, ChangeOp, Engine, LoggedCommit, PolicyModel, EngineConfig, LoadSink, Precondition, RelationshipFilter, RelationshipRef, RelationshipStore,
     RelationshipUpdate, StoreError, StoredHeader,
 };
 use arbiter_rocksdb_store::{RocksStore, StoreOptions};
@@ -23,7 +23,7 @@ use tokio::sync::Mutex;
 use tonic::Status;
 
 use super::store::PgStore;
-use super::{write_changes, write_schema, PgSource, CHANNEL};
+use super::{next_revision, notify, write_changes, write_schema, PgSource, CHANNEL};
 use crate::convert::status;
 use crate::grpc::blocking;
 
@@ -150,7 +150,15 @@ impl Replica {
                 for m in &commit.malformed {
                     self.reject(&format!("a changelog row at revision {} is malformed: {m}", commit.revision));
                 }
-                self.apply(commit.revision, commit.changes, commit.schema).await?;
+                self.apply(LoggedCommit {
+                    revision: commit.revision,
+                    committed_at_micros: commit.committed_at_micros,
+                    changes: commit.changes,
+                    schema: commit.schema,
+                    policy_model: commit.policy_model,
+                    attributes: commit.attributes,
+                })
+                .await?;
                 if let Some(lag) = self.lag.get() {
                     let micros = arbiter_engine::now_micros().saturating_sub(commit.committed_at_micros);
                     lag.observe(micros.max(0) as f64 / 1e6);
@@ -158,14 +166,15 @@ impl Replica {
             }
             // Revisions without rows (an empty write) still advance the replica.
             if self.engine.revision() < through {
-                self.apply(through, Vec::new(), None).await?;
+                self.apply(LoggedCommit { revision: through, ..LoggedCommit::default() }).await?;
             }
         }
     }
 
-    async fn apply(&self, revision: u64, changes: Vec<Change>, schema: Option<String>) -> Result<()> {
+    async fn apply(&self, commit: LoggedCommit) -> Result<()> {
         let engine = self.engine.clone();
-        let report = tokio::task::spawn_blocking(move || engine.apply_external(revision, changes, schema.as_deref()))
+        let revision = commit.revision;
+        let report = tokio::task::spawn_blocking(move || engine.apply_logged(commit))
             .await
             .context("the applier failed")?
             .map_err(|e| anyhow!("cannot apply revision {revision}: {e}"))?;
@@ -319,6 +328,42 @@ impl Replica {
         Ok(revision)
     }
 
+    /// Writes a policy model through Postgres, refused (before anything is written) as
+    /// the engine would refuse it.
+    pub async fn write_policy_model(&self, model: PolicyModel) -> Result<u64, Status> {
+        let _one = self.writing.lock().await;
+        let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
+        self.wait_for(head).await?;
+        let engine = self.engine.clone();
+        let json = blocking(move || {
+            let json = serde_json::to_string(&model).map_err(|e| Status::internal(format!("cannot encode the policy model: {e}")))?;
+            engine.plan_policy_model(model).map_err(status)?;
+            Ok(json)
+        })
+        .await?;
+        let revision = next_revision(&mut tx).await.map_err(unavailable)?;
+        super::write_policy_model(&mut tx, revision, &json, "arbiter").await.map_err(unavailable)?;
+        notify(&mut tx, revision).await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the policies: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok(revision)
+    }
+
+    /// Writes objects' attributes through Postgres, checked as the engine would.
+    pub async fn write_attributes(&self, updates: Vec<AttributeUpdate>) -> Result<u64, Status> {
+        let _one = self.writing.lock().await;
+        let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
+        self.wait_for(head).await?;
+        let engine = self.engine.clone();
+        let changes = blocking(move || engine.plan_attributes(&updates).map_err(status)).await?;
+        let revision = next_revision(&mut tx).await.map_err(unavailable)?;
+        super::write_attributes(&mut tx, revision, &changes, "arbiter").await.map_err(unavailable)?;
+        notify(&mut tx, revision).await.map_err(unavailable)?;
+        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the attributes: {e}")))?;
+        self.wait_for(revision).await?;
+        Ok(revision)
+    }
+
     /// Writes a schema through Postgres, refused if stored relationships would not fit.
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
@@ -347,6 +392,7 @@ struct SnapshotWriter<'a> {
     store: &'a RocksStore,
     header: StoredHeader,
     pending: Vec<Relationship>,
+    pending_attributes: Vec<(String, String, String)>,
     loaded: usize,
     started: Instant,
     reported: Instant,
@@ -355,6 +401,8 @@ struct SnapshotWriter<'a> {
 impl SnapshotWriter<'_> {
     fn flush(&mut self) -> Result<(), StoreError> {
         self.store.bulk_put(&self.pending)?;
+        self.store.bulk_put_attributes(&self.pending_attributes)?;
+        self.pending_attributes.clear();
         self.loaded += self.pending.len();
         self.pending.clear();
         if self.reported.elapsed() >= Duration::from_secs(2) {
@@ -379,6 +427,14 @@ impl LoadSink for SnapshotWriter<'_> {
         }
         Ok(())
     }
+
+    fn attributes(&mut self, object_type: &str, object_id: &str, json: &str) -> Result<(), StoreError> {
+        self.pending_attributes.push((object_type.to_string(), object_id.to_string(), json.to_string()));
+        if self.pending_attributes.len() >= LOAD_BATCH {
+            self.flush()?;
+        }
+        Ok(())
+    }
 }
 
 /// Loads every relationship from Postgres at one consistent revision into `store`,
@@ -391,6 +447,7 @@ async fn load_snapshot(pg: &PgSource, store: RocksStore, identity: &str) -> Resu
             store: &store,
             header: StoredHeader::default(),
             pending: Vec::with_capacity(LOAD_BATCH),
+            pending_attributes: Vec::new(),
             loaded: 0,
             started: Instant::now(),
             reported: Instant::now(),
@@ -398,7 +455,9 @@ async fn load_snapshot(pg: &PgSource, store: RocksStore, identity: &str) -> Resu
         source.scan(&mut writer).map_err(|e| anyhow!("cannot load the snapshot from Postgres: {e}"))?;
         writer.flush().map_err(|e| anyhow!("{e}"))?;
         let (revision, loaded, elapsed) = (writer.header.revision, writer.loaded, writer.started.elapsed());
-        store.finish_bulk_load(revision, writer.header.schema.as_deref(), &identity).map_err(|e| anyhow!("{e}"))?;
+        store
+            .finish_bulk_load(revision, writer.header.schema.as_deref(), writer.header.policy_model.as_deref(), &identity)
+            .map_err(|e| anyhow!("{e}"))?;
         tracing::info!(relationships = loaded, revision, elapsed_ms = elapsed.as_millis() as u64, "loaded the snapshot from Postgres");
         Ok(store)
     })

@@ -8,10 +8,10 @@
 //! runtime and must be made from outside it (a plain thread or `spawn_blocking`).
 
 use anyhow::anyhow;
-use arbiter_engine::{ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError, StoredHeader};
+use arbiter_engine::{ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError};
 use tokio::runtime::Handle;
 
-use super::{change_json, PgSource};
+use super::{change_json, PgSource, SnapshotPart};
 
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -31,35 +31,27 @@ impl PgStore {
 
 impl RelationshipStore for PgStore {
     fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
-        let mut header_sent = false;
         let mut failed: Option<StoreError> = None;
-        // The snapshot read hands batches over as it streams, each with the revision
-        // and schema of the same transaction; the header goes with the first.
+        // The snapshot read hands its parts over as it streams, all from one transaction.
         self.runtime
-            .block_on(self.source.snapshot(10_000, |revision, schema, batch| {
-                if !header_sent {
-                    header_sent = true;
-                    sink.header(StoredHeader { revision, schema: schema.map(str::to_string), policy_model: None })
-                        .map_err(|e| anyhow!("{e}"))?;
-                }
-                for r in &batch {
-                    if let Err(e) = sink.relationship(RelationshipRef::of(r)) {
-                        failed = Some(e.clone());
-                        return Err(anyhow!("{e}"));
+            .block_on(self.source.snapshot(10_000, |part| {
+                let result = match part {
+                    SnapshotPart::Header(header) => sink.header(header),
+                    SnapshotPart::Relationships(batch) => {
+                        batch.iter().try_for_each(|r| sink.relationship(RelationshipRef::of(r)))
                     }
-                }
-                Ok(())
+                    SnapshotPart::Attributes(batch) => batch.iter().try_for_each(|(t, i, json)| sink.attributes(t, i, json)),
+                };
+                result.map_err(|e| {
+                    failed = Some(e.clone());
+                    anyhow!("{e}")
+                })
             }))
             .map_err(|e| failed.take().unwrap_or_else(|| store_error(e)))?;
         Ok(())
     }
 
     fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
-        if commit.policy_model.is_some() {
-            return Err(StoreError(
-                "Cedar policies and attributes are not stored in Postgres yet; run the embedded store to use them".into(),
-            ));
-        }
         let changes: Vec<serde_json::Value> = commit.changes.iter().map(change_json).collect();
         self.runtime
             .block_on(async {
@@ -81,6 +73,12 @@ impl RelationshipStore for PgStore {
                     .bind(serde_json::json!({ "writer": "arbiter" }))
                     .execute(&mut *tx)
                     .await?;
+                if let Some(model) = commit.policy_model {
+                    super::write_policy_model(&mut tx, commit.revision, model, "arbiter").await?;
+                }
+                if !commit.attributes.is_empty() {
+                    super::write_attributes(&mut tx, commit.revision, commit.attributes, "arbiter").await?;
+                }
                 tx.commit().await?;
                 Ok(())
             })
@@ -106,7 +104,8 @@ impl RelationshipStore for PgStore {
                             committed_at_micros: c.committed_at_micros,
                             changes: c.changes,
                             schema: c.schema,
-                            policy_model: None,
+                            policy_model: c.policy_model,
+                            attributes: c.attributes,
                         })
                         .collect(),
                 ))
@@ -132,7 +131,7 @@ mod tests {
         let prefix = format!("arbiter_suite_{}", std::process::id());
         let made = std::sync::Mutex::new(Vec::<String>::new());
         let factory = |name: &str| -> Result<Box<dyn RelationshipStore>, String> {
-            let db = format!("{prefix}_{name}");
+            let db = format!("{prefix}_{}", name.replace('-', "_"));
             let url = format!("{base}/{db}");
             let fresh = !made.lock().unwrap().contains(&db);
             let source = runtime
@@ -150,7 +149,8 @@ mod tests {
             made.lock().unwrap().push(db);
             Ok(Box::new(PgStore::new(source, runtime.handle().clone())))
         };
-        let failures = arbiter_engine::store_suite::run(&factory);
+        let mut failures = arbiter_engine::store_suite::run(&factory);
+        failures.extend(arbiter_engine::store_suite::run_policy_model(&factory));
         runtime.block_on(async {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
             for db in made.lock().unwrap().iter() {

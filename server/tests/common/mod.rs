@@ -206,8 +206,15 @@ impl Server {
 
     /// Runs the `arbiter` CLI against this server: (exit code, stdout, stderr).
     pub fn cli(&self, args: &[&str]) -> (i32, String, String) {
+        self.cli_in(Path::new(env!("CARGO_MANIFEST_DIR")), args)
+    }
+
+    /// Runs the `arbiter` CLI against this server from `dir` (relative paths in `args`
+    /// are read from there).
+    #[allow(dead_code, reason = "not every test binary runs the CLI from elsewhere")]
+    pub fn cli_in(&self, dir: &Path, args: &[&str]) -> (i32, String, String) {
         let mut cmd = Command::new(BIN);
-        cmd.args(args).env("ARBITER_ENDPOINT", self.endpoint());
+        cmd.current_dir(dir).args(args).env("ARBITER_ENDPOINT", self.endpoint());
         if let Some(k) = &self.key {
             cmd.env("ARBITER_PRESHARED_KEY", k);
         }
