@@ -281,8 +281,13 @@ fn try_cedar_checks(c: &mut Criterion) -> Result<(), String> {
     ];
     e.write_policy_model(policy_model("")?).map_err(|e| e.to_string())?;
     e.write_attributes(attributes.clone()).map_err(|e| e.to_string())?;
+    let solo = arbiter_schema::parse_relationship("doc:solo#viewer@user:member2").map_err(|e| e.message)?;
+    e.write(&[arbiter_engine::RelationshipUpdate { op: arbiter_engine::UpdateOp::Touch, relationship: solo }])
+        .map_err(|e| e.to_string())?;
+    e.write_attributes(vec![attrs("doc:solo", json!({"classification": 1}), &["confidential"])]).map_err(|e| e.to_string())?;
     use Decision::{Allowed, Denied};
     bench_check(c, e, "cedar/label policy + 3 attributes, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
+    bench_check(c, e, "cedar/label policy + 3 attributes, direct (principal + team chain, resource alone)", req("doc:solo", "view", "user:member2"), Allowed);
     bench_check(c, e, "cedar/label policy + 3 attributes, deep, forbidden", req("doc:d43", "view", "user:member3"), Denied);
     e.write_policy_model(policy_model(&more_policies())?).map_err(|e| e.to_string())?;
     bench_check(c, e, "cedar/20 policies, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);

@@ -1283,21 +1283,25 @@ impl Engine {
         let request = policies
             .request(req.permission, principal, resource, context)
             .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
-        let outcome = match self.cedar_entities(graph, policies, principal, resource, now) {
+        let ancestors = policies.needs_ancestors(req.permission);
+        let outcome = match self.cedar_entities(graph, policies, principal, resource, ancestors, now) {
             Ok(entities) => policies.evaluate(&request, entities),
             Err(failed) => CedarOutcome { failed: Some(failed), ..CedarOutcome::default() },
         };
         Ok((outcome.decide(graph_allowed, applies), Some(outcome)))
     }
 
-    /// The entities of one Cedar request: the principal, the resource and their
-    /// ancestors through the graph, each with its attributes.
+    /// The entities of one Cedar request: the principal, the resource and, when a policy
+    /// that may apply tests hierarchy (`in`), their ancestors through the graph, each
+    /// with its attributes. (Attribute access reaches only the principal and the
+    /// resource: attribute values never hold entities.)
     fn cedar_entities(
         &self,
         graph: &GraphVersion,
         policies: &CompiledPolicies,
         principal: (&str, &str),
         resource: (&str, &str),
+        ancestors: bool,
         now: &RequestTime,
     ) -> Result<Vec<EntityData>, String> {
         let mut seen: HashSet<(String, String)> = HashSet::new();
@@ -1316,7 +1320,11 @@ impl Engine {
                     principal.0, principal.1, resource.0, resource.1
                 ));
             }
-            let parents = self.cedar_parents(graph, policies.hierarchy(), &object_type, &object_id, now);
+            let parents = if ancestors {
+                self.cedar_parents(graph, policies.hierarchy(), &object_type, &object_id, now)
+            } else {
+                Vec::new()
+            };
             for p in &parents {
                 if seen.insert(p.clone()) {
                     queue.push_back(p.clone());

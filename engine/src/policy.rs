@@ -475,16 +475,51 @@ pub fn derive_cedar_schema(
     Ok(Value::Object(out))
 }
 
+/// The policies that may apply to one action.
+#[derive(Debug, Clone, Default)]
+struct ActionPolicies {
+    set: cedar::PolicySet,
+    /// Whether any of them tests hierarchy (`in`, in its scope or its conditions): only
+    /// then are ancestors and label entities built (Cedar computes the transitive
+    /// closure of every entity it is given, at a few microseconds each).
+    uses_in: bool,
+}
+
+impl ActionPolicies {
+    fn add(&mut self, policy: &cedar::Policy) -> Result<(), PolicyError> {
+        self.uses_in |= policy.to_json().map(|est| mentions_in(&est)).unwrap_or(true);
+        self.set.add(policy.clone()).map_err(|e| model_error(format!("policy `{}`: {e}", policy.id())))
+    }
+}
+
+/// Whether a policy's JSON form uses the `in` operator anywhere (`{"in": ...}` in a
+/// condition, `"op": "in"` in a scope constraint, or an `is ... in` scope).
+fn mentions_in(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => o.iter().any(|(k, v)| k == "in" || (k == "op" && v == "in") || mentions_in(v)),
+        Value::Array(items) => items.iter().any(mentions_in),
+        _ => false,
+    }
+}
+
 /// A policy model compiled against one relationship schema.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicies {
     pub model: PolicyModel,
-    set: cedar::PolicySet,
     schema: cedar::Schema,
     hierarchy: Hierarchy,
     effects: HashMap<String, cedar::Effect>,
     any_action: Applies,
     by_action: HashMap<String, Applies>,
+    /// Per action: only the policies that can apply to it (Cedar evaluates every policy
+    /// of the set it is given; a Check asks about one action).
+    sets_by_action: HashMap<String, ActionPolicies>,
+    /// The policies that apply to every action (for names no policy mentions).
+    any_set: ActionPolicies,
+    /// Cedar type names by definition name (and the label type), parsed once: Cedar
+    /// parses a type name with its full policy grammar.
+    type_names: HashMap<String, cedar::EntityTypeName>,
+    action_type: cedar::EntityTypeName,
 }
 
 impl CompiledPolicies {
@@ -535,7 +570,47 @@ impl CompiledPolicies {
             }
             return Err(err);
         }
-        Ok(CompiledPolicies { model, set, schema: cedar_schema, hierarchy, effects, any_action, by_action })
+        // Per-action subsets, for every relation and permission name of the schema.
+        let mut sets_by_action: HashMap<String, ActionPolicies> = HashMap::new();
+        let mut any_set = ActionPolicies::default();
+        let mut names: Vec<&str> = schema.definitions.iter().flat_map(|d| d.relations.iter().map(|r| r.name.as_str())).collect();
+        names.sort_unstable();
+        names.dedup();
+        for policy in set.policies() {
+            match policy.action_constraint() {
+                cedar::ActionConstraint::Any => {
+                    any_set.add(policy)?;
+                    for name in &names {
+                        sets_by_action.entry(name.to_string()).or_default().add(policy)?;
+                    }
+                }
+                cedar::ActionConstraint::Eq(a) => sets_by_action.entry(a.id().unescaped().to_string()).or_default().add(policy)?,
+                cedar::ActionConstraint::In(list) => {
+                    for a in list {
+                        sets_by_action.entry(a.id().unescaped().to_string()).or_default().add(policy)?;
+                    }
+                }
+            }
+        }
+        let mut type_names = HashMap::new();
+        for name in schema.definitions.iter().map(|d| d.name.as_str()).chain([LABEL_TYPE]) {
+            if let Ok(t) = cedar::EntityTypeName::from_str(&cedar_type_name(name)) {
+                type_names.insert(name.to_string(), t);
+            }
+        }
+        let action_type = cedar::EntityTypeName::from_str("Action").map_err(|e| model_error(e.to_string()))?;
+        Ok(CompiledPolicies {
+            action_type,
+            model,
+            schema: cedar_schema,
+            hierarchy,
+            effects,
+            any_action,
+            by_action,
+            sets_by_action,
+            any_set,
+            type_names,
+        })
     }
 
     /// Checks one object's attribute values against its type's declarations and its
@@ -603,27 +678,79 @@ impl CompiledPolicies {
         })
     }
 
+    fn uid_of(&self, object_type: &str, object_id: &str) -> Result<cedar::EntityUid, String> {
+        match self.type_names.get(object_type) {
+            Some(t) => Ok(cedar::EntityUid::from_type_name_and_id(t.clone(), cedar::EntityId::new(object_id))),
+            None => uid((object_type, object_id)),
+        }
+    }
+
+    /// One entity, built directly: its attribute values, and with labels defined its
+    /// `labels`, `label_level` and the labels as parents.
+    fn entity(&self, e: &EntityData, label_parents: bool) -> Result<cedar::Entity, String> {
+        let mut attrs: HashMap<String, cedar::RestrictedExpression> = HashMap::new();
+        if let Some(a) = &e.attributes {
+            for (k, v) in &a.values {
+                attrs.insert(k.clone(), restricted(v).map_err(|m| format!("`{}:{}`.{k}: {m}", e.object_type, e.object_id))?);
+            }
+        }
+        let mut parents: std::collections::HashSet<cedar::EntityUid> = std::collections::HashSet::new();
+        for (t, i) in &e.parents {
+            parents.insert(self.uid_of(t, i)?);
+        }
+        if self.has_labels() {
+            let labels: &[String] = e.attributes.as_ref().map(|a| &a.labels[..]).unwrap_or(&[]);
+            let level = labels.iter().filter_map(|l| self.model.labels.get(l)).map(|d| d.level).max().unwrap_or(0);
+            let mut set = Vec::with_capacity(labels.len());
+            for l in labels {
+                let label = self.uid_of(LABEL_TYPE, l)?;
+                set.push(cedar::RestrictedExpression::new_entity_uid(label.clone()));
+                if label_parents {
+                    parents.insert(label);
+                }
+            }
+            attrs.insert(LABELS_ATTR.into(), cedar::RestrictedExpression::new_set(set));
+            attrs.insert(LABEL_LEVEL_ATTR.into(), cedar::RestrictedExpression::new_long(level));
+        }
+        cedar::Entity::new(self.uid_of(&e.object_type, &e.object_id)?, attrs, parents)
+            .map_err(|err| format!("`{}:{}`: {}", e.object_type, e.object_id, full_message(&err)))
+    }
+
     /// The label entities the given entities' labels reach (the labels and every label
-    /// dominating them), in Cedar's JSON form.
-    fn label_entities(&self, entities: &[EntityData]) -> Vec<Value> {
+    /// dominating them).
+    fn label_entities(&self, entities: &[EntityData], out: &mut Vec<cedar::Entity>) -> Result<(), String> {
         let mut seen: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
         let mut stack: Vec<&str> = entities
             .iter()
             .filter_map(|e| e.attributes.as_ref())
             .flat_map(|a| a.labels.iter().map(String::as_str))
             .collect();
-        let mut out = Vec::new();
-        let label_type = cedar_type_name(LABEL_TYPE);
         while let Some(name) = stack.pop() {
             if !seen.insert(name) {
                 continue;
             }
             let Some((name, def)) = self.model.labels.get_key_value(name) else { continue };
-            let parents: Vec<Value> = def.parents.iter().map(|p| json!({"type": label_type, "id": p})).collect();
+            let mut parents = std::collections::HashSet::new();
+            for p in &def.parents {
+                parents.insert(self.uid_of(LABEL_TYPE, p)?);
+            }
             stack.extend(def.parents.iter().map(String::as_str));
-            out.push(json!({"uid": {"type": label_type, "id": name}, "attrs": {"level": def.level}, "parents": parents}));
+            let attrs = HashMap::from([("level".to_string(), cedar::RestrictedExpression::new_long(def.level))]);
+            let label = cedar::Entity::new(self.uid_of(LABEL_TYPE, name)?, attrs, parents)
+                .map_err(|e| format!("label `{name}`: {}", full_message(&e)))?;
+            out.push(label);
         }
-        out
+        Ok(())
+    }
+
+    /// Whether checks of `action` need the ancestors of the principal and the resource
+    /// (a policy that may apply tests hierarchy with `in`).
+    pub fn needs_ancestors(&self, action: &str) -> bool {
+        self.policies_for(action).uses_in
+    }
+
+    fn policies_for(&self, action: &str) -> &ActionPolicies {
+        self.sets_by_action.get(action).unwrap_or(&self.any_set)
     }
 
     /// Which effects may apply to checks of `action`.
@@ -639,18 +766,19 @@ impl CompiledPolicies {
     /// declared are left out: no validated policy can read them, so no decision depends
     /// on them (callers may send more than the policies use). A declared key with a
     /// value of the wrong type is an error.
-    pub fn context(&self, action: &str, context: Option<&Map<String, Value>>) -> Result<cedar::Context, String> {
-        let Some(ctx) = context else { return Ok(cedar::Context::empty()) };
+    /// `None` when nothing declared was sent (an empty context).
+    pub fn context(&self, action: &str, context: Option<&Map<String, Value>>) -> Result<Option<cedar::Context>, String> {
+        let Some(ctx) = context else { return Ok(None) };
         let declared: Map<String, Value> = ctx
             .iter()
             .filter(|(k, _)| self.model.declarations.context.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if declared.is_empty() {
-            return Ok(cedar::Context::empty());
+            return Ok(None);
         }
         let uid = action_uid(action)?;
-        cedar::Context::from_json_value(Value::Object(declared), Some((&self.schema, &uid))).map_err(|e| {
+        cedar::Context::from_json_value(Value::Object(declared), Some((&self.schema, &uid))).map(Some).map_err(|e| {
             let mut m = e.to_string();
             if let Some(help) = miette::Diagnostic::help(&e) {
                 m.push_str(&format!(" ({help})"));
@@ -666,9 +794,17 @@ impl CompiledPolicies {
         action: &str,
         principal: (&str, &str),
         resource: (&str, &str),
-        context: cedar::Context,
+        context: Option<cedar::Context>,
     ) -> Result<cedar::Request, String> {
-        cedar::Request::new(uid(principal)?, action_uid(action)?, uid(resource)?, context, Some(&self.schema))
+        // The schema pass only checks the context's types (the entity types come from
+        // the relationship schema and the action is the name checked): without a
+        // context there is nothing to check.
+        let action = cedar::EntityUid::from_type_name_and_id(self.action_type.clone(), cedar::EntityId::new(action));
+        let (context, schema) = match context {
+            Some(c) => (c, Some(&self.schema)),
+            None => (cedar::Context::empty(), None),
+        };
+        cedar::Request::new(self.uid_of(principal.0, principal.1)?, action, self.uid_of(resource.0, resource.1)?, context, schema)
             .map_err(|e| e.to_string())
     }
 
@@ -681,13 +817,21 @@ impl CompiledPolicies {
     }
 
     fn try_evaluate(&self, request: &cedar::Request, entities: Vec<EntityData>) -> Result<CedarOutcome, String> {
-        let mut json_entities: Vec<Value> = entities.iter().map(|e| self.entity_json(e)).collect();
-        if self.has_labels() {
-            json_entities.extend(self.label_entities(&entities));
+        // Entities are built directly (no JSON, no schema pass): every stored value was
+        // checked against the schema when it was written.
+        let policies = match request.action() {
+            Some(a) => self.policies_for(a.id().unescaped()),
+            None => &self.any_set,
+        };
+        let mut built: Vec<cedar::Entity> = Vec::with_capacity(entities.len() + 4);
+        for e in &entities {
+            built.push(self.entity(e, policies.uses_in)?);
         }
-        let entities = cedar::Entities::from_json_value(Value::Array(json_entities), Some(&self.schema))
-            .map_err(|e| format!("entities: {}", full_message(&e)))?;
-        let response = cedar::Authorizer::new().is_authorized(request, &self.set, &entities);
+        if self.has_labels() && policies.uses_in {
+            self.label_entities(&entities, &mut built)?;
+        }
+        let entities = cedar::Entities::from_entities(built, None).map_err(|e| format!("entities: {}", full_message(&e)))?;
+        let response = cedar::Authorizer::new().is_authorized(request, &policies.set, &entities);
         let mut outcome = CedarOutcome::default();
         for id in response.diagnostics().reason() {
             match self.effects.get(&id.to_string()) {
@@ -705,6 +849,39 @@ impl CompiledPolicies {
         }
         Ok(outcome)
     }
+}
+
+/// A value in Cedar's JSON form as a restricted expression.
+fn restricted(v: &Value) -> Result<cedar::RestrictedExpression, String> {
+    use cedar::RestrictedExpression as R;
+    Ok(match v {
+        Value::Bool(b) => R::new_bool(*b),
+        Value::Number(n) => R::new_long(n.as_i64().ok_or_else(|| format!("{n} is not a whole number"))?),
+        Value::String(s) => R::new_string(s.clone()),
+        Value::Array(items) => R::new_set(items.iter().map(restricted).collect::<Result<Vec<_>, _>>()?),
+        Value::Null => return Err("null is not a Cedar value".into()),
+        Value::Object(o) => {
+            if let Some(ext) = o.get("__extn") {
+                let arg = ext.get("arg").and_then(Value::as_str).unwrap_or("");
+                return match ext.get("fn").and_then(Value::as_str) {
+                    Some("ip" | "ipaddr") => Ok(R::new_ip(arg)),
+                    Some("decimal") => Ok(R::new_decimal(arg)),
+                    other => Err(format!("unsupported extension value {:?}", other.unwrap_or("?"))),
+                };
+            }
+            if let Some(entity) = o.get("__entity") {
+                let t = entity.get("type").and_then(Value::as_str).unwrap_or("");
+                let i = entity.get("id").and_then(Value::as_str).unwrap_or("");
+                let ty = cedar::EntityTypeName::from_str(t).map_err(|e| e.to_string())?;
+                return Ok(R::new_entity_uid(cedar::EntityUid::from_type_name_and_id(ty, cedar::EntityId::new(i))));
+            }
+            let fields = o
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), restricted(v)?)))
+                .collect::<Result<Vec<_>, String>>()?;
+            R::new_record(fields).map_err(|e| e.to_string())?
+        }
+    })
 }
 
 fn uid((t, i): (&str, &str)) -> Result<cedar::EntityUid, String> {

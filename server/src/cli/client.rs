@@ -396,6 +396,15 @@ async fn dispatch(command: ClientCommand) -> Result<ExitCode> {
     }
 }
 
+/// A write's revision token: alone on a line, or `{"revision": ...}` with `--json`.
+fn print_revision(json: bool, revision: &str) {
+    if json {
+        print_json(&json!({ "revision": revision }));
+    } else {
+        println!("{revision}");
+    }
+}
+
 fn parse_object_arg(text: &str) -> Result<pb::ObjectRef> {
     let o = arbiter_schema::parse_object(text, text, "object", false).map_err(|e| anyhow!("{}", e.message))?;
     Ok(object(&o.object_type, &o.object_id))
@@ -414,11 +423,7 @@ async fn attributes(action: AttributesAction) -> Result<ExitCode> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if c.json {
-                print_json(&json!({"revision": resp.revision}));
-            } else {
-                println!("{}", resp.revision);
-            }
+            print_revision(c.json, &resp.revision);
         }
         AttributesAction::Schema { conn } => {
             let mut c = connect(&conn).await?;
@@ -466,11 +471,7 @@ async fn attributes(action: AttributesAction) -> Result<ExitCode> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if c.json {
-                print_json(&json!({"revision": resp.revision}));
-            } else {
-                println!("{}", resp.revision);
-            }
+            print_revision(c.json, &resp.revision);
         }
         AttributesAction::Get { objects, conn } => {
             let objects = objects.iter().map(|o| parse_object_arg(o)).collect::<Result<Vec<_>>>()?;
@@ -510,11 +511,7 @@ async fn attributes(action: AttributesAction) -> Result<ExitCode> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            if c.json {
-                print_json(&json!({"revision": resp.revision}));
-            } else {
-                println!("{}", resp.revision);
-            }
+            print_revision(c.json, &resp.revision);
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -1169,11 +1166,7 @@ async fn schema_write(conn: &Connection, file: &PathBuf) -> Result<ExitCode> {
         .await
         .map_err(status_error)?
         .into_inner();
-    if c.json {
-        print_json(&json!({"revision": resp.revision}));
-    } else {
-        println!("{}", resp.revision);
-    }
+    print_revision(c.json, &resp.revision);
     Ok(ExitCode::SUCCESS)
 }
 
