@@ -519,7 +519,7 @@ impl Engine {
         let mut applied_model = None;
         if let Some(json) = policy_model.as_deref() {
             let compiled = compile_model(next.plan.as_deref(), json).and_then(|c| {
-                self.check_stored_attributes(&next, c.as_ref()).map_err(EngineError::InvalidPolicy)?;
+                self.recheck_attributes(&next, c.as_ref()).map_err(EngineError::InvalidPolicy)?;
                 Ok(c)
             });
             match compiled {
@@ -1408,7 +1408,7 @@ impl Engine {
         let json = serde_json::to_string(&model)
             .map_err(|e| EngineError::Store(format!("cannot encode the policy model: {e}")))?;
         let compiled = Self::compile_policy_model(&cur, model)?;
-        self.check_stored_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)?;
+        self.recheck_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)?;
         let mut next = (*cur).clone();
         next.revision = cur.revision + 1;
         next.policies = compiled;
@@ -1431,7 +1431,23 @@ impl Engine {
     pub fn plan_policy_model(&self, model: PolicyModel) -> Result<(), EngineError> {
         let cur = self.current.load_full();
         let compiled = Self::compile_policy_model(&cur, model)?;
-        self.check_stored_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)
+        self.recheck_attributes(&cur, compiled.as_deref()).map_err(EngineError::InvalidPolicy)
+    }
+
+    /// [`Engine::check_stored_attributes`] when a policy model replaces the one in force,
+    /// skipped when the declarations and labels did not change (new policies cannot
+    /// make a stored value unfit): a policy write stays cheap with millions of objects.
+    fn recheck_attributes(&self, graph: &GraphVersion, new: Option<&CompiledPolicies>) -> Result<(), PolicyError> {
+        let same = match (graph.policies.as_deref(), new) {
+            (Some(old), Some(new)) => {
+                old.model.declarations == new.model.declarations && old.model.labels == new.model.labels
+            }
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        self.check_stored_attributes(graph, new)
     }
 
     /// Every stored object's attributes against a (new) policy model: a model or schema
