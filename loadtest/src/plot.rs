@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-const WIDTH: f64 = 960.0;
+const WIDTH: f64 = 1060.0;
 const HEIGHT: f64 = 560.0;
-const LEFT: f64 = 90.0;
-const RIGHT: f64 = 200.0;
+const LEFT: f64 = 100.0;
+const RIGHT: f64 = 260.0;
 const TOP: f64 = 60.0;
 const BOTTOM: f64 = 70.0;
 const COLORS: [&str; 8] = [
@@ -28,6 +28,19 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// `1234567` as `1,234,567`.
+fn group_thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// A "nice" axis maximum and step (1, 2 or 5 times a power of ten) for `0..=max`.
@@ -89,8 +102,8 @@ pub fn percentile_svg(title: &str, series: &[Series<'_>], marker_us: Option<u64>
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let _ = writeln!(
         s,
-        r#"<text x="{}" y="30" text-anchor="middle" font-size="17" font-weight="bold">{}</text>"#,
-        LEFT + plot_w / 2.0,
+        r#"<text x="{}" y="30" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        WIDTH / 2.0,
         escape(title)
     );
     // Grid and y ticks.
@@ -107,7 +120,7 @@ pub fn percentile_svg(title: &str, series: &[Series<'_>], marker_us: Option<u64>
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
             LEFT - 8.0,
             yy + 4.0,
-            y as u64
+            group_thousands(y as u64)
         );
         y += y_step;
     }
@@ -215,6 +228,9 @@ mod tests {
         assert_eq!(nice_axis(950.0), (1000.0, 200.0));
         assert_eq!(nice_axis(12.0), (12.0, 2.0));
         assert_eq!(nice_axis(0.0), (1.0, 1.0));
+        assert_eq!(group_thousands(600_000), "600,000");
+        assert_eq!(group_thousands(1_234_567), "1,234,567");
+        assert_eq!(group_thousands(999), "999");
     }
 
     #[test]

@@ -187,50 +187,48 @@ impl Graph {
         }
     }
 
-    /// Levels of the deepest chain of `child -> parent` links.
-    fn max_depth(parents: &HashMap<String, String>) -> usize {
-        parents
-            .keys()
-            .map(|start| {
-                let mut depth = 1;
-                let mut cur = start;
-                while let Some(p) = parents.get(cur) {
-                    depth += 1;
-                    cur = p;
-                    assert!(depth < 100, "a cycle through {start}");
-                }
-                depth
-            })
-            .max()
-            .unwrap_or(0)
+    /// The level of every node of a `child -> parent` forest (a root is level 1).
+    fn levels(parents: &HashMap<String, String>) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for start in parents.keys() {
+            let mut depth = 1;
+            let mut cur = start;
+            while let Some(p) = parents.get(cur) {
+                depth += 1;
+                cur = p;
+                assert!(depth < 100, "a cycle through {start}");
+            }
+            out.insert(start.clone(), depth);
+        }
+        out
     }
 
-    fn team_depth(&self) -> usize {
+    /// Levels of teams (`team:ID`).
+    fn team_levels(&self) -> HashMap<String, usize> {
         let mut parents = HashMap::new();
         for ((ty, id, rel), subjects) in &self.tuples {
             if ty == "team" && rel == "member" {
                 for (st, sid, sr) in subjects {
                     if st == "team" && sr.as_deref() == Some("member") {
-                        assert!(
-                            parents.insert(sid.clone(), id.clone()).is_none(),
-                            "team {sid} has two parents"
-                        );
+                        let old = parents.insert(format!("team:{sid}"), format!("team:{id}"));
+                        assert!(old.is_none(), "team {sid} has two parents");
                     }
                 }
             }
         }
-        Self::max_depth(&parents)
+        Self::levels(&parents)
     }
 
-    fn folder_depth(&self) -> usize {
+    /// Levels of folders (`folder:ID`).
+    fn folder_levels(&self) -> HashMap<String, usize> {
         let mut parents = HashMap::new();
         for ((ty, id, rel), subjects) in &self.tuples {
             if ty == "folder" && rel == "parent" {
                 assert_eq!(subjects.len(), 1, "folder {id} has several parents");
-                parents.insert(id.clone(), subjects[0].1.clone());
+                parents.insert(format!("folder:{id}"), format!("folder:{}", subjects[0].1));
             }
         }
-        Self::max_depth(&parents)
+        Self::levels(&parents)
     }
 }
 
@@ -300,8 +298,10 @@ fn relationships_validate_and_expected_answers_are_exact() {
 fn depths_stay_within_the_model_and_are_reached() {
     let dir = gen(100_000, 3);
     let g = Graph::load(dir.path());
-    assert_eq!(g.team_depth(), usize::from(MAX_TEAM_DEPTH));
-    assert_eq!(g.folder_depth(), usize::from(MAX_FOLDER_DEPTH));
+    let teams = g.team_levels();
+    let folders = g.folder_levels();
+    assert_eq!(teams.values().max(), Some(&usize::from(MAX_TEAM_DEPTH)));
+    assert_eq!(folders.values().max(), Some(&usize::from(MAX_FOLDER_DEPTH)));
     // The model has every feature at this size.
     let count = |ty: &str, rel: &str, pred: &dyn Fn(&Subject) -> bool| {
         g.tuples
@@ -343,6 +343,41 @@ fn depths_stay_within_the_model_and_are_reached() {
         (4_000..=6_000).contains(&allowed),
         "{allowed} of 10000 allowed"
     );
+    // Deep questions: allowed checks of a document in a folder 8 levels down by a user
+    // whose only teams are 6 levels down and who has no grant on the document itself.
+    let mut user_teams: HashMap<&str, Vec<usize>> = HashMap::new();
+    for ((t, id, rel), subs) in &g.tuples {
+        if t == "team" && rel == "member" {
+            let level = teams.get(&format!("team:{id}")).copied().unwrap_or(1);
+            for s in subs.iter().filter(|s| s.0 == "user") {
+                user_teams.entry(s.1.as_str()).or_default().push(level);
+            }
+        }
+    }
+    let deepest = qs
+        .iter()
+        .filter(|(r, allowed)| {
+            let doc = &r.resource.object_id;
+            let user = &r.subject.object.object_id;
+            let folder = g.subjects("document", doc, "folder").first();
+            let direct = ["owner", "editor", "viewer"].iter().any(|rel| {
+                g.subjects("document", doc, rel)
+                    .iter()
+                    .any(|s| &s.1 == user)
+            });
+            let levels = user_teams
+                .get(user.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            *allowed
+                && r.resource.object_type == "document"
+                && !direct
+                && folder.is_some_and(|f| folders.get(&format!("folder:{}", f.1)) == Some(&8))
+                && !levels.is_empty()
+                && levels.iter().all(|&l| l == 6)
+        })
+        .count();
+    assert!(deepest >= 20, "only {deepest} deepest allowed questions");
     for (r, want) in qs.iter().step_by(10) {
         let got = g.check(
             &r.resource.object_type,

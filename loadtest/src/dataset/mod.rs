@@ -437,13 +437,24 @@ impl<W: Write> Generator<W> {
             if parent == NONE && rng.percent(10) {
                 self.folder_grant(f, Kind::FolderViewerTenant, k)?;
             }
+            // The chain's root folder is shared with the chain's root team, so a user
+            // of the deepest team reaches a document of the deepest folder through
+            // 6 levels of teams and 8 of folders.
+            if j == 0 {
+                self.folder_grant(f, Kind::FolderViewerTeam, team0)?;
+            }
             self.org.folder_grants.end_row();
         }
 
         // Documents until the tenant's budget is spent.
         let mut d = doc0;
         while self.out.total - start_lines < budget || d == doc0 {
-            let folder = if rng.percent(95) {
+            let folder = if d == doc0 {
+                // The first document lies in the deepest folder of the chain.
+                let f = folder0 + u32::from(MAX_FOLDER_DEPTH) - 1;
+                self.out.write(Kind::DocumentFolder, d, f)?;
+                f
+            } else if rng.percent(95) {
                 let f = folder0 + folders.sample(&mut rng) as u32;
                 self.out.write(Kind::DocumentFolder, d, f)?;
                 f

@@ -34,7 +34,9 @@ pub struct Grant {
     pub subject: Subject,
 }
 
-/// The id ranges of one tenant's objects and its admins.
+/// The id ranges of one tenant's objects and its admins. The first
+/// `MAX_TEAM_DEPTH` teams and `MAX_FOLDER_DEPTH` folders of a tenant form chains; the
+/// first document lies in the deepest folder.
 #[derive(Debug, Clone, Default)]
 pub struct Tenant {
     pub users: Range<u32>,

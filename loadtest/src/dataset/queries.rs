@@ -66,12 +66,14 @@ impl Picker<'_> {
     }
 
     /// A user who is a member of `team` (directly or through subteams), going down the
-    /// nesting a random number of levels first.
+    /// nesting first: a level at a time with even odds, or, for a deep question, as far
+    /// down as it goes.
     fn member_of(&self, rng: &mut Rng, team: u32) -> Option<u32> {
+        let deep = rng.percent(35);
         let mut t = team;
         loop {
             let children = self.org.team_children.row(t);
-            if children.is_empty() || !rng.percent(60) {
+            if children.is_empty() || !rng.percent(if deep { 95 } else { 50 }) {
                 break;
             }
             t = children[rng.below(children.len() as u64) as usize];
@@ -126,10 +128,20 @@ impl Picker<'_> {
         }
     }
 
-    /// A source from `levels`: usually any of them, sometimes one of the farthest level
-    /// (the deep questions).
+    /// A source from `levels`: rarely the tenant's admins (the last level when the
+    /// walk reached a root folder), sometimes one of the farthest grant (the deep
+    /// questions), usually any grant.
     fn choose(rng: &mut Rng, levels: &[Vec<Source>]) -> Option<Source> {
-        let non_empty: Vec<&Vec<Source>> = levels.iter().filter(|l| !l.is_empty()).collect();
+        let (grants, admins) = match levels.last() {
+            Some(last) if matches!(last.first(), Some(Source::Admins(_))) => {
+                (&levels[..levels.len() - 1], last.first().copied())
+            }
+            _ => (levels, None),
+        };
+        if admins.is_some() && rng.percent(3) {
+            return admins;
+        }
+        let non_empty: Vec<&Vec<Source>> = grants.iter().filter(|l| !l.is_empty()).collect();
         let level = if rng.percent(35) {
             *non_empty.last()?
         } else {
@@ -152,6 +164,25 @@ impl Picker<'_> {
     fn propose(&self, rng: &mut Rng, kind: usize, want: bool) -> Option<(Target, u32)> {
         let org = self.org;
         let (target, tenant, levels) = match kind {
+            0 if rng.percent(5) => {
+                // The deepest question: the document in the deepest folder of a chain,
+                // a member of the deepest team of the chain (allowed through the
+                // chain's root folder shared with the chain's root team) or not.
+                let k = rng.below32(org.tenants.len() as u32);
+                let tenant = org.tenants.get(k as usize)?;
+                let target = Target::Document {
+                    id: tenant.documents.start,
+                    edit: false,
+                };
+                let deepest = tenant.teams.start + u32::from(super::MAX_TEAM_DEPTH) - 1;
+                let user = if want {
+                    let members = org.team_members.row(deepest);
+                    *members.get(rng.below(members.len() as u64) as usize)?
+                } else {
+                    self.random_user_of_tenant(rng, k)
+                };
+                return Some((target, user));
+            }
             0 | 1 => {
                 let d = self.documents.sample(rng) as u32;
                 let edit = kind == 1;
