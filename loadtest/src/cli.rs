@@ -190,7 +190,7 @@ fn gen_command(relationships: u64, seed: u64, out: &Path) -> Result<()> {
         out,
     )?;
     let m = &summary.manifest;
-    println!(
+    print_stdout(&format!(
         "wrote {}: {} relationships ({} tenants, {} users, {} teams, {} folders, {} documents), {} queries ({} allowed), in {:.2}s",
         out.display(),
         summary.relationships,
@@ -202,8 +202,7 @@ fn gen_command(relationships: u64, seed: u64, out: &Path) -> Result<()> {
         summary.queries,
         summary.allowed,
         started.elapsed().as_secs_f64()
-    );
-    Ok(())
+    ))
 }
 
 /// Fails early if an output file's directory does not exist.
@@ -226,10 +225,19 @@ fn check_output(path: Option<&PathBuf>, flag: &str) -> Result<()> {
     Ok(())
 }
 
+/// Writes to stdout; a closed pipe (`| head`) is not an error.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("write to stdout"),
+        _ => Ok(()),
+    }
+}
+
 fn write_output(path: &Path, text: &str) -> Result<()> {
     if path.as_os_str() == "-" {
-        println!("{text}");
-        return Ok(());
+        return print_stdout(&format!("{text}\n"));
     }
     std::fs::write(path, text).with_context(|| format!("write {}", path.display()))
 }
@@ -297,7 +305,7 @@ async fn run_once(
     })
     .await
     .map_err(|e| anyhow!("create the latency histograms: {e}"))?;
-    let report = RunReport::new(&rec, rate, duration, settings(t));
+    let report = RunReport::new(&rec, rate, duration, u64::from(t.bulk_size), settings(t));
     Ok((report, rec))
 }
 
@@ -331,7 +339,7 @@ async fn run_command(args: RunArgs) -> Result<()> {
     if json_to_stdout {
         eprint!("{}", report.text());
     } else {
-        print!("{}", report.text());
+        print_stdout(&report.text())?;
     }
     if let Some(path) = &args.plot {
         let title = format!(
@@ -413,7 +421,7 @@ async fn max_command(args: MaxArgs) -> Result<()> {
     if json_to_stdout {
         eprint!("{}", summary.text());
     } else {
-        print!("{}", summary.text());
+        print_stdout(&summary.text())?;
     }
     if let Some(path) = &args.plot {
         let series: Vec<Series<'_>> = recorders

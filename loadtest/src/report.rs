@@ -8,6 +8,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use crate::args::RequestKind;
 use crate::schedule::Recorder;
 
 /// Percentiles of a histogram, in microseconds.
@@ -69,6 +70,8 @@ pub struct RunReport {
     pub checked_answers: u64,
     pub wrong_answers: u64,
     pub by_kind: Vec<KindReport>,
+    /// Checks answered without error: one per Check, `bulk_size` per CheckBulk.
+    pub checks: u64,
     /// Descriptive settings (mix, connections, consistency, ...), copied to the JSON.
     pub settings: Map<String, Value>,
 }
@@ -78,6 +81,7 @@ impl RunReport {
         rec: &Recorder,
         rate: f64,
         scheduled: Duration,
+        bulk_size: u64,
         settings: Map<String, Value>,
     ) -> Self {
         let elapsed = rec
@@ -119,6 +123,18 @@ impl RunReport {
                     latency: Percentiles::of(&s.latency),
                 })
                 .collect(),
+            checks: rec
+                .by_kind
+                .iter()
+                .map(|(kind, s)| {
+                    let ok = s.latency.len().saturating_sub(s.errors);
+                    match kind {
+                        RequestKind::Check => ok,
+                        RequestKind::Bulk => ok * bulk_size,
+                        _ => 0,
+                    }
+                })
+                .sum(),
             settings,
         }
     }
@@ -141,7 +157,7 @@ impl RunReport {
             );
         }
         let mut v = json!({
-            "rate": self.rate,
+            "rate": rate_json(self.rate),
             "achieved_rate": round2(self.achieved_rate),
             "duration_s": round3(self.duration_s),
             "requests": self.requests,
@@ -162,6 +178,8 @@ impl RunReport {
             "in_flight_waits": self.in_flight_waits,
             "checked_answers": self.checked_answers,
             "wrong_answers": self.wrong_answers,
+            "checks": self.checks,
+            "checks_per_s": round2(if self.duration_s > 0.0 { self.checks as f64 / self.duration_s } else { 0.0 }),
             "by_kind": by_kind,
         });
         if let Value::Object(m) = &mut v {
@@ -207,6 +225,14 @@ impl RunReport {
                     k.errors
                 );
             }
+        }
+        if self.by_kind.iter().any(|k| k.name == "bulk") {
+            let _ = writeln!(
+                s,
+                "checks answered: {} ({:.0}/s, CheckBulk items included)",
+                self.checks,
+                self.checks as f64 / self.duration_s.max(1e-9)
+            );
         }
         if self.errors == 0 {
             let _ = writeln!(s, "errors: none");
@@ -276,7 +302,7 @@ impl MaxReport {
             })
             .collect();
         json!({
-            "max_rate": self.max_rate,
+            "max_rate": rate_json(self.max_rate),
             "slo_p99_us": self.slo_p99_us,
             "steps": steps,
             "stopped_because": self.stopped_because,
@@ -308,6 +334,15 @@ impl MaxReport {
             self.stopped_because
         );
         s
+    }
+}
+
+/// A rate as JSON: a whole number when it is one (`500`, not `500.0`).
+pub fn rate_json(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9e15 {
+        json!(x as i64)
+    } else {
+        json!(x)
     }
 }
 
@@ -349,7 +384,7 @@ mod tests {
         rec.latency.record(120).unwrap();
         rec.completed = 1;
         rec.errors_by_status.insert("UNAVAILABLE", 2);
-        let r = RunReport::new(&rec, 100.0, Duration::from_secs(2), Map::new());
+        let r = RunReport::new(&rec, 100.0, Duration::from_secs(2), 100, Map::new());
         let v = r.to_json();
         for key in [
             "rate",
@@ -372,6 +407,7 @@ mod tests {
         assert_eq!(v["fell_behind"], json!(false));
         assert_eq!(v["duration_s"], json!(2.0));
         assert_eq!(v["achieved_rate"], json!(0.5));
+        assert_eq!(v["rate"], json!(100));
         assert!(v["p50_us"].is_u64());
     }
 
