@@ -506,7 +506,9 @@ impl Workload {
                     Ok(this.compare(q, resp.decision))
                 }
                 RequestKind::Bulk => {
+                    // Consecutive bulks take consecutive slices of the queries.
                     let size = this.bulk_size.max(1);
+                    let q = ((u128::from(i) * size as u128) % n as u128) as usize;
                     let items: Vec<pb::CheckBulkItem> = (0..size)
                         .filter_map(|k| this.queries.get((q + k) % n))
                         .map(|query| pb::CheckBulkItem {

@@ -2,7 +2,12 @@
 //! the nesting depths of the model, and `expected.txt` agreeing with an independent
 //! evaluation of `schema.zed` over the relationships as written.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

@@ -2,7 +2,12 @@
 //! each kind are made and counted, answers are compared with `expected.txt`, errors are
 //! counted by status, and the preshared key is sent. No timing is asserted.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
