@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -290,11 +292,30 @@ fn settings(t: &TargetArgs) -> Map<String, Value> {
     m
 }
 
+/// From now on, Ctrl-C sets the returned flag: sending stops and the replies in flight
+/// are awaited and reported. A second Ctrl-C exits at once (status 130).
+fn stop_on_ctrl_c() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!("interrupted: waiting for the requests in flight (Ctrl-C again to quit)");
+        flag.store(true, Ordering::Relaxed);
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
+        }
+    });
+    stop
+}
+
 async fn run_once(
     w: &Workload,
     t: &TargetArgs,
     rate: f64,
     duration: Duration,
+    stop: &Arc<AtomicBool>,
 ) -> Result<(RunReport, Recorder)> {
     let config = DriveConfig {
         rate,
@@ -303,6 +324,7 @@ async fn run_once(
         timeout: t.timeout,
         lag_threshold: t.late_threshold,
         progress: !t.quiet,
+        stop: Some(stop.clone()),
     };
     let workload = w.clone();
     let mut pacer = SpinPacer { spin: t.spin };
@@ -336,14 +358,25 @@ fn kind_series(rec: &Recorder) -> Vec<Series<'_>> {
     series
 }
 
-async fn run_command(args: RunArgs) -> Result<()> {
-    if args.duration.is_zero() {
-        bail!("--duration must be more than 0");
+/// Refuses a rate and duration that schedule no request at all.
+fn check_schedule(rate: f64, duration: Duration, what: &str) -> Result<()> {
+    if (rate * duration.as_secs_f64()) < 1.0 {
+        bail!(
+            "{what} {}/s for {:?} schedules no request: raise the rate or the duration",
+            trim_float(rate),
+            duration
+        );
     }
+    Ok(())
+}
+
+async fn run_command(args: RunArgs) -> Result<()> {
+    check_schedule(args.rate, args.duration, "--rate")?;
     check_output(args.json.as_ref(), "--json")?;
     check_output(args.plot.as_ref(), "--plot")?;
     let w = prepare(&args.target).await?;
-    let (report, rec) = run_once(&w, &args.target, args.rate, args.duration).await?;
+    let stop = stop_on_ctrl_c();
+    let (report, rec) = run_once(&w, &args.target, args.rate, args.duration, &stop).await?;
     let json_to_stdout = args.json.as_ref().is_some_and(|p| p.as_os_str() == "-");
     if json_to_stdout {
         eprint!("{}", report.text());
@@ -368,13 +401,12 @@ async fn run_command(args: RunArgs) -> Result<()> {
 }
 
 async fn max_command(args: MaxArgs) -> Result<()> {
-    if args.duration.is_zero() {
-        bail!("--duration must be more than 0");
-    }
+    check_schedule(args.start, args.duration, "--start")?;
     check_output(args.json.as_ref(), "--json")?;
     check_output(args.plot.as_ref(), "--plot")?;
     let slo_us = u64::try_from(args.slo_p99.as_micros()).unwrap_or(u64::MAX);
     let w = prepare(&args.target).await?;
+    let stop = stop_on_ctrl_c();
     let mut rate = args.start;
     let mut best = 0.0;
     let mut steps = Vec::new();
@@ -390,7 +422,7 @@ async fn max_command(args: MaxArgs) -> Result<()> {
             trim_float(rate),
             args.duration.as_secs_f64()
         );
-        let (report, rec) = run_once(&w, &args.target, rate, args.duration).await?;
+        let (report, rec) = run_once(&w, &args.target, rate, args.duration, &stop).await?;
         // A step holds if p99 is within the SLO, at most 1% of requests failed and the
         // generator kept its schedule (otherwise the rate was not really offered).
         let within_slo = report.latency.p99 <= slo_us;
@@ -404,8 +436,13 @@ async fn max_command(args: MaxArgs) -> Result<()> {
             if held { "held" } else { "missed" }
         );
         let fell_behind = report.fell_behind;
+        let interrupted = report.interrupted;
         steps.push((report, held));
         recorders.push((rate, rec));
+        if interrupted {
+            stopped_because = format!("interrupted at {}/s", trim_float(rate));
+            break;
+        }
         if !held {
             stopped_because = if fell_behind {
                 format!("the generator fell behind at {}/s", trim_float(rate))
@@ -419,6 +456,10 @@ async fn max_command(args: MaxArgs) -> Result<()> {
         best = rate;
         rate += args.step;
         tokio::time::sleep(args.pause).await;
+        if stop.load(Ordering::Relaxed) {
+            stopped_because = format!("interrupted before {}/s", trim_float(rate));
+            break;
+        }
     }
     let summary = MaxReport {
         max_rate: best,

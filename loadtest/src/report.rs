@@ -63,6 +63,8 @@ pub struct RunReport {
     pub errors: u64,
     pub errors_by_status: BTreeMap<String, u64>,
     pub fell_behind: bool,
+    /// Stopped (Ctrl-C) before the schedule ended.
+    pub interrupted: bool,
     pub late_sends: u64,
     pub late_threshold_us: u64,
     pub send_lag: Percentiles,
@@ -84,11 +86,14 @@ impl RunReport {
         bulk_size: u64,
         settings: Map<String, Value>,
     ) -> Self {
-        let elapsed = rec
-            .last_completion
-            .saturating_duration_since(rec.start)
-            .max(scheduled)
-            .as_secs_f64();
+        let since_start = rec.last_completion.saturating_duration_since(rec.start);
+        // An interrupted run lasted as long as it ran; otherwise at least its schedule.
+        let elapsed = if rec.interrupted {
+            since_start
+        } else {
+            since_start.max(scheduled)
+        }
+        .as_secs_f64();
         Self {
             rate,
             achieved_rate: if elapsed > 0.0 {
@@ -107,6 +112,7 @@ impl RunReport {
                 .map(|(k, v)| ((*k).to_string(), *v))
                 .collect(),
             fell_behind: rec.fell_behind(),
+            interrupted: rec.interrupted,
             late_sends: rec.late_sends,
             late_threshold_us: u64::try_from(rec.lag_threshold.as_micros()).unwrap_or(u64::MAX),
             send_lag: Percentiles::of(&rec.send_lag),
@@ -169,6 +175,7 @@ impl RunReport {
             "errors": self.errors,
             "errors_by_status": self.errors_by_status,
             "fell_behind": self.fell_behind,
+            "interrupted": self.interrupted,
             "mean_us": round2(self.latency.mean),
             "scheduled_duration_s": round3(self.scheduled_duration_s),
             "late_sends": self.late_sends,
@@ -202,6 +209,9 @@ impl RunReport {
             self.duration_s,
             self.achieved_rate
         );
+        if self.interrupted {
+            let _ = writeln!(s, "interrupted: stopped before the end of the schedule");
+        }
         let l = &self.latency;
         let _ = writeln!(
             s,

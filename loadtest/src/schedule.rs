@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -124,7 +125,7 @@ pub type RequestResult = Result<Answers, &'static str>;
 pub const TIMEOUT_STATUS: &str = "DEADLINE_EXCEEDED";
 
 /// How a run is driven.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DriveConfig {
     /// Requests per second.
     pub rate: f64,
@@ -138,6 +139,8 @@ pub struct DriveConfig {
     pub lag_threshold: Duration,
     /// Print one progress line a second on stderr.
     pub progress: bool,
+    /// When set (e.g. on Ctrl-C), no more requests are sent; those in flight finish.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// Per-kind counts.
@@ -168,6 +171,8 @@ pub struct Recorder {
     pub wrong_answers: u64,
     /// The time of the last answer.
     pub last_completion: Instant,
+    /// The run was stopped before its schedule ended.
+    pub interrupted: bool,
     /// Since the last progress line.
     interval: Histogram<u64>,
     interval_completed: u64,
@@ -201,6 +206,7 @@ impl Recorder {
             checked_answers: 0,
             wrong_answers: 0,
             last_completion: start,
+            interrupted: false,
             interval: histogram()?,
             interval_completed: 0,
             interval_errors: 0,
@@ -325,9 +331,19 @@ where
             }
         })
     });
+    let stopped = || {
+        config
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::Relaxed))
+    };
     for i in 0..schedule.len() {
         let due = schedule.due(i);
         pacer.wait_until(due).await;
+        if stopped() {
+            lock(&recorder).interrupted = true;
+            break;
+        }
         let (slot, waited) = match slots.clone().try_acquire_owned() {
             Ok(s) => (s, false),
             Err(_) => match slots.clone().acquire_owned().await {
@@ -374,6 +390,7 @@ mod tests {
             timeout: Duration::from_secs(60),
             lag_threshold: Duration::from_millis(1),
             progress: false,
+            stop: None,
         }
     }
 
@@ -534,6 +551,28 @@ mod tests {
         assert_eq!(rec.by_kind[&RequestKind::Write].errors, 25);
         // Timed-out requests are recorded at the timeout.
         assert!(rec.latency.equivalent(rec.latency.max(), 100_000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_ends_sending_and_waits_for_replies() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut c = config(100.0, Duration::from_secs(10), 1000);
+        c.stop = Some(stop.clone());
+        let rec = drive(&c, &mut TimerPacer, |i| {
+            let stop = stop.clone();
+            (RequestKind::Check, async move {
+                if i == 49 {
+                    stop.store(true, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                Ok(Answers::default())
+            })
+        })
+        .await
+        .unwrap();
+        assert!(rec.interrupted);
+        assert_eq!(rec.sent, 50);
+        assert_eq!(rec.completed, 50);
     }
 
     #[tokio::test]

@@ -168,6 +168,7 @@ async fn every_kind_of_request_is_made_counted_and_checked() {
         timeout: Duration::from_secs(30),
         lag_threshold: Duration::from_millis(1),
         progress: false,
+        stop: None,
     };
     let workload = w.clone();
     let rec = drive(&config, &mut SpinPacer::default(), move |i| {
