@@ -74,7 +74,7 @@ pub struct TargetArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub connections: u16,
     /// Relative weights of check, bulk (CheckBulk), lookup (LookupResources) and write
-    /// (WriteRelationships TOUCH of a synthetic viewer); default checks only.
+    /// (WriteRelationships TOUCH of a synthetic viewer).
     #[arg(long, default_value = "check=100", value_parser = parse_mix)]
     pub mix: Mix,
     /// minimize_latency | fully_consistent | at_least_as_fresh:TOKEN | at_exact_snapshot:TOKEN
