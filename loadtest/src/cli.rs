@@ -100,10 +100,9 @@ pub struct TargetArgs {
     /// means the generator fell behind.
     #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub late_threshold: Duration,
-    /// The generator sleeps until this long before each due time, then spins (yielding
-    /// to the runtime) until it comes: tokio's timer wakes up to about 2 ms late. `0s`
-    /// uses the timer alone (less CPU, up to ~2 ms added to every latency).
-    #[arg(long, default_value = "2ms", value_parser = parse_duration)]
+    /// The generator sleeps (an OS sleep, precise to tens of microseconds) until this
+    /// long before each due time, then spins, yielding to the runtime, until it comes.
+    #[arg(long, default_value = "200us", value_parser = parse_duration)]
     pub spin: Duration,
     /// No progress lines on stderr.
     #[arg(long)]

@@ -77,11 +77,12 @@ impl Pacer for TimerPacer {
     }
 }
 
-/// Real-time pacing to a few microseconds: tokio's timer until the last `spin` before
-/// the due time, then yielding to the runtime in a loop until it comes (so replies are
-/// still processed meanwhile). tokio's timer has 1 ms slots and its wake-up can come
-/// up to about 2 ms after the deadline it was given, hence the default of 2 ms; the
-/// cost is CPU in that window. A `spin` of zero is the timer alone.
+/// Real-time pacing to tens of microseconds without burning a core. tokio's timer has
+/// 1 ms slots and can wake up to about 2 ms after its deadline, so the coarse wait is an
+/// OS sleep on a blocking thread (Linux wakes it within about 50 us) until `spin` before
+/// the due time; the last `spin` is spent yielding to the runtime (replies are still
+/// processed) until the due time comes. A sleeping thread also gets the CPU back
+/// promptly on a busy machine, where a spinning one waits for its turn.
 #[derive(Debug, Clone, Copy)]
 pub struct SpinPacer {
     pub spin: Duration,
@@ -90,7 +91,7 @@ pub struct SpinPacer {
 impl Default for SpinPacer {
     fn default() -> Self {
         Self {
-            spin: Duration::from_millis(2),
+            spin: Duration::from_micros(200),
         }
     }
 }
@@ -101,7 +102,18 @@ impl Pacer for SpinPacer {
         async move {
             let now = Instant::now();
             if due > now + spin {
-                tokio::time::sleep_until(due - spin).await;
+                let wake = (due - spin).into_std();
+                let slept = tokio::task::spawn_blocking(move || {
+                    let now = std::time::Instant::now();
+                    if wake > now {
+                        std::thread::sleep(wake - now);
+                    }
+                })
+                .await;
+                if slept.is_err() {
+                    // No blocking thread (the runtime is shutting down): the timer.
+                    tokio::time::sleep_until(due).await;
+                }
             }
             while Instant::now() < due {
                 tokio::task::yield_now().await;
