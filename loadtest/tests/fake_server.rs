@@ -240,3 +240,47 @@ async fn an_unreachable_server_is_named() {
     let e = connect("not a url", None, 1).await.unwrap_err();
     assert!(e.to_string().contains("invalid endpoint"), "{e}");
 }
+
+/// Not a test but a probe: how fast the generator goes against the in-process fake
+/// (`cargo test --release -p arbiter-loadtest --test fake_server -- --ignored
+/// --nocapture`). The fake shares the process and the cores, so this understates what
+/// the generator alone can send.
+#[ignore]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generator_capacity() {
+    let fake = Fake::default();
+    let endpoint = serve(fake.clone()).await;
+    let dir = dataset();
+    for rate in [5_000.0, 10_000.0, 20_000.0, 40_000.0] {
+        let clients = connect(&endpoint, Some("k"), 4).await.unwrap();
+        let w = Workload::new(
+            read_dataset(dir.path()).unwrap(),
+            clients,
+            parse_mix("check=1").unwrap(),
+            parse_consistency("minimize_latency").unwrap(),
+        );
+        let config = DriveConfig {
+            rate,
+            duration: Duration::from_secs(3),
+            max_in_flight: 10_000,
+            timeout: Duration::from_secs(30),
+            lag_threshold: Duration::from_millis(1),
+            progress: false,
+            stop: None,
+        };
+        let rec = tokio::spawn(async move {
+            drive(&config, &mut SpinPacer::default(), move |i| w.request(i)).await
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let r = arbiter_loadtest::report::RunReport::new(
+            &rec,
+            rate,
+            Duration::from_secs(3),
+            100,
+            serde_json::Map::new(),
+        );
+        println!("{}", r.text());
+    }
+}
