@@ -197,7 +197,7 @@ fn gen_command(relationships: u64, seed: u64, out: &Path) -> Result<()> {
     )?;
     let m = &summary.manifest;
     print_stdout(&format!(
-        "wrote {}: {} relationships ({} tenants, {} users, {} teams, {} folders, {} documents), {} queries ({} allowed), in {:.2}s",
+        "wrote {}: {} relationships ({} tenants, {} users, {} teams, {} folders, {} documents), {} queries ({} allowed), in {:.2}s\n",
         out.display(),
         summary.relationships,
         m["tenants"],
