@@ -1,7 +1,5 @@
-//! `arbiter-loadtest`: the dataset and load generator. Not built yet (it needs the gRPC
-//! server); until then it says so and exits with status 2.
+//! `arbiter-loadtest`: see `arbiter-loadtest --help` and the crate's README.
 
 fn main() -> std::process::ExitCode {
-    eprintln!("arbiter-loadtest: not implemented yet; it arrives with the load-test issue");
-    std::process::ExitCode::from(2)
+    arbiter_loadtest::cli::main()
 }
