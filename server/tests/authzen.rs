@@ -660,3 +660,136 @@ fn keys_request_ids_bad_bodies_and_a_configured_base() {
     let failed = Server::try_start(other.path(), &["--authzen-base-url", "pdp.example.com"]);
     assert!(failed.is_err(), "started with a bad base URL");
 }
+
+/// The README's AuthZEN section (in `README.md`, or in `README-authzen-section.md` until
+/// it is pasted there).
+fn readme_section() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["README.md", "README-authzen-section.md"] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let mut lines = text.lines().skip_while(|l| !(l.starts_with('#') && l.trim_start_matches('#').trim() == "AuthZEN"));
+        let Some(heading) = lines.next() else { continue };
+        let mut section = format!("{heading}\n");
+        for line in lines.take_while(|l| !(l.starts_with("## ") || l.starts_with("### "))) {
+            section.push_str(line);
+            section.push('\n');
+        }
+        return section;
+    }
+    panic!("no AuthZEN section in README.md or README-authzen-section.md");
+}
+
+/// Splits a shell command line with single-quoted words (all the examples use).
+fn shell_words(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let (mut quoted, mut any) = (false, false);
+    for c in line.chars() {
+        match c {
+            '\'' => (quoted, any) = (!quoted, true),
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(cur);
+    }
+    out
+}
+
+/// (curl words, expected output) for every `$ curl` of the section's `text` blocks; a
+/// command runs on while a quote is open.
+fn curl_examples(section: &str) -> Vec<(Vec<String>, String)> {
+    let mut out: Vec<(Vec<String>, String)> = Vec::new();
+    let mut in_block = false;
+    let mut open: Option<String> = None;
+    for line in section.lines() {
+        if line.trim_start().starts_with("```") {
+            in_block = line.trim() == "```text";
+            continue;
+        }
+        if !in_block {
+            continue;
+        }
+        let command = match (open.take(), line.strip_prefix("$ ")) {
+            (Some(mut cmd), _) => {
+                cmd.push('\n');
+                cmd.push_str(line);
+                cmd
+            }
+            (None, Some(cmd)) => cmd.to_string(),
+            (None, None) => {
+                if let Some((_, expected)) = out.last_mut() {
+                    expected.push_str(line);
+                    expected.push('\n');
+                }
+                continue;
+            }
+        };
+        if command.matches('\'').count() % 2 == 1 {
+            open = Some(command);
+        } else {
+            let words = shell_words(&command);
+            assert_eq!(words.first().map(String::as_str), Some("curl"), "`{command}` must run curl");
+            out.push((words, String::new()));
+        }
+    }
+    out
+}
+
+/// Whether `got` matches `want`, where a `"..."` string in `want` stands for any
+/// non-empty string.
+fn matches(want: &Value, got: &Value) -> bool {
+    match (want, got) {
+        (Value::String(w), Value::String(g)) if w == "..." => !g.is_empty(),
+        (Value::Object(w), Value::Object(g)) => w.len() == g.len() && w.iter().all(|(k, v)| g.get(k).is_some_and(|gv| matches(v, gv))),
+        (Value::Array(w), Value::Array(g)) => w.len() == g.len() && w.iter().zip(g).all(|(a, b)| matches(a, b)),
+        _ => want == got,
+    }
+}
+
+/// Every curl example of the README's AuthZEN section, against a fresh demo server (with
+/// the tour's suspended-accounts policy), prints what the README shows. A `"..."` token
+/// in a request is the `next_token` of the answer before.
+#[test]
+fn the_readme_authzen_examples_work_as_written() {
+    let examples = curl_examples(&readme_section());
+    assert!(examples.len() >= 8, "the AuthZEN examples went missing: {examples:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--demo"]);
+    let (code, _, err) = server.cli(&["attributes", "define", "src/demo/attributes.yaml"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = server.cli(&["policy", "write", "src/demo/policies/suspended.cedar"]);
+    assert_eq!(code, 0, "{err}");
+    let c = Client::new(&server);
+    let mut last_token = String::new();
+    for (words, expected) in examples {
+        let url = words.iter().find(|w| w.starts_with("127.0.0.1:8080/")).unwrap_or_else(|| panic!("no URL in {words:?}"));
+        let path = url.trim_start_matches("127.0.0.1:8080");
+        let body = words.iter().position(|w| w == "-d").and_then(|i| words.get(i + 1));
+        let reply = match body {
+            Some(b) => {
+                let mut body: Value = serde_json::from_str(b).unwrap_or_else(|e| panic!("README body is not JSON ({e}): {b}"));
+                if body["page"]["token"] == "..." {
+                    body["page"]["token"] = json!(last_token);
+                }
+                c.post(path, &body)
+            }
+            None => c.send("GET", path, &[], None),
+        };
+        let got = reply.json();
+        let want: Value = serde_json::from_str(expected.trim()).unwrap_or_else(|e| panic!("README output is not JSON ({e}): {expected}"));
+        assert!(matches(&want, &got), "{path} {body:?}\n want {want}\n  got {got}");
+        if let Some(t) = got["page"]["next_token"].as_str() {
+            last_token = t.to_string();
+        }
+    }
+}
