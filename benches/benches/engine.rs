@@ -23,6 +23,7 @@ fn req<'a>(resource: &'a str, permission: &'a str, subject: &'a str) -> CheckReq
         subject_relation: None,
         consistency: Consistency::MinimizeLatency,
         context: None,
+        ..Default::default()
     }
 }
 

@@ -117,6 +117,14 @@ pub struct CheckRequest<'a> {
     pub consistency: Consistency,
     /// The request context handed to Cedar policies (time of day, IP, ...).
     pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Attribute values of the principal (the subject's object) for this request only,
+    /// merged over its stored ones for Cedar (AuthZEN's `subject.properties`). Checked
+    /// like the context: undeclared keys are left out, a mistyped declared one is an
+    /// error.
+    pub principal_attributes: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// Attribute values of the resource for this request only, like
+    /// `principal_attributes` (AuthZEN's `resource.properties`).
+    pub resource_attributes: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1134,6 +1142,29 @@ impl Engine {
         Ok((results, graph.revision))
     }
 
+    /// Checks in order at one revision, stopping after the first answer `stop` accepts
+    /// (AuthZEN's short-circuiting batches): the answers up to and including that one.
+    /// Like [`Engine::check_bulk`], a failing item fails alone.
+    pub fn check_until(
+        &self,
+        items: &[CheckRequest<'_>],
+        consistency: Consistency,
+        mut stop: impl FnMut(&Result<Decision, EngineError>) -> bool,
+    ) -> Result<(Vec<Result<Decision, EngineError>>, u64), EngineError> {
+        let graph = self.snapshot(consistency)?;
+        let time = RequestTime::wall_clock();
+        let mut results = Vec::with_capacity(items.len());
+        for req in items {
+            let answer = self.check_in(&graph, req, &time).map(|r| r.decision);
+            let done = stop(&answer);
+            results.push(answer);
+            if done {
+                break;
+            }
+        }
+        Ok((results, graph.revision))
+    }
+
     /// Why a Check is decided as it is (for `explain`): when the graph allows, the
     /// relationships of one path from the resource to the subject; when Cedar decided,
     /// the policies that did (satisfied permits, or satisfied or erroring forbids).
@@ -1283,8 +1314,17 @@ impl Engine {
         let request = policies
             .request(req.permission, principal, resource, context)
             .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
+        let given = [
+            policies
+                .request_attributes(principal.0, principal.1, req.principal_attributes)
+                .map_err(|e| EngineError::InvalidArgument(format!("principal attributes: {e}")))?,
+            policies
+                .request_attributes(resource.0, resource.1, req.resource_attributes)
+                .map_err(|e| EngineError::InvalidArgument(format!("resource attributes: {e}")))?,
+        ];
         let ancestors = policies.needs_ancestors(req.permission);
-        let outcome = match self.cedar_entities(graph, policies, principal, resource, ancestors, now) {
+        let entities = self.cedar_entities(graph, policies, [principal, resource], &given, ancestors, now);
+        let outcome = match entities {
             Ok(entities) => policies.evaluate(&request, entities),
             Err(failed) => CedarOutcome { failed: Some(failed), ..CedarOutcome::default() },
         };
@@ -1294,13 +1334,14 @@ impl Engine {
     /// The entities of one Cedar request: the principal, the resource and, when a policy
     /// that may apply tests hierarchy (`in`), their ancestors through the graph, each
     /// with its attributes. (Attribute access reaches only the principal and the
-    /// resource: attribute values never hold entities.)
+    /// resource: attribute values never hold entities.) `given` holds the request's own
+    /// attribute values of the principal and the resource, merged over the stored ones.
     fn cedar_entities(
         &self,
         graph: &GraphVersion,
         policies: &CompiledPolicies,
-        principal: (&str, &str),
-        resource: (&str, &str),
+        [principal, resource]: [(&str, &str); 2],
+        given: &[Option<serde_json::Map<String, serde_json::Value>>; 2],
         ancestors: bool,
         now: &RequestTime,
     ) -> Result<Vec<EntityData>, String> {
@@ -1330,10 +1371,18 @@ impl Engine {
                     queue.push_back(p.clone());
                 }
             }
-            let attributes = match (self.interner.get(&object_type), self.interner.get(&object_id)) {
+            let mut attributes = match (self.interner.get(&object_type), self.interner.get(&object_id)) {
                 (Some(t), Some(i)) => graph.attributes_of(&ObjectKey { object_type: t, object_id: i }).cloned(),
                 _ => None,
             };
+            let is = |(t, i): (&str, &str)| t == object_type && i == object_id;
+            for (object, values) in [principal, resource].into_iter().zip(given) {
+                if let (true, Some(values)) = (is(object), values) {
+                    let mut merged = attributes.as_deref().cloned().unwrap_or_default();
+                    merged.values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    attributes = Some(Arc::new(merged));
+                }
+            }
             out.push(EntityData { object_type, object_id, attributes, parents });
         }
         Ok(out)

@@ -520,6 +520,10 @@ pub struct CompiledPolicies {
     /// parses a type name with its full policy grammar.
     type_names: HashMap<String, cedar::EntityTypeName>,
     action_type: cedar::EntityTypeName,
+    /// The Cedar schema with every declared attribute optional and no labels: per-request
+    /// attribute values (AuthZEN `properties`) are checked against it, each key alone,
+    /// since the rest of the entity comes from the store.
+    request_schema: cedar::Schema,
 }
 
 impl CompiledPolicies {
@@ -599,8 +603,15 @@ impl CompiledPolicies {
             }
         }
         let action_type = cedar::EntityTypeName::from_str("Action").map_err(|e| model_error(e.to_string()))?;
+        let mut optional = model.declarations.clone();
+        for decl in optional.types.values_mut().flat_map(|fields| fields.values_mut()) {
+            decl.required = false;
+        }
+        let request_schema = cedar::Schema::from_json_value(derive_cedar_schema(schema, &optional, &hierarchy, false)?)
+            .map_err(|e| model_error(format!("the attribute declarations do not make a Cedar schema: {e}")))?;
         Ok(CompiledPolicies {
             action_type,
+            request_schema,
             model,
             schema: cedar_schema,
             hierarchy,
@@ -764,15 +775,17 @@ impl CompiledPolicies {
 
     /// Parses a request context against the declared context attributes. Keys nobody
     /// declared are left out: no validated policy can read them, so no decision depends
-    /// on them (callers may send more than the policies use). A declared key with a
-    /// value of the wrong type is an error.
-    /// `None` when nothing declared was sent (an empty context).
+    /// on them (callers may send more than the policies use). Declared values are
+    /// converted like written attribute values ([`typed_value`]), and one of the wrong
+    /// type is an error. `None` when nothing declared was sent (an empty context).
     pub fn context(&self, action: &str, context: Option<&Map<String, Value>>) -> Result<Option<cedar::Context>, String> {
         let Some(ctx) = context else { return Ok(None) };
         let declared: Map<String, Value> = ctx
             .iter()
-            .filter(|(k, _)| self.model.declarations.context.contains_key(*k))
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .filter_map(|(k, v)| {
+                let decl = self.model.declarations.context.get(k)?;
+                Some((k.clone(), typed_value(&decl.ty, v.clone())))
+            })
             .collect();
         if declared.is_empty() {
             return Ok(None);
@@ -785,6 +798,42 @@ impl CompiledPolicies {
             }
             m
         })
+    }
+
+    /// Per-request attribute values of one object (AuthZEN `properties`), to be merged
+    /// over its stored values. As for a context, keys its type does not declare are left
+    /// out (no validated policy can read them); declared ones are converted like written
+    /// values ([`typed_value`]: `"10.0.0.1"` for an `ip`) and must fit their type.
+    /// `None` when nothing declared was given.
+    pub fn request_attributes(
+        &self,
+        object_type: &str,
+        object_id: &str,
+        attributes: Option<&Map<String, Value>>,
+    ) -> Result<Option<Map<String, Value>>, String> {
+        let (Some(given), Some(fields)) = (attributes, self.model.declarations.types.get(object_type)) else {
+            return Ok(None);
+        };
+        let values: Map<String, Value> = given
+            .iter()
+            .filter_map(|(k, v)| fields.get(k).map(|d| (k.clone(), typed_value(&d.ty, v.clone()))))
+            .collect();
+        if values.is_empty() {
+            return Ok(None);
+        }
+        // Cedar has no fractions (decimals were converted above); its own message for
+        // one does not name the attribute.
+        if let Some((name, n)) = values.iter().find_map(|(k, v)| fraction_in(v).map(|n| (k, n))) {
+            return Err(format!("attributes of `{object_type}:{object_id}`: `{name}`: {n} is not a whole number"));
+        }
+        let probe = json!({
+            "uid": {"type": cedar_type_name(object_type), "id": object_id},
+            "attrs": values,
+            "parents": [],
+        });
+        cedar::Entities::from_json_value(Value::Array(vec![probe]), Some(&self.request_schema))
+            .map_err(|e| format!("attributes of `{object_type}:{object_id}`: {}", full_message(&e)))?;
+        Ok(Some(values))
     }
 
     /// The Cedar request for `action` by `principal` on `resource`: fails only on a
@@ -848,6 +897,16 @@ impl CompiledPolicies {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// A number with a fraction anywhere in `v`, if there is one.
+fn fraction_in(v: &Value) -> Option<&serde_json::Number> {
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => Some(n),
+        Value::Array(items) => items.iter().find_map(fraction_in),
+        Value::Object(o) => o.values().find_map(fraction_in),
+        _ => None,
     }
 }
 

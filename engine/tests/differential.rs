@@ -742,6 +742,7 @@ fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member) -> Result<
             subject_relation: s.rel.map(|r| rel_name(case, s.ty, r)),
             consistency: Consistency::FullyConsistent,
             context: None,
+            ..Default::default()
         })
         .map_err(|e| e.to_string())?;
     Ok(resp.decision == Decision::Allowed)
@@ -1321,6 +1322,7 @@ fn check_fixture(schema: &str, relationships: &[&str], expectations: &[(&str, bo
                 subject_relation: r.subject.relation.as_deref(),
                 consistency: Consistency::FullyConsistent,
                 context: None,
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(got.decision == Decision::Allowed, want, "engine on `{q}`");

@@ -85,6 +85,7 @@ fn check_with(engine: &Engine, q: &str, consistency: Consistency) -> Result<bool
             subject_relation: sub_rel,
             consistency,
             context: None,
+            ..Default::default()
         })
         .map(|r| r.decision == Decision::Allowed)
 }
@@ -216,6 +217,7 @@ fn expiration_is_judged_at_request_time() {
         subject_relation: None,
         consistency: Consistency::MinimizeLatency,
         context: None,
+        ..Default::default()
     };
     let before = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:59:59Z")
         .unwrap()
@@ -786,6 +788,7 @@ fn check_req<'a>(resource: &'a str, perm: &'a str, subject: &'a str) -> CheckReq
         subject_relation: None,
         consistency: Consistency::MinimizeLatency,
         context: None,
+        ..Default::default()
     }
 }
 

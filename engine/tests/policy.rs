@@ -123,6 +123,7 @@ fn check_ctx(engine: &Engine, q: &str, context: Option<&Map<String, Value>>) -> 
         subject_relation: sub_rel,
         consistency: Consistency::FullyConsistent,
         context,
+        ..Default::default()
     };
     engine.check(&req).map(|r| r.decision == Decision::Allowed)
 }

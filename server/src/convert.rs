@@ -1,5 +1,5 @@
 //! Conversions between the wire types of `arbiter.v1` and the engine's types, and the
-//! mapping of engine errors to gRPC status codes. Every missing or malformed field is an
+//! mapping of engine errors to gRPC status codes (and to HTTP statuses, for AuthZEN). Every missing or malformed field is an
 //! INVALID_ARGUMENT naming the field.
 
 use arbiter_engine::{
@@ -21,6 +21,30 @@ pub fn status(e: EngineError) -> Status {
         ErrorKind::FailedPrecondition => Status::failed_precondition(message),
         ErrorKind::Unavailable => Status::unavailable(message),
         ErrorKind::Internal => Status::internal(message),
+    }
+}
+
+/// The HTTP status of an engine error (AuthZEN): the caller's mistakes (malformed input,
+/// an undefined type or relation) are 400, a revision not reached yet 503.
+pub fn http_status(kind: ErrorKind) -> http::StatusCode {
+    match kind {
+        ErrorKind::InvalidArgument | ErrorKind::FailedPrecondition => http::StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::Internal => http::StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// The HTTP status of a gRPC code, for the server's own refusals on the HTTP side.
+pub fn http_status_of_code(code: tonic::Code) -> http::StatusCode {
+    use tonic::Code;
+    match code {
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => http::StatusCode::BAD_REQUEST,
+        Code::Unauthenticated => http::StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => http::StatusCode::FORBIDDEN,
+        Code::NotFound => http::StatusCode::NOT_FOUND,
+        Code::Unavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        Code::DeadlineExceeded => http::StatusCode::GATEWAY_TIMEOUT,
+        _ => http::StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 

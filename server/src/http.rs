@@ -1,5 +1,6 @@
 //! The HTTP side: `/healthz` (the process answers), `/readyz` (the graph is loaded and
-//! the server accepts calls) and Prometheus `/metrics`.
+//! the server accepts calls), Prometheus `/metrics` and the AuthZEN API (`authzen`).
+//! Every response echoes the request's `X-Request-ID`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -30,7 +31,13 @@ struct HttpState {
     store_bytes: StoreSize,
 }
 
-pub fn router(shared: Arc<Shared>, key: Option<PresharedKey>, store_bytes: StoreSize) -> Router {
+pub fn router(
+    shared: Arc<Shared>,
+    key: Option<PresharedKey>,
+    store_bytes: StoreSize,
+    authzen: crate::authzen::Config,
+) -> Router {
+    let authzen = crate::authzen::router(shared.clone(), key.clone(), authzen);
     let state = HttpState {
         shared,
         store_bytes,
@@ -45,11 +52,26 @@ pub fn router(shared: Arc<Shared>, key: Option<PresharedKey>, store_bytes: Store
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: try /healthz, /readyz or /metrics\n",
+                "not found: try /healthz, /readyz, /metrics, /access/v1/... or /.well-known/authzen-configuration\n",
             )
         })
         .with_state(state)
+        .merge(authzen)
+        .layer(middleware::from_fn(echo_request_id))
 }
+
+/// Copies the request's `X-Request-ID` onto the response (AuthZEN: a PDP MUST return the
+/// identifier the PEP sent), whatever the route and the outcome.
+async fn echo_request_id(request: Request, next: Next) -> Response {
+    let id = request.headers().get(REQUEST_ID).cloned();
+    let mut response = next.run(request).await;
+    if let Some(id) = id {
+        response.headers_mut().insert(REQUEST_ID, id);
+    }
+    response
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 async fn require_key(
     State(key): State<Option<PresharedKey>>,

@@ -1,6 +1,7 @@
 //! `arbiter`: the policy decision point and its command-line tools.
 
 mod auth;
+mod authzen;
 mod cli;
 mod convert;
 mod decisions;

@@ -1,4 +1,5 @@
-//! Prometheus metrics: request counts and latency histograms per RPC, and gauges read at
+//! Prometheus metrics: request counts and latency histograms per RPC and per HTTP API
+//! route, and gauges read at
 //! scrape time (graph size, revision, store size).
 
 use std::time::Instant;
@@ -22,6 +23,9 @@ pub struct Metrics {
     /// On a replica: seconds from a revision's commit in Postgres to this replica
     /// serving it.
     pub replica_lag: prometheus::Histogram,
+    /// HTTP API requests (AuthZEN), by route and status.
+    http_requests: IntCounterVec,
+    http_latency: HistogramVec,
     /// Decision log records written.
     pub decisions_logged: prometheus::IntCounter,
     /// Decision log records dropped because the queue was full (the Check path never
@@ -88,9 +92,22 @@ impl Metrics {
             "arbiter_decision_log_dropped_total",
             "decision log records dropped because the writer fell behind (the Check path never waits for it)",
         )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("arbiter_http_requests_total", "HTTP API (AuthZEN) requests handled, by route and status"),
+            &["route", "status"],
+        )?;
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("arbiter_http_request_duration_seconds", "HTTP API (AuthZEN) request latency, by route")
+                .buckets(BUCKETS.to_vec()),
+            &["route"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(decisions_logged.clone()))?;
         registry.register(Box::new(decisions_dropped.clone()))?;
         Ok(Metrics {
+            http_requests,
+            http_latency,
             decisions_logged,
             decisions_dropped,
             registry,
@@ -121,6 +138,13 @@ impl Metrics {
             .with_label_values(&[method])
             .observe(start.elapsed().as_secs_f64());
         result
+    }
+
+    /// Records one finished HTTP API request.
+    pub fn record_http(&self, route: &str, status: u16, start: Instant) {
+        let status = status.to_string();
+        self.http_requests.with_label_values(&[route, status.as_str()]).inc();
+        self.http_latency.with_label_values(&[route]).observe(start.elapsed().as_secs_f64());
     }
 
     /// The text exposition of every metric.

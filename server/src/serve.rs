@@ -58,6 +58,9 @@ pub struct ServeOptions {
     pub decision_log: Option<String>,
     /// `--decision-log-sample F`.
     pub decision_log_sample: f64,
+    /// `--authzen-base-url`: the PDP identifier the AuthZEN metadata publishes (checked,
+    /// without a trailing slash).
+    pub authzen_base_url: Option<String>,
 }
 
 /// The demo loaded by `--demo` (also a validation file the test suite runs).
@@ -225,6 +228,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         shared.clone(),
         key,
         StoreSize(Arc::new(move || probe_store.size_bytes())),
+        crate::authzen::Config { base_url: opts.authzen_base_url.clone(), tls: tls.is_some() },
     );
     let http = tokio::spawn(crate::http::serve(
         http_listener,

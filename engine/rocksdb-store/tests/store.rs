@@ -40,6 +40,7 @@ fn check(engine: &Engine, doc: &str, user: &str) -> bool {
             subject_relation: None,
             consistency: Consistency::MinimizeLatency,
             context: None,
+            ..Default::default()
         })
         .unwrap()
         .decision

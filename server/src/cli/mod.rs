@@ -67,9 +67,15 @@ struct ServeArgs {
     /// gRPC listen address (port 0 picks a free port).
     #[arg(long, env = "ARBITER_GRPC_ADDR", default_value = "127.0.0.1:50051")]
     grpc_addr: String,
-    /// HTTP listen address for /healthz, /readyz and /metrics (port 0 picks a free port).
+    /// HTTP listen address for the AuthZEN API, /healthz, /readyz and /metrics (port 0
+    /// picks a free port).
     #[arg(long, env = "ARBITER_HTTP_ADDR", default_value = "127.0.0.1:8080")]
     http_addr: String,
+    /// The public base URL of the HTTP port (`https://pdp.example.com`), published as the
+    /// AuthZEN PDP identifier and endpoint URLs; by default they are built from each
+    /// request's Host.
+    #[arg(long, env = "ARBITER_AUTHZEN_BASE_URL", value_parser = crate::authzen::parse_base_url)]
+    authzen_base_url: Option<String>,
     /// A schema file written at start (refused like an API write if invalid or if it
     /// would orphan relationships).
     #[arg(long, env = "ARBITER_SCHEMA")]
@@ -231,6 +237,7 @@ pub fn run() -> ExitCode {
                 poll_interval: a.poll_interval,
                 decision_log: a.decision_log,
                 decision_log_sample: a.decision_log_sample,
+                authzen_base_url: a.authzen_base_url,
             };
             match crate::serve::run(opts) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -313,6 +313,7 @@ fn check(
         subject_relation: subject.relation.as_deref(),
         consistency: Consistency::FullyConsistent,
         context,
+        ..Default::default()
     })?;
     Ok(resp.decision == Decision::Allowed)
 }

@@ -90,6 +90,7 @@ impl Permissions {
             subject_relation,
             consistency,
             context: context.as_ref(),
+            ..Default::default()
         };
         let engine = &self.0.engine;
         if r.explain {
@@ -149,6 +150,7 @@ impl Permissions {
                 subject_relation: *srel,
                 consistency,
                 context: context.as_ref(),
+                ..Default::default()
             })
             .collect();
         let (answers, revision) = self
