@@ -661,22 +661,18 @@ fn keys_request_ids_bad_bodies_and_a_configured_base() {
     assert!(failed.is_err(), "started with a bad base URL");
 }
 
-/// The README's AuthZEN section (in `README.md`, or in `README-authzen-section.md` until
-/// it is pasted there).
+/// The README's AuthZEN section.
 fn readme_section() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in ["README.md", "README-authzen-section.md"] {
-        let text = std::fs::read_to_string(root.join(file)).unwrap_or_default();
-        let mut lines = text.lines().skip_while(|l| !(l.starts_with('#') && l.trim_start_matches('#').trim() == "AuthZEN"));
-        let Some(heading) = lines.next() else { continue };
-        let mut section = format!("{heading}\n");
-        for line in lines.take_while(|l| !(l.starts_with("## ") || l.starts_with("### "))) {
-            section.push_str(line);
-            section.push('\n');
-        }
-        return section;
+    let text = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut lines = text.lines().skip_while(|l| !(l.starts_with('#') && l.trim_start_matches('#').trim() == "AuthZEN"));
+    let heading = lines.next().expect("README.md has an AuthZEN section");
+    let mut section = format!("{heading}\n");
+    for line in lines.take_while(|l| !(l.starts_with("## ") || l.starts_with("### "))) {
+        section.push_str(line);
+        section.push('\n');
     }
-    panic!("no AuthZEN section in README.md or README-authzen-section.md");
+    section
 }
 
 /// Splits a shell command line with single-quoted words (all the examples use).
