@@ -1,0 +1,188 @@
+//! SpiceDB's official client libraries against the real server: the Python client (PyPI
+//! `authzed`) and the Node client (npm `@authzed/authzed-node`), pinned, installed once
+//! into `~/.cache` (a virtualenv, an npm prefix) and reused by later runs. Each runs a
+//! script of ours (`tests/clients/`) that exercises `authzed.api.v1` end to end against
+//! `arbiter serve --preshared-key` and asserts every answer. An install that fails fails
+//! the test, saying what failed: these tests never skip.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// The pinned client versions (bump deliberately: the cache is per version).
+const AUTHZED_PY: &str = "1.25.0";
+const AUTHZED_NODE: &str = "1.6.1";
+
+const KEY: &str = "spicedb-client-test-key";
+
+fn cache_root() -> PathBuf {
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    home.join(".cache")
+}
+
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
+}
+
+/// Runs an install step; on failure, panics with the command and its output.
+fn run_step(what: &str, cmd: &mut Command) {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}): {cmd:?}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Builds `dir` once: `build` fills a fresh sibling directory, which is then renamed into
+/// place with a marker, so an interrupted install is never taken for a finished one.
+fn cached(dir: &Path, build: impl FnOnce(&Path)) {
+    if dir.join(".complete").exists() {
+        return;
+    }
+    let tmp = dir.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).unwrap();
+    build(&tmp);
+    std::fs::write(tmp.join(".complete"), "").unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    if std::fs::rename(&tmp, dir).is_err() && !dir.join(".complete").exists() {
+        panic!("cannot move {} to {}", tmp.display(), dir.display());
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+}
+
+/// The Python interpreter of the cached virtualenv with `authzed` installed.
+fn python_env() -> PathBuf {
+    let dir = cache_root().join(format!("arbiter-pyenv-authzed-{AUTHZED_PY}"));
+    cached(&dir, |tmp| {
+        let python = std::env::var("ARBITER_PYTHON").unwrap_or_else(|_| {
+            if Command::new("python3.11").arg("--version").output().is_ok_and(|o| o.status.success()) {
+                "python3.11".into()
+            } else {
+                "python3".into()
+            }
+        });
+        run_step("creating the virtualenv for SpiceDB's Python client", Command::new(&python).args(["-m", "venv"]).arg(tmp));
+        run_step(
+            &format!("pip install authzed=={AUTHZED_PY} (SpiceDB's Python client, from PyPI)"),
+            Command::new(tmp.join("bin/python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--quiet",
+                &format!("authzed=={AUTHZED_PY}"),
+            ]),
+        );
+    });
+    // A virtualenv's interpreter finds its packages from where it is run, so the
+    // renamed directory works as built.
+    dir.join("bin/python")
+}
+
+/// The `node_modules` of the cached npm prefix with `@authzed/authzed-node` installed.
+fn node_modules() -> PathBuf {
+    let dir = cache_root().join(format!("arbiter-node-authzed-{AUTHZED_NODE}"));
+    cached(&dir, |tmp| {
+        run_step(
+            &format!("npm install @authzed/authzed-node@{AUTHZED_NODE} (SpiceDB's Node client, from npm)"),
+            Command::new("npm")
+                .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
+                .arg(tmp)
+                .arg(format!("@authzed/authzed-node@{AUTHZED_NODE}")),
+        );
+    });
+    dir.join("node_modules")
+}
+
+/// Runs a client script to completion (at most `limit`), printing its output; panics
+/// with the output if it fails.
+fn run_script(what: &str, mut cmd: Command, limit: Duration) -> Duration {
+    let start = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    println!("{out}");
+    match status {
+        Some(s) if s.success() => start.elapsed(),
+        Some(s) => panic!("{what} failed ({s})\nstdout:\n{out}\nstderr:\n{err}"),
+        None => panic!("{what} did not finish within {limit:?}\nstdout:\n{out}\nstderr:\n{err}"),
+    }
+}
+
+fn start_server() -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--preshared-key", KEY]);
+    (dir, server)
+}
+
+#[test]
+fn spicedb_python_client() {
+    let started = Instant::now();
+    let python = python_env();
+    let installed = started.elapsed();
+    let (dir, server) = start_server();
+    // The client compares Arbiter's authzed.api.v1 descriptors with its own.
+    let descriptors = dir.path().join("descriptors.bin");
+    std::fs::write(&descriptors, arbiter_proto::FILE_DESCRIPTOR_SET).unwrap();
+    let mut cmd = Command::new(&python);
+    cmd.arg(clients_dir().join("spicedb_client.py")).arg(&server.grpc).arg(KEY).arg(&descriptors);
+    let ran = run_script("SpiceDB's Python client against Arbiter", cmd, Duration::from_secs(300));
+    println!("python client: install/cache {installed:?}, script {ran:?}");
+}
+
+#[test]
+fn spicedb_node_client() {
+    let started = Instant::now();
+    let modules = node_modules();
+    let installed = started.elapsed();
+    let (_dir, server) = start_server();
+    let mut cmd = Command::new("node");
+    cmd.arg(clients_dir().join("spicedb_client.cjs")).arg(&server.grpc).arg(KEY).env("NODE_PATH", &modules);
+    let ran = run_script("SpiceDB's Node client against Arbiter", cmd, Duration::from_secs(300));
+    println!("node client: install/cache {installed:?}, script {ran:?}");
+}
