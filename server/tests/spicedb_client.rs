@@ -26,7 +26,9 @@ const AUTHZED_NODE: &str = "1.6.1";
 const KEY: &str = "spicedb-client-test-key";
 
 fn cache_root() -> PathBuf {
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     home.join(".cache")
 }
 
@@ -73,13 +75,20 @@ fn python_env() -> PathBuf {
     let dir = cache_root().join(format!("arbiter-pyenv-authzed-{AUTHZED_PY}"));
     cached(&dir, |tmp| {
         let python = std::env::var("ARBITER_PYTHON").unwrap_or_else(|_| {
-            if Command::new("python3.11").arg("--version").output().is_ok_and(|o| o.status.success()) {
+            if Command::new("python3.11")
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
                 "python3.11".into()
             } else {
                 "python3".into()
             }
         });
-        run_step("creating the virtualenv for SpiceDB's Python client", Command::new(&python).args(["-m", "venv"]).arg(tmp));
+        run_step(
+            "creating the virtualenv for SpiceDB's Python client",
+            Command::new(&python).args(["-m", "venv"]).arg(tmp),
+        );
         run_step(
             &format!("pip install authzed=={AUTHZED_PY} (SpiceDB's Python client, from PyPI)"),
             Command::new(tmp.join("bin/python")).args([
@@ -170,8 +179,15 @@ fn spicedb_python_client() {
     let descriptors = dir.path().join("descriptors.bin");
     std::fs::write(&descriptors, arbiter_proto::FILE_DESCRIPTOR_SET).unwrap();
     let mut cmd = Command::new(&python);
-    cmd.arg(clients_dir().join("spicedb_client.py")).arg(&server.grpc).arg(KEY).arg(&descriptors);
-    let ran = run_script("SpiceDB's Python client against Arbiter", cmd, Duration::from_secs(300));
+    cmd.arg(clients_dir().join("spicedb_client.py"))
+        .arg(&server.grpc)
+        .arg(KEY)
+        .arg(&descriptors);
+    let ran = run_script(
+        "SpiceDB's Python client against Arbiter",
+        cmd,
+        Duration::from_secs(300),
+    );
     println!("python client: install/cache {installed:?}, script {ran:?}");
 }
 
@@ -182,7 +198,14 @@ fn spicedb_node_client() {
     let installed = started.elapsed();
     let (_dir, server) = start_server();
     let mut cmd = Command::new("node");
-    cmd.arg(clients_dir().join("spicedb_client.cjs")).arg(&server.grpc).arg(KEY).env("NODE_PATH", &modules);
-    let ran = run_script("SpiceDB's Node client against Arbiter", cmd, Duration::from_secs(300));
+    cmd.arg(clients_dir().join("spicedb_client.cjs"))
+        .arg(&server.grpc)
+        .arg(KEY)
+        .env("NODE_PATH", &modules);
+    let ran = run_script(
+        "SpiceDB's Node client against Arbiter",
+        cmd,
+        Duration::from_secs(300),
+    );
     println!("node client: install/cache {installed:?}, script {ran:?}");
 }

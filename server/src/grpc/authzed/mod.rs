@@ -8,7 +8,10 @@
 //! the engine's. Without caveats, answers are HAS_PERMISSION or NO_PERMISSION, and a
 //! caveated relationship is refused as the native API refuses it.
 
-use arbiter_engine::{Consistency, EngineError, ExpandNode, ExpandTree, RelationshipFilter, SubjectFilter, SubjectRelationFilter};
+use arbiter_engine::{
+    Consistency, EngineError, ExpandNode, ExpandTree, RelationshipFilter, SubjectFilter,
+    SubjectRelationFilter,
+};
 use arbiter_proto::authzed::api::v1 as pb;
 use arbiter_schema::{CaveatRef, ObjectRef, Relationship, SubjectRef};
 use chrono::{TimeZone, Utc};
@@ -62,18 +65,25 @@ pub async fn fresh(shared: &Shared, c: Option<&pb::Consistency>) -> Result<Consi
             Consistency::FullyConsistent => {
                 replica.wait_for_head().await?;
             }
-            Consistency::AtLeastAsFresh(r) | Consistency::AtExactSnapshot(r) => replica.wait_for(r).await?,
+            Consistency::AtLeastAsFresh(r) | Consistency::AtExactSnapshot(r) => {
+                replica.wait_for(r).await?
+            }
         }
     }
     Ok(consistency)
 }
 
 pub fn zed_token(revision: u64) -> Option<pb::ZedToken> {
-    Some(pb::ZedToken { token: token::encode(revision) })
+    Some(pb::ZedToken {
+        token: token::encode(revision),
+    })
 }
 
 /// A required object reference, checked for presence (the engine checks the id).
-pub fn object<'a>(o: Option<&'a pb::ObjectReference>, field: &str) -> Result<&'a pb::ObjectReference, Status> {
+pub fn object<'a>(
+    o: Option<&'a pb::ObjectReference>,
+    field: &str,
+) -> Result<&'a pb::ObjectReference, Status> {
     let o = o.ok_or_else(|| invalid(format!("`{field}` is required")))?;
     if o.object_type.is_empty() {
         return Err(invalid(format!("`{field}.object_type` is required")));
@@ -112,19 +122,32 @@ pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> Result<Relatio
             u32::try_from(t.nanos)
                 .ok()
                 .and_then(|n| Utc.timestamp_opt(t.seconds, n).single())
-                .ok_or_else(|| invalid(format!("`{field}.optional_expires_at` is not a valid timestamp")))
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "`{field}.optional_expires_at` is not a valid timestamp"
+                    ))
+                })
         })
         .transpose()?;
     let caveat = r
         .optional_caveat
         .as_ref()
         .filter(|c| !c.caveat_name.is_empty())
-        .map(|c| CaveatRef { name: c.caveat_name.clone(), context: c.context.as_ref().map(convert::context) });
+        .map(|c| CaveatRef {
+            name: c.caveat_name.clone(),
+            context: c.context.as_ref().map(convert::context),
+        });
     Ok(Relationship {
-        resource: ObjectRef { object_type: resource.object_type.clone(), object_id: resource.object_id.clone() },
+        resource: ObjectRef {
+            object_type: resource.object_type.clone(),
+            object_id: resource.object_id.clone(),
+        },
         relation: relation.to_string(),
         subject: SubjectRef {
-            object: ObjectRef { object_type: st.to_string(), object_id: sid.to_string() },
+            object: ObjectRef {
+                object_type: st.to_string(),
+                object_id: sid.to_string(),
+            },
             relation: srel.map(str::to_string),
         },
         caveat,
@@ -133,11 +156,17 @@ pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> Result<Relatio
 }
 
 pub fn to_pb_object(o: &ObjectRef) -> pb::ObjectReference {
-    pb::ObjectReference { object_type: o.object_type.clone(), object_id: o.object_id.clone() }
+    pb::ObjectReference {
+        object_type: o.object_type.clone(),
+        object_id: o.object_id.clone(),
+    }
 }
 
 pub fn to_pb_subject(s: &SubjectRef) -> pb::SubjectReference {
-    pb::SubjectReference { object: Some(to_pb_object(&s.object)), optional_relation: s.relation.clone().unwrap_or_default() }
+    pb::SubjectReference {
+        object: Some(to_pb_object(&s.object)),
+        optional_relation: s.relation.clone().unwrap_or_default(),
+    }
 }
 
 pub fn to_pb_relationship(r: &Relationship) -> pb::Relationship {
@@ -173,8 +202,11 @@ impl WireFilter {
         let subject = match &f.optional_subject_filter {
             None => None,
             Some(s) => Some(SubjectFilter {
-                object_type: convert::required(&s.subject_type, &format!("{field}.optional_subject_filter.subject_type"))?
-                    .to_string(),
+                object_type: convert::required(
+                    &s.subject_type,
+                    &format!("{field}.optional_subject_filter.subject_type"),
+                )?
+                .to_string(),
                 object_id: opt(&s.optional_subject_id),
                 relation: match s.optional_relation.as_ref().map(|r| r.relation.as_str()) {
                     None => SubjectRelationFilter::Any,
@@ -192,7 +224,9 @@ impl WireFilter {
             subject,
         };
         if filter.resource_type.is_none() && filter.resource_id.is_some() {
-            return Err(invalid(format!("`{field}.resource_type` is required with `optional_resource_id`")));
+            return Err(invalid(format!(
+                "`{field}.resource_type` is required with `optional_resource_id`"
+            )));
         }
         Ok(filter)
     }
@@ -216,7 +250,10 @@ impl WireFilter {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         eq(&self.resource_type, &r.resource.object_type)
             && eq(&self.resource_id, &r.resource.object_id)
-            && self.resource_id_prefix.as_deref().is_none_or(|p| r.resource.object_id.starts_with(p))
+            && self
+                .resource_id_prefix
+                .as_deref()
+                .is_none_or(|p| r.resource.object_id.starts_with(p))
             && eq(&self.relation, &r.relation)
             && self.subject.as_ref().is_none_or(|s| {
                 s.object_type == r.subject.object.object_type
@@ -224,7 +261,9 @@ impl WireFilter {
                     && match &s.relation {
                         SubjectRelationFilter::Any => true,
                         SubjectRelationFilter::Object => r.subject.relation.is_none(),
-                        SubjectRelationFilter::Relation(rel) => r.subject.relation.as_deref() == Some(rel.as_str()),
+                        SubjectRelationFilter::Relation(rel) => {
+                            r.subject.relation.as_deref() == Some(rel.as_str())
+                        }
                     }
             })
     }
@@ -268,17 +307,28 @@ pub fn expand_tree(t: &ExpandTree) -> pb::PermissionRelationshipTree {
     use pb::algebraic_subject_set::Operation;
     use pb::permission_relationship_tree::TreeType;
     let intermediate = |op: Operation, children: Vec<pb::PermissionRelationshipTree>| {
-        TreeType::Intermediate(pb::AlgebraicSubjectSet { operation: op as i32, children })
+        TreeType::Intermediate(pb::AlgebraicSubjectSet {
+            operation: op as i32,
+            children,
+        })
     };
-    let leaf = |subjects: Vec<pb::SubjectReference>| TreeType::Leaf(pb::DirectSubjectSet { subjects });
+    let leaf =
+        |subjects: Vec<pb::SubjectReference>| TreeType::Leaf(pb::DirectSubjectSet { subjects });
     let tree_type = match &t.node {
-        ExpandNode::Leaf(subjects) => leaf(subjects.iter().map(|s| to_pb_subject(&s.subject)).collect()),
-        ExpandNode::Union(c) => intermediate(Operation::Union, c.iter().map(expand_tree).collect()),
-        ExpandNode::Intersection(c) => intermediate(Operation::Intersection, c.iter().map(expand_tree).collect()),
-        ExpandNode::Exclusion { base, subtract } => {
-            intermediate(Operation::Exclusion, vec![expand_tree(base), expand_tree(subtract)])
+        ExpandNode::Leaf(subjects) => {
+            leaf(subjects.iter().map(|s| to_pb_subject(&s.subject)).collect())
         }
-        ExpandNode::Arrow { children, .. } => intermediate(Operation::Union, children.iter().map(expand_tree).collect()),
+        ExpandNode::Union(c) => intermediate(Operation::Union, c.iter().map(expand_tree).collect()),
+        ExpandNode::Intersection(c) => {
+            intermediate(Operation::Intersection, c.iter().map(expand_tree).collect())
+        }
+        ExpandNode::Exclusion { base, subtract } => intermediate(
+            Operation::Exclusion,
+            vec![expand_tree(base), expand_tree(subtract)],
+        ),
+        ExpandNode::Arrow { children, .. } => {
+            intermediate(Operation::Union, children.iter().map(expand_tree).collect())
+        }
         ExpandNode::Nil => leaf(Vec::new()),
         ExpandNode::Cycle => leaf(vec![pb::SubjectReference {
             object: Some(to_pb_object(&t.resource)),
@@ -294,12 +344,18 @@ pub fn expand_tree(t: &ExpandTree) -> pb::PermissionRelationshipTree {
 
 /// A `google.rpc.Status` for one failed item of CheckBulkPermissions.
 pub fn rpc_status(s: &Status) -> arbiter_proto::google::rpc::Status {
-    arbiter_proto::google::rpc::Status { code: s.code() as i32, message: s.message().to_string(), details: Vec::new() }
+    arbiter_proto::google::rpc::Status {
+        code: s.code() as i32,
+        message: s.message().to_string(),
+        details: Vec::new(),
+    }
 }
 
 /// A cursor token from the wire (empty means from the start).
 pub fn cursor(c: &Option<pb::Cursor>) -> Option<&str> {
-    c.as_ref().map(|c| c.token.as_str()).filter(|t| !t.is_empty())
+    c.as_ref()
+        .map(|c| c.token.as_str())
+        .filter(|t| !t.is_empty())
 }
 
 pub fn to_cursor(token: String) -> Option<pb::Cursor> {

@@ -62,11 +62,19 @@ fn read_page(
 ) -> Result<(Vec<Relationship>, bool, u64), Status> {
     let engine_filter = filter.engine();
     let Some(prefix) = &filter.resource_id_prefix else {
-        let page = engine.read_relationships(&engine_filter, consistency, cursor, limit).map_err(status)?;
-        return Ok((page.relationships, page.next_cursor.is_some(), page.revision));
+        let page = engine
+            .read_relationships(&engine_filter, consistency, cursor, limit)
+            .map_err(status)?;
+        return Ok((
+            page.relationships,
+            page.next_cursor.is_some(),
+            page.revision,
+        ));
     };
     let Some(resource_type) = &filter.resource_type else {
-        return Err(invalid("`optional_resource_id_prefix` needs `resource_type`"));
+        return Err(invalid(
+            "`optional_resource_id_prefix` needs `resource_type`",
+        ));
     };
     let start = format!("{resource_type}:{prefix}");
     let mut at = match cursor {
@@ -111,7 +119,13 @@ fn update(u: &pb::RelationshipUpdate, i: usize) -> Result<RelationshipUpdate, St
             )))
         }
     };
-    Ok(RelationshipUpdate { op, relationship: super::relationship(u.relationship.as_ref(), &format!("updates[{i}].relationship"))? })
+    Ok(RelationshipUpdate {
+        op,
+        relationship: super::relationship(
+            u.relationship.as_ref(),
+            &format!("updates[{i}].relationship"),
+        )?,
+    })
 }
 
 /// Where an export resumes: the revision it reads and how many stored relationships
@@ -121,7 +135,12 @@ fn export_cursor(revision: u64, offset: usize) -> String {
 }
 
 fn parse_export_cursor(c: &str) -> Result<(u64, usize), Status> {
-    let bad = || invalid(format!("invalid cursor `{}`: use one this server returned", arbiter_schema::shorten(c)));
+    let bad = || {
+        invalid(format!(
+            "invalid cursor `{}`: use one this server returned",
+            arbiter_schema::shorten(c)
+        ))
+    };
     let (rev, offset) = c.split_once(':').ok_or_else(bad)?;
     let rev = token::decode(rev).map_err(|_| bad())?;
     let offset = offset.parse::<usize>().map_err(|_| bad())?;
@@ -142,11 +161,16 @@ impl AuthzedPermissions {
         start: Instant,
         metadata: &tonic::metadata::MetadataMap,
     ) {
-        let Some(log) = self.0.decisions.get() else { return };
+        let Some(log) = self.0.decisions.get() else {
+            return;
+        };
         if !log.sampled() {
             return;
         }
-        let resource = resource.as_ref().map(|o| format!("{}:{}", o.object_type, o.object_id)).unwrap_or_default();
+        let resource = resource
+            .as_ref()
+            .map(|o| format!("{}:{}", o.object_type, o.object_id))
+            .unwrap_or_default();
         let subject = subject
             .as_ref()
             .map(|s| {
@@ -171,10 +195,15 @@ impl AuthzedPermissions {
         });
     }
 
-    fn check_inner(&self, r: &pb::CheckPermissionRequest, consistency: Consistency) -> Result<(Decision, u64), Status> {
+    fn check_inner(
+        &self,
+        r: &pb::CheckPermissionRequest,
+        consistency: Consistency,
+    ) -> Result<(Decision, u64), Status> {
         let resource = super::object(r.resource.as_ref(), "resource")?;
         let permission = convert::required(&r.permission, "permission")?;
-        let (subject_type, subject_id, subject_relation) = super::subject(r.subject.as_ref(), "subject")?;
+        let (subject_type, subject_id, subject_relation) =
+            super::subject(r.subject.as_ref(), "subject")?;
         let context = r.context.as_ref().map(convert::context);
         let resp = self
             .0
@@ -210,26 +239,38 @@ impl AuthzedPermissions {
             .map(|(i, item)| {
                 let field = format!("items[{i}]");
                 let resource = super::object(item.resource.as_ref(), &format!("{field}.resource"))?;
-                let permission = convert::required(&item.permission, &format!("{field}.permission"))?;
+                let permission =
+                    convert::required(&item.permission, &format!("{field}.permission"))?;
                 let subject = super::subject(item.subject.as_ref(), &format!("{field}.subject"))?;
-                Ok((resource, permission, subject, item.context.as_ref().map(convert::context)))
+                Ok((
+                    resource,
+                    permission,
+                    subject,
+                    item.context.as_ref().map(convert::context),
+                ))
             })
             .collect();
         let requests: Vec<CheckRequest<'_>> = parsed
             .iter()
             .filter_map(|p| p.as_ref().ok())
-            .map(|(resource, permission, (st, sid, srel), context)| CheckRequest {
-                resource_type: &resource.object_type,
-                resource_id: &resource.object_id,
-                permission,
-                subject_type: st,
-                subject_id: sid,
-                subject_relation: *srel,
-                consistency,
-                context: context.as_ref(),
-            })
+            .map(
+                |(resource, permission, (st, sid, srel), context)| CheckRequest {
+                    resource_type: &resource.object_type,
+                    resource_id: &resource.object_id,
+                    permission,
+                    subject_type: st,
+                    subject_id: sid,
+                    subject_relation: *srel,
+                    consistency,
+                    context: context.as_ref(),
+                },
+            )
             .collect();
-        let (answers, revision) = self.0.engine.check_bulk(&requests, consistency).map_err(status)?;
+        let (answers, revision) = self
+            .0
+            .engine
+            .check_bulk(&requests, consistency)
+            .map_err(status)?;
         let mut answers = answers.into_iter();
         let pairs = parsed
             .iter()
@@ -247,10 +288,16 @@ impl AuthzedPermissions {
                         None => R::Error(super::rpc_status(&Status::internal("missing answer"))),
                     },
                 };
-                pb::CheckBulkPermissionsPair { request: Some(item.clone()), response: Some(response) }
+                pb::CheckBulkPermissionsPair {
+                    request: Some(item.clone()),
+                    response: Some(response),
+                }
             })
             .collect();
-        Ok(pb::CheckBulkPermissionsResponse { checked_at: super::zed_token(revision), pairs })
+        Ok(pb::CheckBulkPermissionsResponse {
+            checked_at: super::zed_token(revision),
+            pairs,
+        })
     }
 
     /// Deletes up to `limit` of the relationships `filter` selects (all of them without
@@ -267,7 +314,13 @@ impl AuthzedPermissions {
         let engine = self.0.engine.clone();
         let read_limit = limit.map(|l| if partial { l } else { l + 1 });
         let (found, more, revision) = blocking(move || {
-            read_page(&engine, &filter, Consistency::FullyConsistent, None, read_limit)
+            read_page(
+                &engine,
+                &filter,
+                Consistency::FullyConsistent,
+                None,
+                read_limit,
+            )
         })
         .await?;
         if let Some(l) = limit {
@@ -280,14 +333,28 @@ impl AuthzedPermissions {
         if found.is_empty() {
             if !preconditions.is_empty() {
                 // Preconditions still apply: judge them with an empty write.
-                let revision = self.0.write(Vec::new(), preconditions).await.map_err(resurface)?;
+                let revision = self
+                    .0
+                    .write(Vec::new(), preconditions)
+                    .await
+                    .map_err(resurface)?;
                 return Ok((0, false, revision));
             }
             return Ok((0, false, revision));
         }
         let n = found.len();
-        let updates = found.into_iter().map(|relationship| RelationshipUpdate { op: UpdateOp::Delete, relationship }).collect();
-        let revision = self.0.write(updates, preconditions).await.map_err(resurface)?;
+        let updates = found
+            .into_iter()
+            .map(|relationship| RelationshipUpdate {
+                op: UpdateOp::Delete,
+                relationship,
+            })
+            .collect();
+        let revision = self
+            .0
+            .write(updates, preconditions)
+            .await
+            .map_err(resurface)?;
         Ok((n, more, revision))
     }
 }
@@ -324,7 +391,9 @@ impl PermissionsService for AuthzedPermissions {
                 optional_expires_at: None,
             })
         });
-        self.0.metrics.record("authzed.CheckPermission", start, result)
+        self.0
+            .metrics
+            .record("authzed.CheckPermission", start, result)
     }
 
     async fn check_bulk_permissions(
@@ -338,7 +407,11 @@ impl PermissionsService for AuthzedPermissions {
             Err(e) => Err(e),
         };
         if let Ok(resp) = &result {
-            let revision = resp.checked_at.as_ref().and_then(|t| token::decode(&t.token).ok()).unwrap_or(0);
+            let revision = resp
+                .checked_at
+                .as_ref()
+                .and_then(|t| token::decode(&t.token).ok())
+                .unwrap_or(0);
             for pair in &resp.pairs {
                 let (Some(item), Some(pb::check_bulk_permissions_pair::Response::Item(answer))) =
                     (&pair.request, &pair.response)
@@ -358,7 +431,11 @@ impl PermissionsService for AuthzedPermissions {
                 );
             }
         }
-        self.0.metrics.record("authzed.CheckBulkPermissions", start, result.map(Response::new))
+        self.0.metrics.record(
+            "authzed.CheckBulkPermissions",
+            start,
+            result.map(Response::new),
+        )
     }
 
     async fn expand_permission_tree(
@@ -376,7 +453,12 @@ impl PermissionsService for AuthzedPermissions {
                 let permission = convert::required(&r.permission, "permission")?;
                 let (tree, revision) = shared
                     .engine
-                    .expand(&resource.object_type, &resource.object_id, permission, consistency)
+                    .expand(
+                        &resource.object_type,
+                        &resource.object_id,
+                        permission,
+                        consistency,
+                    )
                     .map_err(status)?;
                 Ok(Response::new(pb::ExpandPermissionTreeResponse {
                     expanded_at: super::zed_token(revision),
@@ -386,7 +468,9 @@ impl PermissionsService for AuthzedPermissions {
             .await
         }
         .await;
-        self.0.metrics.record("authzed.ExpandPermissionTree", start, result)
+        self.0
+            .metrics
+            .record("authzed.ExpandPermissionTree", start, result)
     }
 
     type LookupResourcesStream = Streamed<pb::LookupResourcesResponse>;
@@ -402,9 +486,11 @@ impl PermissionsService for AuthzedPermissions {
             let shared = shared.clone();
             blocking(move || {
                 let r = request.get_ref();
-                let resource_type = convert::required(&r.resource_object_type, "resource_object_type")?;
+                let resource_type =
+                    convert::required(&r.resource_object_type, "resource_object_type")?;
                 let permission = convert::required(&r.permission, "permission")?;
-                let (subject_type, subject_id, subject_relation) = super::subject(r.subject.as_ref(), "subject")?;
+                let (subject_type, subject_id, subject_relation) =
+                    super::subject(r.subject.as_ref(), "subject")?;
                 let page = shared
                     .engine
                     .lookup_resources(&LookupResourcesRequest {
@@ -434,7 +520,9 @@ impl PermissionsService for AuthzedPermissions {
             .await
         }
         .await;
-        self.0.metrics.record("authzed.LookupResources", start, result)
+        self.0
+            .metrics
+            .record("authzed.LookupResources", start, result)
     }
 
     type LookupSubjectsStream = Streamed<pb::LookupSubjectsResponse>;
@@ -453,11 +541,14 @@ impl PermissionsService for AuthzedPermissions {
                 let r = request.get_ref();
                 let resource = super::object(r.resource.as_ref(), "resource")?;
                 let permission = convert::required(&r.permission, "permission")?;
-                let subject_type = convert::required(&r.subject_object_type, "subject_object_type")?;
+                let subject_type =
+                    convert::required(&r.subject_object_type, "subject_object_type")?;
                 let exclude_wildcards = match WildcardOption::try_from(r.wildcard_option) {
                     Ok(WildcardOption::Unspecified | WildcardOption::IncludeWildcards) => false,
                     Ok(WildcardOption::ExcludeWildcards) => true,
-                    Err(_) => return Err(invalid("`wildcard_option` is not a known WildcardOption")),
+                    Err(_) => {
+                        return Err(invalid("`wildcard_option` is not a known WildcardOption"))
+                    }
                 };
                 // The wildcard sorts first (`*` before every id character), so a cursor
                 // of `*` starts just after it.
@@ -501,7 +592,11 @@ impl PermissionsService for AuthzedPermissions {
                             permissionship: has,
                             partial_caveat_info: None,
                             subject: Some(resolved(&s.subject_id)),
-                            excluded_subjects: s.excluded_ids.iter().map(|id| resolved(id)).collect(),
+                            excluded_subjects: s
+                                .excluded_ids
+                                .iter()
+                                .map(|id| resolved(id))
+                                .collect(),
                             after_result_cursor: super::to_cursor(s.subject_id),
                         };
                         response
@@ -512,7 +607,9 @@ impl PermissionsService for AuthzedPermissions {
             .await
         }
         .await;
-        self.0.metrics.record("authzed.LookupSubjects", start, result)
+        self.0
+            .metrics
+            .record("authzed.LookupSubjects", start, result)
     }
 
     type ReadRelationshipsStream = Streamed<pb::ReadRelationshipsResponse>;
@@ -544,7 +641,9 @@ impl PermissionsService for AuthzedPermissions {
                     .map(|rel| pb::ReadRelationshipsResponse {
                         read_at: super::zed_token(revision),
                         relationship: Some(super::to_pb_relationship(rel)),
-                        after_result_cursor: super::to_cursor(arbiter_engine::store::relationship_key(rel)),
+                        after_result_cursor: super::to_cursor(
+                            arbiter_engine::store::relationship_key(rel),
+                        ),
                     })
                     .collect();
                 Ok(Response::new(streamed(items)))
@@ -552,7 +651,9 @@ impl PermissionsService for AuthzedPermissions {
             .await
         }
         .await;
-        self.0.metrics.record("authzed.ReadRelationships", start, result)
+        self.0
+            .metrics
+            .record("authzed.ReadRelationships", start, result)
     }
 
     async fn write_relationships(
@@ -566,15 +667,32 @@ impl PermissionsService for AuthzedPermissions {
             let max = shared.limits.max_updates_per_write;
             let n = r.updates.len() + r.optional_preconditions.len();
             if n > max {
-                return Err(too_many("updates and preconditions", n, max, "max-updates-per-write"));
+                return Err(too_many(
+                    "updates and preconditions",
+                    n,
+                    max,
+                    "max-updates-per-write",
+                ));
             }
-            let updates = r.updates.iter().enumerate().map(|(i, u)| update(u, i)).collect::<Result<Vec<_>, _>>()?;
+            let updates = r
+                .updates
+                .iter()
+                .enumerate()
+                .map(|(i, u)| update(u, i))
+                .collect::<Result<Vec<_>, _>>()?;
             let preconditions = super::preconditions(&r.optional_preconditions)?;
-            let revision = shared.write(updates, preconditions).await.map_err(resurface)?;
-            Ok(Response::new(pb::WriteRelationshipsResponse { written_at: super::zed_token(revision) }))
+            let revision = shared
+                .write(updates, preconditions)
+                .await
+                .map_err(resurface)?;
+            Ok(Response::new(pb::WriteRelationshipsResponse {
+                written_at: super::zed_token(revision),
+            }))
         }
         .await;
-        self.0.metrics.record("authzed.WriteRelationships", start, result)
+        self.0
+            .metrics
+            .record("authzed.WriteRelationships", start, result)
     }
 
     async fn delete_relationships(
@@ -609,7 +727,9 @@ impl PermissionsService for AuthzedPermissions {
             }))
         }
         .await;
-        self.0.metrics.record("authzed.DeleteRelationships", start, result)
+        self.0
+            .metrics
+            .record("authzed.DeleteRelationships", start, result)
     }
 
     async fn import_bulk_relationships(
@@ -626,13 +746,23 @@ impl PermissionsService for AuthzedPermissions {
                 let batch = batch?;
                 let max = shared.limits.max_import_batch;
                 if batch.relationships.len() > max {
-                    return Err(too_many("relationships", batch.relationships.len(), max, "max-import-batch"));
+                    return Err(too_many(
+                        "relationships",
+                        batch.relationships.len(),
+                        max,
+                        "max-import-batch",
+                    ));
                 }
                 let rels = batch
                     .relationships
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| super::relationship(Some(r), &format!("message {message}: relationships[{i}]")))
+                    .map(|(i, r)| {
+                        super::relationship(
+                            Some(r),
+                            &format!("message {message}: relationships[{i}]"),
+                        )
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
                 message += 1;
                 if rels.is_empty() {
@@ -640,14 +770,24 @@ impl PermissionsService for AuthzedPermissions {
                 }
                 let n = rels.len() as u64;
                 shared.import(rels).await.map_err(resurface).map_err(|s| {
-                    Status::new(s.code(), format!("{} (after {loaded} relationships were imported)", s.message()))
+                    Status::new(
+                        s.code(),
+                        format!(
+                            "{} (after {loaded} relationships were imported)",
+                            s.message()
+                        ),
+                    )
                 })?;
                 loaded += n;
             }
-            Ok(Response::new(pb::ImportBulkRelationshipsResponse { num_loaded: loaded }))
+            Ok(Response::new(pb::ImportBulkRelationshipsResponse {
+                num_loaded: loaded,
+            }))
         }
         .await;
-        self.0.metrics.record("authzed.ImportBulkRelationships", start, result)
+        self.0
+            .metrics
+            .record("authzed.ImportBulkRelationships", start, result)
     }
 
     type ExportBulkRelationshipsStream = Streamed<pb::ExportBulkRelationshipsResponse>;
@@ -695,7 +835,10 @@ impl PermissionsService for AuthzedPermissions {
                     batch.push(super::to_pb_relationship(&rel));
                     if batch.len() == chunk {
                         let msg = pb::ExportBulkRelationshipsResponse {
-                            after_result_cursor: super::to_cursor(export_cursor(graph.revision, offset)),
+                            after_result_cursor: super::to_cursor(export_cursor(
+                                graph.revision,
+                                offset,
+                            )),
                             relationships: std::mem::take(&mut batch),
                         };
                         if tx.blocking_send(Ok(msg)).is_err() {
@@ -705,15 +848,22 @@ impl PermissionsService for AuthzedPermissions {
                 }
                 if !batch.is_empty() {
                     let _ = tx.blocking_send(Ok(pb::ExportBulkRelationshipsResponse {
-                        after_result_cursor: super::to_cursor(export_cursor(graph.revision, offset)),
+                        after_result_cursor: super::to_cursor(export_cursor(
+                            graph.revision,
+                            offset,
+                        )),
                         relationships: batch,
                     }));
                 }
             });
-            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::ExportBulkRelationshipsStream))
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::ExportBulkRelationshipsStream
+            ))
         }
         .await;
-        self.0.metrics.record("authzed.ExportBulkRelationships", start, result)
+        self.0
+            .metrics
+            .record("authzed.ExportBulkRelationships", start, result)
     }
 }
 
@@ -730,7 +880,8 @@ fn resurface(s: Status) -> Status {
         return Status::already_exists(m);
     }
     let not_allowed = m.starts_with("subject `") && m.contains("` is not allowed on `");
-    let permission = m.contains("` is a permission; relationships can only be written to relations");
+    let permission =
+        m.contains("` is a permission; relationships can only be written to relations");
     if not_allowed || permission {
         return Status::invalid_argument(m);
     }
@@ -746,7 +897,10 @@ mod tests {
     fn write_errors_resurface_with_spicedb_codes() {
         let cases = [
             EngineError::AlreadyExists("doc:a#viewer@user:b".into()),
-            EngineError::WriteToPermission { object_type: "doc".into(), relation: "view".into() },
+            EngineError::WriteToPermission {
+                object_type: "doc".into(),
+                relation: "view".into(),
+            },
             EngineError::SubjectNotAllowed {
                 relationship: "doc:a#viewer@team:b".into(),
                 object_type: "doc".into(),
@@ -754,20 +908,30 @@ mod tests {
                 subject: "team".into(),
                 allowed: "user".into(),
             },
-            EngineError::UnknownRelation { object_type: "doc".into(), relation: "nope".into() },
+            EngineError::UnknownRelation {
+                object_type: "doc".into(),
+                relation: "nope".into(),
+            },
             EngineError::UnknownType("nope".into()),
             EngineError::PreconditionFailed("nothing matches `doc:a`".into()),
             EngineError::InvalidArgument("bad id".into()),
         ];
         for e in cases {
             let expected = status(e.clone()).code();
-            assert_eq!(resurface(convert::status(e.clone())).code(), expected, "{e}");
+            assert_eq!(
+                resurface(convert::status(e.clone())).code(),
+                expected,
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn export_cursors_round_trip() {
-        assert_eq!(parse_export_cursor(&export_cursor(42, 7)).ok(), Some((42, 7)));
+        assert_eq!(
+            parse_export_cursor(&export_cursor(42, 7)).ok(),
+            Some((42, 7))
+        );
         for bad in ["", "r1", "1:2", "r1:x", "rx:1"] {
             assert!(parse_export_cursor(bad).is_err(), "{bad}");
         }

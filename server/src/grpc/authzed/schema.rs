@@ -44,7 +44,9 @@ impl SchemaService for AuthzedSchema {
                 return Err(Status::invalid_argument("`schema` is empty"));
             }
             let revision = shared.write_schema(text).await?;
-            Ok(Response::new(pb::WriteSchemaResponse { written_at: super::zed_token(revision) }))
+            Ok(Response::new(pb::WriteSchemaResponse {
+                written_at: super::zed_token(revision),
+            }))
         }
         .await;
         self.0.metrics.record("authzed.WriteSchema", start, result)

@@ -45,13 +45,21 @@ impl Selection {
             .enumerate()
             .map(|(i, f)| WireFilter::parse(f, &format!("optional_relationship_filters[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut s = Selection { object_types: r.optional_object_types.clone(), filters, ..Selection::default() };
+        let mut s = Selection {
+            object_types: r.optional_object_types.clone(),
+            filters,
+            ..Selection::default()
+        };
         for (i, k) in r.optional_update_kinds.iter().enumerate() {
             match pb::WatchKind::try_from(*k) {
                 Ok(pb::WatchKind::Unspecified | pb::WatchKind::IncludeRelationshipUpdates) => {}
                 Ok(pb::WatchKind::IncludeSchemaUpdates) => s.schema = true,
                 Ok(pb::WatchKind::IncludeCheckpoints) => s.checkpoints = true,
-                Err(_) => return Err(invalid(format!("`optional_update_kinds[{i}]` is not a known WatchKind"))),
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "`optional_update_kinds[{i}]` is not a known WatchKind"
+                    )))
+                }
             }
         }
         // Relationship updates are always sent: SpiceDB's default, and what the other
@@ -63,7 +71,10 @@ impl Selection {
         if self.object_types.is_empty() && self.filters.is_empty() {
             return true;
         }
-        self.object_types.iter().any(|t| *t == r.resource.object_type) || self.filters.iter().any(|f| f.matches(r))
+        self.object_types
+            .iter()
+            .any(|t| *t == r.resource.object_type)
+            || self.filters.iter().any(|f| f.matches(r))
     }
 
     /// The message for one commit, if the watcher wants anything of it.
@@ -100,7 +111,10 @@ impl Selection {
 impl WatchService for AuthzedWatch {
     type WatchStream = Streamed<pb::WatchResponse>;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
         let result = (|| {
@@ -108,7 +122,11 @@ impl WatchService for AuthzedWatch {
             let selection = Selection::parse(r)?;
             // Subscribe before reading the changelog, so nothing falls in between.
             let live = shared.commits.subscribe();
-            let after = match r.optional_start_cursor.as_ref().filter(|t| !t.token.is_empty()) {
+            let after = match r
+                .optional_start_cursor
+                .as_ref()
+                .filter(|t| !t.token.is_empty())
+            {
                 None => shared.engine.revision(),
                 Some(t) => token::decode(&t.token).map_err(invalid)?,
             };
@@ -118,14 +136,18 @@ impl WatchService for AuthzedWatch {
                     "cannot watch after revision {after}: the newest revision is {newest}"
                 )));
             }
-            if let ChangesAfter::TooOld { oldest } = shared.engine.changes_after(after, 1).map_err(status)? {
+            if let ChangesAfter::TooOld { oldest } =
+                shared.engine.changes_after(after, 1).map_err(status)?
+            {
                 return Err(Status::failed_precondition(format!(
                     "revision {after} is older than the changelog keeps (oldest is {oldest}); read the relationships again and watch from a newer token"
                 )));
             }
             let (tx, rx) = mpsc::channel(64);
             tokio::spawn(watch_loop(shared.clone(), selection, after, live, tx));
-            Ok(Response::new(Box::pin(ReceiverStream::new(rx)) as Self::WatchStream))
+            Ok(Response::new(
+                Box::pin(ReceiverStream::new(rx)) as Self::WatchStream
+            ))
         })();
         self.0.metrics.record("authzed.Watch", start, result)
     }
@@ -147,7 +169,8 @@ async fn watch_loop(
         loop {
             let engine = shared.engine.clone();
             let from = after;
-            let batch = blocking(move || engine.changes_after(from, REPLAY_CHUNK).map_err(status)).await;
+            let batch =
+                blocking(move || engine.changes_after(from, REPLAY_CHUNK).map_err(status)).await;
             let commits = match batch {
                 Ok(ChangesAfter::Commits(c)) => c,
                 Ok(ChangesAfter::TooOld { oldest }) => {
