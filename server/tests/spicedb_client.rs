@@ -209,3 +209,207 @@ fn spicedb_node_client() {
     );
     println!("node client: install/cache {installed:?}, script {ran:?}");
 }
+
+/// With `--postgres`, the authzed API goes through the replica like the native one:
+/// writes are ordered in Postgres, reads wait for the ZedTokens they name, Watch on one
+/// replica sees writes made through another, and mistakes keep SpiceDB's codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spicedb_api_on_postgres_replicas() {
+    use arbiter_proto::authzed::api::v1 as pb;
+    use pb::permissions_service_client::PermissionsServiceClient;
+    use pb::schema_service_client::SchemaServiceClient;
+    use pb::watch_service_client::WatchServiceClient;
+    use sqlx::Connection;
+    use tokio_stream::StreamExt;
+
+    let admin = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let name = format!("arbiter_test_authzed_{}", std::process::id());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("Postgres is needed at {admin} (set DATABASE_URL): {e}"));
+    let drop_db = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    sqlx::query(&drop_db).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let args = |poll: &'static str| {
+        vec![
+            "--postgres",
+            url.as_str(),
+            "--migrate",
+            "--poll-interval",
+            poll,
+            "--preshared-key",
+            KEY,
+        ]
+    };
+    let a = Server::start(da.path(), &args("200ms"));
+    // A slow poll on B: only the token waits make it fresh in time.
+    let b = Server::start(db.path(), &args("1h"));
+
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {KEY}").parse().unwrap();
+    let auth = move |mut req: tonic::Request<()>| {
+        req.metadata_mut().insert("authorization", bearer.clone());
+        Ok(req)
+    };
+    let (cha, chb) = (a.channel().await, b.channel().await);
+    let mut schema_a = SchemaServiceClient::with_interceptor(cha.clone(), auth.clone());
+    let mut perms_a = PermissionsServiceClient::with_interceptor(cha.clone(), auth.clone());
+    let mut watch_a = WatchServiceClient::with_interceptor(cha, auth.clone());
+    let mut perms_b = PermissionsServiceClient::with_interceptor(chb, auth);
+
+    let obj = |t: &str, i: &str| pb::ObjectReference {
+        object_type: t.into(),
+        object_id: i.into(),
+    };
+    let user = |i: &str| pb::SubjectReference {
+        object: Some(obj("user", i)),
+        optional_relation: String::new(),
+    };
+    let update = |op: pb::relationship_update::Operation, doc: &str, relation: &str, who: &str| {
+        pb::RelationshipUpdate {
+            operation: op as i32,
+            relationship: Some(pb::Relationship {
+                resource: Some(obj("doc", doc)),
+                relation: relation.into(),
+                subject: Some(user(who)),
+                optional_caveat: None,
+                optional_expires_at: None,
+            }),
+        }
+    };
+    let write = |updates: Vec<pb::RelationshipUpdate>| pb::WriteRelationshipsRequest {
+        updates,
+        optional_preconditions: vec![],
+        optional_transaction_metadata: None,
+    };
+    let check =
+        |doc: &str, who: &str, c: pb::consistency::Requirement| pb::CheckPermissionRequest {
+            consistency: Some(pb::Consistency {
+                requirement: Some(c),
+            }),
+            resource: Some(obj("doc", doc)),
+            permission: "view".into(),
+            subject: Some(user(who)),
+            context: None,
+            with_tracing: false,
+        };
+    use pb::consistency::Requirement;
+    use pb::relationship_update::Operation;
+    let has = pb::check_permission_response::Permissionship::HasPermission as i32;
+
+    schema_a
+        .write_schema(pb::WriteSchemaRequest { schema: "definition user {}\ndefinition doc {\n  relation viewer: user\n  permission view = viewer\n}\n".into() })
+        .await
+        .unwrap();
+    let token = perms_a
+        .write_relationships(write(vec![update(Operation::Touch, "1", "viewer", "ann")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .written_at
+        .unwrap();
+    for c in [
+        Requirement::AtLeastAsFresh(token.clone()),
+        Requirement::AtExactSnapshot(token.clone()),
+        Requirement::FullyConsistent(true),
+    ] {
+        let resp = perms_b
+            .check_permission(check("1", "ann", c.clone()))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(resp.permissionship, has, "{c:?}");
+    }
+
+    // Watch on A from the token; write through B; A sees it.
+    let mut stream = watch_a
+        .watch(pb::WatchRequest {
+            optional_start_cursor: Some(token.clone()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let t2 = perms_b
+        .write_relationships(write(vec![update(Operation::Create, "2", "viewer", "bob")]))
+        .await
+        .unwrap()
+        .into_inner()
+        .written_at
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.changes_through, Some(t2.clone()));
+    assert_eq!(seen.updates.len(), 1);
+
+    // Mistakes through a replica keep SpiceDB's codes and change nothing.
+    let again = perms_b
+        .write_relationships(write(vec![update(Operation::Create, "2", "viewer", "bob")]))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::AlreadyExists, "{again:?}");
+    let permission = perms_b
+        .write_relationships(write(vec![update(Operation::Touch, "2", "view", "bob")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        permission.code(),
+        tonic::Code::InvalidArgument,
+        "{permission:?}"
+    );
+    let unknown = perms_a
+        .write_relationships(write(vec![update(Operation::Touch, "2", "nope", "bob")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        unknown.code(),
+        tonic::Code::FailedPrecondition,
+        "{unknown:?}"
+    );
+
+    // A partial delete through B (the listed path), seen by A at B's token.
+    let deleted = perms_b
+        .delete_relationships(pb::DeleteRelationshipsRequest {
+            relationship_filter: Some(pb::RelationshipFilter {
+                resource_type: "doc".into(),
+                ..Default::default()
+            }),
+            optional_limit: 1,
+            optional_allow_partial_deletions: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(deleted.relationships_deleted_count, 1);
+    let left: Vec<_> = perms_a
+        .read_relationships(pb::ReadRelationshipsRequest {
+            consistency: Some(pb::Consistency {
+                requirement: Some(Requirement::AtLeastAsFresh(deleted.deleted_at.unwrap())),
+            }),
+            relationship_filter: Some(pb::RelationshipFilter {
+                resource_type: "doc".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect::<Result<Vec<_>, _>>()
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 1);
+
+    drop((a, b));
+    let _ = sqlx::query(&drop_db).execute(&mut conn).await;
+}
