@@ -44,11 +44,12 @@ function expect(actual, expected, what) {
   console.log(`ok ${what}`);
 }
 
-async function expectError(fn, code, what) {
+async function expectError(fn, code, what, contains) {
   try {
     await fn();
   } catch (e) {
     expect(e.code, code, `${what} (${e.details})`);
+    if (contains !== undefined) expect(e.details.includes(contains), true, `${what}: the message names \`${contains}\``);
     return;
   }
   fail(`${what}: expected error code ${code}, the call succeeded`);
@@ -122,7 +123,8 @@ async function main() {
   await expectError(
     () => client.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [create("doc:readme#owner@user:olga")] })),
     grpc.status.ALREADY_EXISTS,
-    "CREATE of an existing relationship"
+    "CREATE of an existing relationship",
+    "doc:readme#owner@user:olga"
   );
 
   for (const [name, c] of [
