@@ -29,6 +29,7 @@ from authzed.api.v1 import (
     Cursor,
     DeleteRelationshipsRequest,
     DeleteRelationshipsResponse,
+    DiffSchemaRequest,
     ExpandPermissionTreeRequest,
     InsecureClient,
     LookupResourcesRequest,
@@ -37,6 +38,8 @@ from authzed.api.v1 import (
     Precondition,
     ReadRelationshipsRequest,
     ReadSchemaRequest,
+    ReflectionSchemaFilter,
+    ReflectSchemaRequest,
     Relationship,
     RelationshipFilter,
     RelationshipUpdate,
@@ -239,6 +242,24 @@ def main():
     expect(written.written_at.token.startswith("r"), True, "WriteSchema returns a ZedToken")
     read = client.ReadSchema(ReadSchemaRequest())
     expect(read.schema_text, SCHEMA, "ReadSchema returns the schema as written")
+    reflected = client.ReflectSchema(ReflectSchemaRequest(consistency=fully_consistent()))
+    expect([d.name for d in reflected.definitions], ["user", "group", "folder", "doc"], "ReflectSchema: the definitions")
+    doc = reflected.definitions[3]
+    expect([r.name for r in doc.relations], ["parent", "owner", "viewer", "banned"], "ReflectSchema: doc's relations")
+    expect([p.name for p in doc.permissions], ["edit", "view"], "ReflectSchema: doc's permissions")
+    expect(
+        [(t.subject_definition_name, t.WhichOneof("typeref"), t.optional_relation_name) for t in doc.relations[2].subject_types],
+        [("user", "is_terminal_subject", ""), ("user", "is_public_wildcard", ""), ("group", "optional_relation_name", "member")],
+        "ReflectSchema: the subject types of doc#viewer",
+    )
+    filtered = client.ReflectSchema(
+        ReflectSchemaRequest(optional_filters=[ReflectionSchemaFilter(optional_definition_name_filter="fo", optional_permission_name_filter="vi")])
+    )
+    expect(
+        [(d.name, [r.name for r in d.relations], [p.name for p in d.permissions]) for d in filtered.definitions],
+        [("folder", [], ["view"])],
+        "ReflectSchema with a filter",
+    )
     expect_error(
         lambda: client.WriteSchema(WriteSchemaRequest(schema="definition doc { relation viewer: nobody }")),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -573,10 +594,8 @@ def main():
     wrong = InsecureClient(endpoint, key + "-wrong")
     expect_error(lambda: check(wrong, "doc:readme#view@user:alice"), grpc.StatusCode.UNAUTHENTICATED, "a wrong preshared key")
     expect_error(lambda: wrong.ReadSchema(ReadSchemaRequest()), grpc.StatusCode.UNAUTHENTICATED, "a wrong key on SchemaService")
-    # A request Arbiter cannot serve: the reflection calls are not offered.
-    from authzed.api.v1 import ReflectSchemaRequest
-
-    expect_error(lambda: client.ReflectSchema(ReflectSchemaRequest()), grpc.StatusCode.UNIMPLEMENTED, "ReflectSchema is not offered")
+    # A request Arbiter cannot serve: DiffSchema is not offered.
+    expect_error(lambda: client.DiffSchema(DiffSchemaRequest(comparison_schema=SCHEMA)), grpc.StatusCode.UNIMPLEMENTED, "DiffSchema is not offered")
 
     print(f"{passed} passed, 0 failed", flush=True)
 
