@@ -107,6 +107,28 @@ fn read_page(
     }
 }
 
+/// One LookupSubjects answer: the subject, and for a wildcard the ids it excludes, in
+/// both the current fields and the deprecated flat ones older clients read.
+#[expect(deprecated, reason = "older clients still read the flat fields")]
+fn found_subject(s: arbiter_engine::FoundSubject, revision: u64) -> pb::LookupSubjectsResponse {
+    let has = pb::LookupPermissionship::HasPermission as i32;
+    let resolved = |id: &str| pb::ResolvedSubject {
+        subject_object_id: id.to_string(),
+        permissionship: has,
+        partial_caveat_info: None,
+    };
+    pb::LookupSubjectsResponse {
+        looked_up_at: super::zed_token(revision),
+        subject_object_id: s.subject_id.clone(),
+        excluded_subject_ids: s.excluded_ids.clone(),
+        permissionship: has,
+        partial_caveat_info: None,
+        subject: Some(resolved(&s.subject_id)),
+        excluded_subjects: s.excluded_ids.iter().map(|id| resolved(id)).collect(),
+        after_result_cursor: super::to_cursor(s.subject_id),
+    }
+}
+
 fn update(u: &pb::RelationshipUpdate, i: usize) -> Result<RelationshipUpdate, Status> {
     use pb::relationship_update::Operation;
     let op = match Operation::try_from(u.operation) {
@@ -573,34 +595,11 @@ impl PermissionsService for AuthzedPermissions {
                         written_subject_sets_only: false,
                     })
                     .map_err(status)?;
-                let has = pb::LookupPermissionship::HasPermission as i32;
-                let resolved = |id: &str| pb::ResolvedSubject {
-                    subject_object_id: id.to_string(),
-                    permissionship: has,
-                    partial_caveat_info: None,
-                };
                 let items = page
                     .subjects
                     .into_iter()
                     .filter(|s| !(exclude_wildcards && s.subject_id == WILDCARD_ID))
-                    .map(|s| {
-                        #[expect(deprecated, reason = "older clients still read the flat fields")]
-                        let response = pb::LookupSubjectsResponse {
-                            looked_up_at: super::zed_token(page.revision),
-                            subject_object_id: s.subject_id.clone(),
-                            excluded_subject_ids: s.excluded_ids.clone(),
-                            permissionship: has,
-                            partial_caveat_info: None,
-                            subject: Some(resolved(&s.subject_id)),
-                            excluded_subjects: s
-                                .excluded_ids
-                                .iter()
-                                .map(|id| resolved(id))
-                                .collect(),
-                            after_result_cursor: super::to_cursor(s.subject_id),
-                        };
-                        response
-                    })
+                    .map(|s| found_subject(s, page.revision))
                     .collect();
                 Ok(Response::new(streamed(items)))
             })
