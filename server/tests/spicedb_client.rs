@@ -413,3 +413,76 @@ async fn spicedb_api_on_postgres_replicas() {
     drop((a, b));
     let _ = sqlx::query(&drop_db).execute(&mut conn).await;
 }
+
+/// Reflection lists SpiceDB's services and describes them (what `grpcurl` needs), and
+/// health reports them serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spicedb_services_in_reflection_and_health() {
+    use tokio_stream::StreamExt;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let channel = server.channel().await;
+    let mut reflection = ServerReflectionClient::new(channel.clone());
+    let ask = |m: MessageRequest| ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let mut replies = reflection
+        .server_reflection_info(tokio_stream::iter([
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(
+                "authzed.api.v1.PermissionsService".into(),
+            )),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        replies.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no service list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        "authzed.api.v1.PermissionsService",
+        "authzed.api.v1.SchemaService",
+        "authzed.api.v1.WatchService",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let Some(MessageResponse::FileDescriptorResponse(files)) =
+        replies.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("no file descriptor for authzed.api.v1.PermissionsService");
+    };
+    assert!(!files.file_descriptor_proto.is_empty());
+
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for service in [
+        "authzed.api.v1.PermissionsService",
+        "authzed.api.v1.SchemaService",
+        "authzed.api.v1.WatchService",
+    ] {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32,
+            "{service}"
+        );
+    }
+}
