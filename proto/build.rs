@@ -1,12 +1,20 @@
 //! Compiles the `.proto` files with protox (a pure-Rust protoc), so the build needs no
-//! system `protoc`, and writes the descriptor set for gRPC server reflection.
+//! system `protoc`, and writes the descriptor set for gRPC server reflection: Arbiter's
+//! own `arbiter.v1` and SpiceDB's `authzed.api.v1` (with the `google.rpc.Status` it uses).
 
 use std::path::PathBuf;
 
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["arbiter/v1/arbiter.proto"];
+    let files = [
+        "arbiter/v1/arbiter.proto",
+        "google/rpc/status.proto",
+        "authzed/api/v1/core.proto",
+        "authzed/api/v1/permission_service.proto",
+        "authzed/api/v1/schema_service.proto",
+        "authzed/api/v1/watch_service.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

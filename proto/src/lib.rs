@@ -1,4 +1,5 @@
-//! `arbiter-proto`: generated gRPC types and services for `proto/arbiter/v1`. Only the
+//! `arbiter-proto`: generated gRPC types and services for `proto/arbiter/v1` and for
+//! SpiceDB's `authzed.api.v1` (served beside it for drop-in compatibility). Only the
 //! server and the load generator depend on it; engine types never derive prost.
 
 #![allow(missing_debug_implementations, reason = "generated code")]
@@ -7,6 +8,22 @@
 pub mod arbiter {
     pub mod v1 {
         tonic::include_proto!("arbiter.v1");
+    }
+}
+
+/// SpiceDB's API, written from its public reference (see `proto/authzed`).
+pub mod authzed {
+    pub mod api {
+        pub mod v1 {
+            tonic::include_proto!("authzed.api.v1");
+        }
+    }
+}
+
+/// `google.rpc.Status`, which `authzed.api.v1` uses for CheckBulkPermissions errors.
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }
 

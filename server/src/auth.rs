@@ -100,6 +100,7 @@ where
         Box::pin(async move {
             let mut response = fut.await?;
             oversized_is_invalid_argument(&mut response);
+            readable_grpc_message(&mut response);
             Ok(response)
         })
     }
@@ -128,6 +129,23 @@ fn oversized_is_invalid_argument<B>(response: &mut Response<B>) {
     }
 }
 
+/// tonic percent-encodes `#` and `?` in `grpc-message`, which gRPC does not require
+/// (only bytes outside printable ASCII, and `%`) and which Node's gRPC client then shows
+/// undecoded (`doc:1%23viewer`). Error messages name relationships, so a status carried in
+/// the headers (every unary error) gets them back as plain characters. A literal `%` is
+/// `%25`, so no `%23`/`%3F` in the encoded text comes from the message itself.
+fn readable_grpc_message<B>(response: &mut Response<B>) {
+    let headers = response.headers_mut();
+    let Some(message) = headers.get("grpc-message").and_then(|m| m.to_str().ok()) else { return };
+    if !message.contains("%23") && !message.contains("%3F") {
+        return;
+    }
+    let plain = message.replace("%23", "#").replace("%3F", "?");
+    if let Ok(v) = http::HeaderValue::from_str(&plain) {
+        headers.insert("grpc-message", v);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,6 +156,15 @@ mod tests {
             h.insert(http::header::AUTHORIZATION, v);
         }
         h
+    }
+
+    #[test]
+    fn grpc_messages_keep_hash_and_question_marks_plain() {
+        let status = tonic::Status::already_exists("relationship `doc:1#viewer@user:a` 100% there?");
+        let mut response = status.into_http::<()>();
+        readable_grpc_message(&mut response);
+        let message = response.headers().get("grpc-message").map(|m| m.to_str().unwrap_or_default().to_string());
+        assert_eq!(message.as_deref(), Some("relationship%20%60doc:1#viewer@user:a%60%20100%25%20there?"));
     }
 
     #[test]

@@ -12,6 +12,9 @@ use arbiter_engine::{Engine, EngineConfig};
 use arbiter_proto::arbiter::v1::permission_service_server::PermissionServiceServer;
 use arbiter_proto::arbiter::v1::relationship_service_server::RelationshipServiceServer;
 use arbiter_proto::arbiter::v1::schema_service_server::SchemaServiceServer;
+use arbiter_proto::authzed::api::v1::permissions_service_server::PermissionsServiceServer as AuthzedPermissionsServer;
+use arbiter_proto::authzed::api::v1::schema_service_server::SchemaServiceServer as AuthzedSchemaServer;
+use arbiter_proto::authzed::api::v1::watch_service_server::WatchServiceServer as AuthzedWatchServer;
 use arbiter_rocksdb_store::{RocksStore, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{GrpcAuthLayer, PresharedKey};
+use crate::grpc::authzed::{AuthzedPermissions, AuthzedSchema, AuthzedWatch};
 use crate::grpc::permission::Permissions;
 use crate::grpc::relationship::Relationships;
 use crate::grpc::schema::Schemas;
@@ -177,6 +181,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         .set_serving::<RelationshipServiceServer<Relationships>>()
         .await;
     health.set_serving::<SchemaServiceServer<Schemas>>().await;
+    health.set_serving::<AuthzedPermissionsServer<AuthzedPermissions>>().await;
+    health.set_serving::<AuthzedSchemaServer<AuthzedSchema>>().await;
+    health.set_serving::<AuthzedWatchServer<AuthzedWatch>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(arbiter_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -211,6 +218,22 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         )
         .add_service(
             SchemaServiceServer::new(Schemas(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        // SpiceDB's API (authzed.api.v1) on the same port, behind the same key.
+        .add_service(
+            AuthzedPermissionsServer::new(AuthzedPermissions(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AuthzedSchemaServer::new(AuthzedSchema(shared.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            AuthzedWatchServer::new(AuthzedWatch(shared.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         );

@@ -15,6 +15,7 @@ use crate::convert::{self, status};
 use crate::metrics::Metrics;
 use crate::postgres::replica::Replica;
 
+pub mod authzed;
 pub mod permission;
 pub mod relationship;
 pub mod schema;
