@@ -239,6 +239,7 @@ impl AuthzedPermissions {
                 subject_relation,
                 consistency,
                 context: context.as_ref(),
+                ..CheckRequest::default()
             })
             .map_err(status)?;
         Ok((resp.decision, resp.revision))
@@ -285,6 +286,7 @@ impl AuthzedPermissions {
                     subject_relation: *srel,
                     consistency,
                     context: context.as_ref(),
+                    ..CheckRequest::default()
                 },
             )
             .collect();
