@@ -5,7 +5,7 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use arbiter_engine::{Engine, LoggedCommit, Precondition, RelationshipFilter, RelationshipUpdate};
+use arbiter_engine::{ChangesAfter, Engine, LoggedCommit, Precondition, RelationshipFilter, RelationshipUpdate};
 use arbiter_proto::arbiter::v1 as pb;
 use arbiter_schema::Relationship;
 use tokio::sync::broadcast;
@@ -210,3 +210,92 @@ pub fn too_many(what: &str, n: usize, limit: usize, flag: &str) -> Status {
         "{n} {what} in one request, more than the limit of {limit} (`--{flag}`)"
     ))
 }
+
+/// Watch's engine room, for both APIs: sends `response(commit)` for every commit after
+/// `after` (those it maps to `None` are skipped but passed), first from the changelog,
+/// then from the live feed, falling back to the changelog whenever the feed lags. Ends
+/// when the client goes away, the changelog no longer reaches `after`, or the server
+/// shuts down (`resume` says how to resume).
+pub async fn follow_commits<T: Send + 'static>(
+    shared: Arc<Shared>,
+    mut after: u64,
+    mut live: broadcast::Receiver<Arc<LoggedCommit>>,
+    tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
+    resume: &'static str,
+    mut response: impl FnMut(&LoggedCommit) -> Option<T> + Send,
+) {
+    shared.metrics.watchers.inc();
+    let _guard = Watching(&shared);
+    let mut stop = shared.stop.clone();
+    'replay: loop {
+        // Catch up from the changelog.
+        loop {
+            let engine = shared.engine.clone();
+            let from = after;
+            let batch = blocking(move || engine.changes_after(from, WATCH_REPLAY_CHUNK).map_err(convert::status)).await;
+            let commits = match batch {
+                Ok(ChangesAfter::Commits(c)) => c,
+                Ok(ChangesAfter::TooOld { oldest }) => {
+                    let _ = tx
+                        .send(Err(Status::failed_precondition(format!(
+                            "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(s) => {
+                    let _ = tx.send(Err(s)).await;
+                    return;
+                }
+            };
+            if commits.is_empty() {
+                break;
+            }
+            for c in &commits {
+                if let Some(msg) = response(c) {
+                    if tx.send(Ok(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                after = c.revision;
+            }
+        }
+        // Then follow the live feed.
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    let _ = tx.send(Err(Status::unavailable(format!("the server is shutting down; {resume}")))).await;
+                    return;
+                }
+                msg = live.recv() => match msg {
+                    Ok(c) if c.revision <= after => continue,
+                    Ok(c) if c.revision == after + 1 => {
+                        if let Some(msg) = response(&c) {
+                            if tx.send(Ok(msg)).await.is_err() {
+                                return;
+                            }
+                        }
+                        after = c.revision;
+                    }
+                    // A gap (should not happen) or a lag: the changelog has what was missed.
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'replay,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        }
+    }
+}
+
+/// Counts open Watch streams.
+struct Watching<'a>(&'a Shared);
+
+impl Drop for Watching<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.watchers.dec();
+    }
+}
+
+/// Commits read from the changelog at a time while a Watch catches up.
+const WATCH_REPLAY_CHUNK: usize = 256;
+

@@ -9,7 +9,7 @@ use arbiter_engine::{
 };
 use arbiter_proto::arbiter::v1 as pb;
 use pb::relationship_service_server::RelationshipService;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
@@ -25,8 +25,6 @@ type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Relationships per ExportRelationships message.
 const EXPORT_CHUNK: usize = 1000;
-/// Commits read from the changelog at a time while a Watch catches up.
-const WATCH_REPLAY_CHUNK: usize = 256;
 
 fn update(u: &pb::RelationshipUpdate, i: usize) -> Result<RelationshipUpdate, Status> {
     use pb::relationship_update::Operation;
@@ -310,7 +308,14 @@ impl RelationshipService for Relationships {
                 )));
             }
             let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(watch_loop(shared.clone(), after, live, tx));
+            tokio::spawn(super::follow_commits(
+                shared.clone(),
+                after,
+                live,
+                tx,
+                "resume the watch from the last revision token",
+                |c| Some(watch_response(c)),
+            ));
             Ok(Response::new(
                 Box::pin(ReceiverStream::new(rx)) as Self::WatchStream
             ))
@@ -390,82 +395,3 @@ impl RelationshipService for Relationships {
     }
 }
 
-/// Sends every commit after `after`, from the changelog and then live, in order and
-/// without gaps. Falls back to the changelog whenever the live feed lags.
-async fn watch_loop(
-    shared: Arc<Shared>,
-    mut after: u64,
-    mut live: broadcast::Receiver<Arc<LoggedCommit>>,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-) {
-    shared.metrics.watchers.inc();
-    let _guard = Dropped(&shared);
-    let mut stop = shared.stop.clone();
-    'replay: loop {
-        // Catch up from the changelog.
-        loop {
-            let engine = shared.engine.clone();
-            let from = after;
-            let batch = blocking(move || {
-                engine
-                    .changes_after(from, WATCH_REPLAY_CHUNK)
-                    .map_err(status)
-            })
-            .await;
-            let commits = match batch {
-                Ok(ChangesAfter::Commits(c)) => c,
-                Ok(ChangesAfter::TooOld { oldest }) => {
-                    let _ = tx
-                        .send(Err(Status::failed_precondition(format!(
-                            "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
-                        ))))
-                        .await;
-                    return;
-                }
-                Err(s) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
-                }
-            };
-            if commits.is_empty() {
-                break;
-            }
-            for c in &commits {
-                if tx.send(Ok(watch_response(c))).await.is_err() {
-                    return;
-                }
-                after = c.revision;
-            }
-        }
-        // Then follow the live feed.
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; resume the watch from the last revision token"))).await;
-                    return;
-                }
-                msg = live.recv() => match msg {
-                    Ok(c) if c.revision <= after => continue,
-                    Ok(c) if c.revision == after + 1 => {
-                        if tx.send(Ok(watch_response(&c))).await.is_err() {
-                            return;
-                        }
-                        after = c.revision;
-                    }
-                    // A gap (should not happen) or a lag: the changelog has what we missed.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'replay,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    }
-}
-
-struct Dropped<'a>(&'a Shared);
-
-impl Drop for Dropped<'_> {
-    fn drop(&mut self) {
-        self.0.metrics.watchers.dec();
-    }
-}

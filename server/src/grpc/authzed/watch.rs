@@ -10,23 +10,20 @@ use std::time::Instant;
 use arbiter_engine::{ChangeOp, ChangesAfter, LoggedCommit};
 use arbiter_proto::authzed::api::v1 as pb;
 use pb::watch_service_server::WatchService;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{status, WireFilter};
 use crate::convert::invalid;
-use crate::grpc::{blocking, Shared};
+use crate::grpc::Shared;
 use crate::token;
 
 #[derive(Debug, Clone)]
 pub struct AuthzedWatch(pub Arc<Shared>);
 
 type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
-/// Commits read from the changelog at a time while a Watch catches up.
-const REPLAY_CHUNK: usize = 256;
 
 /// What one watcher asked to see.
 #[derive(Debug, Clone, Default)]
@@ -144,7 +141,14 @@ impl WatchService for AuthzedWatch {
                 )));
             }
             let (tx, rx) = mpsc::channel(64);
-            tokio::spawn(watch_loop(shared.clone(), selection, after, live, tx));
+            tokio::spawn(crate::grpc::follow_commits(
+                shared.clone(),
+                after,
+                live,
+                tx,
+                "resume the watch from the last ZedToken",
+                move |c| selection.response(c),
+            ));
             Ok(Response::new(
                 Box::pin(ReceiverStream::new(rx)) as Self::WatchStream
             ))
@@ -153,81 +157,3 @@ impl WatchService for AuthzedWatch {
     }
 }
 
-/// Sends what the watcher selected of every commit after `after`, from the changelog
-/// and then live; falls back to the changelog whenever the live feed lags.
-async fn watch_loop(
-    shared: Arc<Shared>,
-    selection: Selection,
-    mut after: u64,
-    mut live: broadcast::Receiver<Arc<LoggedCommit>>,
-    tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-) {
-    shared.metrics.watchers.inc();
-    let _guard = Watching(&shared);
-    let mut stop = shared.stop.clone();
-    'replay: loop {
-        loop {
-            let engine = shared.engine.clone();
-            let from = after;
-            let batch =
-                blocking(move || engine.changes_after(from, REPLAY_CHUNK).map_err(status)).await;
-            let commits = match batch {
-                Ok(ChangesAfter::Commits(c)) => c,
-                Ok(ChangesAfter::TooOld { oldest }) => {
-                    let _ = tx
-                        .send(Err(Status::failed_precondition(format!(
-                            "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
-                        ))))
-                        .await;
-                    return;
-                }
-                Err(s) => {
-                    let _ = tx.send(Err(s)).await;
-                    return;
-                }
-            };
-            if commits.is_empty() {
-                break;
-            }
-            for c in &commits {
-                if let Some(msg) = selection.response(c) {
-                    if tx.send(Ok(msg)).await.is_err() {
-                        return;
-                    }
-                }
-                after = c.revision;
-            }
-        }
-        loop {
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    let _ = tx.send(Err(Status::unavailable("the server is shutting down; resume the watch from the last ZedToken"))).await;
-                    return;
-                }
-                msg = live.recv() => match msg {
-                    Ok(c) if c.revision <= after => continue,
-                    Ok(c) if c.revision == after + 1 => {
-                        if let Some(msg) = selection.response(&c) {
-                            if tx.send(Ok(msg)).await.is_err() {
-                                return;
-                            }
-                        }
-                        after = c.revision;
-                    }
-                    // A gap or a lag: the changelog has what was missed.
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue 'replay,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        }
-    }
-}
-
-struct Watching<'a>(&'a Shared);
-
-impl Drop for Watching<'_> {
-    fn drop(&mut self) {
-        self.0.metrics.watchers.dec();
-    }
-}
