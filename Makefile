@@ -7,7 +7,7 @@ CONFORMANCE_DIR ?= ../shared/conformance
 SPICEDB_DIR := $(CONFORMANCE_DIR)/spicedb
 ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 
-.PHONY: run test deps build conformance corpus clippy fmt
+.PHONY: run test deps build conformance corpus clippy fmt bench bench-baselines
 
 ## deps: install what the build needs when it is missing.
 deps:
@@ -53,6 +53,18 @@ conformance:
 	files=$$(awk -F'\t' 'NR>1 && $$6=="" && $$1 ~ /\.yaml$$/ {print "$(SPICEDB_DIR)/"$$1}' $(SPICEDB_DIR)/FEATURES.tsv); \
 	echo "== arbiter validate: SpiceDB conformance (caveat-free files)"; \
 	$(ARBITER) validate $$files $(SPICEDB_DIR)/multipleslashes.yaml
+
+## bench: the criterion suites (fixed org, generated datasets at 100k and 1M).
+bench: deps
+	$(CARGO) build --release --workspace --all-targets
+	$(CARGO) bench --workspace --bench engine --bench dataset
+
+## bench-baselines: Arbiter in-process and over gRPC beside PostgreSQL (recursive CTEs)
+## and Cedar alone, one table; BASELINE_ARGS="--relationships 100000" for a quick one.
+BASELINE_ARGS ?= --relationships 1000000
+bench-baselines: deps
+	$(CARGO) build --release --workspace --all-targets
+	@scripts/with-postgres.sh $(CARGO) bench --workspace --bench baselines -- $(BASELINE_ARGS)
 
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

@@ -4,10 +4,8 @@
 use std::hint::black_box;
 
 use arbiter_benches::{viewer_updates, Org};
-use arbiter_engine::{
-    split_policies, AttrDecl, AttrType, AttributeDecls, AttributeUpdate, CheckRequest, Consistency, Decision, Engine,
-    LabelDef, LookupResourcesRequest, ObjectAttributes, PolicyModel,
-};
+use arbiter_benches::cedar_fixture::{attrs, label_policy, more_policies, policy_model, LABELS};
+use arbiter_engine::{AttributeUpdate, CheckRequest, Consistency, Decision, Engine, LookupResourcesRequest};
 use serde_json::json;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -159,65 +157,6 @@ fn writes(c: &mut Criterion) {
     group.finish();
 }
 
-/// A multi-level-security policy over labels and three attributes, as DESIGN §9 asks.
-const LABEL_POLICY: &str = r#"
-@id("mls")
-forbid(principal, action, resource is doc)
-unless {
-    principal is user && principal has clearance && resource has classification &&
-    principal.clearance >= resource.classification &&
-    principal.label_level >= resource.label_level &&
-    (!(resource.labels.contains(arbiter::Label::"nato")) || principal.labels.contains(arbiter::Label::"nato"))
-};
-@id("department")
-forbid(principal, action == Action::"edit", resource is doc)
-when { principal has department && principal.department == "contractors" };
-"#;
-
-const LABELS: &[(&str, i64, Option<&str>)] =
-    &[("top_secret", 4, None), ("secret", 3, Some("top_secret")), ("confidential", 2, Some("secret")), ("nato", 1, None)];
-
-/// 18 more policies, on other actions and conditions, so that a set of 20 is compiled
-/// and the ones that may apply to `view` are evaluated.
-fn more_policies() -> String {
-    let mut out = String::new();
-    for i in 0..9 {
-        out.push_str(&format!(
-            "@id(\"dept-{i}\")\nforbid(principal, action == Action::\"view\", resource is doc) when {{ principal has department && principal.department == \"blocked-{i}\" }};\n"
-        ));
-        out.push_str(&format!(
-            "@id(\"grant-{i}\")\npermit(principal, action == Action::\"edit\", resource is doc) when {{ principal has clearance && principal.clearance > {} }};\n",
-            100 + i
-        ));
-    }
-    out
-}
-
-fn policy_model(extra: &str) -> Result<PolicyModel, String> {
-    let mut decls = AttributeDecls::default();
-    let opt = |ty| AttrDecl { ty, required: false };
-    decls.types.insert(
-        "user".into(),
-        [("clearance".to_string(), opt(AttrType::Long)), ("department".to_string(), opt(AttrType::String))].into(),
-    );
-    decls.types.insert("doc".into(), [("classification".to_string(), opt(AttrType::Long))].into());
-    let policies = split_policies("bench.cedar", &format!("{LABEL_POLICY}\n{extra}")).map_err(|e| e.to_string())?;
-    let labels = LABELS.iter().map(|(n, l, p)| (n.to_string(), LabelDef { level: *l, parents: p.iter().map(|p| p.to_string()).collect() })).collect();
-    Ok(PolicyModel { policies, declarations: decls, labels })
-}
-
-fn attrs(object: &str, values: serde_json::Value, labels: &[&str]) -> AttributeUpdate {
-    let (t, i) = object.split_once(':').unwrap_or((object, ""));
-    AttributeUpdate {
-        object_type: t.into(),
-        object_id: i.into(),
-        attributes: Some(ObjectAttributes {
-            values: values.as_object().cloned().unwrap_or_default(),
-            labels: labels.iter().map(|l| l.to_string()).collect(),
-        }),
-    }
-}
-
 /// Every object of the org as a Cedar entity (parents from the relationships, the
 /// attributes and labels above): what a cedar-agent user keeps loaded.
 fn all_entities(lines: &[String], attributes: &[AttributeUpdate]) -> Vec<serde_json::Value> {
@@ -280,7 +219,7 @@ fn try_cedar_checks(c: &mut Criterion) -> Result<(), String> {
         attrs("doc:d42", json!({"classification": 3}), &["confidential"]),
         attrs("doc:d43", json!({"classification": 3}), &["secret"]),
     ];
-    e.write_policy_model(policy_model("")?).map_err(|e| e.to_string())?;
+    e.write_policy_model(policy_model("doc", "")?).map_err(|e| e.to_string())?;
     e.write_attributes(attributes.clone()).map_err(|e| e.to_string())?;
     let solo = arbiter_schema::parse_relationship("doc:solo#viewer@user:member2").map_err(|e| e.message)?;
     e.write(&[arbiter_engine::RelationshipUpdate { op: arbiter_engine::UpdateOp::Touch, relationship: solo }])
@@ -290,7 +229,7 @@ fn try_cedar_checks(c: &mut Criterion) -> Result<(), String> {
     bench_check(c, e, "cedar/label policy + 3 attributes, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
     bench_check(c, e, "cedar/label policy + 3 attributes, direct (principal + team chain, resource alone)", req("doc:solo", "view", "user:member2"), Allowed);
     bench_check(c, e, "cedar/label policy + 3 attributes, deep, forbidden", req("doc:d43", "view", "user:member3"), Denied);
-    e.write_policy_model(policy_model(&more_policies())?).map_err(|e| e.to_string())?;
+    e.write_policy_model(policy_model("doc", &more_policies("doc"))?).map_err(|e| e.to_string())?;
     bench_check(c, e, "cedar/20 policies, deep, allowed", req("doc:d42", "view", "user:member2"), Allowed);
 
     // Cedar alone, as a cedar-agent user runs it: the same policies plus a permit that
@@ -298,8 +237,9 @@ fn try_cedar_checks(c: &mut Criterion) -> Result<(), String> {
     // entity of the org materialised once, or on the request's entities built per request.
     let lines = arbiter_benches::org_relationships(10_000, 100);
     let text = format!(
-        "{LABEL_POLICY}\n{}\n@id(\"graph\")\npermit(principal in team::\"t2_0\", action == Action::\"view\", resource in folder::\"f42_0\");",
-        more_policies()
+        "{}\n{}\n@id(\"graph\")\npermit(principal in team::\"t2_0\", action == Action::\"view\", resource in folder::\"f42_0\");",
+        label_policy("doc"),
+        more_policies("doc")
     );
     let set = cedar::PolicySet::from_str(&text).map_err(|e| e.to_string())?;
     let everything = all_entities(&lines, &attributes);

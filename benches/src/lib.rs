@@ -124,3 +124,9 @@ pub fn viewer_updates(start: usize, n: usize) -> Result<Vec<RelationshipUpdate>,
         .map(|i| touch(&format!("doc:w{i}#viewer@user:writer{}", i % 97)))
         .collect()
 }
+
+#[cfg(feature = "baselines")]
+pub mod baseline;
+#[cfg(feature = "baselines")]
+pub mod generated;
+pub mod cedar_fixture;

@@ -75,6 +75,9 @@ pub fn parse_rate(text: &str) -> Result<f64, ArgError> {
     Ok(r)
 }
 
+/// How many request kinds there are.
+pub const KINDS: usize = 5;
+
 /// The kinds of request the load generator sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum RequestKind {
@@ -86,14 +89,18 @@ pub enum RequestKind {
     Lookup,
     /// WriteRelationships TOUCH of a fresh relationship to a synthetic user.
     Write,
+    /// `grpc.health.v1.Health/Check`: the cheapest unary call the server answers, the
+    /// baseline for what the transport alone costs (`--mix empty=100`).
+    Empty,
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 4] = [
+    pub const ALL: [RequestKind; KINDS] = [
         RequestKind::Check,
         RequestKind::Bulk,
         RequestKind::Lookup,
         RequestKind::Write,
+        RequestKind::Empty,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +109,7 @@ impl RequestKind {
             RequestKind::Bulk => "bulk",
             RequestKind::Lookup => "lookup",
             RequestKind::Write => "write",
+            RequestKind::Empty => "empty",
         }
     }
 
@@ -113,14 +121,14 @@ impl RequestKind {
 /// Relative weights of the request kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Mix {
-    weights: [u32; 4],
+    weights: [u32; KINDS],
 }
 
 impl Default for Mix {
     /// Checks only.
     fn default() -> Self {
         Self {
-            weights: [1, 0, 0, 0],
+            weights: [1, 0, 0, 0, 0],
         }
     }
 }
@@ -163,8 +171,8 @@ impl fmt::Display for Mix {
 /// `check=95,bulk=2,lookup=2,write=1`: integer weights (they need not add up to 100);
 /// kinds left out get 0.
 pub fn parse_mix(text: &str) -> Result<Mix, ArgError> {
-    let mut weights = [0u32; 4];
-    let mut seen = [false; 4];
+    let mut weights = [0u32; KINDS];
+    let mut seen = [false; KINDS];
     for part in text.split(',') {
         let part = part.trim();
         if part.is_empty() {
@@ -181,7 +189,7 @@ pub fn parse_mix(text: &str) -> Result<Mix, ArgError> {
             .find(|k| k.name() == name)
             .ok_or_else(|| {
                 err(format!(
-                    "invalid mix entry `{part}`: unknown kind `{name}` (use check, bulk, lookup, write)"
+                    "invalid mix entry `{part}`: unknown kind `{name}` (use check, bulk, lookup, write, empty)"
                 ))
             })?;
         if seen[kind.index()] {
@@ -278,9 +286,19 @@ mod tests {
     }
 
     #[test]
+    fn the_empty_call_is_a_kind() {
+        let m = parse_mix("check=1,empty=1").unwrap();
+        assert_eq!(m.weight(RequestKind::Empty), 1);
+        assert_eq!(m.to_string(), "check=1,empty=1");
+        assert!((0..100).any(|i| m.kind_of(i) == RequestKind::Empty));
+        let only = parse_mix("empty=5").unwrap();
+        assert!((0..100).all(|i| only.kind_of(i) == RequestKind::Empty));
+    }
+
+    #[test]
     fn mix_sequence_follows_weights() {
         let m = parse_mix("check=95,bulk=2,lookup=2,write=1").unwrap();
-        let mut counts = [0u32; 4];
+        let mut counts = [0u32; KINDS];
         for i in 0..100_000 {
             counts[m.kind_of(i).index()] += 1;
         }

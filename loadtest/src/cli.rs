@@ -73,8 +73,9 @@ pub struct TargetArgs {
     /// gRPC channels (HTTP/2 connections), used round robin.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub connections: u16,
-    /// Relative weights of check, bulk (CheckBulk), lookup (LookupResources) and write
-    /// (WriteRelationships TOUCH of a synthetic viewer).
+    /// Relative weights of check, bulk (CheckBulk), lookup (LookupResources), write
+    /// (WriteRelationships TOUCH of a synthetic viewer) and empty (the gRPC health
+    /// check: what a call costs with no work behind it).
     #[arg(long, default_value = "check=100", value_parser = parse_mix)]
     pub mix: Mix,
     /// minimize_latency | fully_consistent | at_least_as_fresh:TOKEN | at_exact_snapshot:TOKEN

@@ -74,7 +74,9 @@ fn a_short_run_against_a_real_server() {
     let out = Command::new(LOADTEST)
         .args(["run", "--endpoint", &server.grpc, "--dataset"])
         .arg(&dataset)
-        .args(["--load", "--rate", "200", "--duration", "2s", "--json"])
+        .args(["--load", "--rate", "200", "--duration", "2s"])
+        // Every request kind, the empty call (health check) too, against the real server.
+        .args(["--mix", "check=60,bulk=10,lookup=10,write=10,empty=10", "--json"])
         .arg(&report)
         .arg("--plot")
         .arg(&plot)

@@ -134,6 +134,13 @@ pub async fn serve(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let Some((cert, key)) = tls else {
+        use axum::serve::ListenerExt as _;
+        // Responses go out at once (no Nagle wait for the client's delayed ACK).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on an HTTP connection: {e}");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|s| *s).await;
@@ -153,6 +160,9 @@ pub async fn serve(
             },
             _ = stop.wait_for(|s| *s) => return Ok(()),
         };
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an HTTP connection: {e}");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ use arbiter_rocksdb_store::{RocksStore, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::StreamExt as _;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::auth::{GrpcAuthLayer, PresharedKey};
@@ -238,8 +239,16 @@ async fn serve(opts: ServeOptions) -> Result<()> {
                 .max_encoding_message_size(max),
         );
     let mut grpc_stop = stop_rx.clone();
+    // Replies go out at once: without TCP_NODELAY a reply written in two segments
+    // waits for the client's delayed ACK (tens of milliseconds on Linux).
+    let incoming = TcpListenerStream::new(grpc_listener).map(|conn| {
+        conn.and_then(|stream| {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    });
     let grpc = tokio::spawn(router.serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc_listener),
+        incoming,
         async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         },

@@ -1,0 +1,670 @@
+//! Arbiter side by side with what teams use instead, on one dataset from
+//! `arbiter-loadtest gen` and its queries, in one run:
+//!
+//! - Arbiter in-process (the engine API), Check and CheckBulk(100);
+//! - Arbiter over gRPC on loopback (a release `arbiter serve` spawned here, loaded
+//!   through ImportRelationships), Check and CheckBulk(100);
+//! - PostgreSQL with the relational design and a recursive CTE per check, one query per
+//!   check and one query per 100 checks;
+//! - Cedar alone, with the entities each request needs materialised per request.
+//!
+//! Every system answers every query once before it is timed, and every answer (then and
+//! while timed) is compared with the dataset's `expected.txt`: one disagreement voids
+//! the comparison and the run fails. Each system is then timed twice: one caller in a
+//! loop (the latency columns) and `--concurrency` callers at once (the throughput
+//! column; in-process systems use one thread per core).
+//!
+//! Run: `make bench-baselines`, or `cargo build --release --workspace --all-targets`
+//! then `cargo bench --workspace --bench baselines -- [--relationships N] [--seed S]
+//! [--seconds S] [--concurrency C] [--systems arbiter,grpc,postgres,cedar]`.
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark report")]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use arbiter_benches::baseline::cedar::CedarAlone;
+use arbiter_benches::baseline::postgres::Relational;
+use arbiter_benches::baseline::{data_root, dataset, Dataset, Query};
+use arbiter_benches::generated::{check_request, load_engine};
+use arbiter_engine::{Consistency, Decision, Engine};
+use arbiter_loadtest::workload::{connect, load_dataset, Clients};
+use arbiter_proto::arbiter::v1 as pb;
+
+const BULK: usize = 100;
+
+#[derive(Debug)]
+struct Options {
+    relationships: u64,
+    seed: u64,
+    seconds: f64,
+    concurrency: usize,
+    systems: Vec<String>,
+    database_url: String,
+}
+
+fn parse_options() -> Result<Options> {
+    let mut o = Options {
+        relationships: 100_000,
+        seed: 1,
+        seconds: 3.0,
+        concurrency: 8,
+        systems: ["arbiter", "grpc", "postgres", "cedar"].map(String::from).to_vec(),
+        database_url: std::env::var("DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string()),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = |name: &str| args.next().ok_or_else(|| anyhow!("{name} needs a value"));
+        match a.as_str() {
+            // cargo bench passes `--bench` to every bench binary.
+            "--bench" => {}
+            "--relationships" => o.relationships = value(&a)?.replace('_', "").parse().context("--relationships")?,
+            "--seed" => o.seed = value(&a)?.parse().context("--seed")?,
+            "--seconds" => o.seconds = value(&a)?.parse().context("--seconds")?,
+            "--concurrency" => o.concurrency = value(&a)?.parse().context("--concurrency")?,
+            "--systems" => o.systems = value(&a)?.split(',').map(str::to_string).collect(),
+            "--database-url" => o.database_url = value(&a)?,
+            other => bail!(
+                "unknown argument `{other}`; use --relationships N --seed S --seconds S --concurrency C --systems arbiter,grpc,postgres,cedar --database-url URL"
+            ),
+        }
+    }
+    for s in &o.systems {
+        if !["arbiter", "grpc", "postgres", "cedar"].contains(&s.as_str()) {
+            bail!("--systems: unknown system `{s}` (use arbiter, grpc, postgres, cedar)");
+        }
+    }
+    if o.concurrency == 0 || o.seconds <= 0.0 {
+        bail!("--concurrency and --seconds must be positive");
+    }
+    Ok(o)
+}
+
+/// One line of the table.
+#[derive(Debug)]
+struct Row {
+    system: String,
+    per_call: usize,
+    /// Nanoseconds per call, one caller at a time.
+    latencies: Vec<u64>,
+    /// Checks per second with many callers.
+    throughput: f64,
+    /// The Arbiter row this one is compared with.
+    compare_to: Option<&'static str>,
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn human_ns(ns: u64) -> String {
+    match ns {
+        0..=999 => format!("{ns} ns"),
+        1_000..=999_999 => format!("{:.1} us", ns as f64 / 1e3),
+        _ => format!("{:.2} ms", ns as f64 / 1e6),
+    }
+}
+
+fn human_rate(r: f64) -> String {
+    if r >= 1e6 {
+        format!("{:.2}M", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k", r / 1e3)
+    } else {
+        format!("{r:.0}")
+    }
+}
+
+/// The calls of a run: chunks of `per_call` consecutive queries, in a cycle.
+struct Chunks {
+    len: usize,
+    per_call: usize,
+}
+
+impl Chunks {
+    fn new(queries: usize, per_call: usize) -> Chunks {
+        let per_call = per_call.min(queries).max(1);
+        Chunks {
+            len: queries / per_call,
+            per_call,
+        }
+    }
+
+    fn range(&self, call: usize) -> std::ops::Range<usize> {
+        let start = (call % self.len) * self.per_call;
+        start..start + self.per_call
+    }
+}
+
+/// Compares answers with the expected ones; returns the first disagreement.
+fn compare(system: &str, ds: &Dataset, range: std::ops::Range<usize>, got: &[bool]) -> Result<()> {
+    if got.len() != range.len() {
+        bail!("{system} returned {} answers for {} checks", got.len(), range.len());
+    }
+    for (i, g) in range.zip(got) {
+        if ds.expected[i] != *g {
+            bail!(
+                "{system} answered {} to `{}` (query {}), expected.txt says {}: the comparison is void",
+                g,
+                ds.queries[i].line(),
+                i + 1,
+                ds.expected[i]
+            );
+        }
+    }
+    Ok(())
+}
+
+// ---- in-process systems (Arbiter's engine, Cedar) ----
+
+enum Local<'a> {
+    Engine { engine: &'a Engine, bulk: bool },
+    Cedar(&'a CedarAlone),
+}
+
+impl Local<'_> {
+    fn answer(&self, qs: &[Query]) -> Result<Vec<bool>> {
+        match self {
+            Local::Engine { engine, bulk: false } => qs
+                .iter()
+                .map(|q| {
+                    engine
+                        .check(&check_request(q))
+                        .map(|r| r.decision == Decision::Allowed)
+                        .map_err(|e| anyhow!("check `{}`: {e}", q.line()))
+                })
+                .collect(),
+            Local::Engine { engine, bulk: true } => {
+                let items: Vec<_> = qs.iter().map(check_request).collect();
+                let (results, _) = engine
+                    .check_bulk(&items, Consistency::MinimizeLatency)
+                    .map_err(|e| anyhow!("check_bulk: {e}"))?;
+                results
+                    .into_iter()
+                    .zip(qs)
+                    .map(|(r, q)| r.map(|d| d == Decision::Allowed).map_err(|e| anyhow!("check `{}`: {e}", q.line())))
+                    .collect()
+            }
+            Local::Cedar(c) => qs.iter().map(|q| c.check(q)).collect(),
+        }
+    }
+}
+
+fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Local<'_>) -> Result<Row> {
+    eprintln!("== {name}");
+    let chunks = Chunks::new(ds.queries.len(), per_call);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // Every query once, checked.
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> Result<()> {
+                    loop {
+                        let call = next.fetch_add(1, Ordering::Relaxed);
+                        if call >= chunks.len {
+                            return Ok(());
+                        }
+                        let r = chunks.range(call);
+                        compare(name, ds, r.clone(), &system.answer(&ds.queries[r])?)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow!("{name}: a checking thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    eprintln!("   all {} answers agree with expected.txt", chunks.len * chunks.per_call);
+    // One caller: latency.
+    let budget = Duration::from_secs_f64(o.seconds);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut call = 0;
+    while started.elapsed() < budget {
+        let r = chunks.range(call);
+        let t = Instant::now();
+        let got = system.answer(&ds.queries[r.clone()])?;
+        latencies.push(t.elapsed().as_nanos() as u64);
+        compare(name, ds, r, &got)?;
+        call += 1;
+    }
+    latencies.sort_unstable();
+    // One thread per core: throughput.
+    let stop = AtomicBool::new(false);
+    let done = AtomicUsize::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| -> Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (stop, done, chunks) = (&stop, &done, &chunks);
+                s.spawn(move || -> Result<()> {
+                    let mut call = t * chunks.len / threads;
+                    while !stop.load(Ordering::Relaxed) {
+                        let r = chunks.range(call);
+                        let got = system.answer(&ds.queries[r.clone()])?;
+                        compare(name, ds, r, &got)?;
+                        done.fetch_add(got.len(), Ordering::Relaxed);
+                        call += 1;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        std::thread::sleep(budget);
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            h.join().map_err(|_| anyhow!("{name}: a timing thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    let throughput = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(Row {
+        system: name.to_string(),
+        per_call: chunks.per_call,
+        latencies,
+        throughput,
+        compare_to: None,
+    })
+}
+
+// ---- remote systems (Arbiter over gRPC, Postgres) ----
+
+#[derive(Clone)]
+enum Remote {
+    Grpc { clients: Arc<[Clients]>, bulk: bool },
+    Postgres { db: Arc<Relational>, batch: bool },
+}
+
+fn object(t: &str, id: &str) -> Option<pb::ObjectRef> {
+    Some(pb::ObjectRef {
+        r#type: t.to_string(),
+        id: id.to_string(),
+    })
+}
+
+fn user(id: &str) -> Option<pb::SubjectRef> {
+    Some(pb::SubjectRef {
+        object: object("user", id),
+        relation: String::new(),
+    })
+}
+
+fn minimize_latency() -> Option<pb::Consistency> {
+    Some(pb::Consistency {
+        requirement: Some(pb::consistency::Requirement::MinimizeLatency(true)),
+    })
+}
+
+impl Remote {
+    async fn answer(&self, worker: usize, qs: &[Query]) -> Result<Vec<bool>> {
+        match self {
+            Remote::Grpc { clients, bulk: false } => {
+                let mut c = clients[worker % clients.len()].permissions.clone();
+                let mut out = Vec::with_capacity(qs.len());
+                for q in qs {
+                    let resp = c
+                        .check(pb::CheckRequest {
+                            consistency: minimize_latency(),
+                            resource: object(q.kind.resource_type(), &q.resource),
+                            permission: q.kind.permission().to_string(),
+                            subject: user(&q.user),
+                            context: None,
+                            explain: false,
+                        })
+                        .await
+                        .map_err(|s| anyhow!("Check `{}`: {:?}: {}", q.line(), s.code(), s.message()))?;
+                    out.push(resp.into_inner().decision == pb::Decision::Allowed as i32);
+                }
+                Ok(out)
+            }
+            Remote::Grpc { clients, bulk: true } => {
+                let mut c = clients[worker % clients.len()].permissions.clone();
+                let items = qs
+                    .iter()
+                    .map(|q| pb::CheckBulkItem {
+                        resource: object(q.kind.resource_type(), &q.resource),
+                        permission: q.kind.permission().to_string(),
+                        subject: user(&q.user),
+                        context: None,
+                    })
+                    .collect();
+                let resp = c
+                    .check_bulk(pb::CheckBulkRequest {
+                        consistency: minimize_latency(),
+                        items,
+                    })
+                    .await
+                    .map_err(|s| anyhow!("CheckBulk: {:?}: {}", s.code(), s.message()))?
+                    .into_inner();
+                resp.results
+                    .into_iter()
+                    .zip(qs)
+                    .map(|(r, q)| match r.result {
+                        Some(pb::check_bulk_result::Result::Decision(d)) => Ok(d == pb::Decision::Allowed as i32),
+                        Some(pb::check_bulk_result::Result::Error(e)) => {
+                            Err(anyhow!("CheckBulk item `{}`: {}: {}", q.line(), e.code, e.message))
+                        }
+                        None => Err(anyhow!("CheckBulk item `{}`: no result", q.line())),
+                    })
+                    .collect()
+            }
+            Remote::Postgres { db, batch: false } => {
+                let mut out = Vec::with_capacity(qs.len());
+                for q in qs {
+                    out.push(db.check(q).await?);
+                }
+                Ok(out)
+            }
+            Remote::Postgres { db, batch: true } => db.check_batch(qs).await,
+        }
+    }
+}
+
+async fn run_remote(
+    name: &str,
+    ds: &Arc<Dataset>,
+    o: &Options,
+    per_call: usize,
+    system: Remote,
+) -> Result<Row> {
+    eprintln!("== {name}");
+    let chunks = Arc::new(Chunks::new(ds.queries.len(), per_call));
+    let name: Arc<str> = name.into();
+    // Every query once, checked, `concurrency` callers.
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for w in 0..o.concurrency {
+        let (ds, chunks, system, next, name) = (ds.clone(), chunks.clone(), system.clone(), next.clone(), name.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let call = next.fetch_add(1, Ordering::Relaxed);
+                if call >= chunks.len {
+                    return Ok::<(), anyhow::Error>(());
+                }
+                let r = chunks.range(call);
+                let got = system.answer(w, &ds.queries[r.clone()]).await?;
+                compare(&name, &ds, r, &got)?;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| anyhow!("{name}: a checking task failed: {e}"))??;
+    }
+    eprintln!("   all {} answers agree with expected.txt", chunks.len * chunks.per_call);
+    // One caller: latency.
+    let budget = Duration::from_secs_f64(o.seconds);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut call = 0;
+    while started.elapsed() < budget {
+        let r = chunks.range(call);
+        let t = Instant::now();
+        let got = system.answer(0, &ds.queries[r.clone()]).await?;
+        latencies.push(t.elapsed().as_nanos() as u64);
+        compare(&name, ds, r, &got)?;
+        call += 1;
+    }
+    latencies.sort_unstable();
+    // `concurrency` callers: throughput.
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..o.concurrency {
+        let (ds, chunks, system, stop, done, name) =
+            (ds.clone(), chunks.clone(), system.clone(), stop.clone(), done.clone(), name.clone());
+        let concurrency = o.concurrency;
+        tasks.push(tokio::spawn(async move {
+            let mut call = w * chunks.len / concurrency;
+            while !stop.load(Ordering::Relaxed) {
+                let r = chunks.range(call);
+                let got = system.answer(w, &ds.queries[r.clone()]).await?;
+                compare(&name, &ds, r, &got)?;
+                done.fetch_add(got.len(), Ordering::Relaxed);
+                call += 1;
+            }
+            Ok::<(), anyhow::Error>(())
+        }));
+    }
+    tokio::time::sleep(budget).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.map_err(|e| anyhow!("{name}: a timing task failed: {e}"))??;
+    }
+    let throughput = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(Row {
+        system: name.to_string(),
+        per_call: chunks.per_call,
+        latencies,
+        throughput,
+        compare_to: None,
+    })
+}
+
+// ---- the Arbiter server ----
+
+struct Server {
+    child: Child,
+    endpoint: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The release `arbiter` beside this bench binary (`target/release/deps/..`), or
+/// `$ARBITER_BIN`.
+fn arbiter_bin() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("ARBITER_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().context("locate the bench binary")?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("arbiter"))
+        .ok_or_else(|| anyhow!("cannot locate the target dir from {}", exe.display()))?;
+    if !bin.is_file() {
+        bail!(
+            "{} is missing: build it first (`cargo build --release --workspace --all-targets`, or `make bench-baselines`), or set ARBITER_BIN",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn serve(data: &Path) -> Result<Server> {
+    let bin = arbiter_bin()?;
+    let mut child = Command::new(&bin)
+        .args(["serve", "--data-dir"])
+        .arg(data)
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout from arbiter serve"))?;
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("grpc=")) {
+            let endpoint = format!("http://{addr}");
+            std::thread::spawn(move || for _ in lines {});
+            return Ok(Server { child, endpoint });
+        }
+    }
+    let _ = child.kill();
+    bail!("arbiter serve exited without its ready line")
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+// ---- the report ----
+
+fn print_table(ds: &Dataset, o: &Options, rows: &[Row], notes: &[String]) {
+    println!();
+    println!(
+        "Baselines: {} relationships (seed {}), {} queries ({} allowed); {} s per phase, {} concurrent callers for remote systems, {} threads in-process",
+        ds.relationships,
+        o.seed,
+        ds.queries.len(),
+        ds.expected.iter().filter(|a| **a).count(),
+        o.seconds,
+        o.concurrency,
+        std::thread::available_parallelism().map_or(2, |n| n.get()),
+    );
+    for n in notes {
+        println!("{n}");
+    }
+    println!();
+    println!("| system | checks per call | p50 per call | p99 per call | throughput (checks/s) | Arbiter's throughput is |");
+    println!("|---|---|---|---|---|---|");
+    for r in rows {
+        let ratio = match r.compare_to.and_then(|n| rows.iter().find(|x| x.system == n)) {
+            Some(a) if r.throughput > 0.0 => format!("{:.1}x ({})", a.throughput / r.throughput, a.system),
+            _ => "-".to_string(),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} |",
+            r.system,
+            r.per_call,
+            human_ns(percentile(&r.latencies, 0.5)),
+            human_ns(percentile(&r.latencies, 0.99)),
+            human_rate(r.throughput),
+            ratio
+        );
+    }
+    println!();
+    println!("All systems agreed with expected.txt on every answer.");
+}
+
+const ARBITER_CHECK: &str = "Arbiter in-process, Check";
+const GRPC_CHECK: &str = "Arbiter gRPC, Check";
+const GRPC_BULK: &str = "Arbiter gRPC, CheckBulk(100)";
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let o = parse_options()?;
+    let root = data_root();
+    eprintln!("dataset: {} relationships, seed {} (in {})", o.relationships, o.seed, root.display());
+    let ds = Arc::new(dataset(&root, o.relationships, o.seed)?);
+    let on = |s: &str| o.systems.iter().any(|x| x == s);
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    if on("arbiter") {
+        let (engine, secs) = load_engine(&ds)?;
+        notes.push(format!(
+            "- Arbiter in-process: import {:.1} s ({} rel/s)",
+            secs,
+            human_rate(ds.relationships as f64 / secs)
+        ));
+        rows.push(run_local(ARBITER_CHECK, &ds, &o, 1, &Local::Engine { engine: &engine, bulk: false })?);
+        rows.push(run_local("Arbiter in-process, CheckBulk(100)", &ds, &o, BULK, &Local::Engine {
+            engine: &engine,
+            bulk: true,
+        })?);
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the tokio runtime")?;
+
+    if on("grpc") {
+        let data = tempfile::tempdir().context("create a data dir")?;
+        let server = serve(data.path())?;
+        runtime.block_on(async {
+            let clients: Arc<[Clients]> = connect(&server.endpoint, None, 2).await?.into();
+            let summary = load_dataset(&clients[0], &ds.dir).await?;
+            notes.push(format!(
+                "- Arbiter gRPC: ImportRelationships {:.1} s ({} rel/s); server RSS after import {} MiB",
+                summary.seconds,
+                human_rate(summary.imported as f64 / summary.seconds),
+                rss_kib(server.child.id()).unwrap_or(0) / 1024
+            ));
+            rows.push(run_remote(GRPC_CHECK, &ds, &o, 1, Remote::Grpc { clients: clients.clone(), bulk: false }).await?);
+            rows.push(run_remote(GRPC_BULK, &ds, &o, BULK, Remote::Grpc { clients, bulk: true }).await?);
+            Ok::<(), anyhow::Error>(())
+        })?;
+        drop(server);
+    }
+
+    if on("postgres") {
+        runtime.block_on(async {
+            let name = format!("arbiter_baseline_{}", std::process::id());
+            let started = Instant::now();
+            let db = Relational::load(&o.database_url, &name, &ds, o.concurrency as u32).await?;
+            notes.push(format!(
+                "- PostgreSQL: database {name} loaded (COPY, indexes, ANALYZE) in {:.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            let db = Arc::new(db);
+            let result = async {
+                let mut single = run_remote("PostgreSQL, recursive CTE, 1 query per check", &ds, &o, 1, Remote::Postgres {
+                    db: db.clone(),
+                    batch: false,
+                })
+                .await?;
+                single.compare_to = Some(GRPC_CHECK);
+                let mut batched = run_remote("PostgreSQL, recursive CTE, 1 query per 100 checks", &ds, &o, BULK, Remote::Postgres {
+                    db: db.clone(),
+                    batch: true,
+                })
+                .await?;
+                batched.compare_to = Some(GRPC_BULK);
+                Ok::<_, anyhow::Error>((single, batched))
+            }
+            .await;
+            match Arc::try_unwrap(db) {
+                Ok(db) => db.drop_database().await?,
+                Err(_) => eprintln!("warning: database {name} is still in use and was not dropped"),
+            }
+            let (single, batched) = result?;
+            rows.push(single);
+            rows.push(batched);
+            Ok::<(), anyhow::Error>(())
+        })?;
+    }
+
+    if on("cedar") {
+        let started = Instant::now();
+        let cedar = CedarAlone::load(&ds)?;
+        notes.push(format!("- Cedar alone: relationships read into maps in {:.1} s", started.elapsed().as_secs_f64()));
+        let mut row = run_local("Cedar alone, entities materialised per request", &ds, &o, 1, &Local::Cedar(&cedar))?;
+        row.compare_to = Some(ARBITER_CHECK);
+        rows.push(row);
+    }
+
+    print_table(&ds, &o, &rows, &notes);
+    Ok(())
+}
