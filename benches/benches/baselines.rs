@@ -283,6 +283,9 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
 #[derive(Clone)]
 enum Remote {
     Grpc { clients: Arc<[Clients]>, bulk: bool },
+    /// The gRPC health check in place of each check: what the transport alone costs
+    /// (its answers are not checks; the expected ones are returned).
+    Empty { clients: Arc<[Clients]>, expected: Arc<Dataset> },
     Postgres { db: Arc<Relational>, batch: bool },
 }
 
@@ -307,7 +310,8 @@ fn minimize_latency() -> Option<pb::Consistency> {
 }
 
 impl Remote {
-    async fn answer(&self, worker: usize, qs: &[Query]) -> Result<Vec<bool>> {
+    /// Answers `qs`, the queries from number `start` on.
+    async fn answer(&self, worker: usize, start: usize, qs: &[Query]) -> Result<Vec<bool>> {
         match self {
             Remote::Grpc { clients, bulk: false } => {
                 let mut c = clients[worker % clients.len()].permissions.clone();
@@ -359,6 +363,15 @@ impl Remote {
                     })
                     .collect()
             }
+            Remote::Empty { clients, expected } => {
+                let mut c = clients[worker % clients.len()].health.clone();
+                for _ in qs {
+                    c.check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+                        .await
+                        .map_err(|s| anyhow!("Health/Check: {:?}: {}", s.code(), s.message()))?;
+                }
+                Ok(expected.expected[start..start + qs.len()].to_vec())
+            }
             Remote::Postgres { db, batch: false } => {
                 let mut out = Vec::with_capacity(qs.len());
                 for q in qs {
@@ -393,7 +406,7 @@ async fn run_remote(
                     return Ok::<(), anyhow::Error>(());
                 }
                 let r = chunks.range(call);
-                let got = system.answer(w, &ds.queries[r.clone()]).await?;
+                let got = system.answer(w, r.start, &ds.queries[r.clone()]).await?;
                 compare(&name, &ds, r, &got)?;
             }
         }));
@@ -410,7 +423,7 @@ async fn run_remote(
     while started.elapsed() < budget {
         let r = chunks.range(call);
         let t = Instant::now();
-        let got = system.answer(0, &ds.queries[r.clone()]).await?;
+        let got = system.answer(0, r.start, &ds.queries[r.clone()]).await?;
         latencies.push(t.elapsed().as_nanos() as u64);
         compare(&name, ds, r, &got)?;
         call += 1;
@@ -429,7 +442,7 @@ async fn run_remote(
             let mut call = w * chunks.len / concurrency;
             while !stop.load(Ordering::Relaxed) {
                 let r = chunks.range(call);
-                let got = system.answer(w, &ds.queries[r.clone()]).await?;
+                let got = system.answer(w, r.start, &ds.queries[r.clone()]).await?;
                 compare(&name, &ds, r, &got)?;
                 done.fetch_add(got.len(), Ordering::Relaxed);
                 call += 1;
@@ -613,7 +626,14 @@ fn run() -> Result<()> {
                 rss_kib(server.child.id()).unwrap_or(0) / 1024
             ));
             rows.push(run_remote(GRPC_CHECK, &ds, &o, 1, Remote::Grpc { clients: clients.clone(), bulk: false }).await?);
-            rows.push(run_remote(GRPC_BULK, &ds, &o, BULK, Remote::Grpc { clients, bulk: true }).await?);
+            rows.push(run_remote(GRPC_BULK, &ds, &o, BULK, Remote::Grpc { clients: clients.clone(), bulk: true }).await?);
+            rows.push(
+                run_remote("Arbiter gRPC, empty call (health check, no work)", &ds, &o, 1, Remote::Empty {
+                    clients,
+                    expected: ds.clone(),
+                })
+                .await?,
+            );
             Ok::<(), anyhow::Error>(())
         })?;
         drop(server);

@@ -170,6 +170,29 @@ pub(crate) struct Evaluator<'a> {
     track_all: bool,
     /// The object looked up last: a rewrite reads several relations of one object.
     last_object: Option<(ObjectKey, Option<&'a ObjectEdges>)>,
+    /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
+    closures: Vec<((TypeId, RelationId), Closure)>,
+}
+
+/// The objects `x` of one nesting relation `T#R` (see [`SchemaPlan::is_nesting`]) whose
+/// `x#R` holds the target, found by walking up from the target through the reverse
+/// index: first the groups that name it (or a wildcard of its type) directly, then the
+/// groups that name those as `T:y#R`, and so on. Each with its level: the hops from
+/// `x` down to a group naming the target directly, which is the depth a walk down from
+/// `x` would reach it at.
+#[derive(Debug, Default)]
+struct Closure {
+    /// Sorted by object.
+    members: Vec<(Sym, u32)>,
+    /// The walk stopped at the depth limit with groups left to visit: an object not in
+    /// `members` may still hold the target further up (the walk down decides).
+    cut: bool,
+}
+
+enum Nested {
+    Member(u32),
+    NotMember,
+    Unknown,
 }
 
 impl<'a> Evaluator<'a> {
@@ -193,6 +216,98 @@ impl<'a> Evaluator<'a> {
             scratch: None,
             track_all: plan.has_local_cycles(),
             last_object: None,
+            closures: Vec::new(),
+        }
+    }
+
+    /// Is the target in `object#rel` of the nesting relation `ty#rel`, and at what level?
+    fn nested(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Nested {
+        let at = match self.closures.iter().position(|(k, _)| *k == (ty, rel)) {
+            Some(at) => at,
+            None => {
+                let c = self.closure(ty, rel);
+                self.closures.push(((ty, rel), c));
+                self.closures.len() - 1
+            }
+        };
+        let Some((_, c)) = self.closures.get(at) else { return Nested::Unknown };
+        match c.members.binary_search_by_key(&object, |m| m.0) {
+            Ok(i) => c.members.get(i).map_or(Nested::Unknown, |m| Nested::Member(m.1)),
+            Err(_) if c.cut => Nested::Unknown,
+            Err(_) => Nested::NotMember,
+        }
+    }
+
+    fn closure(&self, ty: TypeId, rel: RelationId) -> Closure {
+        let t_sym = self.plan.type_sym(ty);
+        let r_sym = self.plan.rel_sym(ty, rel);
+        let check_expiry = self.graph.expiring() > 0;
+        let mut members: Vec<(Sym, u32)> = Vec::new();
+        // Most subjects are in a handful of groups: a scan of `members` finds repeats
+        // until there are enough of them for a set to pay off.
+        let mut seen: Option<rustc_hash::FxHashSet<Sym>> = None;
+        let mut is_new = |members: &mut Vec<(Sym, u32)>, id: Sym| -> bool {
+            if let Some(set) = &mut seen {
+                return set.insert(id);
+            }
+            if members.iter().any(|m| m.0 == id) {
+                return false;
+            }
+            if members.len() >= 32 {
+                seen = Some(members.iter().map(|m| m.0).chain([id]).collect());
+            }
+            true
+        };
+        let mut level: Vec<SubjectKey> = vec![self.target];
+        // The subject set itself is in itself (`team:x#member` in `team:x#member`).
+        if self.target.object_type == t_sym && self.target.relation == r_sym {
+            members.push((self.target.object_id, 0));
+        }
+        let wildcard_allowed = self.target.relation == ELLIPSIS
+            && self.plan.schema.relation(ty, rel).is_some_and(|r| match &r.kind {
+                RelationKind::Direct(allowed) => allowed
+                    .iter()
+                    .any(|a| a.type_id == self.target_type && a.kind == AllowedKind::Wildcard),
+                RelationKind::Permission(_) => false,
+            });
+        if wildcard_allowed {
+            level.push(SubjectKey {
+                object_type: self.target.object_type,
+                relation: ELLIPSIS,
+                object_id: WILDCARD,
+            });
+        }
+        let lo = ResourceKey { object_type: t_sym, relation: r_sym, object_id: 0 };
+        let mut depth = 0u32;
+        let mut next = Vec::new();
+        while !level.is_empty() {
+            if depth > self.max_depth {
+                return finish(members, true);
+            }
+            for subject in level.drain(..) {
+                let named = self.graph.resources_of(&subject);
+                let start = named.partition_point(|r| *r < lo);
+                for r in named.get(start..).unwrap_or(&[]) {
+                    if r.object_type != t_sym || r.relation != r_sym {
+                        break;
+                    }
+                    if check_expiry && !self.graph.find(r, &subject).is_some_and(|e| e.live(self.now)) {
+                        continue;
+                    }
+                    if is_new(&mut members, r.object_id) {
+                        members.push((r.object_id, depth));
+                        next.push(SubjectKey { object_type: t_sym, relation: r_sym, object_id: r.object_id });
+                    }
+                }
+            }
+            std::mem::swap(&mut level, &mut next);
+            depth += 1;
+        }
+        return finish(members, false);
+
+        fn finish(mut members: Vec<(Sym, u32)>, cut: bool) -> Closure {
+            members.sort_unstable_by_key(|m| m.0);
+            Closure { members, cut }
         }
     }
 
@@ -260,11 +375,30 @@ impl<'a> Evaluator<'a> {
             {
                 return Ok(Answer::NO);
             }
-        }
-        if !(hop || self.track_all) {
-            return self.evaluate(&relation.kind, &key, ty, object, depth);
+            // Groups of groups: walk up from the target once per request instead of
+            // down through every subgroup of every group asked about.
+            if self.plan.is_nesting(ty, rel) {
+                match self.nested(ty, rel, object) {
+                    Nested::Member(level) if depth + level > self.max_depth => {
+                        return Err(self.depth_error(ty, rel, object));
+                    }
+                    Nested::Member(_) => return Ok(Answer::YES),
+                    Nested::NotMember => return Ok(Answer::NO),
+                    Nested::Unknown => {}
+                }
+            }
         }
         let node = (ty, rel, object);
+        if !(hop || self.track_all) {
+            // Not tracked here, but the same node may have been answered as a hop
+            // target already (`view = edit + parent->view` meets `edit` of each folder
+            // both ways): a final answer is reused, so a chain is walked once, not once
+            // per level.
+            if let Some(Memo::Done(b)) = self.scratch.as_ref().and_then(|s| s.memo.get(&node)) {
+                return Ok(if *b { Answer::YES } else { Answer::NO });
+            }
+            return self.evaluate(&relation.kind, &key, ty, object, depth);
+        }
         let scratch = self
             .scratch
             .get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());

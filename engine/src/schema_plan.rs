@@ -1,7 +1,7 @@
 //! A compiled schema bound to the symbol table: the per-schema lookup tables evaluation
 //! needs (type and relation names as symbols, and back).
 
-use arbiter_schema::{CompiledSchema, RelationId, RelationKind, Rewrite, TypeId};
+use arbiter_schema::{AllowedKind, CompiledSchema, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 
 use crate::intern::{Interner, Sym};
@@ -23,6 +23,8 @@ pub struct SchemaPlan {
     /// Some permission reaches itself through computed usersets on the same object
     /// (`a = b`, `b = a + x`): evaluation must then track every node for cycles.
     local_cycles: bool,
+    /// Per type, per relation: a nesting relation (see [`SchemaPlan::is_nesting`]).
+    nesting: Vec<Vec<bool>>,
 }
 
 /// An arrow `tupleset->...` in permission `permission` of type `.0`: `(type, tupleset, permission)`.
@@ -95,8 +97,30 @@ impl SchemaPlan {
             }
         }
         let local_cycles = has_local_cycles(&schema);
+        let nesting = schema
+            .definitions
+            .iter()
+            .enumerate()
+            .map(|(ty, def)| {
+                let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
+                def.relations
+                    .iter()
+                    .enumerate()
+                    .map(|(rid, rel)| {
+                        let rid = RelationId::try_from(rid).unwrap_or(RelationId::MAX);
+                        let RelationKind::Direct(allowed) = &rel.kind else { return false };
+                        let mut sets = allowed.iter().filter_map(|a| match a.kind {
+                            AllowedKind::SubjectSet(r) => Some((a.type_id, r)),
+                            _ => None,
+                        });
+                        sets.clone().next().is_some() && sets.all(|set| set == (ty, rid))
+                    })
+                    .collect()
+            })
+            .collect();
         SchemaPlan {
             local_cycles,
+            nesting,
             computed_dependents,
             arrow_dependents,
             schema,
@@ -123,6 +147,20 @@ impl SchemaPlan {
             .and_then(|r| r.get(usize::from(rel)))
             .copied()
             .unwrap_or(Sym::MAX)
+    }
+
+    /// A nesting relation: a relation whose only subject sets are itself
+    /// (`relation member: user | team#member`), so membership is the transitive closure
+    /// of its own edges (groups of groups). Check answers it by walking up from the
+    /// subject, which is bounded by how many groups the subject is in, instead of down
+    /// from the group through every subgroup.
+    #[inline]
+    pub fn is_nesting(&self, ty: TypeId, rel: RelationId) -> bool {
+        self.nesting
+            .get(usize::from(ty))
+            .and_then(|r| r.get(usize::from(rel)))
+            .copied()
+            .unwrap_or(false)
     }
 
     pub fn has_local_cycles(&self) -> bool {

@@ -1135,3 +1135,106 @@ fn planning_a_write_changes_nothing() {
     assert_eq!(e.revision(), rev);
     assert!(!check(&e, "doc:3#edit@user:c"));
 }
+
+/// Groups of groups are answered by walking up from the subject (a nesting relation:
+/// its only subject sets are itself); the answers must be those of the walk down, with
+/// cycles, wildcards, expiring nesting edges, subject-set subjects, and a relation with
+/// two kinds of subject set (not a nesting relation) beside it.
+#[test]
+fn nested_groups_answer_as_the_walk_down_would() {
+    const NESTED: &str = r#"
+use expiration
+
+definition user {}
+
+definition team {
+    relation member: user | user:* | user with expiration | team#member | team#member with expiration
+}
+
+definition org {
+    relation member: user | team#member | org#member
+}
+
+definition doc {
+    relation viewer: team#member | org#member
+    permission view = viewer
+}
+"#;
+    let e = Engine::in_memory(EngineConfig::default());
+    e.write_schema(NESTED).unwrap();
+    e.write(&touches(&[
+        "team:a#member@team:b#member",
+        "team:b#member@team:c#member",
+        "team:c#member@user:u",
+        "team:x#member@team:y#member",
+        "team:y#member@team:x#member",
+        "team:y#member@user:w",
+        "team:past#member@team:c#member[expiration:2020-01-01T00:00:00Z]",
+        "team:future#member@team:c#member[expiration:2300-01-01T00:00:00Z]",
+        "team:lapsed#member@user:u[expiration:2020-01-01T00:00:00Z]",
+        "team:pub#member@user:*",
+        "team:outer#member@team:pub#member",
+        "org:o#member@team:a#member",
+        "org:o#member@org:p#member",
+        "org:p#member@user:q",
+        "doc:1#viewer@team:a#member",
+        "doc:2#viewer@org:o#member",
+        "doc:3#viewer@team:x#member",
+        "doc:4#viewer@team:outer#member",
+    ]))
+    .unwrap();
+    let cases = [
+        ("team:a#member@user:u", true),
+        ("team:b#member@user:u", true),
+        ("team:a#member@user:v", false),
+        ("doc:1#view@user:u", true),
+        ("doc:1#view@user:w", false),
+        // A cycle of groups: members found, and non-members end.
+        ("team:x#member@user:w", true),
+        ("team:y#member@user:w", true),
+        ("doc:3#view@user:w", true),
+        ("doc:3#view@user:u", false),
+        // Expiring nesting edges and memberships.
+        ("team:past#member@user:u", false),
+        ("team:future#member@user:u", true),
+        ("team:lapsed#member@user:u", false),
+        // A wildcard member of a nested group: every user, but no subject set.
+        ("team:outer#member@user:anyone", true),
+        ("doc:4#view@user:anyone", true),
+        ("team:outer#member@team:c#member", false),
+        // A subject set as the subject: team:c#member is in a, through b.
+        ("team:a#member@team:c#member", true),
+        ("doc:1#view@team:c#member", true),
+        ("team:c#member@team:a#member", false),
+        ("team:c#member@team:c#member", true),
+        // Not a nesting relation (two kinds of subject set), beside one.
+        ("org:o#member@user:u", true),
+        ("org:o#member@user:q", true),
+        ("doc:2#view@user:u", true),
+        ("doc:2#view@user:w", false),
+    ];
+    for (q, want) in cases {
+        assert_eq!(check(&e, q), want, "{q}");
+    }
+    // Before the expirations, the expiring edges count.
+    let before = chrono::DateTime::parse_from_rfc3339("2019-12-31T23:59:59Z").unwrap().timestamp_micros();
+    for (resource, subject, want) in [("past", "u", true), ("lapsed", "u", true), ("a", "nobody", false)] {
+        let req = CheckRequest {
+            resource_type: "team",
+            resource_id: resource,
+            permission: "member",
+            subject_type: "user",
+            subject_id: subject,
+            subject_relation: None,
+            consistency: Consistency::MinimizeLatency,
+            ..Default::default()
+        };
+        assert_eq!(e.check_at(&req, before).unwrap().decision == Decision::Allowed, want, "team:{resource}#member@user:{subject} in 2019");
+    }
+    // Removing a nesting edge takes the membership away at the next revision.
+    e.write(&[RelationshipUpdate { op: UpdateOp::Delete, relationship: parse_relationship("team:b#member@team:c#member").unwrap() }])
+        .unwrap();
+    assert!(!check(&e, "team:a#member@user:u"));
+    assert!(!check(&e, "doc:1#view@user:u"));
+    assert!(check(&e, "team:c#member@user:u"));
+}
