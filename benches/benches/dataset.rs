@@ -185,7 +185,7 @@ fn shapes(engine: &Engine, ds: &Dataset, rels: &[Relationship]) -> Result<Vec<Sh
 
 fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
     let ds = dataset(&data_root(), n, 1)?;
-    let size = label(ds.relationships);
+    let size = label(n);
     let rels = relationships(&ds)?;
     let (engine, secs) = load_engine(&ds)?;
     eprintln!("dataset {size}: {} relationships imported in {secs:.1} s", rels.len());

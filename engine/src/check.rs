@@ -220,6 +220,15 @@ impl<'a> Evaluator<'a> {
         }
     }
 
+    /// `rw` names a relation of `ty` with no subject sets: answered by one lookup.
+    fn is_plain_direct(&self, ty: TypeId, rw: &Rewrite) -> bool {
+        let Rewrite::Computed(rel) = rw else { return false };
+        self.plan.schema.relation(ty, *rel).is_some_and(|r| match &r.kind {
+            RelationKind::Direct(allowed) => !allowed.iter().any(|a| matches!(a.kind, AllowedKind::SubjectSet(_))),
+            RelationKind::Permission(_) => false,
+        })
+    }
+
     /// Is the target in `object#rel` of the nesting relation `ty#rel`, and at what level?
     fn nested(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Nested {
         let at = match self.closures.iter().position(|(k, _)| *k == (ty, rel)) {
@@ -593,6 +602,16 @@ impl<'a> Evaluator<'a> {
                 })
             }
             Rewrite::Exclusion(base, subtract) => {
+                // A subtracted relation that is one lookup (`- banned`, subjects only, no
+                // subject sets) goes first: a banned subject is refused without walking
+                // the base. It never hops, so it has no cycle to report.
+                if self.is_plain_direct(ty, subtract) {
+                    let s = self.rewrite(subtract, ty, object, depth)?;
+                    if s.member {
+                        return Ok(Answer::NO);
+                    }
+                    return self.rewrite(base, ty, object, depth);
+                }
                 let b = self.rewrite(base, ty, object, depth)?;
                 if !b.member {
                     return Ok(b);
