@@ -520,6 +520,7 @@ fn serve(data: &Path) -> Result<Server> {
         }
     }
     let _ = child.kill();
+    let _ = child.wait();
     bail!("arbiter serve exited without its ready line")
 }
 

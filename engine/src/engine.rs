@@ -133,6 +133,10 @@ pub enum Decision {
     Denied,
 }
 
+/// `(type, id, attributes)` of every object with attributes, as
+/// [`Engine::export_attributes`] returns them.
+pub type ExportedAttributes = Vec<(String, String, ObjectAttributes)>;
+
 /// What [`Engine::explain`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Explanation {
@@ -1661,10 +1665,7 @@ impl Engine {
     }
 
     /// Every object with attributes, sorted (`type`, `id`), at a consistency.
-    pub fn export_attributes(
-        &self,
-        consistency: Consistency,
-    ) -> Result<(u64, Vec<(String, String, ObjectAttributes)>), EngineError> {
+    pub fn export_attributes(&self, consistency: Consistency) -> Result<(u64, ExportedAttributes), EngineError> {
         let graph = self.snapshot(consistency)?;
         let mut out: Vec<(String, String, ObjectAttributes)> = graph
             .attribute_entries()

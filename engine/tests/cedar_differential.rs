@@ -85,10 +85,13 @@ impl Rng {
     }
 }
 
+/// An object's attribute values and labels.
+type ValuesAndLabels = (Map<String, Value>, Vec<String>);
+
 struct World {
     relationships: Vec<String>,
     /// `(type, id)` -> (values, labels)
-    attributes: BTreeMap<(String, String), (Map<String, Value>, Vec<String>)>,
+    attributes: BTreeMap<(String, String), ValuesAndLabels>,
 }
 
 fn world(seed: u64) -> World {

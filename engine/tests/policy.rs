@@ -291,7 +291,7 @@ fn the_request_context_reaches_cedar() {
         when { context has hour && (context.hour < 8 || context.hour > 18) };
         "#,
         &[],
-        &[ctx.clone()],
+        std::slice::from_ref(&ctx),
     ))
     .unwrap();
     let inside = record(ctx);

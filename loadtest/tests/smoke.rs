@@ -55,6 +55,8 @@ fn serve(data: &Path) -> Server {
             return Server { child, grpc };
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("the server printed no ready line");
 }
 

@@ -346,6 +346,21 @@ impl fmt::Display for Relationship {
     }
 }
 
+/// `v` with every object's keys in sorted order, so the text form is canonical whether
+/// or not serde_json preserves insertion order (another crate in the build may turn
+/// `preserve_order` on).
+fn sorted_keys(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted_keys(v))).collect())
+        }
+        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted_keys).collect()),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,20 +421,5 @@ mod tests {
             let e = parse_relationship(line).unwrap_err();
             assert!(e.message.contains(needle), "{line}: {}", e.message);
         }
-    }
-}
-
-/// `v` with every object's keys in sorted order, so the text form is canonical whether
-/// or not serde_json preserves insertion order (another crate in the build may turn
-/// `preserve_order` on).
-fn sorted_keys(v: &serde_json::Value) -> serde_json::Value {
-    match v {
-        serde_json::Value::Object(m) => {
-            let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted_keys(v))).collect())
-        }
-        serde_json::Value::Array(items) => serde_json::Value::Array(items.iter().map(sorted_keys).collect()),
-        other => other.clone(),
     }
 }

@@ -100,7 +100,7 @@ impl DecisionLog {
     /// Whether the next decision is sampled (every `every`-th one, counted across
     /// threads: no randomness on the hot path, and an exact rate).
     pub fn sampled(&self) -> bool {
-        self.every == 1 || self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+        self.every == 1 || self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every)
     }
 
     /// A decision id unique to this process run.

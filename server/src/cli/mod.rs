@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the policy decision point: gRPC on --grpc-addr, HTTP on --http-addr.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply the Postgres migrations (idempotent).
     Migrate {
         /// The database (`postgres://user@host/db`).

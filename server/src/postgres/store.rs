@@ -153,7 +153,8 @@ mod tests {
         failures.extend(arbiter_engine::store_suite::run_policy_model(&factory));
         runtime.block_on(async {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            for db in made.lock().unwrap().iter() {
+            let made: Vec<String> = made.lock().unwrap().clone();
+            for db in &made {
                 let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn).await;
             }
         });

@@ -68,9 +68,7 @@ impl Selection {
         if self.object_types.is_empty() && self.filters.is_empty() {
             return true;
         }
-        self.object_types
-            .iter()
-            .any(|t| *t == r.resource.object_type)
+        self.object_types.contains(&r.resource.object_type)
             || self.filters.iter().any(|f| f.matches(r))
     }
 
