@@ -15,13 +15,12 @@
 #![allow(clippy::print_stderr, reason = "benchmark setup notes")]
 
 use std::hint::black_box;
-use std::io::BufRead;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use arbiter_benches::baseline::{data_root, dataset, Dataset, Query, QueryKind};
 use arbiter_benches::cedar_fixture::{attrs, policy_model};
-use arbiter_benches::generated::{check_request, load_engine};
+use arbiter_benches::generated::{check_request, load_engine, relationships};
 use arbiter_engine::{
     CheckRequest, Consistency, Decision, Engine, EngineConfig, LookupResourcesRequest, RelationshipUpdate, UpdateOp,
 };
@@ -44,18 +43,6 @@ fn label(n: u64) -> String {
     } else {
         n.to_string()
     }
-}
-
-fn relationships(ds: &Dataset) -> Result<Vec<Relationship>> {
-    let path = ds.relationships_path();
-    let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
-    std::io::BufReader::with_capacity(1 << 20, file)
-        .lines()
-        .map(|l| {
-            let l = l?;
-            parse_relationship(&l).map_err(|e| anyhow!("{}: `{l}`: {e}", path.display()))
-        })
-        .collect()
 }
 
 fn allowed(engine: &Engine, q: &CheckRequest<'_>) -> Result<bool> {
@@ -186,7 +173,7 @@ fn shapes(engine: &Engine, ds: &Dataset, rels: &[Relationship]) -> Result<Vec<Sh
 fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
     let ds = dataset(&data_root(), n, 1)?;
     let size = label(n);
-    let rels = relationships(&ds)?;
+    let rels = relationships(&ds)?.collect::<Result<Vec<_>>>()?;
     let (engine, secs) = load_engine(&ds)?;
     eprintln!("dataset {size}: {} relationships imported in {secs:.1} s", rels.len());
 

@@ -6,12 +6,24 @@ use std::time::Instant;
 
 use anyhow::{anyhow, Context, Result};
 use arbiter_engine::{CheckRequest, Consistency, Engine, EngineConfig};
-use arbiter_schema::parse_relationship;
+use arbiter_schema::{parse_relationship, Relationship};
 
 use crate::baseline::{Dataset, Query};
 
 /// Relationships per `Engine::import` call while loading.
 const IMPORT_BATCH: usize = 100_000;
+
+/// The dataset's relationships, parsed one line at a time (errors name the line).
+pub fn relationships(dataset: &Dataset) -> Result<impl Iterator<Item = Result<Relationship>>> {
+    let path = dataset.relationships_path();
+    let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+    let lines = std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate();
+    Ok(lines.filter_map(move |(i, line)| match line {
+        Err(e) => Some(Err(anyhow!("read {}: {e}", path.display()))),
+        Ok(l) if l.trim().is_empty() => None,
+        Ok(l) => Some(parse_relationship(&l).map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))),
+    }))
+}
 
 /// An in-memory engine holding the dataset, and how long the import took (seconds).
 pub fn load_engine(dataset: &Dataset) -> Result<(Engine, f64)> {
@@ -20,16 +32,10 @@ pub fn load_engine(dataset: &Dataset) -> Result<(Engine, f64)> {
         .write_schema(&dataset.schema()?)
         .map_err(|e| anyhow!("write {}/schema.zed: {e}", dataset.dir.display()))?;
     let path = dataset.relationships_path();
-    let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
     let started = Instant::now();
     let mut batch = Vec::with_capacity(IMPORT_BATCH);
-    for (i, line) in std::io::BufReader::with_capacity(1 << 20, file).lines().enumerate() {
-        let line = line.with_context(|| format!("read {}", path.display()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r = parse_relationship(&line).map_err(|e| anyhow!("{}:{}: {e}", path.display(), i + 1))?;
-        batch.push(r);
+    for r in relationships(dataset)? {
+        batch.push(r?);
         if batch.len() == IMPORT_BATCH {
             engine
                 .import(std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH)))

@@ -22,7 +22,7 @@ use crate::graph::{
     Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
-use crate::schema_plan::SchemaPlan;
+use crate::schema_plan::{SchemaPlan, Subjects};
 
 type Node = (TypeId, RelationId, Sym);
 
@@ -174,7 +174,7 @@ pub(crate) struct Evaluator<'a> {
     closures: Vec<((TypeId, RelationId), Closure)>,
 }
 
-/// The objects `x` of one nesting relation `T#R` (see [`SchemaPlan::is_nesting`]) whose
+/// The objects `x` of one nesting relation `T#R` (see [`Subjects::Nesting`]) whose
 /// `x#R` holds the target, found by walking up from the target through the reverse
 /// index: first the groups that name it (or a wildcard of its type) directly, then the
 /// groups that name those as `T:y#R`, and so on. Each with its level: the hops from
@@ -222,11 +222,7 @@ impl<'a> Evaluator<'a> {
 
     /// `rw` names a relation of `ty` with no subject sets: answered by one lookup.
     fn is_plain_direct(&self, ty: TypeId, rw: &Rewrite) -> bool {
-        let Rewrite::Computed(rel) = rw else { return false };
-        self.plan.schema.relation(ty, *rel).is_some_and(|r| match &r.kind {
-            RelationKind::Direct(allowed) => !allowed.iter().any(|a| matches!(a.kind, AllowedKind::SubjectSet(_))),
-            RelationKind::Permission(_) => false,
-        })
+        matches!(rw, Rewrite::Computed(rel) if self.plan.subjects(ty, *rel) == Subjects::Plain)
     }
 
     /// Is the target in `object#rel` of the nesting relation `ty#rel`, and at what level?
@@ -378,23 +374,19 @@ impl<'a> Evaluator<'a> {
             if self.direct_hit(&key, allowed) {
                 return Ok(Answer::YES);
             }
-            if !allowed
-                .iter()
-                .any(|a| matches!(a.kind, AllowedKind::SubjectSet(_)))
-            {
-                return Ok(Answer::NO);
-            }
-            // Groups of groups: walk up from the target once per request instead of
-            // down through every subgroup of every group asked about.
-            if self.plan.is_nesting(ty, rel) {
-                match self.nested(ty, rel, object) {
+            match self.plan.subjects(ty, rel) {
+                Subjects::Plain => return Ok(Answer::NO),
+                // Groups of groups: walk up from the target once per request instead of
+                // down through every subgroup of every group asked about.
+                Subjects::Nesting => match self.nested(ty, rel, object) {
                     Nested::Member(level) if depth + level > self.max_depth => {
                         return Err(self.depth_error(ty, rel, object));
                     }
                     Nested::Member(_) => return Ok(Answer::YES),
                     Nested::NotMember => return Ok(Answer::NO),
                     Nested::Unknown => {}
-                }
+                },
+                Subjects::Permission | Subjects::Sets => {}
             }
         }
         let node = (ty, rel, object);

@@ -23,8 +23,24 @@ pub struct SchemaPlan {
     /// Some permission reaches itself through computed usersets on the same object
     /// (`a = b`, `b = a + x`): evaluation must then track every node for cycles.
     local_cycles: bool,
-    /// Per type, per relation: a nesting relation (see [`SchemaPlan::is_nesting`]).
-    nesting: Vec<Vec<bool>>,
+    /// Per type, per relation: what its subject sets make it (see [`Subjects`]).
+    subjects: Vec<Vec<Subjects>>,
+}
+
+/// A relation as Check sees it, by the subject sets it allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subjects {
+    /// A permission (a rewrite), not a relation.
+    Permission,
+    /// No subject sets: membership is one lookup of the subject (or a wildcard).
+    Plain,
+    /// Its only subject sets are itself (`relation member: user | team#member`), so
+    /// membership is the transitive closure of its own edges (groups of groups). Check
+    /// answers it by walking up from the subject, bounded by how many groups the subject
+    /// is in, instead of down from the group through every subgroup.
+    Nesting,
+    /// Other subject sets: walked down.
+    Sets,
 }
 
 /// An arrow `tupleset->...` in permission `permission` of type `.0`: `(type, tupleset, permission)`.
@@ -97,7 +113,7 @@ impl SchemaPlan {
             }
         }
         let local_cycles = has_local_cycles(&schema);
-        let nesting = schema
+        let subjects = schema
             .definitions
             .iter()
             .enumerate()
@@ -108,19 +124,25 @@ impl SchemaPlan {
                     .enumerate()
                     .map(|(rid, rel)| {
                         let rid = RelationId::try_from(rid).unwrap_or(RelationId::MAX);
-                        let RelationKind::Direct(allowed) = &rel.kind else { return false };
+                        let RelationKind::Direct(allowed) = &rel.kind else { return Subjects::Permission };
                         let mut sets = allowed.iter().filter_map(|a| match a.kind {
                             AllowedKind::SubjectSet(r) => Some((a.type_id, r)),
                             _ => None,
                         });
-                        sets.clone().next().is_some() && sets.all(|set| set == (ty, rid))
+                        if sets.clone().next().is_none() {
+                            Subjects::Plain
+                        } else if sets.all(|set| set == (ty, rid)) {
+                            Subjects::Nesting
+                        } else {
+                            Subjects::Sets
+                        }
                     })
                     .collect()
             })
             .collect();
         SchemaPlan {
             local_cycles,
-            nesting,
+            subjects,
             computed_dependents,
             arrow_dependents,
             schema,
@@ -149,18 +171,14 @@ impl SchemaPlan {
             .unwrap_or(Sym::MAX)
     }
 
-    /// A nesting relation: a relation whose only subject sets are itself
-    /// (`relation member: user | team#member`), so membership is the transitive closure
-    /// of its own edges (groups of groups). Check answers it by walking up from the
-    /// subject, which is bounded by how many groups the subject is in, instead of down
-    /// from the group through every subgroup.
+    /// What the subject sets of `ty#rel` make it, decided once per schema.
     #[inline]
-    pub fn is_nesting(&self, ty: TypeId, rel: RelationId) -> bool {
-        self.nesting
+    pub fn subjects(&self, ty: TypeId, rel: RelationId) -> Subjects {
+        self.subjects
             .get(usize::from(ty))
             .and_then(|r| r.get(usize::from(rel)))
             .copied()
-            .unwrap_or(false)
+            .unwrap_or(Subjects::Permission)
     }
 
     pub fn has_local_cycles(&self) -> bool {
