@@ -45,6 +45,7 @@ pub fn load_engine(dataset: &Dataset) -> Result<(Engine, f64)> {
     if !batch.is_empty() {
         engine.import(batch).map_err(|e| anyhow!("import {}: {e}", path.display()))?;
     }
+    engine.compact();
     Ok((engine, started.elapsed().as_secs_f64()))
 }
 

@@ -169,7 +169,7 @@ pub(crate) struct Evaluator<'a> {
     /// Track every node, not only hop targets (the schema loops within one object).
     track_all: bool,
     /// The object looked up last: a rewrite reads several relations of one object.
-    last_object: Option<(ObjectKey, Option<&'a ObjectEdges>)>,
+    last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
     closures: Vec<((TypeId, RelationId), Closure)>,
 }

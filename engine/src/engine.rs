@@ -421,6 +421,48 @@ impl Engine {
         revision
     }
 
+    /// Compacts (see [`Engine::compact`]) when it is due: the changes since the last
+    /// compaction have reached a sixty-fourth of the indexes, or writes have been quiet
+    /// for `quiet`. The server calls this on a timer, off the request path.
+    pub fn compact_if_due(&self, quiet: Duration) -> bool {
+        let cur = self.current.load();
+        if !cur.has_changes() {
+            return false;
+        }
+        let published = lock(&self.history).back().map(|(t, _, _)| *t);
+        let is_quiet = published.is_some_and(|t| t.elapsed() >= quiet);
+        if !(is_quiet || cur.changes_exceed(64)) {
+            return false;
+        }
+        drop(cur);
+        self.compact()
+    }
+
+    /// Folds the changes made since the last compaction into the current revision's
+    /// flat indexes: same revision, same contents, and reads stop probing the changes
+    /// before the indexes. The work happens outside the write lock; if a write publishes
+    /// meanwhile, the result is dropped (that write's revision keeps its changes until
+    /// the next compaction). Returns whether a compacted revision was published.
+    pub fn compact(&self) -> bool {
+        let cur = self.current.load_full();
+        if !cur.has_changes() {
+            return false;
+        }
+        let mut next = (*cur).clone();
+        next.compact();
+        let _guard = lock(&self.write_lock);
+        if !Arc::ptr_eq(&cur, &self.current.load()) {
+            return false;
+        }
+        let next = Arc::new(next);
+        self.current.store(next.clone());
+        let mut history = lock(&self.history);
+        if let Some(last) = history.back_mut().filter(|(_, g, _)| Arc::ptr_eq(g, &cur)) {
+            last.1 = next;
+        }
+        true
+    }
+
     /// Replaces the schema. Refused, with the relationships in the way, if existing
     /// relationships would no longer fit.
     pub fn write_schema(&self, text: &str) -> Result<u64, EngineError> {
@@ -600,7 +642,7 @@ impl Engine {
             .filter(|(i, (g, _))| last.get(&g.identity()) == Some(i))
             .map(|(_, pair)| pair)
             .unzip();
-        next.apply(&graph_changes);
+        let copies = next.apply(&graph_changes);
         report.applied = accepted.len();
         self.store
             .commit(&Commit {
@@ -611,7 +653,7 @@ impl Engine {
                 attributes: &applied_attributes,
             })
             .map_err(|e| EngineError::Store(e.0))?;
-        self.publish(next, report.applied + applied_attributes.len());
+        self.publish(next, copies + applied_attributes.len());
         self.notify(revision, accepted, applied_schema, applied_model.map(str::to_string), applied_attributes);
         Ok(report)
     }
@@ -1035,7 +1077,7 @@ impl Engine {
     ) -> Result<u64, EngineError> {
         let mut next = cur.clone();
         next.revision = cur.revision + 1;
-        next.apply(graph_changes);
+        let copies = next.apply(graph_changes);
         self.store
             .commit(&Commit {
                 revision: next.revision,
@@ -1043,7 +1085,7 @@ impl Engine {
                 ..Commit::default()
             })
             .map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next, graph_changes.len());
+        let revision = self.publish(next, copies);
         self.notify(revision, changes, None, None, Vec::new());
         Ok(revision)
     }

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxBuildHasher;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::intern::{Sym, ELLIPSIS};
 use crate::schema_plan::SchemaPlan;
@@ -44,27 +44,205 @@ impl ResourceKey {
     }
 }
 
-/// Everything written on one object: for each relation (sorted by symbol; an object has
-/// few), its edges sorted by subject. Edge lists are shared between revisions.
-#[derive(Debug, Clone, Default)]
-pub struct ObjectEdges {
-    relations: Vec<(Sym, Arc<[Edge]>)>,
+/// Everything written on one object, as a view into the flat base or into a delta
+/// entry: for each relation (sorted by symbol; an object has few) where its edges
+/// start, and the edges, sorted by subject within each relation.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectEdges<'a> {
+    /// `(relation, start in edges)`; a relation's edges end where the next one's start,
+    /// the last relation's at `end`.
+    relations: &'a [(Sym, u32)],
+    end: u32,
+    edges: &'a [Edge],
 }
 
-impl ObjectEdges {
+impl<'a> ObjectEdges<'a> {
     /// The edges of one relation of this object.
     #[inline]
-    pub fn relation(&self, relation: Sym) -> &[Edge] {
-        for (r, edges) in &self.relations {
+    pub fn relation(&self, relation: Sym) -> &'a [Edge] {
+        let mut it = self.relations.iter();
+        while let Some((r, start)) = it.next() {
             if *r == relation {
-                return edges;
+                let end = it.next().map_or(self.end, |n| n.1);
+                return self.edges.get(*start as usize..end as usize).unwrap_or(&[]);
             }
         }
         &[]
     }
 
-    fn position(&self, relation: Sym) -> Result<usize, usize> {
-        self.relations.binary_search_by(|(r, _)| r.cmp(&relation))
+    /// Every relation of the object with its edges, in relation order.
+    pub fn relations(&self) -> impl Iterator<Item = (Sym, &'a [Edge])> + 'a {
+        let this = *self;
+        this.relations.iter().enumerate().map(move |(i, (r, start))| {
+            let end = this.relations.get(i + 1).map_or(this.end, |n| n.1);
+            (*r, this.edges.get(*start as usize..end as usize).unwrap_or(&[]))
+        })
+    }
+}
+
+/// One object as a write rebuilt it (a delta entry); empty means "deleted".
+#[derive(Debug, Clone, Default)]
+struct OwnedObject {
+    relations: Vec<(Sym, u32)>,
+    edges: Vec<Edge>,
+}
+
+impl OwnedObject {
+    fn view(&self) -> ObjectEdges<'_> {
+        ObjectEdges { relations: &self.relations, end: self.edges.len() as u32, edges: &self.edges }
+    }
+
+    fn push_relation(&mut self, relation: Sym, edges: impl IntoIterator<Item = Edge>) {
+        let start = self.edges.len();
+        self.edges.extend(edges);
+        if self.edges.len() > start {
+            self.relations.push((relation, start as u32));
+        }
+    }
+}
+
+/// The forward index in flat form: built once from sorted relationships, then shared
+/// by every revision until the next compaction. Objects sit in key order, each one's
+/// relations contiguous in `relations` and their edges contiguous in `edges`, so one
+/// hash probe and two array reads reach an edge list (a hash-array-mapped trie needs a
+/// pointer chase per level, and a heap block per object and per list).
+#[derive(Debug, Default)]
+struct ForwardBase {
+    /// Object -> its range in `relations`.
+    index: FxHashMap<ObjectKey, (u32, u32)>,
+    /// The objects in key order with where their relations start (for iteration and
+    /// merging).
+    objects: Vec<(ObjectKey, u32)>,
+    /// `(relation, start in edges)`, with one sentinel at the end.
+    relations: Vec<(Sym, u32)>,
+    edges: Vec<Edge>,
+}
+
+impl ForwardBase {
+    #[inline]
+    fn get(&self, key: &ObjectKey) -> Option<ObjectEdges<'_>> {
+        let (lo, hi) = *self.index.get(key)?;
+        self.view(lo, hi)
+    }
+
+    #[inline]
+    fn view(&self, lo: u32, hi: u32) -> Option<ObjectEdges<'_>> {
+        let relations = self.relations.get(lo as usize..hi as usize)?;
+        let end = self.relations.get(hi as usize)?.1;
+        Some(ObjectEdges { relations, end, edges: &self.edges })
+    }
+
+    /// Every object in key order.
+    fn iter(&self) -> impl Iterator<Item = (ObjectKey, ObjectEdges<'_>)> + '_ {
+        self.objects.windows(2).filter_map(|w| {
+            let [(key, lo), (_, hi)] = w else { return None };
+            Some((*key, self.view(*lo, *hi)?))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+}
+
+/// Appends objects in key order to a new [`ForwardBase`].
+#[derive(Default)]
+struct ForwardBuilder {
+    base: ForwardBase,
+}
+
+impl ForwardBuilder {
+    fn with_capacity(objects: usize, relations: usize, edges: usize) -> Self {
+        let mut base = ForwardBase::default();
+        base.index.reserve(objects);
+        base.objects.reserve(objects + 1);
+        base.relations.reserve(relations + 1);
+        base.edges.reserve(edges);
+        ForwardBuilder { base }
+    }
+
+    fn push(&mut self, key: ObjectKey, object: ObjectEdges<'_>) {
+        let b = &mut self.base;
+        let lo = b.relations.len() as u32;
+        for (relation, edges) in object.relations() {
+            if edges.is_empty() {
+                continue;
+            }
+            b.relations.push((relation, b.edges.len() as u32));
+            b.edges.extend_from_slice(edges);
+        }
+        let hi = b.relations.len() as u32;
+        if hi > lo {
+            b.index.insert(key, (lo, hi));
+            b.objects.push((key, lo));
+        }
+    }
+
+    fn finish(mut self) -> ForwardBase {
+        let b = &mut self.base;
+        let (end_rel, end_edge) = (b.relations.len() as u32, b.edges.len() as u32);
+        b.relations.push((0, end_edge));
+        b.objects.push((ObjectKey { object_type: Sym::MAX, object_id: Sym::MAX }, end_rel));
+        b.relations.shrink_to_fit();
+        b.edges.shrink_to_fit();
+        b.objects.shrink_to_fit();
+        self.base
+    }
+}
+
+/// The reverse index in flat form: each subject's resources, sorted, contiguous.
+#[derive(Debug, Default)]
+struct ReverseBase {
+    /// Subject -> its range in `resources`.
+    index: FxHashMap<SubjectKey, (u32, u32)>,
+    /// The subjects in key order with where their resources start, plus a sentinel.
+    subjects: Vec<(SubjectKey, u32)>,
+    resources: Vec<ResourceKey>,
+}
+
+impl ReverseBase {
+    #[inline]
+    fn get(&self, key: &SubjectKey) -> Option<&[ResourceKey]> {
+        let (lo, hi) = *self.index.get(key)?;
+        self.resources.get(lo as usize..hi as usize)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (SubjectKey, &[ResourceKey])> + '_ {
+        self.subjects.windows(2).filter_map(|w| {
+            let [(key, lo), (_, hi)] = w else { return None };
+            Some((*key, self.resources.get(*lo as usize..*hi as usize)?))
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn builder(subjects: usize, resources: usize) -> ReverseBase {
+        let mut b = ReverseBase::default();
+        b.index.reserve(subjects);
+        b.subjects.reserve(subjects + 1);
+        b.resources.reserve(resources);
+        b
+    }
+
+    fn push(&mut self, key: SubjectKey, resources: &[ResourceKey]) {
+        if resources.is_empty() {
+            return;
+        }
+        let lo = self.resources.len() as u32;
+        self.resources.extend_from_slice(resources);
+        self.index.insert(key, (lo, self.resources.len() as u32));
+        self.subjects.push((key, lo));
+    }
+
+    fn finish(mut self) -> ReverseBase {
+        let end = self.resources.len() as u32;
+        let sentinel = SubjectKey { object_type: Sym::MAX, relation: Sym::MAX, object_id: Sym::MAX };
+        self.subjects.push((sentinel, end));
+        self.subjects.shrink_to_fit();
+        self.resources.shrink_to_fit();
+        self
     }
 }
 
@@ -164,8 +342,14 @@ pub struct GraphVersion {
     pub plan: Option<Arc<SchemaPlan>>,
     /// The Cedar side of decisions, compiled against `plan` (none: the graph decides).
     pub policies: Option<Arc<crate::policy::CompiledPolicies>>,
-    forward: PMap<ObjectKey, Arc<ObjectEdges>>,
-    reverse: PMap<SubjectKey, Arc<[ResourceKey]>>,
+    /// The forward index: a flat base shared by every revision since the last
+    /// compaction, and the objects changed since, which hide the base's (an empty entry
+    /// hides a deleted object).
+    forward: Arc<ForwardBase>,
+    forward_delta: PMap<ObjectKey, Arc<OwnedObject>>,
+    /// The reverse index, the same way (an empty list hides a subject's base list).
+    reverse: Arc<ReverseBase>,
+    reverse_delta: PMap<SubjectKey, Arc<[ResourceKey]>>,
     relationships: usize,
     /// How many stored relationships carry an expiration (the sweep skips when none).
     expiring: usize,
@@ -173,14 +357,19 @@ pub struct GraphVersion {
     attributes: PMap<ObjectKey, Arc<crate::policy::ObjectAttributes>>,
 }
 
+/// A delta smaller than this is folded into the base only when writes are quiet.
+const MIN_COMPACTION: usize = 1024;
+
 impl GraphVersion {
     pub fn empty() -> Self {
         GraphVersion {
             revision: 0,
             plan: None,
             policies: None,
-            forward: PMap::default(),
-            reverse: PMap::default(),
+            forward: Arc::default(),
+            forward_delta: PMap::default(),
+            reverse: Arc::default(),
+            reverse_delta: PMap::default(),
             relationships: 0,
             expiring: 0,
             attributes: PMap::default(),
@@ -230,8 +419,8 @@ impl GraphVersion {
     }
 
     /// A graph holding exactly `relationships` (a relationship given twice is kept
-    /// once), built in one pass over them sorted: each object's edge lists and each
-    /// subject's reverse list are allocated once, at their final size.
+    /// once), built in one pass over them sorted: the flat forward and reverse indexes
+    /// are filled in order, each array allocated once.
     pub fn build(mut relationships: Vec<StoredRelationship>) -> GraphVersion {
         relationships.sort_unstable_by(|a, b| {
             (a.resource.object(), a.resource.relation, a.edge.subject).cmp(&(
@@ -246,25 +435,35 @@ impl GraphVersion {
         graph.expiring = relationships.iter().filter(|r| r.edge.expires_at != NEVER).count();
         let mut reverse: Vec<(SubjectKey, ResourceKey)> =
             relationships.iter().map(|r| (r.edge.subject, r.resource)).collect();
-        let mut forward = Vec::new();
+        let objects = relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()).count();
+        let lists = relationships.chunk_by(|a, b| a.resource == b.resource).count();
+        let mut forward = ForwardBuilder::with_capacity(objects, lists, relationships.len());
         for object_run in relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()) {
             let Some(first) = object_run.first() else { continue };
-            let relations = object_run
-                .chunk_by(|a, b| a.resource.relation == b.resource.relation)
-                .filter_map(|run| {
-                    let relation = run.first()?.resource.relation;
-                    Some((relation, run.iter().map(|r| r.edge).collect::<Arc<[Edge]>>()))
-                })
-                .collect();
-            forward.push((first.resource.object(), Arc::new(ObjectEdges { relations })));
+            let b = &mut forward.base;
+            let lo = b.relations.len() as u32;
+            for run in object_run.chunk_by(|a, b| a.resource.relation == b.resource.relation) {
+                let Some(r) = run.first() else { continue };
+                b.relations.push((r.resource.relation, b.edges.len() as u32));
+                b.edges.extend(run.iter().map(|r| r.edge));
+            }
+            let hi = b.relations.len() as u32;
+            b.index.insert(first.resource.object(), (lo, hi));
+            b.objects.push((first.resource.object(), lo));
         }
         drop(relationships);
-        graph.forward = forward.into_iter().collect();
+        graph.forward = Arc::new(forward.finish());
         reverse.sort_unstable();
-        graph.reverse = reverse
-            .chunk_by(|a, b| a.0 == b.0)
-            .filter_map(|run| Some((run.first()?.0, run.iter().map(|(_, r)| *r).collect::<Arc<[ResourceKey]>>())))
-            .collect();
+        let subjects = reverse.chunk_by(|a, b| a.0 == b.0).count();
+        let mut base = ReverseBase::builder(subjects, reverse.len());
+        for run in reverse.chunk_by(|a, b| a.0 == b.0) {
+            let Some((subject, _)) = run.first() else { continue };
+            let lo = base.resources.len() as u32;
+            base.resources.extend(run.iter().map(|(_, r)| *r));
+            base.index.insert(*subject, (lo, base.resources.len() as u32));
+            base.subjects.push((*subject, lo));
+        }
+        graph.reverse = Arc::new(base.finish());
         graph
     }
 
@@ -278,13 +477,24 @@ impl GraphVersion {
 
     /// Everything written on one object.
     #[inline]
-    pub fn object(&self, key: &ObjectKey) -> Option<&ObjectEdges> {
-        self.forward.get(key).map(|o| &**o)
+    pub fn object(&self, key: &ObjectKey) -> Option<ObjectEdges<'_>> {
+        if !self.forward_delta.is_empty() {
+            if let Some(o) = self.forward_delta.get(key) {
+                return (!o.relations.is_empty()).then(|| o.view());
+            }
+        }
+        self.forward.get(key)
     }
 
-    /// The resources that name `subject` directly.
+    /// The resources that name `subject` directly, sorted.
+    #[inline]
     pub fn resources_of(&self, subject: &SubjectKey) -> &[ResourceKey] {
-        self.reverse.get(subject).map(|e| &e[..]).unwrap_or(&[])
+        if !self.reverse_delta.is_empty() {
+            if let Some(l) = self.reverse_delta.get(subject) {
+                return l;
+            }
+        }
+        self.reverse.get(subject).unwrap_or(&[])
     }
 
     /// The stored edge for exactly this relationship, if any (expired or not).
@@ -296,49 +506,35 @@ impl GraphVersion {
             .and_then(|i| edges.get(i).copied())
     }
 
-    /// Every stored relationship, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = StoredRelationship> + '_ {
-        self.forward.iter().flat_map(|(object, edges)| {
-            edges.relations.iter().flat_map(move |(relation, list)| {
-                list.iter().map(move |edge| StoredRelationship {
-                    resource: ResourceKey {
-                        object_type: object.object_type,
-                        relation: *relation,
-                        object_id: object.object_id,
-                    },
-                    edge: *edge,
-                })
-            })
-        })
+    /// Every object with its edges, in no particular order.
+    fn objects(&self) -> impl Iterator<Item = (ObjectKey, ObjectEdges<'_>)> + '_ {
+        let delta = &self.forward_delta;
+        let base = self.forward.iter().filter(move |(k, _)| delta.is_empty() || !delta.contains_key(k));
+        let changed = delta.iter().filter(|(_, o)| !o.relations.is_empty()).map(|(k, o)| (*k, o.view()));
+        base.chain(changed)
     }
 
-    /// Applies many changes to distinct relationships at once: every edge list and
-    /// reverse list they touch is rebuilt once, however many changes land in it (one
-    /// change at a time would copy a popular subject's list once per change).
+    /// Every stored relationship, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = StoredRelationship> + '_ {
+        self.objects().flat_map(|(object, edges)| relationships_of(object, edges))
+    }
+
     /// Every relationship stored on one object.
     pub fn object_relationships(
         &self,
         object: &ObjectKey,
     ) -> impl Iterator<Item = StoredRelationship> + '_ {
         let object = *object;
-        self.forward
-            .get(&object)
-            .into_iter()
-            .flat_map(move |edges| {
-                edges.relations.iter().flat_map(move |(relation, list)| {
-                    list.iter().map(move |edge| StoredRelationship {
-                        resource: ResourceKey {
-                            object_type: object.object_type,
-                            relation: *relation,
-                            object_id: object.object_id,
-                        },
-                        edge: *edge,
-                    })
-                })
-            })
+        self.object(&object).into_iter().flat_map(move |edges| relationships_of(object, edges))
     }
 
-    pub fn apply(&mut self, changes: &[GraphChange]) {
+    /// Applies many changes to distinct relationships at once: every object and reverse
+    /// list they touch is rebuilt once, however many changes land in it (one change at
+    /// a time would copy a popular subject's list once per change). Returns how many
+    /// relationship copies the new revision holds that its predecessor does not share:
+    /// the changes, or every relationship when the change folded the delta into a new
+    /// base (the engine's history counts it against what it keeps).
+    pub fn apply(&mut self, changes: &[GraphChange]) -> usize {
         use std::collections::BTreeMap;
         // Forward: per object, per relation, the upserts and removals.
         type PerRelation = BTreeMap<Sym, (Vec<Edge>, Vec<SubjectKey>)>;
@@ -359,21 +555,40 @@ impl GraphVersion {
         }
         let mut added: Vec<(SubjectKey, ResourceKey)> = Vec::new();
         let mut removed: Vec<(SubjectKey, ResourceKey)> = Vec::new();
-        for (okey, relations) in forward {
-            let mut object = self
-                .forward
-                .get(&okey)
-                .map(|o| (**o).clone())
-                .unwrap_or_default();
-            for (relation, (mut upserts, removals)) in relations {
+        for (okey, mut changed) in forward {
+            let mut object = OwnedObject::default();
+            // Handles on what the object is now, so the counters below can change.
+            let base = self.forward.clone();
+            let delta = if self.forward_delta.is_empty() { None } else { self.forward_delta.get(&okey).cloned() };
+            let current = match &delta {
+                Some(o) => (!o.relations.is_empty()).then(|| o.view()),
+                None => base.get(&okey),
+            };
+            let old_relations = current.into_iter().flat_map(|o| o.relations());
+            // Walk the object's relations and the changed ones together, in order.
+            let mut old_relations = old_relations.peekable();
+            loop {
+                let next_old = old_relations.peek().map(|(r, _)| *r);
+                let next_changed = changed.keys().next().copied();
+                let relation = match (next_old, next_changed) {
+                    (None, None) => break,
+                    (Some(o), Some(c)) => o.min(c),
+                    (Some(o), None) => o,
+                    (None, Some(c)) => c,
+                };
+                let old: &[Edge] = if next_old == Some(relation) {
+                    old_relations.next().map(|(_, e)| e).unwrap_or(&[])
+                } else {
+                    &[]
+                };
+                let Some((mut upserts, removals)) = changed.remove(&relation) else {
+                    object.push_relation(relation, old.iter().copied());
+                    continue;
+                };
                 let resource = ResourceKey {
                     object_type: okey.object_type,
                     relation,
                     object_id: okey.object_id,
-                };
-                let old: &[Edge] = match object.position(relation) {
-                    Ok(at) => object.relations.get(at).map(|(_, l)| &l[..]).unwrap_or(&[]),
-                    Err(_) => &[],
                 };
                 // The same subject twice (an import may repeat itself): the last one wins.
                 upserts.reverse();
@@ -414,23 +629,12 @@ impl GraphVersion {
                         j += 1;
                     }
                 }
-                match (object.position(relation), merged.is_empty()) {
-                    (Ok(at), true) => {
-                        object.relations.remove(at);
-                    }
-                    (Ok(at), false) => {
-                        if let Some(slot) = object.relations.get_mut(at) {
-                            slot.1 = Arc::from(merged);
-                        }
-                    }
-                    (Err(at), false) => object.relations.insert(at, (relation, Arc::from(merged))),
-                    (Err(_), true) => {}
-                }
+                object.push_relation(relation, merged);
             }
-            if object.relations.is_empty() {
-                self.forward.remove(&okey);
+            if object.relations.is_empty() && self.forward.get(&okey).is_none() {
+                self.forward_delta.remove(&okey);
             } else {
-                self.forward.insert(okey, Arc::new(object));
+                self.forward_delta.insert(okey, Arc::new(object));
             }
         }
         // Reverse: per subject, once.
@@ -443,11 +647,7 @@ impl GraphVersion {
             reverse.entry(s).or_default().1.push(r);
         }
         for (subject, (adds, removes)) in reverse {
-            let mut list: Vec<ResourceKey> = self
-                .reverse
-                .get(&subject)
-                .map(|l| l.to_vec())
-                .unwrap_or_default();
+            let mut list: Vec<ResourceKey> = self.resources_of(&subject).to_vec();
             if !removes.is_empty() {
                 let mut removes = removes;
                 removes.sort();
@@ -456,17 +656,220 @@ impl GraphVersion {
             list.extend(adds);
             list.sort_unstable();
             list.dedup();
-            if list.is_empty() {
-                self.reverse.remove(&subject);
+            if list.is_empty() && self.reverse.get(&subject).is_none() {
+                self.reverse_delta.remove(&subject);
             } else {
-                self.reverse.insert(subject, Arc::from(list));
+                self.reverse_delta.insert(subject, Arc::from(list));
             }
         }
+        if self.delta_is_large() {
+            self.compact();
+            return self.relationships;
+        }
+        changes.len()
     }
+
+    /// Changes not yet folded into the flat indexes (see [`GraphVersion::compact`]).
+    pub fn has_changes(&self) -> bool {
+        !(self.forward_delta.is_empty() && self.reverse_delta.is_empty())
+    }
+
+    /// The changes not yet folded into the flat indexes touch more than `1/fraction`
+    /// of the keys the indexes hold (and at least [`MIN_COMPACTION`] keys).
+    pub fn changes_exceed(&self, fraction: usize) -> bool {
+        let delta = self.forward_delta.len() + self.reverse_delta.len();
+        let base = self.forward.len() + self.reverse.len();
+        delta > MIN_COMPACTION.max(base / fraction.max(1))
+    }
+
+    /// The delta has grown to an eighth of the base: reads probe it first, and its
+    /// entries cost a heap block each. Compacting in the write itself is the backstop;
+    /// the server compacts earlier, off the write path ([`crate::Engine::compact_if_due`]).
+    fn delta_is_large(&self) -> bool {
+        self.changes_exceed(8)
+    }
+
+    /// Folds the delta into new flat bases, by merging the base's keys (in order) with
+    /// the delta's (sorted): no relationship is sorted again.
+    pub fn compact(&mut self) {
+        let mut objects: Vec<(ObjectKey, Arc<OwnedObject>)> =
+            self.forward_delta.iter().map(|(k, o)| (*k, o.clone())).collect();
+        objects.sort_unstable_by_key(|(k, _)| *k);
+        let edges = self.forward.edges.len() + objects.iter().map(|(_, o)| o.edges.len()).sum::<usize>();
+        let relations = self.forward.relations.len() + objects.iter().map(|(_, o)| o.relations.len()).sum::<usize>();
+        let mut forward =
+            ForwardBuilder::with_capacity(self.forward.len() + objects.len(), relations, edges);
+        let mut changed = objects.iter().peekable();
+        for (key, object) in self.forward.iter() {
+            while let Some((k, o)) = changed.next_if(|(k, _)| *k < key) {
+                forward.push(*k, o.view());
+            }
+            match changed.next_if(|(k, _)| *k == key) {
+                Some((_, o)) => forward.push(key, o.view()),
+                None => forward.push(key, object),
+            }
+        }
+        for (k, o) in changed {
+            forward.push(*k, o.view());
+        }
+        let mut subjects: Vec<(SubjectKey, Arc<[ResourceKey]>)> =
+            self.reverse_delta.iter().map(|(k, l)| (*k, l.clone())).collect();
+        subjects.sort_unstable_by_key(|(k, _)| *k);
+        let resources = self.reverse.resources.len() + subjects.iter().map(|(_, l)| l.len()).sum::<usize>();
+        let mut reverse = ReverseBase::builder(self.reverse.len() + subjects.len(), resources);
+        let mut changed = subjects.iter().peekable();
+        for (key, list) in self.reverse.iter() {
+            while let Some((k, l)) = changed.next_if(|(k, _)| *k < key) {
+                reverse.push(*k, l);
+            }
+            match changed.next_if(|(k, _)| *k == key) {
+                Some((_, l)) => reverse.push(key, l),
+                None => reverse.push(key, list),
+            }
+        }
+        for (k, l) in changed {
+            reverse.push(*k, l);
+        }
+        self.forward = Arc::new(forward.finish());
+        self.forward_delta = PMap::default();
+        self.reverse = Arc::new(reverse.finish());
+        self.reverse_delta = PMap::default();
+    }
+}
+
+fn relationships_of(object: ObjectKey, edges: ObjectEdges<'_>) -> impl Iterator<Item = StoredRelationship> + '_ {
+    edges.relations().flat_map(move |(relation, list)| {
+        list.iter().map(move |edge| StoredRelationship {
+            resource: ResourceKey {
+                object_type: object.object_type,
+                relation,
+                object_id: object.object_id,
+            },
+            edge: *edge,
+        })
+    })
 }
 
 impl SubjectKey {
     pub fn is_object(&self) -> bool {
         self.relation == ELLIPSIS
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One relationship change: upsert or remove, resource object, relation, subject
+    /// object, subject relation, expiring.
+    type Op = (bool, u32, u32, u32, u32, bool);
+
+    fn resource(o: u32, r: u32) -> ResourceKey {
+        ResourceKey { object_type: 10 + o % 2, relation: 20 + r, object_id: 100 + o }
+    }
+
+    fn subject(s: u32, r: u32) -> SubjectKey {
+        SubjectKey { object_type: 12 + s % 3, relation: if r == 0 { ELLIPSIS } else { 30 + r }, object_id: 200 + s }
+    }
+
+    fn change((upsert, o, r, s, sr, expiring): Op) -> GraphChange {
+        let (res, sub) = (resource(o, r), subject(s, sr));
+        if upsert {
+            let expires_at = if expiring { 1_000 + i64::from(o) } else { NEVER };
+            GraphChange::Upsert(res, Edge { subject: sub, expires_at })
+        } else {
+            GraphChange::Remove(res, sub)
+        }
+    }
+
+    /// The graph holds exactly `model`, through every read.
+    fn agrees(graph: &GraphVersion, model: &BTreeMap<(ResourceKey, SubjectKey), Edge>) -> Result<(), TestCaseError> {
+        let stored: BTreeSet<_> = graph.iter().map(|r| (r.resource, r.edge.subject, r.edge.expires_at)).collect();
+        let expected: BTreeSet<_> = model.iter().map(|((r, s), e)| (*r, *s, e.expires_at)).collect();
+        prop_assert_eq!(&stored, &expected);
+        prop_assert_eq!(graph.len(), model.len());
+        prop_assert_eq!(graph.expiring(), model.values().filter(|e| e.expires_at != NEVER).count());
+        for o in 0..12 {
+            for r in 0..3 {
+                let key = resource(o, r);
+                let want: Vec<Edge> = model.range((key, subject(0, 0))..).take_while(|((k, _), _)| *k == key).map(|(_, e)| *e).collect();
+                let mut want = want;
+                want.sort_by_key(|e| e.subject);
+                prop_assert_eq!(graph.edges(&key), &want[..]);
+            }
+            let object = resource(o, 0).object();
+            let on_object: BTreeSet<_> = graph.object_relationships(&object).map(|r| (r.resource, r.edge.subject)).collect();
+            let want: BTreeSet<_> = model.keys().filter(|(r, _)| r.object() == object).copied().collect();
+            prop_assert_eq!(on_object, want);
+        }
+        for s in 0..12 {
+            for sr in 0..2 {
+                let key = subject(s, sr);
+                let want: Vec<ResourceKey> = model.keys().filter(|(_, sub)| *sub == key).map(|(r, _)| *r).collect::<BTreeSet<_>>().into_iter().collect();
+                prop_assert_eq!(graph.resources_of(&key), &want[..]);
+            }
+        }
+        Ok(())
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (any::<bool>(), 0..12u32, 0..3u32, 0..12u32, 0..2u32, prop::bool::weighted(0.2))
+    }
+
+    proptest! {
+        /// Built, changed batch by batch, and folded into new bases at arbitrary points,
+        /// the graph always reads as the plain set of relationships it should hold.
+        #[test]
+        fn writes_and_compactions_agree_with_a_plain_set(
+            initial in prop::collection::vec(op(), 0..40),
+            batches in prop::collection::vec((prop::collection::vec(op(), 0..12), any::<bool>()), 0..12),
+        ) {
+            let mut model = BTreeMap::new();
+            let mut stored = Vec::new();
+            for op in initial.into_iter().filter(|op| op.0) {
+                if let GraphChange::Upsert(r, e) = change(op) {
+                    // `build` keeps one of two equal relationships; the model keeps the first.
+                    if let std::collections::btree_map::Entry::Vacant(v) = model.entry((r, e.subject)) {
+                        v.insert(e);
+                        stored.push(StoredRelationship { resource: r, edge: e });
+                    }
+                }
+            }
+            let mut graph = GraphVersion::build(stored);
+            agrees(&graph, &model)?;
+            for (batch, compact) in batches {
+                // One change per relationship in a batch, the last one given (as the engine
+                // hands them over).
+                let mut last = BTreeMap::new();
+                for op in batch {
+                    let c = change(op);
+                    last.insert(c.identity(), c);
+                }
+                let changes: Vec<GraphChange> = last.into_values().collect();
+                let before = graph.clone();
+                let before_model = model.clone();
+                for c in &changes {
+                    match c {
+                        GraphChange::Upsert(r, e) => {
+                            model.insert((*r, e.subject), *e);
+                        }
+                        GraphChange::Remove(r, s) => {
+                            model.remove(&(*r, *s));
+                        }
+                    }
+                }
+                graph.apply(&changes);
+                if compact {
+                    graph.compact();
+                }
+                agrees(&graph, &model)?;
+                // The revision it was made from is unchanged.
+                agrees(&before, &before_model)?;
+            }
+        }
     }
 }

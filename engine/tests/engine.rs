@@ -1238,3 +1238,24 @@ definition doc {
     assert!(!check(&e, "doc:1#view@user:u"));
     assert!(check(&e, "team:c#member@user:u"));
 }
+
+#[test]
+fn compaction_keeps_the_revision_and_every_answer() {
+    let e = engine(&["doc:a#viewer@user:u", "folder:f#viewer@group:g#member", "group:g#member@user:v", "doc:b#parent@folder:f"]);
+    let revision = e.revision();
+    let before = all_text(&e);
+    assert!(!e.compact_if_due(std::time::Duration::from_secs(3600)), "a small delta waits for quiet");
+    assert!(e.compact_if_due(std::time::Duration::ZERO));
+    assert!(!e.compact(), "nothing left to fold in");
+    assert_eq!(e.revision(), revision);
+    assert_eq!(all_text(&e), before);
+    assert_eq!(e.check(&CheckRequest { consistency: Consistency::AtExactSnapshot(revision), ..check_req("doc:b", "view", "user:v") }).unwrap().decision, Decision::Allowed);
+    assert!(check(&e, "doc:a#view@user:u"));
+    // Writes after a compaction land beside the new indexes.
+    e.write(&[update(UpdateOp::Delete, "group:g#member@user:v"), update(UpdateOp::Touch, "doc:c#viewer@user:v")]).unwrap();
+    assert!(!check(&e, "doc:b#view@user:v"));
+    assert!(check(&e, "doc:c#view@user:v"));
+    assert!(e.compact());
+    assert!(!check(&e, "doc:b#view@user:v"));
+    assert!(check(&e, "doc:c#view@user:v"));
+}

@@ -7,6 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// How often the compactor looks at the graph, and how long writes must have been quiet
+/// before it folds a small delta in.
+const COMPACT_EVERY: Duration = Duration::from_millis(200);
+const COMPACT_WHEN_QUIET: Duration = Duration::from_secs(1);
+
 use anyhow::{anyhow, bail, Context, Result};
 use arbiter_engine::{Engine, EngineConfig};
 use arbiter_proto::arbiter::v1::permission_service_server::PermissionServiceServer;
@@ -310,6 +315,28 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         }
     });
 
+    // Writes land in a small persistent delta beside the flat indexes; folding it in
+    // keeps reads at one probe per lookup. Off the request path, on a blocking thread.
+    let compact_engine = engine.clone();
+    let mut compact_stop = stop_rx.clone();
+    let compactor = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(COMPACT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = compact_stop.wait_for(|s| *s) => return,
+            }
+            let engine = compact_engine.clone();
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || engine.compact_if_due(COMPACT_WHEN_QUIET)).await {
+                Ok(true) => tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "compacted the graph"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("graph compaction failed: {e}"),
+            }
+        }
+    });
+
     shared.ready.store(true, Ordering::Release);
     println!(
         "arbiter ready grpc={} http={} revision={}",
@@ -324,6 +351,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let grpc_result = grpc.await;
     let _ = http.await;
     let _ = sweeper.await;
+    let _ = compactor.await;
     if let Some(f) = follower {
         let _ = f.await;
     }
