@@ -12,8 +12,8 @@
 set -euo pipefail
 
 N=${1:?usage: scripts/bench-grpc.sh RELATIONSHIPS [RATE] [DURATION]}
-RATE=${2:-20000}
-DURATION=${3:-30s}
+RATE=${2-20000}
+DURATION=${3-30s}
 T=${CARGO_TARGET_DIR:-$HOME/.cache/arbiter-target}/release
 ARBITER=$T/arbiter
 LOADTEST=$T/arbiter-loadtest
@@ -25,8 +25,9 @@ DS=$WORK/dataset-$N
 DATA=$WORK/data-$N
 OUT=$WORK/out-$N
 mkdir -p "$WORK" "$OUT"
-PORT=${BENCH_PORT:-50151}
-HTTP=${BENCH_HTTP_PORT:-50152}
+# Below the ephemeral range (32768-60999), where a client connection in TIME_WAIT can hold the port.
+PORT=${BENCH_PORT:-20151}
+HTTP=${BENCH_HTTP_PORT:-20152}
 ENDPOINT=http://127.0.0.1:$PORT
 
 if [ ! -f "$DS/manifest.json" ]; then

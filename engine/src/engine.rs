@@ -263,6 +263,8 @@ pub struct Engine {
     /// Earlier revisions for exact-snapshot reads: when each was published, the graph,
     /// and how many changes it made.
     history: Mutex<VecDeque<(Instant, Arc<GraphVersion>, usize)>>,
+    /// When the last compaction ended and how long it took.
+    last_compaction: Mutex<Option<(Instant, Duration)>>,
     write_lock: Mutex<()>,
     store: Box<dyn RelationshipStore>,
     listeners: Listeners,
@@ -293,6 +295,7 @@ impl Engine {
             interner: Interner::default(),
             current: ArcSwap::new(graph.clone()),
             history: Mutex::new(VecDeque::from([(Instant::now(), graph, 0)])),
+            last_compaction: Mutex::new(None),
             write_lock: Mutex::new(()),
             store,
             listeners: Listeners(RwLock::new(Vec::new())),
@@ -431,7 +434,10 @@ impl Engine {
         }
         let published = lock(&self.history).back().map(|(t, _, _)| *t);
         let is_quiet = published.is_some_and(|t| t.elapsed() >= quiet);
-        if !(is_quiet || cur.changes_exceed(64)) {
+        // While writes keep coming, compactions (whose cost is the whole graph's) are
+        // spaced to use at most a fifth of a core; a write past an eighth compacts itself.
+        let rested = lock(&self.last_compaction).is_none_or(|(ended, took)| ended.elapsed() >= took * 4);
+        if !(is_quiet || (rested && cur.changes_exceed(64))) {
             return false;
         }
         drop(cur);
@@ -448,18 +454,27 @@ impl Engine {
         if !cur.has_changes() {
             return false;
         }
-        let mut next = (*cur).clone();
-        next.compact();
+        let started = Instant::now();
+        let mut compacted = (*cur).clone();
+        compacted.compact();
         let _guard = lock(&self.write_lock);
-        if !Arc::ptr_eq(&cur, &self.current.load()) {
-            return false;
-        }
+        let now = self.current.load_full();
+        let next = if Arc::ptr_eq(&cur, &now) {
+            compacted
+        } else {
+            // Writes published meanwhile: keep their changes on top of the new indexes.
+            match compacted.rebase(&cur, &now) {
+                Some(next) => next,
+                None => return false,
+            }
+        };
         let next = Arc::new(next);
         self.current.store(next.clone());
         let mut history = lock(&self.history);
-        if let Some(last) = history.back_mut().filter(|(_, g, _)| Arc::ptr_eq(g, &cur)) {
+        if let Some(last) = history.back_mut().filter(|(_, g, _)| Arc::ptr_eq(g, &now)) {
             last.1 = next;
         }
+        *lock(&self.last_compaction) = Some((Instant::now(), started.elapsed()));
         true
     }
 

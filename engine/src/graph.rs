@@ -535,28 +535,34 @@ impl GraphVersion {
     /// the changes, or every relationship when the change folded the delta into a new
     /// base (the engine's history counts it against what it keeps).
     pub fn apply(&mut self, changes: &[GraphChange]) -> usize {
-        use std::collections::BTreeMap;
-        // Forward: per object, per relation, the upserts and removals.
-        type PerRelation = BTreeMap<Sym, (Vec<Edge>, Vec<SubjectKey>)>;
-        let mut forward: BTreeMap<ObjectKey, PerRelation> = BTreeMap::new();
-        for c in changes {
-            let resource = match c {
-                GraphChange::Upsert(r, _) | GraphChange::Remove(r, _) => r,
+        // Sorted by object, relation and subject (stably: of two changes to one
+        // relationship, the later one wins), so each object and each edge list is
+        // rebuilt in one merge with no per-object tables.
+        let mut sorted: Vec<(ResourceKey, SubjectKey, Option<Edge>)> = changes
+            .iter()
+            .map(|c| match c {
+                GraphChange::Upsert(r, e) => (*r, e.subject, Some(*e)),
+                GraphChange::Remove(r, s) => (*r, *s, None),
+            })
+            .collect();
+        sorted.sort_by(|a, b| (a.0.object(), a.0.relation, a.1).cmp(&(b.0.object(), b.0.relation, b.1)));
+        let mut write = 0;
+        for read in 0..sorted.len() {
+            let same_as_next = match (sorted.get(read), sorted.get(read + 1)) {
+                (Some(a), Some(b)) => a.0 == b.0 && a.1 == b.1,
+                _ => false,
             };
-            let entry = forward
-                .entry(resource.object())
-                .or_default()
-                .entry(resource.relation)
-                .or_default();
-            match c {
-                GraphChange::Upsert(_, e) => entry.0.push(*e),
-                GraphChange::Remove(_, s) => entry.1.push(*s),
+            if !same_as_next {
+                sorted.swap(write, read);
+                write += 1;
             }
         }
-        let mut added: Vec<(SubjectKey, ResourceKey)> = Vec::new();
-        let mut removed: Vec<(SubjectKey, ResourceKey)> = Vec::new();
-        for (okey, mut changed) in forward {
-            let mut object = OwnedObject::default();
+        sorted.truncate(write);
+        // Reverse-index changes: (subject, resource, added).
+        let mut reverse: Vec<(SubjectKey, ResourceKey, bool)> = Vec::new();
+        for object_run in sorted.chunk_by(|a, b| a.0.object() == b.0.object()) {
+            let Some(first) = object_run.first() else { continue };
+            let okey = first.0.object();
             // Handles on what the object is now, so the counters below can change.
             let base = self.forward.clone();
             let delta = if self.forward_delta.is_empty() { None } else { self.forward_delta.get(&okey).cloned() };
@@ -564,12 +570,13 @@ impl GraphVersion {
                 Some(o) => (!o.relations.is_empty()).then(|| o.view()),
                 None => base.get(&okey),
             };
-            let old_relations = current.into_iter().flat_map(|o| o.relations());
+            let mut old_relations = current.into_iter().flat_map(|o| o.relations()).peekable();
+            let mut runs = object_run.chunk_by(|a, b| a.0.relation == b.0.relation).peekable();
+            let mut object = OwnedObject::default();
             // Walk the object's relations and the changed ones together, in order.
-            let mut old_relations = old_relations.peekable();
             loop {
                 let next_old = old_relations.peek().map(|(r, _)| *r);
-                let next_changed = changed.keys().next().copied();
+                let next_changed = runs.peek().and_then(|run| run.first()).map(|c| c.0.relation);
                 let relation = match (next_old, next_changed) {
                     (None, None) => break,
                     (Some(o), Some(c)) => o.min(c),
@@ -581,86 +588,96 @@ impl GraphVersion {
                 } else {
                     &[]
                 };
-                let Some((mut upserts, removals)) = changed.remove(&relation) else {
+                let run = if next_changed == Some(relation) { runs.next().unwrap_or(&[]) } else { &[] };
+                if run.is_empty() {
                     object.push_relation(relation, old.iter().copied());
                     continue;
-                };
-                let resource = ResourceKey {
-                    object_type: okey.object_type,
-                    relation,
-                    object_id: okey.object_id,
-                };
-                // The same subject twice (an import may repeat itself): the last one wins.
-                upserts.reverse();
-                upserts.sort_by_key(|e| e.subject);
-                upserts.dedup_by(|a, b| a.subject == b.subject);
-                let mut gone = removals;
-                gone.sort();
-                // Merge the old list with the upserts, leaving out the removals.
-                let mut merged = Vec::with_capacity(old.len() + upserts.len());
+                }
+                let resource = ResourceKey { object_type: okey.object_type, relation, object_id: okey.object_id };
+                // Merge the old list with the run (both sorted by subject).
+                let start = object.edges.len();
                 let (mut i, mut j) = (0, 0);
-                while i < old.len() || j < upserts.len() {
-                    let take_old = match (old.get(i), upserts.get(j)) {
-                        (Some(o), Some(u)) => o.subject < u.subject,
-                        (Some(_), None) => true,
-                        _ => false,
+                while i < old.len() || j < run.len() {
+                    let order = match (old.get(i), run.get(j)) {
+                        (Some(o), Some(c)) => o.subject.cmp(&c.1),
+                        (Some(_), None) => std::cmp::Ordering::Less,
+                        _ => std::cmp::Ordering::Greater,
                     };
-                    if take_old {
-                        if let Some(o) = old.get(i) {
-                            if gone.binary_search(&o.subject).is_ok() {
-                                removed.push((o.subject, resource));
-                                self.relationships -= 1;
-                                self.expiring -= usize::from(o.expires_at != NEVER);
-                            } else {
-                                merged.push(*o);
+                    let (o, c) = (old.get(i), run.get(j));
+                    match (order, o, c) {
+                        (std::cmp::Ordering::Less, Some(o), _) => {
+                            object.edges.push(*o);
+                            i += 1;
+                        }
+                        (std::cmp::Ordering::Greater, _, Some(c)) => {
+                            if let Some(e) = c.2 {
+                                reverse.push((e.subject, resource, true));
+                                self.relationships += 1;
+                                self.expiring += usize::from(e.expires_at != NEVER);
+                                object.edges.push(e);
                             }
+                            j += 1;
                         }
-                        i += 1;
-                    } else if let Some(u) = upserts.get(j) {
-                        if let Some(o) = old.get(i).filter(|o| o.subject == u.subject) {
+                        (_, Some(o), Some(c)) => {
                             self.expiring -= usize::from(o.expires_at != NEVER);
-                            i += 1; // replaced
-                        } else {
-                            added.push((u.subject, resource));
-                            self.relationships += 1;
+                            match c.2 {
+                                Some(e) => {
+                                    self.expiring += usize::from(e.expires_at != NEVER);
+                                    object.edges.push(e);
+                                }
+                                None => {
+                                    reverse.push((o.subject, resource, false));
+                                    self.relationships -= 1;
+                                }
+                            }
+                            i += 1;
+                            j += 1;
                         }
-                        self.expiring += usize::from(u.expires_at != NEVER);
-                        merged.push(*u);
-                        j += 1;
+                        _ => break,
                     }
                 }
-                object.push_relation(relation, merged);
+                if object.edges.len() > start {
+                    object.relations.push((relation, start as u32));
+                }
             }
-            if object.relations.is_empty() && self.forward.get(&okey).is_none() {
-                self.forward_delta.remove(&okey);
-            } else {
-                self.forward_delta.insert(okey, Arc::new(object));
-            }
+            // An emptied object stays in the delta as an empty entry until compaction
+            // (a rebase, see `rebase`, tells changes apart by their entries).
+            self.forward_delta.insert(okey, Arc::new(object));
         }
-        // Reverse: per subject, once.
-        let mut reverse: BTreeMap<SubjectKey, (Vec<ResourceKey>, Vec<ResourceKey>)> =
-            BTreeMap::new();
-        for (s, r) in added {
-            reverse.entry(s).or_default().0.push(r);
-        }
-        for (s, r) in removed {
-            reverse.entry(s).or_default().1.push(r);
-        }
-        for (subject, (adds, removes)) in reverse {
-            let mut list: Vec<ResourceKey> = self.resources_of(&subject).to_vec();
-            if !removes.is_empty() {
-                let mut removes = removes;
-                removes.sort();
-                list.retain(|r| removes.binary_search(r).is_err());
+        // Reverse: each subject's list rebuilt once, in one merge.
+        reverse.sort_unstable();
+        for run in reverse.chunk_by(|a, b| a.0 == b.0) {
+            let Some((subject, _, _)) = run.first().copied() else { continue };
+            let old = self.resources_of(&subject);
+            let mut list = Vec::with_capacity(old.len() + run.len());
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() || j < run.len() {
+                match (old.get(i), run.get(j)) {
+                    (Some(o), Some(c)) if *o < c.1 => {
+                        list.push(*o);
+                        i += 1;
+                    }
+                    (Some(o), Some(c)) if *o == c.1 => {
+                        if c.2 {
+                            list.push(*o);
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                    (_, Some(c)) => {
+                        if c.2 {
+                            list.push(c.1);
+                        }
+                        j += 1;
+                    }
+                    (Some(o), None) => {
+                        list.push(*o);
+                        i += 1;
+                    }
+                    (None, None) => break,
+                }
             }
-            list.extend(adds);
-            list.sort_unstable();
-            list.dedup();
-            if list.is_empty() && self.reverse.get(&subject).is_none() {
-                self.reverse_delta.remove(&subject);
-            } else {
-                self.reverse_delta.insert(subject, Arc::from(list));
-            }
+            self.reverse_delta.insert(subject, Arc::from(list));
         }
         if self.delta_is_large() {
             self.compact();
@@ -734,6 +751,36 @@ impl GraphVersion {
         self.forward_delta = PMap::default();
         self.reverse = Arc::new(reverse.finish());
         self.reverse_delta = PMap::default();
+    }
+}
+
+impl GraphVersion {
+    /// A compaction done off the write path, brought up to date: `self` is `from`
+    /// compacted, and `newer` a later revision that writes made from `from` meanwhile.
+    /// The result holds `newer`'s contents on `self`'s flat indexes, with only the
+    /// delta entries written after `from` (an entry is a change when `from` does not
+    /// share it). `None` when `newer` no longer builds on `from`'s indexes (a write
+    /// compacted them itself).
+    pub fn rebase(&self, from: &GraphVersion, newer: &GraphVersion) -> Option<GraphVersion> {
+        if !(Arc::ptr_eq(&from.forward, &newer.forward) && Arc::ptr_eq(&from.reverse, &newer.reverse)) {
+            return None;
+        }
+        let mut next = newer.clone();
+        next.forward = self.forward.clone();
+        next.reverse = self.reverse.clone();
+        next.forward_delta = newer
+            .forward_delta
+            .iter()
+            .filter(|(k, o)| !from.forward_delta.get(k).is_some_and(|was| Arc::ptr_eq(was, o)))
+            .map(|(k, o)| (*k, o.clone()))
+            .collect();
+        next.reverse_delta = newer
+            .reverse_delta
+            .iter()
+            .filter(|(k, l)| !from.reverse_delta.get(k).is_some_and(|was| Arc::ptr_eq(was, l)))
+            .map(|(k, l)| (*k, l.clone()))
+            .collect();
+        Some(next)
     }
 }
 
@@ -826,7 +873,7 @@ mod tests {
         #[test]
         fn writes_and_compactions_agree_with_a_plain_set(
             initial in prop::collection::vec(op(), 0..40),
-            batches in prop::collection::vec((prop::collection::vec(op(), 0..12), any::<bool>()), 0..12),
+            batches in prop::collection::vec((prop::collection::vec(op(), 0..12), any::<bool>(), any::<bool>()), 0..12),
         ) {
             let mut model = BTreeMap::new();
             let mut stored = Vec::new();
@@ -841,15 +888,19 @@ mod tests {
             }
             let mut graph = GraphVersion::build(stored);
             agrees(&graph, &model)?;
-            for (batch, compact) in batches {
-                // One change per relationship in a batch, the last one given (as the engine
-                // hands them over).
-                let mut last = BTreeMap::new();
-                for op in batch {
-                    let c = change(op);
-                    last.insert(c.identity(), c);
-                }
-                let changes: Vec<GraphChange> = last.into_values().collect();
+            for (batch, compact, raw) in batches {
+                // One change per relationship in a batch, the last one given (as writes
+                // hand them over), or the batch as given (as imports do: the last wins).
+                let changes: Vec<GraphChange> = if raw {
+                    batch.into_iter().map(change).collect()
+                } else {
+                    let mut last = BTreeMap::new();
+                    for op in batch {
+                        let c = change(op);
+                        last.insert(c.identity(), c);
+                    }
+                    last.into_values().collect()
+                };
                 let before = graph.clone();
                 let before_model = model.clone();
                 for c in &changes {
@@ -865,6 +916,16 @@ mod tests {
                 graph.apply(&changes);
                 if compact {
                     graph.compact();
+                } else if graph.has_changes() {
+                    // Compacted off to the side while this batch was written, then rebased.
+                    let mut side = before.clone();
+                    side.compact();
+                    let rebased = side.rebase(&before, &graph);
+                    prop_assert!(rebased.is_some() || !Arc::ptr_eq(&before.forward, &graph.forward));
+                    if let Some(r) = rebased {
+                        agrees(&r, &model)?;
+                        graph = r;
+                    }
                 }
                 agrees(&graph, &model)?;
                 // The revision it was made from is unchanged.

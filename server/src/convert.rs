@@ -150,6 +150,33 @@ pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> Result<Relatio
     })
 }
 
+/// [`relationship`] for an owned message (bulk imports): its strings are moved, not
+/// copied, and `field` is formatted only when the message is bad, by [`relationship`]
+/// itself, so errors read the same.
+pub fn owned_relationship(r: pb::Relationship, field: impl FnOnce() -> String) -> Result<Relationship, Status> {
+    let complete = !r.relation.is_empty()
+        && r.resource.as_ref().is_some_and(|o| !o.r#type.is_empty() && !o.id.is_empty())
+        && r.subject.as_ref().and_then(|s| s.object.as_ref()).is_some_and(|o| !o.r#type.is_empty() && !o.id.is_empty())
+        && r.expires_at.is_none();
+    if !complete {
+        return relationship(Some(&r), &field());
+    }
+    let pb::Relationship { resource, relation, subject, .. } = r;
+    let (Some(resource), Some(pb::SubjectRef { object: Some(object), relation: srel })) = (resource, subject) else {
+        return Err(invalid(format!("`{}` is incomplete", field())));
+    };
+    Ok(Relationship {
+        resource: ObjectRef { object_type: resource.r#type, object_id: resource.id },
+        relation,
+        subject: SubjectRef {
+            object: ObjectRef { object_type: object.r#type, object_id: object.id },
+            relation: (!srel.is_empty() && srel != "...").then_some(srel),
+        },
+        caveat: None,
+        expiration: None,
+    })
+}
+
 pub fn to_pb_relationship(r: &Relationship) -> pb::Relationship {
     pb::Relationship {
         resource: Some(pb::ObjectRef {

@@ -392,13 +392,19 @@ fn push_field(key: &mut Vec<u8>, field: &str) {
 
 fn forward_key(r: &Relationship) -> Vec<u8> {
     let mut k = Vec::with_capacity(64);
-    push_field(&mut k, &r.resource.object_type);
-    push_field(&mut k, &r.resource.object_id);
-    push_field(&mut k, &r.relation);
-    push_field(&mut k, &r.subject.object.object_type);
-    push_field(&mut k, &r.subject.object.object_id);
-    k.extend_from_slice(r.subject.relation.as_deref().unwrap_or("").as_bytes());
+    write_forward_key(&mut k, r);
     k
+}
+
+/// Writes the forward key of `r` into `k` (cleared first): a bulk commit reuses one buffer.
+fn write_forward_key(k: &mut Vec<u8>, r: &Relationship) {
+    k.clear();
+    push_field(k, &r.resource.object_type);
+    push_field(k, &r.resource.object_id);
+    push_field(k, &r.relation);
+    push_field(k, &r.subject.object.object_type);
+    push_field(k, &r.subject.object.object_id);
+    k.extend_from_slice(r.subject.relation.as_deref().unwrap_or("").as_bytes());
 }
 
 fn encode_attributes(r: &Relationship) -> Vec<u8> {
@@ -433,14 +439,16 @@ fn decode_relationship<'a>(key: &'a [u8], value: &[u8]) -> Result<RelationshipRe
 }
 
 fn encode_logged(commit: &Commit<'_>, at: DateTime<Utc>) -> Vec<u8> {
-    let mut v = Vec::new();
+    use std::io::Write as _;
+    let mut v = Vec::with_capacity(8 + commit.changes.len() * 64);
     v.extend_from_slice(&(at.timestamp_micros() as u64).to_be_bytes());
     for c in commit.changes {
         let op = match c.op {
             ChangeOp::Touch => "TOUCH",
             ChangeOp::Delete => "DELETE",
         };
-        v.extend_from_slice(format!("{op} {}\n", c.relationship).as_bytes());
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(v, "{op} {}", c.relationship);
     }
     if let Some(model) = commit.policy_model {
         // One line: the model is compact JSON, whose strings escape their newlines.
@@ -585,18 +593,15 @@ impl RelationshipStore for RocksStore {
         let log = self.cf(CF_CHANGELOG)?;
         let meta = self.cf(CF_META)?;
         let mut batch = WriteBatch::default();
+        let mut key = Vec::with_capacity(128);
         for c in commit.changes {
+            write_forward_key(&mut key, &c.relationship);
             match c.op {
-                ChangeOp::Touch => {
-                    batch.put_cf(
-                        fwd,
-                        forward_key(&c.relationship),
-                        encode_attributes(&c.relationship),
-                    );
-                }
-                ChangeOp::Delete => {
-                    batch.delete_cf(fwd, forward_key(&c.relationship));
-                }
+                ChangeOp::Touch => match &c.relationship.expiration {
+                    None => batch.put_cf(fwd, &key, [ATTR_V1]),
+                    Some(_) => batch.put_cf(fwd, &key, encode_attributes(&c.relationship)),
+                },
+                ChangeOp::Delete => batch.delete_cf(fwd, &key),
             }
         }
         if !commit.attributes.is_empty() {

@@ -74,8 +74,10 @@ impl Shared {
         let (commits, _) = broadcast::channel(4096);
         let tx = commits.clone();
         engine.subscribe(Box::new(move |c: &LoggedCommit| {
-            // No receiver is fine: nobody is watching.
-            let _ = tx.send(Arc::new(c.clone()));
+            // Nobody watching: no copy of the commit (a bulk import's is large).
+            if tx.receiver_count() > 0 {
+                let _ = tx.send(Arc::new(c.clone()));
+            }
         }));
         Arc::new(Shared {
             engine,

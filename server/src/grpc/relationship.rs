@@ -192,14 +192,9 @@ impl RelationshipService for Relationships {
                 }
                 let rels = batch
                     .relationships
-                    .iter()
+                    .into_iter()
                     .enumerate()
-                    .map(|(i, r)| {
-                        convert::relationship(
-                            Some(r),
-                            &format!("message {message}: relationships[{i}]"),
-                        )
-                    })
+                    .map(|(i, r)| convert::owned_relationship(r, || format!("message {message}: relationships[{i}]")))
                     .collect::<Result<Vec<_>, _>>()?;
                 message += 1;
                 if rels.is_empty() {
