@@ -433,8 +433,21 @@ impl GraphVersion {
         let mut graph = GraphVersion::empty();
         graph.relationships = relationships.len();
         graph.expiring = relationships.iter().filter(|r| r.edge.expires_at != NEVER).count();
-        let mut reverse: Vec<(SubjectKey, ResourceKey)> =
-            relationships.iter().map(|r| (r.edge.subject, r.resource)).collect();
+        // The reverse index is built on a second thread while this one fills the
+        // forward index (a cold start is mostly these two passes).
+        let (forward, reverse) = std::thread::scope(|s| {
+            let reverse = s.spawn(|| Self::build_reverse(&relationships));
+            let forward = Self::build_forward(&relationships);
+            let reverse = reverse.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (forward, reverse)
+        });
+        graph.forward = Arc::new(forward);
+        graph.reverse = Arc::new(reverse);
+        graph
+    }
+
+    /// The flat forward index of relationships sorted by object, relation and subject.
+    fn build_forward(relationships: &[StoredRelationship]) -> ForwardBase {
         let objects = relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()).count();
         let lists = relationships.chunk_by(|a, b| a.resource == b.resource).count();
         let mut forward = ForwardBuilder::with_capacity(objects, lists, relationships.len());
@@ -451,8 +464,13 @@ impl GraphVersion {
             b.index.insert(first.resource.object(), (lo, hi));
             b.objects.push((first.resource.object(), lo));
         }
-        drop(relationships);
-        graph.forward = Arc::new(forward.finish());
+        forward.finish()
+    }
+
+    /// The flat reverse index of `relationships`.
+    fn build_reverse(relationships: &[StoredRelationship]) -> ReverseBase {
+        let mut reverse: Vec<(SubjectKey, ResourceKey)> =
+            relationships.iter().map(|r| (r.edge.subject, r.resource)).collect();
         reverse.sort_unstable();
         let subjects = reverse.chunk_by(|a, b| a.0 == b.0).count();
         let mut base = ReverseBase::builder(subjects, reverse.len());
@@ -463,8 +481,7 @@ impl GraphVersion {
             base.index.insert(*subject, (lo, base.resources.len() as u32));
             base.subjects.push((*subject, lo));
         }
-        graph.reverse = Arc::new(base.finish());
-        graph
+        base.finish()
     }
 
     /// The edges of `resource#relation`, sorted by subject.

@@ -51,6 +51,29 @@ struct ShapeSyms {
 pub(crate) struct Shapes {
     accepted: Vec<(Shape, ShapeSyms)>,
     last: usize,
+    /// The last resource and subject ids interned: a store is read in key order, so
+    /// an object's relationships come one after another, and so do runs of one subject.
+    last_resource: Option<(String, Sym)>,
+    last_subject: Option<(String, Sym)>,
+}
+
+/// The symbol of `id`, from `last` when it is the same id again.
+fn intern_cached(interner: &crate::intern::Interner, last: &mut Option<(String, Sym)>, id: &str) -> Sym {
+    if let Some((s, sym)) = last {
+        if s == id {
+            return *sym;
+        }
+    }
+    let sym = interner.intern(id);
+    match last {
+        Some((s, slot)) => {
+            s.clear();
+            s.push_str(id);
+            *slot = sym;
+        }
+        None => *last = Some((id.to_string(), sym)),
+    }
+    sym
 }
 
 impl Shapes {
@@ -100,13 +123,13 @@ impl Shapes {
             resource: ResourceKey {
                 object_type: syms.object_type,
                 relation: syms.relation,
-                object_id: interner.intern(r.resource_id),
+                object_id: intern_cached(interner, &mut self.last_resource, r.resource_id),
             },
             edge: Edge {
                 subject: SubjectKey {
                     object_type: syms.subject_type,
                     relation: syms.subject_relation,
-                    object_id: if wildcard { WILDCARD } else { interner.intern(r.subject_id) },
+                    object_id: if wildcard { WILDCARD } else { intern_cached(interner, &mut self.last_subject, r.subject_id) },
                 },
                 expires_at: r.expires_at.unwrap_or(NEVER),
             },
