@@ -562,7 +562,7 @@ impl GraphVersion {
                 GraphChange::Remove(r, s) => (*r, *s, None),
             })
             .collect();
-        sorted.sort_by(|a, b| (a.0.object(), a.0.relation, a.1).cmp(&(b.0.object(), b.0.relation, b.1)));
+        sorted.sort_by_key(|c| (c.0.object(), c.0.relation, c.1));
         let mut write = 0;
         for read in 0..sorted.len() {
             let same_as_next = match (sorted.get(read), sorted.get(read + 1)) {
