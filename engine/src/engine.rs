@@ -470,10 +470,15 @@ impl Engine {
         };
         let next = Arc::new(next);
         self.current.store(next.clone());
+        let relationships = next.len();
         let mut history = lock(&self.history);
         if let Some(last) = history.back_mut().filter(|(_, g, _)| Arc::ptr_eq(g, &now)) {
             last.1 = next;
+            // The earlier revisions kept pin the old indexes whole: count the new ones
+            // as every relationship copied, so the history's bound lets them go.
+            last.2 = last.2.max(relationships);
         }
+        self.prune(&mut history);
         *lock(&self.last_compaction) = Some((Instant::now(), started.elapsed()));
         true
     }

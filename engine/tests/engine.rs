@@ -1259,3 +1259,21 @@ fn compaction_keeps_the_revision_and_every_answer() {
     assert!(!check(&e, "doc:b#view@user:v"));
     assert!(check(&e, "doc:c#view@user:v"));
 }
+
+#[test]
+fn a_compaction_counts_against_the_history_bound() {
+    // Revisions kept for exact-snapshot reads pin the indexes they were built on; after
+    // a compaction the old indexes are whole copies, so the bound lets them go.
+    let config = EngineConfig { history_max_changes: 4, ..EngineConfig::default() };
+    let e = engine_with(config, &["doc:1#owner@user:a", "doc:2#owner@user:a", "doc:3#owner@user:a", "doc:4#owner@user:a"]);
+    e.write(&touches(&["doc:5#owner@user:a"])).unwrap();
+    let r = e.revision();
+    e.write(&touches(&["doc:6#owner@user:a"])).unwrap();
+    // One change after `r`: still kept.
+    assert!(!check_with(&e, "doc:6#edit@user:a", Consistency::AtExactSnapshot(r)).unwrap());
+    // 6 relationships in all: the compacted revision weighs 6 > 4.
+    assert!(e.compact());
+    let err = check_with(&e, "doc:6#edit@user:a", Consistency::AtExactSnapshot(r)).unwrap_err();
+    assert!(err.to_string().starts_with("snapshot too old"), "{err}");
+    assert!(check_with(&e, "doc:6#edit@user:a", Consistency::AtExactSnapshot(e.revision())).unwrap());
+}
