@@ -172,7 +172,14 @@ pub(crate) struct Evaluator<'a> {
     last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
     closures: Vec<((TypeId, RelationId), Closure)>,
+    /// What names the target directly (its reverse list), once looked up.
+    named: Option<&'a [ResourceKey]>,
 }
+
+/// Edge lists longer than this are searched from the target's side when its own list
+/// of what names it is shorter (a tenant's thousands of members against a user's few
+/// memberships: a binary search that stays in cache).
+const LONG_LIST: usize = 32;
 
 /// The objects `x` of one nesting relation `T#R` (see [`Subjects::Nesting`]) whose
 /// `x#R` holds the target, found by walking up from the target through the reverse
@@ -217,6 +224,7 @@ impl<'a> Evaluator<'a> {
             track_all: plan.has_local_cycles(),
             last_object: None,
             closures: Vec::new(),
+            named: None,
         }
     }
 
@@ -488,7 +496,17 @@ impl<'a> Evaluator<'a> {
                 .and_then(|i| edges.get(i))
                 .is_some_and(|e| e.live(self.now))
         };
-        if find(&self.target) {
+        let named_here = if edges.len() > LONG_LIST {
+            let graph: &'a GraphVersion = self.graph;
+            let target = self.target;
+            let named = *self.named.get_or_insert_with(|| graph.resources_of(&target));
+            // The reverse list is complete: absent there means no edge; present, the
+            // edge decides (it holds the expiration).
+            (named.len() < edges.len()).then(|| named.binary_search(key).is_ok())
+        } else {
+            None
+        };
+        if named_here.unwrap_or(true) && find(&self.target) {
             return true;
         }
         if self.target.relation == ELLIPSIS

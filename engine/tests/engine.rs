@@ -1277,3 +1277,32 @@ fn a_compaction_counts_against_the_history_bound() {
     assert!(err.to_string().starts_with("snapshot too old"), "{err}");
     assert!(check_with(&e, "doc:6#edit@user:a", Consistency::AtExactSnapshot(e.revision())).unwrap());
 }
+
+#[test]
+fn long_edge_lists_answer_alike_from_either_side() {
+    // Past a few dozen edges, a direct hit is looked up in the subject's own list of
+    // what names it; every kind of answer must stay the same.
+    let mut rels: Vec<String> = (0..100).map(|i| format!("doc:big#viewer@user:u{i}")).collect();
+    rels.push("doc:big#viewer@user:past[expiration:2020-01-01T00:00:00Z]".into());
+    rels.push("doc:big#viewer@user:future[expiration:2300-01-01T00:00:00Z]".into());
+    rels.push("doc:big#viewer@group:g#member".into());
+    rels.push("group:g#member@user:in-group".into());
+    rels.push("doc:big#owner@user:owner".into());
+    // Users who name many things, so their own list is the longer one.
+    for i in 0..200 {
+        rels.push(format!("doc:d{i}#viewer@user:u5"));
+        rels.push(format!("doc:d{i}#viewer@user:busy"));
+    }
+    let refs: Vec<&str> = rels.iter().map(String::as_str).collect();
+    let e = engine(&refs);
+    assert!(check(&e, "doc:big#view@user:u7"));
+    assert!(check(&e, "doc:big#view@user:u5"), "a long list on both sides");
+    assert!(!check(&e, "doc:big#view@user:busy"), "named elsewhere, not here");
+    assert!(!check(&e, "doc:big#view@user:past"), "expired");
+    assert!(check(&e, "doc:big#view@user:future"));
+    assert!(check(&e, "doc:big#view@user:in-group"));
+    assert!(check(&e, "doc:big#view@user:owner"), "named on another relation of the object");
+    assert!(!check(&e, "doc:big#viewer@user:owner"));
+    assert!(!check(&e, "doc:big#view@user:nobody"));
+    assert!(check(&e, "doc:big#viewer@group:g#member"), "a subject set named directly");
+}
