@@ -378,23 +378,27 @@ impl<'a> Evaluator<'a> {
             object_id: object,
         };
         if let RelationKind::Direct(allowed) = &relation.kind {
-            // The cheap part first, untracked: the subject itself or a wildcard.
-            if self.direct_hit(&key, allowed) {
-                return Ok(Answer::YES);
-            }
-            match self.plan.subjects(ty, rel) {
-                Subjects::Plain => return Ok(Answer::NO),
-                // Groups of groups: walk up from the target once per request instead of
-                // down through every subgroup of every group asked about.
-                Subjects::Nesting => match self.nested(ty, rel, object) {
+            let subjects = self.plan.subjects(ty, rel);
+            // Groups of groups: walk up from the target once per request instead of
+            // down through every subgroup of every group asked about. The groups found
+            // include those naming the target directly (level 0), so the group's own
+            // edges need not be read at all.
+            if subjects == Subjects::Nesting {
+                match self.nested(ty, rel, object) {
                     Nested::Member(level) if depth + level > self.max_depth => {
                         return Err(self.depth_error(ty, rel, object));
                     }
                     Nested::Member(_) => return Ok(Answer::YES),
                     Nested::NotMember => return Ok(Answer::NO),
                     Nested::Unknown => {}
-                },
-                Subjects::Permission | Subjects::Sets => {}
+                }
+            }
+            // The cheap part first, untracked: the subject itself or a wildcard.
+            if self.direct_hit(&key, allowed) {
+                return Ok(Answer::YES);
+            }
+            if subjects == Subjects::Plain {
+                return Ok(Answer::NO);
             }
         }
         let node = (ty, rel, object);
