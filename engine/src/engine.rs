@@ -446,9 +446,10 @@ impl Engine {
 
     /// Folds the changes made since the last compaction into the current revision's
     /// flat indexes: same revision, same contents, and reads stop probing the changes
-    /// before the indexes. The work happens outside the write lock; if a write publishes
-    /// meanwhile, the result is dropped (that write's revision keeps its changes until
-    /// the next compaction). Returns whether a compacted revision was published.
+    /// before the indexes. The work happens outside the write lock; writes published
+    /// meanwhile are rebased onto the result ([`GraphVersion::rebase`]), which is dropped
+    /// only if one of them compacted by itself. Returns whether a compacted revision was
+    /// published.
     pub fn compact(&self) -> bool {
         let cur = self.current.load_full();
         if !cur.has_changes() {

@@ -145,48 +145,44 @@ impl ForwardBase {
     }
 }
 
-/// Appends objects in key order to a new [`ForwardBase`].
-#[derive(Default)]
-struct ForwardBuilder {
-    base: ForwardBase,
-}
-
-impl ForwardBuilder {
+impl ForwardBase {
+    /// An empty base with room for what is about to be pushed.
     fn with_capacity(objects: usize, relations: usize, edges: usize) -> Self {
-        let mut base = ForwardBase::default();
-        base.index.reserve(objects);
-        base.objects.reserve(objects + 1);
-        base.relations.reserve(relations + 1);
-        base.edges.reserve(edges);
-        ForwardBuilder { base }
+        let mut b = ForwardBase::default();
+        b.index.reserve(objects);
+        b.objects.reserve(objects + 1);
+        b.relations.reserve(relations + 1);
+        b.edges.reserve(edges);
+        b
     }
 
-    fn push(&mut self, key: ObjectKey, object: ObjectEdges<'_>) {
-        let b = &mut self.base;
-        let lo = b.relations.len() as u32;
-        for (relation, edges) in object.relations() {
-            if edges.is_empty() {
-                continue;
+    /// Appends one object (objects come in key order); relations with no edges, and an
+    /// object with none, are left out.
+    fn push<E: IntoIterator<Item = Edge>>(&mut self, key: ObjectKey, relations: impl IntoIterator<Item = (Sym, E)>) {
+        let lo = self.relations.len() as u32;
+        for (relation, edges) in relations {
+            let start = self.edges.len();
+            self.edges.extend(edges);
+            if self.edges.len() > start {
+                self.relations.push((relation, start as u32));
             }
-            b.relations.push((relation, b.edges.len() as u32));
-            b.edges.extend_from_slice(edges);
         }
-        let hi = b.relations.len() as u32;
+        let hi = self.relations.len() as u32;
         if hi > lo {
-            b.index.insert(key, (lo, hi));
-            b.objects.push((key, lo));
+            self.index.insert(key, (lo, hi));
+            self.objects.push((key, lo));
         }
     }
 
+    /// Closes the arrays with their sentinels.
     fn finish(mut self) -> ForwardBase {
-        let b = &mut self.base;
-        let (end_rel, end_edge) = (b.relations.len() as u32, b.edges.len() as u32);
-        b.relations.push((0, end_edge));
-        b.objects.push((ObjectKey { object_type: Sym::MAX, object_id: Sym::MAX }, end_rel));
-        b.relations.shrink_to_fit();
-        b.edges.shrink_to_fit();
-        b.objects.shrink_to_fit();
-        self.base
+        let (end_rel, end_edge) = (self.relations.len() as u32, self.edges.len() as u32);
+        self.relations.push((0, end_edge));
+        self.objects.push((ObjectKey { object_type: Sym::MAX, object_id: Sym::MAX }, end_rel));
+        self.relations.shrink_to_fit();
+        self.edges.shrink_to_fit();
+        self.objects.shrink_to_fit();
+        self
     }
 }
 
@@ -218,7 +214,8 @@ impl ReverseBase {
         self.index.len()
     }
 
-    fn builder(subjects: usize, resources: usize) -> ReverseBase {
+    /// An empty base with room for what is about to be pushed.
+    fn with_capacity(subjects: usize, resources: usize) -> ReverseBase {
         let mut b = ReverseBase::default();
         b.index.reserve(subjects);
         b.subjects.reserve(subjects + 1);
@@ -226,16 +223,19 @@ impl ReverseBase {
         b
     }
 
-    fn push(&mut self, key: SubjectKey, resources: &[ResourceKey]) {
-        if resources.is_empty() {
-            return;
-        }
+    /// Appends one subject's sorted resources (subjects come in key order); an empty
+    /// list is left out.
+    fn push(&mut self, key: SubjectKey, resources: impl IntoIterator<Item = ResourceKey>) {
         let lo = self.resources.len() as u32;
-        self.resources.extend_from_slice(resources);
-        self.index.insert(key, (lo, self.resources.len() as u32));
-        self.subjects.push((key, lo));
+        self.resources.extend(resources);
+        let hi = self.resources.len() as u32;
+        if hi > lo {
+            self.index.insert(key, (lo, hi));
+            self.subjects.push((key, lo));
+        }
     }
 
+    /// Closes the arrays with their sentinel.
     fn finish(mut self) -> ReverseBase {
         let end = self.resources.len() as u32;
         let sentinel = SubjectKey { object_type: Sym::MAX, relation: Sym::MAX, object_id: Sym::MAX };
@@ -448,21 +448,15 @@ impl GraphVersion {
 
     /// The flat forward index of relationships sorted by object, relation and subject.
     fn build_forward(relationships: &[StoredRelationship]) -> ForwardBase {
-        let objects = relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()).count();
+        let objects = relationships.chunk_by(|a, b| a.resource.object() == b.resource.object());
         let lists = relationships.chunk_by(|a, b| a.resource == b.resource).count();
-        let mut forward = ForwardBuilder::with_capacity(objects, lists, relationships.len());
-        for object_run in relationships.chunk_by(|a, b| a.resource.object() == b.resource.object()) {
+        let mut forward = ForwardBase::with_capacity(objects.clone().count(), lists, relationships.len());
+        for object_run in objects {
             let Some(first) = object_run.first() else { continue };
-            let b = &mut forward.base;
-            let lo = b.relations.len() as u32;
-            for run in object_run.chunk_by(|a, b| a.resource.relation == b.resource.relation) {
-                let Some(r) = run.first() else { continue };
-                b.relations.push((r.resource.relation, b.edges.len() as u32));
-                b.edges.extend(run.iter().map(|r| r.edge));
-            }
-            let hi = b.relations.len() as u32;
-            b.index.insert(first.resource.object(), (lo, hi));
-            b.objects.push((first.resource.object(), lo));
+            let relations = object_run
+                .chunk_by(|a, b| a.resource.relation == b.resource.relation)
+                .map(|run| (run.first().map_or(0, |r| r.resource.relation), run.iter().map(|r| r.edge)));
+            forward.push(first.resource.object(), relations);
         }
         forward.finish()
     }
@@ -472,14 +466,11 @@ impl GraphVersion {
         let mut reverse: Vec<(SubjectKey, ResourceKey)> =
             relationships.iter().map(|r| (r.edge.subject, r.resource)).collect();
         reverse.sort_unstable();
-        let subjects = reverse.chunk_by(|a, b| a.0 == b.0).count();
-        let mut base = ReverseBase::builder(subjects, reverse.len());
-        for run in reverse.chunk_by(|a, b| a.0 == b.0) {
+        let subjects = reverse.chunk_by(|a, b| a.0 == b.0);
+        let mut base = ReverseBase::with_capacity(subjects.clone().count(), reverse.len());
+        for run in subjects {
             let Some((subject, _)) = run.first() else { continue };
-            let lo = base.resources.len() as u32;
-            base.resources.extend(run.iter().map(|(_, r)| *r));
-            base.index.insert(*subject, (lo, base.resources.len() as u32));
-            base.subjects.push((*subject, lo));
+            base.push(*subject, run.iter().map(|(_, r)| *r));
         }
         base.finish()
     }
@@ -577,11 +568,11 @@ impl GraphVersion {
         sorted.truncate(write);
         // Reverse-index changes: (subject, resource, added).
         let mut reverse: Vec<(SubjectKey, ResourceKey, bool)> = Vec::new();
+        // A handle on the base, so objects can be read while the counters change.
+        let base = self.forward.clone();
         for object_run in sorted.chunk_by(|a, b| a.0.object() == b.0.object()) {
             let Some(first) = object_run.first() else { continue };
             let okey = first.0.object();
-            // Handles on what the object is now, so the counters below can change.
-            let base = self.forward.clone();
             let delta = if self.forward_delta.is_empty() { None } else { self.forward_delta.get(&okey).cloned() };
             let current = match &delta {
                 Some(o) => (!o.relations.is_empty()).then(|| o.view()),
@@ -614,28 +605,13 @@ impl GraphVersion {
                 // Merge the old list with the run (both sorted by subject).
                 let start = object.edges.len();
                 let (mut i, mut j) = (0, 0);
-                while i < old.len() || j < run.len() {
-                    let order = match (old.get(i), run.get(j)) {
-                        (Some(o), Some(c)) => o.subject.cmp(&c.1),
-                        (Some(_), None) => std::cmp::Ordering::Less,
-                        _ => std::cmp::Ordering::Greater,
-                    };
-                    let (o, c) = (old.get(i), run.get(j));
-                    match (order, o, c) {
-                        (std::cmp::Ordering::Less, Some(o), _) => {
+                loop {
+                    match (old.get(i), run.get(j)) {
+                        (Some(o), Some(c)) if o.subject < c.1 => {
                             object.edges.push(*o);
                             i += 1;
                         }
-                        (std::cmp::Ordering::Greater, _, Some(c)) => {
-                            if let Some(e) = c.2 {
-                                reverse.push((e.subject, resource, true));
-                                self.relationships += 1;
-                                self.expiring += usize::from(e.expires_at != NEVER);
-                                object.edges.push(e);
-                            }
-                            j += 1;
-                        }
-                        (_, Some(o), Some(c)) => {
+                        (Some(o), Some(c)) if o.subject == c.1 => {
                             self.expiring -= usize::from(o.expires_at != NEVER);
                             match c.2 {
                                 Some(e) => {
@@ -650,7 +626,20 @@ impl GraphVersion {
                             i += 1;
                             j += 1;
                         }
-                        _ => break,
+                        (_, Some(c)) => {
+                            if let Some(e) = c.2 {
+                                reverse.push((e.subject, resource, true));
+                                self.relationships += 1;
+                                self.expiring += usize::from(e.expires_at != NEVER);
+                                object.edges.push(e);
+                            }
+                            j += 1;
+                        }
+                        (Some(o), None) => {
+                            object.edges.push(*o);
+                            i += 1;
+                        }
+                        (None, None) => break,
                     }
                 }
                 if object.edges.len() > start {
@@ -668,7 +657,7 @@ impl GraphVersion {
             let old = self.resources_of(&subject);
             let mut list = Vec::with_capacity(old.len() + run.len());
             let (mut i, mut j) = (0, 0);
-            while i < old.len() || j < run.len() {
+            loop {
                 match (old.get(i), run.get(j)) {
                     (Some(o), Some(c)) if *o < c.1 => {
                         list.push(*o);
@@ -726,52 +715,28 @@ impl GraphVersion {
     /// Folds the delta into new flat bases, by merging the base's keys (in order) with
     /// the delta's (sorted): no relationship is sorted again.
     pub fn compact(&mut self) {
-        let mut objects: Vec<(ObjectKey, Arc<OwnedObject>)> =
-            self.forward_delta.iter().map(|(k, o)| (*k, o.clone())).collect();
+        let mut objects: Vec<(ObjectKey, &OwnedObject)> = self.forward_delta.iter().map(|(k, o)| (*k, &**o)).collect();
         objects.sort_unstable_by_key(|(k, _)| *k);
         let edges = self.forward.edges.len() + objects.iter().map(|(_, o)| o.edges.len()).sum::<usize>();
         let relations = self.forward.relations.len() + objects.iter().map(|(_, o)| o.relations.len()).sum::<usize>();
-        let mut forward =
-            ForwardBuilder::with_capacity(self.forward.len() + objects.len(), relations, edges);
-        let mut changed = objects.iter().peekable();
-        for (key, object) in self.forward.iter() {
-            while let Some((k, o)) = changed.next_if(|(k, _)| *k < key) {
-                forward.push(*k, o.view());
-            }
-            match changed.next_if(|(k, _)| *k == key) {
-                Some((_, o)) => forward.push(key, o.view()),
-                None => forward.push(key, object),
-            }
+        let mut forward = ForwardBase::with_capacity(self.forward.len() + objects.len(), relations, edges);
+        for (key, object) in merged(self.forward.iter(), objects.iter().map(|(k, o)| (*k, o.view()))) {
+            forward.push(key, object.relations().map(|(r, e)| (r, e.iter().copied())));
         }
-        for (k, o) in changed {
-            forward.push(*k, o.view());
-        }
-        let mut subjects: Vec<(SubjectKey, Arc<[ResourceKey]>)> =
-            self.reverse_delta.iter().map(|(k, l)| (*k, l.clone())).collect();
+        let mut subjects: Vec<(SubjectKey, &[ResourceKey])> = self.reverse_delta.iter().map(|(k, l)| (*k, &**l)).collect();
         subjects.sort_unstable_by_key(|(k, _)| *k);
         let resources = self.reverse.resources.len() + subjects.iter().map(|(_, l)| l.len()).sum::<usize>();
-        let mut reverse = ReverseBase::builder(self.reverse.len() + subjects.len(), resources);
-        let mut changed = subjects.iter().peekable();
-        for (key, list) in self.reverse.iter() {
-            while let Some((k, l)) = changed.next_if(|(k, _)| *k < key) {
-                reverse.push(*k, l);
-            }
-            match changed.next_if(|(k, _)| *k == key) {
-                Some((_, l)) => reverse.push(key, l),
-                None => reverse.push(key, list),
-            }
+        let mut reverse = ReverseBase::with_capacity(self.reverse.len() + subjects.len(), resources);
+        for (key, list) in merged(self.reverse.iter(), subjects.iter().copied()) {
+            reverse.push(key, list.iter().copied());
         }
-        for (k, l) in changed {
-            reverse.push(*k, l);
-        }
-        self.forward = Arc::new(forward.finish());
+        let (forward, reverse) = (forward.finish(), reverse.finish());
+        self.forward = Arc::new(forward);
         self.forward_delta = PMap::default();
-        self.reverse = Arc::new(reverse.finish());
+        self.reverse = Arc::new(reverse);
         self.reverse_delta = PMap::default();
     }
-}
 
-impl GraphVersion {
     /// A compaction done off the write path, brought up to date: `self` is `from`
     /// compacted, and `newer` a later revision that writes made from `from` meanwhile.
     /// The result holds `newer`'s contents on `self`'s flat indexes, with only the
@@ -799,6 +764,25 @@ impl GraphVersion {
             .collect();
         Some(next)
     }
+}
+
+/// Two key-ordered sequences as one, in key order; on a key both hold, `changed`'s
+/// entry replaces `base`'s.
+fn merged<K: Ord + Copy, V>(
+    base: impl Iterator<Item = (K, V)>,
+    changed: impl Iterator<Item = (K, V)>,
+) -> impl Iterator<Item = (K, V)> {
+    let (mut base, mut changed) = (base.peekable(), changed.peekable());
+    std::iter::from_fn(move || match (base.peek(), changed.peek()) {
+        (Some((b, _)), Some((c, _))) if b < c => base.next(),
+        (Some((b, _)), Some((c, _))) if b == c => {
+            base.next();
+            changed.next()
+        }
+        (_, Some(_)) => changed.next(),
+        (Some(_), None) => base.next(),
+        (None, None) => None,
+    })
 }
 
 fn relationships_of(object: ObjectKey, edges: ObjectEdges<'_>) -> impl Iterator<Item = StoredRelationship> + '_ {

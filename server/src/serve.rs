@@ -7,11 +7,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often the compactor looks at the graph, and how long writes must have been quiet
-/// before it folds a small delta in.
-const COMPACT_EVERY: Duration = Duration::from_millis(200);
-const COMPACT_WHEN_QUIET: Duration = Duration::from_secs(1);
-
 use anyhow::{anyhow, bail, Context, Result};
 use arbiter_engine::{Engine, EngineConfig};
 use arbiter_proto::arbiter::v1::permission_service_server::PermissionServiceServer;
@@ -38,6 +33,11 @@ use crate::metrics::Metrics;
 use crate::postgres::replica::{Replica, ReplicaOptions};
 use crate::postgres::{redact, PgSource};
 use crate::token;
+
+/// How often the compactor looks at the graph, and how long writes must have been quiet
+/// before it folds a small delta in.
+const COMPACT_EVERY: Duration = Duration::from_millis(200);
+const COMPACT_WHEN_QUIET: Duration = Duration::from_secs(1);
 
 /// Everything `arbiter serve` takes (see `cli`).
 #[derive(Debug, Clone)]
