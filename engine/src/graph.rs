@@ -750,20 +750,22 @@ impl GraphVersion {
         let mut next = newer.clone();
         next.forward = self.forward.clone();
         next.reverse = self.reverse.clone();
-        next.forward_delta = newer
-            .forward_delta
-            .iter()
-            .filter(|(k, o)| !from.forward_delta.get(k).is_some_and(|was| Arc::ptr_eq(was, o)))
-            .map(|(k, o)| (*k, o.clone()))
-            .collect();
-        next.reverse_delta = newer
-            .reverse_delta
-            .iter()
-            .filter(|(k, l)| !from.reverse_delta.get(k).is_some_and(|was| Arc::ptr_eq(was, l)))
-            .map(|(k, l)| (*k, l.clone()))
-            .collect();
+        next.forward_delta = written_since(&newer.forward_delta, &from.forward_delta);
+        next.reverse_delta = written_since(&newer.reverse_delta, &from.reverse_delta);
         Some(next)
     }
+}
+
+/// The entries of `newer` that `older` does not share: the ones written in between.
+fn written_since<K: std::hash::Hash + Eq + Copy, V: ?Sized>(
+    newer: &PMap<K, Arc<V>>,
+    older: &PMap<K, Arc<V>>,
+) -> PMap<K, Arc<V>> {
+    newer
+        .iter()
+        .filter(|(k, v)| !older.get(k).is_some_and(|was| Arc::ptr_eq(was, v)))
+        .map(|(k, v)| (*k, v.clone()))
+        .collect()
 }
 
 /// Two key-ordered sequences as one, in key order; on a key both hold, `changed`'s
