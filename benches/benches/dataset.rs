@@ -1,6 +1,7 @@
 //! In-process benchmarks on datasets from `arbiter-loadtest gen` (DESIGN §9): Check
 //! shapes found in the data, the whole query mix, CheckBulk(100), LookupResources,
-//! writes and import, at 100k and 1M relationships.
+//! writes and import, at 100k and 1M relationships; then Checks again with writes
+//! pending compaction.
 //!
 //! Run: `cargo bench --workspace --bench dataset` (or, with no C++ at all,
 //! `cargo bench -p arbiter-benches --no-default-features --features baselines --bench
@@ -290,6 +291,30 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
             |(e, rels)| black_box(e.import(rels)),
             BatchSize::PerIteration,
         )
+    });
+    group.finish();
+
+    // Checks while writes are pending compaction: every 64th relationship written again
+    // (in import batches, with no compaction since), so objects and subjects sit in the
+    // delta beside the flat indexes, as between the server's compactions during an
+    // import or a burst of writes.
+    for batch in rels.iter().step_by(64).cloned().collect::<Vec<_>>().chunks(5_000) {
+        engine.import(batch.to_vec()).map_err(|e| anyhow!("{e}"))?;
+    }
+    let mut group = c.benchmark_group(format!("gen {size}/check, writes pending"));
+    for s in shapes.iter().filter(|s| s.name.starts_with("direct relation") || s.name.starts_with("folder arrows")) {
+        let q = s.request();
+        if allowed(&engine, &q)? != s.expect {
+            return Err(anyhow!("{}: the answer changed with writes pending", s.name));
+        }
+        group.bench_function(&s.name, |b| b.iter(|| black_box(engine.check(black_box(&q)))));
+    }
+    let mut i = 0;
+    group.bench_function(format!("queries.txt mix ({} queries, in turn)", requests.len()), |b| {
+        b.iter(|| {
+            i = (i + 1) % requests.len();
+            black_box(engine.check(black_box(&requests[i])))
+        })
     });
     group.finish();
     Ok(())
