@@ -94,7 +94,9 @@ pub fn subject<'a>(
     field: &str,
 ) -> Result<(&'a str, &'a str, Option<&'a str>), Status> {
     let s = s.ok_or_else(|| invalid(format!("`{field}` is required")))?;
-    let o = object(s.object.as_ref(), &format!("{field}.object"))?;
+    // The nested field's name is formatted only for the error (CheckBulk converts
+    // thousands of subjects a call).
+    let o = object(s.object.as_ref(), "").or_else(|_| object(s.object.as_ref(), &format!("{field}.object")))?;
     let relation = (!s.relation.is_empty() && s.relation != "...").then_some(s.relation.as_str());
     Ok((o.r#type.as_str(), o.id.as_str(), relation))
 }

@@ -128,7 +128,14 @@ async fn every_rpc_answers() {
             context: None,
         }
     })
-    .collect();
+    .collect::<Vec<_>>();
+    // A malformed item fails alone, its error naming the field by the item's index.
+    let mut items = items;
+    let mut malformed = items[0].clone();
+    if let Some(o) = malformed.subject.as_mut().and_then(|s| s.object.as_mut()) {
+        o.id.clear();
+    }
+    items.push(malformed);
     let bulk = c
         .permissions
         .check_bulk(pb::CheckBulkRequest {
@@ -154,6 +161,13 @@ async fn every_rpc_answers() {
         other => panic!("expected an error, got {other:?}"),
     }
     assert_eq!(results[3], R::Decision(pb::Decision::Allowed as i32));
+    match &results[4] {
+        R::Error(e) => {
+            assert_eq!(e.code, "INVALID_ARGUMENT");
+            assert!(e.message.contains("`items[4].subject.object.id` is required"), "{}", e.message);
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
 
     // Expand.
     let tree = c

@@ -126,16 +126,21 @@ impl Permissions {
         // Malformed items fail alone, like engine errors do.
         let mut parsed = Vec::with_capacity(r.items.len());
         for (i, item) in r.items.iter().enumerate() {
-            let field = format!("items[{i}]");
-            let one = (|| {
-                let resource =
-                    convert::object(item.resource.as_ref(), &format!("{field}.resource"))?;
-                let permission =
-                    convert::required(&item.permission, &format!("{field}.permission"))?;
-                let subject = convert::subject(item.subject.as_ref(), &format!("{field}.subject"))?;
-                let context = item.context.as_ref().map(convert::context);
-                Ok::<_, Status>((resource, permission, subject, context))
-            })();
+            let parse = |[resource, permission, subject]: [&str; 3]| {
+                let resource = convert::object(item.resource.as_ref(), resource)?;
+                let permission = convert::required(&item.permission, permission)?;
+                let subject = convert::subject(item.subject.as_ref(), subject)?;
+                Ok::<_, Status>((resource, permission, subject))
+            };
+            // Field names with the item's index are formatted only for an error.
+            let one = parse(["resource", "permission", "subject"])
+                .or_else(|_| {
+                    let field = format!("items[{i}]");
+                    parse([&format!("{field}.resource"), &format!("{field}.permission"), &format!("{field}.subject")])
+                })
+                .map(|(resource, permission, subject)| {
+                    (resource, permission, subject, item.context.as_ref().map(convert::context))
+                });
             parsed.push(one);
         }
         let requests: Vec<CheckRequest<'_>> = parsed

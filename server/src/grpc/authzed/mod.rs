@@ -100,7 +100,9 @@ pub fn subject<'a>(
     field: &str,
 ) -> Result<(&'a str, &'a str, Option<&'a str>), Status> {
     let s = s.ok_or_else(|| invalid(format!("`{field}` is required")))?;
-    let o = object(s.object.as_ref(), &format!("{field}.object"))?;
+    // The nested field's name is formatted only for the error (CheckBulkPermissions
+    // converts thousands of subjects a call).
+    let o = object(s.object.as_ref(), "").or_else(|_| object(s.object.as_ref(), &format!("{field}.object")))?;
     let relation = match s.optional_relation.as_str() {
         "" | "..." => None,
         r => Some(r),

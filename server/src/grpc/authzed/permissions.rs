@@ -260,17 +260,18 @@ impl AuthzedPermissions {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let field = format!("items[{i}]");
-                let resource = super::object(item.resource.as_ref(), &format!("{field}.resource"))?;
-                let permission =
-                    convert::required(&item.permission, &format!("{field}.permission"))?;
-                let subject = super::subject(item.subject.as_ref(), &format!("{field}.subject"))?;
-                Ok((
-                    resource,
-                    permission,
-                    subject,
-                    item.context.as_ref().map(convert::context),
-                ))
+                let parse = |[resource, permission, subject]: [&str; 3]| {
+                    let resource = super::object(item.resource.as_ref(), resource)?;
+                    let permission = convert::required(&item.permission, permission)?;
+                    let subject = super::subject(item.subject.as_ref(), subject)?;
+                    Ok::<_, Status>((resource, permission, subject))
+                };
+                // Field names with the item's index are formatted only for an error.
+                let (resource, permission, subject) = parse(["resource", "permission", "subject"]).or_else(|_| {
+                    let field = format!("items[{i}]");
+                    parse([&format!("{field}.resource"), &format!("{field}.permission"), &format!("{field}.subject")])
+                })?;
+                Ok((resource, permission, subject, item.context.as_ref().map(convert::context)))
             })
             .collect();
         let requests: Vec<CheckRequest<'_>> = parsed
