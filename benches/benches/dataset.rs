@@ -26,7 +26,8 @@ use arbiter_engine::{
     CheckRequest, Consistency, Decision, Engine, EngineConfig, LookupResourcesRequest, RelationshipUpdate, UpdateOp,
 };
 use arbiter_schema::{parse_relationship, Relationship};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use serde_json::json;
 
 fn sizes() -> Vec<u64> {
@@ -171,6 +172,17 @@ fn shapes(engine: &Engine, ds: &Dataset, rels: &[Relationship]) -> Result<Vec<Sh
     Ok(out)
 }
 
+/// The whole query mix, in order: the mean Check over queries.txt.
+fn bench_mix(group: &mut BenchmarkGroup<'_, WallTime>, engine: &Engine, requests: &[CheckRequest<'_>]) {
+    let mut i = 0;
+    group.bench_function(format!("queries.txt mix ({} queries, in turn)", requests.len()), |b| {
+        b.iter(|| {
+            i = (i + 1) % requests.len();
+            black_box(engine.check(black_box(&requests[i])))
+        })
+    });
+}
+
 fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
     let ds = dataset(&data_root(), n, 1)?;
     let size = label(n);
@@ -196,13 +208,7 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
         }
     }
     group.throughput(Throughput::Elements(1));
-    let mut i = 0;
-    group.bench_function(format!("queries.txt mix ({} queries, in turn)", requests.len()), |b| {
-        b.iter(|| {
-            i = (i + 1) % requests.len();
-            black_box(engine.check(black_box(&requests[i])))
-        })
-    });
+    bench_mix(&mut group, &engine, &requests);
     group.finish();
 
     // With Cedar: the label policy and 3 attributes on the deepest allowed query.
@@ -309,13 +315,7 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
         }
         group.bench_function(&s.name, |b| b.iter(|| black_box(engine.check(black_box(&q)))));
     }
-    let mut i = 0;
-    group.bench_function(format!("queries.txt mix ({} queries, in turn)", requests.len()), |b| {
-        b.iter(|| {
-            i = (i + 1) % requests.len();
-            black_box(engine.check(black_box(&requests[i])))
-        })
-    });
+    bench_mix(&mut group, &engine, &requests);
     group.finish();
     Ok(())
 }
