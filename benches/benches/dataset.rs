@@ -300,10 +300,10 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
     });
     group.finish();
 
-    // Checks while writes are pending compaction: every 64th relationship written again
-    // (in import batches, with no compaction since), so objects and subjects sit in the
-    // delta beside the flat indexes, as between the server's compactions during an
-    // import or a burst of writes.
+    // Checks while writes are pending compaction: after the write bench's writes, every
+    // 64th relationship written again (in import batches, with no compaction since), so
+    // objects and subjects sit in the delta beside the flat indexes, as between the
+    // server's compactions during an import or a burst of writes.
     for batch in rels.iter().step_by(64).cloned().collect::<Vec<_>>().chunks(5_000) {
         engine.import(batch.to_vec()).map_err(|e| anyhow!("{e}"))?;
     }

@@ -12,11 +12,10 @@ mod postgres;
 mod serve;
 mod token;
 
-/// jemalloc instead of the C library's allocator: a graph compaction allocates and frees
-/// arrays of hundreds of megabytes, which glibc maps fresh from the kernel each time (a
-/// page fault per 4 KiB page, a third of a compaction's time), where jemalloc reuses
-/// freed memory; and the request path's many small allocations (protobuf strings, HTTP/2
-/// frames) are cheaper in its per-thread caches.
+/// jemalloc instead of the C library's allocator: an import allocates and frees small
+/// blocks by the million (protobuf strings, the graph delta's entries), and glibc's
+/// malloc and free were 15% of a 10M import's time; with jemalloc the whole C library is
+/// 7% (BENCHMARKS, session 8).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -112,7 +112,7 @@ async fn every_rpc_answers() {
     );
 
     // CheckBulk: one revision, per-item errors.
-    let items = [
+    let mut items = [
         "doc:a#view@user:bob",
         "doc:a#view@user:alice",
         "doc:a#nope@user:bob",
@@ -130,7 +130,6 @@ async fn every_rpc_answers() {
     })
     .collect::<Vec<_>>();
     // A malformed item fails alone, its error naming the field by the item's index.
-    let mut items = items;
     let mut malformed = items[0].clone();
     if let Some(o) = malformed.subject.as_mut().and_then(|s| s.object.as_mut()) {
         o.id.clear();
