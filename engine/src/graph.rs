@@ -542,154 +542,119 @@ impl GraphVersion {
     /// relationship copies the new revision holds that its predecessor does not share:
     /// the changes, or every relationship when the change folded the delta into a new
     /// base (the engine's history counts it against what it keeps).
+    ///
+    /// A batch large against the graph (an import, most of all into an empty or small
+    /// graph) is merged straight into new flat bases, as a compaction would fold it in
+    /// right after: the delta would only be built to be thrown away.
     pub fn apply(&mut self, changes: &[GraphChange]) -> usize {
-        // Sorted by object, relation and subject (stably: of two changes to one
-        // relationship, the later one wins), so each object and each edge list is
-        // rebuilt in one merge with no per-object tables.
-        let mut sorted: Vec<(ResourceKey, SubjectKey, Option<Edge>)> = changes
-            .iter()
-            .map(|c| match c {
-                GraphChange::Upsert(r, e) => (*r, e.subject, Some(*e)),
-                GraphChange::Remove(r, s) => (*r, *s, None),
-            })
-            .collect();
-        sorted.sort_by_key(|c| (c.0.object(), c.0.relation, c.1));
-        let mut write = 0;
-        for read in 0..sorted.len() {
-            let same_as_next = match (sorted.get(read), sorted.get(read + 1)) {
-                (Some(a), Some(b)) => a.0 == b.0 && a.1 == b.1,
-                _ => false,
-            };
-            if !same_as_next {
-                sorted.swap(write, read);
-                write += 1;
-            }
+        let sorted = sorted_changes(changes);
+        if sorted.len() >= MIN_COMPACTION && sorted.len().saturating_mul(8) >= self.relationships {
+            self.merge(&sorted);
+            return self.relationships;
         }
-        sorted.truncate(write);
+        self.apply_to_delta(&sorted);
+        if self.delta_is_large() {
+            self.compact();
+            return self.relationships;
+        }
+        changes.len()
+    }
+
+    /// The delta path of [`GraphVersion::apply`]: the touched objects and reverse lists,
+    /// rebuilt, go into the delta over the shared base.
+    fn apply_to_delta(&mut self, sorted: &[SortedChange]) {
         // Reverse-index changes: (subject, resource, added).
         let mut reverse: Vec<(SubjectKey, ResourceKey, bool)> = Vec::new();
-        // A handle on the base, so objects can be read while the counters change.
+        let mut counts = Counts { relationships: self.relationships, expiring: self.expiring };
+        // A handle on the base, so objects can be read while the delta changes.
         let base = self.forward.clone();
-        for object_run in sorted.chunk_by(|a, b| a.0.object() == b.0.object()) {
-            let Some(first) = object_run.first() else { continue };
+        for run in sorted.chunk_by(|a, b| a.0.object() == b.0.object()) {
+            let Some(first) = run.first() else { continue };
             let okey = first.0.object();
             let delta = if self.forward_delta.is_empty() { None } else { self.forward_delta.get(&okey).cloned() };
             let current = match &delta {
                 Some(o) => (!o.relations.is_empty()).then(|| o.view()),
                 None => base.get(&okey),
             };
-            let mut old_relations = current.into_iter().flat_map(|o| o.relations()).peekable();
-            let mut runs = object_run.chunk_by(|a, b| a.0.relation == b.0.relation).peekable();
             let mut object = OwnedObject::default();
-            // Walk the object's relations and the changed ones together, in order.
-            loop {
-                let next_old = old_relations.peek().map(|(r, _)| *r);
-                let next_changed = runs.peek().and_then(|run| run.first()).map(|c| c.0.relation);
-                let relation = match (next_old, next_changed) {
-                    (None, None) => break,
-                    (Some(o), Some(c)) => o.min(c),
-                    (Some(o), None) => o,
-                    (None, Some(c)) => c,
-                };
-                let old: &[Edge] = if next_old == Some(relation) {
-                    old_relations.next().map(|(_, e)| e).unwrap_or(&[])
-                } else {
-                    &[]
-                };
-                let run = if next_changed == Some(relation) { runs.next().unwrap_or(&[]) } else { &[] };
-                if run.is_empty() {
-                    object.push_relation(relation, old.iter().copied());
-                    continue;
-                }
-                let resource = ResourceKey { object_type: okey.object_type, relation, object_id: okey.object_id };
-                // Merge the old list with the run (both sorted by subject).
-                let start = object.edges.len();
-                let (mut i, mut j) = (0, 0);
-                loop {
-                    match (old.get(i), run.get(j)) {
-                        (Some(o), Some(c)) if o.subject < c.1 => {
-                            object.edges.push(*o);
-                            i += 1;
-                        }
-                        (Some(o), Some(c)) if o.subject == c.1 => {
-                            self.expiring -= usize::from(o.expires_at != NEVER);
-                            match c.2 {
-                                Some(e) => {
-                                    self.expiring += usize::from(e.expires_at != NEVER);
-                                    object.edges.push(e);
-                                }
-                                None => {
-                                    reverse.push((o.subject, resource, false));
-                                    self.relationships -= 1;
-                                }
-                            }
-                            i += 1;
-                            j += 1;
-                        }
-                        (_, Some(c)) => {
-                            if let Some(e) = c.2 {
-                                reverse.push((e.subject, resource, true));
-                                self.relationships += 1;
-                                self.expiring += usize::from(e.expires_at != NEVER);
-                                object.edges.push(e);
-                            }
-                            j += 1;
-                        }
-                        (Some(o), None) => {
-                            object.edges.push(*o);
-                            i += 1;
-                        }
-                        (None, None) => break,
-                    }
-                }
-                if object.edges.len() > start {
-                    object.relations.push((relation, start as u32));
-                }
-            }
+            merge_object(okey, current, run, &mut object, &mut counts, Some(&mut reverse));
             // An emptied object stays in the delta as an empty entry until compaction
             // (a rebase, see `rebase`, tells changes apart by their entries).
             self.forward_delta.insert(okey, Arc::new(object));
         }
+        (self.relationships, self.expiring) = (counts.relationships, counts.expiring);
         // Reverse: each subject's list rebuilt once, in one merge.
         reverse.sort_unstable();
         for run in reverse.chunk_by(|a, b| a.0 == b.0) {
             let Some((subject, _, _)) = run.first().copied() else { continue };
             let old = self.resources_of(&subject);
             let mut list = Vec::with_capacity(old.len() + run.len());
-            let (mut i, mut j) = (0, 0);
-            loop {
-                match (old.get(i), run.get(j)) {
-                    (Some(o), Some(c)) if *o < c.1 => {
-                        list.push(*o);
-                        i += 1;
-                    }
-                    (Some(o), Some(c)) if *o == c.1 => {
-                        if c.2 {
-                            list.push(*o);
-                        }
-                        i += 1;
-                        j += 1;
-                    }
-                    (_, Some(c)) => {
-                        if c.2 {
-                            list.push(c.1);
-                        }
-                        j += 1;
-                    }
-                    (Some(o), None) => {
-                        list.push(*o);
-                        i += 1;
-                    }
-                    (None, None) => break,
-                }
-            }
+            merge_resources(old, run, &mut list);
             self.reverse_delta.insert(subject, Arc::from(list));
         }
-        if self.delta_is_large() {
-            self.compact();
-            return self.relationships;
-        }
-        changes.len()
+    }
+
+    /// The merge path of [`GraphVersion::apply`]: new flat bases holding the current
+    /// contents (base and delta) with `sorted` applied, built in one ordered pass each,
+    /// the forward index on this thread and the reverse one on another (as `build`).
+    fn merge(&mut self, sorted: &[SortedChange]) {
+        let objects = self.sorted_delta_objects();
+        let subjects = self.sorted_delta_subjects();
+        let current_objects = || merged(self.forward.iter(), objects.iter().map(|(k, o)| (*k, o.view())));
+        let current_subjects = || merged(self.reverse.iter(), subjects.iter().copied());
+        let mut counts = Counts { relationships: self.relationships, expiring: self.expiring };
+        let (forward, reverse) = std::thread::scope(|s| {
+            let reverse = s.spawn(|| {
+                // A relationship upserted is in its subject's list afterwards and one
+                // removed is not, whatever was there before: the same lists the
+                // forward merge's own changes would give.
+                let mut changes: Vec<(SubjectKey, ResourceKey, bool)> =
+                    sorted.iter().map(|c| (c.1, c.0, c.2.is_some())).collect();
+                changes.sort_unstable();
+                let runs = changes.chunk_by(|a, b| a.0 == b.0).filter_map(|run| Some((run.first()?.0, run)));
+                let mut base = ReverseBase::with_capacity(
+                    self.reverse.len() + subjects.len(),
+                    self.reverse.resources.len() + changes.len(),
+                );
+                let mut list = Vec::new();
+                for (key, old, run) in zip_ordered(current_subjects(), runs) {
+                    list.clear();
+                    merge_resources(old.unwrap_or(&[]), run.unwrap_or(&[]), &mut list);
+                    base.push(key, list.iter().copied());
+                }
+                base.finish()
+            });
+            let runs = sorted.chunk_by(|a, b| a.0.object() == b.0.object()).filter_map(|run| Some((run.first()?.0.object(), run)));
+            let mut base = ForwardBase::with_capacity(
+                self.forward.len() + objects.len() + sorted.len(),
+                self.forward.relations.len() + sorted.len(),
+                self.forward.edges.len() + sorted.len(),
+            );
+            let mut object = OwnedObject::default();
+            for (key, current, run) in zip_ordered(current_objects(), runs) {
+                match run {
+                    None => {
+                        if let Some(current) = current {
+                            base.push(key, current.relations().map(|(r, e)| (r, e.iter().copied())));
+                        }
+                    }
+                    Some(run) => {
+                        object.relations.clear();
+                        object.edges.clear();
+                        merge_object(key, current, run, &mut object, &mut counts, None);
+                        base.push(key, object.view().relations().map(|(r, e)| (r, e.iter().copied())));
+                    }
+                }
+            }
+            let forward = base.finish();
+            let reverse = reverse.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (forward, reverse)
+        });
+        (self.relationships, self.expiring) = (counts.relationships, counts.expiring);
+        self.forward = Arc::new(forward);
+        self.forward_delta = PMap::default();
+        self.reverse = Arc::new(reverse);
+        self.reverse_delta = PMap::default();
     }
 
     /// Changes not yet folded into the flat indexes (see [`GraphVersion::compact`]).
@@ -715,16 +680,14 @@ impl GraphVersion {
     /// Folds the delta into new flat bases, by merging the base's keys (in order) with
     /// the delta's (sorted): no relationship is sorted again.
     pub fn compact(&mut self) {
-        let mut objects: Vec<(ObjectKey, &OwnedObject)> = self.forward_delta.iter().map(|(k, o)| (*k, &**o)).collect();
-        objects.sort_unstable_by_key(|(k, _)| *k);
+        let objects = self.sorted_delta_objects();
         let edges = self.forward.edges.len() + objects.iter().map(|(_, o)| o.edges.len()).sum::<usize>();
         let relations = self.forward.relations.len() + objects.iter().map(|(_, o)| o.relations.len()).sum::<usize>();
         let mut forward = ForwardBase::with_capacity(self.forward.len() + objects.len(), relations, edges);
         for (key, object) in merged(self.forward.iter(), objects.iter().map(|(k, o)| (*k, o.view()))) {
             forward.push(key, object.relations().map(|(r, e)| (r, e.iter().copied())));
         }
-        let mut subjects: Vec<(SubjectKey, &[ResourceKey])> = self.reverse_delta.iter().map(|(k, l)| (*k, &**l)).collect();
-        subjects.sort_unstable_by_key(|(k, _)| *k);
+        let subjects = self.sorted_delta_subjects();
         let resources = self.reverse.resources.len() + subjects.iter().map(|(_, l)| l.len()).sum::<usize>();
         let mut reverse = ReverseBase::with_capacity(self.reverse.len() + subjects.len(), resources);
         for (key, list) in merged(self.reverse.iter(), subjects.iter().copied()) {
@@ -735,6 +698,20 @@ impl GraphVersion {
         self.forward_delta = PMap::default();
         self.reverse = Arc::new(reverse);
         self.reverse_delta = PMap::default();
+    }
+
+    /// The objects in the delta, in key order.
+    fn sorted_delta_objects(&self) -> Vec<(ObjectKey, &OwnedObject)> {
+        let mut objects: Vec<(ObjectKey, &OwnedObject)> = self.forward_delta.iter().map(|(k, o)| (*k, &**o)).collect();
+        objects.sort_unstable_by_key(|(k, _)| *k);
+        objects
+    }
+
+    /// The subjects in the delta, in key order.
+    fn sorted_delta_subjects(&self) -> Vec<(SubjectKey, &[ResourceKey])> {
+        let mut subjects: Vec<(SubjectKey, &[ResourceKey])> = self.reverse_delta.iter().map(|(k, l)| (*k, &**l)).collect();
+        subjects.sort_unstable_by_key(|(k, _)| *k);
+        subjects
     }
 
     /// A compaction done off the write path, brought up to date: `self` is `from`
@@ -774,16 +751,32 @@ fn merged<K: Ord + Copy, V>(
     base: impl Iterator<Item = (K, V)>,
     changed: impl Iterator<Item = (K, V)>,
 ) -> impl Iterator<Item = (K, V)> {
-    let (mut base, mut changed) = (base.peekable(), changed.peekable());
-    std::iter::from_fn(move || match (base.peek(), changed.peek()) {
-        (Some((b, _)), Some((c, _))) if b < c => base.next(),
-        (Some((b, _)), Some((c, _))) if b == c => {
-            base.next();
-            changed.next()
+    zip_ordered(base, changed).filter_map(|(k, b, c)| Some((k, c.or(b)?)))
+}
+
+/// Two key-ordered sequences (each key at most once in each) side by side: every key
+/// either holds, in order, with its entry from each.
+fn zip_ordered<K: Ord + Copy, A, B>(
+    a: impl Iterator<Item = (K, A)>,
+    b: impl Iterator<Item = (K, B)>,
+) -> impl Iterator<Item = (K, Option<A>, Option<B>)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || {
+        let take_a = match (a.peek(), b.peek()) {
+            (None, None) => return None,
+            (Some((ka, _)), Some((kb, _))) if ka == kb => {
+                let (k, va) = a.next()?;
+                return b.next().map(|(_, vb)| (k, Some(va), Some(vb)));
+            }
+            (Some((ka, _)), Some((kb, _))) => ka < kb,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        if take_a {
+            a.next().map(|(k, v)| (k, Some(v), None))
+        } else {
+            b.next().map(|(k, v)| (k, None, Some(v)))
         }
-        (_, Some(_)) => changed.next(),
-        (Some(_), None) => base.next(),
-        (None, None) => None,
     })
 }
 
@@ -798,6 +791,160 @@ fn relationships_of(object: ObjectKey, edges: ObjectEdges<'_>) -> impl Iterator<
             edge: *edge,
         })
     })
+}
+
+/// One change as [`GraphVersion::apply`] merges it: the relationship, and its new edge
+/// (`None`: removed).
+type SortedChange = (ResourceKey, SubjectKey, Option<Edge>);
+
+/// `changes` sorted by object, relation and subject, one per relationship: of two
+/// changes to one relationship the later one wins (the sort is stable).
+fn sorted_changes(changes: &[GraphChange]) -> Vec<SortedChange> {
+    let mut sorted: Vec<SortedChange> = changes
+        .iter()
+        .map(|c| match c {
+            GraphChange::Upsert(r, e) => (*r, e.subject, Some(*e)),
+            GraphChange::Remove(r, s) => (*r, *s, None),
+        })
+        .collect();
+    sorted.sort_by_key(|c| (c.0.object(), c.0.relation, c.1));
+    let mut write = 0;
+    for read in 0..sorted.len() {
+        let same_as_next = match (sorted.get(read), sorted.get(read + 1)) {
+            (Some(a), Some(b)) => a.0 == b.0 && a.1 == b.1,
+            _ => false,
+        };
+        if !same_as_next {
+            sorted.swap(write, read);
+            write += 1;
+        }
+    }
+    sorted.truncate(write);
+    sorted
+}
+
+/// The relationship counts a merge keeps current.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    relationships: usize,
+    expiring: usize,
+}
+
+/// One object (`current`, if it holds anything) with the changes of `run` (all on
+/// `object`, sorted) applied, into `out` (empty). Each relationship added or removed is
+/// counted, and reported to `reverse` as `(subject, resource, added)` when given.
+fn merge_object(
+    object: ObjectKey,
+    current: Option<ObjectEdges<'_>>,
+    run: &[SortedChange],
+    out: &mut OwnedObject,
+    counts: &mut Counts,
+    mut reverse: Option<&mut Vec<(SubjectKey, ResourceKey, bool)>>,
+) {
+    let mut old_relations = current.into_iter().flat_map(|o| o.relations()).peekable();
+    let mut runs = run.chunk_by(|a, b| a.0.relation == b.0.relation).peekable();
+    // Walk the object's relations and the changed ones together, in order.
+    loop {
+        let next_old = old_relations.peek().map(|(r, _)| *r);
+        let next_changed = runs.peek().and_then(|run| run.first()).map(|c| c.0.relation);
+        let relation = match (next_old, next_changed) {
+            (None, None) => break,
+            (Some(o), Some(c)) => o.min(c),
+            (Some(o), None) => o,
+            (None, Some(c)) => c,
+        };
+        let old: &[Edge] = if next_old == Some(relation) {
+            old_relations.next().map(|(_, e)| e).unwrap_or(&[])
+        } else {
+            &[]
+        };
+        let run = if next_changed == Some(relation) { runs.next().unwrap_or(&[]) } else { &[] };
+        if run.is_empty() {
+            out.push_relation(relation, old.iter().copied());
+            continue;
+        }
+        let resource = ResourceKey { object_type: object.object_type, relation, object_id: object.object_id };
+        let mut report = |subject: SubjectKey, added: bool| {
+            if let Some(r) = reverse.as_deref_mut() {
+                r.push((subject, resource, added));
+            }
+        };
+        // Merge the old list with the run (both sorted by subject).
+        let start = out.edges.len();
+        let (mut i, mut j) = (0, 0);
+        loop {
+            match (old.get(i), run.get(j)) {
+                (Some(o), Some(c)) if o.subject < c.1 => {
+                    out.edges.push(*o);
+                    i += 1;
+                }
+                (Some(o), Some(c)) if o.subject == c.1 => {
+                    counts.expiring -= usize::from(o.expires_at != NEVER);
+                    match c.2 {
+                        Some(e) => {
+                            counts.expiring += usize::from(e.expires_at != NEVER);
+                            out.edges.push(e);
+                        }
+                        None => {
+                            report(o.subject, false);
+                            counts.relationships -= 1;
+                        }
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (_, Some(c)) => {
+                    if let Some(e) = c.2 {
+                        report(e.subject, true);
+                        counts.relationships += 1;
+                        counts.expiring += usize::from(e.expires_at != NEVER);
+                        out.edges.push(e);
+                    }
+                    j += 1;
+                }
+                (Some(o), None) => {
+                    out.edges.push(*o);
+                    i += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        if out.edges.len() > start {
+            out.relations.push((relation, start as u32));
+        }
+    }
+}
+
+/// One subject's sorted resources `old` with `run` (sorted changes to that subject's
+/// list: `(subject, resource, added)`) applied, appended to `out`.
+fn merge_resources(old: &[ResourceKey], run: &[(SubjectKey, ResourceKey, bool)], out: &mut Vec<ResourceKey>) {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), run.get(j)) {
+            (Some(o), Some(c)) if *o < c.1 => {
+                out.push(*o);
+                i += 1;
+            }
+            (Some(o), Some(c)) if *o == c.1 => {
+                if c.2 {
+                    out.push(*o);
+                }
+                i += 1;
+                j += 1;
+            }
+            (_, Some(c)) => {
+                if c.2 {
+                    out.push(c.1);
+                }
+                j += 1;
+            }
+            (Some(o), None) => {
+                out.push(*o);
+                i += 1;
+            }
+            (None, None) => break,
+        }
+    }
 }
 
 impl SubjectKey {
@@ -871,12 +1018,13 @@ mod tests {
     }
 
     proptest! {
-        /// Built, changed batch by batch, and folded into new bases at arbitrary points,
-        /// the graph always reads as the plain set of relationships it should hold.
+        /// Built, changed batch by batch (into the delta, or merged into new bases), and
+        /// folded into new bases at arbitrary points, the graph always reads as the plain
+        /// set of relationships it should hold.
         #[test]
         fn writes_and_compactions_agree_with_a_plain_set(
             initial in prop::collection::vec(op(), 0..40),
-            batches in prop::collection::vec((prop::collection::vec(op(), 0..12), any::<bool>(), any::<bool>()), 0..12),
+            batches in prop::collection::vec((prop::collection::vec(op(), 0..12), any::<bool>(), any::<bool>(), any::<bool>()), 0..12),
         ) {
             let mut model = BTreeMap::new();
             let mut stored = Vec::new();
@@ -891,7 +1039,7 @@ mod tests {
             }
             let mut graph = GraphVersion::build(stored);
             agrees(&graph, &model)?;
-            for (batch, compact, raw) in batches {
+            for (batch, compact, raw, merge) in batches {
                 // One change per relationship in a batch, the last one given (as writes
                 // hand them over), or the batch as given (as imports do: the last wins).
                 let changes: Vec<GraphChange> = if raw {
@@ -916,7 +1064,13 @@ mod tests {
                         }
                     }
                 }
-                graph.apply(&changes);
+                if merge {
+                    // The path a batch large against the graph takes.
+                    graph.merge(&sorted_changes(&changes));
+                    prop_assert!(!graph.has_changes());
+                } else {
+                    graph.apply(&changes);
+                }
                 if compact {
                     graph.compact();
                 } else if graph.has_changes() {

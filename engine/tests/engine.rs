@@ -1279,6 +1279,66 @@ fn a_compaction_counts_against_the_history_bound() {
 }
 
 #[test]
+fn a_large_import_is_merged_into_new_indexes_with_every_answer_kept() {
+    // An import large against the graph (here 3,000 relationships onto 500, some of
+    // them pending in the delta) is merged straight into new flat indexes instead of
+    // going through the delta: nothing written before may be lost, repeated
+    // relationships stay single, expirations keep counting, and the revision before
+    // it still reads as it did.
+    let mut first: Vec<String> = (0..500).map(|i| format!("doc:d{i}#viewer@user:u{}", i % 50)).collect();
+    first.push("group:g#member@user:grouped".into());
+    first.push("folder:f#viewer@group:g#member".into());
+    let refs: Vec<&str> = first.iter().map(String::as_str).collect();
+    let e = engine(&refs);
+    e.compact();
+    // Pending in the delta when the import arrives: one deletion, one new relationship.
+    e.write(&[update(UpdateOp::Delete, "doc:d0#viewer@user:u0"), update(UpdateOp::Touch, "doc:pending#owner@user:p")]).unwrap();
+    let before = e.revision();
+    let mut import: Vec<String> = (0..2_990).map(|i| format!("doc:d{}#parent@folder:f", 500 + i)).collect();
+    // Already stored (the import touches them again), and given twice.
+    import.extend((1..6).map(|i| format!("doc:d{i}#viewer@user:u{i}")));
+    import.push("doc:d500#parent@folder:f".into());
+    import.push("doc:soon#viewer@user:ann[expiration:2000-01-01T00:00:00Z]".into());
+    import.push("doc:late#viewer@user:ann[expiration:2999-01-01T00:00:00Z]".into());
+    let stored_before = all_text(&e);
+    e.import(import.iter().map(|r| parse_relationship(r).unwrap()).collect()).unwrap();
+    let after = all_text(&e);
+    assert_eq!(e.current().len(), 500 + 2 - 1 + 1 + 2_990 + 2);
+    // Reads leave out the expired one; the graph holds it until a sweep.
+    assert_eq!(after.len() + 1, e.current().len());
+    assert_eq!(e.current().expiring(), 2);
+    assert!(!e.current().has_changes(), "merged into the flat indexes, no delta left");
+    // Every relationship there before is still there.
+    let after_set: std::collections::BTreeSet<&String> = after.iter().collect();
+    assert!(stored_before.iter().all(|r| after_set.contains(r)));
+    assert!(!check(&e, "doc:d0#view@user:u0"), "the pending deletion holds");
+    assert!(check(&e, "doc:pending#edit@user:p"), "the pending write holds");
+    assert!(check(&e, "doc:d7#view@user:u7"));
+    assert!(check(&e, "doc:d3000#view@user:grouped"), "through the imported parent");
+    assert!(check(&e, "doc:late#view@user:ann"));
+    assert!(!check(&e, "doc:soon#view@user:ann"));
+    // The reverse index agrees: everything under the folder is found from the group.
+    let found = e
+        .lookup_resources(
+            &LookupResourcesRequest {
+                resource_type: "doc",
+                permission: "view",
+                subject_type: "user",
+                subject_id: "grouped",
+                subject_relation: None,
+                consistency: Consistency::MinimizeLatency,
+                cursor: None,
+                limit: None,
+            },
+        )
+        .unwrap();
+    assert_eq!(found.resource_ids.len(), 2_990);
+    // The revision before the import reads as it did.
+    assert!(!check_with(&e, "doc:d3000#view@user:grouped", Consistency::AtExactSnapshot(before)).unwrap());
+    assert_eq!(e.sweep_expired(now_micros()).unwrap(), 1);
+}
+
+#[test]
 fn long_edge_lists_answer_alike_from_either_side() {
     // Past a few dozen edges, a direct hit is looked up in the subject's own list of
     // what names it; every kind of answer must stay the same.
