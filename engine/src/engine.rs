@@ -270,6 +270,10 @@ pub struct Engine {
     listeners: Listeners,
 }
 
+/// Imports of at least this many relationships write to the store on a second thread
+/// while the graph is built (below it, a thread costs more than it saves).
+const PARALLEL_IMPORT: usize = 1024;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -960,22 +964,52 @@ impl Engine {
     /// [`Engine::write`], a relationship given twice is taken once (the last wins), so an
     /// import can be re-run. Validation is per shape (see `load.rs`), so large batches
     /// cost little more than interning their ids.
+    ///
+    /// Every relationship is validated before anything is written. Then, for a large
+    /// batch, the store makes it durable on one thread while this one interns it and
+    /// builds the next revision of the graph (the two halves of an import cost about
+    /// the same); the revision is published only once both are done.
     pub fn import(&self, relationships: Vec<Relationship>) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
         let mut shapes = Shapes::default();
-        let mut graph_changes = Vec::with_capacity(relationships.len());
+        let mut syms = Vec::with_capacity(relationships.len());
         for r in &relationships {
             if r.caveat.is_some() {
                 self.validate_relationship(&plan, r)?;
             }
-            let stored = shapes.validate(self, &plan, RelationshipRef::of(r))?;
-            graph_changes.push(GraphChange::Upsert(stored.resource, stored.edge));
+            syms.push(shapes.accept(self, &plan, RelationshipRef::of(r))?);
         }
         let changes: Vec<Change> =
             relationships.into_iter().map(|relationship| Change { op: ChangeOp::Touch, relationship }).collect();
-        self.commit_locked(&cur, &graph_changes, changes)
+        let mut graph_changes = || -> Vec<GraphChange> {
+            changes
+                .iter()
+                .zip(&syms)
+                .map(|(c, syms)| {
+                    let stored = shapes.stored(&self.interner, *syms, RelationshipRef::of(&c.relationship));
+                    GraphChange::Upsert(stored.resource, stored.edge)
+                })
+                .collect()
+        };
+        if changes.len() < PARALLEL_IMPORT {
+            let graph_changes = graph_changes();
+            return self.commit_locked(&cur, &graph_changes, changes);
+        }
+        let revision = cur.revision + 1;
+        let (next, copies, stored) = std::thread::scope(|s| {
+            let store = s.spawn(|| self.store.commit(&Commit { revision, changes: &changes, ..Commit::default() }));
+            let mut next = (*cur).clone();
+            next.revision = revision;
+            let copies = next.apply(&graph_changes());
+            let stored = store.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (next, copies, stored)
+        });
+        stored.map_err(|e| EngineError::Store(e.0))?;
+        let revision = self.publish(next, copies);
+        self.notify(revision, changes, None, None, Vec::new());
+        Ok(revision)
     }
 
     /// Deletes every relationship the filter selects (expired ones too), atomically, if

@@ -46,19 +46,23 @@ impl Interner {
         if let Some(id) = self.get(s) {
             return id;
         }
+        let arc: Arc<str> = Arc::from(s);
         let mut names = match self.names.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        // Re-check under the lock: another writer may have won the race.
-        if let Some(id) = self.get(s) {
-            return id;
+        // One probe that finds what another writer may have added since the miss above,
+        // or the slot the new symbol goes in (a lookup and then an insert would hash and
+        // probe twice: interning is most of a large import's cost).
+        match self.ids.entry(arc) {
+            dashmap::Entry::Occupied(e) => *e.get(),
+            dashmap::Entry::Vacant(v) => {
+                let id = Sym::try_from(names.len()).unwrap_or(Sym::MAX);
+                names.push(v.key().clone());
+                v.insert(id);
+                id
+            }
         }
-        let id = Sym::try_from(names.len()).unwrap_or(Sym::MAX);
-        let arc: Arc<str> = Arc::from(s);
-        names.push(arc.clone());
-        self.ids.insert(arc, id);
-        id
     }
 
     /// The string of a symbol.

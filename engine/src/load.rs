@@ -39,7 +39,7 @@ impl Shape {
 
 /// The interned symbols of a shape that the schema accepted.
 #[derive(Debug, Clone, Copy)]
-struct ShapeSyms {
+pub(crate) struct ShapeSyms {
     object_type: Sym,
     relation: Sym,
     subject_type: Sym,
@@ -84,6 +84,18 @@ impl Shapes {
         plan: &SchemaPlan,
         r: RelationshipRef<'_>,
     ) -> Result<StoredRelationship, EngineError> {
+        let syms = self.accept(engine, plan, r)?;
+        Ok(self.stored(engine.interner(), syms, r))
+    }
+
+    /// Validates `r` against `plan` (as a write would) without interning its ids: the
+    /// symbols of its shape, for [`Shapes::stored`].
+    pub(crate) fn accept(
+        &mut self,
+        engine: &Engine,
+        plan: &SchemaPlan,
+        r: RelationshipRef<'_>,
+    ) -> Result<ShapeSyms, EngineError> {
         let found = match self.accepted.get(self.last) {
             Some((shape, syms)) if shape.matches(&r) => Some(*syms),
             _ => self.accepted.iter().position(|(shape, _)| shape.matches(&r)).and_then(|i| {
@@ -95,6 +107,12 @@ impl Shapes {
         let Some(syms) = found else {
             // A new shape: the full validation, with its precise error.
             let (key, edge) = engine.validate_ref(plan, r)?;
+            let syms = ShapeSyms {
+                object_type: key.object_type,
+                relation: key.relation,
+                subject_type: edge.subject.object_type,
+                subject_relation: edge.subject.relation,
+            };
             self.accepted.push((
                 Shape {
                     resource_type: r.resource_type.to_string(),
@@ -104,22 +122,22 @@ impl Shapes {
                     wildcard,
                     expiring: r.expires_at.is_some(),
                 },
-                ShapeSyms {
-                    object_type: key.object_type,
-                    relation: key.relation,
-                    subject_type: edge.subject.object_type,
-                    subject_relation: edge.subject.relation,
-                },
+                syms,
             ));
             self.last = self.accepted.len() - 1;
-            return Ok(StoredRelationship { resource: key, edge });
+            return Ok(syms);
         };
         if object_id_problem(r.resource_id).is_some() || (!wildcard && object_id_problem(r.subject_id).is_some()) {
             // Bad ids: let the full validation word the error.
             engine.validate_ref(plan, r)?;
         }
-        let interner = engine.interner();
-        Ok(StoredRelationship {
+        Ok(syms)
+    }
+
+    /// A relationship [`Shapes::accept`] took, with its ids interned. Cannot fail: what
+    /// could be wrong with it was checked there.
+    pub(crate) fn stored(&mut self, interner: &crate::intern::Interner, syms: ShapeSyms, r: RelationshipRef<'_>) -> StoredRelationship {
+        StoredRelationship {
             resource: ResourceKey {
                 object_type: syms.object_type,
                 relation: syms.relation,
@@ -129,11 +147,15 @@ impl Shapes {
                 subject: SubjectKey {
                     object_type: syms.subject_type,
                     relation: syms.subject_relation,
-                    object_id: if wildcard { WILDCARD } else { intern_cached(interner, &mut self.last_subject, r.subject_id) },
+                    object_id: if r.subject_id == WILDCARD_ID {
+                        WILDCARD
+                    } else {
+                        intern_cached(interner, &mut self.last_subject, r.subject_id)
+                    },
                 },
                 expires_at: r.expires_at.unwrap_or(NEVER),
             },
-        })
+        }
     }
 }
 

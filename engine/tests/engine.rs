@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arbiter_engine::*;
-use arbiter_schema::parse_relationship;
+use arbiter_schema::{parse_relationship, Relationship};
 
 const SCHEMA: &str = r#"
 use expiration
@@ -1336,6 +1336,49 @@ fn a_large_import_is_merged_into_new_indexes_with_every_answer_kept() {
     // The revision before the import reads as it did.
     assert!(!check_with(&e, "doc:d3000#view@user:grouped", Consistency::AtExactSnapshot(before)).unwrap());
     assert_eq!(e.sweep_expired(now_micros()).unwrap(), 1);
+}
+
+/// A store whose disk is full for writes of more than a few relationships.
+#[derive(Debug, Default)]
+struct FullDiskStore(MemoryStore);
+
+impl RelationshipStore for FullDiskStore {
+    fn scan(&self, sink: &mut dyn LoadSink) -> Result<(), StoreError> {
+        self.0.scan(sink)
+    }
+    fn commit(&self, commit: &Commit<'_>) -> Result<(), StoreError> {
+        if commit.changes.len() > 10 {
+            return Err(StoreError("no space left on device".into()));
+        }
+        self.0.commit(commit)
+    }
+    fn changes_after(&self, revision: u64, limit: usize) -> Result<ChangesAfter, StoreError> {
+        self.0.changes_after(revision, limit)
+    }
+}
+
+#[test]
+fn an_import_the_store_refuses_is_not_published() {
+    // A large import is written to the store while the graph is built beside it: when
+    // the store fails, the graph built meanwhile must be thrown away.
+    let e = Engine::open(Box::new(FullDiskStore::default()), EngineConfig::default()).unwrap();
+    e.write_schema(SCHEMA).unwrap();
+    e.write(&touches(&["doc:kept#viewer@user:tom"])).unwrap();
+    let revision = e.revision();
+    let import: Vec<Relationship> =
+        (0..5_000).map(|i| parse_relationship(&format!("doc:d{i}#viewer@user:tom")).unwrap()).collect();
+    let err = e.import(import).unwrap_err();
+    assert!(err.to_string().contains("no space left on device"), "{err}");
+    assert_eq!(e.revision(), revision);
+    assert_eq!(e.current().len(), 1);
+    assert!(!check(&e, "doc:d7#view@user:tom"));
+    assert!(check(&e, "doc:kept#view@user:tom"));
+    // And a small import (written before the graph, on one thread) fails the same way.
+    let small: Vec<Relationship> =
+        (0..11).map(|i| parse_relationship(&format!("doc:s{i}#viewer@user:tom")).unwrap()).collect();
+    assert!(e.import(small).is_err());
+    assert_eq!(e.revision(), revision);
+    assert!(!check(&e, "doc:s1#view@user:tom"));
 }
 
 #[test]
