@@ -966,9 +966,10 @@ impl Engine {
     /// cost little more than interning their ids.
     ///
     /// Every relationship is validated before anything is written. Then, for a large
-    /// batch, the store makes it durable on one thread while this one interns it and
-    /// builds the next revision of the graph (the two halves of an import cost about
-    /// the same); the revision is published only once both are done.
+    /// batch and with a core to spare, the store makes it durable on one thread while
+    /// this one interns it and builds the next revision of the graph (the two halves of
+    /// an import cost about the same); the revision is published only once both are
+    /// done.
     pub fn import(&self, relationships: Vec<Relationship>) -> Result<u64, EngineError> {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
@@ -993,7 +994,7 @@ impl Engine {
                 })
                 .collect()
         };
-        if changes.len() < PARALLEL_IMPORT {
+        if changes.len() < PARALLEL_IMPORT || !crate::graph::spare_core() {
             let graph_changes = graph_changes();
             return self.commit_locked(&cur, &graph_changes, changes);
         }
