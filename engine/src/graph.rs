@@ -613,8 +613,10 @@ impl GraphVersion {
                     sorted.iter().map(|c| (c.1, c.0, c.2.is_some())).collect();
                 changes.sort_unstable();
                 let runs = changes.chunk_by(|a, b| a.0 == b.0).filter_map(|run| Some((run.first()?.0, run)));
+                // Room for every key either side holds (a few too many where both do):
+                // the index is not shrunk afterwards.
                 let mut base = ReverseBase::with_capacity(
-                    self.reverse.len() + subjects.len(),
+                    self.reverse.len() + subjects.len() + runs.clone().count(),
                     self.reverse.resources.len() + changes.len(),
                 );
                 let mut list = Vec::new();
@@ -628,8 +630,8 @@ impl GraphVersion {
             let reverse = spare_core().then(|| s.spawn(build_reverse));
             let runs = sorted.chunk_by(|a, b| a.0.object() == b.0.object()).filter_map(|run| Some((run.first()?.0.object(), run)));
             let mut base = ForwardBase::with_capacity(
-                self.forward.len() + objects.len() + sorted.len(),
-                self.forward.relations.len() + sorted.len(),
+                self.forward.len() + objects.len() + runs.clone().count(),
+                self.forward.relations.len() + sorted.chunk_by(|a, b| a.0 == b.0).count(),
                 self.forward.edges.len() + sorted.len(),
             );
             let mut object = OwnedObject::default();
