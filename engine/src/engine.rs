@@ -984,33 +984,18 @@ impl Engine {
         }
         let changes: Vec<Change> =
             relationships.into_iter().map(|relationship| Change { op: ChangeOp::Touch, relationship }).collect();
-        let mut graph_changes = || -> Vec<GraphChange> {
-            changes
+        let parallel = changes.len() >= PARALLEL_IMPORT && crate::graph::spare_core();
+        self.commit_built(&cur, changes, parallel, |next, changes| {
+            let graph_changes: Vec<GraphChange> = changes
                 .iter()
                 .zip(&syms)
                 .map(|(c, syms)| {
                     let stored = shapes.stored(&self.interner, *syms, RelationshipRef::of(&c.relationship));
                     GraphChange::Upsert(stored.resource, stored.edge)
                 })
-                .collect()
-        };
-        if changes.len() < PARALLEL_IMPORT || !crate::graph::spare_core() {
-            let graph_changes = graph_changes();
-            return self.commit_locked(&cur, &graph_changes, changes);
-        }
-        let revision = cur.revision + 1;
-        let (next, copies, stored) = std::thread::scope(|s| {
-            let store = s.spawn(|| self.store.commit(&Commit { revision, changes: &changes, ..Commit::default() }));
-            let mut next = (*cur).clone();
-            next.revision = revision;
-            let copies = next.apply(&graph_changes());
-            let stored = store.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (next, copies, stored)
-        });
-        stored.map_err(|e| EngineError::Store(e.0))?;
-        let revision = self.publish(next, copies);
-        self.notify(revision, changes, None, None, Vec::new());
-        Ok(revision)
+                .collect();
+            next.apply(&graph_changes)
+        })
     }
 
     /// Deletes every relationship the filter selects (expired ones too), atomically, if
@@ -1131,16 +1116,36 @@ impl Engine {
         graph_changes: &[GraphChange],
         changes: Vec<Change>,
     ) -> Result<u64, EngineError> {
+        self.commit_built(cur, changes, false, |next, _| next.apply(graph_changes))
+    }
+
+    /// [`Engine::commit_locked`] with the next graph made by `build` from a copy of
+    /// `cur` (returning how many relationship copies it made, for the history bound).
+    /// With `parallel`, the store commits on a second thread while `build` runs. Either
+    /// way the revision is published only once both are done; a store error publishes
+    /// nothing.
+    fn commit_built(
+        &self,
+        cur: &GraphVersion,
+        changes: Vec<Change>,
+        parallel: bool,
+        build: impl FnOnce(&mut GraphVersion, &[Change]) -> usize,
+    ) -> Result<u64, EngineError> {
         let mut next = cur.clone();
         next.revision = cur.revision + 1;
-        let copies = next.apply(graph_changes);
-        self.store
-            .commit(&Commit {
-                revision: next.revision,
-                changes: &changes,
-                ..Commit::default()
+        let revision = next.revision;
+        let commit = || self.store.commit(&Commit { revision, changes: &changes, ..Commit::default() });
+        let (copies, stored) = if parallel {
+            std::thread::scope(|s| {
+                let store = s.spawn(commit);
+                let copies = build(&mut next, &changes);
+                (copies, store.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             })
-            .map_err(|e| EngineError::Store(e.0))?;
+        } else {
+            let copies = build(&mut next, &changes);
+            (copies, commit())
+        };
+        stored.map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next, copies);
         self.notify(revision, changes, None, None, Vec::new());
         Ok(revision)

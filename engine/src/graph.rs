@@ -594,10 +594,10 @@ impl GraphVersion {
         }
     }
 
-    /// The merge path of [`GraphVersion::apply`]: new flat bases holding the current
-    /// contents (base and delta) with `sorted` applied, built in one ordered pass each,
-    /// the forward index on this thread and, when there is a core to spare, the reverse
-    /// one on another.
+    /// New flat bases holding the current contents (base and delta) with `sorted`
+    /// applied, built in one ordered pass each: the merge path of
+    /// [`GraphVersion::apply`], and with no changes a compaction. With changes and a
+    /// core to spare, the reverse base is built on a second thread.
     fn merge(&mut self, sorted: &[SortedChange]) {
         let objects = self.sorted_delta_objects();
         let subjects = self.sorted_delta_subjects();
@@ -617,7 +617,7 @@ impl GraphVersion {
                 // the index is not shrunk afterwards.
                 let mut base = ReverseBase::with_capacity(
                     self.reverse.len() + subjects.len() + runs.clone().count(),
-                    self.reverse.resources.len() + changes.len(),
+                    self.reverse.resources.len() + subjects.iter().map(|(_, l)| l.len()).sum::<usize>() + changes.len(),
                 );
                 let mut list = Vec::new();
                 for (key, old, run) in zip_ordered(current_subjects(), runs) {
@@ -627,12 +627,14 @@ impl GraphVersion {
                 }
                 base.finish()
             };
-            let reverse = spare_core().then(|| s.spawn(build_reverse));
+            let reverse = (!sorted.is_empty() && spare_core()).then(|| s.spawn(build_reverse));
             let runs = sorted.chunk_by(|a, b| a.0.object() == b.0.object()).filter_map(|run| Some((run.first()?.0.object(), run)));
             let mut base = ForwardBase::with_capacity(
                 self.forward.len() + objects.len() + runs.clone().count(),
-                self.forward.relations.len() + sorted.chunk_by(|a, b| a.0 == b.0).count(),
-                self.forward.edges.len() + sorted.len(),
+                self.forward.relations.len()
+                    + objects.iter().map(|(_, o)| o.relations.len()).sum::<usize>()
+                    + sorted.chunk_by(|a, b| a.0 == b.0).count(),
+                self.forward.edges.len() + objects.iter().map(|(_, o)| o.edges.len()).sum::<usize>() + sorted.len(),
             );
             let mut object = OwnedObject::default();
             for (key, current, run) in zip_ordered(current_objects(), runs) {
@@ -685,26 +687,10 @@ impl GraphVersion {
     }
 
     /// Folds the delta into new flat bases, by merging the base's keys (in order) with
-    /// the delta's (sorted): no relationship is sorted again.
+    /// the delta's (sorted): no relationship is sorted again. One thread, so the
+    /// server's compactor keeps to the share of a core it is spaced for.
     pub fn compact(&mut self) {
-        let objects = self.sorted_delta_objects();
-        let edges = self.forward.edges.len() + objects.iter().map(|(_, o)| o.edges.len()).sum::<usize>();
-        let relations = self.forward.relations.len() + objects.iter().map(|(_, o)| o.relations.len()).sum::<usize>();
-        let mut forward = ForwardBase::with_capacity(self.forward.len() + objects.len(), relations, edges);
-        for (key, object) in merged(self.forward.iter(), objects.iter().map(|(k, o)| (*k, o.view()))) {
-            forward.push(key, object.relations().map(|(r, e)| (r, e.iter().copied())));
-        }
-        let subjects = self.sorted_delta_subjects();
-        let resources = self.reverse.resources.len() + subjects.iter().map(|(_, l)| l.len()).sum::<usize>();
-        let mut reverse = ReverseBase::with_capacity(self.reverse.len() + subjects.len(), resources);
-        for (key, list) in merged(self.reverse.iter(), subjects.iter().copied()) {
-            reverse.push(key, list.iter().copied());
-        }
-        let (forward, reverse) = (forward.finish(), reverse.finish());
-        self.forward = Arc::new(forward);
-        self.forward_delta = PMap::default();
-        self.reverse = Arc::new(reverse);
-        self.reverse_delta = PMap::default();
+        self.merge(&[]);
     }
 
     /// The objects in the delta, in key order.
