@@ -1,0 +1,98 @@
+//! Where a dataset's query mix spends its time: every query of `queries.txt` timed on
+//! its own (the fastest of a few runs), then the cost per query kind and answer, the
+//! distribution, and the queries that cost the most; and first the mean of one pass in
+//! turn, where each query meets a cold cache (the difference is memory latency). The criterion mean says how fast
+//! the mix is; this says which queries make it so.
+//!
+//! Run: `cargo run --release -p arbiter-benches --bin check-profile -- [RELATIONSHIPS]
+//! [SEED] [RUNS]` (defaults 1000000 1 5). Datasets are generated once into
+//! `$CARGO_TARGET_DIR/bench-datasets` (or `$ARBITER_BENCH_DATA`).
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "a profile report")]
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use arbiter_benches::baseline::{data_root, dataset};
+use arbiter_benches::generated::{check_request, load_engine};
+use arbiter_engine::Decision;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, default: u64| -> Result<u64> {
+        args.get(i).map_or(Ok(default), |a| a.replace('_', "").parse().map_err(|e| anyhow!("argument {}: `{a}`: {e}", i + 1)))
+    };
+    let (n, seed, runs) = (arg(0, 1_000_000)?, arg(1, 1)?, arg(2, 5)?.max(1));
+    let ds = dataset(&data_root(), n, seed)?;
+    let (engine, secs) = load_engine(&ds)?;
+    eprintln!("loaded {} in {secs:.1} s; timing {} queries, fastest of {runs} runs each", ds.dir.display(), ds.queries.len());
+
+    // One pass in turn, as the criterion mix runs them: each query meets a cold cache.
+    let started = Instant::now();
+    for q in &ds.queries {
+        black_box(engine.check(black_box(&check_request(q)))).map_err(|e| anyhow!("{}: {e}", q.line()))?;
+    }
+    let in_turn = started.elapsed().as_nanos() as f64 / ds.queries.len().max(1) as f64;
+
+    // (nanoseconds, query index, allowed)
+    let mut timed = Vec::with_capacity(ds.queries.len());
+    for (i, q) in ds.queries.iter().enumerate() {
+        let req = check_request(q);
+        let mut best = u128::MAX;
+        let mut allowed = false;
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = black_box(engine.check(black_box(&req))).map_err(|e| anyhow!("{}: {e}", q.line()))?;
+            best = best.min(t.elapsed().as_nanos());
+            allowed = r.decision == Decision::Allowed;
+        }
+        if ds.expected.get(i).is_some_and(|want| *want != allowed) {
+            return Err(anyhow!("{}: answered {allowed}, expected.txt says otherwise", q.line()));
+        }
+        timed.push((best, i, allowed));
+    }
+    let total: u128 = timed.iter().map(|t| t.0).sum();
+    println!(
+        "{} queries: in turn (cold) mean {in_turn:.0} ns; each repeated (warm) mean {:.0} ns",
+        timed.len(),
+        total as f64 / timed.len() as f64
+    );
+
+    let mut by_kind: BTreeMap<(String, bool), (u64, u128)> = BTreeMap::new();
+    for &(ns, i, allowed) in &timed {
+        let Some(q) = ds.queries.get(i) else { continue };
+        let kind = format!("{}#{}", q.kind.resource_type(), q.kind.permission());
+        let e = by_kind.entry((kind, allowed)).or_default();
+        e.0 += 1;
+        e.1 += ns;
+    }
+    println!("\n{:<20} {:>8} {:>8} {:>10} {:>8}", "kind", "answer", "queries", "mean ns", "share");
+    for ((kind, allowed), (count, ns)) in &by_kind {
+        println!(
+            "{kind:<20} {:>8} {count:>8} {:>10.0} {:>7.1}%",
+            if *allowed { "allowed" } else { "denied" },
+            *ns as f64 / *count as f64,
+            *ns as f64 * 100.0 / total as f64
+        );
+    }
+
+    timed.sort_unstable();
+    let at = |p: f64| timed.get(((timed.len() as f64 * p) as usize).min(timed.len().saturating_sub(1))).map_or(0, |t| t.0);
+    println!("\np50 {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, max {} ns", at(0.5), at(0.9), at(0.99), at(0.999), at(1.0));
+    let mut acc = 0u128;
+    for (share, (ns, ..)) in timed.iter().rev().enumerate() {
+        acc += ns;
+        if acc * 2 >= total {
+            println!("the slowest {} queries ({:.1}%) take half the time", share + 1, (share + 1) as f64 * 100.0 / timed.len() as f64);
+            break;
+        }
+    }
+    println!("\nslowest:");
+    for &(ns, i, allowed) in timed.iter().rev().take(15) {
+        if let Some(q) = ds.queries.get(i) {
+            println!("{ns:>10} ns  {:<8} {}", if allowed { "allowed" } else { "denied" }, q.line());
+        }
+    }
+    Ok(())
+}
