@@ -494,6 +494,28 @@ impl GraphVersion {
         self.forward.get(key)
     }
 
+    /// Reads what a Check of `key` starts with (its relations, and the first and last
+    /// edge of each) and returns a value computed from it, so the reads stay. A batch
+    /// touches all its objects first: their cache misses are independent and overlap,
+    /// where within one Check each is a link of a chain waited on in turn.
+    pub fn touch_object(&self, key: &ObjectKey) -> u64 {
+        let Some(o) = self.object(key) else { return 0 };
+        o.relations().fold(0, |acc, (r, edges)| {
+            let first = edges.first().map_or(0, |e| e.subject.object_id);
+            let last = edges.last().map_or(0, |e| e.subject.object_id);
+            acc ^ u64::from(r) ^ u64::from(first) ^ (u64::from(last) << 32)
+        })
+    }
+
+    /// [`GraphVersion::touch_object`] for what names `subject` (the reverse list a
+    /// Check reads to walk up nested groups, or to search a long edge list).
+    pub fn touch_subject(&self, subject: &SubjectKey) -> u64 {
+        let list = self.resources_of(subject);
+        let first = list.first().map_or(0, |r| r.object_id);
+        let last = list.last().map_or(0, |r| r.object_id);
+        u64::from(first) ^ (u64::from(last) << 32)
+    }
+
     /// The resources that name `subject` directly, sorted.
     #[inline]
     pub fn resources_of(&self, subject: &SubjectKey) -> &[ResourceKey] {
