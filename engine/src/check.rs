@@ -15,6 +15,8 @@
 //! object, in which case every node is tracked.
 
 use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
+use std::rc::Rc;
+
 use rustc_hash::FxHashMap;
 
 use crate::error::EngineError;
@@ -171,7 +173,10 @@ pub(crate) struct Evaluator<'a> {
     /// The object looked up last: a rewrite reads several relations of one object.
     last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
-    closures: Vec<((TypeId, RelationId), Closure)>,
+    closures: Vec<((TypeId, RelationId), Rc<Closure>)>,
+    /// The engine and revision `graph` is, when closures may be kept on this thread
+    /// for later Checks at the same revision (see [`ClosureCache`]).
+    shared_as: Option<(u64, u64)>,
     /// What names the target directly (its reverse list), once looked up.
     named: Option<&'a [ResourceKey]>,
 }
@@ -195,6 +200,24 @@ struct Closure {
     /// `members` may still hold the target further up (the walk down decides).
     cut: bool,
 }
+
+/// The closures (see [`Closure`]) computed on one thread, for one graph (an engine's
+/// unique id and a revision, whose contents never change): a PEP asks about the same
+/// users again and again, and walking up a user's nested groups is a chain of cache
+/// misses through the reverse index. Emptied when a Check on the thread reads another
+/// graph, or when it reaches [`CLOSURE_CACHE_KEEP`] entries.
+#[derive(Default)]
+struct ClosureCache {
+    owner: Option<(u64, u64)>,
+    map: FxHashMap<(SubjectKey, TypeId, RelationId), Rc<Closure>>,
+}
+
+thread_local! {
+    static CLOSURES: std::cell::RefCell<ClosureCache> = std::cell::RefCell::new(ClosureCache::default());
+}
+
+/// Entries a thread's [`ClosureCache`] may hold before it starts again.
+const CLOSURE_CACHE_KEEP: usize = 65_536;
 
 enum Nested {
     Member(u32),
@@ -225,7 +248,45 @@ impl<'a> Evaluator<'a> {
             last_object: None,
             closures: Vec::new(),
             named: None,
+            shared_as: None,
         }
+    }
+
+    /// Lets this evaluator keep the closures it computes on this thread, and use those
+    /// kept, for Checks of graph `owner` (an engine's unique id and the revision): the
+    /// groups a subject is in are the same for every Check at one revision.
+    pub fn share_closures(&mut self, owner: (u64, u64)) {
+        self.shared_as = Some(owner);
+    }
+
+    /// The closure of `ty#rel` for the target: from this thread's cache when the graph
+    /// allows it (shared, and no relationship expires, which would make it depend on
+    /// the request's time), else computed.
+    fn closure_of(&self, ty: TypeId, rel: RelationId) -> Rc<Closure> {
+        let Some(owner) = self.shared_as.filter(|_| self.graph.expiring() == 0) else {
+            return Rc::new(self.closure(ty, rel));
+        };
+        let key = (self.target, ty, rel);
+        let cached = CLOSURES.with(|c| {
+            let mut cache = c.borrow_mut();
+            if cache.owner != Some(owner) {
+                cache.map.clear();
+                cache.owner = Some(owner);
+            }
+            cache.map.get(&key).cloned()
+        });
+        if let Some(closure) = cached {
+            return closure;
+        }
+        let closure = Rc::new(self.closure(ty, rel));
+        CLOSURES.with(|c| {
+            let mut cache = c.borrow_mut();
+            if cache.map.len() >= CLOSURE_CACHE_KEEP {
+                cache.map.clear();
+            }
+            cache.map.insert(key, closure.clone());
+        });
+        closure
     }
 
     /// `rw` names a relation of `ty` with no subject sets: answered by one lookup.
@@ -238,7 +299,7 @@ impl<'a> Evaluator<'a> {
         let at = match self.closures.iter().position(|(k, _)| *k == (ty, rel)) {
             Some(at) => at,
             None => {
-                let c = self.closure(ty, rel);
+                let c = self.closure_of(ty, rel);
                 self.closures.push(((ty, rel), c));
                 self.closures.len() - 1
             }

@@ -260,6 +260,9 @@ impl std::ops::Deref for Listeners {
 
 #[derive(Debug)]
 pub struct Engine {
+    /// Unique in the process: with a revision, names one graph's contents (for the
+    /// evaluator's per-thread caches, which must not confuse two engines).
+    uid: u64,
     config: EngineConfig,
     interner: Interner,
     current: ArcSwap<GraphVersion>,
@@ -297,7 +300,9 @@ impl Engine {
 
     fn empty(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Self {
         let graph = Arc::new(GraphVersion::empty());
+        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Engine {
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config,
             interner: Interner::default(),
             current: ArcSwap::new(graph.clone()),
@@ -1434,6 +1439,7 @@ impl Engine {
                     now,
                     self.config.max_depth,
                 );
+                eval.share_closures((self.uid, graph.revision));
                 eval.check(res_ty, rel, resource)?
             }
         };

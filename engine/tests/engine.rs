@@ -345,6 +345,38 @@ fn revisions_are_snapshots() {
     assert_eq!(err.kind(), ErrorKind::Unavailable);
 }
 
+/// The groups a subject is in are kept per thread for the revision they were found at
+/// (the closure cache): each answer must still be that of its own revision and engine.
+#[test]
+fn nested_group_answers_follow_the_revision_and_the_engine() {
+    let rels = ["doc:1#viewer@group:eng#member", "group:eng#member@group:core#member", "group:core#member@user:ann"];
+    let a = engine(&rels);
+    let q = "doc:1#view@user:ann";
+    assert!(check(&a, q));
+    let with_ann = a.revision();
+    let without = a.write(&[update(UpdateOp::Delete, "group:core#member@user:ann")]).unwrap();
+    assert!(!check(&a, q), "a removed membership is gone at the next revision");
+    assert!(check_with(&a, q, Consistency::AtExactSnapshot(with_ann)).unwrap());
+    assert!(!check_with(&a, q, Consistency::AtExactSnapshot(without)).unwrap());
+    // Another engine at the same revisions with other contents.
+    let b = engine(&["doc:1#viewer@group:eng#member", "group:eng#member@group:core#member", "group:core#member@user:bob"]);
+    b.write(&touches(&["group:eng#member@user:cat"])).unwrap();
+    assert_eq!(b.revision(), a.revision());
+    assert!(!check(&b, q));
+    assert!(check(&b, "doc:1#view@user:cat"));
+    assert!(!check(&a, "doc:1#view@user:cat"));
+    a.write(&touches(&["group:eng#member@user:ann"])).unwrap();
+    assert!(check(&a, q), "a membership added at a later revision is found");
+    assert!(!check(&b, q));
+    // CheckBulk shares the same cache.
+    let items = [check_req("doc:1", "view", "user:ann"), check_req("doc:1", "view", "user:cat"), check_req("doc:1", "view", "user:bob")];
+    let answers = |e: &Engine| -> Vec<bool> {
+        e.check_bulk(&items, Consistency::MinimizeLatency).unwrap().0.into_iter().map(|r| r.unwrap() == Decision::Allowed).collect()
+    };
+    assert_eq!(answers(&a), [true, false, false]);
+    assert_eq!(answers(&b), [false, true, true]);
+}
+
 #[test]
 fn snapshots_outside_the_window_are_too_old() {
     let config = EngineConfig {
