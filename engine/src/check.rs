@@ -174,9 +174,9 @@ pub(crate) struct Evaluator<'a> {
     last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
     closures: Vec<((TypeId, RelationId), Rc<Closure>)>,
-    /// The engine and revision `graph` is, when closures may be kept on this thread
-    /// for later Checks at the same revision (see [`ClosureCache`]).
-    shared_as: Option<(u64, u64)>,
+    /// `graph.groups()`, when closures may be kept on this thread for later Checks of
+    /// graphs with the same groups (see [`ClosureCache`]).
+    shared_as: Option<u64>,
     /// What names the target directly (its reverse list), once looked up.
     named: Option<&'a [ResourceKey]>,
 }
@@ -201,14 +201,15 @@ struct Closure {
     cut: bool,
 }
 
-/// The closures (see [`Closure`]) computed on one thread, for one graph (an engine's
-/// unique id and a revision, whose contents never change): a PEP asks about the same
-/// users again and again, and walking up a user's nested groups is a chain of cache
-/// misses through the reverse index. Emptied when a Check on the thread reads another
-/// graph, or when it reaches [`CLOSURE_CACHE_KEEP`] entries.
+/// The closures (see [`Closure`]) computed on one thread, for the graphs with one
+/// [`GraphVersion::groups`] (the same schema and nesting relationships: revisions that
+/// change only documents, folders and the like keep it): a PEP asks about the same users
+/// again and again, and walking up a user's nested groups is a chain of cache misses
+/// through the reverse index. Emptied when a Check on the thread reads a graph with
+/// other groups, or when it reaches [`CLOSURE_CACHE_KEEP`] entries.
 #[derive(Default)]
 struct ClosureCache {
-    owner: Option<(u64, u64)>,
+    owner: Option<u64>,
     map: FxHashMap<(SubjectKey, TypeId, RelationId), Rc<Closure>>,
 }
 
@@ -253,9 +254,9 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Lets this evaluator keep the closures it computes on this thread, and use those
-    /// kept, for Checks of graph `owner` (an engine's unique id and the revision): the
-    /// groups a subject is in are the same for every Check at one revision.
-    pub fn share_closures(&mut self, owner: (u64, u64)) {
+    /// kept, for graphs whose [`GraphVersion::groups`] is `owner`: the groups a subject
+    /// is in are the same in all of them.
+    pub fn share_closures(&mut self, owner: u64) {
         self.shared_as = Some(owner);
     }
 

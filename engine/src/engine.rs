@@ -260,9 +260,6 @@ impl std::ops::Deref for Listeners {
 
 #[derive(Debug)]
 pub struct Engine {
-    /// Unique in the process: with a revision, names one graph's contents (for the
-    /// evaluator's per-thread caches, which must not confuse two engines).
-    uid: u64,
     config: EngineConfig,
     interner: Interner,
     current: ArcSwap<GraphVersion>,
@@ -300,9 +297,7 @@ impl Engine {
 
     fn empty(store: Box<dyn RelationshipStore>, config: EngineConfig) -> Self {
         let graph = Arc::new(GraphVersion::empty());
-        static NEXT_UID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Engine {
-            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             config,
             interner: Interner::default(),
             current: ArcSwap::new(graph.clone()),
@@ -504,7 +499,7 @@ impl Engine {
         let (plan, policies) = self.plan_schema_at(&cur, text)?;
         let mut next = (*cur).clone();
         next.revision = cur.revision + 1;
-        next.plan = Some(Arc::new(plan));
+        next.set_plan(Some(Arc::new(plan)));
         next.policies = policies;
         self.store
             .commit(&Commit { revision: next.revision, schema: Some(text), ..Commit::default() })
@@ -596,7 +591,7 @@ impl Engine {
         if let Some(text) = schema {
             match self.plan_schema_at(&cur, text) {
                 Ok((plan, policies)) => {
-                    next.plan = Some(Arc::new(plan));
+                    next.set_plan(Some(Arc::new(plan)));
                     next.policies = policies;
                     applied_schema = Some(text);
                 }
@@ -1439,7 +1434,7 @@ impl Engine {
                     now,
                     self.config.max_depth,
                 );
-                eval.share_closures((self.uid, graph.revision));
+                eval.share_closures(graph.groups());
                 eval.check(res_ty, rel, resource)?
             }
         };

@@ -355,6 +355,15 @@ pub struct GraphVersion {
     expiring: usize,
     /// Attribute values and security labels, per object (the keyed attribute store).
     attributes: PMap<ObjectKey, Arc<crate::policy::ObjectAttributes>>,
+    /// Names the contents of the nesting relations and the schema: unique in the
+    /// process, kept by a revision that changes neither (see [`GraphVersion::groups`]).
+    groups: u64,
+}
+
+/// A value for [`GraphVersion::groups`] no graph has had.
+fn fresh_groups() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// A delta smaller than this is folded into the base only when writes are quiet.
@@ -364,6 +373,7 @@ impl GraphVersion {
     pub fn empty() -> Self {
         GraphVersion {
             revision: 0,
+            groups: fresh_groups(),
             plan: None,
             policies: None,
             forward: Arc::default(),
@@ -516,6 +526,20 @@ impl GraphVersion {
         u64::from(first) ^ (u64::from(last) << 32)
     }
 
+    /// Two graphs with the same value here (in one process) have the same schema and
+    /// the same relationships on every nesting relation, so the same groups hold each
+    /// subject: what Check's closures depend on. A new value whenever the schema changes
+    /// or a change touches a nesting relation; a clone keeps it.
+    pub fn groups(&self) -> u64 {
+        self.groups
+    }
+
+    /// Replaces the schema (a new [`GraphVersion::groups`]).
+    pub fn set_plan(&mut self, plan: Option<Arc<SchemaPlan>>) {
+        self.plan = plan;
+        self.groups = fresh_groups();
+    }
+
     /// The resources that name `subject` directly, sorted.
     #[inline]
     pub fn resources_of(&self, subject: &SubjectKey) -> &[ResourceKey] {
@@ -569,6 +593,13 @@ impl GraphVersion {
     /// graph) is merged straight into new flat bases, as a compaction would fold it in
     /// right after: the delta would only be built to be thrown away.
     pub fn apply(&mut self, changes: &[GraphChange]) -> usize {
+        let nesting = |c: &GraphChange| {
+            let resource = c.identity().0;
+            self.plan.as_deref().is_none_or(|p| p.is_nesting(resource.object_type, resource.relation))
+        };
+        if changes.iter().any(nesting) {
+            self.groups = fresh_groups();
+        }
         let sorted = sorted_changes(changes);
         if sorted.len() >= MIN_COMPACTION && sorted.len().saturating_mul(8) >= self.relationships {
             self.merge(&sorted);

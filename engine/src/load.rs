@@ -193,7 +193,7 @@ impl<'e> GraphLoader<'e> {
         }
         let mut graph = GraphVersion::build(self.relationships);
         graph.revision = self.revision;
-        graph.plan = self.plan;
+        graph.set_plan(self.plan);
         graph.policies = self.policies;
         for (key, attrs) in self.attributes {
             graph.set_attributes(key, Some(attrs));

@@ -25,6 +25,8 @@ pub struct SchemaPlan {
     local_cycles: bool,
     /// Per type, per relation: what its subject sets make it (see [`Subjects`]).
     subjects: Vec<Vec<Subjects>>,
+    /// The nesting relations ([`Subjects::Nesting`]) as `(type, relation)` symbols.
+    nesting: Vec<(Sym, Sym)>,
 }
 
 /// A relation as Check sees it, by the subject sets it allows.
@@ -113,7 +115,7 @@ impl SchemaPlan {
             }
         }
         let local_cycles = has_local_cycles(&schema);
-        let subjects = schema
+        let subjects: Vec<Vec<Subjects>> = schema
             .definitions
             .iter()
             .enumerate()
@@ -140,9 +142,20 @@ impl SchemaPlan {
                     .collect()
             })
             .collect();
+        let mut nesting = Vec::new();
+        for (ty, rels) in subjects.iter().enumerate() {
+            for (rel, kind) in rels.iter().enumerate() {
+                if *kind == Subjects::Nesting {
+                    let t = type_syms.get(ty).copied().unwrap_or(Sym::MAX);
+                    let r = rel_syms.get(ty).and_then(|r: &Vec<Sym>| r.get(rel)).copied().unwrap_or(Sym::MAX);
+                    nesting.push((t, r));
+                }
+            }
+        }
         SchemaPlan {
             local_cycles,
             subjects,
+            nesting,
             computed_dependents,
             arrow_dependents,
             schema,
@@ -179,6 +192,12 @@ impl SchemaPlan {
             .and_then(|r| r.get(usize::from(rel)))
             .copied()
             .unwrap_or(Subjects::Permission)
+    }
+
+    /// Is `type#relation` (by symbol) a nesting relation ([`Subjects::Nesting`])?
+    #[inline]
+    pub fn is_nesting(&self, type_sym: Sym, relation_sym: Sym) -> bool {
+        self.nesting.contains(&(type_sym, relation_sym))
     }
 
     pub fn has_local_cycles(&self) -> bool {
