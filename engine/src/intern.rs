@@ -32,7 +32,7 @@ enum Key {
 }
 
 impl Key {
-    fn new(s: &Arc<str>) -> Key {
+    fn new(s: &str) -> Key {
         let b = s.as_bytes();
         match u8::try_from(b.len()) {
             Ok(len) if b.len() <= INLINE => {
@@ -42,7 +42,7 @@ impl Key {
                 }
                 Key::Inline(len, bytes)
             }
-            _ => Key::Heap(s.clone()),
+            _ => Key::Heap(Arc::from(s)),
         }
     }
 
@@ -84,10 +84,39 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// An interned string, as [`Interner::resolve`] returns it: a short one copied, a long
+/// one shared. Dereferences to `str`.
+#[derive(Clone)]
+pub struct Name(Key);
+
+impl std::ops::Deref for Name {
+    type Target = str;
+
+    #[inline]
+    fn deref(&self) -> &str {
+        // Every key was made from a `str`.
+        std::str::from_utf8(self.0.bytes()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+impl std::fmt::Debug for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&**self, f)
+    }
+}
+
 #[derive(Debug)]
 pub struct Interner {
     ids: DashMap<Key, Sym, FxBuildHasher>,
-    names: RwLock<Vec<Arc<str>>>,
+    /// By symbol. A short string is held here and in its key, inline in both: no heap
+    /// block per id.
+    names: RwLock<Vec<Key>>,
 }
 
 impl Default for Interner {
@@ -114,7 +143,7 @@ impl Interner {
         if let Some(id) = self.get(s) {
             return id;
         }
-        let arc: Arc<str> = Arc::from(s);
+        let key = Key::new(s);
         let mut names = match self.names.write() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
@@ -122,11 +151,11 @@ impl Interner {
         // One probe that finds what another writer may have added since the miss above,
         // or the slot the new symbol goes in (a lookup and then an insert would hash and
         // probe twice: interning is most of a large import's cost).
-        match self.ids.entry(Key::new(&arc)) {
+        match self.ids.entry(key) {
             dashmap::Entry::Occupied(e) => *e.get(),
             dashmap::Entry::Vacant(v) => {
                 let id = Sym::try_from(names.len()).unwrap_or(Sym::MAX);
-                names.push(arc);
+                names.push(v.key().clone());
                 v.insert(id);
                 id
             }
@@ -134,15 +163,12 @@ impl Interner {
     }
 
     /// The string of a symbol.
-    pub fn resolve(&self, sym: Sym) -> Arc<str> {
+    pub fn resolve(&self, sym: Sym) -> Name {
         let names = match self.names.read() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        names
-            .get(sym as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""))
+        Name(names.get(sym as usize).cloned().unwrap_or(Key::Inline(0, [0; INLINE])))
     }
 
     pub fn len(&self) -> usize {
