@@ -14,9 +14,9 @@
 //! usersets) are free, unless the schema itself has a loop of permissions on one
 //! object, in which case every node is tracked.
 
-use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
 use std::rc::Rc;
 
+use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 
 use crate::error::EngineError;
