@@ -990,3 +990,64 @@ fn startup_failures_exit_non_zero_with_the_reason() {
     .unwrap();
     assert!(e.contains("nobody"), "{e}");
 }
+
+/// An import commits its stream's messages in order, gathering the ones that arrive
+/// while a commit runs into the next. A bad message ends the call: the error says how
+/// many relationships landed, and exactly those are in the store, whole messages from
+/// the start of the stream, none from the bad message or after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_that_fails_midway_reports_what_landed() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.clients().await;
+    c.schema
+        .write_schema(pb::WriteSchemaRequest {
+            schema: DOC_SCHEMA.into(),
+        })
+        .await
+        .unwrap();
+    let per = 500;
+    // Message 12 fails the schema (the engine refuses it); then an id the wire refuses.
+    for (round, bad, code) in [
+        (0, "doc:ok#nope@user:x", Code::FailedPrecondition),
+        (1, "doc:ok#viewer@user:", Code::InvalidArgument),
+    ] {
+        let before = read_all(&mut c).await;
+        let messages: Vec<pb::ImportRelationshipsRequest> = (0..20)
+            .map(|m| pb::ImportRelationshipsRequest {
+                relationships: (0..per)
+                    .map(|i| {
+                        if m == 12 && i == per - 1 {
+                            rel(bad)
+                        } else {
+                            rel(&format!("doc:r{round}m{m}#viewer@user:u{i}"))
+                        }
+                    })
+                    .collect(),
+            })
+            .collect();
+        let e = c
+            .relationships
+            .import_relationships(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), code, "{}", e.message());
+        let landed: usize = e
+            .message()
+            .rsplit_once("(after ")
+            .and_then(|(_, rest)| rest.split_once(' '))
+            .map(|(n, _)| n.parse().unwrap())
+            .unwrap_or_else(|| panic!("no count in {:?}", e.message()));
+        let after = read_all(&mut c).await;
+        let new: Vec<&String> = after.iter().filter(|r| !before.contains(r)).collect();
+        assert_eq!(new.len(), landed, "the error's count against the store");
+        assert_eq!(landed % per, 0, "a message landed in part");
+        assert!(landed <= 12 * per, "the bad message or one after it landed");
+        for m in 0..landed / per {
+            for i in [0, per - 1] {
+                let r = format!("doc:r{round}m{m}#viewer@user:u{i}");
+                assert!(after.contains(&r), "{r} is missing");
+            }
+        }
+    }
+}

@@ -20,6 +20,9 @@ pub mod permission;
 pub mod relationship;
 pub mod schema;
 
+/// The most relationships one import commit gathers from a client stream's messages.
+pub const IMPORT_GROUP: usize = 1 << 18;
+
 /// Request size limits (DESIGN §8: an oversized request is refused, naming the limit).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -143,7 +146,73 @@ impl Shared {
         }
     }
 
-    /// Replaces the schema.
+    /// Imports a client stream of batches, with at most one commit in flight: while one
+    /// commit runs, the messages that arrive are converted and gathered, and the next
+    /// commit takes all of them at once (up to [`IMPORT_GROUP`] relationships; past that
+    /// the stream waits). A fast client therefore gets a few large commits (one sync
+    /// each, and large enough for the engine to merge them straight into its indexes)
+    /// instead of one per message. `convert` turns the n-th message into relationships,
+    /// refusing a bad one; on any error the commit in flight is finished first, so the
+    /// error says exactly how many relationships were imported before it. Returns the
+    /// count and the revision of the last commit (the current one for an empty stream).
+    pub async fn import_stream<M, S, C>(&self, mut stream: S, mut convert: C) -> Result<(u64, u64), Status>
+    where
+        S: tokio_stream::Stream<Item = Result<M, Status>> + Unpin,
+        C: FnMut(M, usize) -> Result<Vec<Relationship>, Status>,
+    {
+        use tokio_stream::StreamExt;
+        let mut imported = 0u64;
+        let mut revision = self.engine.revision();
+        let mut pending: Vec<Relationship> = Vec::new();
+        let mut in_flight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, Status>)> + Send + '_>>> =
+            None;
+        let mut message = 0usize;
+        let mut ended = false;
+        let after = |s: Status, imported: u64| {
+            Status::new(s.code(), format!("{} (after {imported} relationships were imported)", s.message()))
+        };
+        loop {
+            if in_flight.is_none() && !pending.is_empty() {
+                let batch = std::mem::take(&mut pending);
+                let n = batch.len() as u64;
+                in_flight = Some(Box::pin(async move { (n, self.import(batch).await) }));
+            }
+            if ended && in_flight.is_none() {
+                return Ok((imported, revision));
+            }
+            let read = !ended && pending.len() < IMPORT_GROUP;
+            tokio::select! {
+                (n, result) = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => {
+                    in_flight = None;
+                    revision = result.map_err(|s| after(s, imported))?;
+                    imported += n;
+                }
+                next = stream.next(), if read => {
+                    let converted = match next {
+                        None => {
+                            ended = true;
+                            continue;
+                        }
+                        Some(m) => m.and_then(|m| convert(m, message)),
+                    };
+                    message += 1;
+                    match converted {
+                        Ok(rels) => pending.extend(rels),
+                        Err(e) => {
+                            // The commit in flight lands (or fails) before the error is told.
+                            if let Some(commit) = in_flight.take() {
+                                let (n, result) = commit.await;
+                                result.map_err(|s| after(s, imported))?;
+                                imported += n;
+                            }
+                            return Err(after(e, imported));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Replaces the Cedar policies, keeping attribute definitions and labels.
     pub async fn write_policies(&self, policies: Vec<arbiter_engine::PolicyText>) -> Result<u64, Status> {
         let mut model = self.engine.policy_model();

@@ -11,7 +11,7 @@ use arbiter_proto::arbiter::v1 as pb;
 use pb::relationship_service_server::RelationshipService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{blocking, too_many, Shared};
@@ -174,53 +174,26 @@ impl RelationshipService for Relationships {
     ) -> Result<Response<pb::ImportRelationshipsResponse>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
-        let mut stream = request.into_inner();
-        let result = async {
-            let mut imported = 0u64;
-            let mut revision = shared.engine.revision();
-            let mut message = 0usize;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let limit = shared.limits.max_import_batch;
+        let limit = shared.limits.max_import_batch;
+        let result = shared
+            .import_stream(request.into_inner(), |batch: pb::ImportRelationshipsRequest, message| {
                 if batch.relationships.len() > limit {
-                    return Err(too_many(
-                        "relationships",
-                        batch.relationships.len(),
-                        limit,
-                        "max-import-batch",
-                    ));
+                    return Err(too_many("relationships", batch.relationships.len(), limit, "max-import-batch"));
                 }
-                let rels = batch
+                batch
                     .relationships
                     .into_iter()
                     .enumerate()
                     .map(|(i, r)| convert::owned_relationship(r, || format!("message {message}: relationships[{i}]")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                message += 1;
-                if rels.is_empty() {
-                    continue;
-                }
-                let n = rels.len() as u64;
-                revision = shared
-                    .import(rels)
-                    .await
-                    .map_err(|s| {
-                        Status::new(
-                            s.code(),
-                            format!(
-                                "{} (after {imported} relationships were imported)",
-                                s.message()
-                            ),
-                        )
-                    })?;
-                imported += n;
-            }
-            Ok(Response::new(pb::ImportRelationshipsResponse {
-                imported,
-                revision: token::encode(revision),
-            }))
-        }
-        .await;
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map(|(imported, revision)| {
+                Response::new(pb::ImportRelationshipsResponse {
+                    imported,
+                    revision: token::encode(revision),
+                })
+            });
         self.0.metrics.record("ImportRelationships", start, result)
     }
 

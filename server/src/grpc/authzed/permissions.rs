@@ -14,7 +14,7 @@ use arbiter_schema::{Relationship, WILDCARD_ID};
 use pb::permissions_service_server::PermissionsService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{fresh, status, WireFilter};
@@ -740,53 +740,22 @@ impl PermissionsService for AuthzedPermissions {
     ) -> Result<Response<pb::ImportBulkRelationshipsResponse>, Status> {
         let start = Instant::now();
         let shared = self.0.clone();
-        let mut stream = request.into_inner();
-        let result = async {
-            let mut loaded = 0u64;
-            let mut message = 0usize;
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let max = shared.limits.max_import_batch;
+        let max = shared.limits.max_import_batch;
+        let result = shared
+            .import_stream(request.into_inner(), |batch: pb::ImportBulkRelationshipsRequest, message| {
                 if batch.relationships.len() > max {
-                    return Err(too_many(
-                        "relationships",
-                        batch.relationships.len(),
-                        max,
-                        "max-import-batch",
-                    ));
+                    return Err(too_many("relationships", batch.relationships.len(), max, "max-import-batch"));
                 }
-                let rels = batch
+                batch
                     .relationships
                     .iter()
                     .enumerate()
-                    .map(|(i, r)| {
-                        super::relationship(
-                            Some(r),
-                            &format!("message {message}: relationships[{i}]"),
-                        )
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                message += 1;
-                if rels.is_empty() {
-                    continue;
-                }
-                let n = rels.len() as u64;
-                shared.import(rels).await.map_err(resurface).map_err(|s| {
-                    Status::new(
-                        s.code(),
-                        format!(
-                            "{} (after {loaded} relationships were imported)",
-                            s.message()
-                        ),
-                    )
-                })?;
-                loaded += n;
-            }
-            Ok(Response::new(pb::ImportBulkRelationshipsResponse {
-                num_loaded: loaded,
-            }))
-        }
-        .await;
+                    .map(|(i, r)| super::relationship(Some(r), &format!("message {message}: relationships[{i}]")))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .map_err(resurface)
+            .map(|(loaded, _)| Response::new(pb::ImportBulkRelationshipsResponse { num_loaded: loaded }));
         self.0
             .metrics
             .record("authzed.ImportBulkRelationships", start, result)
@@ -878,7 +847,7 @@ fn resurface(s: Status) -> Status {
         return s;
     }
     let m = s.message();
-    if m.starts_with("relationship `") && m.ends_with("` already exists") {
+    if m.starts_with("relationship `") && m.contains("` already exists") {
         return Status::already_exists(m);
     }
     let not_allowed = m.starts_with("subject `") && m.contains("` is not allowed on `");
