@@ -23,7 +23,7 @@ use crate::graph::{
     SubjectKey, NEVER,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
-use crate::load::{GraphLoader, Shapes};
+use crate::load::{GraphLoader, ShapeSyms, Shapes};
 use crate::lookup::LookupContext;
 use crate::policy::{
     typed_value, CedarOutcome, CompiledPolicies, EntityData, Hierarchy, ObjectAttributes, PolicyError, PolicyModel, PolicyText,
@@ -977,17 +977,34 @@ impl Engine {
         let _guard = lock(&self.write_lock);
         let cur = self.current.load_full();
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
-        let mut shapes = Shapes::default();
-        let mut syms = Vec::with_capacity(relationships.len());
-        for r in &relationships {
-            if r.caveat.is_some() {
-                self.validate_relationship(&plan, r)?;
+        let parallel = relationships.len() >= PARALLEL_IMPORT && crate::graph::spare_core();
+        let accept = |shapes: &mut Shapes, part: &[Relationship]| -> Result<Vec<ShapeSyms>, EngineError> {
+            let mut syms = Vec::with_capacity(part.len());
+            for r in part {
+                if r.caveat.is_some() {
+                    self.validate_relationship(&plan, r)?;
+                }
+                syms.push(shapes.accept(self, &plan, RelationshipRef::of(r))?);
             }
-            syms.push(shapes.accept(self, &plan, RelationshipRef::of(r))?);
-        }
+            Ok(syms)
+        };
+        let mut shapes = Shapes::default();
+        // With a core to spare, the two halves are validated side by side; the first
+        // half's error, if any, is the first in the batch.
+        let syms = if parallel {
+            let (front, back) = relationships.split_at(relationships.len() / 2);
+            let (front, back) = std::thread::scope(|s| {
+                let back = s.spawn(|| accept(&mut Shapes::default(), back));
+                (accept(&mut shapes, front), back.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            });
+            let mut syms = front?;
+            syms.extend(back?);
+            syms
+        } else {
+            accept(&mut shapes, &relationships)?
+        };
         let changes: Vec<Change> =
             relationships.into_iter().map(|relationship| Change { op: ChangeOp::Touch, relationship }).collect();
-        let parallel = changes.len() >= PARALLEL_IMPORT && crate::graph::spare_core();
         self.commit_built(&cur, changes, parallel, |next, changes| {
             let graph_changes: Vec<GraphChange> = changes
                 .iter()
@@ -1150,7 +1167,11 @@ impl Engine {
         };
         stored.map_err(|e| EngineError::Store(e.0))?;
         let revision = self.publish(next, copies);
-        self.notify(revision, changes, None, None, Vec::new());
+        let changes = self.notify(revision, changes, None, None, Vec::new());
+        if parallel {
+            // A large batch's strings take a while to free: not while writers wait.
+            std::thread::spawn(move || drop(changes));
+        }
         Ok(revision)
     }
 
@@ -1163,6 +1184,7 @@ impl Engine {
         }
     }
 
+    /// Calls the listeners with the commit; gives `changes` back.
     fn notify(
         &self,
         revision: u64,
@@ -1170,13 +1192,13 @@ impl Engine {
         schema: Option<&str>,
         policy_model: Option<String>,
         attributes: Vec<AttributeChange>,
-    ) {
+    ) -> Vec<Change> {
         let listeners = match self.listeners.read() {
             Ok(l) => l,
             Err(poisoned) => poisoned.into_inner(),
         };
         if listeners.is_empty() {
-            return;
+            return changes;
         }
         let commit = LoggedCommit {
             revision,
@@ -1189,6 +1211,7 @@ impl Engine {
         for l in listeners.iter() {
             l(&commit);
         }
+        commit.changes
     }
 
     /// Logged commits after `revision` (for Watch), from the store's changelog.

@@ -1419,6 +1419,30 @@ fn an_import_the_store_refuses_is_not_published() {
 }
 
 #[test]
+fn a_large_import_names_its_first_bad_relationship_and_writes_nothing() {
+    // A large batch is validated in two halves side by side: whichever half finishes
+    // first, the error is the batch's first bad relationship, and nothing is written.
+    let e = engine(&["doc:kept#viewer@user:tom"]);
+    let revision = e.revision();
+    let batch = |bad: &[usize]| -> Vec<Relationship> {
+        (0..4_000)
+            .map(|i| {
+                let text = if bad.contains(&i) { format!("doc:d{i}#nope{i}@user:tom") } else { format!("doc:d{i}#viewer@user:tom") };
+                parse_relationship(&text).unwrap()
+            })
+            .collect()
+    };
+    for (bad, named) in [(vec![300, 3_500], "`nope300`"), (vec![3_500], "`nope3500`"), (vec![1_999, 2_000], "`nope1999`")] {
+        let err = e.import(batch(&bad)).unwrap_err().to_string();
+        assert!(err.contains(named), "{bad:?}: {err}");
+        assert_eq!(e.revision(), revision, "{bad:?}: a refused import made a revision");
+        assert_eq!(e.current().len(), 1);
+    }
+    e.import(batch(&[])).unwrap();
+    assert_eq!(e.current().len(), 4_001);
+}
+
+#[test]
 fn long_edge_lists_answer_alike_from_either_side() {
     // Past a few dozen edges, a direct hit is looked up in the subject's own list of
     // what names it; every kind of answer must stay the same.
