@@ -21,7 +21,7 @@ pub mod relationship;
 pub mod schema;
 
 /// The most relationships one import commit gathers from a client stream's messages.
-pub const IMPORT_GROUP: usize = 1 << 18;
+pub const IMPORT_GROUP: usize = 1 << 21;
 
 /// Request size limits (DESIGN §8: an oversized request is refused, naming the limit).
 #[derive(Debug, Clone, Copy)]
