@@ -17,7 +17,8 @@ use common::*;
 use tokio_stream::StreamExt;
 use tonic::Code;
 
-async fn setup(server: &Server) -> (Clients, String) {
+/// Clients of `server`, with the document schema written.
+async fn with_doc_schema(server: &Server) -> Clients {
     let mut c = server.clients().await;
     c.schema
         .write_schema(pb::WriteSchemaRequest {
@@ -25,6 +26,11 @@ async fn setup(server: &Server) -> (Clients, String) {
         })
         .await
         .unwrap();
+    c
+}
+
+async fn setup(server: &Server) -> (Clients, String) {
+    let mut c = with_doc_schema(server).await;
     let token = c
         .relationships
         .write_relationships(pb::WriteRelationshipsRequest {
@@ -999,13 +1005,7 @@ fn startup_failures_exit_non_zero_with_the_reason() {
 async fn an_import_that_fails_midway_reports_what_landed() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
-    let mut c = server.clients().await;
-    c.schema
-        .write_schema(pb::WriteSchemaRequest {
-            schema: DOC_SCHEMA.into(),
-        })
-        .await
-        .unwrap();
+    let mut c = with_doc_schema(&server).await;
     let per = 500;
     // Message 12 fails the schema (the engine refuses it); then an id the wire refuses.
     for (round, bad, code) in [
