@@ -23,6 +23,9 @@ pub mod schema;
 /// The most relationships one import commit gathers from a client stream's messages.
 pub const IMPORT_GROUP: usize = 1 << 21;
 
+/// An import commit in flight: how many relationships, and its revision or error.
+type ImportCommit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, Status>)> + Send + 'a>>;
+
 /// Request size limits (DESIGN §8: an oversized request is refused, naming the limit).
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -164,8 +167,7 @@ impl Shared {
         let mut imported = 0u64;
         let mut revision = self.engine.revision();
         let mut pending: Vec<Relationship> = Vec::new();
-        let mut in_flight: Option<std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, Status>)> + Send + '_>>> =
-            None;
+        let mut in_flight: Option<ImportCommit<'_>> = None;
         let mut message = 0usize;
         let mut ended = false;
         let after = |s: Status, imported: u64| {
@@ -182,7 +184,12 @@ impl Shared {
             }
             let read = !ended && pending.len() < IMPORT_GROUP;
             tokio::select! {
-                (n, result) = async { in_flight.as_mut().expect("a commit in flight").await }, if in_flight.is_some() => {
+                (n, result) = async {
+                    match in_flight.as_mut() {
+                        Some(commit) => commit.await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_flight.is_some() => {
                     in_flight = None;
                     revision = result.map_err(|s| after(s, imported))?;
                     imported += n;
