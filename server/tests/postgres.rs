@@ -526,3 +526,34 @@ async fn policies_and_attributes_reach_every_replica_and_survive_restarts() {
     let policies = cc.schema.read_policies(pb::ReadPoliciesRequest {}).await.unwrap().into_inner().policies;
     assert_eq!(policies.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_through_a_replica_commits_in_groups_postgres_takes() {
+    // A replica gathers an import stream's messages into commits of a size one
+    // `arbiter_write` call takes: several revisions for a large stream, every
+    // relationship in Postgres and on the other replica.
+    let db = TestDb::new("import").await;
+    let (da, dbb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let b = replica(dbb.path(), &db, &[]);
+    let (mut ca, mut cb) = (a.clients().await, b.clients().await);
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: DOC_SCHEMA.into() }).await.unwrap();
+    let pool = db.pool().await;
+    let head = || async { sqlx::query_scalar::<_, i64>("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap() };
+    let before = head().await;
+    let (messages, per) = (12usize, 5_000usize);
+    let stream: Vec<pb::ImportRelationshipsRequest> = (0..messages)
+        .map(|m| pb::ImportRelationshipsRequest {
+            relationships: (0..per).map(|i| rel(&format!("doc:m{m}_{i}#viewer@user:u{i}"))).collect(),
+        })
+        .collect();
+    let done = ca.relationships.import_relationships(tokio_stream::iter(stream)).await.unwrap().into_inner();
+    assert_eq!(done.imported, (messages * per) as u64);
+    let commits = head().await - before;
+    assert!((3..=messages as i64).contains(&commits), "{commits} commits for {messages} messages of {per}");
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM relationships").fetch_one(&pool).await.unwrap();
+    assert_eq!(rows, (messages * per) as i64);
+    for q in ["doc:m0_0#view@user:u0", "doc:m11_4999#view@user:u4999", "doc:m6_17#view@user:u17"] {
+        assert!(allowed(&mut cb, q, at_least(&done.revision)).await, "{q}");
+    }
+}

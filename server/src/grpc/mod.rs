@@ -23,6 +23,10 @@ pub mod schema;
 /// The most relationships one import commit gathers from a client stream's messages.
 pub const IMPORT_GROUP: usize = 1 << 21;
 
+/// The same through a Postgres replica, where a commit is one `arbiter_write` call
+/// whose JSON argument must stay well below Postgres' 255 MB limit for a `jsonb` value.
+pub const REPLICA_IMPORT_GROUP: usize = 25_000;
+
 /// An import commit in flight: how many relationships, and its revision or error.
 type ImportCommit<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Result<u64, Status>)> + Send + 'a>>;
 
@@ -151,8 +155,8 @@ impl Shared {
 
     /// Imports a client stream of batches, with at most one commit in flight: while one
     /// commit runs, the messages that arrive are converted and gathered, and the next
-    /// commit takes all of them at once (up to [`IMPORT_GROUP`] relationships; past that
-    /// the stream waits). A fast client therefore gets a few large commits (one sync
+    /// commit takes all of them at once (up to [`IMPORT_GROUP`] relationships, or
+    /// [`REPLICA_IMPORT_GROUP`] on a replica; past that the stream waits). A fast client therefore gets a few large commits (one sync
     /// each, and large enough for the engine to merge them straight into its indexes)
     /// instead of one per message. `convert` turns the n-th message into relationships,
     /// refusing a bad one; on any error the commit in flight is finished first, so the
@@ -170,6 +174,7 @@ impl Shared {
         let mut in_flight: Option<ImportCommit<'_>> = None;
         let mut message = 0usize;
         let mut ended = false;
+        let group = if self.replica.is_some() { REPLICA_IMPORT_GROUP } else { IMPORT_GROUP };
         let after = |s: Status, imported: u64| {
             Status::new(s.code(), format!("{} (after {imported} relationships were imported)", s.message()))
         };
@@ -182,7 +187,7 @@ impl Shared {
             if ended && in_flight.is_none() {
                 return Ok((imported, revision));
             }
-            let read = !ended && pending.len() < IMPORT_GROUP;
+            let read = !ended && pending.len() < group;
             tokio::select! {
                 (n, result) = async {
                     match in_flight.as_mut() {
