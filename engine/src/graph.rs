@@ -101,6 +101,87 @@ impl OwnedObject {
     }
 }
 
+/// A key of an [`IdIndex`]: it names its id symbol, and has a value no real key has.
+trait IdKey: Copy + Eq + std::hash::Hash {
+    const NONE: Self;
+    fn id(&self) -> Sym;
+}
+
+impl IdKey for ObjectKey {
+    const NONE: Self = ObjectKey { object_type: Sym::MAX, object_id: Sym::MAX };
+    #[inline]
+    fn id(&self) -> Sym {
+        self.object_id
+    }
+}
+
+impl IdKey for SubjectKey {
+    const NONE: Self = SubjectKey { object_type: Sym::MAX, relation: Sym::MAX, object_id: Sym::MAX };
+    #[inline]
+    fn id(&self) -> Sym {
+        self.object_id
+    }
+}
+
+/// The flat bases' index, addressed by the key's id symbol: one slot per symbol holds
+/// the first key written with that id (its type, and relation, confirm it) and its
+/// value; a second key with the same id (`folder:1` beside `document:1`, or `tenant:t`
+/// beside `tenant:t#member`) goes to a hash map. A lookup is one read at an address
+/// computed from the key, where a hash map's is two dependent ones (its control bytes,
+/// then its bucket): on a graph larger than the cache, one cache miss instead of two
+/// for every object a Check visits.
+#[derive(Debug)]
+struct IdIndex<K, V> {
+    slots: Vec<(K, V)>,
+    more: FxHashMap<K, V>,
+    len: usize,
+}
+
+impl<K: IdKey, V: Copy + Default> Default for IdIndex<K, V> {
+    fn default() -> Self {
+        IdIndex { slots: Vec::new(), more: FxHashMap::default(), len: 0 }
+    }
+}
+
+impl<K: IdKey, V: Copy + Default> IdIndex<K, V> {
+    #[inline]
+    fn get(&self, key: &K) -> Option<V> {
+        let (k, v) = self.slots.get(key.id() as usize)?;
+        if k == key {
+            return Some(*v);
+        }
+        if *k == K::NONE || self.more.is_empty() {
+            return None;
+        }
+        self.more.get(key).copied()
+    }
+
+    /// Adds a key not in the index yet.
+    fn insert(&mut self, key: K, value: V) {
+        let at = key.id() as usize;
+        if at >= self.slots.len() {
+            // `resize` grows the capacity geometrically: amortised.
+            self.slots.resize(at + 1, (K::NONE, V::default()));
+        }
+        match self.slots.get_mut(at) {
+            Some(slot) if slot.0 == K::NONE => *slot = (key, value),
+            _ => {
+                self.more.insert(key, value);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn finish(&mut self) {
+        self.slots.shrink_to_fit();
+        self.more.shrink_to_fit();
+    }
+}
+
 /// The forward index in flat form: built once from sorted relationships, then shared
 /// by every revision until the next compaction. Objects sit in key order, each one's
 /// relations contiguous in `relations` and their edges contiguous in `edges`, so one
@@ -109,7 +190,7 @@ impl OwnedObject {
 #[derive(Debug, Default)]
 struct ForwardBase {
     /// Object -> its range in `relations` and where its edges start.
-    index: FxHashMap<ObjectKey, (u32, u32, u32)>,
+    index: IdIndex<ObjectKey, [u32; 3]>,
     /// The objects in key order with where their relations start (for iteration and
     /// merging).
     objects: Vec<(ObjectKey, u32)>,
@@ -121,7 +202,7 @@ struct ForwardBase {
 impl ForwardBase {
     #[inline]
     fn get(&self, key: &ObjectKey) -> Option<ObjectEdges<'_>> {
-        let (lo, hi, first_edge) = *self.index.get(key)?;
+        let [lo, hi, first_edge] = self.index.get(key)?;
         // The edges' address is known here, with the relations': reading the first
         // edge now starts its cache miss beside theirs, where otherwise it would wait
         // for the relations to say where the edges are.
@@ -155,7 +236,6 @@ impl ForwardBase {
     /// An empty base with room for what is about to be pushed.
     fn with_capacity(objects: usize, relations: usize, edges: usize) -> Self {
         let mut b = ForwardBase::default();
-        b.index.reserve(objects);
         b.objects.reserve(objects + 1);
         b.relations.reserve(relations + 1);
         b.edges.reserve(edges);
@@ -176,7 +256,7 @@ impl ForwardBase {
         }
         let hi = self.relations.len() as u32;
         if hi > lo {
-            self.index.insert(key, (lo, hi, first_edge));
+            self.index.insert(key, [lo, hi, first_edge]);
             self.objects.push((key, lo));
         }
     }
@@ -184,6 +264,7 @@ impl ForwardBase {
     /// Closes the arrays with their sentinels.
     fn finish(mut self) -> ForwardBase {
         let (end_rel, end_edge) = (self.relations.len() as u32, self.edges.len() as u32);
+        self.index.finish();
         self.relations.push((0, end_edge));
         self.objects.push((ObjectKey { object_type: Sym::MAX, object_id: Sym::MAX }, end_rel));
         self.relations.shrink_to_fit();
@@ -197,7 +278,7 @@ impl ForwardBase {
 #[derive(Debug, Default)]
 struct ReverseBase {
     /// Subject -> its range in `resources`.
-    index: FxHashMap<SubjectKey, (u32, u32)>,
+    index: IdIndex<SubjectKey, [u32; 2]>,
     /// The subjects in key order with where their resources start, plus a sentinel.
     subjects: Vec<(SubjectKey, u32)>,
     resources: Vec<ResourceKey>,
@@ -206,7 +287,7 @@ struct ReverseBase {
 impl ReverseBase {
     #[inline]
     fn get(&self, key: &SubjectKey) -> Option<&[ResourceKey]> {
-        let (lo, hi) = *self.index.get(key)?;
+        let [lo, hi] = self.index.get(key)?;
         self.resources.get(lo as usize..hi as usize)
     }
 
@@ -224,7 +305,6 @@ impl ReverseBase {
     /// An empty base with room for what is about to be pushed.
     fn with_capacity(subjects: usize, resources: usize) -> ReverseBase {
         let mut b = ReverseBase::default();
-        b.index.reserve(subjects);
         b.subjects.reserve(subjects + 1);
         b.resources.reserve(resources);
         b
@@ -237,7 +317,7 @@ impl ReverseBase {
         self.resources.extend(resources);
         let hi = self.resources.len() as u32;
         if hi > lo {
-            self.index.insert(key, (lo, hi));
+            self.index.insert(key, [lo, hi]);
             self.subjects.push((key, lo));
         }
     }
@@ -246,6 +326,7 @@ impl ReverseBase {
     fn finish(mut self) -> ReverseBase {
         let end = self.resources.len() as u32;
         let sentinel = SubjectKey { object_type: Sym::MAX, relation: Sym::MAX, object_id: Sym::MAX };
+        self.index.finish();
         self.subjects.push((sentinel, end));
         self.subjects.shrink_to_fit();
         self.resources.shrink_to_fit();
@@ -1027,8 +1108,10 @@ mod tests {
     /// object, subject relation, expiring.
     type Op = (bool, u32, u32, u32, u32, bool);
 
+    /// Objects of the two types share ids in pairs (`10:100` and `11:100`), as subjects of
+    /// one id do across relations: the flat index keeps one of each id in its slot.
     fn resource(o: u32, r: u32) -> ResourceKey {
-        ResourceKey { object_type: 10 + o % 2, relation: 20 + r, object_id: 100 + o }
+        ResourceKey { object_type: 10 + o % 2, relation: 20 + r, object_id: 100 + o / 2 }
     }
 
     fn subject(s: u32, r: u32) -> SubjectKey {

@@ -27,6 +27,9 @@ pub struct SchemaPlan {
     subjects: Vec<Vec<Subjects>>,
     /// The nesting relations ([`Subjects::Nesting`]) as `(type, relation)` symbols.
     nesting: Vec<(Sym, Sym)>,
+    /// Per type with arrows (by symbol), the tupleset relations its permissions' arrows
+    /// read (symbols): the hops a Check on an object of that type may take to others.
+    arrow_hops: Vec<(Sym, Vec<Sym>)>,
 }
 
 /// A relation as Check sees it, by the subject sets it allows.
@@ -114,6 +117,25 @@ impl SchemaPlan {
                 });
             }
         }
+        let mut arrow_hops: Vec<(Sym, Vec<Sym>)> = Vec::new();
+        for (ty, def) in schema.definitions.iter().enumerate() {
+            let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
+            let mut hops: Vec<Sym> = Vec::new();
+            for rel in &def.relations {
+                let RelationKind::Permission(rw) = &rel.kind else { continue };
+                visit_rewrite(rw, &mut |node| {
+                    if let Rewrite::Arrow(a) = node {
+                        let sym = rel_syms.get(usize::from(ty)).and_then(|r| r.get(usize::from(a.tupleset))).copied();
+                        if let Some(sym) = sym.filter(|s| !hops.contains(s)) {
+                            hops.push(sym);
+                        }
+                    }
+                });
+            }
+            if !hops.is_empty() {
+                arrow_hops.push((type_syms.get(usize::from(ty)).copied().unwrap_or(Sym::MAX), hops));
+            }
+        }
         let local_cycles = has_local_cycles(&schema);
         let subjects: Vec<Vec<Subjects>> = schema
             .definitions
@@ -153,6 +175,7 @@ impl SchemaPlan {
             }
         }
         SchemaPlan {
+            arrow_hops,
             local_cycles,
             subjects,
             nesting,
@@ -198,6 +221,12 @@ impl SchemaPlan {
     #[inline]
     pub fn is_nesting(&self, type_sym: Sym, relation_sym: Sym) -> bool {
         self.nesting.contains(&(type_sym, relation_sym))
+    }
+
+    /// The tupleset relations (symbols) the arrows of type `type_sym`'s permissions read.
+    #[inline]
+    pub fn arrow_hops(&self, type_sym: Sym) -> &[Sym] {
+        self.arrow_hops.iter().find(|(t, _)| *t == type_sym).map_or(&[], |(_, h)| &h[..])
     }
 
     pub fn has_local_cycles(&self) -> bool {

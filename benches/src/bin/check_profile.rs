@@ -5,7 +5,9 @@
 //! the mix is; this says which queries make it so.
 //!
 //! Run: `cargo run --release -p arbiter-benches --bin check-profile -- [RELATIONSHIPS]
-//! [SEED] [RUNS]` (defaults 1000000 1 5). Datasets are generated once into
+//! [SEED] [RUNS]` (defaults 1000000 1 5). With `bulk` first (`check-profile bulk
+//! [RELATIONSHIPS] [SEED] [SECONDS]`), it measures CheckBulk(100) over the query set in
+//! turn instead: checks a second on one thread, then on two, every answer checked. Datasets are generated once into
 //! `$CARGO_TARGET_DIR/bench-datasets` (or `$ARBITER_BENCH_DATA`).
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a profile report")]
 
@@ -19,13 +21,20 @@ use arbiter_benches::generated::{check_request, load_engine};
 use arbiter_engine::Decision;
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let bulk_mode = args.first().is_some_and(|a| a == "bulk");
+    if bulk_mode {
+        args.remove(0);
+    }
     let arg = |i: usize, default: u64| -> Result<u64> {
         args.get(i).map_or(Ok(default), |a| a.replace('_', "").parse().map_err(|e| anyhow!("argument {}: `{a}`: {e}", i + 1)))
     };
     let (n, seed, runs) = (arg(0, 1_000_000)?, arg(1, 1)?, arg(2, 5)?.max(1));
     let ds = dataset(&data_root(), n, seed)?;
     let (engine, secs) = load_engine(&ds)?;
+    if bulk_mode {
+        return bulk(&engine, &ds, runs);
+    }
     eprintln!("loaded {} in {secs:.1} s; timing {} queries, fastest of {runs} runs each", ds.dir.display(), ds.queries.len());
 
     // One pass in turn, as the criterion mix runs them: each query meets a cold cache.
@@ -94,5 +103,48 @@ fn main() -> Result<()> {
             println!("{ns:>10} ns  {:<8} {}", if allowed { "allowed" } else { "denied" }, q.line());
         }
     }
+    Ok(())
+}
+
+/// CheckBulk(100) over the query set in turn for `seconds` on one thread, then on two
+/// (each starting at its own place in the set), with every answer compared with
+/// `expected.txt`.
+fn bulk(engine: &arbiter_engine::Engine, ds: &arbiter_benches::baseline::Dataset, seconds: u64) -> Result<()> {
+    use arbiter_engine::Consistency;
+    const BATCH: usize = 100;
+    let requests: Vec<_> = ds.queries.iter().map(check_request).collect();
+    let batches = requests.len() / BATCH;
+    if batches == 0 {
+        return Err(anyhow!("fewer than {BATCH} queries"));
+    }
+    let run = |start: usize| -> Result<u64> {
+        let until = Instant::now() + std::time::Duration::from_secs(seconds);
+        let mut done = 0u64;
+        let mut b = start % batches;
+        while Instant::now() < until {
+            let at = b * BATCH;
+            let (answers, _) = engine
+                .check_bulk(black_box(&requests[at..at + BATCH]), Consistency::MinimizeLatency)
+                .map_err(|e| anyhow!("{e}"))?;
+            for (i, answer) in answers.into_iter().enumerate() {
+                let allowed = answer.map_err(|e| anyhow!("{e}"))? == Decision::Allowed;
+                if ds.expected.get(at + i).is_some_and(|want| *want != allowed) {
+                    return Err(anyhow!("{}: answered {allowed}, expected.txt says otherwise", ds.queries[at + i].line()));
+                }
+            }
+            done += BATCH as u64;
+            b = (b + 1) % batches;
+        }
+        Ok(done)
+    };
+    let secs = seconds as f64;
+    let one = run(0)?;
+    println!("CheckBulk(100), one thread: {:.0} checks/s", one as f64 / secs);
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| run(batches / 2));
+        let mine = run(0);
+        (mine, other.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+    });
+    println!("CheckBulk(100), two threads: {:.0} checks/s", (a? + b?) as f64 / secs);
     Ok(())
 }
