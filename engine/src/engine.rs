@@ -40,6 +40,13 @@ const ORPHAN_EXAMPLES: usize = 10;
 /// A symbol no relationship uses: stands for a subject id nobody has written.
 const UNSEEN: Sym = Sym::MAX - 1;
 
+/// An item's resource and subject ids as the interner has them (`None`: never written).
+#[derive(Debug, Clone, Copy)]
+struct KnownIds {
+    resource: Option<Sym>,
+    subject: Option<Sym>,
+}
+
 /// CheckBulk batches at least this large are warmed first ([`Engine::warm`]).
 const WARM_BATCH: usize = 4;
 /// How many arrow hops CheckBulk's warm pass follows from each item's resource.
@@ -1273,10 +1280,11 @@ impl Engine {
     ) -> Result<(Vec<Result<Decision, EngineError>>, u64), EngineError> {
         let graph = self.snapshot(consistency)?;
         let time = RequestTime::wall_clock();
-        self.warm(&graph, items);
+        let ids = self.warm(&graph, items);
         let results = items
             .iter()
-            .map(|req| self.check_in(&graph, req, &time).map(|r| r.decision))
+            .enumerate()
+            .map(|(i, req)| self.check_in_with(&graph, req, &time, ids.get(i).copied().flatten()).map(|r| r.decision))
             .collect();
         Ok((results, graph.revision))
     }
@@ -1287,14 +1295,23 @@ impl Engine {
     /// first links of all items' chains are independent of each other, so touched in one
     /// pass their misses overlap, and the Checks then find them in cache. Items that do
     /// not resolve are skipped here; the Check reports their error.
-    fn warm(&self, graph: &GraphVersion, items: &[CheckRequest<'_>]) {
-        let Some(plan) = graph.plan.as_deref() else { return };
+    ///
+    /// Returns, per item, the symbols of its resource and subject ids as the interner
+    /// had them (`None` for an id never written), so the Checks need not look them up
+    /// again; empty for a batch too small to warm.
+    fn warm(&self, graph: &GraphVersion, items: &[CheckRequest<'_>]) -> Vec<Option<KnownIds>> {
+        let Some(plan) = graph.plan.as_deref() else { return Vec::new() };
         if items.len() < WARM_BATCH {
-            return;
+            return Vec::new();
         }
         let schema = &plan.schema;
         let mut keys = Vec::with_capacity(items.len());
+        let mut ids = Vec::with_capacity(items.len());
         for req in items {
+            // The interner's reads take a lock, which orders memory accesses: these
+            // lookups cannot overlap, so they are done before the touching starts.
+            let (resource, subject) = (self.interner.get(req.resource_id), self.interner.get(req.subject_id));
+            ids.push(Some(KnownIds { resource, subject }));
             let (Some((res_ty, _)), Some((sub_ty, sub_def))) =
                 (schema.definition_by_name(req.resource_type), schema.definition_by_name(req.subject_type))
             else {
@@ -1307,10 +1324,7 @@ impl Engine {
                     None => continue,
                 },
             };
-            // The interner's reads take a lock, which orders memory accesses: these
-            // lookups cannot overlap, so they are done before the touching starts.
-            let (Some(resource), Some(subject)) = (self.interner.get(req.resource_id), self.interner.get(req.subject_id))
-            else {
+            let (Some(resource), Some(subject)) = (resource, subject) else {
                 continue;
             };
             keys.push((
@@ -1349,6 +1363,7 @@ impl Engine {
             next.clear();
         }
         std::hint::black_box(touched);
+        ids
     }
 
     /// Checks in order at one revision, stopping after the first answer `stop` accepts
@@ -1452,11 +1467,27 @@ impl Engine {
         req: &CheckRequest<'_>,
         now: &RequestTime,
     ) -> Result<CheckResponse, EngineError> {
+        self.check_in_with(graph, req, now, None)
+    }
+
+    /// [`Engine::check_in`] with the ids' symbols when the caller looked them up already.
+    fn check_in_with(
+        &self,
+        graph: &GraphVersion,
+        req: &CheckRequest<'_>,
+        now: &RequestTime,
+        known: Option<KnownIds>,
+    ) -> Result<CheckResponse, EngineError> {
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
         check_resource_id(req.resource_id)?;
-        let subject =
-            self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let subject = self.resolve_subject_with(
+            plan,
+            req.subject_type,
+            req.subject_id,
+            req.subject_relation,
+            known.map(|k| k.subject),
+        )?;
         let decision = |allowed: bool| CheckResponse {
             decision: if allowed {
                 Decision::Allowed
@@ -1465,7 +1496,11 @@ impl Engine {
             },
             revision: graph.revision,
         };
-        let resource = match self.interner.get(req.resource_id) {
+        let resource_sym = match known {
+            Some(k) => k.resource,
+            None => self.interner.get(req.resource_id),
+        };
+        let resource = match resource_sym {
             Some(r) => Some(r),
             // Nothing was ever written about this resource. Only a subject set of the
             // same object can be a member (of itself, through the schema); the shared
@@ -1906,6 +1941,18 @@ impl Engine {
         subject_id: &str,
         subject_relation: Option<&str>,
     ) -> Result<ResolvedSubject, EngineError> {
+        self.resolve_subject_with(plan, subject_type, subject_id, subject_relation, None)
+    }
+
+    /// [`Engine::resolve_subject`] with the id's symbol when the caller looked it up.
+    fn resolve_subject_with(
+        &self,
+        plan: &SchemaPlan,
+        subject_type: &str,
+        subject_id: &str,
+        subject_relation: Option<&str>,
+        known: Option<Option<Sym>>,
+    ) -> Result<ResolvedSubject, EngineError> {
         let (sub_ty, sub_def) = plan
             .schema
             .definition_by_name(subject_type)
@@ -1941,7 +1988,7 @@ impl Engine {
                 relation: relation
                     .map(|r| plan.rel_sym(sub_ty, r))
                     .unwrap_or(ELLIPSIS),
-                object_id: self.interner.get(subject_id).unwrap_or(UNSEEN),
+                object_id: known.unwrap_or_else(|| self.interner.get(subject_id)).unwrap_or(UNSEEN),
             },
         })
     }

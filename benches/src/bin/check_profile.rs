@@ -137,6 +137,20 @@ fn bulk(engine: &arbiter_engine::Engine, ds: &arbiter_benches::baseline::Dataset
         }
         Ok(done)
     };
+    // What the symbol table's lookups cost alone: a batch's ids, the way CheckBulk's
+    // first pass looks them up.
+    let interner = engine.interner();
+    let started = Instant::now();
+    let mut found = 0usize;
+    for q in &ds.queries {
+        found += usize::from(black_box(interner.get(&q.resource)).is_some());
+        found += usize::from(black_box(interner.get(&q.user)).is_some());
+    }
+    println!(
+        "symbol table: {:.0} ns per lookup in turn ({found} of {} found)",
+        started.elapsed().as_nanos() as f64 / (2 * ds.queries.len()).max(1) as f64,
+        2 * ds.queries.len()
+    );
     let secs = seconds as f64;
     let one = run(0)?;
     println!("CheckBulk(100), one thread: {:.0} checks/s", one as f64 / secs);
