@@ -220,6 +220,28 @@ thread_local! {
 /// Entries a thread's [`ClosureCache`] may hold before it starts again.
 const CLOSURE_CACHE_KEEP: usize = 65_536;
 
+/// For CheckBulk's warm pass: reads what this thread keeps of `subject`'s closures
+/// (see [`ClosureCache`]) for graphs with `owner` as their groups, one per nesting
+/// relation in `nesting`: the table's slot, the closure and the ends of its members,
+/// three dependent cache misses a Check would otherwise wait on in turn. Returns a
+/// value computed from them, so the reads stay.
+pub(crate) fn touch_closures(owner: u64, subject: SubjectKey, nesting: &[(TypeId, RelationId)]) -> u64 {
+    CLOSURES.with(|c| {
+        let Ok(cache) = c.try_borrow() else { return 0 };
+        if cache.owner != Some(owner) {
+            return 0;
+        }
+        nesting.iter().fold(0, |acc, &(ty, rel)| match cache.map.get(&(subject, ty, rel)) {
+            Some(closure) => {
+                let first = closure.members.first().map_or(0, |m| m.0);
+                let last = closure.members.last().map_or(0, |m| m.0);
+                acc ^ u64::from(first) ^ (u64::from(last) << 32)
+            }
+            None => acc,
+        })
+    })
+}
+
 enum Nested {
     Member(u32),
     NotMember,

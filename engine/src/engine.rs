@@ -13,7 +13,7 @@ use arbiter_schema::{
 use arc_swap::ArcSwap;
 use chrono::{TimeZone, Utc};
 
-use crate::check::Evaluator;
+use crate::check::{touch_closures, Evaluator};
 use crate::error::EngineError;
 use crate::expand::{ExpandNode, ExpandTree, Expander};
 use crate::explain::{Explainer, UNSEEN_MARK};
@@ -1361,6 +1361,20 @@ impl Engine {
             touched = next.iter().fold(touched, |acc, o| acc ^ graph.touch_object(o));
             std::mem::swap(&mut wave, &mut next);
             next.clear();
+        }
+        // And the subjects' nested groups, as this thread keeps them.
+        if graph.expiring() == 0 {
+            let nesting: Vec<(TypeId, RelationId)> = plan
+                .nesting()
+                .iter()
+                .filter_map(|&(t, r)| {
+                    let ty = plan.type_of_sym(t)?;
+                    Some((ty, plan.relation_of_sym(ty, r)?))
+                })
+                .collect();
+            if !nesting.is_empty() {
+                touched = keys.iter().fold(touched, |acc, (_, s)| acc ^ touch_closures(graph.groups(), *s, &nesting));
+            }
         }
         std::hint::black_box(touched);
         ids

@@ -229,6 +229,11 @@ impl SchemaPlan {
         self.arrow_hops.iter().find(|(t, _)| *t == type_sym).map_or(&[], |(_, h)| &h[..])
     }
 
+    /// The nesting relations ([`Subjects::Nesting`]) as `(type, relation)` symbols.
+    pub fn nesting(&self) -> &[(Sym, Sym)] {
+        &self.nesting
+    }
+
     pub fn has_local_cycles(&self) -> bool {
         self.local_cycles
     }
