@@ -1284,7 +1284,7 @@ impl Engine {
         let results = items
             .iter()
             .enumerate()
-            .map(|(i, req)| self.check_in_with(&graph, req, &time, ids.get(i).copied().flatten()).map(|r| r.decision))
+            .map(|(i, req)| self.check_in_with(&graph, req, &time, ids.get(i).copied()).map(|r| r.decision))
             .collect();
         Ok((results, graph.revision))
     }
@@ -1299,7 +1299,7 @@ impl Engine {
     /// Returns, per item, the symbols of its resource and subject ids as the interner
     /// had them (`None` for an id never written), so the Checks need not look them up
     /// again; empty for a batch too small to warm.
-    fn warm(&self, graph: &GraphVersion, items: &[CheckRequest<'_>]) -> Vec<Option<KnownIds>> {
+    fn warm(&self, graph: &GraphVersion, items: &[CheckRequest<'_>]) -> Vec<KnownIds> {
         let Some(plan) = graph.plan.as_deref() else { return Vec::new() };
         if items.len() < WARM_BATCH {
             return Vec::new();
@@ -1311,7 +1311,7 @@ impl Engine {
             // The interner's reads take a lock, which orders memory accesses: these
             // lookups cannot overlap, so they are done before the touching starts.
             let (resource, subject) = (self.interner.get(req.resource_id), self.interner.get(req.subject_id));
-            ids.push(Some(KnownIds { resource, subject }));
+            ids.push(KnownIds { resource, subject });
             let (Some((res_ty, _)), Some((sub_ty, sub_def))) =
                 (schema.definition_by_name(req.resource_type), schema.definition_by_name(req.subject_type))
             else {
@@ -1363,18 +1363,10 @@ impl Engine {
             next.clear();
         }
         // And the subjects' nested groups, as this thread keeps them.
-        if graph.expiring() == 0 {
-            let nesting: Vec<(TypeId, RelationId)> = plan
-                .nesting()
-                .iter()
-                .filter_map(|&(t, r)| {
-                    let ty = plan.type_of_sym(t)?;
-                    Some((ty, plan.relation_of_sym(ty, r)?))
-                })
-                .collect();
-            if !nesting.is_empty() {
-                touched = keys.iter().fold(touched, |acc, (_, s)| acc ^ touch_closures(graph.groups(), *s, &nesting));
-            }
+        let nesting = plan.nesting_ids();
+        if graph.expiring() == 0 && !nesting.is_empty() {
+            let owner = graph.groups();
+            touched = keys.iter().fold(touched, |acc, (_, s)| acc ^ touch_closures(owner, *s, nesting));
         }
         std::hint::black_box(touched);
         ids

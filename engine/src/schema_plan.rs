@@ -27,6 +27,8 @@ pub struct SchemaPlan {
     subjects: Vec<Vec<Subjects>>,
     /// The nesting relations ([`Subjects::Nesting`]) as `(type, relation)` symbols.
     nesting: Vec<(Sym, Sym)>,
+    /// The same relations by schema id.
+    nesting_ids: Vec<(TypeId, RelationId)>,
     /// Per type with arrows (by symbol), the tupleset relations its permissions' arrows
     /// read (symbols): the hops a Check on an object of that type may take to others.
     arrow_hops: Vec<(Sym, Vec<Sym>)>,
@@ -91,8 +93,11 @@ impl SchemaPlan {
             FxHashMap::default();
         let mut arrow_dependents: FxHashMap<(TypeId, RelationId), Vec<ArrowDependent>> =
             FxHashMap::default();
+        let mut arrow_hops: Vec<(Sym, Vec<Sym>)> = Vec::new();
         for (ty, def) in schema.definitions.iter().enumerate() {
             let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
+            let type_rels = rel_syms.get(usize::from(ty));
+            let mut hops: Vec<Sym> = Vec::new();
             for (pid, rel) in def.relations.iter().enumerate() {
                 let pid = RelationId::try_from(pid).unwrap_or(RelationId::MAX);
                 let RelationKind::Permission(rw) = &rel.kind else {
@@ -112,24 +117,12 @@ impl SchemaPlan {
                                 v.push((ty, a.tupleset, pid));
                             }
                         }
-                    }
-                    _ => {}
-                });
-            }
-        }
-        let mut arrow_hops: Vec<(Sym, Vec<Sym>)> = Vec::new();
-        for (ty, def) in schema.definitions.iter().enumerate() {
-            let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
-            let mut hops: Vec<Sym> = Vec::new();
-            for rel in &def.relations {
-                let RelationKind::Permission(rw) = &rel.kind else { continue };
-                visit_rewrite(rw, &mut |node| {
-                    if let Rewrite::Arrow(a) = node {
-                        let sym = rel_syms.get(usize::from(ty)).and_then(|r| r.get(usize::from(a.tupleset))).copied();
-                        if let Some(sym) = sym.filter(|s| !hops.contains(s)) {
+                        let tupleset = type_rels.and_then(|r| r.get(usize::from(a.tupleset))).copied();
+                        if let Some(sym) = tupleset.filter(|s| !hops.contains(s)) {
                             hops.push(sym);
                         }
                     }
+                    _ => {}
                 });
             }
             if !hops.is_empty() {
@@ -165,12 +158,17 @@ impl SchemaPlan {
             })
             .collect();
         let mut nesting = Vec::new();
+        let mut nesting_ids = Vec::new();
         for (ty, rels) in subjects.iter().enumerate() {
             for (rel, kind) in rels.iter().enumerate() {
                 if *kind == Subjects::Nesting {
                     let t = type_syms.get(ty).copied().unwrap_or(Sym::MAX);
                     let r = rel_syms.get(ty).and_then(|r: &Vec<Sym>| r.get(rel)).copied().unwrap_or(Sym::MAX);
                     nesting.push((t, r));
+                    nesting_ids.push((
+                        TypeId::try_from(ty).unwrap_or(TypeId::MAX),
+                        RelationId::try_from(rel).unwrap_or(RelationId::MAX),
+                    ));
                 }
             }
         }
@@ -179,6 +177,7 @@ impl SchemaPlan {
             local_cycles,
             subjects,
             nesting,
+            nesting_ids,
             computed_dependents,
             arrow_dependents,
             schema,
@@ -229,9 +228,9 @@ impl SchemaPlan {
         self.arrow_hops.iter().find(|(t, _)| *t == type_sym).map_or(&[], |(_, h)| &h[..])
     }
 
-    /// The nesting relations ([`Subjects::Nesting`]) as `(type, relation)` symbols.
-    pub fn nesting(&self) -> &[(Sym, Sym)] {
-        &self.nesting
+    /// The nesting relations ([`Subjects::Nesting`]) by schema id.
+    pub fn nesting_ids(&self) -> &[(TypeId, RelationId)] {
+        &self.nesting_ids
     }
 
     pub fn has_local_cycles(&self) -> bool {
