@@ -18,6 +18,7 @@ use std::rc::Rc;
 
 use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
+use smallvec::SmallVec;
 
 use crate::error::EngineError;
 use crate::graph::{
@@ -173,7 +174,8 @@ pub(crate) struct Evaluator<'a> {
     /// The object looked up last: a rewrite reads several relations of one object.
     last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
-    closures: Vec<((TypeId, RelationId), Rc<Closure>)>,
+    /// Inline: a schema has few nesting relations, and a Check should not allocate.
+    closures: SmallVec<[((TypeId, RelationId), Rc<Closure>); 2]>,
     /// `graph.groups()`, when closures may be kept on this thread for later Checks of
     /// graphs with the same groups (see [`ClosureCache`]).
     shared_as: Option<u64>,
@@ -220,24 +222,27 @@ thread_local! {
 /// Entries a thread's [`ClosureCache`] may hold before it starts again.
 const CLOSURE_CACHE_KEEP: usize = 65_536;
 
-/// For CheckBulk's warm pass: reads what this thread keeps of `subject`'s closures
-/// (see [`ClosureCache`]) for graphs with `owner` as their groups, one per nesting
-/// relation in `nesting`: the table's slot, the closure and the ends of its members,
-/// three dependent cache misses a Check would otherwise wait on in turn. Returns a
-/// value computed from them, so the reads stay.
-pub(crate) fn touch_closures(owner: u64, subject: SubjectKey, nesting: &[(TypeId, RelationId)]) -> u64 {
+/// For CheckBulk's warm pass: reads what this thread keeps of the closures of
+/// `subjects` (see [`ClosureCache`]) for graphs with `owner` as their groups, one per
+/// nesting relation in `nesting`: the table's slot, the closure and the ends of its
+/// members, three dependent cache misses a Check would otherwise wait on in turn; each
+/// is one loop over the batch, so the misses of one link overlap. Returns a value
+/// computed from them, so the reads stay.
+pub(crate) fn touch_closures(owner: u64, subjects: &[SubjectKey], nesting: &[(TypeId, RelationId)]) -> u64 {
     CLOSURES.with(|c| {
         let Ok(cache) = c.try_borrow() else { return 0 };
         if cache.owner != Some(owner) {
             return 0;
         }
-        nesting.iter().fold(0, |acc, &(ty, rel)| match cache.map.get(&(subject, ty, rel)) {
-            Some(closure) => {
-                let first = closure.members.first().map_or(0, |m| m.0);
-                let last = closure.members.last().map_or(0, |m| m.0);
-                acc ^ u64::from(first) ^ (u64::from(last) << 32)
-            }
-            None => acc,
+        let closures: Vec<&Closure> = subjects
+            .iter()
+            .flat_map(|s| nesting.iter().filter_map(|&(ty, rel)| cache.map.get(&(*s, ty, rel)).map(|c| &**c)))
+            .collect();
+        let members: Vec<&[(Sym, u32)]> = closures.iter().map(|c| c.members.as_slice()).collect();
+        members.iter().fold(0, |acc, m| {
+            let first = m.first().map_or(0, |m| m.0);
+            let last = m.last().map_or(0, |m| m.0);
+            acc ^ u64::from(first) ^ (u64::from(last) << 32)
         })
     })
 }
@@ -269,7 +274,7 @@ impl<'a> Evaluator<'a> {
             scratch: None,
             track_all: plan.has_local_cycles(),
             last_object: None,
-            closures: Vec::new(),
+            closures: SmallVec::new(),
             named: None,
             shared_as: None,
         }

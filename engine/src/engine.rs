@@ -334,6 +334,7 @@ impl Engine {
         };
         engine.current.store(graph.clone());
         *lock(&engine.history) = VecDeque::from([(Instant::now(), graph, 0)]);
+        engine.interner.fold();
         Ok(engine)
     }
 
@@ -448,11 +449,16 @@ impl Engine {
     /// for `quiet`. The server calls this on a timer, off the request path.
     pub fn compact_if_due(&self, quiet: Duration) -> bool {
         let cur = self.current.load();
-        if !cur.has_changes() {
-            return false;
-        }
         let published = lock(&self.history).back().map(|(t, _, _)| *t);
         let is_quiet = published.is_some_and(|t| t.elapsed() >= quiet);
+        if !cur.has_changes() {
+            if is_quiet {
+                // Ids written since the last fold (by writes that needed no compaction,
+                // or an import) move to the symbol table's lock-free part.
+                self.interner.fold();
+            }
+            return false;
+        }
         // While writes keep coming, compactions (whose cost is the whole graph's) are
         // spaced to use at most a fifth of a core; a write past an eighth compacts itself.
         let rested = lock(&self.last_compaction).is_none_or(|(ended, took)| ended.elapsed() >= took * 4);
@@ -499,6 +505,8 @@ impl Engine {
             last.2 = last.2.max(relationships);
         }
         self.prune(&mut history);
+        drop(history);
+        self.interner.fold();
         *lock(&self.last_compaction) = Some((Instant::now(), started.elapsed()));
         true
     }
@@ -1307,10 +1315,11 @@ impl Engine {
         let schema = &plan.schema;
         let mut keys = Vec::with_capacity(items.len());
         let mut ids = Vec::with_capacity(items.len());
+        // One view of the symbol table for the batch: its lookups take no lock, so their
+        // cache misses overlap.
+        let symbols = self.interner.symbols();
         for req in items {
-            // The interner's reads take a lock, which orders memory accesses: these
-            // lookups cannot overlap, so they are done before the touching starts.
-            let (resource, subject) = (self.interner.get(req.resource_id), self.interner.get(req.subject_id));
+            let (resource, subject) = (symbols.get(req.resource_id), symbols.get(req.subject_id));
             ids.push(KnownIds { resource, subject });
             let (Some((res_ty, _)), Some((sub_ty, sub_def))) =
                 (schema.definition_by_name(req.resource_type), schema.definition_by_name(req.subject_type))
@@ -1332,21 +1341,23 @@ impl Engine {
                 SubjectKey { object_type: plan.type_sym(sub_ty), relation, object_id: subject },
             ));
         }
-        let mut touched = keys.iter().fold(0, |acc, (o, s)| acc ^ graph.touch_object(o) ^ graph.touch_subject(s));
+        let subjects: Vec<SubjectKey> = keys.iter().map(|(_, s)| *s).collect();
+        let mut touched = graph.touch_subjects(&subjects);
         // Then the objects the items' arrows lead to (a document's folder, its parent,
         // and so on up), a hop at a time: each wave reads the hop edges of the last
         // (in cache now) and touches where they lead, all items' chains side by side.
         let mut wave: Vec<ObjectKey> = keys.iter().map(|(o, _)| *o).collect();
         let mut next = Vec::with_capacity(wave.len());
+        let mut objects = Vec::with_capacity(wave.len());
         let cap = items.len() * WARM_FANOUT;
-        for _ in 0..WARM_WAVES {
-            for o in &wave {
-                let hops = plan.arrow_hops(o.object_type);
-                if hops.is_empty() {
-                    continue;
-                }
-                let Some(edges) = graph.object(o) else { continue };
-                for rel in hops {
+        for hop in 0..=WARM_WAVES {
+            touched ^= graph.touch_objects(&wave, &mut objects);
+            if hop == WARM_WAVES {
+                break;
+            }
+            for (o, edges) in wave.iter().zip(&objects) {
+                let Some(edges) = edges else { continue };
+                for rel in plan.arrow_hops(o.object_type) {
                     for e in edges.relation(*rel).iter().take(WARM_FANOUT) {
                         next.push(ObjectKey { object_type: e.subject.object_type, object_id: e.subject.object_id });
                     }
@@ -1358,7 +1369,6 @@ impl Engine {
             if next.is_empty() {
                 break;
             }
-            touched = next.iter().fold(touched, |acc, o| acc ^ graph.touch_object(o));
             std::mem::swap(&mut wave, &mut next);
             next.clear();
         }
@@ -1366,7 +1376,7 @@ impl Engine {
         let nesting = plan.nesting_ids();
         if graph.expiring() == 0 && !nesting.is_empty() {
             let owner = graph.groups();
-            touched = keys.iter().fold(touched, |acc, (_, s)| acc ^ touch_closures(owner, *s, nesting));
+            touched ^= touch_closures(owner, &subjects, nesting);
         }
         std::hint::black_box(touched);
         ids

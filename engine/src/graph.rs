@@ -592,26 +592,65 @@ impl GraphVersion {
         self.forward.get(key)
     }
 
-    /// Reads what a Check of `key` starts with (its relations, and the first and last
-    /// edge of each) and returns a value computed from it, so the reads stay. A batch
-    /// touches all its objects first: their cache misses are independent and overlap,
-    /// where within one Check each is a link of a chain waited on in turn.
-    pub fn touch_object(&self, key: &ObjectKey) -> u64 {
-        let Some(o) = self.object(key) else { return 0 };
-        o.relations().fold(0, |acc, (r, edges)| {
-            let first = edges.first().map_or(0, |e| e.subject.object_id);
-            let last = edges.last().map_or(0, |e| e.subject.object_id);
-            acc ^ u64::from(r) ^ u64::from(first) ^ (u64::from(last) << 32)
-        })
+    /// Looks up a batch's objects side by side, for the Checks that follow, and returns
+    /// them (in `out`, in the order of `keys`) with a value computed from what was read,
+    /// so the reads stay. On a graph larger than the cache each object is a chain of
+    /// three cache misses (its index slot, its relations, its edges), each address known
+    /// only once the one before has arrived. Looked up one object at a time, the core can
+    /// overlap the chains of only the few objects its reorder window holds; here each
+    /// link is one small loop over the whole batch, whose reads are independent of each
+    /// other, so a batch's misses of one link all overlap.
+    pub fn touch_objects<'g>(&'g self, keys: &[ObjectKey], out: &mut Vec<Option<ObjectEdges<'g>>>) -> u64 {
+        enum Found<'g> {
+            Base([u32; 3]),
+            Changed(ObjectEdges<'g>),
+            Absent,
+        }
+        let base = &*self.forward;
+        // The index slots.
+        let found: Vec<Found<'g>> = keys
+            .iter()
+            .map(|key| {
+                if !self.forward_delta.is_empty() {
+                    if let Some(o) = self.forward_delta.get(key) {
+                        return if o.relations.is_empty() { Found::Absent } else { Found::Changed(o.view()) };
+                    }
+                }
+                base.index.get(key).map_or(Found::Absent, Found::Base)
+            })
+            .collect();
+        // The relations, and the first edge beside them.
+        let mut acc = 0u64;
+        out.clear();
+        out.extend(found.into_iter().map(|f| match f {
+            Found::Base([lo, hi, first_edge]) => {
+                if let Some(e) = base.edges.get(first_edge as usize) {
+                    acc ^= u64::from(e.subject.object_id);
+                }
+                base.view(lo, hi)
+            }
+            Found::Changed(o) => Some(o),
+            Found::Absent => None,
+        }));
+        // The last edge of each relation (a list of more than a few spans lines).
+        for o in out.iter().flatten() {
+            for (r, edges) in o.relations() {
+                acc ^= u64::from(r) ^ edges.last().map_or(0, |e| u64::from(e.subject.object_id) << 32);
+            }
+        }
+        acc
     }
 
-    /// [`GraphVersion::touch_object`] for what names `subject` (the reverse list a
-    /// Check reads to walk up nested groups, or to search a long edge list).
-    pub fn touch_subject(&self, subject: &SubjectKey) -> u64 {
-        let list = self.resources_of(subject);
-        let first = list.first().map_or(0, |r| r.object_id);
-        let last = list.last().map_or(0, |r| r.object_id);
-        u64::from(first) ^ (u64::from(last) << 32)
+    /// [`GraphVersion::touch_objects`] for what names each of `subjects` (the reverse
+    /// list a Check reads to walk up nested groups, or to search a long edge list): the
+    /// index slots, then both ends of the lists.
+    pub fn touch_subjects(&self, subjects: &[SubjectKey]) -> u64 {
+        let lists: Vec<&[ResourceKey]> = subjects.iter().map(|s| self.resources_of(s)).collect();
+        lists.iter().fold(0, |acc, list| {
+            let first = list.first().map_or(0, |r| r.object_id);
+            let last = list.last().map_or(0, |r| r.object_id);
+            acc ^ u64::from(first) ^ (u64::from(last) << 32)
+        })
     }
 
     /// Two graphs with the same value here (in one process) have the same schema and
@@ -1147,6 +1186,17 @@ mod tests {
             let on_object: BTreeSet<_> = graph.object_relationships(&object).map(|r| (r.resource, r.edge.subject)).collect();
             let want: BTreeSet<_> = model.keys().filter(|(r, _)| r.object() == object).copied().collect();
             prop_assert_eq!(on_object, want);
+        }
+        // The batch lookup finds each object as a single lookup does, in the keys' order
+        // (repeats and absent objects included).
+        let keys: Vec<ObjectKey> = (0..14).rev().chain([3, 3, 0]).map(|o| resource(o, 0).object()).collect();
+        let mut found = Vec::new();
+        graph.touch_objects(&keys, &mut found);
+        prop_assert_eq!(found.len(), keys.len());
+        for (key, got) in keys.iter().zip(&found) {
+            let want: Option<Vec<(Sym, Vec<Edge>)>> = graph.object(key).map(|o| o.relations().map(|(r, e)| (r, e.to_vec())).collect());
+            let got: Option<Vec<(Sym, Vec<Edge>)>> = got.map(|o| o.relations().map(|(r, e)| (r, e.to_vec())).collect());
+            prop_assert_eq!(got, want);
         }
         for s in 0..12 {
             for sr in 0..2 {

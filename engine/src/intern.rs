@@ -5,8 +5,10 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
@@ -111,19 +113,66 @@ impl std::fmt::Debug for Name {
     }
 }
 
+type Table = HashMap<Key, Sym, FxBuildHasher>;
+
+/// The table, in two parts. Every symbol interned before the last fold is in `frozen`,
+/// a table no one writes, so reading it takes no lock: a lock's atomic instructions
+/// would order a batch's lookups one after another, where these can overlap their cache
+/// misses (and on two cores, the lock's line would move between them on every lookup).
+/// The symbols interned since are in `recent`, read only when `frozen` misses. A fold
+/// rebuilds `frozen` from every name when `recent` has grown to half its size (so the
+/// cost of folds stays a small multiple of the table's), and when the engine asks
+/// ([`Interner::fold`]: after a compaction, once writes are quiet).
 #[derive(Debug)]
 pub struct Interner {
-    ids: DashMap<Key, Sym, FxBuildHasher>,
-    /// By symbol. A short string is held here and in its key, inline in both: no heap
-    /// block per id.
-    names: RwLock<Vec<Key>>,
+    frozen: ArcSwap<Table>,
+    recent: DashMap<Key, Sym, FxBuildHasher>,
+    /// Every name by symbol. A short string is held here and in its key, inline in
+    /// both: no heap block per id. Writers (interning, folding) take this lock first.
+    names: RwLock<Names>,
+}
+
+#[derive(Debug, Default)]
+struct Names {
+    by_sym: Vec<Key>,
+    /// How many of them `frozen` holds (the first ones).
+    frozen: usize,
+}
+
+/// `recent` is folded in when it holds at least this many symbols and at least half as
+/// many as `frozen`.
+const FOLD_AT_LEAST: usize = 4096;
+
+/// Lookups from one view of the frozen table (see [`Interner::symbols`]): a batch reads
+/// the shared pointer once, not once per id.
+pub struct Symbols<'a> {
+    frozen: arc_swap::Guard<Arc<Table>>,
+    interner: &'a Interner,
+}
+
+impl std::fmt::Debug for Symbols<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbols").field("frozen", &self.frozen.len()).finish_non_exhaustive()
+    }
+}
+
+impl Symbols<'_> {
+    /// The symbol of `s`, if it was ever interned.
+    #[inline]
+    pub fn get(&self, s: &str) -> Option<Sym> {
+        match self.frozen.get(s.as_bytes()) {
+            Some(sym) => Some(*sym),
+            None => self.interner.get_recent(s, &self.frozen),
+        }
+    }
 }
 
 impl Default for Interner {
     fn default() -> Self {
         let interner = Interner {
-            ids: DashMap::with_hasher(FxBuildHasher),
-            names: RwLock::new(Vec::new()),
+            frozen: ArcSwap::from_pointee(Table::default()),
+            recent: DashMap::with_hasher(FxBuildHasher),
+            names: RwLock::new(Names::default()),
         };
         let e = interner.intern("");
         let w = interner.intern("*");
@@ -133,9 +182,45 @@ impl Default for Interner {
 }
 
 impl Interner {
+    /// A view for many lookups in a row.
+    #[inline]
+    pub fn symbols(&self) -> Symbols<'_> {
+        Symbols { frozen: self.frozen.load(), interner: self }
+    }
+
     /// The symbol of `s`, if it was ever interned.
+    #[inline]
     pub fn get(&self, s: &str) -> Option<Sym> {
-        self.ids.get(s.as_bytes()).map(|r| *r)
+        self.symbols().get(s)
+    }
+
+    /// `s` is not in `seen` (a frozen table): is it in `recent`, or in a newer frozen
+    /// table? A fold publishes its table before it empties `recent`, so a symbol missing
+    /// from `recent` was either never interned or is in the table published since.
+    #[cold]
+    fn get_recent(&self, s: &str, seen: &Table) -> Option<Sym> {
+        if let Some(sym) = self.recent.get(s.as_bytes()) {
+            return Some(*sym);
+        }
+        let now = self.frozen.load();
+        if std::ptr::eq(&**now, seen) {
+            return None;
+        }
+        now.get(s.as_bytes()).copied()
+    }
+
+    fn write_names(&self) -> std::sync::RwLockWriteGuard<'_, Names> {
+        match self.names.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn read_names(&self) -> std::sync::RwLockReadGuard<'_, Names> {
+        match self.names.read() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
     }
 
     /// The symbol of `s`, interning it if new.
@@ -143,40 +228,67 @@ impl Interner {
         if let Some(id) = self.get(s) {
             return id;
         }
+        let mut names = self.write_names();
+        // Another writer may have added it since the miss above, to `recent` or (by a
+        // fold) to `frozen`.
+        if let Some(id) = self.frozen.load().get(s.as_bytes()) {
+            return *id;
+        }
         let key = Key::new(s);
-        let mut names = match self.names.write() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        // One probe that finds what another writer may have added since the miss above,
-        // or the slot the new symbol goes in (a lookup and then an insert would hash and
-        // probe twice: interning is most of a large import's cost).
-        match self.ids.entry(key) {
-            dashmap::Entry::Occupied(e) => *e.get(),
+        // One probe that finds it in `recent`, or the slot the new symbol goes in (a
+        // lookup and then an insert would hash and probe twice: interning is most of a
+        // large import's cost).
+        let id = match self.recent.entry(key) {
+            dashmap::Entry::Occupied(e) => return *e.get(),
             dashmap::Entry::Vacant(v) => {
-                let id = Sym::try_from(names.len()).unwrap_or(Sym::MAX);
-                names.push(v.key().clone());
+                let id = Sym::try_from(names.by_sym.len()).unwrap_or(Sym::MAX);
+                names.by_sym.push(v.key().clone());
                 v.insert(id);
                 id
             }
+        };
+        let unfrozen = names.by_sym.len() - names.frozen;
+        if unfrozen >= FOLD_AT_LEAST.max(names.frozen / 2) {
+            self.fold_locked(&mut names);
         }
+        id
+    }
+
+    /// Folds the symbols interned since the last fold into the frozen table, so that
+    /// looking them up takes no lock. Costs a pass over every name: the engine calls it
+    /// when the graph is compacted, not on every write.
+    pub fn fold(&self) {
+        let mut names = self.write_names();
+        if names.by_sym.len() > names.frozen {
+            self.fold_locked(&mut names);
+        }
+    }
+
+    fn fold_locked(&self, names: &mut Names) {
+        let mut table = Table::with_capacity_and_hasher(names.by_sym.len(), FxBuildHasher);
+        for (sym, key) in names.by_sym.iter().enumerate() {
+            table.insert(key.clone(), Sym::try_from(sym).unwrap_or(Sym::MAX));
+        }
+        // Published first, emptied after: see `get_recent`. No symbol is added to
+        // `recent` meanwhile (writers hold `names`).
+        self.frozen.store(Arc::new(table));
+        self.recent.clear();
+        self.recent.shrink_to_fit();
+        names.frozen = names.by_sym.len();
     }
 
     /// The string of a symbol.
     pub fn resolve(&self, sym: Sym) -> Name {
-        let names = match self.names.read() {
-            Ok(g) => g,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        Name(names.get(sym as usize).cloned().unwrap_or(Key::Inline(0, [0; INLINE])))
+        let names = self.read_names();
+        Name(names.by_sym.get(sym as usize).cloned().unwrap_or(Key::Inline(0, [0; INLINE])))
     }
 
     pub fn len(&self) -> usize {
-        self.ids.len()
+        self.read_names().by_sym.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ids.is_empty()
+        self.len() == 0
     }
 }
 
@@ -204,5 +316,68 @@ mod tests {
         assert_eq!(interner.get("y"), None);
         assert_eq!(interner.get(&"x".repeat(41)), None);
         assert_eq!(interner.len(), strings.len() + 1);
+    }
+
+    #[test]
+    fn symbols_survive_folds_and_stay_the_same() {
+        let interner = Interner::default();
+        let ids: Vec<String> = (0..3 * FOLD_AT_LEAST).map(|i| format!("id{i}")).collect();
+        let syms: Vec<Sym> = ids.iter().map(|s| interner.intern(s)).collect();
+        // Past `FOLD_AT_LEAST` the table folded by itself; the rest is in `recent`.
+        assert!(interner.read_names().frozen >= FOLD_AT_LEAST);
+        assert!(interner.read_names().frozen < ids.len() + 2);
+        let check = |interner: &Interner| {
+            let symbols = interner.symbols();
+            for (s, sym) in ids.iter().zip(&syms) {
+                assert_eq!(symbols.get(s), Some(*sym), "{s}");
+                assert_eq!(interner.intern(s), *sym, "{s} interned twice");
+                assert_eq!(&*interner.resolve(*sym), s.as_str());
+            }
+            assert_eq!(symbols.get("nobody"), None);
+            assert_eq!(interner.len(), ids.len() + 2);
+        };
+        check(&interner);
+        interner.fold();
+        assert_eq!(interner.read_names().frozen, ids.len() + 2);
+        assert!(interner.recent.is_empty());
+        check(&interner);
+    }
+
+    /// A reader holding an older view of the frozen table still finds symbols that a
+    /// fold has since moved out of `recent`, while a writer interns and folds beside it.
+    #[test]
+    fn readers_find_every_symbol_while_a_writer_folds() {
+        use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+        const N: usize = 6 * FOLD_AT_LEAST;
+        let interner = Interner::default();
+        let done = AtomicUsize::new(0);
+        let syms: Vec<AtomicU32> = (0..N).map(|_| AtomicU32::new(0)).collect();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for (i, slot) in syms.iter().enumerate() {
+                    slot.store(interner.intern(&format!("w{i}")), Ordering::Relaxed);
+                    done.store(i + 1, Ordering::Release);
+                    if i % 5000 == 4999 {
+                        interner.fold();
+                    }
+                }
+            });
+            let mut checked = 0usize;
+            loop {
+                let n = done.load(Ordering::Acquire);
+                // A view taken before the lookups, as CheckBulk takes one per batch.
+                let symbols = interner.symbols();
+                for j in (0..n).rev().take(64) {
+                    let want = syms.get(j).map(|a| a.load(Ordering::Relaxed));
+                    assert_eq!(symbols.get(&format!("w{j}")), want, "w{j} of {n}");
+                    checked += 1;
+                }
+                if n == N {
+                    break;
+                }
+            }
+            assert!(checked > 0);
+        });
+        assert_eq!(interner.len(), N + 2);
     }
 }
