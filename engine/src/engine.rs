@@ -1483,7 +1483,11 @@ impl Engine {
         req: &CheckRequest<'_>,
         now: &RequestTime,
     ) -> Result<CheckResponse, EngineError> {
-        self.check_in_with(graph, req, now, None)
+        // One view of the symbol table for both ids (each view reads a shared pointer).
+        let symbols = self.interner.symbols();
+        let known = KnownIds { resource: symbols.get(req.resource_id), subject: symbols.get(req.subject_id) };
+        drop(symbols);
+        self.check_in_with(graph, req, now, Some(known))
     }
 
     /// [`Engine::check_in`] with the ids' symbols when the caller looked them up already.

@@ -139,12 +139,14 @@ fn bulk(engine: &arbiter_engine::Engine, ds: &arbiter_benches::baseline::Dataset
     };
     // What the symbol table's lookups cost alone: a batch's ids, the way CheckBulk's
     // first pass looks them up.
-    let interner = engine.interner();
     let started = Instant::now();
     let mut found = 0usize;
-    for q in &ds.queries {
-        found += usize::from(black_box(interner.get(&q.resource)).is_some());
-        found += usize::from(black_box(interner.get(&q.user)).is_some());
+    for batch in ds.queries.chunks(BATCH) {
+        let symbols = engine.interner().symbols();
+        for q in batch {
+            found += usize::from(black_box(symbols.get(&q.resource)).is_some());
+            found += usize::from(black_box(symbols.get(&q.user)).is_some());
+        }
     }
     println!(
         "symbol table: {:.0} ns per lookup in turn ({found} of {} found)",
