@@ -175,7 +175,7 @@ pub(crate) struct Evaluator<'a> {
     last_object: Option<(ObjectKey, Option<ObjectEdges<'a>>)>,
     /// Per nesting relation met so far, the groups the target is in (see [`Closure`]).
     /// Inline: a schema has few nesting relations, and a Check should not allocate.
-    closures: SmallVec<[((TypeId, RelationId), Rc<Closure>); 2]>,
+    closures: SmallVec<[KeptClosure; 2]>,
     /// `graph.groups()`, when closures may be kept on this thread for later Checks of
     /// graphs with the same groups (see [`ClosureCache`]).
     shared_as: Option<u64>,
@@ -246,6 +246,9 @@ pub(crate) fn touch_closures(owner: u64, subjects: &[SubjectKey], nesting: &[(Ty
         })
     })
 }
+
+/// A nesting relation and the target's closure in it.
+type KeptClosure = ((TypeId, RelationId), Rc<Closure>);
 
 enum Nested {
     Member(u32),

@@ -454,8 +454,9 @@ impl Engine {
         if !cur.has_changes() {
             if is_quiet {
                 // Ids written since the last fold (by writes that needed no compaction,
-                // or an import) move to the symbol table's lock-free part.
-                self.interner.fold();
+                // or an import) move to the symbol table's lock-free part, once no
+                // more are coming (an import interns long before it publishes).
+                self.interner.fold_if_settled();
             }
             return false;
         }
@@ -473,9 +474,14 @@ impl Engine {
     /// flat indexes: same revision, same contents, and reads stop probing the changes
     /// before the indexes. The work happens outside the write lock; writes published
     /// meanwhile are rebased onto the result ([`GraphVersion::rebase`]), which is dropped
-    /// only if one of them compacted by itself. Returns whether a compacted revision was
-    /// published.
+    /// only if one of them compacted by itself. Also folds the ids interned since the
+    /// last compaction into the symbol table's lock-free part ([`Interner::fold`]), even
+    /// when the graph has no changes. Returns whether a compacted revision was published.
     pub fn compact(&self) -> bool {
+        // The ids interned since the last compaction move to the symbol table's
+        // lock-free part (see `Interner`), whether or not the graph has changes to fold
+        // (an import merges its batches into new indexes itself).
+        self.interner.fold();
         let cur = self.current.load_full();
         if !cur.has_changes() {
             return false;
@@ -506,7 +512,6 @@ impl Engine {
         }
         self.prune(&mut history);
         drop(history);
-        self.interner.fold();
         *lock(&self.last_compaction) = Some((Instant::now(), started.elapsed()));
         true
     }

@@ -120,9 +120,11 @@ type Table = HashMap<Key, Sym, FxBuildHasher>;
 /// would order a batch's lookups one after another, where these can overlap their cache
 /// misses (and on two cores, the lock's line would move between them on every lookup).
 /// The symbols interned since are in `recent`, read only when `frozen` misses. A fold
-/// rebuilds `frozen` from every name when `recent` has grown to half its size (so the
-/// cost of folds stays a small multiple of the table's), and when the engine asks
-/// ([`Interner::fold`]: after a compaction, once writes are quiet).
+/// rebuilds `frozen` from every name, when the engine asks: when it compacts the graph
+/// (a pass over every relationship anyway), and when writes and interning have been
+/// quiet ([`Interner::fold_if_settled`]). Never while an import interns: folding as
+/// the table grows cost a large import through gRPC about 15% (each fold holds up
+/// interning for a pass over every name).
 #[derive(Debug)]
 pub struct Interner {
     frozen: ArcSwap<Table>,
@@ -137,11 +139,9 @@ struct Names {
     by_sym: Vec<Key>,
     /// How many of them `frozen` holds (the first ones).
     frozen: usize,
+    /// How many there were at the last [`Interner::fold_if_settled`].
+    polled: usize,
 }
-
-/// `recent` is folded in when it holds at least this many symbols and at least half as
-/// many as `frozen`.
-const FOLD_AT_LEAST: usize = 4096;
 
 /// Lookups from one view of the frozen table (see [`Interner::symbols`]): a batch reads
 /// the shared pointer once, not once per id.
@@ -247,10 +247,6 @@ impl Interner {
                 id
             }
         };
-        let unfrozen = names.by_sym.len() - names.frozen;
-        if unfrozen >= FOLD_AT_LEAST.max(names.frozen / 2) {
-            self.fold_locked(&mut names);
-        }
         id
     }
 
@@ -262,6 +258,18 @@ impl Interner {
         if names.by_sym.len() > names.frozen {
             self.fold_locked(&mut names);
         }
+    }
+
+    /// [`Interner::fold`], if no symbol was interned since the last call: for a timer,
+    /// which must not fold again and again while an import is still interning (each
+    /// fold is a pass over every name, and holds up interning while it runs).
+    pub fn fold_if_settled(&self) {
+        let mut names = self.write_names();
+        let len = names.by_sym.len();
+        if len > names.frozen && len == names.polled {
+            self.fold_locked(&mut names);
+        }
+        names.polled = len;
     }
 
     fn fold_locked(&self, names: &mut Names) {
@@ -321,11 +329,13 @@ mod tests {
     #[test]
     fn symbols_survive_folds_and_stay_the_same() {
         let interner = Interner::default();
-        let ids: Vec<String> = (0..3 * FOLD_AT_LEAST).map(|i| format!("id{i}")).collect();
-        let syms: Vec<Sym> = ids.iter().map(|s| interner.intern(s)).collect();
-        // Past `FOLD_AT_LEAST` the table folded by itself; the rest is in `recent`.
-        assert!(interner.read_names().frozen >= FOLD_AT_LEAST);
-        assert!(interner.read_names().frozen < ids.len() + 2);
+        let ids: Vec<String> = (0..10_000).map(|i| format!("id{i}")).collect();
+        let half = ids.len() / 2;
+        let mut syms: Vec<Sym> = ids.iter().take(half).map(|s| interner.intern(s)).collect();
+        interner.fold();
+        // Half the ids in the frozen part, half in the recent one.
+        syms.extend(ids.iter().skip(half).map(|s| interner.intern(s)));
+        assert_eq!(interner.read_names().frozen, half + 2);
         let check = |interner: &Interner| {
             let symbols = interner.symbols();
             for (s, sym) in ids.iter().zip(&syms) {
@@ -334,11 +344,20 @@ mod tests {
                 assert_eq!(&*interner.resolve(*sym), s.as_str());
             }
             assert_eq!(symbols.get("nobody"), None);
-            assert_eq!(interner.len(), ids.len() + 2);
+            assert!(interner.len() >= ids.len() + 2);
         };
         check(&interner);
-        interner.fold();
+        // A timer's fold waits until a poll finds nothing new since the last one.
+        let frozen = interner.read_names().frozen;
+        interner.fold_if_settled();
+        assert_eq!(interner.read_names().frozen, frozen);
+        interner.fold_if_settled();
         assert_eq!(interner.read_names().frozen, ids.len() + 2);
+        interner.intern("one more");
+        interner.fold_if_settled();
+        assert_eq!(interner.read_names().frozen, ids.len() + 2);
+        interner.fold();
+        assert_eq!(interner.read_names().frozen, ids.len() + 3);
         assert!(interner.recent.is_empty());
         check(&interner);
     }
@@ -348,7 +367,7 @@ mod tests {
     #[test]
     fn readers_find_every_symbol_while_a_writer_folds() {
         use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-        const N: usize = 6 * FOLD_AT_LEAST;
+        const N: usize = 25_000;
         let interner = Interner::default();
         let done = AtomicUsize::new(0);
         let syms: Vec<AtomicU32> = (0..N).map(|_| AtomicU32::new(0)).collect();
