@@ -252,37 +252,43 @@ impl Interner {
 
     /// Folds the symbols interned since the last fold into the frozen table, so that
     /// looking them up takes no lock. Costs a pass over every name: the engine calls it
-    /// when the graph is compacted, not on every write.
+    /// when the graph is compacted, not on every write. The table is built under the
+    /// names' read lock (`resolve` goes on meanwhile; interning waits), and published
+    /// under the write lock with what was interned in between.
     pub fn fold(&self) {
+        let (mut table, built) = {
+            let names = self.read_names();
+            if names.by_sym.len() == names.frozen {
+                return;
+            }
+            let mut table = Table::with_capacity_and_hasher(names.by_sym.len(), FxBuildHasher);
+            add_names(&mut table, &names.by_sym, 0);
+            (table, names.by_sym.len())
+        };
         let mut names = self.write_names();
-        if names.by_sym.len() > names.frozen {
-            self.fold_locked(&mut names);
-        }
-    }
-
-    /// [`Interner::fold`], if no symbol was interned since the last call: for a timer,
-    /// which must not fold again and again while an import is still interning (each
-    /// fold is a pass over every name, and holds up interning while it runs).
-    pub fn fold_if_settled(&self) {
-        let mut names = self.write_names();
-        let len = names.by_sym.len();
-        if len > names.frozen && len == names.polled {
-            self.fold_locked(&mut names);
-        }
-        names.polled = len;
-    }
-
-    fn fold_locked(&self, names: &mut Names) {
-        let mut table = Table::with_capacity_and_hasher(names.by_sym.len(), FxBuildHasher);
-        for (sym, key) in names.by_sym.iter().enumerate() {
-            table.insert(key.clone(), Sym::try_from(sym).unwrap_or(Sym::MAX));
-        }
+        add_names(&mut table, &names.by_sym, built);
         // Published first, emptied after: see `get_recent`. No symbol is added to
         // `recent` meanwhile (writers hold `names`).
         self.frozen.store(Arc::new(table));
         self.recent.clear();
         self.recent.shrink_to_fit();
         names.frozen = names.by_sym.len();
+    }
+
+    /// [`Interner::fold`], if no symbol was interned since the last call: for a timer,
+    /// which must not fold again and again while an import is still interning (each
+    /// fold is a pass over every name, and holds up interning while it runs).
+    pub fn fold_if_settled(&self) {
+        let settled = {
+            let mut names = self.write_names();
+            let len = names.by_sym.len();
+            let settled = len > names.frozen && len == names.polled;
+            names.polled = len;
+            settled
+        };
+        if settled {
+            self.fold();
+        }
     }
 
     /// The string of a symbol.
@@ -297,6 +303,13 @@ impl Interner {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// Adds `names[from..]` to `table`, each under its symbol (its index).
+fn add_names(table: &mut Table, names: &[Key], from: usize) {
+    for (sym, key) in names.iter().enumerate().skip(from) {
+        table.insert(key.clone(), Sym::try_from(sym).unwrap_or(Sym::MAX));
     }
 }
 
@@ -363,7 +376,8 @@ mod tests {
     }
 
     /// A reader holding an older view of the frozen table still finds symbols that a
-    /// fold has since moved out of `recent`, while a writer interns and folds beside it.
+    /// fold has since moved out of `recent`, while a writer interns and another thread
+    /// folds beside them.
     #[test]
     fn readers_find_every_symbol_while_a_writer_folds() {
         use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -376,9 +390,13 @@ mod tests {
                 for (i, slot) in syms.iter().enumerate() {
                     slot.store(interner.intern(&format!("w{i}")), Ordering::Relaxed);
                     done.store(i + 1, Ordering::Release);
-                    if i % 5000 == 4999 {
-                        interner.fold();
-                    }
+                }
+            });
+            // Folds beside the writer: symbols interned while a fold builds its table
+            // must reach the table it publishes.
+            s.spawn(|| {
+                while done.load(Ordering::Acquire) < N {
+                    interner.fold();
                 }
             });
             let mut checked = 0usize;
