@@ -1297,7 +1297,11 @@ impl Engine {
         let results = items
             .iter()
             .enumerate()
-            .map(|(i, req)| self.check_in_with(&graph, req, &time, ids.get(i).copied()).map(|r| r.decision))
+            .map(|(i, req)| match ids.get(i) {
+                Some(known) => self.check_in_with(&graph, req, &time, *known),
+                None => self.check_in(&graph, req, &time),
+            })
+            .map(|r| r.map(|r| r.decision))
             .collect();
         Ok((results, graph.revision))
     }
@@ -1492,7 +1496,7 @@ impl Engine {
         let symbols = self.interner.symbols();
         let known = KnownIds { resource: symbols.get(req.resource_id), subject: symbols.get(req.subject_id) };
         drop(symbols);
-        self.check_in_with(graph, req, now, Some(known))
+        self.check_in_with(graph, req, now, known)
     }
 
     /// [`Engine::check_in`] with the ids' symbols when the caller looked them up already.
@@ -1501,7 +1505,7 @@ impl Engine {
         graph: &GraphVersion,
         req: &CheckRequest<'_>,
         now: &RequestTime,
-        known: Option<KnownIds>,
+        known: KnownIds,
     ) -> Result<CheckResponse, EngineError> {
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
@@ -1511,7 +1515,7 @@ impl Engine {
             req.subject_type,
             req.subject_id,
             req.subject_relation,
-            known.map(|k| k.subject),
+            Some(known.subject),
         )?;
         let decision = |allowed: bool| CheckResponse {
             decision: if allowed {
@@ -1521,11 +1525,7 @@ impl Engine {
             },
             revision: graph.revision,
         };
-        let resource_sym = match known {
-            Some(k) => k.resource,
-            None => self.interner.get(req.resource_id),
-        };
-        let resource = match resource_sym {
+        let resource = match known.resource {
             Some(r) => Some(r),
             // Nothing was ever written about this resource. Only a subject set of the
             // same object can be a member (of itself, through the schema); the shared

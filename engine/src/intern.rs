@@ -238,16 +238,15 @@ impl Interner {
         // One probe that finds it in `recent`, or the slot the new symbol goes in (a
         // lookup and then an insert would hash and probe twice: interning is most of a
         // large import's cost).
-        let id = match self.recent.entry(key) {
-            dashmap::Entry::Occupied(e) => return *e.get(),
+        match self.recent.entry(key) {
+            dashmap::Entry::Occupied(e) => *e.get(),
             dashmap::Entry::Vacant(v) => {
                 let id = Sym::try_from(names.by_sym.len()).unwrap_or(Sym::MAX);
                 names.by_sym.push(v.key().clone());
                 v.insert(id);
                 id
             }
-        };
-        id
+        }
     }
 
     /// Folds the symbols interned since the last fold into the frozen table, so that
