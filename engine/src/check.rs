@@ -25,7 +25,7 @@ use crate::graph::{
     Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
-use crate::schema_plan::{SchemaPlan, Subjects};
+use crate::schema_plan::{Chain, SchemaPlan, Subjects};
 
 type Node = (TypeId, RelationId, Sym);
 
@@ -187,6 +187,10 @@ pub(crate) struct Evaluator<'a> {
 /// of what names it is shorter (a tenant's thousands of members against a user's few
 /// memberships: a binary search that stays in cache).
 const LONG_LIST: usize = 32;
+
+/// A climb (see [`Chain`]) finds repeats by scanning the objects it has met until it has
+/// met more than this many.
+const CLIMB_SCAN: usize = 32;
 
 /// The objects `x` of one nesting relation `T#R` (see [`Subjects::Nesting`]) whose
 /// `x#R` holds the target, found by walking up from the target through the reverse
@@ -502,7 +506,7 @@ impl<'a> Evaluator<'a> {
             if let Some(Memo::Done(b)) = self.scratch.as_ref().and_then(|s| s.memo.get(&node)) {
                 return Ok(if *b { Answer::YES } else { Answer::NO });
             }
-            return self.evaluate(&relation.kind, &key, ty, object, depth);
+            return self.evaluate(&relation.kind, &key, ty, rel, object, depth);
         }
         let scratch = self
             .scratch
@@ -531,7 +535,7 @@ impl<'a> Evaluator<'a> {
         let frame = scratch.path.len() as u32;
         let start = scratch.provisional.len();
         scratch.path.push(node);
-        let result = self.evaluate(&relation.kind, &key, ty, object, depth);
+        let result = self.evaluate(&relation.kind, &key, ty, rel, object, depth);
         let scratch = self.scratch.get_or_insert_with(Default::default);
         scratch.path.pop();
         let answer = match result {
@@ -549,13 +553,82 @@ impl<'a> Evaluator<'a> {
         kind: &RelationKind,
         key: &ResourceKey,
         ty: TypeId,
+        rel: RelationId,
         object: Sym,
         depth: u32,
     ) -> Result<Answer, EngineError> {
         match kind {
             RelationKind::Direct(allowed) => self.subject_sets(key, allowed, depth),
-            RelationKind::Permission(rw) => self.rewrite(rw, ty, object, depth),
+            RelationKind::Permission(rw) => match self.plan.chain(ty, rel) {
+                // With every node tracked (a loop of permissions on one object) the
+                // recursion stays as written.
+                Some(chain) if !self.track_all => self.climb(chain, ty, rel, object, depth),
+                _ => self.rewrite(rw, ty, object, depth),
+            },
         }
+    }
+
+    /// A permission that inherits itself along `chain.via` (see [`Chain`]): its other
+    /// parts on `object`, then on each object `via` leads to, breadth first, each once,
+    /// at the depth the recursion would reach it at. Only `object` is a frame (the
+    /// caller's); what the parts hop to is tracked as usual.
+    fn climb(
+        &mut self,
+        chain: &'a Chain,
+        ty: TypeId,
+        rel: RelationId,
+        object: Sym,
+        depth: u32,
+    ) -> Result<Answer, EngineError> {
+        let type_sym = self.plan.type_sym(ty);
+        let via = self.plan.rel_sym(ty, chain.via);
+        // The objects met so far with their levels, in the order they are checked: the
+        // queue and, while short, the set of those seen.
+        let mut queue: SmallVec<[(Sym, u32); 16]> = SmallVec::new();
+        queue.push((object, 0));
+        let mut seen: Option<rustc_hash::FxHashSet<Sym>> = None;
+        // A subject set of the climb's own permissions (`folder:y#view`) is in them on
+        // its own object, as `check_relation` answers when the recursion enters it.
+        let target_named = self.target.object_type == type_sym
+            && chain.names.iter().any(|r| self.plan.rel_sym(ty, *r) == self.target.relation);
+        let mut cycle_low = NO_CYCLE;
+        let mut at = 0;
+        while let Some(&(x, level)) = queue.get(at) {
+            at += 1;
+            let depth = depth + level;
+            if depth > self.max_depth {
+                return Err(self.depth_error(ty, rel, x));
+            }
+            if target_named && x == self.target.object_id {
+                return Ok(Answer::YES);
+            }
+            // The way up first, while `x` is the object in hand.
+            let up = self.edges(&ResourceKey { object_type: type_sym, relation: via, object_id: x });
+            for e in up {
+                if e.subject.object_type != type_sym || !e.live(self.now) {
+                    continue;
+                }
+                let id = e.subject.object_id;
+                let new = match &mut seen {
+                    Some(set) => set.insert(id),
+                    None => !queue.iter().any(|q| q.0 == id),
+                };
+                if new {
+                    queue.push((id, level + 1));
+                    if seen.is_none() && queue.len() > CLIMB_SCAN {
+                        seen = Some(queue.iter().map(|q| q.0).collect());
+                    }
+                }
+            }
+            for part in &chain.local {
+                let a = self.rewrite(part, ty, x, depth)?;
+                if a.member {
+                    return Ok(Answer::YES);
+                }
+                cycle_low = cycle_low.min(a.cycle_low);
+            }
+        }
+        Ok(Answer { member: false, cycle_low })
     }
 
     /// The edges of `key`, through the one-object cache.

@@ -1,7 +1,7 @@
 //! A compiled schema bound to the symbol table: the per-schema lookup tables evaluation
 //! needs (type and relation names as symbols, and back).
 
-use arbiter_schema::{AllowedKind, CompiledSchema, RelationId, RelationKind, Rewrite, TypeId};
+use arbiter_schema::{AllowedKind, AllowedSubject, ArrowKind, CompiledSchema, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 
 use crate::intern::{Interner, Sym};
@@ -32,6 +32,31 @@ pub struct SchemaPlan {
     /// Per type with arrows (by symbol), the tupleset relations its permissions' arrows
     /// read (symbols): the hops a Check on an object of that type may take to others.
     arrow_hops: Vec<(Sym, Vec<Sym>)>,
+    /// Per type, per relation: the permission as a climb, where it is one (see [`Chain`]).
+    chains: Vec<Vec<Option<Chain>>>,
+}
+
+/// A permission that inherits itself along a relation to objects of its own type:
+/// `view = viewer + edit + parent->view` on `folder`, with `relation parent: folder`.
+/// Such a permission holds on `x` exactly when one of its other parts (`local`) holds on
+/// `x` or on an object reachable from `x` by `via` edges (its ancestors), so Check
+/// answers it by climbing the ancestors once, checking `local` on each, instead of
+/// recursing into the permission on every ancestor, each a frame of its own with a memo
+/// entry. A part that names another permission climbing the same relation
+/// (`edit = owner + parent->edit` inside `view`) is replaced by that permission's own
+/// parts: `edit` holds on some ancestor of `x` exactly when one of its parts holds on
+/// some ancestor of `x`, because an ancestor's ancestors are `x`'s. So a folder chain is
+/// walked once, not once for `view` and once more for `edit`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The relation climbed: it allows objects of the permission's own type only, with
+    /// no caveat.
+    pub via: RelationId,
+    /// What is checked on each object of the climb, the object itself first.
+    pub local: Vec<Rewrite>,
+    /// The permission and those whose parts `local` took in: a subject set naming one of
+    /// them on an object of the climb (`folder:x#edit` when checking `view`) is in it.
+    pub names: Vec<RelationId>,
 }
 
 /// A relation as Check sees it, by the subject sets it allows.
@@ -172,7 +197,25 @@ impl SchemaPlan {
                 }
             }
         }
+        let chains = (0..schema.definitions.len())
+            .map(|ty| {
+                let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
+                let count = schema.definitions.get(usize::from(ty)).map_or(0, |d| d.relations.len());
+                (0..count)
+                    .map(|rel| {
+                        let rel = RelationId::try_from(rel).unwrap_or(RelationId::MAX);
+                        // A loop of permissions on one object has no climb to flatten: its
+                        // nodes are all tracked.
+                        if local_cycles {
+                            return None;
+                        }
+                        chain_of(&schema, ty, rel, &mut Vec::new())
+                    })
+                    .collect()
+            })
+            .collect();
         SchemaPlan {
+            chains,
             arrow_hops,
             local_cycles,
             subjects,
@@ -233,6 +276,12 @@ impl SchemaPlan {
         &self.nesting_ids
     }
 
+    /// Permission `ty#rel` as a climb along a relation of its own type, if it is one.
+    #[inline]
+    pub fn chain(&self, ty: TypeId, rel: RelationId) -> Option<&Chain> {
+        self.chains.get(usize::from(ty)).and_then(|r| r.get(usize::from(rel))).and_then(Option::as_ref)
+    }
+
     pub fn has_local_cycles(&self) -> bool {
         self.local_cycles
     }
@@ -260,6 +309,48 @@ impl SchemaPlan {
     pub fn relation_of_sym(&self, ty: TypeId, sym: Sym) -> Option<RelationId> {
         self.rel_by_sym.get(&(ty, sym)).copied()
     }
+}
+
+/// `ty#perm` as a [`Chain`], if it is a union with an arrow to itself along a relation
+/// that allows only objects of `ty` (no wildcard, no subject set, no caveat). `visiting`
+/// holds the permissions whose parts are being gathered, so a part naming one of them is
+/// kept as it is.
+fn chain_of(schema: &CompiledSchema, ty: TypeId, perm: RelationId, visiting: &mut Vec<RelationId>) -> Option<Chain> {
+    let RelationKind::Permission(Rewrite::Union(items)) = &schema.relation(ty, perm)?.kind else {
+        return None;
+    };
+    let climbs = |item: &Rewrite| -> Option<RelationId> {
+        let Rewrite::Arrow(a) = item else { return None };
+        if a.kind == ArrowKind::All || a.targets.as_slice() != [(ty, perm)] {
+            return None;
+        }
+        let RelationKind::Direct(allowed) = &schema.relation(ty, a.tupleset)?.kind else {
+            return None;
+        };
+        let own = |s: &AllowedSubject| s.type_id == ty && s.kind == AllowedKind::Object && s.caveat.is_none();
+        (!allowed.is_empty() && allowed.iter().all(own)).then_some(a.tupleset)
+    };
+    let via = items.iter().find_map(climbs)?;
+    visiting.push(perm);
+    let mut local = Vec::with_capacity(items.len());
+    let mut names = vec![perm];
+    for item in items {
+        if climbs(item) == Some(via) {
+            continue;
+        }
+        if let Rewrite::Computed(q) = item {
+            if !visiting.contains(q) {
+                if let Some(inner) = chain_of(schema, ty, *q, visiting).filter(|c| c.via == via) {
+                    local.extend(inner.local);
+                    names.extend(inner.names.into_iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+                    continue;
+                }
+            }
+        }
+        local.push(item.clone());
+    }
+    visiting.pop();
+    Some(Chain { via, local, names })
 }
 
 /// Whether any definition has a loop of computed usersets (a permission that reaches
@@ -302,4 +393,114 @@ fn has_local_cycles(schema: &CompiledSchema) -> bool {
         }
         (0..refs.len()).any(|n| visit(n, &refs, &mut colour))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+    use super::*;
+
+    fn plan(text: &str) -> SchemaPlan {
+        SchemaPlan::new(arbiter_schema::compile(text).unwrap(), text.to_string(), &Interner::default())
+    }
+
+    fn ids(plan: &SchemaPlan, ty: &str, names: &[&str]) -> Vec<RelationId> {
+        let (_, def) = plan.schema.definition_by_name(ty).unwrap();
+        names.iter().map(|n| def.relation_id(n).unwrap()).collect()
+    }
+
+    fn chain<'p>(plan: &'p SchemaPlan, ty: &str, perm: &str) -> Option<&'p Chain> {
+        let (t, def) = plan.schema.definition_by_name(ty).unwrap();
+        plan.chain(t, def.relation_id(perm).unwrap())
+    }
+
+    #[test]
+    fn a_permission_inherited_from_parents_is_a_climb_with_the_inherited_parts_taken_in() {
+        let p = plan(
+            "definition user {}
+             definition tenant { relation admin: user  permission administer = admin }
+             definition folder {
+                 relation tenant: tenant
+                 relation parent: folder
+                 relation owner: user
+                 relation viewer: user
+                 permission edit = owner + parent->edit + tenant->administer
+                 permission view = edit + viewer + parent->view
+             }",
+        );
+        let [parent, owner, viewer, edit, view] = ids(&p, "folder", &["parent", "owner", "viewer", "edit", "view"])[..] else {
+            panic!("five ids")
+        };
+        let c = chain(&p, "folder", "view").expect("view climbs parent");
+        assert_eq!(c.via, parent);
+        assert_eq!(c.names, vec![view, edit]);
+        // edit's parts in place of `edit`, without its own climb.
+        assert_eq!(c.local.len(), 3);
+        assert_eq!(c.local.first(), Some(&Rewrite::Computed(owner)));
+        assert!(matches!(c.local.get(1), Some(Rewrite::Arrow(a)) if a.computed == "administer"));
+        assert_eq!(c.local.get(2), Some(&Rewrite::Computed(viewer)));
+        let e = chain(&p, "folder", "edit").expect("edit climbs parent");
+        assert_eq!((e.via, e.names.clone(), e.local.len()), (parent, vec![edit], 2));
+        assert!(chain(&p, "tenant", "administer").is_none());
+    }
+
+    #[test]
+    fn only_a_union_climbing_a_relation_of_its_own_objects_is_a_climb() {
+        let p = plan(
+            "definition user {}
+             definition group { relation member: user }
+             definition folder {
+                 relation parent: folder
+                 relation mixed: folder | group
+                 relation sets: folder#view
+                 relation owner: user
+                 permission other = owner + mixed->other
+                 permission through_set = owner + sets->through_set
+                 permission every = owner + parent.all(every)
+                 permission alone = parent->alone
+                 permission excluded = (owner + parent->excluded) - owner
+                 permission view = owner + parent->view
+             }",
+        );
+        for perm in ["other", "through_set", "every", "alone", "excluded"] {
+            assert!(chain(&p, "folder", perm).is_none(), "{perm} is not a climb");
+        }
+        assert!(chain(&p, "folder", "view").is_some());
+    }
+
+    #[test]
+    fn a_part_climbing_another_relation_stays_a_part() {
+        let p = plan(
+            "definition user {}
+             definition folder {
+                 relation parent: folder
+                 relation shortcut: folder
+                 relation owner: user
+                 permission edit = owner + shortcut->edit
+                 permission view = edit + parent->view
+             }",
+        );
+        let [parent, edit, view] = ids(&p, "folder", &["parent", "edit", "view"])[..] else {
+            panic!("three ids")
+        };
+        let c = chain(&p, "folder", "view").unwrap();
+        assert_eq!(c.via, parent);
+        assert_eq!(c.local, vec![Rewrite::Computed(edit)]);
+        assert_eq!(c.names, vec![view]);
+    }
+
+    #[test]
+    fn a_loop_of_permissions_on_one_object_has_no_climbs() {
+        let p = plan(
+            "definition user {}
+             definition folder {
+                 relation parent: folder
+                 relation owner: user
+                 permission a = b + parent->a
+                 permission b = a + owner
+             }",
+        );
+        assert!(chain(&p, "folder", "a").is_none());
+    }
 }

@@ -53,6 +53,9 @@ struct TypeSpec {
     relations: Vec<Vec<AllowedSpec>>,
     /// Permissions `p0`, `p1`, ...
     permissions: Vec<ExprSpec>,
+    /// Whether the type has `relation up: <itself>`, which [`ExprSpec::Climb`] climbs
+    /// (folders in folders).
+    up: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +84,10 @@ enum ExprSpec {
     Intersection(Box<ExprSpec>, Box<ExprSpec>),
     Exclusion(Box<ExprSpec>, Box<ExprSpec>),
     Group(Box<ExprSpec>),
+    /// `(x) + up->own` (or `up.any(own)`, `up.all(own)`): the permission inherits itself
+    /// from the objects `up` names, as `view` does from a parent folder. Just `x` on a
+    /// type without `up`.
+    Climb(Box<ExprSpec>, u8),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,7 +120,8 @@ fn expr_spec() -> impl Strategy<Value = ExprSpec> {
             3 => (inner.clone(), inner.clone()).prop_map(|(a, b)| ExprSpec::Union(Box::new(a), Box::new(b))),
             3 => (inner.clone(), inner.clone()).prop_map(|(a, b)| ExprSpec::Intersection(Box::new(a), Box::new(b))),
             3 => (inner.clone(), inner.clone()).prop_map(|(a, b)| ExprSpec::Exclusion(Box::new(a), Box::new(b))),
-            1 => inner.prop_map(|a| ExprSpec::Group(Box::new(a))),
+            1 => inner.clone().prop_map(|a| ExprSpec::Group(Box::new(a))),
+            3 => (inner, any::<u8>()).prop_map(|(a, kind)| ExprSpec::Climb(Box::new(a), kind)),
         ]
     })
 }
@@ -123,11 +131,13 @@ fn type_spec() -> impl Strategy<Value = TypeSpec> {
         3usize..=5,
         prop::collection::vec(prop::collection::vec(allowed_spec(), 1..=3), 1..=3),
         prop::collection::vec(expr_spec(), 0..=3),
+        any::<bool>(),
     )
-        .prop_map(|(ids, relations, permissions)| TypeSpec {
+        .prop_map(|(ids, relations, permissions, up)| TypeSpec {
             ids,
             relations,
             permissions,
+            up,
         })
 }
 
@@ -174,6 +184,12 @@ fn build(spec: &Spec) -> Case {
                 body: Body::Direct(Vec::new()),
             });
         }
+        if ts.up {
+            relations.push(RelationDef {
+                name: "up".into(),
+                body: Body::Direct(vec![Allowed::Object(i + 1)]),
+            });
+        }
         for p in 0..ts.permissions.len() {
             relations.push(RelationDef {
                 name: format!("p{p}"),
@@ -217,7 +233,7 @@ fn build(spec: &Spec) -> Case {
     // Permissions.
     for (i, ts) in spec.types.iter().enumerate() {
         let ty = i + 1;
-        let nrel = ts.relations.len();
+        let nrel = ts.relations.len() + usize::from(ts.up);
         for (p, e) in ts.permissions.iter().enumerate() {
             let expr = build_expr(&types, ty, nrel + p, e);
             types[ty].relations[nrel + p].body = Body::Permission(expr);
@@ -237,7 +253,8 @@ fn build(spec: &Spec) -> Case {
     let mut tuples = BTreeSet::new();
     for t in &spec.tuples {
         let ty = 1 + usize::from(t.ty) % n;
-        let rel = usize::from(t.rel) % spec.types[ty - 1].relations.len();
+        let ts = &spec.types[ty - 1];
+        let rel = usize::from(t.rel) % (ts.relations.len() + usize::from(ts.up));
         let Body::Direct(allowed) = &model.types[ty].relations[rel].body else {
             continue;
         };
@@ -326,6 +343,18 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
         ExprSpec::Intersection(x, y) => Expr::Intersection(b(x), b(y)),
         ExprSpec::Exclusion(x, y) => Expr::Exclusion(b(x), b(y)),
         ExprSpec::Group(x) => Expr::Group(b(x)),
+        ExprSpec::Climb(x, kind) => {
+            let Some(up) = types[ty].relations.iter().position(|r| r.name == "up") else {
+                return build_expr(types, ty, own, x);
+            };
+            let kind = [ArrowKind::Arrow, ArrowKind::Any, ArrowKind::All][usize::from(*kind) % 3];
+            let climb = Expr::Arrow {
+                tupleset: up,
+                target: types[ty].relations[own].name.clone(),
+                kind,
+            };
+            Expr::Union(Box::new(Expr::Group(b(x))), Box::new(climb))
+        }
     }
 }
 
