@@ -1324,11 +1324,14 @@ impl Engine {
         let schema = &plan.schema;
         let mut keys = Vec::with_capacity(items.len());
         let mut ids = Vec::with_capacity(items.len());
-        // One view of the symbol table for the batch: its lookups take no lock, so their
-        // cache misses overlap.
-        let symbols = self.interner.symbols();
-        for req in items {
-            let (resource, subject) = (symbols.get(req.resource_id), symbols.get(req.subject_id));
+        // One view of the symbol table for the batch, and all its ids looked up side by
+        // side: their cache misses overlap.
+        let mut syms = Vec::with_capacity(items.len() * 2);
+        self.interner
+            .symbols()
+            .get_many(items.iter().flat_map(|r| [r.resource_id, r.subject_id]), &mut syms);
+        for (req, pair) in items.iter().zip(syms.chunks_exact(2)) {
+            let (resource, subject) = (pair.first().copied().flatten(), pair.get(1).copied().flatten());
             ids.push(KnownIds { resource, subject });
             let (Some((res_ty, _)), Some((sub_ty, sub_def))) =
                 (schema.definition_by_name(req.resource_type), schema.definition_by_name(req.subject_type))

@@ -5,12 +5,12 @@
 
 use std::borrow::Borrow;
 use std::hash::{Hash, Hasher};
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 /// An interned string.
 pub type Sym = u32;
@@ -113,7 +113,124 @@ impl std::fmt::Debug for Name {
     }
 }
 
-type Table = HashMap<Key, Sym, FxBuildHasher>;
+/// The frozen part of the table: open addressing with linear probing, written once by a
+/// fold and then only read. Each slot holds the key, its symbol and 32 bits of its hash,
+/// so a lookup reads one slot (and, when the probe runs on, the ones beside it): one
+/// cache miss, where a table with separate control bytes takes two, one waiting on the
+/// other. And a lookup's first read is an address computed from the hash alone, so
+/// [`Symbols::get_many`] can issue the reads of a whole batch before it compares any.
+struct Table {
+    slots: Box<[Slot]>,
+    /// `64 - log2(slots.len())`: the top bits of a hash pick its first slot.
+    shift: u32,
+    len: usize,
+}
+
+#[derive(Clone)]
+struct Slot {
+    key: Key,
+    /// [`FREE`] in a slot no key holds.
+    sym: Sym,
+    tag: u32,
+}
+
+/// The symbol of a free slot (no symbol reaches it: ids are `u32` and the table counts
+/// from 0).
+const FREE: Sym = Sym::MAX;
+
+/// The hash a [`Table`] files `bytes` under.
+#[inline]
+fn hash_of(bytes: &[u8]) -> u64 {
+    let mut h = rustc_hash::FxHasher::default();
+    h.write(bytes);
+    // Fx leaves the top bits weak for short inputs; a multiply spreads them.
+    h.finish().wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table::with_capacity(0)
+    }
+}
+
+impl std::fmt::Debug for Table {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Table").field("len", &self.len).field("slots", &self.slots.len()).finish()
+    }
+}
+
+impl Table {
+    /// Room for `n` keys with at most three slots in four taken.
+    fn with_capacity(n: usize) -> Table {
+        let slots = (n.saturating_mul(4) / 3 + 1).next_power_of_two().max(8);
+        let free = Slot { key: Key::Inline(0, [0; INLINE]), sym: FREE, tag: 0 };
+        Table { slots: vec![free; slots].into_boxed_slice(), shift: 64 - slots.trailing_zeros(), len: 0 }
+    }
+
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        // `shift` is at most 61: there are at least 8 slots.
+        (hash >> self.shift) as usize
+    }
+
+    #[inline]
+    fn get(&self, bytes: &[u8]) -> Option<Sym> {
+        self.find(hash_of(bytes), bytes)
+    }
+
+    /// The symbol of `bytes`, whose hash is `hash`.
+    #[inline]
+    fn find(&self, hash: u64, bytes: &[u8]) -> Option<Sym> {
+        let mask = self.slots.len() - 1;
+        let tag = hash as u32;
+        let mut i = self.home(hash);
+        // The table is never full (see `insert`), so a free slot ends every probe.
+        loop {
+            let slot = self.slots.get(i)?;
+            if slot.sym == FREE {
+                return None;
+            }
+            if slot.tag == tag && slot.key.bytes() == bytes {
+                return Some(slot.sym);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Reads the first slot `hash` probes and returns something computed from it, so a
+    /// batch's reads can be issued together (see [`Symbols::get_many`]).
+    #[inline]
+    fn touch(&self, hash: u64) -> u32 {
+        self.slots.get(self.home(hash)).map_or(0, |s| s.tag)
+    }
+
+    /// Adds a key known to be absent, growing the table when it is three quarters full.
+    fn insert(&mut self, key: Key, sym: Sym) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            let mut bigger = Table::with_capacity((self.len + 1) * 2);
+            for slot in std::mem::take(&mut self.slots).into_vec() {
+                if slot.sym != FREE {
+                    bigger.insert(slot.key, slot.sym);
+                }
+            }
+            *self = bigger;
+        }
+        let hash = hash_of(key.bytes());
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(hash);
+        while self.slots.get(i).is_some_and(|s| s.sym != FREE) {
+            i = (i + 1) & mask;
+        }
+        if let Some(slot) = self.slots.get_mut(i) {
+            *slot = Slot { key, sym, tag: hash as u32 };
+            self.len += 1;
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
 
 /// The table, in two parts. Every symbol interned before the last fold is in `frozen`,
 /// a table no one writes, so reading it takes no lock: a lock's atomic instructions
@@ -161,9 +278,25 @@ impl Symbols<'_> {
     #[inline]
     pub fn get(&self, s: &str) -> Option<Sym> {
         match self.frozen.get(s.as_bytes()) {
-            Some(sym) => Some(*sym),
+            Some(sym) => Some(sym),
             None => self.interner.get_recent(s, &self.frozen),
         }
+    }
+
+    /// The symbols of many strings, in order, into `out`. On a table larger than the
+    /// cache each lookup is a cache miss; one lookup after another, the core overlaps
+    /// only the few its reorder window holds. Here the first pass hashes every string
+    /// and reads the slot each would probe first, reads independent of each other whose
+    /// misses all overlap; the second compares, in cache.
+    pub fn get_many<'s>(&self, strings: impl Iterator<Item = &'s str> + Clone, out: &mut Vec<Option<Sym>>) {
+        let hashes: SmallVec<[u64; 256]> = strings.clone().map(|s| hash_of(s.as_bytes())).collect();
+        let touched = hashes.iter().fold(0u32, |acc, h| acc ^ self.frozen.touch(*h));
+        std::hint::black_box(touched);
+        out.clear();
+        out.extend(strings.zip(&hashes).map(|(s, h)| match self.frozen.find(*h, s.as_bytes()) {
+            Some(sym) => Some(sym),
+            None => self.interner.get_recent(s, &self.frozen),
+        }));
     }
 }
 
@@ -206,7 +339,7 @@ impl Interner {
         if std::ptr::eq(&**now, seen) {
             return None;
         }
-        now.get(s.as_bytes()).copied()
+        now.get(s.as_bytes())
     }
 
     fn write_names(&self) -> std::sync::RwLockWriteGuard<'_, Names> {
@@ -232,7 +365,7 @@ impl Interner {
         // Another writer may have added it since the miss above, to `recent` or (by a
         // fold) to `frozen`.
         if let Some(id) = self.frozen.load().get(s.as_bytes()) {
-            return *id;
+            return id;
         }
         let key = Key::new(s);
         // One probe that finds it in `recent`, or the slot the new symbol goes in (a
@@ -260,7 +393,7 @@ impl Interner {
             if names.by_sym.len() == names.frozen {
                 return;
             }
-            let mut table = Table::with_capacity_and_hasher(names.by_sym.len(), FxBuildHasher);
+            let mut table = Table::with_capacity(names.by_sym.len());
             add_names(&mut table, &names.by_sym, 0);
             (table, names.by_sym.len())
         };
@@ -305,7 +438,8 @@ impl Interner {
     }
 }
 
-/// Adds `names[from..]` to `table`, each under its symbol (its index).
+/// Adds `names[from..]` (none of them in it yet) to `table`, each under its symbol (its
+/// index).
 fn add_names(table: &mut Table, names: &[Key], from: usize) {
     for (sym, key) in names.iter().enumerate().skip(from) {
         table.insert(key.clone(), Sym::try_from(sym).unwrap_or(Sym::MAX));
@@ -372,6 +506,55 @@ mod tests {
         assert_eq!(interner.read_names().frozen, ids.len() + 3);
         assert!(interner.recent.is_empty());
         check(&interner);
+    }
+
+    #[test]
+    fn a_frozen_table_grows_and_finds_every_key_it_holds() {
+        let mut table = Table::with_capacity(0);
+        let keys: Vec<String> = (0..5_000).map(|i| if i % 7 == 0 { format!("{i}-{}", "long".repeat(8)) } else { format!("k{i}") }).collect();
+        for (sym, k) in keys.iter().enumerate() {
+            table.insert(Key::new(k), Sym::try_from(sym).unwrap_or(FREE));
+        }
+        assert_eq!(table.len(), keys.len());
+        // At most three slots in four taken, so every probe ends at a free slot.
+        assert!(table.slots.len() * 3 >= table.len() * 4);
+        for (sym, k) in keys.iter().enumerate() {
+            assert_eq!(table.get(k.as_bytes()), Some(Sym::try_from(sym).unwrap_or(FREE)), "{k}");
+        }
+        for absent in ["", "k5000", "k-1", "long"] {
+            assert_eq!(table.get(absent.as_bytes()), None, "{absent}");
+        }
+    }
+
+    #[test]
+    fn a_batch_lookup_finds_what_single_lookups_find() {
+        let interner = Interner::default();
+        let frozen: Vec<String> = (0..3_000).map(|i| format!("f{i}")).collect();
+        for s in &frozen {
+            interner.intern(s);
+        }
+        interner.fold();
+        let recent: Vec<String> = (0..300).map(|i| format!("r{i}-{}", "x".repeat(i % 40))).collect();
+        for s in &recent {
+            interner.intern(s);
+        }
+        let absent: Vec<String> = (0..300).map(|i| format!("a{i}")).collect();
+        // Interleaved, repeats included, as a batch's resource and subject ids come.
+        let batch: Vec<&str> = frozen
+            .iter()
+            .zip(recent.iter().cycle())
+            .zip(absent.iter().cycle())
+            .flat_map(|((f, r), a)| [f.as_str(), r.as_str(), a.as_str(), f.as_str()])
+            .collect();
+        let symbols = interner.symbols();
+        let mut out = vec![Some(7)];
+        symbols.get_many(batch.iter().copied(), &mut out);
+        let one_by_one: Vec<Option<Sym>> = batch.iter().map(|s| symbols.get(s)).collect();
+        assert_eq!(out, one_by_one);
+        assert_eq!(out.iter().filter(|s| s.is_none()).count(), batch.len() / 4);
+        assert!(out.iter().step_by(4).zip(&frozen).all(|(s, f)| *s == interner.get(f) && s.is_some()));
+        symbols.get_many(std::iter::empty(), &mut out);
+        assert!(out.is_empty());
     }
 
     /// A reader holding an older view of the frozen table still finds symbols that a
