@@ -236,6 +236,87 @@ fn expiration_is_judged_at_request_time() {
     );
 }
 
+/// Folders inheriting `edit` and `view` from their parents, which Check climbs once
+/// (both permissions along `parent`): expiring parents, subject sets of the inherited
+/// permissions, and the depth limit, as the recursion they replace answers them.
+#[test]
+fn folder_chains_are_climbed_with_expirations_subject_sets_and_the_depth_limit() {
+    const FOLDERS: &str = "use expiration
+        definition user {}
+        definition folder {
+            relation parent: folder | folder with expiration
+            relation owner: user
+            relation viewer: user | folder#edit
+            permission edit = owner + parent->edit
+            permission view = edit + viewer + parent->view
+        }";
+    let load = |config: EngineConfig| {
+        let e = Engine::in_memory(config);
+        e.write_schema(FOLDERS).unwrap();
+        e.write(&touches(&[
+            "folder:f1#owner@user:ann",
+            "folder:f2#parent@folder:f1[expiration:2020-01-01T00:00:00Z]",
+            "folder:f2#viewer@user:bob",
+            "folder:f3#parent@folder:f2",
+            "folder:f4#parent@folder:f3",
+            "folder:f4#viewer@folder:x#edit",
+            "folder:x#owner@user:xena",
+        ]))
+        .unwrap();
+        e
+    };
+    let e = load(EngineConfig::default());
+    let at = |q: &str, when: &str| {
+        let (res, rest) = q.split_once('#').unwrap();
+        let (perm, sub) = rest.split_once('@').unwrap();
+        let (sub_obj, sub_rel) = match sub.split_once('#') {
+            Some((o, r)) => (o, Some(r)),
+            None => (sub, None),
+        };
+        let now = chrono::DateTime::parse_from_rfc3339(when).unwrap().timestamp_micros();
+        let req = CheckRequest {
+            resource_type: res.split_once(':').unwrap().0,
+            resource_id: res.split_once(':').unwrap().1,
+            permission: perm,
+            subject_type: sub_obj.split_once(':').unwrap().0,
+            subject_id: sub_obj.split_once(':').unwrap().1,
+            subject_relation: sub_rel,
+            ..Default::default()
+        };
+        e.check_at(&req, now).unwrap().decision == Decision::Allowed
+    };
+    let (before, after) = ("2019-12-31T23:59:59Z", "2020-01-01T00:00:00Z");
+    for (q, was, is) in [
+        // ann owns f1, three parents up from f4, through f2's expiring parent.
+        ("folder:f4#view@user:ann", true, false),
+        ("folder:f4#edit@user:ann", true, false),
+        ("folder:f2#edit@user:ann", true, false),
+        // bob views f2: f4's view, never its edit.
+        ("folder:f4#view@user:bob", true, true),
+        ("folder:f4#edit@user:bob", false, false),
+        // A subject set of an inherited permission on an ancestor is in the permission.
+        ("folder:f4#view@folder:f1#edit", true, false),
+        ("folder:f4#view@folder:f2#view", true, true),
+        ("folder:f4#edit@folder:f3#edit", true, true),
+        ("folder:f3#edit@folder:f4#edit", false, false),
+        // And a subject set written on the chain.
+        ("folder:f4#view@user:xena", true, true),
+        ("folder:f3#view@user:xena", false, false),
+    ] {
+        assert_eq!(at(q, before), was, "{q} before the expiration");
+        assert_eq!(at(q, after), is, "{q} from the expiration on");
+    }
+    // Each ancestor is as deep as the recursion would reach it: g3's chain climbs three
+    // parents, which a limit of two refuses unless an answer comes first.
+    let e = load(EngineConfig { max_depth: 2, ..EngineConfig::default() });
+    e.write(&touches(&["folder:g1#parent@folder:g0", "folder:g2#parent@folder:g1", "folder:g3#parent@folder:g2", "folder:g1#viewer@user:gil"]))
+        .unwrap();
+    let err = check_with(&e, "folder:g3#view@user:nobody", Consistency::MinimizeLatency).unwrap_err();
+    assert!(matches!(err, EngineError::DepthExceeded { limit: 2, .. }), "{err}");
+    assert!(check(&e, "folder:g3#view@user:gil"));
+    assert!(!check(&e, "folder:g2#view@user:nobody"));
+}
+
 #[test]
 fn bad_writes_name_the_problem_and_change_nothing() {
     let e = engine(&["doc:1#owner@user:olga"]);
