@@ -67,6 +67,12 @@ pub struct EngineConfig {
     /// each kept revision pins the copies its changes made, so a bulk import of millions
     /// in batches would otherwise keep every batch's copies for the whole window.
     pub history_max_changes: usize,
+    /// CheckBulk touches its items' objects before checking them ([`Engine::check_bulk`])
+    /// only on graphs with at least this many relationships. A smaller graph (at about
+    /// 76 bytes a relationship, 200,000 are some 15 MB) stays in a server's last-level
+    /// cache, where the touches find nothing to fetch and cost a sixth of a batch; a
+    /// batch's ids are looked up side by side either way.
+    pub warm_min_relationships: usize,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +82,7 @@ impl Default for EngineConfig {
             history_window: Duration::from_secs(600),
             history_limit: 4096,
             history_max_changes: 250_000,
+            warm_min_relationships: 200_000,
         }
     }
 }
@@ -1352,6 +1359,9 @@ impl Engine {
                 ObjectKey { object_type: plan.type_sym(res_ty), object_id: resource },
                 SubjectKey { object_type: plan.type_sym(sub_ty), relation, object_id: subject },
             ));
+        }
+        if graph.len() < self.config.warm_min_relationships {
+            return ids;
         }
         let subjects: Vec<SubjectKey> = keys.iter().map(|(_, s)| *s).collect();
         let mut touched = graph.touch_subjects(&subjects);

@@ -1122,6 +1122,47 @@ fn check_bulk_answers_at_one_revision_with_per_item_errors() {
     assert_eq!(answers[2], Ok(Decision::Denied));
 }
 
+/// CheckBulk answers as Check does, item by item, whether it touches its items' objects
+/// first (graphs of at least `warm_min_relationships`) or not.
+#[test]
+fn check_bulk_answers_as_check_with_and_without_its_warm_pass() {
+    let rels = [
+        "doc:1#owner@user:olga",
+        "doc:1#viewer@group:eng#member",
+        "group:eng#member@group:core#member",
+        "group:core#member@user:carl",
+        "doc:1#parent@folder:f",
+        "doc:2#parent@folder:g",
+        "folder:g#parent@folder:f",
+        "folder:f#parent@folder:root",
+        "folder:root#viewer@user:rita",
+        "folder:g#viewer@group:core#member",
+        "doc:1#banned@user:carl",
+        "doc:3#viewer@user:*",
+        "doc:3#banned@user:bob",
+    ];
+    let users = ["user:olga", "user:carl", "user:rita", "user:bob", "user:nobody"];
+    let docs = ["doc:1", "doc:2", "doc:3", "doc:none"];
+    let mut items = Vec::new();
+    for d in docs {
+        for u in users {
+            for p in ["view", "edit"] {
+                items.push(check_req(d, p, u));
+            }
+        }
+    }
+    items.push(check_req("folder:g", "view", "user:rita"));
+    items.push(CheckRequest { subject_relation: Some("member"), ..check_req("folder:g", "view", "group:core") });
+    items.push(check_req("doc:2", "nope", "user:rita"));
+    for warm_min_relationships in [0, usize::MAX] {
+        let e = engine_with(EngineConfig { warm_min_relationships, ..EngineConfig::default() }, &rels);
+        let (answers, _) = e.check_bulk(&items, Consistency::MinimizeLatency).unwrap();
+        let singles: Vec<_> = items.iter().map(|r| e.check(r).map(|c| c.decision)).collect();
+        assert_eq!(answers, singles, "warm from {warm_min_relationships} relationships");
+        assert!(answers.iter().filter(|a| **a == Ok(Decision::Allowed)).count() >= 8);
+    }
+}
+
 #[test]
 fn explain_gives_the_granting_path() {
     let e = engine(&[
