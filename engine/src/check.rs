@@ -559,11 +559,10 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Answer, EngineError> {
         match kind {
             RelationKind::Direct(allowed) => self.subject_sets(key, allowed, depth),
+            // A schema that loops within one object has no climbs (see `SchemaPlan::chain`).
             RelationKind::Permission(rw) => match self.plan.chain(ty, rel) {
-                // With every node tracked (a loop of permissions on one object) the
-                // recursion stays as written.
-                Some(chain) if !self.track_all => self.climb(chain, ty, rel, object, depth),
-                _ => self.rewrite(rw, ty, object, depth),
+                Some(chain) => self.climb(chain, ty, rel, object, depth),
+                None => self.rewrite(rw, ty, object, depth),
             },
         }
     }

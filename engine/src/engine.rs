@@ -1328,18 +1328,22 @@ impl Engine {
         if items.len() < WARM_BATCH {
             return Vec::new();
         }
-        let schema = &plan.schema;
-        let mut keys = Vec::with_capacity(items.len());
-        let mut ids = Vec::with_capacity(items.len());
         // One view of the symbol table for the batch, and all its ids looked up side by
         // side: their cache misses overlap.
         let mut syms = Vec::with_capacity(items.len() * 2);
         self.interner
             .symbols()
             .get_many(items.iter().flat_map(|r| [r.resource_id, r.subject_id]), &mut syms);
-        for (req, pair) in items.iter().zip(syms.chunks_exact(2)) {
-            let (resource, subject) = (pair.first().copied().flatten(), pair.get(1).copied().flatten());
-            ids.push(KnownIds { resource, subject });
+        let ids: Vec<KnownIds> = syms
+            .chunks_exact(2)
+            .map(|pair| KnownIds { resource: pair.first().copied().flatten(), subject: pair.get(1).copied().flatten() })
+            .collect();
+        if graph.len() < self.config.warm_min_relationships {
+            return ids;
+        }
+        let schema = &plan.schema;
+        let mut keys = Vec::with_capacity(items.len());
+        for (req, known) in items.iter().zip(&ids) {
             let (Some((res_ty, _)), Some((sub_ty, sub_def))) =
                 (schema.definition_by_name(req.resource_type), schema.definition_by_name(req.subject_type))
             else {
@@ -1352,16 +1356,13 @@ impl Engine {
                     None => continue,
                 },
             };
-            let (Some(resource), Some(subject)) = (resource, subject) else {
+            let (Some(resource), Some(subject)) = (known.resource, known.subject) else {
                 continue;
             };
             keys.push((
                 ObjectKey { object_type: plan.type_sym(res_ty), object_id: resource },
                 SubjectKey { object_type: plan.type_sym(sub_ty), relation, object_id: subject },
             ));
-        }
-        if graph.len() < self.config.warm_min_relationships {
-            return ids;
         }
         let subjects: Vec<SubjectKey> = keys.iter().map(|(_, s)| *s).collect();
         let mut touched = graph.touch_subjects(&subjects);

@@ -277,7 +277,13 @@ impl Symbols<'_> {
     /// The symbol of `s`, if it was ever interned.
     #[inline]
     pub fn get(&self, s: &str) -> Option<Sym> {
-        match self.frozen.get(s.as_bytes()) {
+        self.find(hash_of(s.as_bytes()), s)
+    }
+
+    /// [`Symbols::get`] with the hash of `s` at hand.
+    #[inline]
+    fn find(&self, hash: u64, s: &str) -> Option<Sym> {
+        match self.frozen.find(hash, s.as_bytes()) {
             Some(sym) => Some(sym),
             None => self.interner.get_recent(s, &self.frozen),
         }
@@ -293,10 +299,7 @@ impl Symbols<'_> {
         let touched = hashes.iter().fold(0u32, |acc, h| acc ^ self.frozen.touch(*h));
         std::hint::black_box(touched);
         out.clear();
-        out.extend(strings.zip(&hashes).map(|(s, h)| match self.frozen.find(*h, s.as_bytes()) {
-            Some(sym) => Some(sym),
-            None => self.interner.get_recent(s, &self.frozen),
-        }));
+        out.extend(strings.zip(&hashes).map(|(s, h)| self.find(*h, s)));
     }
 }
 

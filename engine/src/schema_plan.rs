@@ -197,19 +197,18 @@ impl SchemaPlan {
                 }
             }
         }
-        let chains = (0..schema.definitions.len())
-            .map(|ty| {
+        // A loop of permissions on one object has no climbs: evaluation tracks every
+        // node of such a schema, and keeps the recursion as written.
+        let chains = schema
+            .definitions
+            .iter()
+            .enumerate()
+            .map(|(ty, def)| {
                 let ty = TypeId::try_from(ty).unwrap_or(TypeId::MAX);
-                let count = schema.definitions.get(usize::from(ty)).map_or(0, |d| d.relations.len());
-                (0..count)
+                (0..def.relations.len())
                     .map(|rel| {
                         let rel = RelationId::try_from(rel).unwrap_or(RelationId::MAX);
-                        // A loop of permissions on one object has no climb to flatten: its
-                        // nodes are all tracked.
-                        if local_cycles {
-                            return None;
-                        }
-                        chain_of(&schema, ty, rel, &mut Vec::new())
+                        chain_of(&schema, ty, rel, &mut Vec::new()).filter(|_| !local_cycles)
                     })
                     .collect()
             })
@@ -342,7 +341,11 @@ fn chain_of(schema: &CompiledSchema, ty: TypeId, perm: RelationId, visiting: &mu
             if !visiting.contains(q) {
                 if let Some(inner) = chain_of(schema, ty, *q, visiting).filter(|c| c.via == via) {
                     local.extend(inner.local);
-                    names.extend(inner.names.into_iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+                    for n in inner.names {
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
                     continue;
                 }
             }

@@ -141,15 +141,16 @@ fn bulk(engine: &arbiter_engine::Engine, ds: &arbiter_benches::baseline::Dataset
     // first pass looks them up.
     let started = Instant::now();
     let mut found = 0usize;
+    let mut syms = Vec::with_capacity(2 * BATCH);
     for batch in ds.queries.chunks(BATCH) {
-        let symbols = engine.interner().symbols();
-        for q in batch {
-            found += usize::from(black_box(symbols.get(&q.resource)).is_some());
-            found += usize::from(black_box(symbols.get(&q.user)).is_some());
-        }
+        engine
+            .interner()
+            .symbols()
+            .get_many(batch.iter().flat_map(|q| [q.resource.as_str(), q.user.as_str()]), &mut syms);
+        found += black_box(&syms).iter().filter(|s| s.is_some()).count();
     }
     println!(
-        "symbol table: {:.0} ns per lookup in turn ({found} of {} found)",
+        "symbol table: {:.0} ns per lookup, a batch's ids side by side ({found} of {} found)",
         started.elapsed().as_nanos() as f64 / (2 * ds.queries.len()).max(1) as f64,
         2 * ds.queries.len()
     );
