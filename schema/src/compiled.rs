@@ -3,6 +3,8 @@
 
 use rustc_hash::FxHashMap as HashMap;
 
+use crate::names::NameIndex;
+
 /// Index of a definition in [`CompiledSchema::definitions`].
 pub type TypeId = u16;
 /// Index of a relation or permission in [`Definition::relations`].
@@ -14,7 +16,7 @@ pub struct CompiledSchema {
     pub uses_expiration: bool,
     pub definitions: Vec<Definition>,
     pub caveats: Vec<Caveat>,
-    pub(crate) type_index: HashMap<String, TypeId>,
+    pub(crate) type_index: NameIndex<TypeId>,
     pub(crate) caveat_index: HashMap<String, usize>,
 }
 
@@ -24,7 +26,7 @@ pub struct Definition {
     pub doc: Vec<String>,
     /// Relations and permissions, in source order.
     pub relations: Vec<Relation>,
-    pub(crate) relation_index: HashMap<String, RelationId>,
+    pub(crate) relation_index: NameIndex<RelationId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,7 +109,7 @@ pub struct Caveat {
 
 impl CompiledSchema {
     pub fn type_id(&self, name: &str) -> Option<TypeId> {
-        self.type_index.get(name).copied()
+        self.type_index.get(name)
     }
 
     pub fn definition(&self, id: TypeId) -> Option<&Definition> {
@@ -145,7 +147,7 @@ impl CompiledSchema {
 
 impl Definition {
     pub fn relation_id(&self, name: &str) -> Option<RelationId> {
-        self.relation_index.get(name).copied()
+        self.relation_index.get(name)
     }
 
     pub fn relation(&self, id: RelationId) -> Option<&Relation> {

@@ -1,7 +1,6 @@
 //! Compiler: [`SchemaAst`] -> [`CompiledSchema`]. Resolves every name, type-checks, and
 //! reports every problem with the offending name and its position.
 
-use rustc_hash::FxHashMap as HashMap;
 
 use crate::ast::*;
 use crate::compiled::*;
@@ -69,8 +68,8 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     sink.push(def.name.span, "too many definitions");
                     continue;
                 };
-                schema.type_index.insert(def.name.text.clone(), id);
-                let mut relation_index = HashMap::default();
+                schema.type_index.insert(&def.name.text, id);
+                let mut relation_index = crate::names::NameIndex::default();
                 let mut relations = Vec::new();
                 for member in &def.members {
                     let (name, doc, kind) = match member {
@@ -93,7 +92,7 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                         sink.push(name.span, "too many relations");
                         continue;
                     };
-                    relation_index.insert(name.text.clone(), rid);
+                    relation_index.insert(&name.text, rid);
                     relations.push(Relation {
                         name: name.text.clone(),
                         doc: doc.clone(),

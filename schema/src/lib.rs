@@ -7,6 +7,7 @@ pub mod compiled;
 pub mod compiler;
 pub mod error;
 pub mod lexer;
+mod names;
 pub mod parser;
 pub mod printer;
 pub mod relationship;

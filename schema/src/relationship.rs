@@ -55,16 +55,36 @@ fn err(message: String) -> RelationshipParseError {
 
 /// Whether `id` is a valid object id: 1 to 1024 bytes from SpiceDB's character set,
 /// ASCII letters, digits and `/ _ | - = +`.
+#[inline]
 pub fn is_valid_object_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= MAX_OBJECT_ID_LEN
-        && id.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'|' | b'-' | b'=' | b'+')
-        })
+    !id.is_empty() && id.len() <= MAX_OBJECT_ID_LEN && id.bytes().all(|b| b < 128 && (ID_BYTE >> b) & 1 == 1)
 }
 
+/// The bytes of an object id, one bit each (ids are ASCII): a Check tests two ids, and a
+/// test of one bit per byte costs less than the comparisons it replaces.
+const ID_BYTE: u128 = {
+    let mut bits = 0u128;
+    let mut b = 0u8;
+    while b < 128 {
+        if b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'|' | b'-' | b'=' | b'+') {
+            bits |= 1 << b;
+        }
+        b += 1;
+    }
+    bits
+};
+
 /// Explains why `id` is not a valid object id.
+#[inline]
 pub fn object_id_problem(id: &str) -> Option<String> {
+    if is_valid_object_id(id) {
+        return None;
+    }
+    id_problem(id)
+}
+
+#[cold]
+fn id_problem(id: &str) -> Option<String> {
     if id.is_empty() {
         return Some("object id is empty".into());
     }
