@@ -48,12 +48,43 @@ impl Key {
         }
     }
 
+    /// Is this the key of `b`? A short string is always inline (see [`Key::new`]), so an
+    /// inline key of the same length is compared a word at a time from both ends (the
+    /// windows overlap): no call to `memcmp`, which costs more than the comparison on
+    /// a six-byte id.
+    #[inline]
+    fn is(&self, b: &[u8]) -> bool {
+        match self {
+            Key::Inline(len, bytes) => *len as usize == b.len() && same_short(bytes, b),
+            Key::Heap(s) => s.as_bytes() == b,
+        }
+    }
+
     #[inline]
     fn bytes(&self) -> &[u8] {
         match self {
             Key::Inline(len, bytes) => bytes.get(..*len as usize).unwrap_or_default(),
             Key::Heap(s) => s.as_bytes(),
         }
+    }
+}
+
+/// `key` (an inline key's bytes, zero-padded) starts with `b`, which is at most
+/// [`INLINE`] bytes long.
+#[inline]
+fn same_short(key: &[u8; INLINE], b: &[u8]) -> bool {
+    let len = b.len();
+    let k = key.as_slice();
+    fn word<const N: usize>(s: &[u8], at: usize) -> Option<&[u8; N]> {
+        s.get(at..).and_then(|s| s.first_chunk::<N>())
+    }
+    if len >= 8 {
+        let ends = word::<8>(k, 0) == word::<8>(b, 0) && word::<8>(k, len - 8) == word::<8>(b, len - 8);
+        ends && (len <= 16 || word::<8>(k, 8) == word::<8>(b, 8))
+    } else if len >= 4 {
+        word::<4>(k, 0) == word::<4>(b, 0) && word::<4>(k, len - 4) == word::<4>(b, len - 4)
+    } else {
+        k.get(..len) == Some(b)
     }
 }
 
@@ -190,7 +221,7 @@ impl Table {
             if slot.sym == FREE {
                 return None;
             }
-            if slot.tag == tag && slot.key.bytes() == bytes {
+            if slot.tag == tag && slot.key.is(bytes) {
                 return Some(slot.sym);
             }
             i = (i + 1) & mask;
@@ -452,6 +483,33 @@ fn add_names(table: &mut Table, names: &[Key], from: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inline_keys_compare_by_words_as_bytes_would() {
+        // Every length an inline key has, against strings of the same length that differ
+        // in exactly one byte (each position in turn), and against themselves.
+        for len in 0..=INLINE {
+            let s: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let key = Key::new(std::str::from_utf8(&s).unwrap_or_default());
+            assert!(key.is(&s), "len {len}");
+            for at in 0..len {
+                let mut other = s.clone();
+                if let Some(b) = other.get_mut(at) {
+                    *b = b'Z';
+                }
+                assert!(!key.is(&other), "len {len}, differing at {at}");
+            }
+            let mut longer = s.clone();
+            longer.push(b'a');
+            assert!(!key.is(&longer), "len {len} against one byte more");
+            if let Some((_, shorter)) = s.split_last() {
+                assert!(!key.is(shorter), "len {len} against one byte less");
+            }
+        }
+        let long = "l".repeat(INLINE + 1);
+        assert!(Key::new(&long).is(long.as_bytes()));
+        assert!(!Key::new(&long).is(long.as_bytes().get(1..).unwrap_or_default()));
+    }
 
     #[test]
     fn short_and_long_strings_intern_and_resolve_alike() {
