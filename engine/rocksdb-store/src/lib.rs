@@ -407,6 +407,21 @@ fn write_forward_key(k: &mut Vec<u8>, r: &Relationship) {
     k.extend_from_slice(r.subject.relation.as_deref().unwrap_or("").as_bytes());
 }
 
+/// The length of [`write_forward_key`]'s key for `r`.
+fn forward_key_len(r: &Relationship) -> usize {
+    r.resource.object_type.len()
+        + r.resource.object_id.len()
+        + r.relation.len()
+        + r.subject.object.object_type.len()
+        + r.subject.object.object_id.len()
+        + r.subject.relation.as_deref().map_or(0, str::len)
+        + 5
+}
+
+/// What a write batch adds to a record besides its key: a tag, the column family, two
+/// lengths and the value (an expiration at most).
+const BATCH_RECORD: usize = 24;
+
 fn encode_attributes(r: &Relationship) -> Vec<u8> {
     let mut v = vec![ATTR_V1];
     if let Some(e) = &r.expiration {
@@ -592,7 +607,12 @@ impl RelationshipStore for RocksStore {
         let fwd = self.cf(CF_FORWARD)?;
         let log = self.cf(CF_CHANGELOG)?;
         let meta = self.cf(CF_META)?;
-        let mut batch = WriteBatch::default();
+        let now = Utc::now();
+        let logged = encode_logged(commit, now);
+        // Sized up front: a batch grows as a C++ string, copying itself at each doubling,
+        // and an import's batch is hundreds of megabytes.
+        let records: usize = commit.changes.iter().map(|c| forward_key_len(&c.relationship) + BATCH_RECORD).sum();
+        let mut batch = WriteBatch::with_capacity_bytes(records + logged.len() + 4 * BATCH_RECORD);
         let mut key = Vec::with_capacity(128);
         for c in commit.changes {
             write_forward_key(&mut key, &c.relationship);
@@ -614,12 +634,7 @@ impl RelationshipStore for RocksStore {
                 }
             }
         }
-        let now = Utc::now();
-        batch.put_cf(
-            log,
-            commit.revision.to_be_bytes(),
-            encode_logged(commit, now),
-        );
+        batch.put_cf(log, commit.revision.to_be_bytes(), logged);
         batch.put_cf(meta, META_REVISION, commit.revision.to_be_bytes());
         if let Some(schema) = commit.schema {
             batch.put_cf(meta, META_SCHEMA, schema.as_bytes());
@@ -646,5 +661,20 @@ impl RelationshipStore for RocksStore {
         }
         self.logged_after(revision, limit)
             .map(ChangesAfter::Commits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_is_sized_by_the_keys_it_will_hold() {
+        for line in ["document:d1#viewer@user:u1", "team:t1#member@team:t2#member", "doc:x#viewer@user:*"] {
+            let r = arbiter_schema::parse_relationship(line).unwrap_or_else(|e| unreachable!("{line}: {e}"));
+            let mut key = Vec::new();
+            write_forward_key(&mut key, &r);
+            assert_eq!(forward_key_len(&r), key.len(), "{line}");
+        }
     }
 }
