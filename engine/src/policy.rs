@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 use arbiter_schema::{AllowedKind, CompiledSchema, RelationKind, Rewrite};
 use cedar_policy as cedar;
+use rustc_hash::FxHashMap;
 use serde_json::{json, Map, Value};
 
 /// How many entities (the principal, the resource and their ancestors) one Cedar request
@@ -238,13 +239,13 @@ impl Applies {
 pub struct Hierarchy {
     /// `type -> relations` whose subjects are members of the object (the relation is
     /// used as a subject set somewhere: `team#member`).
-    pub membership: HashMap<String, Vec<String>>,
+    pub membership: FxHashMap<String, Vec<String>>,
     /// `type -> relations` of the type used as subject sets (`team#member`): a member of
     /// `team:eng#member` reaches groups through that subject set too.
-    pub subject_sets: HashMap<String, Vec<String>>,
+    pub subject_sets: FxHashMap<String, Vec<String>>,
     /// `type -> relations` an arrow walks (`parent` in `parent->view`): their subjects
     /// contain the object.
-    pub containment: HashMap<String, Vec<String>>,
+    pub containment: FxHashMap<String, Vec<String>>,
 }
 
 impl Hierarchy {
@@ -508,17 +509,17 @@ pub struct CompiledPolicies {
     pub model: PolicyModel,
     schema: cedar::Schema,
     hierarchy: Hierarchy,
-    effects: HashMap<String, cedar::Effect>,
+    effects: FxHashMap<String, cedar::Effect>,
     any_action: Applies,
-    by_action: HashMap<String, Applies>,
+    by_action: FxHashMap<String, Applies>,
     /// Per action: only the policies that can apply to it (Cedar evaluates every policy
     /// of the set it is given; a Check asks about one action).
-    sets_by_action: HashMap<String, ActionPolicies>,
+    sets_by_action: FxHashMap<String, ActionPolicies>,
     /// The policies that apply to every action (for names no policy mentions).
     any_set: ActionPolicies,
     /// Cedar type names by definition name (and the label type), parsed once: Cedar
     /// parses a type name with its full policy grammar.
-    type_names: HashMap<String, cedar::EntityTypeName>,
+    type_names: FxHashMap<String, cedar::EntityTypeName>,
     action_type: cedar::EntityTypeName,
     /// The Cedar schema with every declared attribute optional and no labels: per-request
     /// attribute values (AuthZEN `properties`) are checked against it, each key alone,
@@ -536,9 +537,9 @@ impl CompiledPolicies {
         let cedar_schema = cedar::Schema::from_json_value(schema_json)
             .map_err(|e| model_error(format!("the attribute declarations do not make a Cedar schema: {e}")))?;
         let mut set = cedar::PolicySet::new();
-        let mut effects = HashMap::new();
+        let mut effects = FxHashMap::default();
         let mut any_action = Applies::default();
-        let mut by_action: HashMap<String, Applies> = HashMap::new();
+        let mut by_action: FxHashMap<String, Applies> = FxHashMap::default();
         for p in &model.policies {
             if p.id.trim().is_empty() {
                 return Err(model_error("a policy has an empty id"));
@@ -575,7 +576,7 @@ impl CompiledPolicies {
             return Err(err);
         }
         // Per-action subsets, for every relation and permission name of the schema.
-        let mut sets_by_action: HashMap<String, ActionPolicies> = HashMap::new();
+        let mut sets_by_action: FxHashMap<String, ActionPolicies> = FxHashMap::default();
         let mut any_set = ActionPolicies::default();
         let mut names: Vec<&str> = schema.definitions.iter().flat_map(|d| d.relations.iter().map(|r| r.name.as_str())).collect();
         names.sort_unstable();
@@ -596,7 +597,7 @@ impl CompiledPolicies {
                 }
             }
         }
-        let mut type_names = HashMap::new();
+        let mut type_names = FxHashMap::default();
         for name in schema.definitions.iter().map(|d| d.name.as_str()).chain([LABEL_TYPE]) {
             if let Ok(t) = cedar::EntityTypeName::from_str(&cedar_type_name(name)) {
                 type_names.insert(name.to_string(), t);
