@@ -1629,6 +1629,33 @@ impl Engine {
         ancestors: bool,
         now: &RequestTime,
     ) -> Result<Vec<EntityData>, String> {
+        // Its stored attribute values, with the request's own merged over them.
+        let attributes_of = |object_type: &str, object_id: &str| {
+            let mut attributes = match (self.interner.get(object_type), self.interner.get(object_id)) {
+                (Some(t), Some(i)) => graph.attributes_of(&ObjectKey { object_type: t, object_id: i }).cloned(),
+                _ => None,
+            };
+            let is = |(t, i): (&str, &str)| t == object_type && i == object_id;
+            for (object, values) in [principal, resource].into_iter().zip(given) {
+                if let (true, Some(values)) = (is(object), values) {
+                    let mut merged = attributes.as_deref().cloned().unwrap_or_default();
+                    merged.values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    attributes = Some(Arc::new(merged));
+                }
+            }
+            attributes
+        };
+        if !ancestors {
+            // No policy that may apply tests hierarchy: the two objects alone.
+            let mut out = Vec::with_capacity(2);
+            for (t, i) in [principal, resource] {
+                if !out.iter().any(|e: &EntityData| e.object_type == t && e.object_id == i) {
+                    let attributes = attributes_of(t, i);
+                    out.push(EntityData { object_type: t.to_string(), object_id: i.to_string(), attributes, parents: Vec::new() });
+                }
+            }
+            return Ok(out);
+        }
         let mut seen: HashSet<(String, String)> = HashSet::new();
         let mut queue: VecDeque<(String, String)> = VecDeque::new();
         for (t, i) in [principal, resource] {
@@ -1645,28 +1672,13 @@ impl Engine {
                     principal.0, principal.1, resource.0, resource.1
                 ));
             }
-            let parents = if ancestors {
-                self.cedar_parents(graph, policies.hierarchy(), &object_type, &object_id, now)
-            } else {
-                Vec::new()
-            };
+            let parents = self.cedar_parents(graph, policies.hierarchy(), &object_type, &object_id, now);
             for p in &parents {
                 if seen.insert(p.clone()) {
                     queue.push_back(p.clone());
                 }
             }
-            let mut attributes = match (self.interner.get(&object_type), self.interner.get(&object_id)) {
-                (Some(t), Some(i)) => graph.attributes_of(&ObjectKey { object_type: t, object_id: i }).cloned(),
-                _ => None,
-            };
-            let is = |(t, i): (&str, &str)| t == object_type && i == object_id;
-            for (object, values) in [principal, resource].into_iter().zip(given) {
-                if let (true, Some(values)) = (is(object), values) {
-                    let mut merged = attributes.as_deref().cloned().unwrap_or_default();
-                    merged.values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
-                    attributes = Some(Arc::new(merged));
-                }
-            }
+            let attributes = attributes_of(&object_type, &object_id);
             out.push(EntityData { object_type, object_id, attributes, parents });
         }
         Ok(out)
