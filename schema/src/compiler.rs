@@ -1,10 +1,10 @@
 //! Compiler: [`SchemaAst`] -> [`CompiledSchema`]. Resolves every name, type-checks, and
 //! reports every problem with the offending name and its position.
 
-
 use crate::ast::*;
 use crate::compiled::*;
 use crate::error::{SchemaErrors, Sink};
+use crate::names::NameIndex;
 
 /// Longest allowed type, relation or caveat name segment.
 pub const MAX_NAME_LEN: usize = 64;
@@ -69,7 +69,7 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     continue;
                 };
                 schema.type_index.insert(&def.name.text, id);
-                let mut relation_index = crate::names::NameIndex::default();
+                let mut relation_index = NameIndex::default();
                 let mut relations = Vec::new();
                 for member in &def.members {
                     let (name, doc, kind) = match member {
