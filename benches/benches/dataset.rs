@@ -231,6 +231,46 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
         group.bench_function("label policy + 3 attributes, deepest allowed", |b| {
             b.iter(|| black_box(cedar.check(black_box(&q))))
         });
+        // The same policy over every allowed `document` query of queries.txt in turn, all
+        // their users and documents given attributes that pass it: one thread's cache of
+        // built entities (1024) holds a small part of them, so most requests build both.
+        let mix: Vec<&CheckRequest<'_>> = requests
+            .iter()
+            .zip(&ds.expected)
+            .filter(|(r, want)| **want && r.resource_type == "document" && r.subject_relation.is_none())
+            .map(|(r, _)| r)
+            .collect();
+        let mut objects: Vec<String> =
+            mix.iter().flat_map(|r| [format!("user:{}", r.subject_id), format!("document:{}", r.resource_id)]).collect();
+        objects.sort_unstable();
+        objects.dedup();
+        let updates = objects
+            .iter()
+            .map(|o| match o.starts_with("user:") {
+                true => attrs(o, json!({"clearance": 4, "department": "eng"}), &["secret"]),
+                false => attrs(o, json!({"classification": 3}), &["confidential"]),
+            })
+            .collect();
+        cedar.write_attributes(updates).map_err(|e| anyhow!("{e}"))?;
+        for r in &mix {
+            if !allowed(&cedar, r)? {
+                return Err(anyhow!("with Cedar: an allowed query is denied: {r:?}"));
+            }
+        }
+        eprintln!("  Cedar mix: {} allowed document queries, {} objects with attributes", mix.len(), objects.len());
+        let mut i = 0;
+        group.bench_function(format!("label policy + 3 attributes, allowed document queries in turn ({})", mix.len()), |b| {
+            b.iter(|| {
+                i = (i + 1) % mix.len();
+                black_box(cedar.check(black_box(mix[i])))
+            })
+        });
+        group.bench_function(format!("graph alone, the same queries in turn ({})", mix.len()), |b| {
+            b.iter(|| {
+                i = (i + 1) % mix.len();
+                black_box(engine.check(black_box(mix[i])))
+            })
+        });
         group.finish();
     }
 

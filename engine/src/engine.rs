@@ -1630,28 +1630,37 @@ impl Engine {
         now: &RequestTime,
     ) -> Result<Vec<EntityData>, String> {
         // Its stored attribute values, with the request's own merged over them.
+        // Also whether they are the stored ones alone.
         let attributes_of = |object_type: &str, object_id: &str| {
             let mut attributes = match (self.interner.get(object_type), self.interner.get(object_id)) {
                 (Some(t), Some(i)) => graph.attributes_of(&ObjectKey { object_type: t, object_id: i }).cloned(),
                 _ => None,
             };
+            let mut stored = true;
             let is = |(t, i): (&str, &str)| t == object_type && i == object_id;
             for (object, values) in [principal, resource].into_iter().zip(given) {
                 if let (true, Some(values)) = (is(object), values) {
                     let mut merged = attributes.as_deref().cloned().unwrap_or_default();
                     merged.values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
                     attributes = Some(Arc::new(merged));
+                    stored = false;
                 }
             }
-            attributes
+            (attributes, stored)
         };
         if !ancestors {
             // No policy that may apply tests hierarchy: the two objects alone.
             let mut out = Vec::with_capacity(2);
             for (t, i) in [principal, resource] {
                 if !out.iter().any(|e: &EntityData| e.object_type == t && e.object_id == i) {
-                    let attributes = attributes_of(t, i);
-                    out.push(EntityData { object_type: t.to_string(), object_id: i.to_string(), attributes, parents: Vec::new() });
+                    let (attributes, stored) = attributes_of(t, i);
+                    out.push(EntityData {
+                        object_type: t.to_string(),
+                        object_id: i.to_string(),
+                        attributes,
+                        parents: Vec::new(),
+                        stored,
+                    });
                 }
             }
             return Ok(out);
@@ -1678,8 +1687,8 @@ impl Engine {
                     queue.push_back(p.clone());
                 }
             }
-            let attributes = attributes_of(&object_type, &object_id);
-            out.push(EntityData { object_type, object_id, attributes, parents });
+            let (attributes, stored) = attributes_of(&object_type, &object_id);
+            out.push(EntityData { object_type, object_id, attributes, parents, stored });
         }
         Ok(out)
     }

@@ -525,6 +525,80 @@ pub struct CompiledPolicies {
     /// attribute values (AuthZEN `properties`) are checked against it, each key alone,
     /// since the rest of the entity comes from the store.
     request_schema: cedar::Schema,
+    /// Tells this compilation's built entities from another's in the per-thread cache
+    /// of built entities (a clone shares it: it builds the same entities).
+    generation: u64,
+}
+
+/// Source of [`CompiledPolicies::generation`].
+static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// How many built entities each thread keeps: a direct-mapped table, one entity a slot.
+const BUILT_SLOTS: usize = 1024;
+
+/// An entity built for an earlier request on this thread, with what it was built from.
+/// It is reused when all of that is the same: the same compiled policy model (labels,
+/// type names), the same object, the same parents, and the very attribute values the
+/// graph holds (the same `Arc`: a write of attributes makes a new one, and the slot
+/// keeps this one alive, so its address cannot be reused while it is compared).
+struct Built {
+    generation: u64,
+    label_parents: bool,
+    object_type: String,
+    object_id: String,
+    attributes: Option<Arc<ObjectAttributes>>,
+    parents: Vec<(String, String)>,
+    entity: cedar::Entity,
+}
+
+impl Built {
+    fn matches(&self, generation: u64, e: &EntityData, label_parents: bool) -> bool {
+        // What the slot holds inline first; the strings are on the heap.
+        self.generation == generation
+            && self.label_parents == label_parents
+            && match (&self.attributes, &e.attributes) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+            && self.object_id == e.object_id
+            && self.object_type == e.object_type
+            && self.parents == e.parents
+    }
+}
+
+/// One thread's built entities: a direct-mapped table, and beside each slot the
+/// fingerprint of the last object that missed there. An entity is kept only when its
+/// object misses twice in a row at its slot (a doorkeeper, as in TinyLFU): an object
+/// asked about once costs a word, not a copy of its entity and the eviction of one
+/// that is asked about again.
+#[derive(Default)]
+struct BuiltCache {
+    slots: Vec<Option<Built>>,
+    seen: Vec<u64>,
+}
+
+thread_local! {
+    /// Building a Cedar entity (evaluating each attribute value into Cedar's form, the
+    /// label attributes) is a large part of a Cedar Check; PEPs ask about the same
+    /// principals and resources again and again.
+    static BUILT: std::cell::RefCell<BuiltCache> = std::cell::RefCell::new(BuiltCache::default());
+}
+
+/// The slot of `type:id` and a fingerprint of what its entity is built from.
+fn built_slot(generation: u64, e: &EntityData, label_parents: bool) -> (usize, u64) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = rustc_hash::FxBuildHasher.build_hasher();
+    e.object_type.hash(&mut h);
+    e.object_id.hash(&mut h);
+    let key = h.finish();
+    let attributes = e.attributes.as_ref().map_or(0, |a| Arc::as_ptr(a) as u64);
+    generation.hash(&mut h);
+    attributes.hash(&mut h);
+    e.parents.len().hash(&mut h);
+    label_parents.hash(&mut h);
+    // Fx's low bits are its weakest: take the slot from the high ones.
+    ((key >> 54) as usize % BUILT_SLOTS, h.finish() | 1)
 }
 
 impl CompiledPolicies {
@@ -622,6 +696,7 @@ impl CompiledPolicies {
             sets_by_action,
             any_set,
             type_names,
+            generation: GENERATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -655,6 +730,7 @@ impl CompiledPolicies {
             object_id: object_id.to_string(),
             attributes: Some(Arc::new(attrs.clone())),
             parents: Vec::new(),
+            stored: false,
         });
         cedar::Entities::from_json_value(Value::Array(vec![entity]), Some(&self.schema))
             .map(|_| ())
@@ -726,6 +802,54 @@ impl CompiledPolicies {
         }
         cedar::Entity::new(self.uid_of(&e.object_type, &e.object_id)?, attrs, parents)
             .map_err(|err| format!("`{}:{}`: {}", e.object_type, e.object_id, full_message(&err)))
+    }
+
+    /// [`CompiledPolicies::entity`], reusing the one this thread built last for the same
+    /// object from the same stored attributes and parents (see [`Built`]).
+    fn entity_reused(&self, e: &EntityData, label_parents: bool) -> Result<cedar::Entity, String> {
+        if !e.stored {
+            return self.entity(e, label_parents);
+        }
+        let (slot, fingerprint) = built_slot(self.generation, e, label_parents);
+        enum Found {
+            Built(cedar::Entity),
+            Missed { admit: bool },
+        }
+        let found = BUILT.with_borrow_mut(|cache| {
+            if let Some(b) = cache.slots.get(slot).and_then(Option::as_ref) {
+                if b.matches(self.generation, e, label_parents) {
+                    return Found::Built(b.entity.clone());
+                }
+            }
+            if cache.seen.is_empty() {
+                cache.seen = vec![0; BUILT_SLOTS];
+                cache.slots.resize_with(BUILT_SLOTS, || None);
+            }
+            let last = cache.seen.get_mut(slot).map(|f| std::mem::replace(f, fingerprint));
+            Found::Missed { admit: last == Some(fingerprint) }
+        });
+        let admit = match found {
+            Found::Built(entity) => return Ok(entity),
+            Found::Missed { admit } => admit,
+        };
+        let entity = self.entity(e, label_parents)?;
+        if admit {
+            let built = Built {
+                generation: self.generation,
+                label_parents,
+                object_type: e.object_type.clone(),
+                object_id: e.object_id.clone(),
+                attributes: e.attributes.clone(),
+                parents: e.parents.clone(),
+                entity: entity.clone(),
+            };
+            BUILT.with_borrow_mut(|cache| {
+                if let Some(s) = cache.slots.get_mut(slot) {
+                    *s = Some(built);
+                }
+            });
+        }
+        Ok(entity)
     }
 
     /// The label entities the given entities' labels reach (the labels and every label
@@ -875,7 +999,7 @@ impl CompiledPolicies {
         };
         let mut built: Vec<cedar::Entity> = Vec::with_capacity(entities.len() + 4);
         for e in &entities {
-            built.push(self.entity(e, policies.uses_in)?);
+            built.push(self.entity_reused(e, policies.uses_in)?);
         }
         if self.has_labels() && policies.uses_in {
             self.label_entities(&entities, &mut built)?;
@@ -963,6 +1087,9 @@ pub struct EntityData {
     /// Its attribute values and labels, if it has any.
     pub attributes: Option<Arc<ObjectAttributes>>,
     pub parents: Vec<(String, String)>,
+    /// `attributes` is the graph's own value (no request values merged over it), so an
+    /// entity built from it may be kept and reused.
+    pub stored: bool,
 }
 
 /// What Cedar said about one request.

@@ -612,3 +612,51 @@ fn a_policy_swap_under_load_is_atomic() {
     let checks: usize = readers.into_iter().map(|r| r.join().unwrap()).sum();
     assert!(checks > 0);
 }
+
+/// Each thread keeps the Cedar entities it built; these checks run on one thread, so a
+/// stale entity would answer the second check of each pair.
+#[test]
+fn entities_built_earlier_are_reused_only_while_what_they_came_from_is_unchanged() {
+    let e = engine(&["doc:1#viewer@user:tom", "doc:2#owner@user:tom", "team:a#member@user:tom"]);
+    let levels = |high: i64| PolicyModel {
+        policies: split_policies(
+            "levels.cedar",
+            r#"
+            @id("levels")
+            forbid(principal, action == Action::"view", resource is doc)
+            unless { principal.label_level >= resource.label_level };
+            @id("team-a")
+            forbid(principal, action == Action::"edit", resource == doc::"2")
+            unless { principal in team::"a" };
+            "#,
+        )
+        .unwrap(),
+        declarations: AttributeDecls::default(),
+        labels: labels(&[("high", high, None), ("low", 2, None)]),
+    };
+    let twice = |q: &str, want: bool, why: &str| {
+        for _ in 0..2 {
+            assert_eq!(check(&e, q), want, "{q}: {why}");
+        }
+    };
+    e.write_policy_model(levels(4)).unwrap();
+    set_attrs(&e, "user:tom", json!({}), &["low"]).unwrap();
+    set_attrs(&e, "doc:1", json!({}), &["high"]).unwrap();
+    twice("doc:1#view@user:tom", false, "low (2) < high (4)");
+    // New values for the principal, then for the resource.
+    set_attrs(&e, "user:tom", json!({}), &["high"]).unwrap();
+    twice("doc:1#view@user:tom", true, "high (4) >= high (4)");
+    set_attrs(&e, "doc:1", json!({}), &["low"]).unwrap();
+    twice("doc:1#view@user:tom", true, "high (4) >= low (2)");
+    // A new policy model over the same stored values: `high` is now level 1.
+    e.write_policy_model(levels(1)).unwrap();
+    twice("doc:1#view@user:tom", false, "high (1) < low (2)");
+    // The same values, other parents: tom leaves team:a.
+    twice("doc:2#edit@user:tom", true, "tom is in team:a");
+    let leave = RelationshipUpdate {
+        op: UpdateOp::Delete,
+        relationship: parse_relationship("team:a#member@user:tom").unwrap(),
+    };
+    e.write(&[leave]).unwrap();
+    twice("doc:2#edit@user:tom", false, "tom left team:a");
+}
