@@ -60,6 +60,24 @@ start_server() {
   READY=$(echo "$(date +%s.%N) $started" | awk '{printf "%.2f", $1 - $2}')
 }
 
+# CPU time (user + system, in clock ticks) the server has used so far.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# Waits until the server used at most 2% of a core over a whole second (at most 300 s).
+settle() {
+  local started prev now tick
+  started=$(date +%s.%N)
+  tick=$(getconf CLK_TCK)
+  prev=$(cpu_ticks "$SERVER_PID")
+  for _ in $(seq 1 300); do
+    sleep 1
+    now=$(cpu_ticks "$SERVER_PID")
+    if [ $(( (now - prev) * 50 )) -le "$tick" ]; then break; fi
+    prev=$now
+  done
+  echo "idle after $(echo "$(date +%s.%N) $started" | awk '{printf "%.0f", $1 - $2}') s"
+}
+
 rm -rf "$DATA"
 echo "== import $N relationships through ImportRelationships into a fresh store"
 start_server
@@ -82,6 +100,10 @@ RSS=$(rss_kib "$SERVER_PID")
 echo "cold start to ready: ${READY} s; RSS after reopen ${RSS} KiB: $(( RSS * 1024 / N )) bytes per relationship (whole process)"
 
 if [ -n "$RATE" ]; then
+  # A fresh import leaves RocksDB flushing and compacting for a while on the server's
+  # one core; the open-loop rows are the steady state after that.
+  echo "== settle: wait until the server is idle (RocksDB done compacting the import)"
+  settle
   echo "== warm-up: 5 s of checks at $RATE/s (discarded)"
   taskset -c 1 "$LOADTEST" run --endpoint "$ENDPOINT" --dataset "$DS" --rate "$RATE" --duration 5s >/dev/null 2>&1
   echo "== open loop: Check at $RATE/s for $DURATION (server on core 0, generator on core 1)"
