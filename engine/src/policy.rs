@@ -811,14 +811,11 @@ impl CompiledPolicies {
             return self.entity(e, label_parents);
         }
         let (slot, fingerprint) = built_slot(self.generation, e, label_parents);
-        enum Found {
-            Built(cedar::Entity),
-            Missed { admit: bool },
-        }
-        let found = BUILT.with_borrow_mut(|cache| {
+        // A kept entity, or whether to keep the one about to be built.
+        let (kept, admit) = BUILT.with_borrow_mut(|cache| {
             if let Some(b) = cache.slots.get(slot).and_then(Option::as_ref) {
                 if b.matches(self.generation, e, label_parents) {
-                    return Found::Built(b.entity.clone());
+                    return (Some(b.entity.clone()), false);
                 }
             }
             if cache.seen.is_empty() {
@@ -826,12 +823,11 @@ impl CompiledPolicies {
                 cache.slots.resize_with(BUILT_SLOTS, || None);
             }
             let last = cache.seen.get_mut(slot).map(|f| std::mem::replace(f, fingerprint));
-            Found::Missed { admit: last == Some(fingerprint) }
+            (None, last == Some(fingerprint))
         });
-        let admit = match found {
-            Found::Built(entity) => return Ok(entity),
-            Found::Missed { admit } => admit,
-        };
+        if let Some(entity) = kept {
+            return Ok(entity);
+        }
         let entity = self.entity(e, label_parents)?;
         if admit {
             let built = Built {
