@@ -533,8 +533,10 @@ pub struct CompiledPolicies {
 /// Source of [`CompiledPolicies::generation`].
 static GENERATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// How many built entities each thread keeps: a direct-mapped table, one entity a slot.
+/// How many built entities each thread keeps: a direct-mapped table, one entity a slot
+/// (a power of two: the slot is the top bits of a hash).
 const BUILT_SLOTS: usize = 1024;
+const _: () = assert!(BUILT_SLOTS.is_power_of_two() && BUILT_SLOTS > 1);
 
 /// An entity built for an earlier request on this thread, with what it was built from.
 /// It is reused when all of that is the same: the same compiled policy model (labels,
@@ -599,7 +601,7 @@ fn built_slot(generation: u64, e: &EntityData, label_parents: bool) -> (usize, u
     e.parents.len().hash(&mut h);
     label_parents.hash(&mut h);
     // Fx's low bits are its weakest: take the slot from the high ones.
-    ((key >> 54) as usize % BUILT_SLOTS, h.finish() | 1)
+    ((key >> (64 - BUILT_SLOTS.trailing_zeros())) as usize, h.finish() | 1)
 }
 
 impl CompiledPolicies {
