@@ -7,7 +7,7 @@ CONFORMANCE_DIR ?= ../shared/conformance
 SPICEDB_DIR := $(CONFORMANCE_DIR)/spicedb
 ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 
-.PHONY: run test deps build conformance corpus clippy fmt bench bench-baselines
+.PHONY: run test deps build conformance corpus clippy fmt bench bench-baselines fuzz
 
 ## deps: install what the build needs when it is missing.
 deps:
@@ -27,9 +27,11 @@ run: build
 	@echo "== in another terminal: $(ARBITER) check 'note:groceries#edit@user:bob'"
 	@$(ARBITER) serve --demo --data-dir $(DATA_DIR)
 
-## test: every test, the project's corpus and the SpiceDB conformance files.
+## test: every test (the hostile-input suite among them), clippy with warnings denied,
+## the project's corpus and the SpiceDB conformance files.
 test: deps
 	@scripts/with-postgres.sh $(CARGO) test --workspace
+	@$(MAKE) --no-print-directory clippy
 	@$(MAKE) --no-print-directory corpus
 	@$(MAKE) --no-print-directory conformance
 
@@ -66,8 +68,18 @@ bench-baselines: deps
 	$(CARGO) build --release --workspace --all-targets
 	@scripts/with-postgres.sh $(CARGO) bench --workspace --bench baselines -- $(BASELINE_ARGS)
 
+## clippy: the workspace's lints (unwrap, expect and panic denied outside tests) over
+## every target. Its build scripts' outputs are the test build's (RocksDB's C++ is not
+## compiled again).
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@echo "== cargo clippy --workspace --all-targets -- -D warnings"
+	@$(CARGO) clippy -q --workspace --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+
+## fuzz: the cargo-fuzz targets in fuzz/ (nightly; installs cargo-fuzz when missing), each
+## for FUZZ_SECONDS (default 60); corpora in fuzz/corpus, crashers in fuzz/artifacts.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) CARGO=$(CARGO) fuzz/run.sh

@@ -48,7 +48,7 @@ pub fn more_policies(doc_type: &str) -> String {
 /// `{doc_type}.classification`, all optional), the labels, the label policy and `extra`.
 pub fn policy_model(doc_type: &str, extra: &str) -> Result<PolicyModel, String> {
     let mut decls = AttributeDecls::default();
-    let opt = |ty| AttrDecl { ty, required: false };
+    let opt = |ty| AttrDecl::stored(ty, false);
     decls.types.insert(
         "user".into(),
         [("clearance".to_string(), opt(AttrType::Long)), ("department".to_string(), opt(AttrType::String))].into(),

@@ -140,9 +140,10 @@ pub struct CheckRequest<'a> {
     /// The request context handed to Cedar policies (time of day, IP, ...).
     pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// Attribute values of the principal (the subject's object) for this request only,
-    /// merged over its stored ones for Cedar (AuthZEN's `subject.properties`). Checked
-    /// like the context: undeclared keys are left out, a mistyped declared one is an
-    /// error.
+    /// added to its stored ones for Cedar (AuthZEN's `subject.properties`). Only
+    /// attributes declared with source `request` may be given; a stored one is refused
+    /// (a request cannot replace a stored fact). Undeclared keys are left out, as in a
+    /// context; a mistyped one is an error.
     pub principal_attributes: Option<&'a serde_json::Map<String, serde_json::Value>>,
     /// Attribute values of the resource for this request only, like
     /// `principal_attributes` (AuthZEN's `resource.properties`).
@@ -1619,7 +1620,7 @@ impl Engine {
     /// that may apply tests hierarchy (`in`), their ancestors through the graph, each
     /// with its attributes. (Attribute access reaches only the principal and the
     /// resource: attribute values never hold entities.) `given` holds the request's own
-    /// attribute values of the principal and the resource, merged over the stored ones.
+    /// attribute values of the principal and the resource, added to the stored ones.
     fn cedar_entities(
         &self,
         graph: &GraphVersion,
@@ -1629,7 +1630,7 @@ impl Engine {
         ancestors: bool,
         now: &RequestTime,
     ) -> Result<Vec<EntityData>, String> {
-        // Its stored attribute values, with the request's own merged over them.
+        // Its stored attribute values, with the request's own added.
         // Also whether they are the stored ones alone.
         let attributes_of = |object_type: &str, object_id: &str| {
             let mut attributes = match (self.interner.get(object_type), self.interner.get(object_id)) {
@@ -1641,7 +1642,11 @@ impl Engine {
             for (object, values) in [principal, resource].into_iter().zip(given) {
                 if let (true, Some(values)) = (is(object), values) {
                     let mut merged = attributes.as_deref().cloned().unwrap_or_default();
-                    merged.values.extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    // Request values only add request-supplied attributes, which the
+                    // store never holds; should one ever meet a stored key, the store wins.
+                    for (k, v) in values {
+                        merged.values.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
                     attributes = Some(Arc::new(merged));
                     stored = false;
                 }

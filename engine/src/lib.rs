@@ -2,6 +2,7 @@
 //! Check evaluation over it. No network, no async runtime; durable storage plugs in
 //! through [`RelationshipStore`].
 
+pub mod bounds;
 mod check;
 pub mod engine;
 pub mod error;
@@ -25,7 +26,7 @@ pub use engine::{
 pub use error::{EngineError, ErrorKind};
 pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
 pub use policy::{
-    split_policies, AttrDecl, AttrType, AttributeDecls, Inference, LabelDef, ObjectAttributes, PolicyError, PolicyModel,
+    split_policies, AttrDecl, AttrSource, AttrType, AttributeDecls, Inference, LabelDef, ObjectAttributes, PolicyError, PolicyModel,
     PolicyText,
 };
 pub use filter::{RelationshipFilter, SubjectFilter, SubjectRelationFilter};

@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use arbiter_schema::{AllowedKind, CompiledSchema, RelationKind, Rewrite};
 use cedar_policy as cedar;
+
+use crate::bounds;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Map, Value};
 
@@ -58,6 +60,57 @@ pub struct AttrDecl {
     pub ty: AttrType,
     /// Declared attributes are required; inferred ones are optional (policies use `has`).
     pub required: bool,
+    /// Where its values come from: the attribute store, or each request.
+    #[serde(default, skip_serializing_if = "AttrSource::is_stored")]
+    pub source: AttrSource,
+}
+
+impl AttrDecl {
+    /// A stored attribute.
+    pub fn stored(ty: AttrType, required: bool) -> AttrDecl {
+        AttrDecl { ty, required, source: AttrSource::Stored }
+    }
+}
+
+/// Where an object attribute's values come from. Each attribute has one source, so a
+/// request can never replace a stored fact (a `suspended` flag, a clearance): values the
+/// store holds are the store's alone, and a request supplies only what is declared
+/// [`AttrSource::Request`] (a device's posture, a risk score the gateway computed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttrSource {
+    /// Written to the attribute store (`WriteAttributes`); a request may not supply it.
+    #[default]
+    Stored,
+    /// Supplied by each request (AuthZEN `subject.properties` / `resource.properties`),
+    /// never stored; always optional (policies guard it with `has`).
+    Request,
+}
+
+impl AttrSource {
+    pub fn is_stored(&self) -> bool {
+        *self == AttrSource::Stored
+    }
+
+    /// The written form (API and files): `stored` or `request`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            AttrSource::Stored => "stored",
+            AttrSource::Request => "request",
+        }
+    }
+}
+
+impl FromStr for AttrSource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<AttrSource, String> {
+        match s {
+            "" | "stored" => Ok(AttrSource::Stored),
+            "request" => Ok(AttrSource::Request),
+            other => Err(format!("unknown attribute source `{other}` (`stored` and `request` are)")),
+        }
+    }
 }
 
 /// Attribute declarations: per object type (schema definition name), and for the
@@ -185,7 +238,14 @@ fn diagnostic(policy: Option<&str>, text: &str, d: &dyn miette::Diagnostic) -> P
 
 /// Splits a Cedar file into policies. A policy's id is its `@id("...")` annotation, else
 /// `FILE:N` (N counts the file's policies from 1). Positions in errors are the file's.
+/// The text is measured first ([`bounds::cedar_text`]) and Cedar parses it on a thread
+/// with a known stack.
 pub fn split_policies(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyError> {
+    bounds::cedar_text(text).map_err(|e| model_error(format!("{file}: {e}")))?;
+    bounds::with_stack(|| split_bounded(file, text)).map_err(model_error)?
+}
+
+fn split_bounded(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyError> {
     let set = cedar::PolicySet::from_str(text).map_err(|e| {
         let mut err = diagnostic(None, text, &e);
         err.message = format!("{file}: {}", err.message);
@@ -212,6 +272,66 @@ pub fn split_policies(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyE
         out.push(PolicyText { id, text: policy.to_string() });
     }
     Ok(out)
+}
+
+/// The bounds of [`crate::bounds`] on a whole model, before Cedar or any recursive walk
+/// sees it: the number and size of the policies and each one's nesting, and the depth of
+/// each attribute type. Also what declarations may say: a request-supplied attribute is
+/// optional, and context attributes come from the request by nature.
+fn check_bounds(model: &PolicyModel) -> Result<(), PolicyError> {
+    if model.policies.len() > bounds::MAX_POLICIES {
+        return Err(model_error(format!(
+            "{} policies are more than the limit of {}",
+            model.policies.len(),
+            bounds::MAX_POLICIES
+        )));
+    }
+    for p in &model.policies {
+        bounds::cedar_policy(&p.text)
+            .map_err(|message| PolicyError { policy: Some(p.id.clone()), position: None, message })?;
+    }
+    let total: usize = model.policies.iter().map(|p| p.text.len()).sum();
+    if total > bounds::MAX_POLICY_SET_BYTES {
+        return Err(model_error(format!(
+            "the policies are {total} bytes together, more than the limit of {}",
+            bounds::MAX_POLICY_SET_BYTES
+        )));
+    }
+    let declared = model.declarations.types.iter().flat_map(|(t, f)| f.iter().map(move |d| (Some(t), d)));
+    for (object_type, (name, decl)) in declared.chain(model.declarations.context.iter().map(|d| (None, d))) {
+        let on = object_type.map_or("the context".to_string(), |t| format!("`{t}`"));
+        if type_depth(&decl.ty) > bounds::MAX_TYPE_DEPTH {
+            return Err(model_error(format!(
+                "the type of `{name}` on {on} nests deeper than {} levels",
+                bounds::MAX_TYPE_DEPTH
+            )));
+        }
+        match (object_type, decl.source) {
+            (_, AttrSource::Stored) => {}
+            (None, AttrSource::Request) => {
+                return Err(model_error(format!(
+                    "`{name}` on the context: context attributes always come from the request (a source applies to object attributes)"
+                )))
+            }
+            (Some(_), AttrSource::Request) if decl.required => {
+                return Err(model_error(format!(
+                    "`{name}` on {on}: a request-supplied attribute cannot be required (requests may leave it out; policies guard it with `has`)"
+                )))
+            }
+            (Some(_), AttrSource::Request) => {}
+        }
+    }
+    Ok(())
+}
+
+/// How deep a type nests (`long` is 1, `set<long>` 2). Stored models are read with
+/// serde's own recursion limit, so this walk is bounded before it starts.
+fn type_depth(ty: &AttrType) -> usize {
+    match ty {
+        AttrType::Set(e) => 1 + type_depth(e),
+        AttrType::Record(fields) => 1 + fields.values().map(|d| type_depth(&d.ty)).max().unwrap_or(0),
+        _ => 1,
+    }
 }
 
 /// Which effects the policies that may apply to one action have.
@@ -509,7 +629,6 @@ pub struct CompiledPolicies {
     pub model: PolicyModel,
     schema: cedar::Schema,
     hierarchy: Hierarchy,
-    effects: FxHashMap<String, cedar::Effect>,
     any_action: Applies,
     by_action: FxHashMap<String, Applies>,
     /// Per action: only the policies that can apply to it (Cedar evaluates every policy
@@ -607,14 +726,21 @@ fn built_slot(generation: u64, e: &EntityData, label_parents: bool) -> (usize, u
 impl CompiledPolicies {
     /// Parses and validates (strict mode) every policy, and checks every attribute value
     /// against its type's declarations. The first problem is the error.
+    ///
+    /// Every policy text is measured first ([`bounds::cedar_policy`]), and Cedar runs on a
+    /// thread with a known stack ([`bounds::with_stack`]).
     pub fn compile(schema: &CompiledSchema, model: PolicyModel) -> Result<CompiledPolicies, PolicyError> {
+        check_bounds(&model)?;
+        bounds::with_stack(|| Self::compile_bounded(schema, model)).map_err(model_error)?
+    }
+
+    fn compile_bounded(schema: &CompiledSchema, model: PolicyModel) -> Result<CompiledPolicies, PolicyError> {
         let hierarchy = Hierarchy::of(schema);
         check_labels(&model.labels)?;
         let schema_json = derive_cedar_schema(schema, &model.declarations, &hierarchy, !model.labels.is_empty())?;
         let cedar_schema = cedar::Schema::from_json_value(schema_json)
             .map_err(|e| model_error(format!("the attribute declarations do not make a Cedar schema: {e}")))?;
         let mut set = cedar::PolicySet::new();
-        let mut effects = FxHashMap::default();
         let mut any_action = Applies::default();
         let mut by_action: FxHashMap<String, Applies> = FxHashMap::default();
         for p in &model.policies {
@@ -633,7 +759,6 @@ impl CompiledPolicies {
                     }
                 }
             }
-            effects.insert(p.id.clone(), effect);
             set.add(policy).map_err(|e| PolicyError {
                 policy: Some(p.id.clone()),
                 position: None,
@@ -693,7 +818,6 @@ impl CompiledPolicies {
             model,
             schema: cedar_schema,
             hierarchy,
-            effects,
             any_action,
             by_action,
             sets_by_action,
@@ -721,13 +845,21 @@ impl CompiledPolicies {
             }
         }
         for name in attrs.values.keys() {
-            let declared = self.model.declarations.types.get(object_type).is_some_and(|f| f.contains_key(name));
-            if !declared {
-                return Err(format!(
-                    "`{object_type}:{object_id}`: the attribute `{name}` is not declared for `{object_type}`"
-                ));
+            match self.model.declarations.types.get(object_type).and_then(|f| f.get(name)) {
+                None => {
+                    return Err(format!(
+                        "`{object_type}:{object_id}`: the attribute `{name}` is not declared for `{object_type}`"
+                    ))
+                }
+                Some(d) if d.source == AttrSource::Request => {
+                    return Err(format!(
+                        "`{object_type}:{object_id}`: the attribute `{name}` is supplied by requests and is never stored"
+                    ))
+                }
+                Some(_) => {}
             }
         }
+        bounds::json_fields(&format!("attributes of `{object_type}:{object_id}`"), &attrs.values)?;
         let entity = self.entity_json(&EntityData {
             object_type: object_type.to_string(),
             object_id: object_id.to_string(),
@@ -904,8 +1036,9 @@ impl CompiledPolicies {
     /// type is an error. `None` when nothing declared was sent (an empty context).
     pub fn context(&self, action: &str, context: Option<&Map<String, Value>>) -> Result<Option<cedar::Context>, String> {
         let Some(ctx) = context else { return Ok(None) };
-        let declared: Map<String, Value> = ctx
-            .iter()
+        let declared = ctx.iter().filter(|(k, _)| self.model.declarations.context.contains_key(*k));
+        bounds::json_fields("the context", declared.clone())?;
+        let declared: Map<String, Value> = declared
             .filter_map(|(k, v)| {
                 let decl = self.model.declarations.context.get(k)?;
                 Some((k.clone(), typed_value(&decl.ty, v.clone())))
@@ -924,11 +1057,13 @@ impl CompiledPolicies {
         })
     }
 
-    /// Per-request attribute values of one object (AuthZEN `properties`), to be merged
-    /// over its stored values. As for a context, keys its type does not declare are left
-    /// out (no validated policy can read them); declared ones are converted like written
-    /// values ([`typed_value`]: `"10.0.0.1"` for an `ip`) and must fit their type.
-    /// `None` when nothing declared was given.
+    /// Per-request attribute values of one object (AuthZEN `properties`), added to its
+    /// stored values. Only attributes declared [`AttrSource::Request`] may be given: a
+    /// stored one is the store's alone, and giving it is refused, naming it (a request
+    /// must not be able to clear a `suspended` flag). As for a context, keys its type does
+    /// not declare are left out (no validated policy can read them); request-supplied ones
+    /// are converted like written values ([`typed_value`]: `"10.0.0.1"` for an `ip`) and
+    /// must fit their type. `None` when nothing declared was given.
     pub fn request_attributes(
         &self,
         object_type: &str,
@@ -938,10 +1073,21 @@ impl CompiledPolicies {
         let (Some(given), Some(fields)) = (attributes, self.model.declarations.types.get(object_type)) else {
             return Ok(None);
         };
-        let values: Map<String, Value> = given
-            .iter()
-            .filter_map(|(k, v)| fields.get(k).map(|d| (k.clone(), typed_value(&d.ty, v.clone()))))
-            .collect();
+        let mut declared = Vec::new();
+        for (k, v) in given {
+            match fields.get(k) {
+                None => {}
+                Some(d) if d.source == AttrSource::Stored => {
+                    return Err(format!(
+                        "attributes of `{object_type}:{object_id}`: `{k}` is a stored attribute; a request may not supply it (only attributes declared with source `request` may be)"
+                    ))
+                }
+                Some(d) => declared.push((k, v, d)),
+            }
+        }
+        bounds::json_fields(&format!("attributes of `{object_type}:{object_id}`"), declared.iter().map(|(k, v, _)| (*k, *v)))?;
+        let values: Map<String, Value> =
+            declared.into_iter().map(|(k, v, d)| (k.clone(), typed_value(&d.ty, v.clone()))).collect();
         if values.is_empty() {
             return Ok(None);
         }
@@ -1005,23 +1151,54 @@ impl CompiledPolicies {
         }
         let entities = cedar::Entities::from_entities(built, None).map_err(|e| format!("entities: {}", full_message(&e)))?;
         let response = cedar::Authorizer::new().is_authorized(request, &policies.set, &entities);
-        let mut outcome = CedarOutcome::default();
-        for id in response.diagnostics().reason() {
-            match self.effects.get(&id.to_string()) {
-                Some(cedar::Effect::Permit) => outcome.permits.push(id.to_string()),
-                Some(cedar::Effect::Forbid) => outcome.forbids.push(id.to_string()),
-                None => {}
-            }
-        }
-        for e in response.diagnostics().errors() {
-            let cedar::AuthorizationError::PolicyEvaluationError(pe) = e;
-            let id = pe.policy_id().to_string();
-            if self.effects.get(&id) == Some(&cedar::Effect::Forbid) {
-                outcome.erroring_forbids.push(format!("{id}: {e}"));
-            }
-        }
-        Ok(outcome)
+        let effect = |id: &cedar::PolicyId| policies.set.policy(id).map(cedar::Policy::effect);
+        let diagnostics = response.diagnostics();
+        Ok(classify(
+            response.decision() == cedar::Decision::Allow,
+            diagnostics.reason().map(|id| (id.to_string(), effect(id))),
+            diagnostics.errors().map(|e| {
+                let cedar::AuthorizationError::PolicyEvaluationError(pe) = e;
+                (pe.policy_id().to_string(), effect(pe.policy_id()), e.to_string())
+            }),
+        ))
     }
+}
+
+/// Cedar's answer as a [`CedarOutcome`]: each satisfied or erroring policy classified by
+/// its effect in the set that was evaluated. Fails closed: a policy the set does not know
+/// counts as an erroring forbid, and so does a classification that disagrees with
+/// Cedar's own decision (Cedar allows exactly when a permit is satisfied and no forbid
+/// is), so no bookkeeping mistake here can turn a denial into a grant.
+fn classify(
+    cedar_allows: bool,
+    satisfied: impl IntoIterator<Item = (String, Option<cedar::Effect>)>,
+    erroring: impl IntoIterator<Item = (String, Option<cedar::Effect>, String)>,
+) -> CedarOutcome {
+    let mut outcome = CedarOutcome::default();
+    for (id, effect) in satisfied {
+        match effect {
+            Some(cedar::Effect::Permit) => outcome.permits.push(id),
+            Some(cedar::Effect::Forbid) => outcome.forbids.push(id),
+            None => outcome.erroring_forbids.push(format!("{id}: satisfied, but not a policy of the evaluated set")),
+        }
+    }
+    for (id, effect, message) in erroring {
+        match effect {
+            // A permit that errors grants nothing.
+            Some(cedar::Effect::Permit) => {}
+            Some(cedar::Effect::Forbid) => outcome.erroring_forbids.push(format!("{id}: {message}")),
+            None => outcome.erroring_forbids.push(format!("{id}: errored, and is not a policy of the evaluated set: {message}")),
+        }
+    }
+    let classified_allows = !outcome.permits.is_empty() && outcome.forbids.is_empty();
+    if classified_allows != cedar_allows {
+        outcome.erroring_forbids.push(format!(
+            "Cedar decided {} but its satisfied policies say {}",
+            if cedar_allows { "allow" } else { "deny" },
+            if classified_allows { "allow" } else { "deny" }
+        ));
+    }
+    outcome
 }
 
 /// A number with a fraction anywhere in `v`, if there is one.
@@ -1086,7 +1263,7 @@ pub struct EntityData {
     /// Its attribute values and labels, if it has any.
     pub attributes: Option<Arc<ObjectAttributes>>,
     pub parents: Vec<(String, String)>,
-    /// `attributes` is the graph's own value (no request values merged over it), so an
+    /// `attributes` is the graph's own value (no request values added to it), so an
     /// entity built from it may be kept and reused.
     pub stored: bool,
 }
@@ -1136,22 +1313,24 @@ pub struct Inference {
 impl Inference {
     /// Adds the attributes of `object` (`type:id`).
     pub fn object(&mut self, object_type: &str, object: &str, attrs: &Map<String, Value>) -> Result<(), String> {
+        bounds::json_fields(&format!("attributes of `{object}`"), attrs)?;
         let fields = self.decls.types.entry(object_type.to_string()).or_default();
         merge_fields(fields, attrs).map_err(|e| format!("attributes of `{object}`: {e}"))
     }
 
     /// Adds the attributes of a request context.
     pub fn context(&mut self, ctx: &Map<String, Value>) -> Result<(), String> {
+        bounds::json_fields("context", ctx)?;
         merge_fields(&mut self.decls.context, ctx).map_err(|e| format!("context: {e}"))
     }
 }
 
 fn merge_fields(fields: &mut BTreeMap<String, AttrDecl>, attrs: &Map<String, Value>) -> Result<(), String> {
     for (name, value) in attrs {
-        let ty = infer(value).map_err(|e| format!("`{name}`: {e}"))?;
+        let ty = infer_bounded(value).map_err(|e| format!("`{name}`: {e}"))?;
         match fields.get_mut(name) {
             None => {
-                fields.insert(name.clone(), AttrDecl { ty, required: false });
+                fields.insert(name.clone(), AttrDecl::stored(ty, false));
             }
             Some(existing) => merge_type(&mut existing.ty, ty).map_err(|e| format!("`{name}`: {e}"))?,
         }
@@ -1190,8 +1369,14 @@ fn type_label(t: &AttrType) -> &'static str {
     }
 }
 
-/// The type of one JSON value, in Cedar's JSON value form.
+/// The type of one JSON value, in Cedar's JSON value form. A value nested deeper than
+/// [`bounds::MAX_VALUE_DEPTH`] is refused.
 pub fn infer(value: &Value) -> Result<AttrType, String> {
+    bounds::json_value("the value", value)?;
+    infer_bounded(value)
+}
+
+fn infer_bounded(value: &Value) -> Result<AttrType, String> {
     match value {
         Value::Bool(_) => Ok(AttrType::Bool),
         Value::Number(n) if n.is_i64() => Ok(AttrType::Long),
@@ -1203,7 +1388,7 @@ pub fn infer(value: &Value) -> Result<AttrType, String> {
         Value::Array(items) => {
             let mut element: Option<AttrType> = None;
             for item in items {
-                let t = infer(item)?;
+                let t = infer_bounded(item)?;
                 match &mut element {
                     None => element = Some(t),
                     Some(e) => merge_type(e, t).map_err(|m| format!("a set whose elements differ: {m}"))?,
@@ -1260,7 +1445,10 @@ impl FromStr for AttrType {
     type Err = String;
 
     fn from_str(s: &str) -> Result<AttrType, String> {
-        let mut p = TypeParser { text: s, at: 0 };
+        if s.len() > bounds::MAX_TYPE_BYTES {
+            return Err(format!("the type is {} bytes, more than the limit of {}", s.len(), bounds::MAX_TYPE_BYTES));
+        }
+        let mut p = TypeParser { text: s, at: 0, depth: 0 };
         let ty = p.ty()?;
         p.skip_space();
         if p.at < s.len() {
@@ -1273,6 +1461,8 @@ impl FromStr for AttrType {
 struct TypeParser<'a> {
     text: &'a str,
     at: usize,
+    /// How many types enclose the one being parsed.
+    depth: usize,
 }
 
 impl TypeParser<'_> {
@@ -1308,6 +1498,21 @@ impl TypeParser<'_> {
     }
 
     fn ty(&mut self) -> Result<AttrType, String> {
+        if self.depth >= bounds::MAX_TYPE_DEPTH {
+            return Err(format!(
+                "the type nests deeper than {} levels at column {} of `{}`",
+                bounds::MAX_TYPE_DEPTH,
+                self.at + 1,
+                self.text
+            ));
+        }
+        self.depth += 1;
+        let ty = self.ty_inner();
+        self.depth -= 1;
+        ty
+    }
+
+    fn ty_inner(&mut self) -> Result<AttrType, String> {
         if self.eat('{') {
             let mut fields = BTreeMap::new();
             if self.eat('}') {
@@ -1321,7 +1526,7 @@ impl TypeParser<'_> {
                 let required = !self.eat('?');
                 self.expect(':')?;
                 let ty = self.ty()?;
-                if fields.insert(name.clone(), AttrDecl { ty, required }).is_some() {
+                if fields.insert(name.clone(), AttrDecl::stored(ty, required)).is_some() {
                     return Err(format!("the field `{name}` appears twice in `{}`", self.text));
                 }
                 if self.eat('}') {
@@ -1375,5 +1580,61 @@ pub fn typed_value(ty: &AttrType, value: Value) -> Value {
                 .collect(),
         ),
         (_, v) => v,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn allows(outcome: &CedarOutcome) -> bool {
+        outcome.decide(true, Applies { permit: true, forbid: true })
+    }
+
+    #[test]
+    fn a_policy_the_set_does_not_know_denies() {
+        let unknown = classify(true, [("ghost".to_string(), None)], []);
+        assert!(!allows(&unknown), "{unknown:?}");
+        assert!(unknown.erroring_forbids[0].contains("ghost"));
+        let erroring = classify(false, [], [("ghost".to_string(), None, "boom".to_string())]);
+        assert!(!allows(&erroring), "{erroring:?}");
+        // Known policies are classified by their effect.
+        let permit = classify(true, [("p".to_string(), Some(cedar::Effect::Permit))], []);
+        assert_eq!(permit.permits, ["p"]);
+        assert!(allows(&permit));
+        let permit_erroring =
+            classify(false, [], [("p".to_string(), Some(cedar::Effect::Permit), "boom".to_string())]);
+        assert!(permit_erroring.permits.is_empty() && permit_erroring.erroring_forbids.is_empty());
+    }
+
+    #[test]
+    fn a_classification_that_disagrees_with_cedar_denies() {
+        // Cedar denied, yet the satisfied policies look like a grant.
+        let outcome = classify(false, [("p".to_string(), Some(cedar::Effect::Permit))], []);
+        assert!(!allows(&outcome), "{outcome:?}");
+        assert!(outcome.erroring_forbids.iter().any(|m| m.contains("Cedar decided deny")));
+        // Cedar allowed, yet a forbid was satisfied.
+        let outcome = classify(
+            true,
+            [("p".to_string(), Some(cedar::Effect::Permit)), ("f".to_string(), Some(cedar::Effect::Forbid))],
+            [],
+        );
+        assert!(!allows(&outcome), "{outcome:?}");
+    }
+
+    #[test]
+    fn attribute_types_are_bounded_before_they_recurse() {
+        for text in ["set<".repeat(100_000), "{a: ".repeat(100_000), "set<".repeat(1_000_000)] {
+            let err = text.parse::<AttrType>().unwrap_err();
+            assert!(err.contains("bytes, more than the limit") || err.contains("nests deeper"), "{err}");
+        }
+        let deep = format!("{}long{}", "set<".repeat(bounds::MAX_TYPE_DEPTH), ">".repeat(bounds::MAX_TYPE_DEPTH));
+        assert!(deep.parse::<AttrType>().unwrap_err().contains("nests deeper than 32 levels"));
+        let at_limit =
+            format!("{}long{}", "set<".repeat(bounds::MAX_TYPE_DEPTH - 1), ">".repeat(bounds::MAX_TYPE_DEPTH - 1));
+        let ty: AttrType = at_limit.parse().unwrap();
+        assert_eq!(type_depth(&ty), bounds::MAX_TYPE_DEPTH);
+        let records = format!("{}long{}", "{a: ".repeat(bounds::MAX_TYPE_DEPTH), "}".repeat(bounds::MAX_TYPE_DEPTH));
+        assert!(records.parse::<AttrType>().unwrap_err().contains("nests deeper"));
     }
 }

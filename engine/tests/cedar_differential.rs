@@ -167,7 +167,7 @@ fn world(seed: u64) -> World {
 }
 
 fn declarations() -> AttributeDecls {
-    let opt = |ty| AttrDecl { ty, required: false };
+    let opt = |ty| AttrDecl::stored(ty, false);
     let mut d = AttributeDecls::default();
     d.types.insert(
         "user".into(),

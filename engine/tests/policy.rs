@@ -499,8 +499,8 @@ fn attribute_and_label_writes_are_checked_and_change_nothing_when_refused() {
     let err = set_attrs(&e, "user:tom", json!({"clearance": 3}), &[]).unwrap_err();
     assert!(err.to_string().contains("user:tom"), "{err}");
     let mut decls = AttributeDecls::default();
-    decls.types.entry("user".into()).or_default().insert("clearance".into(), AttrDecl { ty: AttrType::Long, required: true });
-    decls.types.entry("user".into()).or_default().insert("ip".into(), AttrDecl { ty: AttrType::Ip, required: false });
+    decls.types.entry("user".into()).or_default().insert("clearance".into(), AttrDecl::stored(AttrType::Long, true));
+    decls.types.entry("user".into()).or_default().insert("ip".into(), AttrDecl::stored(AttrType::Ip, false));
     e.write_policy_model(PolicyModel { declarations: decls, labels: labels(MLS_LABELS), ..PolicyModel::default() }).unwrap();
     let before = e.revision();
     for (values, object_labels, needle) in [
@@ -540,7 +540,7 @@ fn attribute_and_label_writes_are_checked_and_change_nothing_when_refused() {
     assert!(err.to_string().contains("user:tom") && err.to_string().contains("clearance"), "{err}");
     // As is a schema change that drops a type with attributes.
     let mut m = e.policy_model();
-    m.declarations.types.insert("doc".into(), BTreeMap::from([("n".to_string(), AttrDecl { ty: AttrType::Long, required: false })]));
+    m.declarations.types.insert("doc".into(), BTreeMap::from([("n".to_string(), AttrDecl::stored(AttrType::Long, false))]));
     e.write_policy_model(m).unwrap();
     set_attrs(&e, "doc:1", json!({"n": 1}), &[]).unwrap();
     let schema_without_doc = SCHEMA.split("definition doc").next().unwrap().to_string();

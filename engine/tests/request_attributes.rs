@@ -1,7 +1,8 @@
 //! Per-request attribute values (AuthZEN's `subject.properties` and
-//! `resource.properties`): merged over the stored values of the principal and the
-//! resource for one Check only, checked against the declarations like a context
-//! (undeclared keys left out, a mistyped declared key refused), never stored; and
+//! `resource.properties`): only attributes declared as supplied by requests, added to
+//! the stored values of the principal and the resource for one Check only (a stored
+//! attribute given by a request is refused), checked against the declarations like a
+//! context (undeclared keys left out, a mistyped one refused), never stored; and
 //! `check_until`, which stops a batch at the first answer it is told to.
 #![allow(
     clippy::unwrap_used,
@@ -32,14 +33,17 @@ fn record(v: Value) -> Map<String, Value> {
     }
 }
 
-fn decl(ty: &str, required: bool) -> AttrDecl {
-    AttrDecl { ty: ty.parse().unwrap(), required }
+fn decl(ty: &str, required: bool, source: AttrSource) -> AttrDecl {
+    AttrDecl { ty: ty.parse().unwrap(), required, source }
 }
 
-/// Users may carry a clearance, an ip and a department; documents must carry a
-/// classification. A forbid keeps users below a document's classification out; a
-/// permit lets the office network view `doc:open` without a relationship.
+/// Users may carry a stored clearance and department, and a request-supplied ip;
+/// documents must carry a stored classification and may be given a request-supplied
+/// sensitivity. A forbid keeps users below a document's classification out, another
+/// keeps everyone out of what a request calls very sensitive; a permit lets the office
+/// network view `doc:open` without a relationship.
 fn engine() -> Engine {
+    use AttrSource::{Request, Stored};
     let e = Engine::in_memory(EngineConfig::default());
     e.write_schema(SCHEMA).unwrap();
     let updates: Vec<RelationshipUpdate> = ["doc:plan#viewer@user:ann", "doc:plan#viewer@user:bob"]
@@ -51,13 +55,19 @@ fn engine() -> Engine {
     declarations.types.insert(
         "user".into(),
         BTreeMap::from([
-            ("clearance".into(), decl("long", false)),
-            ("ip".into(), decl("ip", false)),
-            ("dept".into(), decl("string", false)),
+            ("clearance".into(), decl("long", false, Stored)),
+            ("ip".into(), decl("ip", false, Request)),
+            ("dept".into(), decl("string", false, Stored)),
         ]),
     );
-    declarations.types.insert("doc".into(), BTreeMap::from([("classification".into(), decl("long", true))]));
-    declarations.context.insert("net".into(), decl("ip", false));
+    declarations.types.insert(
+        "doc".into(),
+        BTreeMap::from([
+            ("classification".into(), decl("long", true, Stored)),
+            ("sensitivity".into(), decl("long", false, Request)),
+        ]),
+    );
+    declarations.context.insert("net".into(), decl("ip", false, Stored));
     e.write_policy_model(PolicyModel {
         policies: split_policies(
             "test.cedar",
@@ -65,6 +75,9 @@ fn engine() -> Engine {
             @id("clearance")
             forbid(principal, action == Action::"view", resource is doc)
             unless { principal has clearance && principal.clearance >= resource.classification };
+            @id("sensitive")
+            forbid(principal, action == Action::"view", resource is doc)
+            when { resource has sensitivity && resource.sensitivity > 3 };
             @id("office")
             permit(principal, action == Action::"view", resource == doc::"open")
             when { principal has ip && principal.ip.isInRange(ip("10.0.0.0/8")) };
@@ -88,6 +101,7 @@ fn engine() -> Engine {
         attrs("doc", "open", json!({"classification": 0})),
         attrs("doc", "lobby", json!({"classification": 0})),
         attrs("user", "ann", json!({"clearance": 1, "dept": "sales"})),
+        attrs("user", "zed", json!({"clearance": 0})),
     ])
     .unwrap();
     e
@@ -111,22 +125,37 @@ fn check(e: &Engine, doc: &str, user: &str, principal: Option<Value>, resource: 
 }
 
 #[test]
-fn request_values_override_and_complete_the_stored_ones() {
+fn requests_supply_their_own_attributes_and_never_replace_stored_ones() {
     let e = engine();
     // Stored: ann's clearance 1 is below the plan's classification 2; bob has none.
     assert!(!check(&e, "plan", "ann", None, None).unwrap());
     assert!(!check(&e, "plan", "bob", None, None).unwrap());
-    // The request's clearance replaces ann's and gives bob one.
-    assert!(check(&e, "plan", "ann", Some(json!({"clearance": 3})), None).unwrap());
-    assert!(check(&e, "plan", "bob", Some(json!({"clearance": 2})), None).unwrap());
-    // The resource's classification can be raised for the request too.
-    assert!(!check(&e, "plan", "ann", Some(json!({"clearance": 3})), Some(json!({"classification": 5}))).unwrap());
-    // A merge keeps the stored keys the request does not name.
-    assert!(!check(&e, "plan", "ann", Some(json!({"dept": "eng"})), None).unwrap());
+    // A stored attribute given by a request is refused, naming it, whether the object
+    // has a stored value or not: the store's facts are the store's alone.
+    for (user, principal, resource, name) in [
+        ("ann", Some(json!({"clearance": 3})), None, "clearance"),
+        ("bob", Some(json!({"clearance": 2})), None, "clearance"),
+        ("ann", Some(json!({"dept": "eng", "ip": "10.0.0.1"})), None, "dept"),
+        ("ann", None, Some(json!({"classification": 0})), "classification"),
+    ] {
+        let err = check(&e, "plan", user, principal.clone(), resource.clone()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("`{name}` is a stored attribute")), "{principal:?} {resource:?}: {text}");
+    }
+    // Request-supplied ones reach the policies: an ip (written as a string) in a permit,
+    // a sensitivity in a forbid.
+    assert!(!check(&e, "open", "zed", None, None).unwrap());
+    assert!(check(&e, "open", "zed", Some(json!({"ip": "10.1.2.3"})), None).unwrap());
+    assert!(!check(&e, "open", "zed", Some(json!({"ip": "192.168.1.1"})), None).unwrap());
+    assert!(!check(&e, "open", "zed", Some(json!({"ip": "10.1.2.3"})), Some(json!({"sensitivity": 5}))).unwrap());
+    assert!(check(&e, "open", "zed", Some(json!({"ip": "10.1.2.3"})), Some(json!({"sensitivity": 1}))).unwrap());
+    // The stored values stay in force beside them (ann's clearance still falls short).
+    assert!(!check(&e, "plan", "ann", Some(json!({"ip": "10.1.2.3"})), Some(json!({"sensitivity": 1}))).unwrap());
     // Keys no declaration names are left out, as for a context.
     assert!(!check(&e, "plan", "bob", Some(json!({"nickname": "b", "level": 9})), None).unwrap());
-    // Nothing is stored: the next check sees the stored values again.
-    assert!(!check(&e, "plan", "ann", None, None).unwrap());
+    // Nothing is stored: the next check sees the stored values alone.
+    assert!(!check(&e, "open", "zed", None, None).unwrap());
     let (_, stored) = e
         .read_attributes(&[("user".into(), "ann".into()), ("user".into(), "bob".into())], Consistency::FullyConsistent)
         .unwrap();
@@ -137,14 +166,8 @@ fn request_values_override_and_complete_the_stored_ones() {
 #[test]
 fn values_are_typed_like_written_ones_and_mistyped_ones_are_refused() {
     let e = engine();
-    // An ip may be written as a string; it reaches a permit as an ip. (A clearance of 0
-    // passes the clearance forbid on these unclassified documents.)
-    assert!(check(&e, "open", "zed", Some(json!({"ip": "10.1.2.3", "clearance": 0})), None).unwrap());
-    assert!(!check(&e, "open", "zed", Some(json!({"ip": "192.168.1.1", "clearance": 0})), None).unwrap());
-    assert!(!check(&e, "open", "zed", Some(json!({"clearance": 0})), None).unwrap());
-    // The same holds for a context value declared as an ip.
+    // A context value declared as an ip may be written as a string.
     let ctx = record(json!({"net": "10.9.9.9"}));
-    let cleared = record(json!({"clearance": 0}));
     let req = CheckRequest {
         resource_type: "doc",
         resource_id: "lobby",
@@ -152,16 +175,16 @@ fn values_are_typed_like_written_ones_and_mistyped_ones_are_refused() {
         subject_type: "user",
         subject_id: "zed",
         context: Some(&ctx),
-        principal_attributes: Some(&cleared),
         ..CheckRequest::default()
     };
     assert_eq!(e.check(&req).unwrap().decision, Decision::Allowed);
     // Mistyped values are the caller's mistake, naming the side and the attribute.
     for (principal, resource, side, name) in [
-        (Some(json!({"clearance": "high"})), None, "principal attributes", "clearance"),
-        (Some(json!({"clearance": 1.5})), None, "principal attributes", "clearance"),
         (Some(json!({"ip": "not an address"})), None, "principal attributes", "ip"),
-        (None, Some(json!({"classification": [1]})), "resource attributes", "classification"),
+        (Some(json!({"ip": 10})), None, "principal attributes", "ip"),
+        (None, Some(json!({"sensitivity": "high"})), "resource attributes", "sensitivity"),
+        (None, Some(json!({"sensitivity": 1.5})), "resource attributes", "sensitivity"),
+        (None, Some(json!({"sensitivity": [1]})), "resource attributes", "sensitivity"),
     ] {
         let err = check(&e, "plan", "ann", principal.clone(), resource.clone()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::InvalidArgument, "{err}");
@@ -183,16 +206,16 @@ fn without_policies_request_values_change_nothing() {
 #[test]
 fn check_until_stops_after_the_first_answer_it_is_told_to() {
     let e = engine();
-    let clearances: Vec<Map<String, Value>> = [3, 0, 3].iter().map(|c| record(json!({"clearance": c}))).collect();
-    let items: Vec<CheckRequest<'_>> = clearances
+    let ips: Vec<Map<String, Value>> = ["10.0.0.1", "192.168.0.1", "10.0.0.2"].iter().map(|ip| record(json!({"ip": ip}))).collect();
+    let items: Vec<CheckRequest<'_>> = ips
         .iter()
-        .map(|c| CheckRequest {
+        .map(|ip| CheckRequest {
             resource_type: "doc",
-            resource_id: "plan",
+            resource_id: "open",
             permission: "view",
             subject_type: "user",
-            subject_id: "ann",
-            principal_attributes: Some(c),
+            subject_id: "zed",
+            principal_attributes: Some(ip),
             ..CheckRequest::default()
         })
         .collect();

@@ -34,11 +34,17 @@ impl PresharedKey {
     }
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
+/// Whether `given` is `key`, in time that depends only on the key's length: every byte
+/// of the key is compared whatever was given (a shorter `given` is compared against
+/// zeros), and the lengths are compared in the same fold, so neither an early mismatch
+/// nor a wrong length answers sooner.
+fn constant_time_eq(given: &[u8], key: &[u8]) -> bool {
+    let mut diff = given.len() ^ key.len();
+    for (i, k) in key.iter().enumerate() {
+        let g = given.get(i).copied().unwrap_or(0);
+        diff |= usize::from(g ^ k);
     }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    std::hint::black_box(diff) == 0
 }
 
 /// Paths that answer without a key: liveness and readiness probes.
@@ -185,5 +191,25 @@ mod tests {
             .verify(&HeaderMap::new())
             .unwrap_err()
             .contains("missing"));
+    }
+
+    #[test]
+    fn keys_of_every_length_compare_by_every_byte() {
+        let key = b"s3cret";
+        assert!(constant_time_eq(key, key));
+        // Prefixes, extensions (also by zero bytes, which a short key is padded with)
+        // and one-byte changes at each position are all refused.
+        for n in 0..key.len() {
+            assert!(!constant_time_eq(&key[..n], key));
+        }
+        assert!(!constant_time_eq(b"s3cret\0", key));
+        assert!(!constant_time_eq(b"s3cret\0\0\0\0\0\0\0\0", key));
+        for i in 0..key.len() {
+            let mut changed = key.to_vec();
+            changed[i] ^= 1;
+            assert!(!constant_time_eq(&changed, key));
+        }
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }

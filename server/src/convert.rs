@@ -13,15 +13,43 @@ use tonic::Status;
 
 use crate::token;
 
-/// The gRPC status of an engine error: the code of DESIGN §5, the engine's message.
+/// The gRPC status of an engine error: the code of DESIGN §5, the engine's message (a
+/// storage failure's detail stays in the server's log: [`message`]).
 pub fn status(e: EngineError) -> Status {
-    let message = e.to_string();
+    let message = message(&e);
     match e.kind() {
         ErrorKind::InvalidArgument => Status::invalid_argument(message),
         ErrorKind::FailedPrecondition => Status::failed_precondition(message),
         ErrorKind::Unavailable => Status::unavailable(message),
         ErrorKind::Internal => Status::internal(message),
     }
+}
+
+/// What a client is told of an engine error: the engine's message for the caller's
+/// mistakes; for a failure of the server's own (storage), a short message and an error
+/// id, with the detail in the server's log under that id ([`server_fault`]).
+pub fn message(e: &EngineError) -> String {
+    match e {
+        EngineError::Store(detail) => fault_message("storage error", detail),
+        _ => e.to_string(),
+    }
+}
+
+/// A failure of the server's own (storage, Postgres, a worker thread) as a status with
+/// `code`: the client gets `what` and an error id; the detail (paths, SQL, addresses) is
+/// logged under that id, never sent.
+pub fn server_fault(code: tonic::Code, what: &str, detail: &dyn std::fmt::Display) -> Status {
+    Status::new(code, fault_message(what, detail))
+}
+
+fn fault_message(what: &str, detail: &dyn std::fmt::Display) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| (Utc::now().timestamp_micros() as u64) ^ u64::from(std::process::id()) << 40);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{:012x}-{n}", boot & 0xffff_ffff_ffff);
+    tracing::error!(error_id = %id, "{what}: {detail}");
+    format!("{what} (error id `{id}`; the details are in the server's log)")
 }
 
 /// The HTTP status of an engine error (AuthZEN): the caller's mistakes (malformed input,
@@ -366,7 +394,9 @@ pub fn attribute_schema(
         } else {
             decls.types.entry(d.object_type.clone()).or_default()
         };
-        let decl = arbiter_engine::AttrDecl { ty, required: d.required };
+        let source: arbiter_engine::AttrSource =
+            d.source.parse().map_err(|e| invalid(format!("`definitions[{i}].source`: {e}")))?;
+        let decl = arbiter_engine::AttrDecl { ty, required: d.required, source };
         if fields.insert(d.name.clone(), decl).is_some() {
             let on = if d.object_type.is_empty() { "the context".to_string() } else { format!("`{}`", d.object_type) };
             return Err(invalid(format!("`definitions[{i}]`: `{}` is defined twice on {on}", d.name)));
@@ -394,6 +424,7 @@ pub fn to_pb_attribute_schema(
         name: name.clone(),
         r#type: d.ty.to_string(),
         required: d.required,
+        source: if d.source.is_stored() { String::new() } else { d.source.as_str().to_string() },
     };
     let mut definitions: Vec<pb::AttributeDefinition> = model
         .declarations

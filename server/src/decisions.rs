@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use prometheus::IntCounter;
 use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Records written per batch at most.
 pub const BATCH: usize = 1000;
@@ -66,6 +66,9 @@ pub enum Sink {
 #[derive(Debug)]
 pub struct DecisionLog {
     tx: mpsc::Sender<DecisionRecord>,
+    /// Tells the writer to write what is queued and stop, and the writer itself
+    /// ([`DecisionLog::close`]).
+    writer: std::sync::Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
     /// Keep one decision in `every` (1: all).
     every: u64,
     seen: AtomicU64,
@@ -82,13 +85,19 @@ impl DecisionLog {
             return Err(anyhow!("--decision-log-sample must be in (0, 1], got {sample}"));
         }
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(writer(sink, rx, written));
-        Ok(DecisionLog::with_queue(tx, sample, dropped))
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let handle = tokio::spawn(writer(sink, rx, stop_rx, written));
+        let log = DecisionLog::with_queue(tx, sample, dropped);
+        if let Ok(mut w) = log.writer.lock() {
+            *w = Some((stop_tx, handle));
+        }
+        Ok(log)
     }
 
     fn with_queue(tx: mpsc::Sender<DecisionRecord>, sample: f64, dropped: IntCounter) -> DecisionLog {
         DecisionLog {
             tx,
+            writer: std::sync::Mutex::new(None),
             every: (1.0 / sample).round().max(1.0) as u64,
             seen: AtomicU64::new(0),
             ids: AtomicU64::new(0),
@@ -108,10 +117,23 @@ impl DecisionLog {
         format!("{}-{}", self.boot, self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Queues a record, or drops and counts it when the queue is full.
+    /// Queues a record, or drops and counts it when the queue is full (or closed).
     pub fn offer(&self, record: DecisionRecord) {
         if self.tx.try_send(record).is_err() {
             self.dropped.inc();
+        }
+    }
+
+    /// At shutdown, after the last call was answered: the writer writes every queued
+    /// record and stops. Waits for it at most `within` (a sink that hangs must not hold
+    /// the process); what was not written by then is logged as lost.
+    pub async fn close(&self, within: Duration) {
+        let Some((stop, handle)) = self.writer.lock().ok().and_then(|mut w| w.take()) else { return };
+        let _ = stop.send(());
+        let queued = QUEUE - self.tx.capacity();
+        match tokio::time::timeout(within, handle).await {
+            Ok(_) => tracing::debug!(queued, "decision logs flushed"),
+            Err(_) => tracing::warn!(queued, "decision logs not flushed within {within:?}; the rest are lost"),
         }
     }
 }
@@ -127,10 +149,29 @@ pub fn trace_id(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
     metadata.get("x-request-id").and_then(|v| v.to_str().ok()).map(|s| s.chars().take(128).collect())
 }
 
-async fn writer(sink: Sink, mut rx: mpsc::Receiver<DecisionRecord>, written: IntCounter) {
+async fn writer(
+    sink: Sink,
+    mut rx: mpsc::Receiver<DecisionRecord>,
+    mut stop: oneshot::Receiver<()>,
+    written: IntCounter,
+) {
     let mut batch = Vec::with_capacity(BATCH);
+    let mut stopping = false;
     loop {
-        let Some(first) = rx.recv().await else { return };
+        let first = if stopping {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                r = rx.recv() => r,
+                _ = &mut stop => {
+                    // Shutting down: refuse new records, then write what is queued.
+                    stopping = true;
+                    rx.close();
+                    rx.recv().await
+                }
+            }
+        };
+        let Some(first) = first else { return };
         batch.push(first);
         let deadline = tokio::time::Instant::now() + FLUSH_EVERY;
         while batch.len() < BATCH {

@@ -38,6 +38,8 @@ use crate::token;
 /// before it folds a small delta in.
 const COMPACT_EVERY: Duration = Duration::from_millis(200);
 const COMPACT_WHEN_QUIET: Duration = Duration::from_secs(1);
+/// How long the decision log's writer may take at shutdown to write what is queued.
+const DECISION_LOG_FLUSH: Duration = Duration::from_secs(10);
 
 /// Everything `arbiter serve` takes (see `cli`).
 #[derive(Debug, Clone)]
@@ -80,6 +82,9 @@ pub fn run(opts: ServeOptions) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("arbiter")
+        // Checks evaluate Cedar policies (recursive) on these threads, workers and
+        // blocking pool alike: a known stack that every admitted policy fits.
+        .thread_stack_size(arbiter_engine::bounds::EVALUATION_STACK_BYTES)
         .build()
         .context("start the async runtime")?;
     runtime.block_on(serve(opts))
@@ -354,6 +359,10 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let _ = compactor.await;
     if let Some(f) = follower {
         let _ = f.await;
+    }
+    // Every call is answered: what their decisions queued is written before exiting.
+    if let Some(log) = shared.decisions.get() {
+        log.close(DECISION_LOG_FLUSH).await;
     }
     shared.ready.store(false, Ordering::Release);
     match grpc_result {

@@ -43,7 +43,18 @@ const RELATIONSHIPS: &[&str] = &[
     "doc:6#owner@user:ann",
 ];
 
-const ATTRIBUTES: &str = "types:\n  user:\n    clearance?: long\n    ip?: ip\n  doc:\n    classification?: long\ncontext:\n  hour?: long\n";
+/// A clearance, an ip and a classification that requests supply (AuthZEN `properties`),
+/// and a suspension that only the attribute store holds.
+const ATTRIBUTES: &str = "types:
+  user:
+    clearance?: {type: long, source: request}
+    ip?: {type: ip, source: request}
+    suspended?: bool
+  doc:
+    classification?: {type: long, source: request}
+context:
+  hour?: long
+";
 
 const POLICIES: &str = r#"
 @id("clearance")
@@ -57,6 +68,10 @@ when { context has hour && (context.hour < 8 || context.hour > 18) };
 @id("office-network")
 permit(principal, action == Action::"view", resource == doc::"lobby")
 when { principal has ip && principal.ip.isInRange(ip("10.0.0.0/8")) };
+
+@id("suspended-accounts")
+forbid(principal is user, action, resource)
+when { principal has suspended && principal.suspended };
 "#;
 
 /// One HTTP response.
@@ -538,6 +553,38 @@ fn properties_and_context_reach_cedar() {
     }
     // Nothing was stored: the plain question is answered as before.
     assert!(c.decide(&with(n.clone(), n.clone(), n.clone(), "view", "doc:1")));
+
+    // A stored attribute is the store's alone: a request that supplies one is refused,
+    // naming it, so no caller can lift a suspension by sending `{"suspended": false}`.
+    let (code, _, err) = server.cli(&["attributes", "set", "user:bob", r#"{"suspended": true}"#]);
+    assert_eq!(code, 0, "{err}");
+    assert!(!c.decide(&eval("user:bob", "view", "doc:1")), "bob is suspended");
+    for (side, props) in [("subject", json!({"suspended": false})), ("subject", json!({"suspended": false, "clearance": 9}))] {
+        let mut e = eval("user:bob", "view", "doc:1");
+        e[side]["properties"] = props;
+        let r = c.post("/access/v1/evaluation", &e);
+        assert_eq!(r.status, 400, "{r:?}");
+        let m = r.error();
+        assert!(m.contains("`suspended` is a stored attribute") && m.contains("user:bob"), "{m}");
+    }
+    // Nor through a batch item or a search: the item fails alone, the search is refused.
+    let answer = c.ok(
+        "/access/v1/evaluations",
+        &json!({"evaluations": [
+            {"subject": {"type": "user", "id": "bob", "properties": {"suspended": false}}, "action": {"name": "view"}, "resource": subject("doc", "1")},
+            {"subject": subject("user", "ann"), "action": {"name": "view"}, "resource": subject("doc", "1")},
+        ]}),
+    );
+    assert_eq!(answer["evaluations"][0]["decision"], false, "{answer}");
+    assert_eq!(answer["evaluations"][0]["context"]["error"]["status"], 400, "{answer}");
+    assert_eq!(answer["evaluations"][1]["decision"], true, "{answer}");
+    let search = json!({"subject": {"type": "user", "id": "bob", "properties": {"suspended": false}},
+                        "action": {"name": "view"}, "resource": {"type": "doc"}});
+    let r = c.post("/access/v1/search/resource", &search);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(r.error().contains("`suspended` is a stored attribute"), "{r:?}");
+    let (code, _, err) = server.cli(&["attributes", "delete", "user:bob"]);
+    assert_eq!(code, 0, "{err}");
 
     // In a batch, the top-level context is the default and an item's replaces it.
     let answer = c.ok(

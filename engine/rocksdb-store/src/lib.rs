@@ -74,6 +74,42 @@ pub struct RocksStore {
     db: DB,
     options: StoreOptions,
     commits: AtomicU64,
+    /// Released after `db` is closed (fields drop in order).
+    _claim: DirClaim,
+}
+
+/// A process's exclusive claim on a store directory: an OS file lock on `arbiter.lock`
+/// in it, held for as long as a [`RocksStore`] is open there. RocksDB locks its own
+/// `LOCK` file too, but tells a conflict only as the text of an I/O error; this claim
+/// lets `backup` ask "is a server running here?" directly, and holding it keeps a
+/// server from opening the store in the middle of a backup.
+#[derive(Debug)]
+struct DirClaim {
+    /// Holding the file holds the lock; closing it releases it.
+    _file: std::fs::File,
+}
+
+/// The claim's file, beside RocksDB's own files (which it leaves alone).
+const CLAIM_FILE: &str = "arbiter.lock";
+
+impl DirClaim {
+    /// The claim, or `None` when another process (or another open store in this one)
+    /// holds it.
+    fn try_take(dir: &Path) -> Result<Option<DirClaim>, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| err(&format!("create {}", dir.display()), e))?;
+        let path = dir.join(CLAIM_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| err(&format!("open {}", path.display()), e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(DirClaim { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(err(&format!("lock {}", path.display()), e)),
+        }
+    }
 }
 
 fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
@@ -81,8 +117,19 @@ fn err(context: &str, e: impl std::fmt::Display) -> StoreError {
 }
 
 impl RocksStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. Fails when another process has it
+    /// open.
     pub fn open(dir: &Path, options: StoreOptions) -> Result<Self, StoreError> {
+        match DirClaim::try_take(dir)? {
+            Some(claim) => Self::open_claimed(dir, options, claim),
+            None => Err(StoreError(format!(
+                "the store in {} is in use by another process (a running `arbiter serve`?)",
+                dir.display()
+            ))),
+        }
+    }
+
+    fn open_claimed(dir: &Path, options: StoreOptions, claim: DirClaim) -> Result<Self, StoreError> {
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
@@ -103,7 +150,7 @@ impl RocksStore {
         if legacy {
             db.drop_cf(CF_REVERSE_V1).map_err(|e| err("drop the format-1 reverse column family", e))?;
         }
-        let store = RocksStore { db, options, commits: AtomicU64::new(0) };
+        let store = RocksStore { db, options, commits: AtomicU64::new(0), _claim: claim };
         let meta = store.cf(CF_META)?;
         match store.db.get_cf(meta, META_FORMAT).map_err(|e| err("read the store format", e))? {
             Some(f) if f == FORMAT => {}
@@ -258,12 +305,13 @@ impl RocksStore {
         if out.exists() {
             std::fs::remove_dir(out).map_err(|e| err(&format!("prepare {}", out.display()), e))?;
         }
-        match RocksStore::open(data, StoreOptions::default()) {
-            Ok(store) => store.checkpoint(out).map(|()| BackupKind::Checkpoint),
-            Err(e) if e.0.contains("lock") => {
-                Self::copy_from_secondary(data, out).map(|()| BackupKind::OnlineCopy)
-            }
-            Err(e) => Err(e),
+        // No server holds the store: open it (the claim keeps one from starting until the
+        // checkpoint is made). A server does: copy through a secondary instance.
+        match DirClaim::try_take(data)? {
+            Some(claim) => Self::open_claimed(data, StoreOptions::default(), claim)?
+                .checkpoint(out)
+                .map(|()| BackupKind::Checkpoint),
+            None => Self::copy_from_secondary(data, out).map(|()| BackupKind::OnlineCopy),
         }
     }
 

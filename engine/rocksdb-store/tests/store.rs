@@ -175,3 +175,33 @@ fn an_invalid_stored_relationship_is_reported_not_served() {
     let e = Engine::open(Box::new(store), EngineConfig::default()).unwrap_err();
     assert!(e.to_string().contains("owner"), "{e}");
 }
+
+/// One process at a time has a store open; `backup` tells a store in use (copied through
+/// a secondary instance) from one that is not (a checkpoint) by asking for that claim,
+/// not by reading error text: a store that fails to open for another reason, even in a
+/// directory whose name contains "lock", is an error, not an online copy.
+#[test]
+fn a_store_is_open_in_one_process_and_backup_asks_that_directly() {
+    use arbiter_rocksdb_store::BackupKind;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let store = RocksStore::open(&data, StoreOptions::default()).unwrap();
+    let again = RocksStore::open(&data, StoreOptions::default()).err().unwrap();
+    assert!(again.0.contains("in use by another process"), "{}", again.0);
+    assert!(matches!(RocksStore::backup(&data, &dir.path().join("online")), Ok(BackupKind::OnlineCopy)));
+    drop(store);
+    assert!(matches!(RocksStore::backup(&data, &dir.path().join("closed")), Ok(BackupKind::Checkpoint)));
+    // The claim is released with the store: it opens again.
+    drop(RocksStore::open(&data, StoreOptions::default()).unwrap());
+
+    // A store of an unknown format, in a directory named like a lock.
+    let odd = dir.path().join("blocklist");
+    let mut opts = rocksdb::Options::default();
+    opts.create_if_missing(true);
+    opts.create_missing_column_families(true);
+    let db = rocksdb::DB::open_cf(&opts, &odd, ["relationships", "changelog", "meta", "attributes"]).unwrap();
+    db.put_cf(db.cf_handle("meta").unwrap(), b"format", b"someone-elses-format").unwrap();
+    drop(db);
+    let err = RocksStore::backup(&odd, &dir.path().join("odd-backup")).err().unwrap();
+    assert!(err.0.contains("unknown store format"), "{}", err.0);
+}

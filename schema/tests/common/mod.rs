@@ -2,11 +2,17 @@
 
 use std::path::PathBuf;
 
-/// `../shared/conformance/spicedb` next to the workspace, if it is there.
+/// `../shared/conformance/spicedb` next to the workspace, if it is there. Its absence is
+/// a loud skip, or a failure under `ARBITER_REQUIRE_CONFORMANCE=1` (as CI runs).
 pub fn corpus_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/spicedb");
     if dir.is_dir() {
         Some(dir)
+    } else if std::env::var("ARBITER_REQUIRE_CONFORMANCE").is_ok_and(|v| v == "1") {
+        panic!(
+            "ARBITER_REQUIRE_CONFORMANCE=1 but the SpiceDB conformance corpus is missing: {} is not a directory",
+            dir.display()
+        );
     } else {
         eprintln!("SKIPPED: conformance corpus not found at {}", dir.display());
         None

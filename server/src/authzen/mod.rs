@@ -6,8 +6,9 @@
 //! subject set: the spec has no relation on a subject), a resource `{type, id}` the
 //! object checked, an action's `name` the permission or relation checked. The request
 //! `context` is the Cedar context; `subject.properties` and `resource.properties` are
-//! attribute values of the principal and the resource for that request, merged over the
-//! stored ones (undeclared keys are left out, mistyped declared ones refused).
+//! values of the principal's and the resource's request-supplied attributes for that
+//! request (declared with source `request`; a stored attribute given there is refused,
+//! undeclared keys are left out, mistyped ones refused).
 //!
 //! Errors: a request that is not what the spec says (bad JSON, a missing or mistyped
 //! field), or that names what the schema does not define, is a 400 with
@@ -102,7 +103,7 @@ impl From<BadRequest> for Failure {
 
 impl From<EngineError> for Failure {
     fn from(e: EngineError) -> Self {
-        Failure { status: crate::convert::http_status(e.kind()), message: e.to_string() }
+        Failure { status: crate::convert::http_status(e.kind()), message: crate::convert::message(&e) }
     }
 }
 
@@ -170,7 +171,7 @@ fn decision_json(d: Decision) -> Value {
 /// A batch item the engine refused: denied, with the reason (the spec's per-item error).
 fn item_error(e: &EngineError) -> Value {
     let status = crate::convert::http_status(e.kind()).as_u16();
-    json!({"decision": false, "context": {"error": {"status": status, "message": e.to_string()}}})
+    json!({"decision": false, "context": {"error": {"status": status, "message": crate::convert::message(e)}}})
 }
 
 impl AuthzenState {

@@ -519,11 +519,23 @@ async fn attributes(action: AttributesAction) -> Result<ExitCode> {
 
 /// The `attributes define` file: `types`, `context` and `labels`.
 fn parse_attribute_file(text: &str) -> Result<(Vec<pb::AttributeDefinition>, Vec<pb::SecurityLabel>)> {
+    /// `name: TYPE`, or `name: {type: TYPE, source: request}`.
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Definition {
+        Type(String),
+        Full {
+            #[serde(rename = "type")]
+            ty: String,
+            #[serde(default)]
+            source: String,
+        },
+    }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct File {
         #[serde(default)]
-        types: BTreeMap<String, BTreeMap<String, String>>,
+        types: BTreeMap<String, BTreeMap<String, Definition>>,
         #[serde(default)]
         context: BTreeMap<String, String>,
         #[serde(default)]
@@ -539,18 +551,27 @@ fn parse_attribute_file(text: &str) -> Result<(Vec<pb::AttributeDefinition>, Vec
         parents: Vec<String>,
     }
     let file: File = serde_yaml::from_str(text).map_err(|e| anyhow!("{e}"))?;
-    let def = |object_type: &str, name: &str, ty: &str| {
+    let def = |object_type: &str, name: &str, ty: &str, source: &str| {
         let (name, required) = match name.strip_suffix('?') {
             Some(n) => (n, false),
             None => (name, true),
         };
-        pb::AttributeDefinition { object_type: object_type.into(), name: name.into(), r#type: ty.into(), required }
+        pb::AttributeDefinition {
+            object_type: object_type.into(),
+            name: name.into(),
+            r#type: ty.into(),
+            required,
+            source: source.into(),
+        }
     };
     let mut definitions = Vec::new();
     for (t, fields) in &file.types {
-        definitions.extend(fields.iter().map(|(n, ty)| def(t, n, ty)));
+        definitions.extend(fields.iter().map(|(n, d)| match d {
+            Definition::Type(ty) => def(t, n, ty, ""),
+            Definition::Full { ty, source } => def(t, n, ty, source),
+        }));
     }
-    definitions.extend(file.context.iter().map(|(n, ty)| def("", n, ty)));
+    definitions.extend(file.context.iter().map(|(n, ty)| def("", n, ty, "")));
     let labels = file
         .labels
         .into_iter()
@@ -561,14 +582,15 @@ fn parse_attribute_file(text: &str) -> Result<(Vec<pb::AttributeDefinition>, Vec
 
 /// The definitions and labels in the `attributes define` file format.
 fn attribute_file(definitions: &[pb::AttributeDefinition], labels: &[pb::SecurityLabel]) -> serde_json::Value {
-    let mut types: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut types: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
     let mut context: BTreeMap<String, String> = BTreeMap::new();
     for d in definitions {
         let name = if d.required { d.name.clone() } else { format!("{}?", d.name) };
         if d.object_type.is_empty() {
             context.insert(name, d.r#type.clone());
         } else {
-            types.entry(d.object_type.clone()).or_default().insert(name, d.r#type.clone());
+            let def = if d.source.is_empty() { json!(d.r#type) } else { json!({"type": d.r#type, "source": d.source}) };
+            types.entry(d.object_type.clone()).or_default().insert(name, def);
         }
     }
     let labels: serde_json::Map<String, serde_json::Value> = labels

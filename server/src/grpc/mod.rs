@@ -285,7 +285,7 @@ where
 {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Status::internal(format!("a worker failed: {e}")))?
+        .map_err(|e| convert::server_fault(tonic::Code::Internal, "a worker failed", &e))?
 }
 
 pub fn too_many(what: &str, n: usize, limit: usize, flag: &str) -> Status {

@@ -177,7 +177,7 @@ impl Permissions {
                         Some(Ok(d)) => R::Decision(decision(d)),
                         Some(Err(e)) => R::Error(pb::Error {
                             code: convert::code_name(&e).into(),
-                            message: e.to_string(),
+                            message: convert::message(&e),
                         }),
                         None => R::Error(pb::Error {
                             code: "INTERNAL".into(),

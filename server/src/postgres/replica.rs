@@ -214,7 +214,7 @@ impl Replica {
         let deadline = Instant::now() + self.options.consistency_timeout;
         loop {
             if let Err(e) = self.catch_up().await {
-                return Err(Status::unavailable(format!("cannot catch up with Postgres: {e:#}")));
+                return Err(unavailable(e.context("cannot catch up with Postgres")));
             }
             let local = self.engine.revision();
             if local >= revision {
@@ -232,7 +232,7 @@ impl Replica {
 
     /// Waits until this replica has applied the newest revision committed in Postgres.
     pub async fn wait_for_head(&self) -> Result<u64, Status> {
-        let head = self.pg.head().await.map_err(|e| Status::unavailable(format!("{e:#}")))?;
+        let head = self.pg.head().await.map_err(|e| unavailable(e.context("cannot read the head revision in Postgres")))?;
         self.wait_for(head).await?;
         Ok(head)
     }
@@ -283,7 +283,7 @@ impl Replica {
         let engine = self.engine.clone();
         let changes = blocking(move || engine.plan_write(&updates, &preconditions).map_err(status)).await?;
         let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the write: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the write")))?;
         self.wait_for(revision).await?;
         Ok(revision)
     }
@@ -305,7 +305,7 @@ impl Replica {
             return Ok((0, head));
         }
         let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the delete: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the delete")))?;
         self.wait_for(revision).await?;
         Ok((changes.len(), revision))
     }
@@ -323,7 +323,7 @@ impl Replica {
         let _one = self.writing.lock().await;
         let (mut tx, _) = self.pg.begin_write().await.map_err(unavailable)?;
         let revision = write_changes(&mut tx, &changes, "arbiter-import").await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the import: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the import")))?;
         self.wait_for(revision).await?;
         Ok(revision)
     }
@@ -336,7 +336,8 @@ impl Replica {
         self.wait_for(head).await?;
         let engine = self.engine.clone();
         let json = blocking(move || {
-            let json = serde_json::to_string(&model).map_err(|e| Status::internal(format!("cannot encode the policy model: {e}")))?;
+            let json = serde_json::to_string(&model)
+                .map_err(|e| crate::convert::server_fault(tonic::Code::Internal, "cannot encode the policy model", &e))?;
             engine.plan_policy_model(model).map_err(status)?;
             Ok(json)
         })
@@ -344,7 +345,7 @@ impl Replica {
         let revision = next_revision(&mut tx).await.map_err(unavailable)?;
         super::write_policy_model(&mut tx, revision, &json, "arbiter").await.map_err(unavailable)?;
         notify(&mut tx, revision).await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the policies: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the policies")))?;
         self.wait_for(revision).await?;
         Ok(revision)
     }
@@ -359,7 +360,7 @@ impl Replica {
         let revision = next_revision(&mut tx).await.map_err(unavailable)?;
         super::write_attributes(&mut tx, revision, &changes, "arbiter").await.map_err(unavailable)?;
         notify(&mut tx, revision).await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the attributes: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the attributes")))?;
         self.wait_for(revision).await?;
         Ok(revision)
     }
@@ -373,7 +374,7 @@ impl Replica {
         let checked = text.clone();
         blocking(move || engine.plan_schema(&checked).map_err(status)).await?;
         let revision = write_schema(&mut tx, &text, "arbiter").await.map_err(unavailable)?;
-        tx.commit().await.map_err(|e| unavailable(anyhow!("cannot commit the schema: {e}")))?;
+        tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the schema")))?;
         self.wait_for(revision).await?;
         Ok(revision)
     }
@@ -383,8 +384,11 @@ fn now_millis() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
+/// Postgres failed: UNAVAILABLE, with what failed (the outermost context) for the client
+/// and the whole chain in the server's log.
 fn unavailable(e: anyhow::Error) -> Status {
-    Status::unavailable(format!("{e:#}"))
+    let what = e.to_string();
+    crate::convert::server_fault(tonic::Code::Unavailable, &what, &format_args!("{e:#}"))
 }
 
 /// Receives Postgres' state (through [`PgStore`]'s scan) into a fresh RocksDB snapshot.
