@@ -137,13 +137,10 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
     while let Some(&b) = bytes.get(i) {
         i += 1;
         let mut class = None;
-        let operand_before = std::mem::replace(&mut after_operand, false);
+        // Whitespace of any kind (Cedar's includes form feeds and Unicode spaces), and
+        // whatever else is not an operator or a separator, leaves `after_operand` as it was.
         match b {
-            b' ' | b'\t' | b'\r' => after_operand = operand_before,
-            b'\n' => {
-                line += 1;
-                after_operand = operand_before;
-            }
+            b'\n' => line += 1,
             b'"' => {
                 // A string literal: skip to its closing quote, over escapes.
                 while let Some(&c) = bytes.get(i) {
@@ -158,13 +155,13 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
                 after_operand = true;
             }
             b'/' if bytes.get(i) == Some(&b'/') => {
-                after_operand = operand_before;
-                while bytes.get(i).is_some_and(|&c| c != b'\n') {
+                // Cedar ends a comment at either line break.
+                while bytes.get(i).is_some_and(|&c| c != b'\n' && c != b'\r') {
                     i += 1;
                 }
             }
             b'(' | b'[' | b'{' => {
-                if b == b'[' && operand_before {
+                if b == b'[' && after_operand {
                     if let Some(level) = levels.last_mut() {
                         if level.operator(MEMBER) > MAX_EXPRESSION_DEPTH {
                             return Err(too_deep(&format!(
@@ -177,6 +174,7 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
                     return Err(too_deep(&format!("brackets nest past it at line {line}")));
                 }
                 levels.push(Level::default());
+                after_operand = false;
             }
             b')' | b']' | b'}' => {
                 // An unbalanced closing bracket is Cedar's to report.
@@ -191,12 +189,14 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
                 after_operand = true;
             }
             b',' | b';' => {
+                after_operand = false;
                 if let Some(level) = levels.last_mut() {
                     level.end_runs(0);
                 }
             }
             b':' if bytes.get(i) == Some(&b':') => i += 1, // a path (`Action::"view"`)
             b':' => {
+                after_operand = false;
                 if let Some(level) = levels.last_mut() {
                     level.end_runs(0);
                 }
@@ -229,15 +229,21 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
                 match bytes.get(start..i).unwrap_or_default() {
                     b"if" => class = Some(IF),
                     b"then" | b"else" => {
+                        after_operand = false;
                         if let Some(level) = levels.last_mut() {
                             level.end_runs(IF + 1);
                         }
                     }
                     b"in" | b"has" | b"like" | b"is" => class = Some(RELATION),
+                    // A policy's conditions are joined like `&&`, one level each.
+                    b"when" | b"unless" => class = Some(AND),
                     _ => after_operand = true,
                 }
             }
             _ => {}
+        }
+        if class.is_some() {
+            after_operand = false;
         }
         if let (Some(class), Some(level)) = (class, levels.last_mut()) {
             if level.operator(class) > MAX_EXPRESSION_DEPTH {
@@ -322,14 +328,20 @@ mod tests {
     fn depth_bounds_the_syntax_tree() {
         assert_eq!(depth(""), 1);
         assert_eq!(depth("permit(principal, action, resource);"), 2);
-        // A run of one class nests once per operator; separators restart the runs.
-        assert_eq!(depth("permit(principal, action, resource) when { a && b && c };"), 4);
+        // A run of one class nests once per operator; separators restart the runs. (The
+        // `when` joins the condition to the scope: one more level.)
+        assert_eq!(depth("permit(principal, action, resource) when { a && b && c };"), 5);
         assert_eq!(depth("[1, 2, 3, 4, 5, 6]"), 2);
         assert_eq!(depth("((((1))))"), 5);
         assert_eq!(depth("a.b.c.d"), 4);
         // Indexing nests like `.`; a `[` elsewhere opens a set literal.
         assert_eq!(depth(r#"a["b"]["c"] ["d"]"#), 3 + 1 + 1);
         assert_eq!(depth("[1] == [2]"), 1 + 1 + 1);
+        // Any whitespace between an operand and its index, and a comment ended by `\r`.
+        assert_eq!(depth("a\x0c[\"b\"]\u{a0}[\"c\"]"), 2 + 1 + 1);
+        assert_eq!(depth("// x\r((1))"), 3);
+        // Conditions join like `&&`.
+        assert_eq!(depth("permit(principal, action, resource) when { a } when { b } unless { c };"), 3 + 1 + 1);
         assert!(cedar_text(&format!("principal{}", r#"[""]"#.repeat(100_000))).unwrap_err().contains("chain of more than"));
         // Looser operators end the runs of tighter ones: the operands of `||` are
         // siblings. `a.b == "x" || ...` is one `||` run, one `==`, one `.`.

@@ -1577,6 +1577,18 @@ impl Engine {
         Ok(decision(allowed))
     }
 
+    /// Checks a request's own values (its context and request-supplied attributes)
+    /// against the policy model as a Check would, without checking anything: for a
+    /// caller that may never reach a Check with them (a search whose lookup finds
+    /// nothing to check still refuses a malformed context).
+    pub fn validate_request_values(&self, req: &CheckRequest<'_>) -> Result<(), EngineError> {
+        let graph = self.snapshot(req.consistency)?;
+        match graph.policies.as_deref() {
+            Some(policies) => request_values(policies, req).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// The Cedar half of a decision (DESIGN §5): consulted only when a policy can change
     /// the graph's answer. Returns the decision and, when Cedar was asked, what it said.
     fn cedar_decide(
@@ -1591,22 +1603,9 @@ impl Engine {
         if !applies.forbid && (graph_allowed || !applies.permit) {
             return Ok((graph_allowed, None));
         }
-        let context = policies
-            .context(req.permission, req.context)
-            .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
+        let (request, given) = request_values(policies, req)?;
         let principal = (req.subject_type, req.subject_id);
         let resource = (req.resource_type, req.resource_id);
-        let request = policies
-            .request(req.permission, principal, resource, context)
-            .map_err(|e| EngineError::InvalidArgument(format!("context: {e}")))?;
-        let given = [
-            policies
-                .request_attributes(principal.0, principal.1, req.principal_attributes)
-                .map_err(|e| EngineError::InvalidArgument(format!("principal attributes: {e}")))?,
-            policies
-                .request_attributes(resource.0, resource.1, req.resource_attributes)
-                .map_err(|e| EngineError::InvalidArgument(format!("resource attributes: {e}")))?,
-        ];
         let ancestors = policies.needs_ancestors(req.permission);
         let entities = self.cedar_entities(graph, policies, [principal, resource], &given, ancestors, now);
         let outcome = match entities {
@@ -1891,15 +1890,7 @@ impl Engine {
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
         let mut last: std::collections::HashMap<(&str, &str), usize> = std::collections::HashMap::new();
         for (i, u) in updates.iter().enumerate() {
-            if plan.schema.definition_by_name(&u.object_type).is_none() {
-                return Err(EngineError::InvalidArgument(format!(
-                    "`{}:{}`: the schema does not define `{}`",
-                    u.object_type, u.object_id, u.object_type
-                )));
-            }
-            if let Some(problem) = object_id_problem(&u.object_id) {
-                return Err(EngineError::InvalidArgument(format!("`{}:{}`: {problem}", u.object_type, u.object_id)));
-            }
+            attribute_object(&plan, &u.object_type, &u.object_id)?;
             last.insert((&u.object_type, &u.object_id), i);
         }
         let mut out = Vec::with_capacity(last.len());
@@ -1960,6 +1951,11 @@ impl Engine {
         consistency: Consistency,
     ) -> Result<(u64, Vec<Option<ObjectAttributes>>), EngineError> {
         let graph = self.snapshot(consistency)?;
+        if let Some(plan) = graph.plan.as_deref() {
+            for (t, i) in objects {
+                attribute_object(plan, t, i)?;
+            }
+        }
         let out = objects
             .iter()
             .map(|(t, i)| {
@@ -2395,4 +2391,42 @@ pub(crate) fn compile_model(plan: Option<&SchemaPlan>, json: &str) -> Result<Opt
     }
     let plan = plan.ok_or(EngineError::NoSchema)?;
     CompiledPolicies::compile(&plan.schema, model).map(Some).map_err(EngineError::InvalidPolicy)
+}
+
+/// The Cedar request of a Check, and the request-supplied attribute values of its
+/// principal and resource.
+type RequestValues = (cedar_policy::Request, [Option<serde_json::Map<String, serde_json::Value>>; 2]);
+
+/// A request's own values for Cedar, checked against the policy model: the Cedar
+/// request with its context, and the request-supplied attribute values of the principal
+/// and the resource. Each mistake is the caller's (INVALID_ARGUMENT), naming the side.
+fn request_values(policies: &CompiledPolicies, req: &CheckRequest<'_>) -> Result<RequestValues, EngineError> {
+    fn invalid(side: &'static str) -> impl Fn(String) -> EngineError {
+        move |e| EngineError::InvalidArgument(format!("{side}: {e}"))
+    }
+    let context = policies.context(req.permission, req.context).map_err(invalid("context"))?;
+    let principal = (req.subject_type, req.subject_id);
+    let resource = (req.resource_type, req.resource_id);
+    let request = policies.request(req.permission, principal, resource, context).map_err(invalid("context"))?;
+    let given = [
+        policies
+            .request_attributes(principal.0, principal.1, req.principal_attributes)
+            .map_err(invalid("principal attributes"))?,
+        policies
+            .request_attributes(resource.0, resource.1, req.resource_attributes)
+            .map_err(invalid("resource attributes"))?,
+    ];
+    Ok((request, given))
+}
+
+/// An object whose attributes are read or written: a type the schema defines
+/// (FAILED_PRECONDITION otherwise, as for relationships) and a valid id.
+fn attribute_object(plan: &SchemaPlan, object_type: &str, object_id: &str) -> Result<(), EngineError> {
+    if plan.schema.definition_by_name(object_type).is_none() {
+        return Err(EngineError::UnknownType(object_type.to_string()));
+    }
+    match object_id_problem(object_id) {
+        Some(problem) => Err(EngineError::InvalidArgument(format!("`{object_type}:{object_id}`: {problem}"))),
+        None => Ok(()),
+    }
 }

@@ -25,10 +25,10 @@ use std::sync::Arc;
 
 use arbiter_schema::{AllowedKind, CompiledSchema, RelationKind, Rewrite};
 use cedar_policy as cedar;
-
-use crate::bounds;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Map, Value};
+
+use crate::bounds;
 
 /// How many entities (the principal, the resource and their ancestors) one Cedar request
 /// may carry. Past it the request fails closed: forbids count as erroring.
@@ -252,10 +252,14 @@ fn split_bounded(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyError>
         err
     })?;
     let count = set.policies().count();
+    if count > bounds::MAX_POLICIES {
+        return Err(model_error(format!("{file}: {count} policies are more than the limit of {}", bounds::MAX_POLICIES)));
+    }
     if set.templates().count() > 0 {
         return Err(model_error(format!("{file}: templates (policies with ?principal or ?resource slots) are not supported")));
     }
     let mut out: Vec<PolicyText> = Vec::with_capacity(count);
+    let mut ids: std::collections::HashSet<String> = std::collections::HashSet::with_capacity(count);
     for n in 0..count {
         let auto = cedar::PolicyId::new(format!("policy{n}"));
         let policy = set
@@ -266,7 +270,7 @@ fn split_bounded(file: &str, text: &str) -> Result<Vec<PolicyText>, PolicyError>
             Some(_) => return Err(model_error(format!("{file}: policy {} has an empty @id", n + 1))),
             None => format!("{file}:{}", n + 1),
         };
-        if out.iter().any(|p| p.id == id) {
+        if !ids.insert(id.clone()) {
             return Err(model_error(format!("{file}: two policies have the id `{id}`")));
         }
         out.push(PolicyText { id, text: policy.to_string() });
@@ -1380,6 +1384,7 @@ fn infer_bounded(value: &Value) -> Result<AttrType, String> {
     match value {
         Value::Bool(_) => Ok(AttrType::Bool),
         Value::Number(n) if n.is_i64() => Ok(AttrType::Long),
+        Value::Number(n) if n.is_u64() => Err(format!("{n} is past the range of a Cedar long (64-bit signed)")),
         Value::Number(n) => Err(format!(
             "{n} is not a whole number (Cedar has no floats; write {{\"__extn\": {{\"fn\": \"decimal\", \"arg\": \"{n}\"}}}})"
         )),

@@ -237,3 +237,12 @@ fn request_supplied_attributes_are_declared_optional_and_never_stored() {
         .unwrap_err();
     assert!(err.to_string().contains("`risk` is supplied by requests and is never stored"), "{err}");
 }
+
+#[test]
+fn a_file_of_too_many_policies_is_refused_by_count() {
+    let text = "permit(principal, action, resource);\n".repeat(bounds::MAX_POLICIES + 1);
+    let err = split_policies("many.cedar", &text).unwrap_err().to_string();
+    assert!(err.contains("10001 policies are more than the limit of 10000"), "{err}");
+    let fine = "permit(principal, action, resource);\n".repeat(bounds::MAX_POLICIES);
+    assert_eq!(split_policies("many.cedar", &fine).unwrap().len(), bounds::MAX_POLICIES);
+}

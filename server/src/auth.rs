@@ -105,33 +105,37 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut response = fut.await?;
-            oversized_is_invalid_argument(&mut response);
+            unreadable_is_invalid_argument(&mut response);
             readable_grpc_message(&mut response);
             Ok(response)
         })
     }
 }
 
-/// tonic refuses a message over `--max-message-size` with OUT_OF_RANGE; Arbiter's
-/// contract is INVALID_ARGUMENT naming the limit (DESIGN §8). The refusal is a
+/// tonic answers a request it cannot read with codes that blame the server:
+/// OUT_OF_RANGE for one over `--max-message-size`, INTERNAL for bytes that are not the
+/// method's message (a bad varint, a truncated field, a string that is not UTF-8,
+/// nesting past the decoder's recursion limit). Both are the client's mistake, so
+/// Arbiter's contract is INVALID_ARGUMENT (DESIGN §5, §8): the limit named, or the
+/// decoder's own account of what is wrong (the field and the reason). The refusal is a
 /// trailers-only response, so its status is in the headers.
-fn oversized_is_invalid_argument<B>(response: &mut Response<B>) {
+fn unreadable_is_invalid_argument<B>(response: &mut Response<B>) {
     let headers = response.headers_mut();
-    let out_of_range = headers
-        .get("grpc-status")
-        .is_some_and(|v| v.as_bytes() == b"11");
-    let too_large = headers.get("grpc-message").is_some_and(|m| {
-        String::from_utf8_lossy(m.as_bytes())
-            .replace("%20", " ")
-            .contains("message length too large")
-    });
-    if out_of_range && too_large {
-        let message = "the request is larger than the server accepts (`--max-message-size`)";
-        headers.insert("grpc-status", http::HeaderValue::from_static("3"));
-        if let Ok(v) = http::HeaderValue::from_str(&message.replace(' ', "%20").replace('`', "%60"))
-        {
-            headers.insert("grpc-message", v);
+    let code = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    let message = headers.get("grpc-message").map(|m| String::from_utf8_lossy(m.as_bytes()).replace("%20", " "));
+    let Some(message) = message else { return };
+    match code.as_deref() {
+        Some(b"11") if message.contains("message length too large") => {
+            let message = "the request is larger than the server accepts (`--max-message-size`)";
+            headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+            if let Ok(v) = http::HeaderValue::from_str(&message.replace(' ', "%20").replace('`', "%60")) {
+                headers.insert("grpc-message", v);
+            }
         }
+        Some(b"13") if message.contains("failed to decode Protobuf message") => {
+            headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+        }
+        _ => {}
     }
 }
 

@@ -339,6 +339,18 @@ pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
 /// A `google.protobuf.Struct` (a request context) as a JSON object. Whole numbers become
 /// JSON integers (Cedar has longs, not floats); other numbers stay floats, which Cedar
 /// then refuses with a message naming the attribute.
+/// A request's `context`, refused (INVALID_ARGUMENT naming the key) when it nests
+/// deeper than every context may (`arbiter_engine::bounds::MAX_VALUE_DEPTH`), whether or
+/// not a policy would read it.
+pub fn request_context(
+    s: Option<&prost_types::Struct>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, Status> {
+    let Some(s) = s else { return Ok(None) };
+    let map = context(s);
+    arbiter_engine::bounds::json_fields("context", &map).map_err(invalid)?;
+    Ok(Some(map))
+}
+
 pub fn context(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
     s.fields.iter().map(|(k, v)| (k.clone(), json_value(v))).collect()
 }

@@ -133,8 +133,17 @@ async fn require_key(State(key): State<Option<PresharedKey>>, request: Request, 
     next.run(request).await
 }
 
-/// The body as a JSON object, refusing one over `--max-message-size`.
+/// The body as a JSON object, refusing one that is not declared JSON (415: the spec's
+/// requests are `application/json`) and one over `--max-message-size`.
 async fn read_body(state: &AuthzenState, headers: &HeaderMap, body: Body) -> Result<Map<String, Value>, Failure> {
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !content_type.as_deref().is_some_and(is_json) {
+        let given = content_type.map_or("none".to_string(), |t| format!("`{t}`"));
+        return Err(Failure {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message: format!("the request body must be JSON (`content-type: application/json`); the content type given is {given}"),
+        });
+    }
     let limit = state.shared.limits.max_message_bytes;
     let too_large = || Failure::bad(format!("the request body is larger than the limit of {limit} bytes (`--max-message-size`)"));
     let declared = headers
@@ -146,6 +155,12 @@ async fn read_body(state: &AuthzenState, headers: &HeaderMap, body: Body) -> Res
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
     Ok(wire::parse_body(&bytes)?)
+}
+
+/// `application/json`, or a `+json` type, with or without parameters (`; charset=utf-8`).
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// The engine's question for one evaluation.
@@ -371,6 +386,9 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
                 subject_type = %q.subject.kind,
             )
             .entered();
+            if needs_recheck(q) {
+                shared.engine.validate_request_values(&check_request(q, consistency_after(position.as_ref())))?;
+            }
             let found = shared.engine.lookup_subjects(&LookupSubjectsRequest {
                 resource_type: &q.resource.kind,
                 resource_id: &q.resource.id,
@@ -420,6 +438,9 @@ async fn search_resource(State(state): State<AuthzenState>, headers: HeaderMap, 
                 subject = %format_args!("{}:{}", q.subject.kind, q.subject.id),
             )
             .entered();
+            if needs_recheck(q) {
+                shared.engine.validate_request_values(&check_request(q, consistency_after(position.as_ref())))?;
+            }
             let found = shared.engine.lookup_resources(&LookupResourcesRequest {
                 resource_type: &q.resource.kind,
                 permission: &q.action,

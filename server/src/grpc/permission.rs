@@ -80,7 +80,7 @@ impl Permissions {
         let permission = convert::required(&r.permission, "permission")?;
         let (subject_type, subject_id, subject_relation) =
             convert::subject(r.subject.as_ref(), "subject")?;
-        let context = r.context.as_ref().map(convert::context);
+        let context = convert::request_context(r.context.as_ref())?;
         let req = CheckRequest {
             resource_type: &resource.r#type,
             resource_id: &resource.id,
@@ -138,8 +138,8 @@ impl Permissions {
                     let field = format!("items[{i}]");
                     parse([&format!("{field}.resource"), &format!("{field}.permission"), &format!("{field}.subject")])
                 })
-                .map(|(resource, permission, subject)| {
-                    (resource, permission, subject, item.context.as_ref().map(convert::context))
+                .and_then(|(resource, permission, subject)| {
+                    Ok((resource, permission, subject, convert::request_context(item.context.as_ref())?))
                 });
             parsed.push(one);
         }

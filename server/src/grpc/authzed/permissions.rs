@@ -226,7 +226,7 @@ impl AuthzedPermissions {
         let permission = convert::required(&r.permission, "permission")?;
         let (subject_type, subject_id, subject_relation) =
             super::subject(r.subject.as_ref(), "subject")?;
-        let context = r.context.as_ref().map(convert::context);
+        let context = convert::request_context(r.context.as_ref())?;
         let resp = self
             .0
             .engine
@@ -271,7 +271,7 @@ impl AuthzedPermissions {
                     let field = format!("items[{i}]");
                     parse([&format!("{field}.resource"), &format!("{field}.permission"), &format!("{field}.subject")])
                 })?;
-                Ok((resource, permission, subject, item.context.as_ref().map(convert::context)))
+                Ok((resource, permission, subject, convert::request_context(item.context.as_ref())?))
             })
             .collect();
         let requests: Vec<CheckRequest<'_>> = parsed
@@ -511,6 +511,9 @@ impl PermissionsService for AuthzedPermissions {
             let shared = shared.clone();
             blocking(move || {
                 let r = request.get_ref();
+                // Lookups judge forbids without a context; one that is sent is still
+                // held to the bound of every context.
+                convert::request_context(r.context.as_ref())?;
                 let resource_type =
                     convert::required(&r.resource_object_type, "resource_object_type")?;
                 let permission = convert::required(&r.permission, "permission")?;
@@ -564,6 +567,7 @@ impl PermissionsService for AuthzedPermissions {
             blocking(move || {
                 use pb::lookup_subjects_request::WildcardOption;
                 let r = request.get_ref();
+                convert::request_context(r.context.as_ref())?;
                 let resource = super::object(r.resource.as_ref(), "resource")?;
                 let permission = convert::required(&r.permission, "permission")?;
                 let subject_type =
