@@ -7,11 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 
-use common::Server;
+use common::{Reply, Server};
 use serde_json::{json, Value};
 
 const SCHEMA: &str = r#"
@@ -74,20 +72,7 @@ forbid(principal is user, action, resource)
 when { principal has suspended && principal.suspended };
 "#;
 
-/// One HTTP response.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    /// Names lowercased.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
-    }
-
     fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
@@ -112,29 +97,18 @@ impl Client {
         Client { addr: server.http.clone(), key: server.key.clone() }
     }
 
-    /// A raw request: `extra` headers as given, the key as a bearer token if set.
+    /// A raw request: `extra` headers as given, the key as a bearer token if set, a body
+    /// as JSON.
     fn send(&self, method: &str, path: &str, extra: &[(&str, &str)], body: Option<&[u8]>) -> Reply {
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n", self.addr);
+        let mut headers: Vec<(String, String)> = Vec::new();
         if let Some(k) = &self.key {
-            head.push_str(&format!("authorization: Bearer {k}\r\n"));
+            headers.push(("authorization".into(), format!("Bearer {k}")));
         }
-        for (n, v) in extra {
-            head.push_str(&format!("{n}: {v}\r\n"));
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        if body.is_some() {
+            headers.push(("content-type".into(), "application/json".into()));
         }
-        if let Some(b) = body {
-            head.push_str(&format!("content-type: application/json\r\ncontent-length: {}\r\n", b.len()));
-        }
-        head.push_str("\r\n");
-        s.write_all(head.as_bytes()).unwrap();
-        if let Some(b) = body {
-            // A server that refuses a body before reading it all may close first.
-            let _ = s.write_all(b);
-        }
-        let mut raw = Vec::new();
-        // ... and then reset the connection after its answer: keep what arrived.
-        let _ = s.read_to_end(&mut raw);
-        parse_reply(&raw)
+        common::http_request(&self.addr, method, path, &headers, body).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
     }
 
     fn post(&self, path: &str, body: &Value) -> Reply {
@@ -184,33 +158,6 @@ impl Client {
             assert!(pages < 100, "paging does not end");
         }
     }
-}
-
-fn parse_reply(raw: &[u8]) -> Reply {
-    let text = String::from_utf8_lossy(raw).into_owned();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or_else(|| panic!("no header end: {text}"));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
-    Reply { status, headers, body }
-}
-
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&after[..n]);
-        rest = &after[n + 2..];
-    }
-    out
 }
 
 fn subject(t: &str, id: &str) -> Value {

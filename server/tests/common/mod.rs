@@ -393,3 +393,76 @@ definition doc {
     permission view = (viewer + edit + parent->view) - banned
 }
 "#;
+
+/// One HTTP/1.1 answer, as the tests' raw client reads it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Names lowercased.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+/// A raw HTTP/1.1 request, so that tests can send what no client library would:
+/// `headers` as given (a `content-length` is added for a body unless the headers frame
+/// it themselves); the answer, or why none came.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(String, String)],
+    body: Option<&[u8]>,
+) -> Result<Reply, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (n, v) in headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    let framed = headers.iter().any(|(n, _)| n == "content-length" || n == "transfer-encoding");
+    if let (Some(b), false) = (body, framed) {
+        head.push_str(&format!("content-length: {}\r\n", b.len()));
+    }
+    head.push_str("\r\n");
+    let _ = s.write_all(head.as_bytes());
+    if let Some(b) = body {
+        // A server that refuses a body before reading all of it may close first...
+        let _ = s.write_all(b);
+    }
+    let mut raw = Vec::new();
+    // ... and then reset the connection after its answer: keep what arrived.
+    let read = s.read_to_end(&mut raw);
+    if raw.is_empty() {
+        return Err(format!("no answer ({read:?})"));
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no header end: {text:.200}"))?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let chunked = headers.iter().any(|(n, v)| n == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    Ok(Reply { status, headers, body })
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after.get(n + 2..).unwrap_or("");
+    }
+    out
+}
