@@ -132,13 +132,44 @@ struct RawAssertions {
 /// Finds file lines for values taken out of the YAML, searching forward from a key.
 struct LineFinder<'a> {
     lines: Vec<&'a str>,
+    /// Each line's whole text, its mapping key and its list item (trimmed, unquoted),
+    /// with the lines (0-based, ascending) that have it: most needles are one of these,
+    /// found without reading the file again (a file of 20,000 attributes searched line
+    /// by line took seconds).
+    entries: std::collections::HashMap<&'a str, Vec<usize>>,
+}
+
+/// How many lines past `from` a needle that is no line's text, key or item (an escaped
+/// YAML string) is looked for, so that such needles cost a bounded read each.
+const FIND_WINDOW: usize = 64;
+
+fn unquoted(s: &str) -> &str {
+    let s = s.trim();
+    ['"', '\'']
+        .iter()
+        .find_map(|q| s.strip_prefix(*q).and_then(|r| r.strip_suffix(*q)))
+        .unwrap_or(s)
 }
 
 impl<'a> LineFinder<'a> {
     fn new(text: &'a str) -> Self {
-        LineFinder {
-            lines: text.lines().collect(),
+        let lines: Vec<&'a str> = text.lines().collect();
+        let mut entries: std::collections::HashMap<&'a str, Vec<usize>> = std::collections::HashMap::new();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim();
+            let item = t.strip_prefix("- ").map(unquoted);
+            let key = t
+                .strip_suffix(':')
+                .or_else(|| t.split_once(": ").map(|(k, _)| k))
+                .map(unquoted);
+            for candidate in [Some(t), item, key].into_iter().flatten() {
+                let at = entries.entry(candidate).or_default();
+                if at.last() != Some(&i) {
+                    at.push(i);
+                }
+            }
         }
+        LineFinder { lines, entries }
     }
 
     /// 0-based index of the top-level line `key:`.
@@ -147,31 +178,37 @@ impl<'a> LineFinder<'a> {
         self.lines.iter().position(|l| l.starts_with(&prefix))
     }
 
-    /// 1-based line of the first line at or after `from` (0-based) containing `needle`.
+    /// 1-based line of the first line at or after `from` (0-based) that is `needle`, or
+    /// whose mapping key or list item is.
+    fn entry(&self, from: usize, needle: &str) -> Option<usize> {
+        let at = self.entries.get(needle)?;
+        at.get(at.partition_point(|&i| i < from)).map(|i| i + 1)
+    }
+
+    /// 1-based line of the first line at or after `from` (0-based) containing `needle`:
+    /// a line that is the needle (or has it as its key or item), else one of the next
+    /// [`FIND_WINDOW`] lines that contains it.
     fn find(&self, from: usize, needle: &str) -> Option<usize> {
         let needle = needle.trim();
         if needle.is_empty() {
             return None;
         }
-        self.lines
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, l)| l.contains(needle))
-            .map(|(i, _)| i + 1)
+        self.entry(from, needle).or_else(|| {
+            self.lines
+                .iter()
+                .enumerate()
+                .skip(from)
+                .take(FIND_WINDOW)
+                .find(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i + 1)
+        })
     }
 
-    /// Like [`LineFinder::find`], but prefers a line that is exactly `needle`, so that
-    /// `doc:1#viewer` is not placed on an earlier `doc:1#viewer@user:tom`.
+    /// Like [`LineFinder::find`]; named for the relationship lines, whose exact line is
+    /// preferred, so that `doc:1#viewer` is not placed on an earlier
+    /// `doc:1#viewer@user:tom`.
     fn find_line(&self, from: usize, needle: &str) -> Option<usize> {
-        let needle = needle.trim();
-        self.lines
-            .iter()
-            .enumerate()
-            .skip(from)
-            .find(|(_, l)| !needle.is_empty() && l.trim() == needle)
-            .map(|(i, _)| i + 1)
-            .or_else(|| self.find(from, needle))
+        self.find(from, needle)
     }
 }
 
