@@ -121,18 +121,23 @@ where
 /// trailers-only response, so its status is in the headers.
 fn unreadable_is_invalid_argument<B>(response: &mut Response<B>) {
     let headers = response.headers_mut();
-    let code = headers.get("grpc-status").map(|v| v.as_bytes().to_vec());
+    // Only the two codes are looked at further (every answer passes here).
+    let code = match headers.get("grpc-status").map(http::HeaderValue::as_bytes) {
+        Some(b"11") => 11,
+        Some(b"13") => 13,
+        _ => return,
+    };
     let message = headers.get("grpc-message").map(|m| String::from_utf8_lossy(m.as_bytes()).replace("%20", " "));
     let Some(message) = message else { return };
-    match code.as_deref() {
-        Some(b"11") if message.contains("message length too large") => {
+    match code {
+        11 if message.contains("message length too large") => {
             let message = "the request is larger than the server accepts (`--max-message-size`)";
             headers.insert("grpc-status", http::HeaderValue::from_static("3"));
             if let Ok(v) = http::HeaderValue::from_str(&message.replace(' ', "%20").replace('`', "%60")) {
                 headers.insert("grpc-message", v);
             }
         }
-        Some(b"13") if message.contains("failed to decode Protobuf message") => {
+        13 if message.contains("failed to decode Protobuf message") => {
             headers.insert("grpc-status", http::HeaderValue::from_static("3"));
         }
         _ => {}

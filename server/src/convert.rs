@@ -339,6 +339,10 @@ pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
 /// A `google.protobuf.Struct` (a request context) as a JSON object. Whole numbers become
 /// JSON integers (Cedar has longs, not floats); other numbers stay floats, which Cedar
 /// then refuses with a message naming the attribute.
+pub fn context(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields.iter().map(|(k, v)| (k.clone(), json_value(v))).collect()
+}
+
 /// A request's `context`, refused (INVALID_ARGUMENT naming the key) when it nests
 /// deeper than every context may (`arbiter_engine::bounds::MAX_VALUE_DEPTH`), whether or
 /// not a policy would read it.
@@ -349,10 +353,6 @@ pub fn request_context(
     let map = context(s);
     arbiter_engine::bounds::json_fields("context", &map).map_err(invalid)?;
     Ok(Some(map))
-}
-
-pub fn context(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields.iter().map(|(k, v)| (k.clone(), json_value(v))).collect()
 }
 
 fn json_value(v: &prost_types::Value) -> serde_json::Value {
