@@ -530,14 +530,21 @@ pub fn derive_cedar_schema(
             "the schema defines `{LABEL_TYPE}`, which Arbiter reserves for security labels"
         )));
     }
+    // Cedar refuses a namespaced type whose base name is also a type without a namespace
+    // (RFC 70: `platform::user` beside `user`). The namespaced one is left out of the
+    // Cedar schema: policies cannot name it (validation says the type is unknown), and
+    // requests and entities, which are not checked against the schema, still carry it.
+    let plain: std::collections::HashSet<&str> =
+        schema.definitions.iter().filter(|d| !d.name.contains('/')).map(|d| d.name.as_str()).collect();
+    let in_cedar = |name: &str| name.rsplit_once('/').is_none_or(|(_, base)| !plain.contains(base));
     // Parent types: members are in their groups; contained objects in their containers.
     let mut parents: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for def in &schema.definitions {
+    for def in schema.definitions.iter().filter(|d| in_cedar(&d.name)) {
         for rel in &def.relations {
             let member_of = hierarchy.membership.get(&def.name).is_some_and(|r| r.contains(&rel.name));
             let contained_in = hierarchy.containment.get(&def.name).is_some_and(|r| r.contains(&rel.name));
             for a in rel.allowed_subjects() {
-                let Some(sub) = schema.definition(a.type_id) else { continue };
+                let Some(sub) = schema.definition(a.type_id).filter(|d| in_cedar(&d.name)) else { continue };
                 if member_of {
                     push_unique(parents.entry(sub.name.clone()).or_default(), &cedar_type_name(&def.name));
                 }
@@ -549,7 +556,7 @@ pub fn derive_cedar_schema(
     }
     let mut namespaces: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
     namespaces.entry(String::new()).or_default();
-    for def in &schema.definitions {
+    for def in schema.definitions.iter().filter(|d| in_cedar(&d.name)) {
         let (ns, name) = match def.name.rsplit_once('/') {
             Some((ns, name)) => (ns.replace('/', "::"), name.to_string()),
             None => (String::new(), def.name.clone()),
@@ -570,9 +577,10 @@ pub fn derive_cedar_schema(
         let entity = json!({"memberOfTypes": member_of, "shape": shape});
         namespaces.entry(ns).or_default().insert(name, entity);
     }
-    let all_types: Vec<String> = schema.definitions.iter().map(|d| cedar_type_name(&d.name)).collect();
+    let all_types: Vec<String> =
+        schema.definitions.iter().filter(|d| in_cedar(&d.name)).map(|d| cedar_type_name(&d.name)).collect();
     let mut actions: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for def in &schema.definitions {
+    for def in schema.definitions.iter().filter(|d| in_cedar(&d.name)) {
         for rel in &def.relations {
             actions.entry(rel.name.clone()).or_default().push(cedar_type_name(&def.name));
         }

@@ -660,3 +660,35 @@ fn entities_built_earlier_are_reused_only_while_what_they_came_from_is_unchanged
     e.write(&[leave]).unwrap();
     twice("doc:2#edit@user:tom", false, "tom left team:a");
 }
+
+/// Cedar refuses `platform::user` beside `user` (a namespaced type may not shadow one
+/// without a namespace). The namespaced type is left out of the Cedar schema: policies
+/// on the other types validate and decide, a policy naming it is refused by name, and
+/// a check whose subject is of that type still runs through Cedar.
+#[test]
+fn a_namespaced_type_that_shadows_a_plain_one_is_left_out_of_cedar() {
+    let engine = Engine::open(Box::new(MemoryStore::default()), EngineConfig::default()).unwrap();
+    engine
+        .write_schema(
+            "definition platform/user {}\ndefinition user {}\n\
+             definition doc {\n    relation viewer: user | platform/user\n    permission view = viewer\n}\n",
+        )
+        .unwrap();
+    let write = |rel: &str| {
+        engine
+            .write(&[RelationshipUpdate { op: UpdateOp::Touch, relationship: parse_relationship(rel).unwrap() }])
+            .unwrap()
+    };
+    write("doc:1#viewer@user:ann");
+    write("doc:1#viewer@platform/user:ann");
+    install(&engine, model("@id(\"no-2\") forbid (principal, action, resource == doc::\"2\");", &[], &[])).unwrap();
+    assert!(check(&engine, "doc:1#view@user:ann"));
+    assert!(check(&engine, "doc:1#view@platform/user:ann"));
+    // A forbid for everyone reaches the left-out type's principals too.
+    install(&engine, model("@id(\"none\") forbid (principal, action, resource == doc::\"1\");", &[], &[])).unwrap();
+    assert!(!check(&engine, "doc:1#view@platform/user:ann"));
+    assert!(!check(&engine, "doc:1#view@user:ann"));
+    // Naming the left-out type is a validation error that names it.
+    let err = install(&engine, model("@id(\"p\") permit (principal is platform::user, action, resource);", &[], &[])).unwrap_err();
+    assert!(err.to_string().contains("platform::user"), "{err}");
+}

@@ -8,6 +8,7 @@ mod decisions;
 mod grpc;
 mod http;
 mod metrics;
+mod platform;
 mod postgres;
 mod serve;
 mod token;

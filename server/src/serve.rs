@@ -114,6 +114,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
             let pg = PgSource::connect(url).await?;
             if opts.migrate {
                 pg.migrate().await?;
+                crate::postgres::install_platform(&pg).await?;
             } else {
                 pg.check_migrated().await?;
             }

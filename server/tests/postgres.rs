@@ -10,55 +10,7 @@ use std::time::{Duration, Instant};
 
 use arbiter_proto::arbiter::v1 as pb;
 use common::*;
-use sqlx::postgres::PgPool;
 use sqlx::Connection;
-
-/// The server every database is made on: `DATABASE_URL` (set by scripts/with-postgres.sh)
-/// or the local one. Postgres tests never skip.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// A database of its own for one test, dropped at the end.
-struct TestDb {
-    name: String,
-    url: String,
-}
-
-impl TestDb {
-    async fn new(tag: &str) -> TestDb {
-        let admin = admin_url();
-        let name = format!("arbiter_test_{tag}_{}", std::process::id());
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("Postgres is needed at {admin} (set DATABASE_URL): {e}"));
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
-        TestDb { url: format!("{base}/{name}"), name }
-    }
-
-    async fn pool(&self) -> PgPool {
-        PgPool::connect(&self.url).await.unwrap()
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let admin = admin_url();
-        let name = self.name.clone();
-        // A fresh runtime: drop may run inside or outside one.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
-                }
-            });
-        })
-        .join();
-    }
-}
 
 fn replica(dir: &std::path::Path, db: &TestDb, extra: &[&str]) -> Server {
     let mut args = vec!["--postgres", &db.url, "--migrate"];
@@ -110,14 +62,19 @@ async fn migrate_is_idempotent_and_serve_requires_it() {
     // Without --migrate on an empty database: a clear refusal.
     let err = Server::try_start(dir.path(), &["--postgres", &db.url]).err().unwrap();
     assert!(err.contains("arbiter migrate"), "{err}");
-    for _ in 0..2 {
+    // The first run installs the platform part of the schema at revision 1; the second
+    // finds everything current and writes nothing.
+    for platform in ["platform part installed at", "platform part current"] {
         let out = std::process::Command::new(BIN).args(["migrate", "--postgres", &db.url]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("migrated"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("migrated") && stdout.contains(platform), "{stdout}");
     }
     let pool = db.pool().await;
     let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap();
-    assert_eq!(head, 0);
+    assert_eq!(head, 1);
+    let schema: String = sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_one(&pool).await.unwrap();
+    assert!(schema.contains("definition platform/tenant") && schema.contains("end of the platform part"), "{schema}");
     // A bad URL names the problem.
     let out = std::process::Command::new(BIN)
         .args(["migrate", "--postgres", "postgres://nobody:secret@127.0.0.1:1/none"])
@@ -153,8 +110,9 @@ async fn replicas_agree_and_wait_for_tokens_written_elsewhere() {
         .unwrap_or(0.0);
     assert!(applied >= 2.0, "{metrics}");
     // The schema written through A is B's too.
+    // (after the platform part that --migrate installed: reads return both parts).
     let schema = cb.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema;
-    assert_eq!(schema, DOC_SCHEMA);
+    assert!(schema.starts_with("// The platform part") && schema.ends_with(DOC_SCHEMA), "{schema}");
     // A token from the future waits, bounded, then says so.
     let err = cb
         .permissions

@@ -55,6 +55,9 @@ enum Command {
         #[arg(required = true, value_name = "FILE_OR_DIR")]
         paths: Vec<PathBuf>,
     },
+    /// The admin server (tenants, users, groups, roles, API keys on Postgres), or
+    /// `admin bootstrap` to create the first tenant and a platform operator key.
+    Admin(Box<arbiter_admin::AdminArgs>),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -252,7 +255,49 @@ pub fn run() -> ExitCode {
             init_logging(&cli.log_format);
             migrate(&postgres)
         }
+        Command::Admin(a) => {
+            init_logging(&cli.log_format);
+            admin(*a)
+        }
         Command::Client(c) => client::run(c),
+    }
+}
+
+/// `arbiter admin`: the PDP's migrations and platform part first when asked (they are
+/// one set), then the admin crate. `bootstrap` prints its key as the last line.
+fn admin(args: arbiter_admin::AdminArgs) -> ExitCode {
+    let run = async move {
+        match &args.command {
+            Some(arbiter_admin::AdminCommand::Bootstrap(b)) => {
+                let done = arbiter_admin::bootstrap::run(b).await?;
+                println!("tenant_id={}", done.tenant_id);
+                println!("user_id={}", done.user_id);
+                println!("revision={}", crate::token::encode(done.revision));
+                println!("api_key={}", done.api_key);
+                anyhow::Ok(())
+            }
+            None => {
+                if args.serve.migrate {
+                    let url = args.serve.postgres.as_deref().unwrap_or_default();
+                    let pg = crate::postgres::PgSource::connect(url).await?;
+                    pg.migrate().await?;
+                    crate::postgres::install_platform(&pg).await?;
+                }
+                arbiter_admin::server::run(&args.serve).await
+            }
+        }
+    };
+    let result = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(run));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
     }
 }
 
@@ -261,7 +306,11 @@ fn migrate(url: &str) -> ExitCode {
         let pg = crate::postgres::PgSource::connect(url).await?;
         pg.migrate().await?;
         let applied = crate::postgres::MIGRATOR.iter().count();
-        println!("migrated {} ({applied} migrations)", crate::postgres::redact(url));
+        let platform = match crate::postgres::install_platform(&pg).await? {
+            Some(revision) => format!("platform part installed at {}", crate::token::encode(revision)),
+            None => "platform part current".to_string(),
+        };
+        println!("migrated {} ({applied} migrations, {platform})", crate::postgres::redact(url));
         anyhow::Ok(())
     };
     let result = tokio::runtime::Builder::new_current_thread()

@@ -225,20 +225,33 @@ impl Shared {
         }
     }
 
-    /// Replaces the Cedar policies, keeping attribute definitions and labels.
+    /// Replaces the application's Cedar policies, keeping the platform's
+    /// ([`crate::platform`]), the attribute definitions and the labels.
     pub async fn write_policies(&self, policies: Vec<arbiter_engine::PolicyText>) -> Result<u64, Status> {
-        let mut model = self.engine.policy_model();
-        model.policies = policies;
-        self.write_policy_model(model).await
+        self.edit_policy_model(move |mut model| {
+            model.policies =
+                crate::platform::application_policies(&model.policies, policies).map_err(Status::invalid_argument)?;
+            Ok(model)
+        })
+        .await
     }
 
-    /// Replaces the policy model (policies, attribute definitions, labels).
-    pub async fn write_policy_model(&self, model: arbiter_engine::PolicyModel) -> Result<u64, Status> {
+    /// Replaces the policy model with `edit` of the one in force, read where the write
+    /// is serialised (a replica reads it after catching up with Postgres' head), so two
+    /// writers never lose each other's parts.
+    pub async fn edit_policy_model<F>(&self, edit: F) -> Result<u64, Status>
+    where
+        F: FnOnce(arbiter_engine::PolicyModel) -> Result<arbiter_engine::PolicyModel, Status> + Send + 'static,
+    {
         match &self.replica {
-            Some(replica) => replica.write_policy_model(model).await,
+            Some(replica) => replica.edit_policy_model(edit).await,
             None => {
                 let engine = self.engine.clone();
-                blocking(move || engine.write_policy_model(model).map_err(status)).await
+                blocking(move || {
+                    let model = edit(engine.policy_model())?;
+                    engine.write_policy_model(model).map_err(status)
+                })
+                .await
             }
         }
     }
@@ -249,10 +262,12 @@ impl Shared {
         declarations: arbiter_engine::AttributeDecls,
         labels: std::collections::BTreeMap<String, arbiter_engine::LabelDef>,
     ) -> Result<u64, Status> {
-        let mut model = self.engine.policy_model();
-        model.declarations = declarations;
-        model.labels = labels;
-        self.write_policy_model(model).await
+        self.edit_policy_model(move |mut model| {
+            model.declarations = declarations;
+            model.labels = labels;
+            Ok(model)
+        })
+        .await
     }
 
     /// Writes objects' attribute values and labels.
@@ -266,12 +281,20 @@ impl Shared {
         }
     }
 
+    /// Replaces the application's part of the schema, keeping the platform's
+    /// ([`crate::platform`]).
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
         match &self.replica {
             Some(replica) => replica.write_schema(text).await,
             None => {
                 let engine = self.engine.clone();
-                blocking(move || engine.write_schema(&text).map_err(status)).await
+                blocking(move || {
+                    let current = engine.current().plan.as_ref().map(|p| p.text.clone());
+                    let text = crate::platform::application_schema(current.as_deref(), &text)
+                        .map_err(Status::invalid_argument)?;
+                    engine.write_schema(&text).map_err(status)
+                })
+                .await
             }
         }
     }

@@ -439,3 +439,97 @@ pub fn redact(url: &str) -> String {
         _ => url.to_string(),
     }
 }
+
+/// Installs or upgrades the platform part of the schema and of the policy set
+/// ([`crate::platform`]) at one new revision, keeping the application's part; nothing
+/// is written when both are current. Refused, with nothing written, when the result
+/// does not compile or would orphan stored relationships. Returns the revision written.
+pub async fn install_platform(pg: &PgSource) -> Result<Option<u64>> {
+    let (mut tx, _head) = pg.begin_write().await?;
+    let schema: Option<String> = sqlx::query_scalar("SELECT schema_text FROM arbiter_schema")
+        .fetch_optional(&mut *tx)
+        .await
+        .context("cannot read the schema")?;
+    let model: Option<String> = sqlx::query_scalar("SELECT model FROM arbiter_policy_model")
+        .fetch_optional(&mut *tx)
+        .await
+        .context("cannot read the policy model")?;
+    let mut model: arbiter_engine::PolicyModel = match model {
+        Some(json) => serde_json::from_str(&json).context("the stored policy model is not readable")?,
+        None => arbiter_engine::PolicyModel::default(),
+    };
+    let new_schema = crate::platform::install_schema(schema.as_deref()).map_err(|e| anyhow!(e))?;
+    let platform = crate::platform::platform_policies().map_err(|e| anyhow!("the platform policies: {e}"))?;
+    let new_policies = crate::platform::install_policies(&model.policies, platform);
+    let schema_changed = schema.as_deref() != Some(new_schema.as_str());
+    let policies_changed = new_policies != model.policies;
+    if !schema_changed && !policies_changed {
+        return Ok(None);
+    }
+    let compiled = arbiter_schema::compile(&new_schema)
+        .map_err(|e| anyhow!("the platform schema does not compile with the application's: {e}"))?;
+    check_platform_relationships(&mut tx, &compiled).await?;
+    model.policies = new_policies;
+    let json = serde_json::to_string(&model).context("cannot encode the policy model")?;
+    arbiter_engine::policy::CompiledPolicies::compile(&compiled, model)
+        .map_err(|e| anyhow!("the platform policies do not validate: {e}"))?;
+    let revision = if schema_changed {
+        write_schema(&mut tx, &new_schema, "arbiter-migrate").await?
+    } else {
+        next_revision(&mut tx).await?
+    };
+    if policies_changed {
+        write_policy_model(&mut tx, revision, &json, "arbiter-migrate").await?;
+        notify(&mut tx, revision).await?;
+    }
+    tx.commit().await.context("cannot commit the platform part")?;
+    Ok(Some(revision))
+}
+
+/// Every shape of stored relationship that names a platform type must fit `schema`
+/// (an upgrade of the platform part must not orphan what the admin wrote).
+async fn check_platform_relationships(tx: &mut Transaction<'static, Postgres>, schema: &arbiter_schema::CompiledSchema) -> Result<()> {
+    let shapes: Vec<(String, String, String, String, bool)> = sqlx::query_as(
+        "SELECT DISTINCT resource_type, relation, subject_type, subject_relation, expires_at IS NOT NULL
+         FROM relationships WHERE resource_type LIKE 'platform/%' OR subject_type LIKE 'platform/%'",
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .context("cannot read the platform relationships")?;
+    let mut orphaned = Vec::new();
+    for (rt, rel, st, srel, expiring) in shapes {
+        if !shape_fits(schema, &rt, &rel, &st, &srel, expiring) {
+            let srel = if srel.is_empty() { String::new() } else { format!("#{srel}") };
+            orphaned.push(format!("{rt}#{rel}@{st}{srel}"));
+        }
+    }
+    if !orphaned.is_empty() {
+        return Err(anyhow!(
+            "the new platform schema would orphan stored relationships of these shapes: {}",
+            orphaned.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+fn shape_fits(schema: &arbiter_schema::CompiledSchema, rt: &str, rel: &str, st: &str, srel: &str, expiring: bool) -> bool {
+    use arbiter_schema::{AllowedKind, RelationKind};
+    let (Some((_, def)), Some((sub_ty, sub_def))) = (schema.definition_by_name(rt), schema.definition_by_name(st)) else {
+        return false;
+    };
+    let Some(relation) = def.relation_id(rel).and_then(|id| def.relation(id)) else {
+        return false;
+    };
+    let RelationKind::Direct(allowed) = &relation.kind else {
+        return false;
+    };
+    allowed.iter().any(|a| {
+        a.type_id == sub_ty
+            && a.expiration == expiring
+            && a.caveat.is_none()
+            && match a.kind {
+                AllowedKind::Object | AllowedKind::Wildcard => srel.is_empty(),
+                AllowedKind::SubjectSet(r) => sub_def.relation(r).is_some_and(|r| r.name == srel),
+            }
+    })
+}

@@ -328,14 +328,19 @@ impl Replica {
         Ok(revision)
     }
 
-    /// Writes a policy model through Postgres, refused (before anything is written) as
-    /// the engine would refuse it.
-    pub async fn write_policy_model(&self, model: PolicyModel) -> Result<u64, Status> {
+    /// Writes `edit` of the policy model in force through Postgres, refused (before
+    /// anything is written) as the engine would refuse it. The model is read after this
+    /// replica has applied Postgres' head under the counter's lock, so it is the newest.
+    pub async fn edit_policy_model<F>(&self, edit: F) -> Result<u64, Status>
+    where
+        F: FnOnce(PolicyModel) -> Result<PolicyModel, Status> + Send + 'static,
+    {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.wait_for(head).await?;
         let engine = self.engine.clone();
         let json = blocking(move || {
+            let model = edit(engine.policy_model())?;
             let json = serde_json::to_string(&model)
                 .map_err(|e| crate::convert::server_fault(tonic::Code::Internal, "cannot encode the policy model", &e))?;
             engine.plan_policy_model(model).map_err(status)?;
@@ -365,14 +370,21 @@ impl Replica {
         Ok(revision)
     }
 
-    /// Writes a schema through Postgres, refused if stored relationships would not fit.
+    /// Writes the application's part of the schema through Postgres (the platform part
+    /// kept), refused if stored relationships would not fit.
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.wait_for(head).await?;
         let engine = self.engine.clone();
-        let checked = text.clone();
-        blocking(move || engine.plan_schema(&checked).map_err(status)).await?;
+        let text = blocking(move || {
+            let current = engine.current().plan.as_ref().map(|p| p.text.clone());
+            let text =
+                crate::platform::application_schema(current.as_deref(), &text).map_err(Status::invalid_argument)?;
+            engine.plan_schema(&text).map_err(status)?;
+            Ok(text)
+        })
+        .await?;
         let revision = write_schema(&mut tx, &text, "arbiter").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the schema")))?;
         self.wait_for(revision).await?;

@@ -18,6 +18,7 @@ use pb::relationship_service_client::RelationshipServiceClient;
 use pb::schema_service_client::SchemaServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
+use sqlx::Connection;
 use tonic::transport::Channel;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_arbiter");
@@ -466,3 +467,51 @@ fn dechunk(mut rest: &str) -> String {
     }
     out
 }
+
+/// The server every database is made on: `DATABASE_URL` (set by scripts/with-postgres.sh)
+/// or the local one. Postgres tests never skip.
+pub fn admin_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new(tag: &str) -> TestDb {
+        let admin = admin_url();
+        let name = format!("arbiter_test_{tag}_{}", std::process::id());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("Postgres is needed at {admin} (set DATABASE_URL): {e}"));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap();
+        TestDb { url: format!("{base}/{name}"), name }
+    }
+
+    pub async fn pool(&self) -> sqlx::postgres::PgPool {
+        sqlx::postgres::PgPool::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = admin_url();
+        let name = self.name.clone();
+        // A fresh runtime: drop may run inside or outside one.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+

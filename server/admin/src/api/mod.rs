@@ -1,0 +1,359 @@
+//! The API under `/v1`: one module per resource, the OpenAPI document built from the
+//! handlers' annotations, and what every handler shares: JSON bodies read strictly
+//! (problem documents name the field), ETags, `Idempotency-Key` on creates, and the
+//! `Arbiter-Revision` header on every mutating response.
+
+pub mod api_keys;
+pub mod groups;
+pub mod roles;
+pub mod tenants;
+pub mod users;
+
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::auth::Caller;
+use crate::db::Tx;
+use crate::http::App;
+use crate::problem::{ApiResult, Problem};
+
+/// The response header that carries the revision a write produced (or the newest one
+/// when it changed no relationship): a PDP Check at `at_least_as_fresh` of it sees the
+/// change.
+pub const REVISION_HEADER: &str = "arbiter-revision";
+
+pub fn routes() -> Router<App> {
+    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles and API keys, fed to the PDP's graph in the same transaction (DESIGN §12)."),
+    paths(
+        crate::http::healthz, crate::http::readyz, crate::http::metrics, crate::http::openapi,
+        tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::set_tenant_status,
+        tenants::list_domains, tenants::add_domain, tenants::remove_domain,
+        users::create_user, users::list_users, users::get_user, users::update_user, users::remove_user,
+        users::suspend_user, users::reactivate_user,
+        groups::create_group, groups::list_groups, groups::get_group, groups::update_group, groups::delete_group,
+        groups::add_member, groups::list_members, groups::remove_member,
+        api_keys::create_tenant_key, api_keys::list_tenant_keys, api_keys::rotate_tenant_key, api_keys::revoke_tenant_key,
+        api_keys::create_operator_key, api_keys::list_operator_keys, api_keys::revoke_operator_key,
+        roles::create_tenant_role, roles::list_tenant_roles, roles::get_tenant_role, roles::update_tenant_role, roles::delete_tenant_role,
+        roles::list_tenant_role_permissions, roles::grant_tenant_permission, roles::revoke_tenant_permission,
+        roles::create_global_role, roles::list_global_roles, roles::get_global_role, roles::update_global_role, roles::delete_global_role,
+        roles::list_global_role_permissions, roles::grant_global_permission, roles::revoke_global_permission,
+        roles::create_tenant_permission, roles::list_tenant_permissions, roles::get_tenant_permission, roles::update_tenant_permission,
+        roles::delete_tenant_permission, roles::create_global_permission, roles::list_global_permissions, roles::get_global_permission,
+        roles::update_global_permission, roles::delete_global_permission,
+        roles::create_assignment, roles::list_assignments, roles::delete_assignment,
+    ),
+    components(schemas(Problem)),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "tenants", description = "Tenants, their lifecycle and domains"),
+        (name = "users", description = "Global identities and their membership in a tenant"),
+        (name = "groups", description = "Groups (nested) and their members"),
+        (name = "roles", description = "Roles, permissions, what roles grant, and assignments"),
+        (name = "api-keys", description = "Keys for machine callers"),
+        (name = "operations", description = "Health, readiness, metrics and this document"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+#[derive(Debug)]
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.description = Some("An API key: `<id>.<secret>`".to_string());
+            components.add_security_scheme("api_key", SecurityScheme::Http(scheme));
+        }
+    }
+}
+
+/// The document served at `/openapi.json` (built once).
+pub fn openapi_json() -> String {
+    static DOC: OnceLock<String> = OnceLock::new();
+    DOC.get_or_init(|| ApiDoc::openapi().to_pretty_json().unwrap_or_default()).clone()
+}
+
+/// A JSON body, read strictly: the content type must be JSON, unknown fields and wrong
+/// types are 400 naming the field (a JSON pointer). Keeps the raw bytes for
+/// `Idempotency-Key`.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<JsonBody<T>, Problem> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| v == "application/json" || (v.starts_with("application/") && v.ends_with("+json")));
+        if !json {
+            return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be JSON (`Content-Type: application/json`)")
+                .with_field("Content-Type"));
+        }
+        let raw = Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "the body is larger than the server accepts (`--max-body-size`)")
+            } else {
+                Problem::bad_request("body", format!("the body could not be read: {e}"))
+            }
+        })?;
+        let value = parse_json(&raw)?;
+        Ok(JsonBody { value, raw })
+    }
+}
+
+/// Deserialises `raw`, naming the field that is wrong.
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> ApiResult<T> {
+    // serde_json's own recursion limit (128) bounds the depth of any body.
+    let mut de = serde_json::Deserializer::from_slice(raw);
+    let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
+    let value = result.map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        // Unreadable JSON is the body's fault; a value of the wrong shape is its field's.
+        let field = if inner.is_syntax() || inner.is_eof() || path == "." {
+            "body".to_string()
+        } else {
+            format!("/{}", path.replace('.', "/"))
+        };
+        Problem::bad_request(field, format!("the body is not valid: {inner}"))
+    })?;
+    de.end().map_err(|e| Problem::bad_request("body", format!("the body is not valid: {e}")))?;
+    Ok(value)
+}
+
+/// A successful response: `body` as JSON with `status`, the revision header and, for
+/// versioned rows, an ETag.
+pub fn reply<T: Serialize>(status: StatusCode, body: &T, revision: Option<u64>, version: Option<i32>) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Some(r) = revision.and_then(|r| HeaderValue::from_str(&crate::token(r)).ok()) {
+        headers.insert(REVISION_HEADER, r);
+    }
+    if let Some(v) = version.and_then(|v| HeaderValue::from_str(&etag(v)).ok()) {
+        headers.insert(header::ETAG, v);
+    }
+    response
+}
+
+/// 204 with the revision header.
+pub fn no_content(revision: u64) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if let Ok(v) = HeaderValue::from_str(&crate::token(revision)) {
+        response.headers_mut().insert(REVISION_HEADER, v);
+    }
+    response
+}
+
+pub fn etag(version: i32) -> String {
+    format!("\"v{version}\"")
+}
+
+/// `If-Match`, if sent, must name the row's current version (`*` matches any): else 412.
+pub fn check_if_match(headers: &HeaderMap, version: i32) -> ApiResult<()> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(());
+    };
+    let value = value.to_str().map_err(|_| Problem::bad_request("If-Match", "`If-Match` is not readable"))?;
+    let current = etag(version);
+    let matches = value.split(',').map(str::trim).any(|v| v == "*" || v == current || v.strip_prefix("W/") == Some(current.as_str()));
+    if matches {
+        Ok(())
+    } else {
+        Err(Problem::precondition_failed(format!("the row changed: its ETag is now {current}; read it again and retry")))
+    }
+}
+
+/// Commits and returns the revision the transaction wrote, or the newest one.
+pub async fn commit(app: &App, tx: Tx) -> ApiResult<u64> {
+    match tx.commit().await? {
+        Some(revision) => Ok(revision),
+        None => app.db.head().await,
+    }
+}
+
+/// `Idempotency-Key` on a create: claims the key in the transaction (a concurrent
+/// request with the same key waits for this one), or finds the stored response.
+#[derive(Debug)]
+pub enum Idempotency {
+    /// No key, or a key claimed by this request: save the response with [`Claim::save`].
+    Proceed(Claim),
+    /// The key was used before with the same request: this is its response.
+    Replay(Response),
+}
+
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl Idempotency {
+    pub async fn begin(tx: &mut Tx, caller: &Caller, headers: &HeaderMap, method: &str, path: &str, raw: &[u8]) -> ApiResult<Idempotency> {
+        let Some(key) = headers.get("idempotency-key") else {
+            return Ok(Idempotency::Proceed(Claim(None)));
+        };
+        let key = key
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY && k.bytes().all(|b| b.is_ascii_graphic()))
+            .ok_or_else(|| Problem::bad_request("Idempotency-Key", format!("`Idempotency-Key` must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters")))?
+            .to_string();
+        let mut hasher = Sha256::new();
+        hasher.update(method.as_bytes());
+        hasher.update([0]);
+        hasher.update(path.as_bytes());
+        hasher.update([0]);
+        hasher.update(raw);
+        let hash = hasher.finalize().to_vec();
+        let tenant = match tx.scope {
+            crate::db::Scope::Tenant(t) => Some(t),
+            crate::db::Scope::Platform => None,
+        };
+        let caller_id = caller.actor();
+        let claimed = sqlx::query(
+            "INSERT INTO arbiter_admin.idempotency_keys (caller, key, tenant_id, method, path, request_hash, status, response)
+             VALUES ($1, $2, $3, $4, $5, $6, 0, 'null'::jsonb) ON CONFLICT (caller, key) DO NOTHING",
+        )
+        .bind(&caller_id)
+        .bind(&key)
+        .bind(tenant)
+        .bind(method)
+        .bind(path)
+        .bind(&hash)
+        .execute(tx.conn())
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed {
+            return Ok(Idempotency::Proceed(Claim(Some((caller_id, key)))));
+        }
+        let stored: Option<(Vec<u8>, i32, serde_json::Value, Option<i64>)> = sqlx::query_as(
+            "SELECT request_hash, status, response, revision FROM arbiter_admin.idempotency_keys WHERE caller = $1 AND key = $2",
+        )
+        .bind(&caller_id)
+        .bind(&key)
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some((stored_hash, status, body, revision)) = stored else {
+            return Err(Problem::conflict("Idempotency-Key", "this `Idempotency-Key` was used in another tenant"));
+        };
+        if stored_hash != hash {
+            return Err(Problem::invalid(
+                "Idempotency-Key",
+                "this `Idempotency-Key` was used with a different request; use a new key for a new request",
+            ));
+        }
+        let status = u16::try_from(status).ok().and_then(|s| StatusCode::from_u16(s).ok()).unwrap_or(StatusCode::OK);
+        let mut response = reply(status, &body, revision.and_then(|r| u64::try_from(r).ok()), None);
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        Ok(Idempotency::Replay(response))
+    }
+
+}
+
+/// A claimed `Idempotency-Key` (or none): `(caller, key)`.
+#[derive(Debug)]
+pub struct Claim(Option<(String, String)>);
+
+impl Claim {
+    /// Stores the response for replays (in the same transaction as the create).
+    pub async fn save<T: Serialize>(&self, tx: &mut Tx, status: StatusCode, body: &T) -> ApiResult<()> {
+        let Some((caller, key)) = &self.0 else {
+            return Ok(());
+        };
+        let body = serde_json::to_value(body).map_err(|e| Problem::internal("cannot encode a response", &e))?;
+        let revision = tx.revision.map(|r| i64::try_from(r).unwrap_or(i64::MAX));
+        sqlx::query("UPDATE arbiter_admin.idempotency_keys SET status = $3, response = $4, revision = $5 WHERE caller = $1 AND key = $2")
+            .bind(caller)
+            .bind(key)
+            .bind(i32::from(status.as_u16()))
+            .bind(body)
+            .bind(revision)
+            .execute(tx.conn())
+            .await?;
+        Ok(())
+    }
+}
+
+/// Text fields: trimmed length within `1..=max` (or `0..=max` when `empty_ok`).
+pub fn check_text(field: &str, value: &str, max: usize, empty_ok: bool) -> ApiResult<()> {
+    let n = value.chars().count();
+    if (!empty_ok && value.trim().is_empty()) || n > max {
+        let range = if empty_ok { format!("at most {max}") } else { format!("1 to {max}") };
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must have {range} characters")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` has a control character")));
+    }
+    Ok(())
+}
+
+/// JSON documents stored as given (settings, metadata, ...): an object, bounded in size
+/// and depth.
+pub fn check_document(field: &str, value: &serde_json::Value) -> ApiResult<()> {
+    const MAX_BYTES: usize = 64 * 1024;
+    const MAX_DEPTH: usize = 16;
+    if !value.is_object() {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must be a JSON object")));
+    }
+    if depth(value) > MAX_DEPTH {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` nests deeper than {MAX_DEPTH} levels")));
+    }
+    if value.to_string().len() > MAX_BYTES {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` is larger than {MAX_BYTES} bytes")));
+    }
+    Ok(())
+}
+
+fn depth(v: &serde_json::Value) -> usize {
+    // Bodies are bounded by --max-body-size and serde_json's own recursion limit (128),
+    // so this walk is bounded before it starts.
+    match v {
+        serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+        serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Path parameters, with a problem document (naming the parameter) when one is not
+/// readable, such as an id that is not a UUID.
+#[derive(Debug)]
+pub struct P<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for P<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<P<T>, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(P(v)),
+            Err(e) => Err(Problem::bad_request("path", format!("a path parameter is not valid: {}", e.body_text()))),
+        }
+    }
+}

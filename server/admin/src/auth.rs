@@ -1,0 +1,156 @@
+//! Callers and what they may do. A caller is an API key (`Authorization: Bearer
+//! <id>.<secret>`; sessions and OAuth tokens come with login). What it may do is a PDP
+//! Check on the platform schema (`platform/tenant:T#manage_users@platform/api_key:K`)
+//! at least as fresh as Postgres' newest revision, so a revoked grant is gone for the
+//! next request and a decision is explained by `arbiter check --explain`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use uuid::Uuid;
+
+use crate::db::Scope;
+use crate::feed;
+use crate::http::App;
+use crate::problem::{ApiResult, Problem};
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key_id: Uuid,
+    /// The tenant a tenant-scoped key acts in (None: a platform operator's key).
+    pub tenant: Option<Uuid>,
+    pub role: String,
+}
+
+impl Caller {
+    /// The caller as a PDP subject.
+    pub fn subject(&self) -> String {
+        feed::api_key(self.key_id)
+    }
+
+    /// The caller as the audit trail names it.
+    pub fn actor(&self) -> String {
+        format!("api_key:{}", self.key_id)
+    }
+}
+
+/// What a request needs.
+#[derive(Debug, Clone, Copy)]
+pub enum Need {
+    /// A platform operator (`platform/platform:root#operate`).
+    Platform,
+    /// A permission of the platform schema on one tenant (`manage`, `manage_users`,
+    /// `manage_roles`, `view`, `audit`).
+    Tenant(Uuid, &'static str),
+}
+
+/// A new API key's parts: its id, the secret shown once, and the secret's hash.
+#[derive(Debug)]
+pub struct NewKey {
+    pub id: Uuid,
+    pub token: String,
+    pub hash: Vec<u8>,
+    pub pepper_version: i32,
+}
+
+/// Makes a key: `<uuid>.<64 hex>` (256 random bits of secret).
+pub fn new_key(secrets: &crate::secrets::Secrets) -> ApiResult<NewKey> {
+    let id = Uuid::new_v4();
+    let mut secret = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut secret);
+    let secret = hex::encode(secret);
+    let pepper_version = secrets.current_pepper();
+    let hash = secrets
+        .hash(pepper_version, secret.as_bytes())
+        .ok_or_else(|| Problem::internal("cannot hash a new key", &"the current pepper is missing"))?;
+    Ok(NewKey { id, token: format!("{id}.{secret}"), hash, pepper_version })
+}
+
+impl FromRequestParts<App> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller, Problem> {
+        let value = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .ok_or_else(|| Problem::unauthenticated("this call needs `Authorization: Bearer <api key>`"))?;
+        let value = value.to_str().map_err(|_| Problem::unauthenticated("the Authorization header is not readable"))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| Problem::unauthenticated("the Authorization header must be `Bearer <api key>`"))?
+            .trim();
+        authenticate(app, token).await
+    }
+}
+
+/// What authentication reads of a key.
+#[derive(Debug, sqlx::FromRow)]
+struct KeyRow {
+    tenant_id: Option<Uuid>,
+    role: String,
+    secret_hash: Vec<u8>,
+    pepper_version: i32,
+    expires_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The caller a bearer token names, or 401 without saying which part was wrong.
+async fn authenticate(app: &App, token: &str) -> ApiResult<Caller> {
+    let refused = || Problem::unauthenticated("the API key is not valid (unknown, revoked, expired or mistyped)");
+    let (id, secret) = token.split_once('.').ok_or_else(refused)?;
+    let id: Uuid = id.parse().map_err(|_| refused())?;
+    if secret.len() != 64 {
+        return Err(refused());
+    }
+    // The key's row is read in the platform scope: which tenant it belongs to is what
+    // this lookup finds out. Nothing else is read or written here.
+    let mut tx = app.db.begin(Scope::Platform).await?;
+    let row: Option<KeyRow> = sqlx::query_as(
+        "SELECT tenant_id, role, secret_hash, pepper_version, expires_at, revoked_at FROM arbiter_admin.api_keys WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    tx.tx.rollback().await?;
+    let key = row.ok_or_else(refused)?;
+    if !app.secrets.verify(key.pepper_version, secret.as_bytes(), &key.secret_hash) {
+        return Err(refused());
+    }
+    if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(refused());
+    }
+    Ok(Caller { key_id: id, tenant: key.tenant_id, role: key.role })
+}
+
+impl App {
+    /// Asks the PDP whether `caller` may do what `need` says. A tenant the caller cannot
+    /// even view is 404 (its existence is not the caller's business); a tenant it views
+    /// but may not change is 403.
+    pub async fn authorize(&self, caller: &Caller, need: Need) -> ApiResult<()> {
+        let head = self.db.head().await?;
+        let subject = caller.subject();
+        match need {
+            Need::Platform => {
+                if self.pdp.check(feed::PLATFORM, "operate", &subject, head).await? {
+                    return Ok(());
+                }
+                Err(Problem::forbidden("this call is for platform operators"))
+            }
+            Need::Tenant(tenant, permission) => {
+                if caller.tenant.is_some_and(|t| t != tenant) {
+                    return Err(Problem::not_found(format!("tenant `{tenant}`")));
+                }
+                let resource = feed::tenant(tenant);
+                if self.pdp.check(&resource, permission, &subject, head).await? {
+                    return Ok(());
+                }
+                if permission != "view" && self.pdp.check(&resource, "view", &subject, head).await? {
+                    return Err(Problem::forbidden(format!("this call needs `{permission}` on the tenant")));
+                }
+                Err(Problem::not_found(format!("tenant `{tenant}`")))
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Transactions as the row-level-security role. Every admin transaction runs as
+//! `arbiter_admin_app` (a non-superuser: Postgres applies the policies of the
+//! migration) with the one tenant it acts in set for the transaction, or the platform
+//! scope on an operator's explicit endpoint. Nothing else reaches the tables.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::feed::Feed;
+use crate::problem::{ApiResult, Problem};
+
+/// Where a transaction acts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// One tenant's rows (and the global rows every tenant reads).
+    Tenant(Uuid),
+    /// Every tenant's rows: only the platform operators' explicit endpoints.
+    Platform,
+}
+
+/// The role the migrations create for the admin's transactions.
+pub const APP_ROLE: &str = "arbiter_admin_app";
+
+/// How long one statement may run before Postgres cancels it (a 503 to the client).
+const STATEMENT_TIMEOUT: &str = "10s";
+
+#[derive(Debug, Clone)]
+pub struct Db {
+    pub pool: PgPool,
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> Result<Db> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .with_context(|| format!("cannot connect to Postgres at {}", redact(url)))?;
+        Ok(Db { pool })
+    }
+
+    /// Fails with advice when the admin's tables are missing.
+    pub async fn check_migrated(&self) -> Result<()> {
+        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_admin.tenants')::text")
+            .fetch_one(&self.pool)
+            .await
+            .context("cannot query Postgres")?;
+        if present.is_none() {
+            anyhow::bail!("the database has no admin tables: run `arbiter migrate --postgres URL` or start with `--migrate`");
+        }
+        Ok(())
+    }
+
+    /// Begins a transaction as the RLS role in `scope`.
+    pub async fn begin(&self, scope: Scope) -> ApiResult<Tx> {
+        let mut tx = self.pool.begin().await?;
+        let (tenant, platform) = match scope {
+            Scope::Tenant(t) => (t.to_string(), ""),
+            Scope::Platform => (String::new(), "platform"),
+        };
+        sqlx::query(&format!("SET LOCAL ROLE {APP_ROLE}")).execute(&mut *tx).await?;
+        sqlx::query(
+            "SELECT set_config('arbiter.tenant_id', $1, true), set_config('arbiter.scope', $2, true),
+                    set_config('statement_timeout', $3, true)",
+        )
+        .bind(&tenant)
+        .bind(platform)
+        .bind(STATEMENT_TIMEOUT)
+        .execute(&mut *tx)
+        .await?;
+        Ok(Tx { tx, scope, feed: Feed::default(), revision: None })
+    }
+
+    /// The newest committed revision of the PDP's graph.
+    pub async fn head(&self) -> ApiResult<u64> {
+        let v: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(v).unwrap_or(0))
+    }
+}
+
+/// One admin transaction: its relationship changes are written once, at one revision,
+/// before its audit record ([`Tx::flush`]).
+#[derive(Debug)]
+pub struct Tx {
+    pub tx: Transaction<'static, Postgres>,
+    pub scope: Scope,
+    pub feed: Feed,
+    /// The revision the feed was written at.
+    pub revision: Option<u64>,
+}
+
+impl Tx {
+    pub fn conn(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
+    }
+
+    /// Writes the feed's changes through `arbiter_write` (the revision counter's lock is
+    /// then held until commit). Once per transaction; later changes are refused.
+    pub async fn flush(&mut self, writer: &str) -> ApiResult<Option<u64>> {
+        if self.revision.is_some() {
+            if !self.feed.is_empty() {
+                return Err(Problem::internal("a transaction fed the graph twice", &"flush after flush"));
+            }
+            return Ok(self.revision);
+        }
+        if self.feed.is_empty() {
+            return Ok(None);
+        }
+        let changes = self.feed.take();
+        let v: i64 = sqlx::query_scalar("SELECT arbiter_write($1, $2)")
+            .bind(changes)
+            .bind(serde_json::json!({ "writer": "arbiter-admin", "actor": writer }))
+            .fetch_one(&mut *self.tx)
+            .await?;
+        self.revision = Some(u64::try_from(v).unwrap_or(0));
+        Ok(self.revision)
+    }
+
+    pub async fn commit(self) -> ApiResult<Option<u64>> {
+        let revision = self.revision;
+        self.tx.commit().await?;
+        Ok(revision)
+    }
+}
+
+/// `postgres://user:secret@host/db` -> `postgres://user@host/db`.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}{}", &url[..scheme + 3], user, &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,504 @@
+//! The admin server against the real binary, a real Postgres (a database of its own per
+//! test) and a real PDP replica on the same database: bootstrap, the feed (every
+//! mapping asked of the PDP at the returned token, revocation included), the admin's
+//! own authorization through the PDP, row-level security under the admin's role,
+//! cross-tenant ids, audit records, and bad input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+/// A running `arbiter admin`; killed when dropped.
+struct Admin {
+    child: Child,
+    addr: String,
+}
+
+impl Admin {
+    fn start(db: &TestDb, pdp: &Server, extra: &[&str]) -> Admin {
+        let pdp_endpoint = pdp.endpoint();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["admin", "--postgres", &db.url, "--addr", "127.0.0.1:0", "--pdp-endpoint", &pdp_endpoint])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the admin printed no ready line");
+        let addr = line.strip_prefix("arbiter admin ready addr=").unwrap_or_else(|| panic!("unexpected `{line}`")).to_string();
+        Admin { child, addr }
+    }
+
+    fn call(&self, method: &str, path: &str, key: Option<&str>, body: Option<Value>, extra: &[(&str, &str)]) -> Reply {
+        let mut headers: Vec<(String, String)> = extra.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        if let Some(k) = key {
+            headers.push(("authorization".into(), format!("Bearer {k}")));
+        }
+        let bytes = body.map(|b| {
+            headers.push(("content-type".into(), "application/json".into()));
+            serde_json::to_vec(&b).unwrap()
+        });
+        http_request(&self.addr, method, path, &headers, bytes.as_deref()).unwrap()
+    }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn json_of(r: &Reply) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
+}
+
+/// A PDP replica (migrating the database), the bootstrap, and an admin.
+struct Platform {
+    db: TestDb,
+    pdp: Server,
+    admin: Admin,
+    operator: String,
+    tenant: String,
+    _dir: tempfile::TempDir,
+}
+
+async fn platform(tag: &str) -> Platform {
+    let db = TestDb::new(tag).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pdp = Server::start(dir.path(), &["--postgres", &db.url, "--migrate"]);
+    let out = Command::new(BIN)
+        .args(["admin", "bootstrap", "--postgres", &db.url, "--tenant", "acme", "--email", "Owner@Acme.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let last = stdout.lines().last().unwrap();
+    let operator = last.strip_prefix("api_key=").unwrap_or_else(|| panic!("last line `{last}`")).to_string();
+    let tenant = stdout.lines().find_map(|l| l.strip_prefix("tenant_id=")).unwrap().to_string();
+    // The development secrets are announced loudly.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DEVELOPMENT secrets"));
+    let admin = Admin::start(&db, &pdp, &[]);
+    Platform { db, pdp, admin, operator, tenant, _dir: dir }
+}
+
+impl Platform {
+    /// A mutating call that must succeed with `status`, carry a revision, and leave an
+    /// audit record with its request id.
+    async fn write(&self, method: &str, path: &str, key: &str, body: Option<Value>, status: u16) -> (Value, String) {
+        let r = self.admin.call(method, path, Some(key), body, &[]);
+        assert_eq!(r.status, status, "{method} {path}: {}", r.body);
+        let token = r.header("arbiter-revision").unwrap_or_else(|| panic!("{method} {path}: no revision")).to_string();
+        let request_id = r.header("x-request-id").unwrap().to_string();
+        let pool = self.db.pool().await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE request_id = $1")
+            .bind(&request_id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1, "{method} {path} left no audit record");
+        let v = if r.body.is_empty() { Value::Null } else { json_of(&r) };
+        (v, token)
+    }
+
+    async fn allowed(&self, rel: &str, token: &str) -> bool {
+        let mut c = self.pdp.clients().await;
+        let r = c.permissions.check(check_req(rel, at_least(token))).await.unwrap().into_inner();
+        r.decision == arbiter_proto::arbiter::v1::Decision::Allowed as i32
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_feeds_the_graph_and_asks_the_pdp() {
+    let p = platform("admin_feed").await;
+    let (a, op, t) = (&p.admin, p.operator.as_str(), p.tenant.as_str());
+
+    // Operations: health, readiness, metrics, the document, all public.
+    assert_eq!(a.call("GET", "/healthz", None, None, &[]).status, 200);
+    assert_eq!(a.call("GET", "/readyz", None, None, &[]).status, 200);
+    let doc = json_of(&a.call("GET", "/openapi.json", None, None, &[]));
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc["paths"]["/healthz"]["get"]["security"], json!([{}]));
+    // Everything else needs a key.
+    let r = a.call("GET", &format!("/v1/tenants/{t}"), None, None, &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(r.header("www-authenticate").is_some());
+    assert_eq!(a.call("GET", &format!("/v1/tenants/{t}"), Some("nope.nope"), None, &[]).status, 401);
+
+    // The bootstrap's owner is the tenant's owner and member.
+    let users = json_of(&a.call("GET", &format!("/v1/tenants/{t}/users"), Some(op), None, &[]));
+    let owner = users["items"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(users["items"][0]["email"], "owner@acme.test");
+    let head = p.pdp.revision.clone();
+    let (_, t0) = p.write("PATCH", &format!("/v1/tenants/{t}"), op, Some(json!({"name": "Acme Inc."})), 200).await;
+    assert!(p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{owner}"), &t0).await, "{head}");
+
+    // A user: a member of the tenant at the returned token.
+    let (alice, t1) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "alice@acme.test", "display_name": "Alice"})), 201).await;
+    let alice = alice["id"].as_str().unwrap().to_string();
+    assert!(p.allowed(&format!("platform/tenant:{t}#member@platform/user:{alice}"), &t1).await);
+    assert!(!p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{alice}"), &t1).await);
+
+    // Groups, a user member, and nesting.
+    let (eng, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "eng"})), 201).await;
+    let eng = eng["id"].as_str().unwrap().to_string();
+    let (all, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "everyone"})), 201).await;
+    let all = all["id"].as_str().unwrap().to_string();
+    let (m, t2) = p.write("POST", &format!("/v1/tenants/{t}/groups/{eng}/members"), op, Some(json!({"user_id": alice, "role": "manager"})), 201).await;
+    let membership = m["id"].as_str().unwrap().to_string();
+    assert!(p.allowed(&format!("platform/group:{eng}#member@platform/user:{alice}"), &t2).await);
+    assert!(p.allowed(&format!("platform/group:{eng}#manage@platform/user:{alice}"), &t2).await);
+    let (_, t3) = p.write("POST", &format!("/v1/tenants/{t}/groups/{all}/members"), op, Some(json!({"group_id": eng})), 201).await;
+    assert!(p.allowed(&format!("platform/group:{all}#member@platform/user:{alice}"), &t3).await);
+    // A cycle is refused by name, and changes nothing.
+    let r = a.call("POST", &format!("/v1/tenants/{t}/groups/{eng}/members"), Some(op), Some(json!({"group_id": all})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/group_id")), "{}", r.body);
+    // Removing the membership revokes at once, through the nesting too.
+    let (_, t4) = p.write("DELETE", &format!("/v1/tenants/{t}/groups/{eng}/members/{membership}"), op, None, 204).await;
+    assert!(!p.allowed(&format!("platform/group:{eng}#member@platform/user:{alice}"), &t4).await);
+    assert!(!p.allowed(&format!("platform/group:{all}#member@platform/user:{alice}"), &t4).await);
+
+    // A root admin manages the tenant; suspending the person takes it away everywhere.
+    let (_, t5) = p.write("PATCH", &format!("/v1/tenants/{t}/users/{alice}"), op, Some(json!({"is_root_admin": true})), 200).await;
+    assert!(p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{alice}"), &t5).await);
+    let (_, t6) = p.write("POST", &format!("/v1/users/{alice}/suspend"), op, Some(json!({"reason": "left the company"})), 200).await;
+    assert!(!p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{alice}"), &t6).await);
+    let (_, t7) = p.write("POST", &format!("/v1/users/{alice}/reactivate"), op, None, 200).await;
+    assert!(p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{alice}"), &t7).await);
+    // Removing her from the tenant removes every grant she had in it.
+    let (_, t8) = p.write("DELETE", &format!("/v1/tenants/{t}/users/{alice}"), op, None, 204).await;
+    assert!(!p.allowed(&format!("platform/tenant:{t}#member@platform/user:{alice}"), &t8).await);
+    assert!(!p.allowed(&format!("platform/tenant:{t}#manage@platform/user:{alice}"), &t8).await);
+    assert_eq!(a.call("GET", &format!("/v1/tenants/{t}/users/{alice}"), Some(op), None, &[]).status, 404);
+
+    // An auditor key reads and changes nothing; revoked, it is refused at once.
+    let (key, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), op, Some(json!({"name": "audit bot", "role": "auditor"})), 201).await;
+    let auditor = key["api_key"].as_str().unwrap().to_string();
+    let key_id = key["id"].as_str().unwrap().to_string();
+    assert_eq!(a.call("GET", &format!("/v1/tenants/{t}/users"), Some(&auditor), None, &[]).status, 200);
+    let r = a.call("POST", &format!("/v1/tenants/{t}/groups"), Some(&auditor), Some(json!({"name": "x"})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(a.call("GET", "/v1/tenants", Some(&auditor), None, &[]).status, 403);
+    let listed = json_of(&a.call("GET", &format!("/v1/tenants/{t}/api-keys"), Some(op), None, &[]));
+    assert!(!listed.to_string().contains(auditor.split('.').nth(1).unwrap()), "a secret was listed");
+    p.write("DELETE", &format!("/v1/tenants/{t}/api-keys/{key_id}"), op, None, 204).await;
+    assert_eq!(a.call("GET", &format!("/v1/tenants/{t}/users"), Some(&auditor), None, &[]).status, 401);
+
+    // The PDP down: 503, never an allow.
+    let metrics = a.call("GET", "/metrics", None, None, &[]).body;
+    assert!(metrics.contains("arbiter_admin_pdp_calls_total{outcome=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("arbiter_admin_requests_total{route=\"/v1/tenants/{tenant_id}/users\",status=\"201\"}"), "{metrics}");
+    p.pdp.kill9();
+    let r = a.call("GET", &format!("/v1/tenants/{t}"), Some(op), None, &[]);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated_by_rls_and_by_the_api() {
+    let p = platform("admin_rls").await;
+    let (a, op) = (&p.admin, p.operator.as_str());
+    let (ta, tb) = (p.tenant.clone(), {
+        let (b, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "globex", "name": "Globex", "owner_email": "boss@globex.test"})), 201).await;
+        b["id"].as_str().unwrap().to_string()
+    });
+    let (gb, _) = p.write("POST", &format!("/v1/tenants/{tb}/groups"), op, Some(json!({"name": "secret"})), 201).await;
+    let gb = gb["id"].as_str().unwrap().to_string();
+    let (ub, _) = p.write("POST", &format!("/v1/tenants/{tb}/users"), op, Some(json!({"email": "b@globex.test"})), 201).await;
+    let ub = ub["id"].as_str().unwrap().to_string();
+
+    // Raw SQL as the admin's role with tenant A set: B's rows do not exist.
+    let pool = p.db.pool().await;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE arbiter_admin_app").execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT set_config('arbiter.tenant_id', $1, true)").bind(&ta).execute(&mut *tx).await.unwrap();
+    let groups: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.groups").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(groups, 0);
+    let users: Vec<String> = sqlx::query_scalar("SELECT email FROM arbiter_admin.users").fetch_all(&mut *tx).await.unwrap();
+    assert_eq!(users, ["owner@acme.test"]);
+    let tenants: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.tenants").fetch_one(&mut *tx).await.unwrap();
+    assert_eq!(tenants, 1);
+    let updated = sqlx::query("UPDATE arbiter_admin.groups SET name = 'pwned' WHERE id = $1::uuid").bind(&gb).execute(&mut *tx).await.unwrap();
+    assert_eq!(updated.rows_affected(), 0);
+    let err = sqlx::query("INSERT INTO arbiter_admin.groups (id, tenant_id, name) VALUES (gen_random_uuid(), $1::uuid, 'x')")
+        .bind(&tb)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    drop(tx);
+    // The role may not rewrite the audit trail.
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL ROLE arbiter_admin_app").execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT set_config('arbiter.scope', 'platform', true)").execute(&mut *tx).await.unwrap();
+    assert!(sqlx::query("DELETE FROM arbiter_admin.audit_records").execute(&mut *tx).await.is_err());
+    drop(tx);
+
+    // A tenant-A admin key on tenant B's ids: 404, nothing read or changed.
+    let (key, _) = p.write("POST", &format!("/v1/tenants/{ta}/api-keys"), op, Some(json!({"name": "a admin", "role": "admin"})), 201).await;
+    let ka = key["api_key"].as_str().unwrap().to_string();
+    let audit_before: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    let head_before = p.db_head().await;
+    let calls: Vec<(&str, String, Option<Value>)> = vec![
+        ("GET", format!("/v1/tenants/{tb}"), None),
+        ("PATCH", format!("/v1/tenants/{tb}"), Some(json!({"name": "x"}))),
+        ("GET", format!("/v1/tenants/{tb}/users"), None),
+        ("POST", format!("/v1/tenants/{tb}/users"), Some(json!({"email": "x@x.test"}))),
+        ("GET", format!("/v1/tenants/{tb}/users/{ub}"), None),
+        ("PATCH", format!("/v1/tenants/{tb}/users/{ub}"), Some(json!({"title": "x"}))),
+        ("DELETE", format!("/v1/tenants/{tb}/users/{ub}"), None),
+        ("GET", format!("/v1/tenants/{tb}/groups"), None),
+        ("POST", format!("/v1/tenants/{tb}/groups"), Some(json!({"name": "x"}))),
+        ("GET", format!("/v1/tenants/{tb}/groups/{gb}"), None),
+        ("PATCH", format!("/v1/tenants/{tb}/groups/{gb}"), Some(json!({"name": "x"}))),
+        ("DELETE", format!("/v1/tenants/{tb}/groups/{gb}"), None),
+        ("GET", format!("/v1/tenants/{tb}/groups/{gb}/members"), None),
+        ("POST", format!("/v1/tenants/{tb}/groups/{gb}/members"), Some(json!({"user_id": ub}))),
+        ("GET", format!("/v1/tenants/{tb}/domains"), None),
+        ("POST", format!("/v1/tenants/{tb}/domains"), Some(json!({"domain": "x.example.com"}))),
+        ("GET", format!("/v1/tenants/{tb}/api-keys"), None),
+        ("POST", format!("/v1/tenants/{tb}/api-keys"), Some(json!({"name": "x", "role": "admin"}))),
+        // Tenant A's paths with tenant B's ids.
+        ("GET", format!("/v1/tenants/{ta}/users/{ub}"), None),
+        ("PATCH", format!("/v1/tenants/{ta}/users/{ub}"), Some(json!({"title": "x"}))),
+        ("DELETE", format!("/v1/tenants/{ta}/users/{ub}"), None),
+        ("GET", format!("/v1/tenants/{ta}/groups/{gb}"), None),
+        ("PATCH", format!("/v1/tenants/{ta}/groups/{gb}"), Some(json!({"name": "x"}))),
+        ("DELETE", format!("/v1/tenants/{ta}/groups/{gb}"), None),
+        ("GET", format!("/v1/tenants/{ta}/groups/{gb}/members"), None),
+    ];
+    for (method, path, b) in calls {
+        let r = a.call(method, &path, Some(&ka), b, &[]);
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+    // Adding tenant B's user to a tenant A group: the user is not A's.
+    let (ga, _) = p.write("POST", &format!("/v1/tenants/{ta}/groups"), op, Some(json!({"name": "a"})), 201).await;
+    let ga = ga["id"].as_str().unwrap().to_string();
+    let audit_before = audit_before + 1;
+    let head_before = head_before + 1;
+    let r = a.call("POST", &format!("/v1/tenants/{ta}/groups/{ga}/members"), Some(&ka), Some(json!({"user_id": ub})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/user_id")), "{}", r.body);
+    let r = a.call("POST", &format!("/v1/tenants/{ta}/groups/{ga}/members"), Some(&ka), Some(json!({"group_id": gb})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/group_id")), "{}", r.body);
+    let audit_after: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    assert_eq!(audit_after, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+    let name: String = sqlx::query_scalar("SELECT name FROM arbiter_admin.tenants WHERE id = $1::uuid").bind(&tb).fetch_one(&pool).await.unwrap();
+    assert_eq!(name, "Globex");
+}
+
+impl Platform {
+    async fn db_head(&self) -> i64 {
+        let pool = self.db.pool().await;
+        sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_problem_naming_the_field_and_changes_nothing() {
+    let p = platform("admin_bad").await;
+    let (a, op, t) = (&p.admin, p.operator.as_str(), p.tenant.as_str());
+    let users = format!("/v1/tenants/{t}/users");
+    let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "eng"})), 201).await;
+    let g = g["id"].as_str().unwrap().to_string();
+    let pool = p.db.pool().await;
+    let audit_before: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    let head_before = p.db_head().await;
+
+    let long = "x".repeat(201);
+    // (method, path, body, extra headers, status, field named)
+    type Case<'a> = (&'a str, String, Option<String>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        ("POST", users.clone(), Some("{\"email\":".to_string()), vec![], 400, "body"),
+        ("POST", users.clone(), Some("{\"email\":\"a@b.test\",\"colour\":\"red\"}".to_string()), vec![], 400, "/colour"),
+        ("POST", users.clone(), Some("{\"email\":42}".to_string()), vec![], 400, "/email"),
+        ("POST", users.clone(), Some("{\"email\":\"not-an-email\"}".to_string()), vec![], 422, "/email"),
+        ("POST", users.clone(), Some(format!("{{\"email\":\"a@b.test\",\"display_name\":\"{long}\"}}")), vec![], 422, "/display_name"),
+        ("POST", users.clone(), Some("{\"email\":\"owner@acme.test\"}".to_string()), vec![], 409, "/email"),
+        ("POST", users.clone(), Some("{\"email\":\"a@b.test\",\"department_id\":\"7b0c7f5e-3c39-4b0e-9d2e-000000000000\"}".to_string()), vec![], 422, "/department_id"),
+        ("POST", format!("/v1/tenants/{t}/groups"), Some("{\"name\":\"eng\"}".to_string()), vec![], 409, "/name"),
+        ("POST", format!("/v1/tenants/{t}/groups/{g}/members"), Some("{\"user_id\":\"7b0c7f5e-3c39-4b0e-9d2e-000000000000\"}".to_string()), vec![], 422, "/user_id"),
+        ("PATCH", format!("/v1/tenants/{t}/groups/{g}"), Some("{\"name\":\"x\"}".to_string()), vec![("if-match", "\"v7\"")], 412, "If-Match"),
+        ("GET", format!("{users}?limit=100000"), None, vec![], 400, "limit"),
+        ("GET", format!("{users}?colour=red"), None, vec![], 400, "colour"),
+        ("GET", format!("/v1/tenants/{t}/users/not-a-uuid"), None, vec![], 400, "path"),
+        ("POST", users.clone(), Some("{\"email\":\"a@b.test\"}".to_string()), vec![("content-type", "text/plain")], 415, "Content-Type"),
+    ];
+    for (method, path, raw, extra, status, field) in cases {
+        let mut headers: Vec<(String, String)> = vec![("authorization".into(), format!("Bearer {op}"))];
+        if raw.is_some() && !extra.iter().any(|(n, _)| *n == "content-type") {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let r = http_request(&a.addr, method, &path, &headers, raw.as_deref().map(str::as_bytes)).unwrap();
+        assert_eq!(r.status, status, "{method} {path} {raw:?}: {}", r.body);
+        assert_eq!(r.header("content-type"), Some("application/problem+json"), "{method} {path}");
+        let doc = json_of(&r);
+        assert_eq!(doc["field"].as_str(), Some(field), "{method} {path} {raw:?}: {}", r.body);
+        assert!(!doc["detail"].as_str().unwrap_or("").is_empty());
+    }
+    let audit_after: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    assert_eq!(audit_after, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+
+    // Idempotency-Key: a replay returns the stored response; another body is 422.
+    let key = [("idempotency-key", "create-bob-1")];
+    let first = a.call("POST", &users, Some(op), Some(json!({"email": "bob@acme.test"})), &key);
+    assert_eq!(first.status, 201, "{}", first.body);
+    let again = a.call("POST", &users, Some(op), Some(json!({"email": "bob@acme.test"})), &key);
+    assert_eq!(again.status, 201, "{}", again.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(json_of(&again)["id"], json_of(&first)["id"]);
+    assert_eq!(again.header("arbiter-revision"), first.header("arbiter-revision"));
+    let other = a.call("POST", &users, Some(op), Some(json!({"email": "carol@acme.test"})), &key);
+    assert_eq!((other.status, json_of(&other)["field"].as_str()), (422, Some("Idempotency-Key")), "{}", other.body);
+    let bobs: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.users WHERE email = 'bob@acme.test'").fetch_one(&pool).await.unwrap();
+    assert_eq!(bobs, 1);
+
+    // ETags: the current one matches.
+    let r = a.call("GET", &format!("/v1/tenants/{t}/groups/{g}"), Some(op), None, &[]);
+    let etag = r.header("etag").unwrap().to_string();
+    let r = a.call("PATCH", &format!("/v1/tenants/{t}/groups/{g}"), Some(op), Some(json!({"description": "d"})), &[("if-match", &etag)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_ne!(r.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_permissions_and_assignments_feed_the_graph() {
+    let p = platform("admin_roles").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let (u, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "dana@acme.test"})), 201).await;
+    let u = id(&u);
+    let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "finance"})), 201).await;
+    let g = id(&g);
+    p.write("POST", &format!("/v1/tenants/{t}/groups/{g}/members"), op, Some(json!({"user_id": u})), 201).await;
+
+    // A tenant permission, a role that grants it, and a child role that inherits it.
+    let (perm, _) = p.write("POST", &format!("/v1/tenants/{t}/permissions"), op,
+        Some(json!({"name": "invoice:approve", "resource": "invoice", "action": "approve", "tags": ["finance"]})), 201).await;
+    let perm = id(&perm);
+    let (approver, _) = p.write("POST", &format!("/v1/tenants/{t}/roles"), op, Some(json!({"name": "approver"})), 201).await;
+    let approver = id(&approver);
+    let (senior, _) = p.write("POST", &format!("/v1/tenants/{t}/roles"), op, Some(json!({"name": "senior", "parent_role_id": approver})), 201).await;
+    let senior = id(&senior);
+    p.write("PUT", &format!("/v1/tenants/{t}/roles/{approver}/permissions/{perm}"), op, None, 201).await;
+    let allowed = format!("platform/permission:{t}_{perm}#allowed@platform/user:{u}");
+
+    // Assigned to the group: the member holds the child role, hence the permission.
+    let (a, t1) = p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": senior, "group_id": g})), 201).await;
+    assert!(p.allowed(&allowed, &t1).await);
+    assert!(p.allowed(&format!("platform/role:{t}_{approver}#holder@platform/user:{u}"), &t1).await);
+    // Ending the assignment revokes at once.
+    let (_, t2) = p.write("DELETE", &format!("/v1/tenants/{t}/assignments/{}", id(&a)), op, None, 204).await;
+    assert!(!p.allowed(&allowed, &t2).await);
+    // Assigned directly; revoking the grant, then deleting the role, revoke at once.
+    let (_, t3) = p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": approver, "user_id": u})), 201).await;
+    assert!(p.allowed(&allowed, &t3).await);
+    let (_, t4) = p.write("DELETE", &format!("/v1/tenants/{t}/roles/{approver}/permissions/{perm}"), op, None, 204).await;
+    assert!(!p.allowed(&allowed, &t4).await);
+    p.write("PUT", &format!("/v1/tenants/{t}/roles/{approver}/permissions/{perm}"), op, None, 201).await;
+    // A parent with children is not deleted; the child goes first.
+    let r = p.admin.call("DELETE", &format!("/v1/tenants/{t}/roles/{approver}"), Some(op), None, &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    p.write("DELETE", &format!("/v1/tenants/{t}/roles/{senior}"), op, None, 204).await;
+    let (_, t5) = p.write("DELETE", &format!("/v1/tenants/{t}/roles/{approver}"), op, None, 204).await;
+    assert!(!p.allowed(&allowed, &t5).await);
+
+    // An expiring assignment of a built-in role: the admin power ends at its time, with
+    // no write at that moment.
+    let roles = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/roles?scope=global&name=auditor"), Some(op), None, &[]));
+    let auditor = id(&roles["items"][0]);
+    let until = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let (_, t6) = p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": auditor, "user_id": u, "expires_at": until})), 201).await;
+    let audit = format!("platform/tenant:{t}#audit@platform/user:{u}");
+    assert!(p.allowed(&audit, &t6).await);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(!p.allowed(&audit, &t6).await, "the expired assignment still granted");
+
+    // A global role and permission reach every tenant, those created later too.
+    let (gp, _) = p.write("POST", "/v1/permissions", op, Some(json!({"name": "reports:read", "resource": "reports", "action": "read"})), 201).await;
+    let gp = id(&gp);
+    let (gr, _) = p.write("POST", "/v1/roles", op, Some(json!({"name": "reader"})), 201).await;
+    let gr = id(&gr);
+    p.write("PUT", &format!("/v1/roles/{gr}/permissions/{gp}"), op, None, 201).await;
+    let (t2_, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "initech", "name": "Initech", "owner_email": "bill@initech.test"})), 201).await;
+    let other = id(&t2_);
+    for tenant in [t, other.as_str()] {
+        let users = json_of(&p.admin.call("GET", &format!("/v1/tenants/{tenant}/users"), Some(op), None, &[]));
+        let someone = users["items"][0]["id"].as_str().unwrap().to_string();
+        let (_, tok) = p.write("POST", &format!("/v1/tenants/{tenant}/assignments"), op, Some(json!({"role_id": gr, "user_id": someone})), 201).await;
+        assert!(p.allowed(&format!("platform/permission:{tenant}_{gp}#allowed@platform/user:{someone}"), &tok).await, "{tenant}");
+        // ... and only in the tenant it was assigned in.
+        let elsewhere = if tenant == t { other.as_str() } else { t };
+        assert!(!p.allowed(&format!("platform/permission:{elsewhere}_{gp}#allowed@platform/user:{someone}"), &tok).await);
+    }
+    // A tenant cannot change a global role.
+    let r = p.admin.call("PATCH", &format!("/v1/tenants/{t}/roles/{gr}"), Some(op), Some(json!({"name": "x"})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_and_policy_writes_replace_only_the_applications_part() {
+    use arbiter_proto::arbiter::v1 as pb;
+    let p = platform("admin_parts").await;
+    let mut c = p.pdp.clients().await;
+    let app = "definition doc {\n    relation tenant: platform/tenant\n    relation viewer: platform/user | platform/group#member\n    permission view = viewer + tenant->member\n}\n";
+    let token = c.schema.write_schema(pb::WriteSchemaRequest { schema: app.into() }).await.unwrap().into_inner().revision;
+    // Reads return both parts; the application's text is kept byte for byte.
+    let read = c.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema;
+    assert!(read.contains("definition platform/tenant") && read.ends_with(app), "{read}");
+    // Writing back what was read is accepted and changes nothing.
+    c.schema.write_schema(pb::WriteSchemaRequest { schema: read.clone() }).await.unwrap();
+    assert_eq!(c.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema, read);
+    // The application's types reach the platform's: a tenant member views the tenant's docs.
+    let t = &p.tenant;
+    let owner = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/users"), Some(&p.operator), None, &[]))["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut w = c.relationships.clone();
+    let wrote = w
+        .write_relationships(pb::WriteRelationshipsRequest { updates: vec![touch(&format!("doc:1#tenant@platform/tenant:{t}"))], preconditions: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert!(p.allowed(&format!("doc:1#view@platform/user:{owner}"), &wrote).await, "{token}");
+    // A platform definition in an application write is refused by name; nothing changes.
+    let err = c
+        .schema
+        .write_schema(pb::WriteSchemaRequest { schema: format!("{app}\ndefinition platform/extra {{}}\n") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("`platform/extra`"), "{}", err.message());
+    assert_eq!(c.schema.read_schema(pb::ReadSchemaRequest {}).await.unwrap().into_inner().schema, read);
+    // Likewise a policy with a platform id.
+    let err = c
+        .schema
+        .write_policies(pb::WritePoliciesRequest {
+            policies: vec![pb::Policy { id: "platform.mine".into(), text: "permit (principal, action, resource);".into() }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("`platform.mine`"), "{}", err.message());
+}
