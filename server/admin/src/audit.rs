@@ -28,9 +28,31 @@ pub async fn record(tx: &mut Tx, caller: &Caller, ctx: &RequestContext, entry: E
     record_as(tx, &caller.actor(), ctx, entry).await
 }
 
+/// Fields of a person that the trail does not keep: it refers to people by id, so
+/// erasing a person's data never has to rewrite it.
+const PERSONAL: [&str; 10] =
+    ["email", "username", "first_name", "last_name", "display_name", "avatar_url", "metadata", "value", "locale", "timezone"];
+
+/// A person's snapshot without their personal data (each such field says it was there).
+fn impersonal(target_type: &str, v: Option<Value>) -> Option<Value> {
+    let mut v = v?;
+    if target_type == "user" {
+        if let Some(o) = v.as_object_mut() {
+            for f in PERSONAL {
+                if let Some(x) = o.get_mut(f) {
+                    *x = Value::String("(personal data, not kept in the audit trail)".into());
+                }
+            }
+        }
+    }
+    Some(v)
+}
+
 /// [`record`] for an actor that is not an API caller (`bootstrap`, a background job).
 pub async fn record_as(tx: &mut Tx, actor: &str, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {
     let revision = tx.flush(actor).await?;
+    let before = impersonal(entry.target_type, entry.before);
+    let after = impersonal(entry.target_type, entry.after);
     sqlx::query(
         "INSERT INTO arbiter_admin.audit_records
             (tenant_id, actor, effective_actor, action, target_type, target_id, before, after, revision, request_id, client_ip, user_agent)
@@ -41,8 +63,8 @@ pub async fn record_as(tx: &mut Tx, actor: &str, ctx: &RequestContext, entry: En
     .bind(entry.action)
     .bind(entry.target_type)
     .bind(&entry.target_id)
-    .bind(&entry.before)
-    .bind(&entry.after)
+    .bind(&before)
+    .bind(&after)
     .bind(revision.map(|r| i64::try_from(r).unwrap_or(i64::MAX)))
     .bind(&ctx.request_id)
     .bind(&ctx.client_ip)

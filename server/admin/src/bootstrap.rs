@@ -48,6 +48,7 @@ pub async fn run(args: &BootstrapArgs) -> Result<Bootstrapped> {
             quotas: None,
             security_policy: None,
             owner_email: None,
+            template: None,
         },
     )
     .await

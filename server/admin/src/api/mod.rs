@@ -4,8 +4,10 @@
 //! `Arbiter-Revision` header on every mutating response.
 
 pub mod api_keys;
+pub mod directory;
 pub mod groups;
 pub mod roles;
+pub mod templates;
 pub mod tenants;
 pub mod users;
 
@@ -33,7 +35,7 @@ use crate::problem::{ApiResult, Problem};
 pub const REVISION_HEADER: &str = "arbiter-revision";
 
 pub fn routes() -> Router<App> {
-    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes())
+    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes())
 }
 
 #[derive(OpenApi)]
@@ -57,6 +59,11 @@ pub fn routes() -> Router<App> {
         roles::delete_tenant_permission, roles::create_global_permission, roles::list_global_permissions, roles::get_global_permission,
         roles::update_global_permission, roles::delete_global_permission,
         roles::create_assignment, roles::list_assignments, roles::delete_assignment,
+        templates::create_template, templates::list_templates, templates::get_template, templates::update_template, templates::delete_template,
+        directory::create_department, directory::list_departments, directory::get_department, directory::update_department,
+        directory::delete_department, directory::list_preferences, directory::set_tenant_preference, directory::delete_tenant_preference,
+        directory::set_global_preference, directory::delete_global_preference, directory::add_contact, directory::list_contacts,
+        directory::remove_contact, directory::delete_person,
     ),
     components(schemas(Problem)),
     modifiers(&BearerAuth),
@@ -355,5 +362,32 @@ where
             Ok(axum::extract::Path(v)) => Ok(P(v)),
             Err(e) => Err(Problem::bad_request("path", format!("a path parameter is not valid: {}", e.body_text()))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed snapshot (`server/admin/openapi.json`) is the document the server
+    /// serves: an API change shows in review. `ARBITER_UPDATE_OPENAPI=1` rewrites it.
+    #[test]
+    fn the_openapi_snapshot_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        let served = super::openapi_json();
+        if std::env::var_os("ARBITER_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &served).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == served,
+            "the served OpenAPI document differs from {}: run `ARBITER_UPDATE_OPENAPI=1 cargo test --workspace --lib openapi` and review the diff",
+            path.display()
+        );
+        let doc: serde_json::Value = serde_json::from_str(&served).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        // Public operations say so; every other one needs the key.
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+            assert_eq!(doc["paths"][path]["get"]["security"], serde_json::json!([{}]), "{path}");
+        }
+        assert_eq!(doc["security"], serde_json::json!([{"api_key": []}]));
     }
 }

@@ -75,6 +75,8 @@ pub struct CreateTenant {
     pub security_policy: Option<Value>,
     /// The owner: an existing user with this email, or a new one.
     pub owner_email: Option<String>,
+    /// A role template (by name) whose roles the tenant starts with.
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -194,6 +196,9 @@ pub async fn create_tenant(
     let tenant = insert_tenant(&mut tx, b).await?;
     if let Some(email) = owner_email {
         super::users::add_owner(&mut tx, tenant.id, &email).await?;
+    }
+    if let Some(template) = &b.template {
+        super::templates::provision(&mut tx, tenant.id, template).await?;
     }
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: Some(tenant.id),
