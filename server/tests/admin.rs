@@ -527,18 +527,18 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     macro_rules! step {
         ($method:expr, $template:expr, $path:expr, $body:expr, $status:expr) => {{
             covered.insert(format!("{} {}", $method, $template));
-            p.write($method, &$path, &op, $body, $status).await.0
+            p.write($method, AsRef::<str>::as_ref(&$path), &op, $body, $status).await.0
         }};
     }
-    let gp = id(&step!("POST", "/v1/permissions", "/v1/permissions".to_string(), Some(json!({"name": "g:read", "resource": "g", "action": "read"})), 201));
+    let gp = id(&step!("POST", "/v1/permissions", "/v1/permissions", Some(json!({"name": "g:read", "resource": "g", "action": "read"})), 201));
     step!("PATCH", "/v1/permissions/{permission_id}", format!("/v1/permissions/{gp}"), Some(json!({"description": "d"})), 200);
-    let gr = id(&step!("POST", "/v1/roles", "/v1/roles".to_string(), Some(json!({"name": "global reader"})), 201));
+    let gr = id(&step!("POST", "/v1/roles", "/v1/roles", Some(json!({"name": "global reader"})), 201));
     step!("PATCH", "/v1/roles/{role_id}", format!("/v1/roles/{gr}"), Some(json!({"description": "d"})), 200);
     step!("PUT", "/v1/roles/{role_id}/permissions/{permission_id}", format!("/v1/roles/{gr}/permissions/{gp}"), None, 201);
-    let tpl = id(&step!("POST", "/v1/role-templates", "/v1/role-templates".to_string(),
+    let tpl = id(&step!("POST", "/v1/role-templates", "/v1/role-templates",
         Some(json!({"name": "basic", "document": {"roles": [{"name": "reader", "permissions": ["g:read"]}, {"name": "lead", "parent": "reader"}]}})), 201));
     step!("PATCH", "/v1/role-templates/{template_id}", format!("/v1/role-templates/{tpl}"), Some(json!({"description": "d"})), 200);
-    let t2 = id(&step!("POST", "/v1/tenants", "/v1/tenants".to_string(), Some(json!({"slug": "two", "name": "Two", "template": "basic"})), 201));
+    let t2 = id(&step!("POST", "/v1/tenants", "/v1/tenants", Some(json!({"slug": "two", "name": "Two", "template": "basic"})), 201));
     step!("PATCH", "/v1/tenants/{tenant_id}", format!("/v1/tenants/{t}"), Some(json!({"description": "d"})), 200);
     step!("POST", "/v1/tenants/{tenant_id}/status", format!("/v1/tenants/{t2}/status"), Some(json!({"status": "suspended", "reason": "unpaid"})), 200);
     let dom = id(&step!("POST", "/v1/tenants/{tenant_id}/domains", format!("/v1/tenants/{t}/domains"), Some(json!({"domain": "acme.example.com"})), 201));
@@ -560,7 +560,7 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     let a = id(&step!("POST", "/v1/tenants/{tenant_id}/assignments", format!("/v1/tenants/{t}/assignments"), Some(json!({"role_id": r, "group_id": g})), 201));
     let key = id(&step!("POST", "/v1/tenants/{tenant_id}/api-keys", format!("/v1/tenants/{t}/api-keys"), Some(json!({"name": "ci", "role": "user_manager"})), 201));
     step!("POST", "/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate", format!("/v1/tenants/{t}/api-keys/{key}/rotate"), None, 200);
-    let okey = id(&step!("POST", "/v1/api-keys", "/v1/api-keys".to_string(), Some(json!({"name": "ops"})), 201));
+    let okey = id(&step!("POST", "/v1/api-keys", "/v1/api-keys", Some(json!({"name": "ops"})), 201));
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.
