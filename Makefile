@@ -7,7 +7,7 @@ CONFORMANCE_DIR ?= ../shared/conformance
 SPICEDB_DIR := $(CONFORMANCE_DIR)/spicedb
 ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 
-.PHONY: run test deps build conformance corpus clippy fmt bench bench-baselines fuzz
+.PHONY: run run-platform test deps build conformance corpus clippy fmt bench bench-baselines fuzz schemathesis schemathesis-long
 
 ## deps: install what the build needs when it is missing.
 deps:
@@ -28,12 +28,25 @@ run: build
 	@$(ARBITER) serve --demo --data-dir $(DATA_DIR)
 
 ## test: every test (the hostile-input suite among them), clippy with warnings denied,
-## the project's corpus and the SpiceDB conformance files.
+## the project's corpus, the SpiceDB conformance files, and schemathesis against the admin.
 test: deps
 	@scripts/with-postgres.sh $(CARGO) test --workspace
 	@$(MAKE) --no-print-directory clippy
 	@$(MAKE) --no-print-directory corpus
 	@$(MAKE) --no-print-directory conformance
+	@$(MAKE) --no-print-directory schemathesis
+
+## schemathesis: the admin API under schemathesis (pinned, cached virtualenv) with a fixed
+## seed for SCHEMATHESIS_SECONDS (every phase; zero server errors, zero responses that
+## break the OpenAPI document). schemathesis-long: the same for an hour, another seed.
+SCHEMATHESIS_SECONDS ?= 300
+schemathesis:
+	@$(CARGO) build -q --workspace --all-targets
+	@scripts/with-postgres.sh scripts/schemathesis.sh $(SCHEMATHESIS_SECONDS)
+
+schemathesis-long:
+	@$(CARGO) build -q --workspace --all-targets
+	@SCHEMATHESIS_SEED=$$(date +%s) scripts/with-postgres.sh scripts/schemathesis.sh 3600
 
 corpus:
 	@$(CARGO) build -q --workspace --all-targets

@@ -72,7 +72,7 @@ CREATE INDEX tenant_domains_tenant ON arbiter_admin.tenant_domains (tenant_id);
 
 CREATE TABLE arbiter_admin.users (
     id uuid PRIMARY KEY,
-    email text NOT NULL CHECK (length(email) <= 320 AND email = lower(email) AND email LIKE '%_@_%'),
+    email text NOT NULL CHECK (length(email) <= 1000 AND email LIKE '%_@_%'),
     username text CHECK (username ~ '^[a-z0-9._-]{1,64}$'),
     first_name text NOT NULL DEFAULT '',
     last_name text NOT NULL DEFAULT '',

@@ -14,10 +14,11 @@ pub const DEFAULT_LIMIT: u32 = 50;
 #[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// Items per page (1 to the server's maximum, 500 by default).
+    /// Items per page (1 to the server's maximum, `--max-page-size`, 500 by default).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+    pub cursor: Option<uuid::Uuid>,
 }
 
 /// A page request, checked.
@@ -44,6 +45,9 @@ impl Query {
         let mut after = None;
         let mut filters: Vec<(String, String)> = Vec::new();
         for (k, v) in pairs {
+            if k.contains('\0') || v.contains('\0') {
+                return Err(Problem::bad_request(k.replace('\0', ""), "a query parameter holds a NUL character"));
+            }
             let repeated = match k.as_str() {
                 "limit" => limit.is_some(),
                 "cursor" => after.is_some(),

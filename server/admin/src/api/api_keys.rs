@@ -40,6 +40,7 @@ pub fn routes() -> Router<App> {
 #[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
 pub struct ApiKey {
     pub id: Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<Uuid>,
     pub name: String,
     /// `operator`, `owner`, `admin`, `user_manager` or `auditor`.
@@ -64,14 +65,41 @@ const COLUMNS: &str = "id, tenant_id, name, role, created_by, created_at, expire
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateKey {
+pub struct CreateTenantKey {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
-    /// For a tenant key: `owner`, `admin`, `user_manager` or `auditor`.
-    pub role: Option<String>,
+    pub role: TenantKeyRole,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-const TENANT_ROLES: [&str; 4] = ["owner", "admin", "user_manager", "auditor"];
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOperatorKey {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
+    pub name: String,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What a tenant's API key may do there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantKeyRole {
+    Owner,
+    Admin,
+    UserManager,
+    Auditor,
+}
+
+impl TenantKeyRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantKeyRole::Owner => "owner",
+            TenantKeyRole::Admin => "admin",
+            TenantKeyRole::UserManager => "user_manager",
+            TenantKeyRole::Auditor => "auditor",
+        }
+    }
+}
 
 fn redacted(key: &ApiKey) -> Option<Value> {
     serde_json::to_value(key).ok()
@@ -110,22 +138,17 @@ pub async fn insert_key(
     Ok(ApiKeyWithSecret { key, api_key: new.token })
 }
 
-fn check_create(b: &CreateKey, tenant: bool) -> ApiResult<String> {
-    check_text("name", &b.name, 200, false)?;
-    if b.expires_at.is_some_and(|at| at <= Utc::now()) {
+fn check_create(name: &str, expires_at: Option<DateTime<Utc>>) -> ApiResult<()> {
+    check_text("name", name, 200, false)?;
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(Problem::invalid("/expires_at", "`expires_at` is in the past"));
     }
-    match (tenant, b.role.as_deref()) {
-        (true, Some(r)) if TENANT_ROLES.contains(&r) => Ok(r.to_string()),
-        (true, _) => Err(Problem::invalid("/role", "`role` must be owner, admin, user_manager or auditor")),
-        (false, None | Some("operator")) => Ok("operator".to_string()),
-        (false, Some(_)) => Err(Problem::invalid("/role", "a platform key's `role` is `operator`")),
-    }
+    Ok(())
 }
 
 /// Create an API key for a tenant (its admins; an owner key needs an owner's call).
-#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", request_body = CreateKey,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/v1/tenants/{tenant_id}/api-keys", tag = "api-keys", request_body = CreateTenantKey,
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = ApiKeyWithSecret), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_tenant_key(
     State(app): State<App>,
@@ -133,10 +156,11 @@ pub async fn create_tenant_key(
     ctx: RequestContext,
     headers: HeaderMap,
     P(tenant_id): P<Uuid>,
-    body: JsonBody<CreateKey>,
+    body: JsonBody<CreateTenantKey>,
 ) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(tenant_id, "manage")).await?;
-    let role = check_create(&body.value, true)?;
+    check_create(&body.value.name, body.value.expires_at)?;
+    let role = body.value.role.as_str();
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let path = format!("/v1/tenants/{tenant_id}/api-keys");
     // A replay would have to return the secret again, which is never stored: a repeated
@@ -144,7 +168,7 @@ pub async fn create_tenant_key(
     if let Idempotency::Replay(_) = Idempotency::begin(&mut tx, &caller, &headers, "POST", &path, &body.raw).await? {
         return Err(Problem::conflict("Idempotency-Key", "this key was created already; its secret is shown only once"));
     }
-    let created = insert_key(&mut tx, &app.secrets, Some(tenant_id), body.value.name.trim(), &role, body.value.expires_at, &caller.actor()).await?;
+    let created = insert_key(&mut tx, &app.secrets, Some(tenant_id), &body.value.name, role, body.value.expires_at, &caller.actor()).await?;
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: Some(tenant_id),
         action: "api_key.create",
@@ -266,23 +290,23 @@ pub async fn revoke_tenant_key(
 }
 
 /// Create a platform operator key (platform operators).
-#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateKey,
-    params(("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateOperatorKey,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = ApiKeyWithSecret), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_operator_key(
     State(app): State<App>,
     caller: Caller,
     ctx: RequestContext,
     headers: HeaderMap,
-    body: JsonBody<CreateKey>,
+    body: JsonBody<CreateOperatorKey>,
 ) -> ApiResult<Response> {
     app.authorize(&caller, Need::Platform).await?;
-    let role = check_create(&body.value, false)?;
+    check_create(&body.value.name, body.value.expires_at)?;
     let mut tx = app.db.begin(Scope::Platform).await?;
     if let Idempotency::Replay(_) = Idempotency::begin(&mut tx, &caller, &headers, "POST", "/v1/api-keys", &body.raw).await? {
         return Err(Problem::conflict("Idempotency-Key", "this key was created already; its secret is shown only once"));
     }
-    let created = insert_key(&mut tx, &app.secrets, None, body.value.name.trim(), &role, body.value.expires_at, &caller.actor()).await?;
+    let created = insert_key(&mut tx, &app.secrets, None, &body.value.name, "operator", body.value.expires_at, &caller.actor()).await?;
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: None,
         action: "api_key.create",

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_if_match, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
+use super::{check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
@@ -58,8 +58,10 @@ const DEPARTMENT_COLUMNS: &str = "id, tenant_id, name, description, parent_id, v
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDepartment {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
     pub parent_id: Option<Uuid>,
 }
@@ -67,11 +69,14 @@ pub struct CreateDepartment {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDepartment {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
-    pub parent_id: Option<Uuid>,
-    #[serde(default)]
-    pub clear_parent: bool,
+    /// A new parent, or `null` for none.
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<Uuid>, nullable)]
+    pub parent_id: Option<Option<Uuid>>,
 }
 
 async fn fetch_department(tx: &mut Tx, tenant: Uuid, id: Uuid) -> ApiResult<Department> {
@@ -107,13 +112,13 @@ async fn check_department_parent(tx: &mut Tx, tenant: Uuid, id: Option<Uuid>, pa
 
 /// Create a department.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/departments", tag = "users", request_body = CreateDepartment,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Department), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_department(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, P(t): P<Uuid>, body: JsonBody<CreateDepartment>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(t, "manage_users")).await?;
     let b = &body.value;
     check_text("name", &b.name, 200, false)?;
-    check_text("description", &b.description, 2000, true)?;
+    check_description("description", &b.description, 2000)?;
     let mut tx = app.db.begin(Scope::Tenant(t)).await?;
     let claim = match Idempotency::begin(&mut tx, &caller, &headers, "POST", &format!("/v1/tenants/{t}/departments"), &body.raw).await? {
         Idempotency::Replay(r) => return Ok(r),
@@ -127,7 +132,7 @@ pub async fn create_department(State(app): State<App>, caller: Caller, ctx: Requ
     ))
     .bind(Uuid::new_v4())
     .bind(t)
-    .bind(b.name.trim())
+    .bind(&b.name)
     .bind(&b.description)
     .bind(b.parent_id)
     .fetch_one(tx.conn())
@@ -185,25 +190,22 @@ pub async fn update_department(State(app): State<App>, caller: Caller, ctx: Requ
         check_text("name", n, 200, false)?;
     }
     if let Some(d) = &b.description {
-        check_text("description", d, 2000, true)?;
-    }
-    if b.clear_parent && b.parent_id.is_some() {
-        return Err(Problem::invalid("/clear_parent", "give `parent_id` or `clear_parent`, not both"));
+        check_description("description", d, 2000)?;
     }
     let mut tx = app.db.begin(Scope::Tenant(t)).await?;
     let before = fetch_department(&mut tx, t, id).await?;
     check_if_match(&headers, before.version)?;
-    if let Some(p) = b.parent_id {
+    if let Some(Some(p)) = b.parent_id {
         check_department_parent(&mut tx, t, Some(id), p).await?;
     }
-    let parent = if b.clear_parent { None } else { b.parent_id.or(before.parent_id) };
+    let parent = b.parent_id.unwrap_or(before.parent_id);
     let after = sqlx::query_as::<_, Department>(&format!(
         "UPDATE arbiter_admin.departments SET name = coalesce($3, name), description = coalesce($4, description), parent_id = $5,
             version = version + 1, updated_at = now() WHERE id = $1 AND tenant_id = $2 RETURNING {DEPARTMENT_COLUMNS}"
     ))
     .bind(id)
     .bind(t)
-    .bind(b.name.as_deref().map(str::trim))
+    .bind(&b.name)
     .bind(&b.description)
     .bind(parent)
     .fetch_one(tx.conn())
@@ -252,6 +254,7 @@ pub struct Preference {
 #[serde(deny_unknown_fields)]
 pub struct SetPreference {
     /// Any JSON value (at most 16 KiB).
+    #[schema(value_type = super::AnyJson)]
     pub value: Value,
 }
 
@@ -266,6 +269,9 @@ fn check_key(key: &str) -> ApiResult<()> {
 fn check_value(v: &Value) -> ApiResult<()> {
     if v.to_string().len() > 16 * 1024 {
         return Err(Problem::invalid("/value", "`value` is larger than 16 KiB"));
+    }
+    if super::has_nul(v) {
+        return Err(Problem::invalid("/value", "`value` holds a NUL character (\\u0000), which cannot be stored"));
     }
     Ok(())
 }
@@ -355,7 +361,7 @@ pub async fn list_preferences(State(app): State<App>, caller: Caller, P((t, u)):
 
 /// Set a user's preference in this tenant.
 #[utoipa::path(put, path = "/v1/tenants/{tenant_id}/users/{user_id}/preferences/{key}", tag = "users", request_body = SetPreference,
-    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("key" = String, Path)),
+    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("key" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 200, body = Preference), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn set_tenant_preference(State(app): State<App>, caller: Caller, ctx: RequestContext, P((t, u, key)): P<(Uuid, Uuid, String)>, body: JsonBody<SetPreference>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(t, "manage_users")).await?;
@@ -364,7 +370,7 @@ pub async fn set_tenant_preference(State(app): State<App>, caller: Caller, ctx: 
 
 /// Remove a user's preference in this tenant.
 #[utoipa::path(delete, path = "/v1/tenants/{tenant_id}/users/{user_id}/preferences/{key}", tag = "users",
-    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("key" = String, Path)),
+    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("key" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 204, description = "Removed"), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_tenant_preference(State(app): State<App>, caller: Caller, ctx: RequestContext, P((t, u, key)): P<(Uuid, Uuid, String)>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(t, "manage_users")).await?;
@@ -373,7 +379,7 @@ pub async fn delete_tenant_preference(State(app): State<App>, caller: Caller, ct
 
 /// Set a person's global preference (platform operators; users themselves once login exists).
 #[utoipa::path(put, path = "/v1/users/{user_id}/preferences/{key}", tag = "users", request_body = SetPreference,
-    params(("user_id" = Uuid, Path), ("key" = String, Path)),
+    params(("user_id" = Uuid, Path), ("key" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 200, body = Preference), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn set_global_preference(State(app): State<App>, caller: Caller, ctx: RequestContext, P((u, key)): P<(Uuid, String)>, body: JsonBody<SetPreference>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Platform).await?;
@@ -381,7 +387,7 @@ pub async fn set_global_preference(State(app): State<App>, caller: Caller, ctx: 
 }
 
 /// Remove a person's global preference (platform operators).
-#[utoipa::path(delete, path = "/v1/users/{user_id}/preferences/{key}", tag = "users", params(("user_id" = Uuid, Path), ("key" = String, Path)),
+#[utoipa::path(delete, path = "/v1/users/{user_id}/preferences/{key}", tag = "users", params(("user_id" = Uuid, Path), ("key" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,128}$")),
     responses((status = 204, description = "Removed"), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn delete_global_preference(State(app): State<App>, caller: Caller, ctx: RequestContext, P((u, key)): P<(Uuid, String)>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Platform).await?;
@@ -407,12 +413,33 @@ pub struct Contact {
 
 const CONTACT_COLUMNS: &str = "id, user_id, type AS kind, value, is_default, verified_at, created_at";
 
+/// A kind of contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactType {
+    Email,
+    Phone,
+    Address,
+    Other,
+}
+
+impl ContactType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContactType::Email => "email",
+            ContactType::Phone => "phone",
+            ContactType::Address => "address",
+            ContactType::Other => "other",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddContact {
-    /// `email`, `phone`, `address` or `other`.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ContactType,
+    #[schema(min_length = 1, max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub value: String,
     #[serde(default)]
     pub is_default: bool,
@@ -420,16 +447,13 @@ pub struct AddContact {
 
 /// Add a contact to a user of the tenant (unverified; verification comes with login).
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/users/{user_id}/contacts", tag = "users", request_body = AddContact,
-    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("user_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Contact), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn add_contact(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, P((t, u)): P<(Uuid, Uuid)>, body: JsonBody<AddContact>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(t, "manage_users")).await?;
     let b = &body.value;
-    if !["email", "phone", "address", "other"].contains(&b.kind.as_str()) {
-        return Err(Problem::invalid("/type", "`type` must be email, phone, address or other"));
-    }
     check_text("value", &b.value, 500, false)?;
-    let value = if b.kind == "email" { super::users::normalize_email(&b.value).map_err(|p| p.with_field("/value"))? } else { b.value.trim().to_string() };
+    let value = if b.kind == ContactType::Email { super::users::normalize_email(&b.value).map_err(|p| p.with_field("/value"))? } else { b.value.clone() };
     let mut tx = app.db.begin(Scope::Tenant(t)).await?;
     let claim = match Idempotency::begin(&mut tx, &caller, &headers, "POST", &format!("/v1/tenants/{t}/users/{u}/contacts"), &body.raw).await? {
         Idempotency::Replay(r) => return Ok(r),
@@ -439,7 +463,7 @@ pub async fn add_contact(State(app): State<App>, caller: Caller, ctx: RequestCon
     if b.is_default {
         sqlx::query("UPDATE arbiter_admin.user_contacts SET is_default = false WHERE user_id = $1 AND type = $2")
             .bind(u)
-            .bind(&b.kind)
+            .bind(b.kind.as_str())
             .execute(tx.conn())
             .await?;
     }
@@ -448,7 +472,7 @@ pub async fn add_contact(State(app): State<App>, caller: Caller, ctx: RequestCon
     ))
     .bind(Uuid::new_v4())
     .bind(u)
-    .bind(&b.kind)
+    .bind(b.kind.as_str())
     .bind(&value)
     .bind(b.is_default)
     .fetch_one(tx.conn())

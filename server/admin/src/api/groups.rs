@@ -16,7 +16,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_if_match, check_text, commit, reply, Idempotency, JsonBody, P};
+use super::{check_if_match, check_description, check_text, commit, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
@@ -50,15 +50,19 @@ const GROUP_COLUMNS: &str = "id, tenant_id, name, description, version, created_
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroup {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
 }
 
@@ -85,8 +89,27 @@ pub struct AddMember {
     pub user_id: Option<Uuid>,
     /// A group of the tenant to nest (or give `user_id`).
     pub group_id: Option<Uuid>,
-    /// `owner`, `manager` or `member` (the default).
-    pub role: Option<String>,
+    /// `member` by default.
+    pub role: Option<MemberRole>,
+}
+
+/// A user's role within a group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MemberRole {
+    Owner,
+    Manager,
+    Member,
+}
+
+impl MemberRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberRole::Owner => "owner",
+            MemberRole::Manager => "manager",
+            MemberRole::Member => "member",
+        }
+    }
 }
 
 fn json<T: Serialize>(v: &T) -> Option<Value> {
@@ -112,7 +135,7 @@ pub fn feed_member_removal(tx: &mut Tx, group: Uuid, user_subject: &str, role: &
 
 /// Create a group.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/groups", tag = "groups", request_body = CreateGroup,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Group), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_group(
     State(app): State<App>,
@@ -124,7 +147,7 @@ pub async fn create_group(
 ) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(tenant_id, "manage_users")).await?;
     check_text("name", &body.value.name, 200, false)?;
-    check_text("description", &body.value.description, 2000, true)?;
+    check_description("description", &body.value.description, 2000)?;
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let path = format!("/v1/tenants/{tenant_id}/groups");
     let idem = match Idempotency::begin(&mut tx, &caller, &headers, "POST", &path, &body.raw).await? {
@@ -136,7 +159,7 @@ pub async fn create_group(
     ))
     .bind(Uuid::new_v4())
     .bind(tenant_id)
-    .bind(body.value.name.trim())
+    .bind(&body.value.name)
     .bind(&body.value.description)
     .fetch_one(tx.conn())
     .await?;
@@ -204,7 +227,7 @@ pub async fn update_group(
         check_text("name", n, 200, false)?;
     }
     if let Some(d) = &body.value.description {
-        check_text("description", d, 2000, true)?;
+        check_description("description", d, 2000)?;
     }
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let before = fetch(&mut tx, tenant_id, group_id).await?;
@@ -215,7 +238,7 @@ pub async fn update_group(
     ))
     .bind(group_id)
     .bind(tenant_id)
-    .bind(body.value.name.as_deref().map(str::trim))
+    .bind(&body.value.name)
     .bind(&body.value.description)
     .fetch_one(tx.conn())
     .await?;
@@ -313,7 +336,7 @@ fn feed_member(feed: &mut feed::Feed, m: &Member, add: bool) {
 
 /// Add a user or a nested group to a group.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/groups/{group_id}/members", tag = "groups", request_body = AddMember,
-    params(("tenant_id" = Uuid, Path), ("group_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("group_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Member), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn add_member(
     State(app): State<App>,
@@ -325,10 +348,7 @@ pub async fn add_member(
 ) -> ApiResult<Response> {
     app.authorize(&caller, Need::Tenant(tenant_id, "manage_users")).await?;
     let b = &body.value;
-    let role = b.role.clone().unwrap_or_else(|| "member".to_string());
-    if !["owner", "manager", "member"].contains(&role.as_str()) {
-        return Err(Problem::invalid("/role", "`role` must be owner, manager or member"));
-    }
+    let role = b.role.map(MemberRole::as_str).unwrap_or("member");
     match (b.user_id, b.group_id) {
         (Some(_), Some(_)) | (None, None) => return Err(Problem::invalid("/user_id", "give exactly one of `user_id` and `group_id`")),
         (None, Some(_)) if role != "member" => return Err(Problem::invalid("/role", "a nested group's role is `member`")),
@@ -386,7 +406,7 @@ pub async fn add_member(
     .bind(group_id)
     .bind(b.user_id)
     .bind(b.group_id)
-    .bind(&role)
+    .bind(role)
     .bind(caller.actor())
     .fetch_one(tx.conn())
     .await?;

@@ -19,10 +19,10 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::auth::Caller;
 use crate::db::Tx;
@@ -65,7 +65,7 @@ pub fn routes() -> Router<App> {
         directory::set_global_preference, directory::delete_global_preference, directory::add_contact, directory::list_contacts,
         directory::remove_contact, directory::delete_person,
     ),
-    components(schemas(Problem)),
+    components(schemas(Problem, Tag, PermissionName, AnyJson)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(
@@ -137,6 +137,10 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 
 /// Deserialises `raw`, naming the field that is wrong.
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> ApiResult<T> {
+    // Every body is an object (serde would also read a struct from an array).
+    if raw.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::bad_request("body", "the body must be a JSON object"));
+    }
     // serde_json's own recursion limit (128) bounds the depth of any body.
     let mut de = serde_json::Deserializer::from_slice(raw);
     let result: Result<T, _> = serde_path_to_error::deserialize(&mut de);
@@ -187,7 +191,8 @@ pub fn check_if_match(headers: &HeaderMap, version: i32) -> ApiResult<()> {
     let Some(value) = headers.get(header::IF_MATCH) else {
         return Ok(());
     };
-    let value = value.to_str().map_err(|_| Problem::bad_request("If-Match", "`If-Match` is not readable"))?;
+    // A value that is not text cannot name the current ETag either.
+    let value = value.to_str().unwrap_or("");
     let current = etag(version);
     let matches = value.split(',').map(str::trim).any(|v| v == "*" || v == current || v.strip_prefix("W/") == Some(current.as_str()));
     if matches {
@@ -305,15 +310,34 @@ impl Claim {
     }
 }
 
-/// Text fields: trimmed length within `1..=max` (or `0..=max` when `empty_ok`).
+// The OpenAPI document gives text fields patterns that ECMA and Python regexes read the
+// same way (no `\s`, whose meaning differs): a line has no control character
+// (`[^\u0000-\u001f\u007f-\u009f]`); a name is a line with a character other than a
+// space; a description may also hold tabs and newlines. The checks below are those
+// patterns, so a request the document calls valid is accepted and the rest refused.
+
+/// A single-line field: at most `max` characters, no control character, and (unless
+/// `empty_ok`) a character other than a space.
 pub fn check_text(field: &str, value: &str, max: usize, empty_ok: bool) -> ApiResult<()> {
     let n = value.chars().count();
-    if (!empty_ok && value.trim().is_empty()) || n > max {
-        let range = if empty_ok { format!("at most {max}") } else { format!("1 to {max}") };
-        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must have {range} characters")));
+    if n > max || (!empty_ok && !value.chars().any(|c| c != ' ')) {
+        let what = if empty_ok { format!("at most {max} characters") } else { format!("1 to {max} characters, not all spaces") };
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must have {what}")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` has a control character")));
+    }
+    Ok(())
+}
+
+/// A description: at most `max` characters; tabs and newlines are the only control
+/// characters allowed.
+pub fn check_description(field: &str, value: &str, max: usize) -> ApiResult<()> {
+    if value.chars().count() > max {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must have at most {max} characters")));
     }
     if value.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` has a control character")));
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` has a control character other than a tab or a newline")));
     }
     Ok(())
 }
@@ -326,6 +350,9 @@ pub fn check_document(field: &str, value: &serde_json::Value) -> ApiResult<()> {
     if !value.is_object() {
         return Err(Problem::invalid(format!("/{field}"), format!("`{field}` must be a JSON object")));
     }
+    if has_nul(value) {
+        return Err(Problem::invalid(format!("/{field}"), format!("`{field}` holds a NUL character (\\u0000), which cannot be stored")));
+    }
     if depth(value) > MAX_DEPTH {
         return Err(Problem::invalid(format!("/{field}"), format!("`{field}` nests deeper than {MAX_DEPTH} levels")));
     }
@@ -333,6 +360,16 @@ pub fn check_document(field: &str, value: &serde_json::Value) -> ApiResult<()> {
         return Err(Problem::invalid(format!("/{field}"), format!("`{field}` is larger than {MAX_BYTES} bytes")));
     }
     Ok(())
+}
+
+/// Does any key or string in `v` hold U+0000 (which Postgres' jsonb cannot store)?
+pub fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn depth(v: &serde_json::Value) -> usize {
@@ -343,6 +380,69 @@ fn depth(v: &serde_json::Value) -> usize {
         serde_json::Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
         _ => 0,
     }
+}
+
+/// A tag of a permission: a name of at most 64 characters.
+#[derive(Debug)]
+pub struct Tag;
+
+/// The name of a permission.
+#[derive(Debug)]
+pub struct PermissionName;
+
+fn string_schema(min: Option<usize>, max: Option<usize>, pattern: &str) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .min_length(min)
+        .max_length(max)
+        .pattern(Some(pattern))
+        .into()
+}
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(Some(1), Some(64), r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")
+    }
+}
+
+impl ToSchema for Tag {}
+
+/// Any JSON value, spelled as the list of JSON types.
+#[derive(Debug)]
+pub struct AnyJson;
+
+impl utoipa::PartialSchema for AnyJson {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{SchemaType, Type};
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Number, Type::Boolean, Type::Object, Type::Array, Type::Null]))
+            .into()
+    }
+}
+
+impl ToSchema for AnyJson {}
+
+impl utoipa::PartialSchema for PermissionName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(None, None, r"^[A-Za-z0-9._:-]{1,200}$")
+    }
+}
+
+impl ToSchema for PermissionName {}
+
+/// An optional integer that also reads `5.0` (JSON Schema's integers include it).
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    use serde::de::Error;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) if v.fract() == 0.0 && v >= f64::from(i32::MIN) && v <= f64::from(i32::MAX) => Ok(Some(v as i32)),
+        Some(v) => Err(D::Error::custom(format!("{v} is not a whole number in range"))),
+    }
+}
+
+/// Absent (`None`), `null` (`Some(None)`) or a value: a PATCH field that can be cleared.
+pub fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// Path parameters, with a problem document (naming the parameter) when one is not

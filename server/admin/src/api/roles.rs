@@ -14,7 +14,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_if_match, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
+use super::{Tag, check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
@@ -64,6 +64,7 @@ async fn authorize(app: &App, caller: &Caller, tenant: Option<Uuid>, permission:
 pub struct Role {
     pub id: Uuid,
     /// Absent for a global role (usable in every tenant).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<Uuid>,
     pub name: String,
     pub description: String,
@@ -82,8 +83,10 @@ const ROLE_COLUMNS: &str = "id, tenant_id, name, description, parent_role_id, bu
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
     pub parent_role_id: Option<Uuid>,
 }
@@ -91,12 +94,14 @@ pub struct CreateRole {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRole {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
-    /// A new parent; `clear_parent` removes it.
-    pub parent_role_id: Option<Uuid>,
-    #[serde(default)]
-    pub clear_parent: bool,
+    /// A new parent, or `null` for none.
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<Uuid>, nullable)]
+    pub parent_role_id: Option<Option<Uuid>>,
 }
 
 async fn fetch_role(tx: &mut Tx, tenant: Option<Uuid>, id: Uuid) -> ApiResult<Role> {
@@ -155,7 +160,7 @@ async fn create_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
     authorize(app, caller, tenant, "manage_roles").await?;
     let b = &body.value;
     check_text("name", &b.name, 200, false)?;
-    check_text("description", &b.description, 2000, true)?;
+    check_description("description", &b.description, 2000)?;
     let mut tx = app.db.begin(scope_of(tenant)).await?;
     let path = match tenant {
         Some(t) => format!("/v1/tenants/{t}/roles"),
@@ -173,7 +178,7 @@ async fn create_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
     ))
     .bind(Uuid::new_v4())
     .bind(tenant)
-    .bind(b.name.trim())
+    .bind(&b.name)
     .bind(&b.description)
     .bind(b.parent_role_id)
     .fetch_one(tx.conn())
@@ -238,16 +243,13 @@ async fn update_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
         check_text("name", n, 200, false)?;
     }
     if let Some(d) = &b.description {
-        check_text("description", d, 2000, true)?;
-    }
-    if b.clear_parent && b.parent_role_id.is_some() {
-        return Err(Problem::invalid("/clear_parent", "give `parent_role_id` or `clear_parent`, not both"));
+        check_description("description", d, 2000)?;
     }
     let mut tx = app.db.begin(scope_of(tenant)).await?;
     let before = fetch_role(&mut tx, tenant, id).await?;
     own(&before, tenant)?;
     check_if_match(headers, before.version)?;
-    let parent = if b.clear_parent { None } else { b.parent_role_id.or(before.parent_role_id) };
+    let parent = b.parent_role_id.unwrap_or(before.parent_role_id);
     if let (Some(p), true) = (parent, parent != before.parent_role_id) {
         check_parent(&mut tx, tenant, Some(id), p).await?;
     }
@@ -256,7 +258,7 @@ async fn update_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
             version = version + 1, updated_at = now() WHERE id = $1 RETURNING {ROLE_COLUMNS}"
     ))
     .bind(id)
-    .bind(b.name.as_deref().map(str::trim))
+    .bind(&b.name)
     .bind(&b.description)
     .bind(parent)
     .fetch_one(tx.conn())
@@ -311,7 +313,7 @@ async fn delete_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
 
 /// Create a role of the tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/roles", tag = "roles", request_body = CreateRole,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Role), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_tenant_role(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, P(t): P<Uuid>, body: JsonBody<CreateRole>) -> ApiResult<Response> {
     create_role(&app, &caller, &ctx, &headers, Some(t), body).await
@@ -349,7 +351,7 @@ pub async fn delete_tenant_role(State(app): State<App>, caller: Caller, ctx: Req
 }
 
 /// Create a global role (platform operators).
-#[utoipa::path(post, path = "/v1/roles", tag = "roles", request_body = CreateRole, params(("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/v1/roles", tag = "roles", request_body = CreateRole, params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Role), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_global_role(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, body: JsonBody<CreateRole>) -> ApiResult<Response> {
     create_role(&app, &caller, &ctx, &headers, None, body).await
@@ -391,6 +393,7 @@ pub async fn delete_global_role(State(app): State<App>, caller: Caller, ctx: Req
 pub struct Permission {
     pub id: Uuid,
     /// Absent for a global permission.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant_id: Option<Uuid>,
     /// Letters, digits, `.`, `_`, `:` and `-` (`invoice:approve`).
     pub name: String,
@@ -408,21 +411,30 @@ const PERMISSION_COLUMNS: &str = "id, tenant_id, name, description, resource, ac
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePermission {
+    #[schema(pattern = r"^[A-Za-z0-9._:-]{1,200}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub resource: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub action: String,
     #[serde(default)]
+    #[schema(max_items = 32, value_type = Vec<Tag>)]
     pub tags: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermission {
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub resource: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub action: Option<String>,
+    #[schema(max_items = 32, value_type = Option<Vec<Tag>>)]
     pub tags: Option<Vec<String>>,
 }
 
@@ -460,7 +472,7 @@ async fn create_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
     authorize(app, caller, tenant, "manage_roles").await?;
     let b = &body.value;
     check_permission_name(&b.name)?;
-    check_text("description", &b.description, 2000, true)?;
+    check_description("description", &b.description, 2000)?;
     check_text("resource", &b.resource, 200, false)?;
     check_text("action", &b.action, 200, false)?;
     check_tags(&b.tags)?;
@@ -526,7 +538,7 @@ async fn update_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
     authorize(app, caller, tenant, "manage_roles").await?;
     let b = &body.value;
     if let Some(d) = &b.description {
-        check_text("description", d, 2000, true)?;
+        check_description("description", d, 2000)?;
     }
     if let Some(r) = &b.resource {
         check_text("resource", r, 200, false)?;
@@ -586,7 +598,7 @@ async fn delete_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
 
 /// Create a permission of the tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/permissions", tag = "roles", request_body = CreatePermission,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Permission), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_tenant_permission(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, P(t): P<Uuid>, body: JsonBody<CreatePermission>) -> ApiResult<Response> {
     create_permission(&app, &caller, &ctx, &headers, Some(t), body).await
@@ -624,7 +636,7 @@ pub async fn delete_tenant_permission(State(app): State<App>, caller: Caller, ct
 }
 
 /// Create a global permission (platform operators).
-#[utoipa::path(post, path = "/v1/permissions", tag = "roles", request_body = CreatePermission, params(("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/v1/permissions", tag = "roles", request_body = CreatePermission, params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Permission), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_global_permission(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, body: JsonBody<CreatePermission>) -> ApiResult<Response> {
     create_permission(&app, &caller, &ctx, &headers, None, body).await
@@ -832,7 +844,7 @@ pub struct CreateAssignment {
 /// Assign a role usable in the tenant to a user or a group. Assigning a built-in role
 /// (tenant admin, user manager, auditor) needs `manage` on the tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/assignments", tag = "roles", request_body = CreateAssignment,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Assignment), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_assignment(
     State(app): State<App>,

@@ -16,7 +16,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_if_match, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
+use super::{PermissionName, check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
@@ -34,13 +34,17 @@ pub fn routes() -> Router<App> {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRole {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
     /// Another role of the template whose permissions this one inherits.
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub parent: Option<String>,
     /// Names of global permissions.
     #[serde(default)]
+    #[schema(max_items = 1000, value_type = Vec<PermissionName>)]
     pub permissions: Vec<String>,
 }
 
@@ -48,6 +52,7 @@ pub struct TemplateRole {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateDocument {
+    #[schema(min_items = 1, max_items = 100)]
     pub roles: Vec<TemplateRole>,
 }
 
@@ -95,8 +100,10 @@ const COLUMNS: &str = "id, name, description, document, version, created_at, upd
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTemplate {
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
     pub document: TemplateDocument,
 }
@@ -104,6 +111,7 @@ pub struct CreateTemplate {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTemplate {
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
     pub document: Option<TemplateDocument>,
 }
@@ -130,7 +138,7 @@ async fn check_document(tx: &mut Tx, doc: &TemplateDocument) -> ApiResult<BTreeM
     let mut wanted = BTreeSet::new();
     for (i, r) in doc.roles.iter().enumerate() {
         check_text(&format!("document/roles/{i}/name"), &r.name, 200, false)?;
-        check_text(&format!("document/roles/{i}/description"), &r.description, 2000, true)?;
+        check_description(&format!("document/roles/{i}/description"), &r.description, 2000)?;
         if !names.insert(r.name.as_str()) {
             return Err(Problem::invalid(format!("/document/roles/{i}/name"), format!("the role `{}` appears twice", r.name)));
         }
@@ -248,13 +256,13 @@ fn json<T: Serialize>(v: &T) -> Option<Value> {
 }
 
 /// Create a role template (platform operators).
-#[utoipa::path(post, path = "/v1/role-templates", tag = "roles", request_body = CreateTemplate, params(("Idempotency-Key" = Option<String>, Header)),
+#[utoipa::path(post, path = "/v1/role-templates", tag = "roles", request_body = CreateTemplate, params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = RoleTemplate), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_template(State(app): State<App>, caller: Caller, ctx: RequestContext, headers: HeaderMap, body: JsonBody<CreateTemplate>) -> ApiResult<Response> {
     app.authorize(&caller, Need::Platform).await?;
     let b = &body.value;
     check_name(&b.name)?;
-    check_text("description", &b.description, 2000, true)?;
+    check_description("description", &b.description, 2000)?;
     let mut tx = app.db.begin(Scope::Platform).await?;
     let claim = match Idempotency::begin(&mut tx, &caller, &headers, "POST", "/v1/role-templates", &body.raw).await? {
         Idempotency::Replay(r) => return Ok(r),
@@ -316,14 +324,15 @@ pub async fn update_template(State(app): State<App>, caller: Caller, ctx: Reques
     app.authorize(&caller, Need::Platform).await?;
     let b = &body.value;
     if let Some(d) = &b.description {
-        check_text("description", d, 2000, true)?;
+        check_description("description", d, 2000)?;
     }
     let mut tx = app.db.begin(Scope::Platform).await?;
     let before = fetch(&mut tx, id).await?;
-    check_if_match(&headers, before.version)?;
+    // The body is judged before the precondition: a bad body is 4xx whatever the ETag.
     if let Some(doc) = &b.document {
         check_document(&mut tx, doc).await?;
     }
+    check_if_match(&headers, before.version)?;
     let document = match &b.document {
         Some(d) => Some(serde_json::to_value(d).map_err(|e| Problem::internal("cannot encode a template", &e))?),
         None => None,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{check_document, check_if_match, check_text, commit, reply, Idempotency, JsonBody, P};
+use super::{check_document, check_if_match, check_description, check_text, commit, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
@@ -64,40 +64,98 @@ pub struct Tenant {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// Lowercase letters, digits and single hyphens; at most 63 characters.
+    #[schema(max_length = 63, pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")]
     pub slug: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
     #[serde(default)]
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
+    #[schema(minimum = 0, maximum = 365)]
+    #[serde(default, deserialize_with = "super::whole_number")]
     pub grace_period_days: Option<i32>,
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub feature_flags: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub quotas: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub security_policy: Option<Value>,
     /// The owner: an existing user with this email, or a new one.
+    #[schema(max_length = 320, pattern = r"^[^@ \u0000-\u001f\u007f-\u009f]+@[^@ \u0000-\u001f\u007f-\u009f]+$")]
     pub owner_email: Option<String>,
     /// A role template (by name) whose roles the tenant starts with.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub template: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateTenant {
+    #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
+    #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,
+    #[schema(minimum = 0, maximum = 365)]
+    #[serde(default, deserialize_with = "super::whole_number")]
     pub grace_period_days: Option<i32>,
+    #[schema(value_type = Option<Object>)]
     pub settings: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub feature_flags: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub quotas: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     pub security_policy: Option<Value>,
-    pub onboarding_status: Option<String>,
+    pub onboarding_status: Option<Onboarding>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetStatus {
-    /// `active`, `suspended` or `pending_deletion` (deleted after the grace period).
-    pub status: String,
+    /// `pending_deletion` deletes the tenant after its grace period.
+    pub status: TenantStatus,
+    #[schema(max_length = 1000, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: Option<String>,
+}
+
+/// A tenant's place in its lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+    PendingDeletion,
+}
+
+impl TenantStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TenantStatus::Active => "active",
+            TenantStatus::Suspended => "suspended",
+            TenantStatus::PendingDeletion => "pending_deletion",
+        }
+    }
+}
+
+/// How far a tenant's onboarding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Onboarding {
+    Pending,
+    InProgress,
+    Completed,
+}
+
+impl Onboarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Onboarding::Pending => "pending",
+            Onboarding::InProgress => "in_progress",
+            Onboarding::Completed => "completed",
+        }
+    }
 }
 
 pub fn check_slug(slug: &str) -> ApiResult<()> {
@@ -152,7 +210,7 @@ pub async fn insert_tenant(tx: &mut Tx, body: &CreateTenant) -> ApiResult<Tenant
     ))
     .bind(id)
     .bind(&body.slug)
-    .bind(body.name.trim())
+    .bind(&body.name)
     .bind(&body.description)
     .bind(body.grace_period_days.unwrap_or(30))
     .bind(body.settings.clone().unwrap_or_else(empty))
@@ -168,7 +226,7 @@ pub async fn insert_tenant(tx: &mut Tx, body: &CreateTenant) -> ApiResult<Tenant
 
 /// Create a tenant (platform operators).
 #[utoipa::path(post, path = "/v1/tenants", tag = "tenants", request_body = CreateTenant,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays of the same create return the stored response")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$", description = "Replays of the same create return the stored response")),
     responses((status = 201, body = Tenant), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_tenant(
     State(app): State<App>,
@@ -181,7 +239,7 @@ pub async fn create_tenant(
     let b = &body.value;
     check_slug(&b.slug)?;
     check_text("name", &b.name, 200, false)?;
-    check_text("description", &b.description, 2000, true)?;
+    check_description("description", &b.description, 2000)?;
     check_grace(b.grace_period_days)?;
     check_documents([("settings", &b.settings), ("feature_flags", &b.feature_flags), ("quotas", &b.quotas), ("security_policy", &b.security_policy)])?;
     let owner_email = match &b.owner_email {
@@ -267,15 +325,10 @@ pub async fn update_tenant(
         check_text("name", name, 200, false)?;
     }
     if let Some(d) = &b.description {
-        check_text("description", d, 2000, true)?;
+        check_description("description", d, 2000)?;
     }
     check_grace(b.grace_period_days)?;
     check_documents([("settings", &b.settings), ("feature_flags", &b.feature_flags), ("quotas", &b.quotas), ("security_policy", &b.security_policy)])?;
-    if let Some(s) = &b.onboarding_status {
-        if !["pending", "in_progress", "completed"].contains(&s.as_str()) {
-            return Err(Problem::invalid("/onboarding_status", "`onboarding_status` must be pending, in_progress or completed"));
-        }
-    }
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let before = fetch(&mut tx, tenant_id).await?;
     check_if_match(&headers, before.version)?;
@@ -288,14 +341,14 @@ pub async fn update_tenant(
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(tenant_id)
-    .bind(b.name.as_deref().map(str::trim))
+    .bind(&b.name)
     .bind(&b.description)
     .bind(b.grace_period_days)
     .bind(&b.settings)
     .bind(&b.feature_flags)
     .bind(&b.quotas)
     .bind(&b.security_policy)
-    .bind(&b.onboarding_status)
+    .bind(b.onboarding_status.map(Onboarding::as_str))
     .fetch_one(tx.conn())
     .await?;
     audit::record(&mut tx, &caller, &ctx, Entry {
@@ -326,17 +379,14 @@ pub async fn set_tenant_status(
 ) -> ApiResult<Response> {
     app.authorize(&caller, Need::Platform).await?;
     let b = &body.value;
-    if !["active", "suspended", "pending_deletion"].contains(&b.status.as_str()) {
-        return Err(Problem::invalid("/status", "`status` must be active, suspended or pending_deletion"));
-    }
     if let Some(r) = &b.reason {
         check_text("reason", r, 1000, true)?;
     }
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let before = fetch(&mut tx, tenant_id).await?;
     check_if_match(&headers, before.version)?;
-    if before.status == b.status {
-        return Err(Problem::conflict("/status", format!("the tenant is already {}", b.status)));
+    if before.status == b.status.as_str() {
+        return Err(Problem::conflict("/status", format!("the tenant is already {}", b.status.as_str())));
     }
     let after = sqlx::query_as::<_, Tenant>(&format!(
         "UPDATE arbiter_admin.tenants SET status = $2, status_reason = $3,
@@ -346,7 +396,7 @@ pub async fn set_tenant_status(
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(tenant_id)
-    .bind(&b.status)
+    .bind(b.status.as_str())
     .bind(&b.reason)
     .fetch_one(tx.conn())
     .await?;
@@ -378,6 +428,7 @@ pub struct Domain {
 #[serde(deny_unknown_fields)]
 pub struct AddDomain {
     /// A lowercase DNS name (`acme.example.com`).
+    #[schema(max_length = 253, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")]
     pub domain: String,
     #[serde(default)]
     pub is_primary: bool,
@@ -421,7 +472,7 @@ pub async fn list_domains(State(app): State<App>, caller: Caller, P(tenant_id): 
 
 /// Add a domain to a tenant (its admins). A domain belongs to one tenant.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/domains", tag = "tenants", request_body = AddDomain,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = Domain), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn add_domain(
     State(app): State<App>,

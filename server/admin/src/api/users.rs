@@ -70,19 +70,29 @@ const SELECT: &str = "SELECT u.id, u.email, u.username, u.first_name, u.last_nam
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(max_length = 320, pattern = r"^[^@ \u0000-\u001f\u007f-\u009f]+@[^@ \u0000-\u001f\u007f-\u009f]+$")]
     pub email: String,
+    #[schema(pattern = r"^[a-z0-9._-]{1,64}$")]
     pub username: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub first_name: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub last_name: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub display_name: String,
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub locale: Option<String>,
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub timezone: Option<String>,
+    #[schema(max_length = 2048, pattern = r"^https?://")]
     pub avatar_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub title: String,
     pub department_id: Option<Uuid>,
     /// A root admin owns the tenant (needs `manage` on the tenant to grant).
@@ -93,34 +103,62 @@ pub struct CreateUser {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[schema(pattern = r"^[a-z0-9._-]{1,64}$")]
     pub username: Option<String>,
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub first_name: Option<String>,
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub last_name: Option<String>,
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub display_name: Option<String>,
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub locale: Option<String>,
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub timezone: Option<String>,
+    #[schema(max_length = 2048, pattern = r"^https?://")]
     pub avatar_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    #[schema(max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     pub title: Option<String>,
     pub department_id: Option<Uuid>,
-    /// The membership in this tenant: `active` or `suspended`.
-    pub membership_status: Option<String>,
+    /// The membership in this tenant.
+    pub membership_status: Option<MembershipStatus>,
     pub is_root_admin: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Suspend {
+    #[schema(min_length = 1, max_length = 1000, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: String,
 }
 
-/// Lowercased and checked: one `@`, no spaces, at most 320 bytes.
+/// A membership's status in its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipStatus {
+    Active,
+    Suspended,
+}
+
+impl MembershipStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MembershipStatus::Active => "active",
+            MembershipStatus::Suspended => "suspended",
+        }
+    }
+}
+
+/// Lowercased and checked: one `@` with something on both sides, no spaces or control
+/// characters, at most 320 characters.
 pub fn normalize_email(email: &str) -> ApiResult<String> {
-    let e = email.trim().to_lowercase();
-    let ok = e.len() <= 320
-        && e.split('@').count() == 2
-        && e.split('@').all(|p| !p.is_empty())
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    let ok = email.chars().count() <= 320
+        && email.split('@').count() == 2
+        && email.split('@').all(|p| !p.is_empty())
+        && !email.chars().any(|c| c == ' ' || c.is_control());
+    let e = email.to_lowercase();
     if ok {
         Ok(e)
     } else {
@@ -145,7 +183,7 @@ fn check_short(field: &str, v: &Option<String>) -> ApiResult<()> {
 
 fn check_avatar(v: &Option<String>) -> ApiResult<()> {
     match v {
-        Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2048 => {
+        Some(url) if !(url.starts_with("https://") || url.starts_with("http://")) || url.chars().count() > 2048 => {
             Err(Problem::invalid("/avatar_url", "`avatar_url` must be an http(s) URL of at most 2048 bytes"))
         }
         _ => Ok(()),
@@ -207,7 +245,7 @@ async fn check_department(tx: &mut Tx, tenant_id: Uuid, department: Option<Uuid>
 
 /// Create a user in a tenant: a new global identity and its membership.
 #[utoipa::path(post, path = "/v1/tenants/{tenant_id}/users", tag = "users", request_body = CreateUser,
-    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header)),
+    params(("tenant_id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
     responses((status = 201, body = TenantUser), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn create_user(
     State(app): State<App>,
@@ -352,11 +390,6 @@ pub async fn update_user(
     if let Some(m) = &b.metadata {
         check_document("metadata", m)?;
     }
-    if let Some(s) = &b.membership_status {
-        if s != "active" && s != "suspended" {
-            return Err(Problem::invalid("/membership_status", "`membership_status` must be active or suspended"));
-        }
-    }
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
     let before = fetch(&mut tx, tenant_id, user_id).await?;
     check_if_match(&headers, before.version)?;
@@ -388,7 +421,7 @@ pub async fn update_user(
     .bind(user_id)
     .bind(&b.title)
     .bind(b.department_id)
-    .bind(&b.membership_status)
+    .bind(b.membership_status.map(MembershipStatus::as_str))
     .bind(b.is_root_admin)
     .execute(tx.conn())
     .await?;
