@@ -27,6 +27,12 @@ run: build
 	@echo "== in another terminal: $(ARBITER) check 'note:groceries#edit@user:bob'"
 	@$(ARBITER) serve --demo --data-dir $(DATA_DIR)
 
+## run-platform: a Postgres-mode PDP and the admin server on a local Postgres (found as
+## `make test` finds one), with the family demo tenant; prints the lines the README's
+## platform tour starts from. Ctrl-C stops both.
+run-platform: build
+	@scripts/with-postgres.sh scripts/run-platform.sh
+
 ## test: every test (the hostile-input suite among them), clippy with warnings denied,
 ## the project's corpus, the SpiceDB conformance files, and schemathesis against the admin.
 test: deps

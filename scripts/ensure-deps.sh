@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the build needs when it is missing: a C/C++ compiler and libclang (for
-# RocksDB's bindings). As root with apt-get it installs them; otherwise it prints the
+# RocksDB's bindings), and curl and jq for the platform demo and its tour. As root with apt-get it installs them; otherwise it prints the
 # exact command.
 set -euo pipefail
 
@@ -16,6 +16,8 @@ have_libclang() {
   ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so'
 }
 have_libclang || missing+=(libclang-dev)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v jq >/dev/null 2>&1 || missing+=(jq)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
