@@ -66,7 +66,8 @@ RUST_LOG=warn "$ARBITER" serve --postgres "$db_url" --migrate --data-dir "$work/
 pids+=($!)
 grpc="$(first_line "$work/pdp.out" | sed -n 's/.* grpc=\([^ ]*\).*/\1/p')"
 key="$("$ARBITER" admin bootstrap --postgres "$db_url" --tenant acme --email owner@acme.test 2>/dev/null | sed -n 's/^api_key=//p')"
-RUST_LOG=warn "$ARBITER" admin --postgres "$db_url" --addr 127.0.0.1:0 --pdp-endpoint "http://$grpc" \
+# One client at full speed: the per-address rate limit is off (tests cover it).
+RUST_LOG=warn "$ARBITER" admin --postgres "$db_url" --addr 127.0.0.1:0 --pdp-endpoint "http://$grpc" --rate-limit 0 \
   >"$work/admin.out" 2>"$work/admin.err" &
 pids+=($!)
 addr="$(first_line "$work/admin.out" | sed -n 's/.*addr=//p')"

@@ -253,43 +253,76 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     assert!(sqlx::query("DELETE FROM arbiter_admin.audit_records").execute(&mut *tx).await.is_err());
     drop(tx);
 
-    // A tenant-A admin key on tenant B's ids: 404, nothing read or changed.
+    // Tenant B's other rows, one of each kind.
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let (m, _) = p.write("POST", &format!("/v1/tenants/{tb}/groups/{gb}/members"), op, Some(json!({"user_id": ub})), 201).await;
+    let (d, _) = p.write("POST", &format!("/v1/tenants/{tb}/departments"), op, Some(json!({"name": "ops"})), 201).await;
+    let (r, _) = p.write("POST", &format!("/v1/tenants/{tb}/roles"), op, Some(json!({"name": "clerk"})), 201).await;
+    let (pm, _) = p.write("POST", &format!("/v1/tenants/{tb}/permissions"), op, Some(json!({"name": "b:x", "resource": "b", "action": "x"})), 201).await;
+    let (asg, _) = p.write("POST", &format!("/v1/tenants/{tb}/assignments"), op, Some(json!({"role_id": id(&r), "user_id": ub})), 201).await;
+    let (c, _) = p.write("POST", &format!("/v1/tenants/{tb}/users/{ub}/contacts"), op, Some(json!({"type": "phone", "value": "1"})), 201).await;
+    let (dom, _) = p.write("POST", &format!("/v1/tenants/{tb}/domains"), op, Some(json!({"domain": "globex.example.com"})), 201).await;
+    let (k, _) = p.write("POST", &format!("/v1/tenants/{tb}/api-keys"), op, Some(json!({"name": "b bot", "role": "auditor"})), 201).await;
+    p.write("PUT", &format!("/v1/tenants/{tb}/users/{ub}/preferences/theme"), op, Some(json!({"value": "dark"})), 200).await;
+    let ids: Vec<(&str, String)> = vec![
+        ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
+        ("{role_id}", id(&r)), ("{permission_id}", id(&pm)), ("{assignment_id}", id(&asg)), ("{contact_id}", id(&c)),
+        ("{domain_id}", id(&dom)), ("{key_id}", id(&k)), ("{key}", "theme".to_string()),
+    ];
+    // A valid body for every operation that takes one.
+    let body_for = |method: &str, template: &str| -> Option<Value> {
+        let last = template.rsplit('/').next().unwrap_or("");
+        match (method, last) {
+            ("PATCH", "{tenant_id}") => Some(json!({"name": "x"})),
+            ("POST", "status") => Some(json!({"status": "suspended"})),
+            ("POST", "domains") => Some(json!({"domain": "x.example.com"})),
+            ("POST", "departments" | "groups" | "roles") | ("PATCH", "{department_id}" | "{group_id}" | "{role_id}") => Some(json!({"name": "x"})),
+            ("POST", "users") => Some(json!({"email": "x@x.test"})),
+            ("PATCH", "{user_id}") => Some(json!({"title": "x"})),
+            ("PUT", "{key}") => Some(json!({"value": 1})),
+            ("POST", "contacts") => Some(json!({"type": "phone", "value": "2"})),
+            ("POST", "members") => Some(json!({"user_id": ub})),
+            ("POST", "permissions") => Some(json!({"name": "y", "resource": "y", "action": "y"})),
+            ("PATCH", "{permission_id}") => Some(json!({"description": "x"})),
+            ("POST", "assignments") => Some(json!({"role_id": id(&r), "user_id": ub})),
+            ("POST", "api-keys") => Some(json!({"name": "x", "role": "admin"})),
+            _ => None,
+        }
+    };
+    // Every operation on a tenant's path, as tenant A's admin, with B's ids: B's own
+    // paths, and A's paths naming B's rows.
     let (key, _) = p.write("POST", &format!("/v1/tenants/{ta}/api-keys"), op, Some(json!({"name": "a admin", "role": "admin"})), 201).await;
     let ka = key["api_key"].as_str().unwrap().to_string();
     let audit_before: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
     let head_before = p.db_head().await;
-    let calls: Vec<(&str, String, Option<Value>)> = vec![
-        ("GET", format!("/v1/tenants/{tb}"), None),
-        ("PATCH", format!("/v1/tenants/{tb}"), Some(json!({"name": "x"}))),
-        ("GET", format!("/v1/tenants/{tb}/users"), None),
-        ("POST", format!("/v1/tenants/{tb}/users"), Some(json!({"email": "x@x.test"}))),
-        ("GET", format!("/v1/tenants/{tb}/users/{ub}"), None),
-        ("PATCH", format!("/v1/tenants/{tb}/users/{ub}"), Some(json!({"title": "x"}))),
-        ("DELETE", format!("/v1/tenants/{tb}/users/{ub}"), None),
-        ("GET", format!("/v1/tenants/{tb}/groups"), None),
-        ("POST", format!("/v1/tenants/{tb}/groups"), Some(json!({"name": "x"}))),
-        ("GET", format!("/v1/tenants/{tb}/groups/{gb}"), None),
-        ("PATCH", format!("/v1/tenants/{tb}/groups/{gb}"), Some(json!({"name": "x"}))),
-        ("DELETE", format!("/v1/tenants/{tb}/groups/{gb}"), None),
-        ("GET", format!("/v1/tenants/{tb}/groups/{gb}/members"), None),
-        ("POST", format!("/v1/tenants/{tb}/groups/{gb}/members"), Some(json!({"user_id": ub}))),
-        ("GET", format!("/v1/tenants/{tb}/domains"), None),
-        ("POST", format!("/v1/tenants/{tb}/domains"), Some(json!({"domain": "x.example.com"}))),
-        ("GET", format!("/v1/tenants/{tb}/api-keys"), None),
-        ("POST", format!("/v1/tenants/{tb}/api-keys"), Some(json!({"name": "x", "role": "admin"}))),
-        // Tenant A's paths with tenant B's ids.
-        ("GET", format!("/v1/tenants/{ta}/users/{ub}"), None),
-        ("PATCH", format!("/v1/tenants/{ta}/users/{ub}"), Some(json!({"title": "x"}))),
-        ("DELETE", format!("/v1/tenants/{ta}/users/{ub}"), None),
-        ("GET", format!("/v1/tenants/{ta}/groups/{gb}"), None),
-        ("PATCH", format!("/v1/tenants/{ta}/groups/{gb}"), Some(json!({"name": "x"}))),
-        ("DELETE", format!("/v1/tenants/{ta}/groups/{gb}"), None),
-        ("GET", format!("/v1/tenants/{ta}/groups/{gb}/members"), None),
-    ];
-    for (method, path, b) in calls {
-        let r = a.call(method, &path, Some(&ka), b, &[]);
-        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    let doc = json_of(&a.call("GET", "/openapi.json", None, None, &[]));
+    let mut tried = 0;
+    for (template, item) in doc["paths"].as_object().unwrap() {
+        if !template.starts_with("/v1/tenants/{tenant_id}") {
+            continue;
+        }
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let method = method.to_uppercase();
+            for tenant in [&tb, &ta] {
+                if tenant == &ta && !ids.iter().any(|(name, _)| template.contains(name)) {
+                    continue;
+                }
+                let mut path = template.replace("{tenant_id}", tenant);
+                for (name, value) in &ids {
+                    path = path.replace(name, value);
+                }
+                let r = a.call(&method, &path, Some(&ka), body_for(&method, template), &[]);
+                // Operators' calls under a tenant's path refuse every other caller alike.
+                let expected = if template.ends_with("/status") { 403 } else { 404 };
+                assert_eq!(r.status, expected, "{method} {template} as tenant A's admin on {path}: {}", r.body);
+                tried += 1;
+            }
+        }
     }
+    assert!(tried >= 60, "only {tried} calls");
     // Adding tenant B's user to a tenant A group: the user is not A's.
     let (ga, _) = p.write("POST", &format!("/v1/tenants/{ta}/groups"), op, Some(json!({"name": "a"})), 201).await;
     let ga = ga["id"].as_str().unwrap().to_string();
@@ -455,6 +488,42 @@ async fn roles_permissions_and_assignments_feed_the_graph() {
     // A tenant cannot change a global role.
     let r = p.admin.call("PATCH", &format!("/v1/tenants/{t}/roles/{gr}"), Some(op), Some(json!({"name": "x"})), &[]);
     assert_eq!(r.status, 403, "{}", r.body);
+
+    // Deleting a group revokes what its members held through it.
+    let (g2, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "readers"})), 201).await;
+    let g2 = id(&g2);
+    p.write("POST", &format!("/v1/tenants/{t}/groups/{g2}/members"), op, Some(json!({"user_id": u})), 201).await;
+    let (_, tg) = p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": gr, "group_id": g2})), 201).await;
+    let reports = format!("platform/permission:{t}_{gp}#allowed@platform/user:{u}");
+    assert!(p.allowed(&reports, &tg).await);
+    let (_, tg2) = p.write("DELETE", &format!("/v1/tenants/{t}/groups/{g2}"), op, None, 204).await;
+    assert!(!p.allowed(&reports, &tg2).await);
+
+    // A tenant made from a role template starts with its roles and their grants.
+    p.write("POST", "/v1/role-templates", op, Some(json!({"name": "starter", "document": {"roles": [
+        {"name": "viewer", "permissions": ["reports:read"]}, {"name": "lead", "parent": "viewer"}]}})), 201).await;
+    let (t3, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "hooli", "name": "Hooli", "template": "starter", "owner_email": "gavin@hooli.test"})), 201).await;
+    let t3 = id(&t3);
+    let lead = id(&json_of(&p.admin.call("GET", &format!("/v1/tenants/{t3}/roles?name=lead"), Some(op), None, &[]))["items"][0]);
+    let gavin = id(&json_of(&p.admin.call("GET", &format!("/v1/tenants/{t3}/users"), Some(op), None, &[]))["items"][0]);
+    let (_, tt) = p.write("POST", &format!("/v1/tenants/{t3}/assignments"), op, Some(json!({"role_id": lead, "user_id": gavin})), 201).await;
+    assert!(p.allowed(&format!("platform/permission:{t3}_{gp}#allowed@platform/user:{gavin}"), &tt).await);
+
+    // Deleting a person removes every grant naming them, the application's too.
+    p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": gr, "user_id": u})), 201).await;
+    let mut w = p.pdp.clients().await;
+    w.relationships
+        .write_relationships(arbiter_proto::arbiter::v1::WriteRelationshipsRequest {
+            updates: vec![touch(&format!("platform/group:{g}#member@platform/user:{u}"))],
+            preconditions: vec![],
+        })
+        .await
+        .unwrap();
+    let (_, td) = p.write("DELETE", &format!("/v1/users/{u}"), op, None, 204).await;
+    for rel in [reports.clone(), format!("platform/tenant:{t}#member@platform/user:{u}"), format!("platform/group:{g}#member@platform/user:{u}")] {
+        assert!(!p.allowed(&rel, &td).await, "{rel}");
+    }
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}/users/{u}"), Some(op), None, &[]).status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,4 +662,44 @@ async fn every_mutating_operation_leaves_an_audit_record() {
         .await
         .unwrap();
     assert_eq!(leaked, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_rotate_requests_are_rate_limited_and_sigterm_drains() {
+    let p = platform("admin_ops").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    // Rotation: the new secret works, the old one stops at once.
+    let (key, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), op, Some(json!({"name": "bot", "role": "auditor"})), 201).await;
+    let (old, id) = (key["api_key"].as_str().unwrap().to_string(), key["id"].as_str().unwrap().to_string());
+    let (rotated, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys/{id}/rotate"), op, None, 200).await;
+    let new = rotated["api_key"].as_str().unwrap().to_string();
+    assert!(new.starts_with(&id) && new != old);
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}"), Some(&old), None, &[]).status, 401);
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}"), Some(&new), None, &[]).status, 200);
+    // An expiring key stops at its time.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (k, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), op, Some(json!({"name": "temp", "role": "auditor", "expires_at": soon})), 201).await;
+    let temp = k["api_key"].as_str().unwrap().to_string();
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}"), Some(&temp), None, &[]).status, 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}"), Some(&temp), None, &[]).status, 401);
+
+    // A second admin on the same database with a small rate limit: a burst of twice the
+    // rate passes, then 429 with Retry-After; health checks are never limited.
+    let limited = Admin::start(&p.db, &p.pdp, &["--rate-limit", "2"]);
+    let statuses: Vec<u16> = (0..6).map(|_| limited.call("GET", &format!("/v1/tenants/{t}"), Some(op), None, &[]).status).collect();
+    assert_eq!(&statuses[..4], &[200, 200, 200, 200], "{statuses:?}");
+    let r = limited.call("GET", &format!("/v1/tenants/{t}"), Some(op), None, &[]);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(limited.call("GET", "/healthz", None, None, &[]).status, 200);
+
+    // SIGTERM: the admin drains and exits 0.
+    let mut child = {
+        let mut a = limited;
+        std::mem::replace(&mut a.child, Command::new("true").spawn().unwrap())
+    };
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }

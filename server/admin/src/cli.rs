@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Largest page a list returns (`limit` above it is refused).
     #[arg(long, env = "ARBITER_MAX_PAGE_SIZE", default_value_t = 500)]
     pub max_page_size: u32,
+    /// Requests a second allowed from one client address, in bursts of twice that (per
+    /// admin instance); 0 turns the limit off.
+    #[arg(long, env = "ARBITER_RATE_LIMIT", default_value_t = 200)]
+    pub rate_limit: u32,
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ARBITER_MAX_BODY_SIZE", default_value_t = 1 << 20)]
     pub max_body_size: usize,

@@ -31,6 +31,7 @@ pub struct AppInner {
     pub secrets: Secrets,
     pub metrics: Metrics,
     pub max_page_size: u32,
+    pub limiter: crate::ratelimit::RateLimiter,
 }
 
 impl std::ops::Deref for App {
@@ -98,7 +99,22 @@ async fn observe(State(app): State<App>, mut request: Request, next: Next) -> Re
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
-    let mut response = next.run(request).await;
+    let limited = !matches!(request.uri().path(), "/healthz" | "/readyz" | "/metrics");
+    let client = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    let refused = match client {
+        Some(ip) if limited => app.limiter.take(ip).err(),
+        _ => None,
+    };
+    let mut response = match refused {
+        Some(wait) => {
+            let mut p = Problem::new(StatusCode::TOO_MANY_REQUESTS, format!("too many requests from this address (`--rate-limit`); retry in {wait}s")).into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                p.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            p
+        }
+        None => next.run(request).await,
+    };
     let status = response.status().as_u16();
     app.metrics.record(&route, status, start);
     if let Ok(v) = HeaderValue::from_str(&id) {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod page;
 pub mod pdp;
 pub mod problem;
+pub mod ratelimit;
 pub mod rbac;
 pub mod secrets;
 pub mod server;

@@ -25,7 +25,8 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     db.check_migrated().await?;
     let metrics = Metrics::new().context("cannot register the metrics")?;
     let pdp = Pdp::new(&args.pdp_endpoint, args.pdp_key.as_deref(), metrics.clone())?;
-    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size }));
+    let limiter = crate::ratelimit::RateLimiter::new(args.rate_limit);
+    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter }));
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .with_context(|| format!("cannot listen on --addr {}", args.addr))?;
