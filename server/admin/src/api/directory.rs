@@ -57,6 +57,7 @@ const DEPARTMENT_COLUMNS: &str = "id, tenant_id, name, description, parent_id, v
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Research", "description": "R&D"}))]
 pub struct CreateDepartment {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
@@ -68,6 +69,7 @@ pub struct CreateDepartment {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Research and Development"}))]
 pub struct UpdateDepartment {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
@@ -252,6 +254,7 @@ pub struct Preference {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"value": "dark"}))]
 pub struct SetPreference {
     /// Any JSON value (at most 16 KiB).
     #[schema(value_type = super::AnyJson)]
@@ -436,6 +439,7 @@ impl ContactType {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"type": "phone", "value": "+44 20 7946 0000", "is_default": true}))]
 pub struct AddContact {
     #[serde(rename = "type")]
     pub kind: ContactType,

@@ -82,6 +82,7 @@ const ROLE_COLUMNS: &str = "id, tenant_id, name, description, parent_role_id, bu
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "approver", "description": "Approves invoices"}))]
 pub struct CreateRole {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: String,
@@ -93,6 +94,7 @@ pub struct CreateRole {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"description": "Approves invoices up to a limit", "parent_role_id": null}))]
 pub struct UpdateRole {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
@@ -410,6 +412,7 @@ const PERMISSION_COLUMNS: &str = "id, tenant_id, name, description, resource, ac
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "invoice:approve", "resource": "invoice", "action": "approve", "tags": ["finance"]}))]
 pub struct CreatePermission {
     #[schema(pattern = r"^[A-Za-z0-9._:-]{1,200}$")]
     pub name: String,
@@ -427,6 +430,7 @@ pub struct CreatePermission {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"tags": ["finance", "audit"]}))]
 pub struct UpdatePermission {
     #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: Option<String>,

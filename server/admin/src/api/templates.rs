@@ -99,6 +99,7 @@ const COLUMNS: &str = "id, name, description, document, version, created_at, upd
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "starter", "document": {"roles": [{"name": "viewer", "permissions": []}, {"name": "editor", "parent": "viewer"}]}}))]
 pub struct CreateTemplate {
     #[schema(pattern = r"^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub name: String,

@@ -62,6 +62,7 @@ pub struct Tenant {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"slug": "acme", "name": "Acme Inc.", "description": "Widgets", "grace_period_days": 30, "settings": {"logo": "https://acme.example/logo.png"}, "feature_flags": {"beta": true}, "quotas": {"users": 500}, "owner_email": "owner@acme.example"}))]
 pub struct CreateTenant {
     /// Lowercase letters, digits and single hyphens; at most 63 characters.
     #[schema(max_length = 63, pattern = r"^[a-z0-9]+(-[a-z0-9]+)*$")]
@@ -92,6 +93,7 @@ pub struct CreateTenant {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme Corporation", "onboarding_status": "completed"}))]
 pub struct UpdateTenant {
     #[schema(min_length = 1, max_length = 200, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub name: Option<String>,
@@ -113,6 +115,7 @@ pub struct UpdateTenant {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "suspended", "reason": "invoice overdue"}))]
 pub struct SetStatus {
     /// `pending_deletion` deletes the tenant after its grace period.
     pub status: TenantStatus,
@@ -426,6 +429,7 @@ pub struct Domain {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"domain": "acme.example.com", "is_primary": true}))]
 pub struct AddDomain {
     /// A lowercase DNS name (`acme.example.com`).
     #[schema(max_length = 253, pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+$")]

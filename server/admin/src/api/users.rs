@@ -69,6 +69,7 @@ const SELECT: &str = "SELECT u.id, u.email, u.username, u.first_name, u.last_nam
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "alice@acme.example", "display_name": "Alice", "first_name": "Alice", "last_name": "Liddell", "locale": "en", "timezone": "Europe/London", "title": "Engineer"}))]
 pub struct CreateUser {
     #[schema(max_length = 320, pattern = r"^[^@ \u0000-\u001f\u007f-\u009f]+@[^@ \u0000-\u001f\u007f-\u009f]+$")]
     pub email: String,
@@ -102,6 +103,7 @@ pub struct CreateUser {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"display_name": "Alice L.", "membership_status": "active"}))]
 pub struct UpdateUser {
     #[schema(pattern = r"^[a-z0-9._-]{1,64}$")]
     pub username: Option<String>,
@@ -129,6 +131,7 @@ pub struct UpdateUser {
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "left the company"}))]
 pub struct Suspend {
     #[schema(min_length = 1, max_length = 1000, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^ \u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$")]
     pub reason: String,
