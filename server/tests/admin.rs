@@ -476,8 +476,8 @@ async fn roles_permissions_and_assignments_feed_the_graph() {
     p.write("PUT", &format!("/v1/roles/{gr}/permissions/{gp}"), op, None, 201).await;
     let (t2_, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "initech", "name": "Initech", "owner_email": "bill@initech.test"})), 201).await;
     let other = id(&t2_);
-    for tenant in [t, other.as_str()] {
-        let users = json_of(&p.admin.call("GET", &format!("/v1/tenants/{tenant}/users"), Some(op), None, &[]));
+    for (tenant, email) in [(t, "owner@acme.test"), (other.as_str(), "bill@initech.test")] {
+        let users = json_of(&p.admin.call("GET", &format!("/v1/tenants/{tenant}/users?email={email}"), Some(op), None, &[]));
         let someone = users["items"][0]["id"].as_str().unwrap().to_string();
         let (_, tok) = p.write("POST", &format!("/v1/tenants/{tenant}/assignments"), op, Some(json!({"role_id": gr, "user_id": someone})), 201).await;
         assert!(p.allowed(&format!("platform/permission:{tenant}_{gp}#allowed@platform/user:{someone}"), &tok).await, "{tenant}");
@@ -489,15 +489,18 @@ async fn roles_permissions_and_assignments_feed_the_graph() {
     let r = p.admin.call("PATCH", &format!("/v1/tenants/{t}/roles/{gr}"), Some(op), Some(json!({"name": "x"})), &[]);
     assert_eq!(r.status, 403, "{}", r.body);
 
-    // Deleting a group revokes what its members held through it.
+    // Deleting a group revokes what its members held through it (erin holds nothing else).
+    let (erin, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "erin@acme.test"})), 201).await;
+    let erin = id(&erin);
     let (g2, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "readers"})), 201).await;
     let g2 = id(&g2);
-    p.write("POST", &format!("/v1/tenants/{t}/groups/{g2}/members"), op, Some(json!({"user_id": u})), 201).await;
+    p.write("POST", &format!("/v1/tenants/{t}/groups/{g2}/members"), op, Some(json!({"user_id": erin})), 201).await;
     let (_, tg) = p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": gr, "group_id": g2})), 201).await;
-    let reports = format!("platform/permission:{t}_{gp}#allowed@platform/user:{u}");
-    assert!(p.allowed(&reports, &tg).await);
+    let erin_reports = format!("platform/permission:{t}_{gp}#allowed@platform/user:{erin}");
+    assert!(p.allowed(&erin_reports, &tg).await);
     let (_, tg2) = p.write("DELETE", &format!("/v1/tenants/{t}/groups/{g2}"), op, None, 204).await;
-    assert!(!p.allowed(&reports, &tg2).await);
+    assert!(!p.allowed(&erin_reports, &tg2).await);
+    let reports = format!("platform/permission:{t}_{gp}#allowed@platform/user:{u}");
 
     // A tenant made from a role template starts with its roles and their grants.
     p.write("POST", "/v1/role-templates", op, Some(json!({"name": "starter", "document": {"roles": [

@@ -292,7 +292,14 @@ async fn evaluations(State(state): State<AuthzenState>, headers: HeaderMap, body
         state.shared.fresh(None).await?;
         match request {
             Evaluations::Single(e) => state.evaluate_one(&e, start, &headers),
-            Evaluations::Batch { items, semantic } => state.evaluate_batch(&items, semantic, start, &headers),
+            Evaluations::Batch { items, semantic } => {
+                // A big batch runs off the async workers (see `grpc::INLINE_BATCH`).
+                let (state, headers) = (state.clone(), headers.clone());
+                let n = items.len();
+                crate::grpc::batch(n, move || state.evaluate_batch(&items, semantic, start, &headers))
+                    .await
+                    .map_err(|e| Failure { status: StatusCode::INTERNAL_SERVER_ERROR, message: e.message().to_string() })?
+            }
         }
     }
     .await;

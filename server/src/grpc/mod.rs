@@ -300,6 +300,22 @@ impl Shared {
     }
 }
 
+/// Checks in one batch (CheckBulk, CheckBulkPermissions, AuthZEN evaluations) that run on
+/// the async worker that received them (100 checks take well under a millisecond without
+/// Cedar); a larger batch runs on the blocking pool, so that a few big batches cannot
+/// stall every other call, health checks among them.
+pub const INLINE_BATCH: usize = 100;
+
+/// Runs `f`, a batch of `items` checks, inline when it is small, else on the blocking pool.
+pub async fn batch<T: Send + 'static>(items: usize, f: impl FnOnce() -> T + Send + 'static) -> Result<T, Status> {
+    if items <= INLINE_BATCH {
+        return Ok(f());
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| convert::server_fault(tonic::Code::Internal, "a worker failed", &e))
+}
+
 /// Runs blocking engine work off the async workers.
 pub async fn blocking<T, F>(f: F) -> Result<T, Status>
 where

@@ -225,12 +225,17 @@ impl PermissionService for Permissions {
         if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
             return self.0.metrics.record("CheckBulk", start, Err(e));
         }
-        let result = self.check_bulk_inner(request.get_ref());
+        let (metadata, _, message) = request.into_parts();
+        let this = self.clone();
+        let (result, message) = match super::batch(message.items.len(), move || (this.check_bulk_inner(&message), message)).await {
+            Ok(done) => done,
+            Err(e) => return self.0.metrics.record("CheckBulk", start, Err(e)),
+        };
         if let (Ok(resp), Some(log)) = (&result, self.0.decisions.get()) {
-            for (item, r) in request.get_ref().items.iter().zip(&resp.results) {
+            for (item, r) in message.items.iter().zip(&resp.results) {
                 let Some(pb::check_bulk_result::Result::Decision(d)) = r.result else { continue };
                 if log.sampled() {
-                    log.offer(self.record(log, "CheckBulk", &item.resource, &item.permission, &item.subject, d, &resp.revision, start, request.metadata()));
+                    log.offer(self.record(log, "CheckBulk", &item.resource, &item.permission, &item.subject, d, &resp.revision, start, &metadata));
                 }
             }
         }

@@ -57,6 +57,10 @@ pub struct Replica {
     caught_up_at: AtomicU64,
     /// Commit-to-served lag of each applied revision, once the server's metrics exist.
     lag: std::sync::OnceLock<prometheus::Histogram>,
+    /// The newest revision applied: readers waiting for a token watch it.
+    applied: tokio::sync::watch::Sender<u64>,
+    /// Wakes the follower at once (a reader waits for a revision it has not applied).
+    nudge: tokio::sync::Notify,
 }
 
 /// What a replica did at start, for the log.
@@ -113,6 +117,7 @@ impl Replica {
             .await
             .context("the loader failed")?
             .map_err(|e| anyhow!("cannot load the snapshot in {}: {e}", data_dir.display()))?;
+        let opened_at = engine.revision();
         let replica = Arc::new(Replica {
             engine: Arc::new(engine),
             pg,
@@ -122,6 +127,8 @@ impl Replica {
             rejected: AtomicU64::new(0),
             caught_up_at: AtomicU64::new(now_millis()),
             lag: std::sync::OnceLock::new(),
+            applied: tokio::sync::watch::Sender::new(opened_at),
+            nudge: tokio::sync::Notify::new(),
         });
         replica.catch_up().await?;
         Ok((replica, store, kind))
@@ -181,6 +188,7 @@ impl Replica {
         for r in &report.rejected {
             self.reject(r);
         }
+        self.applied.send_replace(self.engine.revision());
         Ok(())
     }
 
@@ -206,35 +214,67 @@ impl Replica {
         Ok(())
     }
 
-    /// Waits (bounded) until this replica has applied `revision`.
+    /// Waits (bounded) until this replica has applied `revision`. A revision above
+    /// Postgres' head was issued by no writer (tokens are handed out after commit): it is
+    /// refused at once instead of waited for.
     pub async fn wait_for(&self, revision: u64) -> Result<(), Status> {
         if self.engine.revision() >= revision {
             return Ok(());
         }
-        let deadline = Instant::now() + self.options.consistency_timeout;
-        loop {
-            if let Err(e) = self.catch_up().await {
-                return Err(unavailable(e.context("cannot catch up with Postgres")));
-            }
-            let local = self.engine.revision();
-            if local >= revision {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(Status::deadline_exceeded(format!(
-                    "revision r{revision} is not committed in Postgres (newest applied r{local}) after waiting {:?}",
-                    self.options.consistency_timeout
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        let head = self.pg.head().await.map_err(|e| unavailable(e.context("cannot read the head revision in Postgres")))?;
+        if revision > head {
+            return Err(Status::invalid_argument(format!(
+                "revision r{revision} has not been written: the newest committed revision is r{head}; use a token that a write or a read returned"
+            )));
         }
+        self.wait_applied(revision).await
     }
 
     /// Waits until this replica has applied the newest revision committed in Postgres.
     pub async fn wait_for_head(&self) -> Result<u64, Status> {
         let head = self.pg.head().await.map_err(|e| unavailable(e.context("cannot read the head revision in Postgres")))?;
-        self.wait_for(head).await?;
+        self.wait_applied(head).await?;
         Ok(head)
+    }
+
+    /// Before planning a write under the counter's lock: this replica must have applied
+    /// `head` (which cannot move meanwhile). Bounded by the consistency timeout, but never
+    /// less than 10 s: a short read bound must not fail writes.
+    async fn ready_to_write(&self, head: u64) -> Result<(), Status> {
+        self.wait_applied_within(head, self.options.consistency_timeout.max(Duration::from_secs(10))).await
+    }
+
+    /// Waits (at most the consistency timeout) for the follower to apply `revision`,
+    /// which has committed: woken by each applied revision, never by polling.
+    async fn wait_applied(&self, revision: u64) -> Result<(), Status> {
+        self.wait_applied_within(revision, self.options.consistency_timeout).await
+    }
+
+    async fn wait_applied_within(&self, revision: u64, timeout: Duration) -> Result<(), Status> {
+        let mut applied = self.applied.subscribe();
+        if *applied.borrow() >= revision || self.engine.revision() >= revision {
+            return Ok(());
+        }
+        self.nudge.notify_one();
+        let reached = tokio::time::timeout(timeout, applied.wait_for(|&r| r >= revision)).await.map(|r| r.is_ok());
+        match reached {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Status::unavailable("this replica stopped following Postgres")),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "revision r{revision} is committed in Postgres but this replica has applied only r{} after waiting {timeout:?}",
+                self.engine.revision()
+            ))),
+        }
+    }
+
+    /// After a write committed in Postgres at `revision`: waits for this replica to
+    /// apply it, but a slow apply does not turn the write into an error (it landed; a
+    /// retry would write it twice). The replica catches up, and a read at
+    /// `at_least_as_fresh` of the token waits for it.
+    async fn settle(&self, revision: u64) {
+        if let Err(e) = self.wait_applied(revision).await {
+            tracing::warn!(revision, "a write committed but this replica has not applied it yet: {}", e.message());
+        }
     }
 
     /// Follows Postgres until `stop` turns true: LISTEN for new revisions, and poll.
@@ -266,6 +306,7 @@ impl Replica {
             };
             tokio::select! {
                 _ = notified => {}
+                _ = self.nudge.notified() => {}
                 _ = tokio::time::sleep(self.options.poll_interval) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
@@ -279,12 +320,12 @@ impl Replica {
     pub async fn write(&self, updates: Vec<RelationshipUpdate>, preconditions: Vec<Precondition>) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
-        self.wait_for(head).await?;
+        self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let changes = blocking(move || engine.plan_write(&updates, &preconditions).map_err(status)).await?;
         let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the write")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok(revision)
     }
 
@@ -297,7 +338,7 @@ impl Replica {
     ) -> Result<(usize, u64), Status> {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
-        self.wait_for(head).await?;
+        self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let changes = blocking(move || engine.plan_delete(&filter, &preconditions, limit).map_err(status)).await?;
         if changes.is_empty() {
@@ -306,7 +347,7 @@ impl Replica {
         }
         let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the delete")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok((changes.len(), revision))
     }
 
@@ -324,7 +365,7 @@ impl Replica {
         let (mut tx, _) = self.pg.begin_write().await.map_err(unavailable)?;
         let revision = write_changes(&mut tx, &changes, "arbiter-import").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the import")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok(revision)
     }
 
@@ -337,7 +378,7 @@ impl Replica {
     {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
-        self.wait_for(head).await?;
+        self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let json = blocking(move || {
             let model = edit(engine.policy_model())?;
@@ -351,7 +392,7 @@ impl Replica {
         super::write_policy_model(&mut tx, revision, &json, "arbiter").await.map_err(unavailable)?;
         notify(&mut tx, revision).await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the policies")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok(revision)
     }
 
@@ -359,14 +400,14 @@ impl Replica {
     pub async fn write_attributes(&self, updates: Vec<AttributeUpdate>) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
-        self.wait_for(head).await?;
+        self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let changes = blocking(move || engine.plan_attributes(&updates).map_err(status)).await?;
         let revision = next_revision(&mut tx).await.map_err(unavailable)?;
         super::write_attributes(&mut tx, revision, &changes, "arbiter").await.map_err(unavailable)?;
         notify(&mut tx, revision).await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the attributes")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok(revision)
     }
 
@@ -375,7 +416,7 @@ impl Replica {
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
         let _one = self.writing.lock().await;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
-        self.wait_for(head).await?;
+        self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let text = blocking(move || {
             let current = engine.current().plan.as_ref().map(|p| p.text.clone());
@@ -387,7 +428,7 @@ impl Replica {
         .await?;
         let revision = write_schema(&mut tx, &text, "arbiter").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the schema")))?;
-        self.wait_for(revision).await?;
+        self.settle(revision).await;
         Ok(revision)
     }
 }

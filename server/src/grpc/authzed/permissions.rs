@@ -426,9 +426,16 @@ impl PermissionsService for AuthzedPermissions {
         request: Request<pb::CheckBulkPermissionsRequest>,
     ) -> Result<Response<pb::CheckBulkPermissionsResponse>, Status> {
         let start = Instant::now();
-        let r = request.get_ref();
-        let result = match fresh(&self.0, r.consistency.as_ref()).await {
-            Ok(consistency) => self.check_bulk_inner(r, consistency),
+        let (metadata, _, message) = request.into_parts();
+        let result = match fresh(&self.0, message.consistency.as_ref()).await {
+            Ok(consistency) => {
+                let this = self.clone();
+                let items = message.items.len();
+                match crate::grpc::batch(items, move || this.check_bulk_inner(&message, consistency)).await {
+                    Ok(result) => result,
+                    Err(e) => Err(e),
+                }
+            }
             Err(e) => Err(e),
         };
         if let Ok(resp) = &result {
@@ -452,7 +459,7 @@ impl PermissionsService for AuthzedPermissions {
                     allowed,
                     revision,
                     start,
-                    request.metadata(),
+                    &metadata,
                 );
             }
         }
