@@ -131,8 +131,21 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     tls: Option<(Vec<u8>, Vec<u8>)>,
+    transport: crate::serve::Transport,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    // Every route answers within the request timeout (503 past it).
+    let timeout = transport.request_timeout;
+    let app = app.layer(axum::middleware::from_fn(move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+        match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                format!("the request took longer than --request-timeout ({timeout:?})\n"),
+            )
+                .into_response(),
+        }
+    }));
     let Some((cert, key)) = tls else {
         use axum::serve::ListenerExt as _;
         // Responses go out at once (no Nagle wait for the client's delayed ACK).
@@ -149,6 +162,9 @@ pub async fn serve(
         return Ok(());
     };
     let acceptor = tls_acceptor(&cert, &key)?;
+    let handshake = transport.tls_handshake_timeout;
+    // Connections are watched, so that shutdown drains them as the plain port does.
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -158,32 +174,39 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = stop.wait_for(|s| *s) => break,
         };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY on an HTTP connection: {e}");
         }
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
+            // A client that opens a connection and never finishes its handshake is cut
+            // off instead of holding a task forever.
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
                     tracing::debug!("TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake took longer than --tls-handshake-timeout");
                     return;
                 }
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
             let builder =
                 hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
+            let connection = builder.serve_connection(hyper_util::rt::TokioIo::new(tls), service).into_owned();
+            if let Err(e) = watcher.watch(connection).await {
                 tracing::debug!("HTTP connection ended: {e}");
             }
         });
     }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn tls_acceptor(cert: &[u8], key: &[u8]) -> anyhow::Result<tokio_rustls::TlsAcceptor> {

@@ -58,6 +58,7 @@ pub struct ServeOptions {
     pub sweep_interval: Duration,
     pub max_depth: u32,
     pub limits: Limits,
+    pub transport: Transport,
     /// `--postgres URL`: Postgres is the source of truth; the data dir holds the snapshot.
     pub postgres: Option<String>,
     /// `--migrate`: apply the migrations before serving.
@@ -76,6 +77,21 @@ pub struct ServeOptions {
 }
 
 /// The demo loaded by `--demo` (also a validation file the test suite runs).
+/// Transport bounds on both ports (README "Security").
+#[derive(Debug, Clone)]
+pub struct Transport {
+    /// Longest a unary call, or the opening of a stream, may take (a shorter client
+    /// deadline wins).
+    pub request_timeout: Duration,
+    /// HTTP/2 streams one gRPC connection may hold open at once.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keepalive pings on idle gRPC connections, and how long an answer may take.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// Longest a TLS handshake may take, on both ports.
+    pub tls_handshake_timeout: Duration,
+}
+
 pub const DEMO: &str = include_str!("demo/demo.yaml");
 
 pub fn run(opts: ServeOptions) -> Result<()> {
@@ -207,10 +223,17 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         .build_v1alpha()
         .context("build the reflection service")?;
     let max = opts.limits.max_message_bytes;
-    let mut builder = Server::builder();
+    let t = &opts.transport;
+    let mut builder = Server::builder()
+        .timeout(t.request_timeout)
+        .max_concurrent_streams(t.max_concurrent_streams)
+        .http2_keepalive_interval(Some(t.keepalive_interval))
+        .http2_keepalive_timeout(Some(t.keepalive_timeout));
     if let Some((cert, key_pem)) = &tls {
         builder = builder
-            .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key_pem)))
+            .tls_config(
+                ServerTlsConfig::new().identity(Identity::from_pem(cert, key_pem)).timeout(t.tls_handshake_timeout),
+            )
             .context("configure TLS for gRPC")?;
     }
     let router = builder
@@ -277,6 +300,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         http_listener,
         app,
         tls.clone(),
+        opts.transport.clone(),
         stop_rx.clone(),
     ));
 

@@ -172,3 +172,79 @@ async fn reflection_lists_every_service() {
     };
     assert!(!files.file_descriptor_proto.is_empty());
 }
+
+/// A client that connects and never finishes its TLS handshake is cut off after
+/// `--tls-handshake-timeout`, on both ports (it used to hold its connection and task
+/// for as long as it liked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_tls_handshake_is_cut_off_on_both_ports() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, key) = certificates(dir.path());
+    let server = Server::start(
+        &dir.path().join("data"),
+        &["--tls-cert", &cert, "--tls-key", &key, "--tls-handshake-timeout", "300ms"],
+    );
+    for addr in [&server.http, &server.grpc] {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        // Far longer than the handshake timeout: only the server's close ends the read.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 16];
+        let read = s.read(&mut buf);
+        let closed = matches!(read, Ok(0)) || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert!(closed, "{addr}: the server kept a silent connection open ({read:?})");
+    }
+}
+
+/// A client that opens an Export and stops reading is let go after
+/// `--stream-send-timeout`: the server's thread and its snapshot are freed, and the
+/// client, when it reads again, finds the stream ended with RESOURCE_EXHAUSTED after
+/// what was sent, never a clean end that would pass for a complete export.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_an_export_is_let_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--stream-send-timeout", "300ms"]);
+    let mut c = server.clients().await;
+    c.schema
+        .write_schema(pb::WriteSchemaRequest { schema: "definition user {}\ndefinition doc {\n    relation viewer: user\n}\n".into() })
+        .await
+        .unwrap();
+    // Far more than the HTTP/2 windows and the stream's channel hold.
+    let batches: Vec<pb::ImportRelationshipsRequest> = (0..10)
+        .map(|b| pb::ImportRelationshipsRequest {
+            relationships: (0..10_000).map(|i| rel(&format!("doc:d{b}_{i}#viewer@user:u{i}"))).collect(),
+        })
+        .collect();
+    c.relationships.import_relationships(tokio_stream::iter(batches)).await.unwrap();
+    let mut stream = c
+        .relationships
+        .export_relationships(pb::ExportRelationshipsRequest { consistency: None })
+        .await
+        .unwrap()
+        .into_inner();
+    // Read nothing for several send timeouts.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let mut got = 0;
+    let end = loop {
+        match stream.message().await {
+            Ok(Some(m)) => got += m.relationships.len(),
+            Ok(None) => break None,
+            Err(s) => break Some(s),
+        }
+    };
+    let status = end.unwrap_or_else(|| panic!("the stalled export ended as if complete, after {got} relationships"));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(got < 100_000, "{got}");
+    // A client that reads gets everything.
+    let mut stream = c
+        .relationships
+        .export_relationships(pb::ExportRelationshipsRequest { consistency: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut all = 0;
+    while let Some(m) = stream.message().await.unwrap() {
+        all += m.relationships.len();
+    }
+    assert_eq!(all, 100_000);
+}

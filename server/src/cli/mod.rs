@@ -120,6 +120,24 @@ struct ServeArgs {
     /// Items allowed in one CheckBulk.
     #[arg(long, env = "ARBITER_MAX_BULK_CHECKS", default_value_t = 1000)]
     max_bulk_checks: usize,
+    /// How long a send to a streaming client (Export, Watch) waits for it to read before
+    /// the stream is ended with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "ARBITER_STREAM_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    stream_send_timeout: Duration,
+    /// Longest a call may take on either port (a shorter gRPC client deadline wins);
+    /// streams (Watch, Export, Lookups) are bounded only in how they open.
+    #[arg(long, env = "ARBITER_REQUEST_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
+    /// HTTP/2 streams one gRPC connection may have open at once.
+    #[arg(long, env = "ARBITER_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    max_concurrent_streams: u32,
+    /// HTTP/2 keepalive ping interval on gRPC connections (a peer that does not answer
+    /// within 10 s is dropped).
+    #[arg(long, env = "ARBITER_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    keepalive_interval: Duration,
+    /// Longest a TLS handshake may take, on both ports.
+    #[arg(long, env = "ARBITER_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    tls_handshake_timeout: Duration,
     /// Relationships allowed in one ImportRelationships message.
     #[arg(long, env = "ARBITER_MAX_IMPORT_BATCH", default_value_t = 10_000)]
     max_import_batch: usize,
@@ -233,6 +251,14 @@ pub fn run() -> ExitCode {
                     max_updates_per_write: a.max_updates_per_write,
                     max_bulk_checks: a.max_bulk_checks,
                     max_import_batch: a.max_import_batch,
+                    stream_send_timeout: a.stream_send_timeout,
+                },
+                transport: crate::serve::Transport {
+                    request_timeout: a.request_timeout,
+                    max_concurrent_streams: a.max_concurrent_streams,
+                    keepalive_interval: a.keepalive_interval,
+                    keepalive_timeout: Duration::from_secs(10),
+                    tls_handshake_timeout: a.tls_handshake_timeout,
                 },
                 postgres: a.postgres,
                 migrate: a.migrate,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use arbiter_engine::{ChangesAfter, Engine, LoggedCommit, Precondition, RelationshipFilter, RelationshipUpdate};
 use arbiter_proto::arbiter::v1 as pb;
 use arbiter_schema::Relationship;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
 use crate::convert::{self, status};
@@ -41,6 +41,10 @@ pub struct Limits {
     pub max_bulk_checks: usize,
     /// Relationships in one ImportRelationships message.
     pub max_import_batch: usize,
+    /// How long a send to a streaming client (Export, Watch) may wait for it to read
+    /// before the stream is ended with RESOURCE_EXHAUSTED: a stalled client must not pin
+    /// a thread or an old revision.
+    pub stream_send_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -50,6 +54,7 @@ impl Default for Limits {
             max_updates_per_write: 1000,
             max_bulk_checks: 1000,
             max_import_batch: 10_000,
+            stream_send_timeout: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -333,6 +338,40 @@ pub fn too_many(what: &str, n: usize, limit: usize, flag: &str) -> Status {
     ))
 }
 
+/// A streaming response's channel with one slot kept for the error that ends a stalled
+/// stream: `capacity` messages, then the reserved slot.
+pub fn stream_channel<T>(capacity: usize) -> (Sender<T>, mpsc::Receiver<Result<T, Status>>) {
+    let (tx, rx) = mpsc::channel(capacity + 1);
+    let closing = tx.clone().try_reserve_owned().ok();
+    (Sender { tx, closing }, rx)
+}
+
+/// The sending side of [`stream_channel`].
+#[derive(Debug)]
+pub struct Sender<T> {
+    pub tx: mpsc::Sender<Result<T, Status>>,
+    closing: Option<mpsc::OwnedPermit<Result<T, Status>>>,
+}
+
+impl<T> Sender<T> {
+    /// Sends `item`, waiting at most `timeout` for the client to make room; false when the
+    /// stream is over (the client went away, or stalled: it then finds, after what it
+    /// has not read, RESOURCE_EXHAUSTED saying so).
+    pub async fn send(&mut self, item: Result<T, Status>, timeout: std::time::Duration) -> bool {
+        match tokio::time::timeout(timeout, self.tx.send(item)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                if let Some(closing) = self.closing.take() {
+                    closing.send(Err(Status::resource_exhausted(format!(
+                        "the client did not read for {timeout:?} (`--stream-send-timeout`), so the stream was ended; resume from the last token or position received"
+                    ))));
+                }
+                false
+            }
+        }
+    }
+}
+
 /// Watch's engine room, for both APIs: sends `response(commit)` for every commit after
 /// `after` (those it maps to `None` are skipped but passed), first from the changelog,
 /// then from the live feed, falling back to the changelog whenever the feed lags. Ends
@@ -342,13 +381,14 @@ pub async fn follow_commits<T: Send + 'static>(
     shared: Arc<Shared>,
     mut after: u64,
     mut live: broadcast::Receiver<Arc<LoggedCommit>>,
-    tx: tokio::sync::mpsc::Sender<Result<T, Status>>,
+    mut tx: Sender<T>,
     resume: &'static str,
     mut response: impl FnMut(&LoggedCommit) -> Option<T> + Send,
 ) {
     shared.metrics.watchers.inc();
     let _guard = Watching(&shared);
     let mut stop = shared.stop.clone();
+    let timeout = shared.limits.stream_send_timeout;
     'replay: loop {
         // Catch up from the changelog.
         loop {
@@ -359,14 +399,17 @@ pub async fn follow_commits<T: Send + 'static>(
                 Ok(ChangesAfter::Commits(c)) => c,
                 Ok(ChangesAfter::TooOld { oldest }) => {
                     let _ = tx
-                        .send(Err(Status::failed_precondition(format!(
-                            "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
-                        ))))
+                        .send(
+                            Err(Status::failed_precondition(format!(
+                                "the watch fell behind: revision {after} left the changelog (oldest is {oldest})"
+                            ))),
+                            timeout,
+                        )
                         .await;
                     return;
                 }
                 Err(s) => {
-                    let _ = tx.send(Err(s)).await;
+                    let _ = tx.send(Err(s), timeout).await;
                     return;
                 }
             };
@@ -375,7 +418,7 @@ pub async fn follow_commits<T: Send + 'static>(
             }
             for c in &commits {
                 if let Some(msg) = response(c) {
-                    if tx.send(Ok(msg)).await.is_err() {
+                    if !tx.send(Ok(msg), timeout).await {
                         return;
                     }
                 }
@@ -385,16 +428,16 @@ pub async fn follow_commits<T: Send + 'static>(
         // Then follow the live feed.
         loop {
             tokio::select! {
-                _ = tx.closed() => return,
+                _ = tx.tx.closed() => return,
                 _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    let _ = tx.send(Err(Status::unavailable(format!("the server is shutting down; {resume}")))).await;
+                    let _ = tx.send(Err(Status::unavailable(format!("the server is shutting down; {resume}"))), timeout).await;
                     return;
                 }
                 msg = live.recv() => match msg {
                     Ok(c) if c.revision <= after => continue,
                     Ok(c) if c.revision == after + 1 => {
                         if let Some(msg) = response(&c) {
-                            if tx.send(Ok(msg)).await.is_err() {
+                            if !tx.send(Ok(msg), timeout).await {
                                 return;
                             }
                         }

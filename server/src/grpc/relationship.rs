@@ -9,7 +9,6 @@ use arbiter_engine::{
 };
 use arbiter_proto::arbiter::v1 as pb;
 use pb::relationship_service_server::RelationshipService;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -211,7 +210,9 @@ impl RelationshipService for Relationships {
             let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
             let engine = self.0.engine.clone();
             let graph = engine.snapshot(consistency).map_err(status)?;
-            let (tx, rx) = mpsc::channel(4);
+            let (mut tx, rx) = super::stream_channel(4);
+            let timeout = self.0.limits.stream_send_timeout;
+            let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
                 let revision = token::encode(graph.revision);
                 let now = arbiter_engine::now_micros();
@@ -225,16 +226,15 @@ impl RelationshipService for Relationships {
                             relationships: std::mem::take(&mut chunk),
                             revision: revision.clone(),
                         };
-                        if tx.blocking_send(Ok(msg)).is_err() {
-                            return; // the client went away
+                        // The client went away, or stalled past the send timeout: this
+                        // thread and the snapshot are let go either way.
+                        if !runtime.block_on(tx.send(Ok(msg), timeout)) {
+                            return;
                         }
                     }
                 }
                 if !chunk.is_empty() {
-                    let _ = tx.blocking_send(Ok(pb::ExportRelationshipsResponse {
-                        relationships: chunk,
-                        revision,
-                    }));
+                    let _ = runtime.block_on(tx.send(Ok(pb::ExportRelationshipsResponse { relationships: chunk, revision }), timeout));
                 }
             });
             Ok(Response::new(
@@ -275,7 +275,7 @@ impl RelationshipService for Relationships {
                     "revision {after} is older than the changelog keeps (oldest is {oldest}); read the relationships again and watch from a newer token"
                 )));
             }
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = super::stream_channel(64);
             tokio::spawn(super::follow_commits(
                 shared.clone(),
                 after,

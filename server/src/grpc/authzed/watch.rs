@@ -10,7 +10,6 @@ use std::time::Instant;
 use arbiter_engine::{ChangeOp, ChangesAfter, LoggedCommit};
 use arbiter_proto::authzed::api::v1 as pb;
 use pb::watch_service_server::WatchService;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -138,7 +137,7 @@ impl WatchService for AuthzedWatch {
                     "revision {after} is older than the changelog keeps (oldest is {oldest}); read the relationships again and watch from a newer token"
                 )));
             }
-            let (tx, rx) = mpsc::channel(64);
+            let (tx, rx) = crate::grpc::stream_channel(64);
             tokio::spawn(crate::grpc::follow_commits(
                 shared.clone(),
                 after,
