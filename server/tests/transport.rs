@@ -216,35 +216,32 @@ async fn a_client_that_stops_reading_an_export_is_let_go() {
         })
         .collect();
     c.relationships.import_relationships(tokio_stream::iter(batches)).await.unwrap();
-    let mut stream = c
-        .relationships
-        .export_relationships(pb::ExportRelationshipsRequest { consistency: None })
-        .await
-        .unwrap()
-        .into_inner();
+    let stalled = export(&mut c).await;
     // Read nothing for several send timeouts.
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let mut got = 0;
-    let end = loop {
-        match stream.message().await {
-            Ok(Some(m)) => got += m.relationships.len(),
-            Ok(None) => break None,
-            Err(s) => break Some(s),
-        }
-    };
+    let (got, end) = read_to_end(stalled).await;
     let status = end.unwrap_or_else(|| panic!("the stalled export ended as if complete, after {got} relationships"));
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     assert!(got < 100_000, "{got}");
     // A client that reads gets everything.
-    let mut stream = c
-        .relationships
-        .export_relationships(pb::ExportRelationshipsRequest { consistency: None })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut all = 0;
-    while let Some(m) = stream.message().await.unwrap() {
-        all += m.relationships.len();
-    }
+    let (all, end) = read_to_end(export(&mut c).await).await;
+    assert!(end.is_none(), "{end:?}");
     assert_eq!(all, 100_000);
+}
+
+async fn export(c: &mut Clients) -> tonic::Streaming<pb::ExportRelationshipsResponse> {
+    c.relationships.export_relationships(pb::ExportRelationshipsRequest { consistency: None }).await.unwrap().into_inner()
+}
+
+/// Reads an export to its end: how many relationships came, and the error it ended
+/// with, if any.
+async fn read_to_end(mut stream: tonic::Streaming<pb::ExportRelationshipsResponse>) -> (usize, Option<tonic::Status>) {
+    let mut got = 0;
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => got += m.relationships.len(),
+            Ok(None) => return (got, None),
+            Err(s) => return (got, Some(s)),
+        }
+    }
 }
