@@ -245,3 +245,39 @@ async fn read_to_end(mut stream: tonic::Streaming<pb::ExportRelationshipsRespons
         }
     }
 }
+
+/// Import streams beyond `--max-concurrent-imports` are refused by name while the others
+/// run, and accepted once one has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_streams_beyond_the_cap_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-concurrent-imports", "1"]);
+    let mut c = server.clients().await;
+    c.schema
+        .write_schema(pb::WriteSchemaRequest { schema: "definition user {}\ndefinition doc {\n    relation viewer: user\n}\n".into() })
+        .await
+        .unwrap();
+    let message = |id: &str| pb::ImportRelationshipsRequest { relationships: vec![rel(&format!("doc:{id}#viewer@user:ann"))] };
+    // Stream A: one message, then held open.
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(message("a")).await.unwrap();
+    let mut ca = server.clients().await;
+    let a = tokio::spawn(async move { ca.relationships.import_relationships(tokio_stream::wrappers::ReceiverStream::new(rx)).await });
+    // A is running once its first message has landed.
+    let mut landed = false;
+    for _ in 0..200 {
+        let r = c.permissions.check(check_req("doc:a#viewer@user:ann", None)).await;
+        if r.is_ok_and(|r| r.into_inner().decision == pb::Decision::Allowed as i32) {
+            landed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(landed, "stream A's first message never landed");
+    let err = c.relationships.import_relationships(tokio_stream::iter(vec![message("b")])).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("--max-concurrent-imports"), "{}", err.message());
+    drop(tx);
+    a.await.unwrap().unwrap();
+    c.relationships.import_relationships(tokio_stream::iter(vec![message("b")])).await.unwrap();
+}

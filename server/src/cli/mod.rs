@@ -120,6 +120,9 @@ struct ServeArgs {
     /// Items allowed in one CheckBulk.
     #[arg(long, env = "ARBITER_MAX_BULK_CHECKS", default_value_t = 1000)]
     max_bulk_checks: usize,
+    /// Import streams that may run at once (more are refused with RESOURCE_EXHAUSTED).
+    #[arg(long, env = "ARBITER_MAX_CONCURRENT_IMPORTS", default_value_t = 4)]
+    max_concurrent_imports: usize,
     /// How long a send to a streaming client (Export, Watch) waits for it to read before
     /// the stream is ended with RESOURCE_EXHAUSTED.
     #[arg(long, env = "ARBITER_STREAM_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -251,6 +254,7 @@ pub fn run() -> ExitCode {
                     max_updates_per_write: a.max_updates_per_write,
                     max_bulk_checks: a.max_bulk_checks,
                     max_import_batch: a.max_import_batch,
+                    max_concurrent_imports: a.max_concurrent_imports,
                     stream_send_timeout: a.stream_send_timeout,
                 },
                 transport: crate::serve::Transport {

@@ -41,6 +41,10 @@ pub struct Limits {
     pub max_bulk_checks: usize,
     /// Relationships in one ImportRelationships message.
     pub max_import_batch: usize,
+    /// Import streams (both APIs) that may run at once; more are refused with
+    /// RESOURCE_EXHAUSTED. Each buffers at most `IMPORT_GROUP` relationships (25,000 on a
+    /// replica) while its previous commit runs.
+    pub max_concurrent_imports: usize,
     /// How long a send to a streaming client (Export, Watch) may wait for it to read
     /// before the stream is ended with RESOURCE_EXHAUSTED: a stalled client must not pin
     /// a thread or an old revision.
@@ -54,6 +58,7 @@ impl Default for Limits {
             max_updates_per_write: 1000,
             max_bulk_checks: 1000,
             max_import_batch: 10_000,
+            max_concurrent_imports: 4,
             stream_send_timeout: std::time::Duration::from_secs(30),
         }
     }
@@ -76,6 +81,8 @@ pub struct Shared {
     pub replica: Option<Arc<Replica>>,
     /// With `--decision-log`: where sampled decisions go.
     pub decisions: std::sync::OnceLock<crate::decisions::DecisionLog>,
+    /// One permit per running import stream (`Limits::max_concurrent_imports`).
+    imports: tokio::sync::Semaphore,
 }
 
 impl Shared {
@@ -96,6 +103,7 @@ impl Shared {
         }));
         Arc::new(Shared {
             engine,
+            imports: tokio::sync::Semaphore::new(limits.max_concurrent_imports),
             limits,
             metrics,
             commits,
@@ -173,6 +181,12 @@ impl Shared {
         C: FnMut(M, usize) -> Result<Vec<Relationship>, Status>,
     {
         use tokio_stream::StreamExt;
+        let _running = self.imports.try_acquire().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{} import streams are running, the limit (`--max-concurrent-imports`); retry when one has ended",
+                self.limits.max_concurrent_imports
+            ))
+        })?;
         let mut imported = 0u64;
         let mut revision = self.engine.revision();
         let mut pending: Vec<Relationship> = Vec::new();
