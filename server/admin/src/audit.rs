@@ -11,6 +11,11 @@ use crate::db::Tx;
 use crate::http::RequestContext;
 use crate::problem::ApiResult;
 
+/// A row as the trail keeps it (before/after).
+pub fn snapshot<T: serde::Serialize>(v: &T) -> Option<Value> {
+    serde_json::to_value(v).ok()
+}
+
 /// What a call did.
 #[derive(Debug)]
 pub struct Entry<'a> {

@@ -14,12 +14,11 @@ use axum::routing::{delete, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{check_text, commit, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{new_key, Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::feed;
@@ -103,9 +102,6 @@ impl TenantKeyRole {
     }
 }
 
-fn redacted(key: &ApiKey) -> Option<Value> {
-    serde_json::to_value(key).ok()
-}
 
 /// Inserts a key and feeds its grant; bootstrap uses it for the first operator key.
 pub async fn insert_key(
@@ -177,7 +173,7 @@ pub async fn create_tenant_key(
         target_type: "api_key",
         target_id: created.key.id.to_string(),
         before: None,
-        after: redacted(&created.key),
+        after: snapshot(&created.key),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -240,7 +236,7 @@ pub async fn rotate_tenant_key(
         target_type: "api_key",
         target_id: key_id.to_string(),
         before: None,
-        after: redacted(&key),
+        after: snapshot(&key),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -270,7 +266,7 @@ async fn revoke(app: &App, caller: &Caller, ctx: &RequestContext, scope: Scope, 
         target_type: "api_key",
         target_id: key_id.to_string(),
         before: None,
-        after: redacted(&key),
+        after: snapshot(&key),
     })
     .await?;
     let revision = commit(app, tx).await?;
@@ -315,7 +311,7 @@ pub async fn create_operator_key(
         target_type: "api_key",
         target_id: created.key.id.to_string(),
         before: None,
-        after: redacted(&created.key),
+        after: snapshot(&created.key),
     })
     .await?;
     let revision = commit(&app, tx).await?;

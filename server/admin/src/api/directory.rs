@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::http::{App, RequestContext};
@@ -33,9 +33,6 @@ pub fn routes() -> Router<App> {
         .route("/v1/users/{user_id}", delete(delete_person))
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 // ---------------------------------------------------------------------------------
 // Departments
@@ -139,7 +136,7 @@ pub async fn create_department(State(app): State<App>, caller: Caller, ctx: Requ
     .bind(b.parent_id)
     .fetch_one(tx.conn())
     .await?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.create", target_type: "department", target_id: d.id.to_string(), before: None, after: json(&d) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.create", target_type: "department", target_id: d.id.to_string(), before: None, after: snapshot(&d) }).await?;
     claim.save(&mut tx, StatusCode::CREATED, &d).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::CREATED, &d, Some(revision), Some(d.version)))
@@ -212,7 +209,7 @@ pub async fn update_department(State(app): State<App>, caller: Caller, ctx: Requ
     .bind(parent)
     .fetch_one(tx.conn())
     .await?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.update", target_type: "department", target_id: id.to_string(), before: json(&before), after: json(&after) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.update", target_type: "department", target_id: id.to_string(), before: snapshot(&before), after: snapshot(&after) }).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::OK, &after, Some(revision), Some(after.version)))
 }
@@ -234,7 +231,7 @@ pub async fn delete_department(State(app): State<App>, caller: Caller, ctx: Requ
         return Err(Problem::conflict("department_id", format!("the department has {children} sub-departments: move or delete them first")));
     }
     sqlx::query("DELETE FROM arbiter_admin.departments WHERE id = $1 AND tenant_id = $2").bind(id).bind(t).execute(tx.conn()).await?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.delete", target_type: "department", target_id: id.to_string(), before: json(&before), after: None }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "department.delete", target_type: "department", target_id: id.to_string(), before: snapshot(&before), after: None }).await?;
     let revision = commit(&app, tx).await?;
     Ok(no_content(revision))
 }
@@ -317,7 +314,7 @@ async fn set_preference(app: &App, caller: &Caller, ctx: &RequestContext, tenant
     .bind(&value)
     .fetch_one(tx.conn())
     .await?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "user.preference.set", target_type: "user", target_id: user.to_string(), before: json(&before), after: json(&after) }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "user.preference.set", target_type: "user", target_id: user.to_string(), before: snapshot(&before), after: snapshot(&after) }).await?;
     let revision = commit(app, tx).await?;
     Ok(reply(StatusCode::OK, &after, Some(revision), None))
 }
@@ -338,7 +335,7 @@ async fn delete_preference(app: &App, caller: &Caller, ctx: &RequestContext, ten
     .fetch_optional(tx.conn())
     .await?
     .ok_or_else(|| Problem::not_found(format!("preference `{key}`")))?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "user.preference.delete", target_type: "user", target_id: user.to_string(), before: json(&gone), after: None }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "user.preference.delete", target_type: "user", target_id: user.to_string(), before: snapshot(&gone), after: None }).await?;
     let revision = commit(app, tx).await?;
     Ok(no_content(revision))
 }
@@ -482,7 +479,7 @@ pub async fn add_contact(State(app): State<App>, caller: Caller, ctx: RequestCon
     .fetch_one(tx.conn())
     .await
     .map_err(|e| Problem::from(e).with_field("/value"))?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "user.contact.add", target_type: "user", target_id: u.to_string(), before: None, after: json(&c) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "user.contact.add", target_type: "user", target_id: u.to_string(), before: None, after: snapshot(&c) }).await?;
     claim.save(&mut tx, StatusCode::CREATED, &c).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::CREATED, &c, Some(revision), None))
@@ -522,7 +519,7 @@ pub async fn remove_contact(State(app): State<App>, caller: Caller, ctx: Request
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| Problem::not_found(format!("contact `{c}`")))?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "user.contact.remove", target_type: "user", target_id: u.to_string(), before: json(&gone), after: None }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(t), action: "user.contact.remove", target_type: "user", target_id: u.to_string(), before: snapshot(&gone), after: None }).await?;
     let revision = commit(&app, tx).await?;
     Ok(no_content(revision))
 }

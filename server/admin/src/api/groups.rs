@@ -12,12 +12,11 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{check_if_match, check_description, check_text, commit, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::feed;
@@ -82,7 +81,7 @@ pub struct Member {
     pub added_at: DateTime<Utc>,
 }
 
-const MEMBER_COLUMNS: &str = "id, group_id, user_id, member_group_id, role, added_by, added_at";
+pub const MEMBER_COLUMNS: &str = "id, group_id, user_id, member_group_id, role, added_by, added_at";
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -114,9 +113,6 @@ impl MemberRole {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 async fn fetch(tx: &mut Tx, tenant_id: Uuid, group_id: Uuid) -> ApiResult<Group> {
     sqlx::query_as::<_, Group>(&format!("SELECT {GROUP_COLUMNS} FROM arbiter_admin.groups WHERE id = $1 AND tenant_id = $2"))
@@ -125,14 +121,6 @@ async fn fetch(tx: &mut Tx, tenant_id: Uuid, group_id: Uuid) -> ApiResult<Group>
         .fetch_optional(tx.conn())
         .await?
         .ok_or_else(|| Problem::not_found(format!("group `{group_id}`")))
-}
-
-/// The relationships a user membership fed go (on removal).
-pub fn feed_member_removal(tx: &mut Tx, group: Uuid, user_subject: &str, role: &str) {
-    tx.feed.delete(&feed::group(group), "member", user_subject);
-    if role != "member" {
-        tx.feed.delete(&feed::group(group), "manager", user_subject);
-    }
 }
 
 /// Create a group.
@@ -172,7 +160,7 @@ pub async fn create_group(
         target_type: "group",
         target_id: group.id.to_string(),
         before: None,
-        after: json(&group),
+        after: snapshot(&group),
     })
     .await?;
     idem.save(&mut tx, StatusCode::CREATED, &group).await?;
@@ -249,8 +237,8 @@ pub async fn update_group(
         action: "group.update",
         target_type: "group",
         target_id: group_id.to_string(),
-        before: json(&before),
-        after: json(&after),
+        before: snapshot(&before),
+        after: snapshot(&after),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -306,7 +294,7 @@ pub async fn delete_group(
         action: "group.delete",
         target_type: "group",
         target_id: group_id.to_string(),
-        before: json(&before),
+        before: snapshot(&before),
         after: None,
     })
     .await?;
@@ -315,7 +303,7 @@ pub async fn delete_group(
 }
 
 /// The relationships one membership row feeds: touched when `add`, else deleted.
-fn feed_member(feed: &mut feed::Feed, m: &Member, add: bool) {
+pub fn feed_member(feed: &mut feed::Feed, m: &Member, add: bool) {
     let group = feed::group(m.group_id);
     let mut edges: Vec<(&str, String)> = Vec::new();
     if let Some(u) = m.user_id {
@@ -419,7 +407,7 @@ pub async fn add_member(
         target_type: "group_member",
         target_id: member.id.to_string(),
         before: None,
-        after: json(&member),
+        after: snapshot(&member),
     })
     .await?;
     idem.save(&mut tx, StatusCode::CREATED, &member).await?;
@@ -483,7 +471,7 @@ pub async fn remove_member(
         action: "group.member.remove",
         target_type: "group_member",
         target_id: member_id.to_string(),
-        before: json(&gone),
+        before: snapshot(&gone),
         after: None,
     })
     .await?;

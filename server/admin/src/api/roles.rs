@@ -10,12 +10,11 @@ use axum::routing::{delete, get, post, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Tag, check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::http::{App, RequestContext};
@@ -41,9 +40,6 @@ pub fn routes() -> Router<App> {
         .route("/v1/tenants/{tenant_id}/assignments/{assignment_id}", delete(delete_assignment))
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 fn scope_of(tenant: Option<Uuid>) -> Scope {
     tenant.map(Scope::Tenant).unwrap_or(Scope::Platform)
@@ -195,7 +191,7 @@ async fn create_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
         target_type: "role",
         target_id: role.id.to_string(),
         before: None,
-        after: json(&role),
+        after: snapshot(&role),
     })
     .await?;
     claim.save(&mut tx, StatusCode::CREATED, &role).await?;
@@ -274,7 +270,7 @@ async fn update_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
             rbac::parent_edges(&mut tx, &tenants, id, new, true);
         }
     }
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "role.update", target_type: "role", target_id: id.to_string(), before: json(&before), after: json(&after) }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "role.update", target_type: "role", target_id: id.to_string(), before: snapshot(&before), after: snapshot(&after) }).await?;
     let revision = commit(app, tx).await?;
     Ok(reply(StatusCode::OK, &after, Some(revision), Some(after.version)))
 }
@@ -308,7 +304,7 @@ async fn delete_role(app: &App, caller: &Caller, ctx: &RequestContext, headers: 
         rbac::assignment_edge(&mut tx, t, id, None, who, None, false);
     }
     sqlx::query("DELETE FROM arbiter_admin.roles WHERE id = $1").bind(id).execute(tx.conn()).await?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "role.delete", target_type: "role", target_id: id.to_string(), before: json(&before), after: None }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "role.delete", target_type: "role", target_id: id.to_string(), before: snapshot(&before), after: None }).await?;
     let revision = commit(app, tx).await?;
     Ok(no_content(revision))
 }
@@ -502,7 +498,7 @@ async fn create_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
     .bind(&b.tags)
     .fetch_one(tx.conn())
     .await?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.create", target_type: "permission", target_id: p.id.to_string(), before: None, after: json(&p) }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.create", target_type: "permission", target_id: p.id.to_string(), before: None, after: snapshot(&p) }).await?;
     claim.save(&mut tx, StatusCode::CREATED, &p).await?;
     let revision = commit(app, tx).await?;
     Ok(reply(StatusCode::CREATED, &p, Some(revision), Some(p.version)))
@@ -571,7 +567,7 @@ async fn update_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
     .bind(&b.tags)
     .fetch_one(tx.conn())
     .await?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.update", target_type: "permission", target_id: id.to_string(), before: json(&before), after: json(&after) }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.update", target_type: "permission", target_id: id.to_string(), before: snapshot(&before), after: snapshot(&after) }).await?;
     let revision = commit(app, tx).await?;
     Ok(reply(StatusCode::OK, &after, Some(revision), Some(after.version)))
 }
@@ -595,7 +591,7 @@ async fn delete_permission(app: &App, caller: &Caller, ctx: &RequestContext, hea
         rbac::grant_edges(&mut tx, &tenants, role, id, false);
     }
     sqlx::query("DELETE FROM arbiter_admin.permissions WHERE id = $1").bind(id).execute(tx.conn()).await?;
-    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.delete", target_type: "permission", target_id: id.to_string(), before: json(&before), after: None }).await?;
+    audit::record(&mut tx, caller, ctx, Entry { tenant, action: "permission.delete", target_type: "permission", target_id: id.to_string(), before: snapshot(&before), after: None }).await?;
     let revision = commit(app, tx).await?;
     Ok(no_content(revision))
 }
@@ -741,8 +737,8 @@ async fn grant(app: &App, caller: &Caller, ctx: &RequestContext, tenant: Option<
         action: if add { "role.permission.grant" } else { "role.permission.revoke" },
         target_type: "role",
         target_id: role_id.to_string(),
-        before: if add { None } else { json(&row) },
-        after: if add { json(&row) } else { None },
+        before: if add { None } else { snapshot(&row) },
+        after: if add { snapshot(&row) } else { None },
     })
     .await?;
     let revision = commit(app, tx).await?;
@@ -913,7 +909,7 @@ pub async fn create_assignment(
     .fetch_one(tx.conn())
     .await?;
     rbac::assignment_edge(&mut tx, tenant_id, role.id, role.builtin.as_deref(), who, a.expires_at, true);
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(tenant_id), action: "assignment.create", target_type: "assignment", target_id: a.id.to_string(), before: None, after: json(&a) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(tenant_id), action: "assignment.create", target_type: "assignment", target_id: a.id.to_string(), before: None, after: snapshot(&a) }).await?;
     claim.save(&mut tx, StatusCode::CREATED, &a).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::CREATED, &a, Some(revision), None))
@@ -976,7 +972,7 @@ pub async fn delete_assignment(State(app): State<App>, caller: Caller, ctx: Requ
         (None, None) => return Err(Problem::internal("an assignment has no assignee", &id)),
     };
     rbac::assignment_edge(&mut tx, tenant_id, gone.role_id, builtin.as_deref(), who, None, false);
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(tenant_id), action: "assignment.delete", target_type: "assignment", target_id: id.to_string(), before: json(&gone), after: None }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: Some(tenant_id), action: "assignment.delete", target_type: "assignment", target_id: id.to_string(), before: snapshot(&gone), after: None }).await?;
     let revision = commit(&app, tx).await?;
     Ok(no_content(revision))
 }

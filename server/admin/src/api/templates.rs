@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{PermissionName, check_if_match, check_description, check_text, commit, no_content, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::http::{App, RequestContext};
@@ -252,9 +252,6 @@ async fn fetch(tx: &mut Tx, id: Uuid) -> ApiResult<RoleTemplate> {
         .template()
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 /// Create a role template (platform operators).
 #[utoipa::path(post, path = "/v1/role-templates", tag = "roles", request_body = CreateTemplate, params(("Idempotency-Key" = Option<String>, Header, pattern = r"^[!-~]{1,255}$")),
@@ -281,7 +278,7 @@ pub async fn create_template(State(app): State<App>, caller: Caller, ctx: Reques
     .fetch_one(tx.conn())
     .await?;
     let t = row.template()?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.create", target_type: "role_template", target_id: t.id.to_string(), before: None, after: json(&t) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.create", target_type: "role_template", target_id: t.id.to_string(), before: None, after: snapshot(&t) }).await?;
     claim.save(&mut tx, StatusCode::CREATED, &t).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::CREATED, &t, Some(revision), Some(t.version)))
@@ -348,7 +345,7 @@ pub async fn update_template(State(app): State<App>, caller: Caller, ctx: Reques
     .fetch_one(tx.conn())
     .await?
     .template()?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.update", target_type: "role_template", target_id: id.to_string(), before: json(&before), after: json(&after) }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.update", target_type: "role_template", target_id: id.to_string(), before: snapshot(&before), after: snapshot(&after) }).await?;
     let revision = commit(&app, tx).await?;
     Ok(reply(StatusCode::OK, &after, Some(revision), Some(after.version)))
 }
@@ -362,7 +359,7 @@ pub async fn delete_template(State(app): State<App>, caller: Caller, ctx: Reques
     let before = fetch(&mut tx, id).await?;
     check_if_match(&headers, before.version)?;
     sqlx::query("DELETE FROM arbiter_admin.role_templates WHERE id = $1").bind(id).execute(tx.conn()).await?;
-    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.delete", target_type: "role_template", target_id: id.to_string(), before: json(&before), after: None }).await?;
+    audit::record(&mut tx, &caller, &ctx, Entry { tenant: None, action: "role_template.delete", target_type: "role_template", target_id: id.to_string(), before: snapshot(&before), after: None }).await?;
     let revision = commit(&app, tx).await?;
     Ok(no_content(revision))
 }

@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{check_document, check_if_match, check_description, check_text, commit, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::feed;
@@ -199,9 +199,6 @@ async fn fetch(tx: &mut Tx, id: Uuid) -> ApiResult<Tenant> {
         .ok_or_else(|| Problem::not_found(format!("tenant `{id}`")))
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 /// Inserts a tenant and feeds its link to the platform (bootstrap uses it too).
 pub async fn insert_tenant(tx: &mut Tx, body: &CreateTenant) -> ApiResult<Tenant> {
@@ -267,7 +264,7 @@ pub async fn create_tenant(
         target_type: "tenant",
         target_id: tenant.id.to_string(),
         before: None,
-        after: json(&tenant),
+        after: snapshot(&tenant),
     })
     .await?;
     idem.save(&mut tx, StatusCode::CREATED, &tenant).await?;
@@ -359,8 +356,8 @@ pub async fn update_tenant(
         action: "tenant.update",
         target_type: "tenant",
         target_id: tenant_id.to_string(),
-        before: json(&before),
-        after: json(&after),
+        before: snapshot(&before),
+        after: snapshot(&after),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -408,8 +405,8 @@ pub async fn set_tenant_status(
         action: "tenant.status",
         target_type: "tenant",
         target_id: tenant_id.to_string(),
-        before: json(&before),
-        after: json(&after),
+        before: snapshot(&before),
+        after: snapshot(&after),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -516,7 +513,7 @@ pub async fn add_domain(
         target_type: "tenant_domain",
         target_id: domain.id.to_string(),
         before: None,
-        after: json(&domain),
+        after: snapshot(&domain),
     })
     .await?;
     idem.save(&mut tx, StatusCode::CREATED, &domain).await?;
@@ -550,7 +547,7 @@ pub async fn remove_domain(
         action: "tenant.domain.remove",
         target_type: "tenant_domain",
         target_id: domain_id.to_string(),
-        before: json(&gone),
+        before: snapshot(&gone),
         after: None,
     })
     .await?;

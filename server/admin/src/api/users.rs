@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{check_document, check_if_match, check_text, commit, reply, Idempotency, JsonBody, P};
-use crate::audit::{self, Entry};
+use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
 use crate::feed;
@@ -193,9 +193,6 @@ fn check_avatar(v: &Option<String>) -> ApiResult<()> {
     }
 }
 
-fn json<T: Serialize>(v: &T) -> Option<Value> {
-    serde_json::to_value(v).ok()
-}
 
 /// The user `user_id` as tenant `tenant_id` sees them (RLS hides other tenants' users).
 pub async fn fetch(tx: &mut Tx, tenant_id: Uuid, user_id: Uuid) -> ApiResult<TenantUser> {
@@ -320,7 +317,7 @@ pub async fn create_user(
         target_type: "user",
         target_id: id.to_string(),
         before: None,
-        after: json(&user),
+        after: snapshot(&user),
     })
     .await?;
     idem.save(&mut tx, StatusCode::CREATED, &user).await?;
@@ -449,8 +446,8 @@ pub async fn update_user(
         action: "user.update",
         target_type: "user",
         target_id: user_id.to_string(),
-        before: json(&before),
-        after: json(&after),
+        before: snapshot(&before),
+        after: snapshot(&after),
     })
     .await?;
     let revision = commit(&app, tx).await?;
@@ -475,15 +472,16 @@ pub async fn remove_user(
         app.authorize(&caller, Need::Tenant(tenant_id, "manage")).await?;
     }
     let (t, u) = (feed::tenant(tenant_id), feed::user(user_id));
-    let groups: Vec<(Uuid, String)> = sqlx::query_as(
-        "DELETE FROM arbiter_admin.group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING group_id, role",
-    )
+    let memberships: Vec<super::groups::Member> = sqlx::query_as(&format!(
+        "DELETE FROM arbiter_admin.group_members WHERE tenant_id = $1 AND user_id = $2 RETURNING {}",
+        super::groups::MEMBER_COLUMNS
+    ))
     .bind(tenant_id)
     .bind(user_id)
     .fetch_all(tx.conn())
     .await?;
-    for (g, role) in groups {
-        super::groups::feed_member_removal(&mut tx, g, &u, &role);
+    for m in &memberships {
+        super::groups::feed_member(&mut tx.feed, m, false);
     }
     let roles: Vec<Uuid> = sqlx::query_scalar(
         "DELETE FROM arbiter_admin.role_assignments WHERE tenant_id = $1 AND user_id = $2 RETURNING role_id",
@@ -508,7 +506,7 @@ pub async fn remove_user(
         action: "user.remove",
         target_type: "user",
         target_id: user_id.to_string(),
-        before: json(&before),
+        before: snapshot(&before),
         after: None,
     })
     .await?;
@@ -563,8 +561,8 @@ async fn set_status(app: &App, caller: &Caller, ctx: &RequestContext, user_id: U
         action: if status == "suspended" { "user.suspend" } else { "user.reactivate" },
         target_type: "user",
         target_id: user_id.to_string(),
-        before: json(&before),
-        after: json(&after),
+        before: snapshot(&before),
+        after: snapshot(&after),
     })
     .await?;
     let revision = commit(app, tx).await?;
