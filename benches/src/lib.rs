@@ -130,3 +130,5 @@ pub mod baseline;
 #[cfg(feature = "baselines")]
 pub mod generated;
 pub mod cedar_fixture;
+#[cfg(feature = "stores")]
+pub mod remote;

@@ -22,7 +22,8 @@ use crate::graph::{
     Edge, GraphChange, GraphVersion, ObjectKey, Micros, RequestTime, ResourceKey, StoredRelationship,
     SubjectKey, NEVER,
 };
-use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
+use crate::intern::{Interner, NameView, Sym, ELLIPSIS, WILDCARD};
+use crate::paging::{cmp_keys, cursor_parts, key_parts, Ordered, Smallest};
 use crate::load::{GraphLoader, ShapeSyms, Shapes};
 use crate::lookup::LookupContext;
 use crate::policy::{
@@ -291,6 +292,26 @@ pub struct Engine {
     write_lock: Mutex<()>,
     store: Box<dyn RelationshipStore>,
     listeners: Listeners,
+}
+
+/// The chunk a lookup or read without a limit is gathered in.
+pub const LOOKUP_CHUNK: usize = 1024;
+
+/// A read with a limit up to this keeps only the limit's relationships while it scans
+/// (see [`Engine::read_relationships_each`]).
+pub const READ_HEAP_LIMIT: usize = 10_000;
+
+/// ReadRelationships: the relationships a filter selects, after a cursor.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadRequest<'a> {
+    pub filter: &'a RelationshipFilter,
+    /// Only resources whose id starts with this (the filter must name a resource type).
+    pub id_prefix: Option<&'a str>,
+    pub consistency: Consistency,
+    /// The key of the last relationship of the previous page
+    /// ([`crate::store::relationship_key`]).
+    pub cursor: Option<&'a str>,
+    pub limit: Option<usize>,
 }
 
 /// Imports of at least this many relationships write to the store on a second thread
@@ -1263,33 +1284,90 @@ impl Engine {
         cursor: Option<&str>,
         limit: Option<usize>,
     ) -> Result<ReadPage, EngineError> {
-        let graph = self.snapshot(consistency)?;
+        let want = limit.map(|l| l.saturating_add(1));
+        let mut found = Vec::new();
+        let read = ReadRequest { filter, id_prefix: None, consistency, cursor, limit: want };
+        let revision = self.read_relationships_each(&read, want.unwrap_or(LOOKUP_CHUNK), &mut |_, mut page| {
+            found.append(&mut page);
+            true
+        })?;
+        let (relationships, next_cursor) = paginate_sorted(found, limit, relationship_key);
+        Ok(ReadPage { relationships, next_cursor, revision })
+    }
+
+    /// [`Engine::read_relationships`] as a stream: hands `sink` the revision and the
+    /// next relationships in order, `chunk` at a time, up to the limit, until `sink`
+    /// says stop. A read with a limit of at most [`READ_HEAP_LIMIT`] keeps only that
+    /// many (one pass over what the filter selects, whatever it selects); a longer one
+    /// keeps a stored relationship (a few words, no string) per match and orders them
+    /// a chunk at a time. Returns the revision.
+    pub fn read_relationships_each(
+        &self,
+        req: &ReadRequest<'_>,
+        chunk: usize,
+        sink: &mut dyn FnMut(u64, Vec<Relationship>) -> bool,
+    ) -> Result<u64, EngineError> {
+        let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
-        let resolved = ResolvedFilter::resolve(filter, plan, &self.interner)?;
+        let resolved = ResolvedFilter::resolve(req.filter, plan, &self.interner)?;
+        let after = req.cursor.map(cursor_parts).transpose()?;
+        if req.id_prefix.is_some() && req.filter.resource_type.is_none() {
+            return Err(EngineError::InvalidArgument("a resource id prefix needs a resource type".into()));
+        }
         let now = now_micros();
-        let mut found: Vec<(String, Relationship)> = resolved
-            .select(&graph)
-            .into_iter()
-            .filter(|s| s.edge.live_at(now))
-            .map(|s| {
-                let r = self.to_relationship(&s);
-                (relationship_key(&r), r)
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let start = match cursor {
-            Some(c) => found.partition_point(|(k, _)| k.as_str() <= c),
-            None => 0,
+        let mut left = req.limit.unwrap_or(usize::MAX);
+        let chunk = chunk.max(1);
+        let (small, mut rest) = {
+            let names = self.interner.view();
+            let cmp = |a: &StoredRelationship, b: &StoredRelationship| {
+                cmp_keys(&key_parts(&names, a), &key_parts(&names, b))
+            };
+            let wanted = |s: &StoredRelationship| {
+                s.edge.live_at(now)
+                    && req.id_prefix.is_none_or(|p| names.get(s.resource.object_id).starts_with(p))
+                    && after.as_ref().is_none_or(|c| cmp_keys(&key_parts(&names, s), c) == std::cmp::Ordering::Greater)
+            };
+            if left <= READ_HEAP_LIMIT {
+                let mut kept = Smallest::new(left);
+                resolved.each(&graph, &mut |s| {
+                    if wanted(&s) {
+                        kept.offer(s, &cmp);
+                    }
+                });
+                (Some(kept.into_sorted(&cmp)), None)
+            } else {
+                let mut all = Vec::new();
+                resolved.each(&graph, &mut |s| {
+                    if wanted(&s) {
+                        all.push(s);
+                    }
+                });
+                (None, Some(Ordered::new(all)))
+            }
         };
-        let (page, next_cursor) =
-            paginate_sorted(found.split_off(start.min(found.len())), limit, |(k, _)| {
-                k.clone()
-            });
-        Ok(ReadPage {
-            relationships: page.into_iter().map(|(_, r)| r).collect(),
-            next_cursor,
-            revision: graph.revision,
-        })
+        let mut small = small.map(Vec::into_iter);
+        while left > 0 {
+            let next: Vec<StoredRelationship> = match (&mut small, &mut rest) {
+                (Some(kept), _) => kept.by_ref().take(chunk.min(left)).collect(),
+                (None, Some(ordered)) => {
+                    let names = self.interner.view();
+                    let cmp = |a: &StoredRelationship, b: &StoredRelationship| {
+                        cmp_keys(&key_parts(&names, a), &key_parts(&names, b))
+                    };
+                    ordered.next_chunk(chunk.min(left), cmp).to_vec()
+                }
+                (None, None) => Vec::new(),
+            };
+            if next.is_empty() {
+                break;
+            }
+            left = left.saturating_sub(next.len());
+            let page = next.iter().map(|s| self.to_relationship(s)).collect();
+            if !sink(graph.revision, page) {
+                break;
+            }
+        }
+        Ok(graph.revision)
     }
 
     /// Many Checks at one revision. A failing item (unknown relation, bad id) fails
@@ -2060,31 +2138,57 @@ impl Engine {
         &self,
         req: &LookupResourcesRequest<'_>,
     ) -> Result<LookupResourcesPage, EngineError> {
+        // One more than the page says whether another page follows.
+        let want = req.limit.map(|l| l.saturating_add(1));
+        let mut ids = Vec::new();
+        let revision = self.lookup_resources_each(
+            &LookupResourcesRequest { limit: want, ..*req },
+            want.unwrap_or(LOOKUP_CHUNK),
+            &mut |_, mut page| {
+                ids.append(&mut page);
+                true
+            },
+        )?;
+        let (resource_ids, next_cursor) = paginate_sorted(ids, req.limit, String::clone);
+        Ok(LookupResourcesPage { resource_ids, next_cursor, revision })
+    }
+
+    /// [`Engine::lookup_resources`] as a stream: hands `sink` the revision and the next
+    /// ids in order, `chunk` at a time (the last chunk may be shorter), up to the
+    /// request's limit, until `sink` says stop. The walk keeps one symbol per candidate;
+    /// only the candidates a chunk needs are checked and named, so a page costs its
+    /// size, not the size of the whole result. Returns the revision.
+    pub fn lookup_resources_each(
+        &self,
+        req: &LookupResourcesRequest<'_>,
+        chunk: usize,
+        sink: &mut dyn FnMut(u64, Vec<String>) -> bool,
+    ) -> Result<u64, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let want = resolve_relation(plan, req.resource_type, req.permission)?;
         let subject =
             self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        let now = RequestTime::wall_clock();
         let ctx = LookupContext {
             graph: &graph,
             plan,
             interner: &self.interner,
-            now: &RequestTime::wall_clock(),
+            now: &now,
             max_depth: self.config.max_depth,
         };
-        let found = ctx.resources(want, subject.key, subject.type_id, subject.relation)?;
         // The "unseen" symbol can only be the subject's own object (a subject set whose
         // id nobody wrote, reaching itself through the schema).
-        let ids: Vec<String> = found
-            .into_iter()
-            .map(|s| {
-                if s == UNSEEN {
-                    req.subject_id.to_string()
-                } else {
-                    self.interner.resolve(s).to_string()
-                }
-            })
-            .collect();
+        let name = |names: &'_ NameView<'_>, s: Sym| -> String {
+            if s == UNSEEN { req.subject_id.to_string() } else { names.get(s).to_string() }
+        };
+        let mut candidates = ctx.resource_candidates(want, subject.key, subject.type_id, subject.relation);
+        if let Some(c) = req.cursor {
+            let names = self.interner.view();
+            candidates.retain(|s| if *s == UNSEEN { req.subject_id > c } else { names.get(*s) > c });
+        }
+        let mut ordered = Ordered::new(candidates);
+        let mut eval = ctx.evaluator(subject.key, subject.type_id);
         // Cedar forbids take resources out; grants only a permit gives are not listed.
         let template = CheckRequest {
             resource_type: req.resource_type,
@@ -2094,13 +2198,42 @@ impl Engine {
             subject_relation: req.subject_relation,
             ..CheckRequest::default()
         };
-        let ids = self.without_forbidden(&graph, ids, &template, Side::Resource);
-        let (resource_ids, next_cursor) = paginate(ids, req.cursor, req.limit);
-        Ok(LookupResourcesPage {
-            resource_ids,
-            next_cursor,
-            revision: graph.revision,
-        })
+        let mut left = req.limit.unwrap_or(usize::MAX);
+        let chunk = chunk.max(1);
+        let mut page = Vec::with_capacity(chunk.min(left));
+        while left > 0 {
+            let next: Vec<Sym> = {
+                let names = self.interner.view();
+                let key = |s: &Sym| if *s == UNSEEN { req.subject_id } else { names.get(*s) };
+                ordered.next_chunk(chunk.min(left), |a, b| key(a).cmp(key(b))).to_vec()
+            };
+            if next.is_empty() {
+                break;
+            }
+            for s in next {
+                if !eval.check(want.0, want.1, s)? {
+                    continue;
+                }
+                let id = name(&self.interner.view(), s);
+                if self.forbidden(&graph, &template, Side::Resource, &id, &now) {
+                    continue;
+                }
+                page.push(id);
+                left -= 1;
+                if page.len() == chunk || left == 0 {
+                    if !sink(graph.revision, std::mem::take(&mut page)) {
+                        return Ok(graph.revision);
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if !page.is_empty() {
+            sink(graph.revision, page);
+        }
+        Ok(graph.revision)
     }
 
     /// Every subject of a type (or subject set `type#relation`) with the permission on
@@ -2110,6 +2243,29 @@ impl Engine {
         &self,
         req: &LookupSubjectsRequest<'_>,
     ) -> Result<LookupSubjectsPage, EngineError> {
+        let want = req.limit.map(|l| l.saturating_add(1));
+        let mut subjects = Vec::new();
+        let revision = self.lookup_subjects_each(
+            &LookupSubjectsRequest { limit: want, ..*req },
+            want.unwrap_or(LOOKUP_CHUNK),
+            &mut |_, mut page| {
+                subjects.append(&mut page);
+                true
+            },
+        )?;
+        let (subjects, next_cursor) = paginate_sorted(subjects, req.limit, |s| s.subject_id.clone());
+        Ok(LookupSubjectsPage { subjects, next_cursor, revision })
+    }
+
+    /// [`Engine::lookup_subjects`] as a stream, as [`Engine::lookup_resources_each`]
+    /// streams resources. A wildcard's exclusions need every candidate checked, so the
+    /// chunk that holds the wildcard costs the whole walk's checks.
+    pub fn lookup_subjects_each(
+        &self,
+        req: &LookupSubjectsRequest<'_>,
+        chunk: usize,
+        sink: &mut dyn FnMut(u64, Vec<FoundSubject>) -> bool,
+    ) -> Result<u64, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
@@ -2131,35 +2287,49 @@ impl Engine {
                 )
             }
         };
-        let mut subjects: Vec<FoundSubject> = Vec::new();
         // A resource nobody wrote has no edges; the walk still finds its own subject sets
         // (as `UNSEEN`, which then can only be the resource's own id).
-        let resource = self.interner.get(req.resource_id).unwrap_or(UNSEEN);
+        let resource = (res_ty, rel, self.interner.get(req.resource_id).unwrap_or(UNSEEN));
+        let now = RequestTime::wall_clock();
         let ctx = LookupContext {
             graph: &graph,
             plan,
             interner: &self.interner,
-            now: &RequestTime::wall_clock(),
+            now: &now,
             max_depth: self.config.max_depth,
         };
-        let (allowed, wildcard) = ctx.subjects(
-            (res_ty, rel, resource),
-            sub_ty,
-            sub_rel,
-            UNSEEN,
-            req.written_subject_sets_only,
-        )?;
-        let name = |s: Sym| {
-            if s == UNSEEN {
-                req.resource_id.to_string()
-            } else {
-                self.interner.resolve(s).to_string()
-            }
+        let (candidates, wildcard) =
+            ctx.subject_candidates(resource, sub_ty, sub_rel, req.written_subject_sets_only);
+        let key = |names: &'_ NameView<'_>, s: Sym| -> String {
+            if s == UNSEEN { req.resource_id.to_string() } else { names.get(s).to_string() }
         };
-        // Cedar forbids take concrete subjects out (a wildcard stands for subjects not
-        // named here, so it is listed as the graph has it; Check still applies forbids
-        // to each of them).
-        let concrete: Vec<String> = allowed.into_iter().map(name).collect();
+        let mut left = req.limit.unwrap_or(usize::MAX);
+        let chunk = chunk.max(1);
+        let mut page = Vec::with_capacity(chunk.min(left));
+        // The wildcard sorts first (`*` is below every id byte). It is listed as the
+        // graph has it (it stands for subjects not named here; Check still applies
+        // Cedar's forbids to each of them), with every candidate it does not cover.
+        if wildcard && left > 0 && req.cursor.is_none_or(|c| WILDCARD_ID > c) {
+            // The symbol no id has stands for any subject written nowhere.
+            if ctx.subject_allowed(resource, sub_ty, sub_rel, UNSEEN)? {
+                let mut excluded_ids = Vec::new();
+                for s in &candidates {
+                    if !ctx.subject_allowed(resource, sub_ty, sub_rel, *s)? {
+                        excluded_ids.push(key(&self.interner.view(), *s));
+                    }
+                }
+                excluded_ids.sort_unstable();
+                page.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
+                left -= 1;
+            }
+        }
+        let mut candidates = candidates;
+        if let Some(c) = req.cursor {
+            let names = self.interner.view();
+            candidates.retain(|s| if *s == UNSEEN { req.resource_id > c } else { names.get(*s) > c });
+        }
+        let mut ordered = Ordered::new(candidates);
+        // Cedar forbids take concrete subjects out.
         let template = CheckRequest {
             resource_type: req.resource_type,
             resource_id: req.resource_id,
@@ -2168,58 +2338,69 @@ impl Engine {
             subject_relation: req.subject_relation,
             ..CheckRequest::default()
         };
-        let concrete = self.without_forbidden(&graph, concrete, &template, Side::Subject);
-        subjects.extend(concrete.into_iter().map(|subject_id| FoundSubject {
-            subject_id,
-            excluded_ids: Vec::new(),
-        }));
-        if let Some(excluded) = wildcard {
-            let mut excluded_ids: Vec<String> = excluded.into_iter().map(name).collect();
-            excluded_ids.sort();
-            subjects.push(FoundSubject {
-                subject_id: WILDCARD_ID.to_string(),
-                excluded_ids,
-            });
+        // The wildcard alone may fill a chunk, or the limit.
+        if page.len() == chunk || left == 0 {
+            let more = sink(graph.revision, std::mem::take(&mut page));
+            if !more || left == 0 {
+                return Ok(graph.revision);
+            }
         }
-        subjects.sort_by(|a, b| a.subject_id.cmp(&b.subject_id));
-        let start = match req.cursor {
-            Some(c) => subjects.partition_point(|s| s.subject_id.as_str() <= c),
-            None => 0,
-        };
-        let rest = subjects.split_off(start.min(subjects.len()));
-        let (page, next_cursor) = paginate_sorted(rest, req.limit, |s| s.subject_id.clone());
-        Ok(LookupSubjectsPage {
-            subjects: page,
-            next_cursor,
-            revision: graph.revision,
-        })
+        while left > 0 {
+            let next: Vec<Sym> = {
+                let names = self.interner.view();
+                let name = |s: &Sym| if *s == UNSEEN { req.resource_id } else { names.get(*s) };
+                ordered.next_chunk(chunk.min(left), |a, b| name(a).cmp(name(b))).to_vec()
+            };
+            if next.is_empty() {
+                break;
+            }
+            for s in next {
+                if !ctx.subject_allowed(resource, sub_ty, sub_rel, s)? {
+                    continue;
+                }
+                let subject_id = key(&self.interner.view(), s);
+                if self.forbidden(&graph, &template, Side::Subject, &subject_id, &now) {
+                    continue;
+                }
+                page.push(FoundSubject { subject_id, excluded_ids: Vec::new() });
+                left -= 1;
+                if page.len() == chunk || left == 0 {
+                    if !sink(graph.revision, std::mem::take(&mut page)) {
+                        return Ok(graph.revision);
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if !page.is_empty() {
+            sink(graph.revision, page);
+        }
+        Ok(graph.revision)
     }
 
-    /// `ids` less those a Cedar forbid denies: each is put on its `side` of `template`
-    /// and checked as a request the graph allows (without a context, so a forbid that
-    /// needs one holds: it fails closed).
-    fn without_forbidden(
+    /// Does a Cedar forbid deny `id`, put on its `side` of `template` and checked as a
+    /// request the graph allows (without a context, so a forbid that needs one holds:
+    /// it fails closed)?
+    fn forbidden(
         &self,
         graph: &GraphVersion,
-        ids: Vec<String>,
         template: &CheckRequest<'_>,
         side: Side,
-    ) -> Vec<String> {
-        let Some(policies) = graph.policies.as_deref() else { return ids };
-        let time = RequestTime::wall_clock();
-        ids.into_iter()
-            .filter(|id| {
-                let mut req = *template;
-                match side {
-                    Side::Resource => req.resource_id = id,
-                    Side::Subject => req.subject_id = id,
-                }
-                if !policies.applies(req.permission).forbid {
-                    return true;
-                }
-                matches!(self.cedar_decide(graph, policies, &req, true, &time), Ok((true, _)))
-            })
-            .collect()
+        id: &str,
+        time: &RequestTime,
+    ) -> bool {
+        let Some(policies) = graph.policies.as_deref() else { return false };
+        if !policies.applies(template.permission).forbid {
+            return false;
+        }
+        let mut req = *template;
+        match side {
+            Side::Resource => req.resource_id = id,
+            Side::Subject => req.subject_id = id,
+        }
+        !matches!(self.cedar_decide(graph, policies, &req, true, time), Ok((true, _)))
     }
 
     /// The userset tree of `resource#permission`.
@@ -2305,22 +2486,6 @@ fn check_resource_id(id: &str) -> Result<(), EngineError> {
         ))),
         None => Ok(()),
     }
-}
-
-/// Sorts ids and cuts the page after `cursor` (the last id of the previous page).
-fn paginate(
-    mut ids: Vec<String>,
-    cursor: Option<&str>,
-    limit: Option<usize>,
-) -> (Vec<String>, Option<String>) {
-    ids.sort_unstable();
-    ids.dedup();
-    let start = match cursor {
-        Some(c) => ids.partition_point(|id| id.as_str() <= c),
-        None => 0,
-    };
-    let rest = ids.split_off(start.min(ids.len()));
-    paginate_sorted(rest, limit, String::clone)
 }
 
 /// Cuts a sorted remainder to `limit`; the cursor is the key of the last item kept, or

@@ -241,37 +241,33 @@ impl ResolvedFilter {
     /// Every stored relationship (live or expired) the filter selects, using the most
     /// selective index: one object, one subject, or a scan.
     pub(crate) fn select(&self, graph: &GraphVersion) -> Vec<StoredRelationship> {
+        let mut out = Vec::new();
+        self.each(graph, &mut |s| out.push(s));
+        out
+    }
+
+    /// [`ResolvedFilter::select`], handing each to `f` instead of collecting them.
+    pub(crate) fn each(&self, graph: &GraphVersion, f: &mut dyn FnMut(StoredRelationship)) {
         if self.matches_nothing {
-            return Vec::new();
+            return;
         }
         if let (Some(object_type), Some(object_id)) = (self.resource_type, self.resource_id) {
-            return graph
-                .object_relationships(&ObjectKey {
-                    object_type,
-                    object_id,
-                })
-                .filter(|s| self.matches(s))
-                .collect();
+            let object = ObjectKey { object_type, object_id };
+            graph.object_relationships(&object).filter(|s| self.matches(s)).for_each(f);
+            return;
         }
         if let (Some(object_type), Some(object_id), Some(relation)) =
             (self.subject_type, self.subject_id, self.subject_relation)
         {
-            let subject = SubjectKey {
-                object_type,
-                relation,
-                object_id,
-            };
-            return graph
+            let subject = SubjectKey { object_type, relation, object_id };
+            graph
                 .resources_of(&subject)
                 .iter()
-                .filter_map(|r| {
-                    graph
-                        .find(r, &subject)
-                        .map(|edge| StoredRelationship { resource: *r, edge })
-                })
+                .filter_map(|r| graph.find(r, &subject).map(|edge| StoredRelationship { resource: *r, edge }))
                 .filter(|s| self.matches(s))
-                .collect();
+                .for_each(f);
+            return;
         }
-        graph.iter().filter(|s| self.matches(s)).collect()
+        graph.iter().filter(|s| self.matches(s)).for_each(f);
     }
 }

@@ -117,6 +117,25 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// Names by symbol under one read lock (see [`Interner::view`]).
+pub struct NameView<'a>(std::sync::RwLockReadGuard<'a, Names>);
+
+impl NameView<'_> {
+    /// The string of a symbol (empty for one never interned).
+    #[inline]
+    pub fn get(&self, sym: Sym) -> &str {
+        let bytes = self.0.by_sym.get(sym as usize).map(Key::bytes).unwrap_or_default();
+        // Every key was made from a `str`.
+        std::str::from_utf8(bytes).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for NameView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NameView").field("names", &self.0.by_sym.len()).finish()
+    }
+}
+
 /// An interned string, as [`Interner::resolve`] returns it: a short one copied, a long
 /// one shared. Dereferences to `str`.
 #[derive(Clone)]
@@ -455,6 +474,13 @@ impl Interner {
         if settled {
             self.fold();
         }
+    }
+
+    /// Every name under one read lock, for comparing many symbols by their strings
+    /// (ordering a lookup's candidates) without a lock or a copy per comparison. Hold
+    /// it briefly: interning a new name waits for it.
+    pub fn view(&self) -> NameView<'_> {
+        NameView(self.read_names())
     }
 
     /// The string of a symbol.

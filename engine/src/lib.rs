@@ -13,6 +13,7 @@ pub mod graph;
 pub mod intern;
 mod load;
 mod lookup;
+mod paging;
 pub mod policy;
 pub mod schema_plan;
 pub mod store;
@@ -21,7 +22,7 @@ pub mod store_suite;
 pub use engine::{
     now_micros, ApplyReport, AttributeUpdate, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, Explanation,
     FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
-    LookupSubjectsRequest, Precondition, ReadPage, RelationshipUpdate, UpdateOp,
+    LookupSubjectsRequest, Precondition, ReadPage, ReadRequest, RelationshipUpdate, UpdateOp, LOOKUP_CHUNK,
 };
 pub use error::{EngineError, ErrorKind};
 pub use expand::{ExpandNode, ExpandSubject, ExpandTree};

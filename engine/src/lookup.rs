@@ -215,110 +215,58 @@ pub(crate) struct LookupContext<'a> {
 }
 
 impl LookupContext<'_> {
-    /// Every `resource_type` id on which the subject has `permission`, unsorted.
-    pub fn resources(
+    /// Every `want` (type, permission) id the subject may reach, unchecked and unsorted:
+    /// one symbol each, never a string.
+    pub fn resource_candidates(
         &self,
         want: (TypeId, RelationId),
         subject: SubjectKey,
         subject_type: TypeId,
         subject_relation: Option<RelationId>,
-    ) -> Result<Vec<Sym>, EngineError> {
-        let candidates = resource_candidates(
-            self.graph,
-            self.plan,
-            subject,
-            subject_type,
-            subject_relation,
-            want,
-        );
-        let mut eval = Evaluator::new(
-            self.graph,
-            self.plan,
-            self.interner,
-            subject,
-            subject_type,
-            self.now,
-            self.max_depth,
-        );
-        let mut out = Vec::with_capacity(candidates.len());
-        for id in candidates {
-            if eval.check(want.0, want.1, id)? {
-                out.push(id);
-            }
-        }
-        Ok(out)
+    ) -> Vec<Sym> {
+        resource_candidates(self.graph, self.plan, subject, subject_type, subject_relation, want)
     }
 
-    /// Subjects of `want_type` (or `want_type#want_rel`) with `permission` on the
-    /// resource: concrete ids, and whether a wildcard applies with the ids it excludes.
-    pub fn subjects(
+    /// A Check evaluator for one subject, to be asked about many resources (it keeps
+    /// what it learns between them).
+    pub fn evaluator(&self, subject: SubjectKey, subject_type: TypeId) -> Evaluator<'_> {
+        Evaluator::new(self.graph, self.plan, self.interner, subject, subject_type, self.now, self.max_depth)
+    }
+
+    /// Subjects of `want_type` (or `want_type#want_rel`) a forward walk from the
+    /// resource meets, unchecked and unsorted, and whether it met a wildcard. A
+    /// resource's own subject set counts unless `written_only`.
+    pub fn subject_candidates(
         &self,
         resource: (TypeId, RelationId, Sym),
         want_type: TypeId,
         want_rel: Option<RelationId>,
-        unseen: Sym,
         written_only: bool,
-    ) -> Result<(Vec<Sym>, Option<Vec<Sym>>), EngineError> {
+    ) -> (Vec<Sym>, bool) {
         let (ty, rel, id) = resource;
-        let mut found = subject_candidates(
-            self.graph,
-            self.plan,
-            resource,
-            want_type,
-            want_rel,
-            written_only,
-        );
+        let mut found = subject_candidates(self.graph, self.plan, resource, want_type, want_rel, written_only);
         if !written_only && want_rel == Some(rel) && want_type == ty && !found.ids.contains(&id) {
             found.ids.push(id);
         }
+        (found.ids, found.wildcard && want_rel.is_none())
+    }
+
+    /// Does the subject `candidate` of `want_type` (or `want_type#want_rel`) have the
+    /// permission on the resource? `candidate` may be the symbol no id has, which
+    /// stands for any subject not written anywhere (a wildcard's reach).
+    pub fn subject_allowed(
+        &self,
+        resource: (TypeId, RelationId, Sym),
+        want_type: TypeId,
+        want_rel: Option<RelationId>,
+        candidate: Sym,
+    ) -> Result<bool, EngineError> {
+        let (ty, rel, id) = resource;
         let relation = match want_rel {
             None => ELLIPSIS,
             Some(r) => self.plan.rel_sym(want_type, r),
         };
-        let type_sym = self.plan.type_sym(want_type);
-        let mut allowed = Vec::new();
-        let mut denied = Vec::new();
-        for cand in found.ids {
-            let target = SubjectKey {
-                object_type: type_sym,
-                relation,
-                object_id: cand,
-            };
-            let mut eval = Evaluator::new(
-                self.graph,
-                self.plan,
-                self.interner,
-                target,
-                want_type,
-                self.now,
-                self.max_depth,
-            );
-            if eval.check(ty, rel, id)? {
-                allowed.push(cand);
-            } else {
-                denied.push(cand);
-            }
-        }
-        let mut wildcard = None;
-        if found.wildcard && want_rel.is_none() {
-            let target = SubjectKey {
-                object_type: type_sym,
-                relation: ELLIPSIS,
-                object_id: unseen,
-            };
-            let mut eval = Evaluator::new(
-                self.graph,
-                self.plan,
-                self.interner,
-                target,
-                want_type,
-                self.now,
-                self.max_depth,
-            );
-            if eval.check(ty, rel, id)? {
-                wildcard = Some(denied);
-            }
-        }
-        Ok((allowed, wildcard))
+        let target = SubjectKey { object_type: self.plan.type_sym(want_type), relation, object_id: candidate };
+        self.evaluator(target, want_type).check(ty, rel, id)
     }
 }

@@ -53,10 +53,13 @@ fn exempt(path: &str) -> bool {
 }
 
 /// A tower layer for the gRPC server: refuses unauthenticated calls with
-/// UNAUTHENTICATED before they reach a service.
+/// UNAUTHENTICATED before they reach a service, ends a call that outlives its deadline
+/// (`--request-timeout`, or the client's `grpc-timeout` when shorter) with
+/// DEADLINE_EXCEEDED, and gives unreadable requests the client's status.
 #[derive(Debug, Clone)]
 pub struct GrpcAuthLayer {
     pub key: Option<PresharedKey>,
+    pub request_timeout: std::time::Duration,
 }
 
 impl<S> Layer<S> for GrpcAuthLayer {
@@ -66,6 +69,7 @@ impl<S> Layer<S> for GrpcAuthLayer {
         GrpcAuth {
             inner,
             key: self.key.clone(),
+            request_timeout: self.request_timeout,
         }
     }
 }
@@ -74,6 +78,7 @@ impl<S> Layer<S> for GrpcAuthLayer {
 pub struct GrpcAuth<S> {
     inner: S,
     key: Option<PresharedKey>,
+    request_timeout: std::time::Duration,
 }
 
 impl<S, B, RB> Service<Request<B>> for GrpcAuth<S>
@@ -102,14 +107,45 @@ where
                 }
             }
         }
+        let client = req.headers().get("grpc-timeout").and_then(|v| grpc_timeout(v.as_bytes()));
+        let (limit, whose) = match client {
+            Some(c) if c < self.request_timeout => (c, "the client's deadline"),
+            _ => (self.request_timeout, "the server's `--request-timeout`"),
+        };
         let fut = self.inner.call(req);
         Box::pin(async move {
-            let mut response = fut.await?;
+            // A stream's deadline covers its opening (the handler's answer), not the
+            // stream: those are bounded per send (`--stream-send-timeout`).
+            let Ok(answer) = tokio::time::timeout(limit, fut).await else {
+                let status = tonic::Status::deadline_exceeded(format!("the call did not finish within {limit:?} ({whose})"));
+                return Ok(status.into_http::<RB>());
+            };
+            let mut response = answer?;
             unreadable_is_invalid_argument(&mut response);
             readable_grpc_message(&mut response);
             Ok(response)
         })
     }
+}
+
+/// A `grpc-timeout` header's value (`<digits><unit>`, at most 8 digits, unit one of
+/// `H M S m u n`); `None` when it is not one.
+fn grpc_timeout(v: &[u8]) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let (unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n.saturating_mul(3600)),
+        b'M' => Duration::from_secs(n.saturating_mul(60)),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// tonic answers a request it cannot read with codes that blame the server:
@@ -180,6 +216,20 @@ mod tests {
         readable_grpc_message(&mut response);
         let message = response.headers().get("grpc-message").map(|m| m.to_str().unwrap_or_default().to_string());
         assert_eq!(message.as_deref(), Some("relationship%20%60doc:1#viewer@user:a%60%20100%25%20there?"));
+    }
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit_and_nothing_else() {
+        use std::time::Duration;
+        assert_eq!(grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
+        assert_eq!(grpc_timeout(b"250m"), Some(Duration::from_millis(250)));
+        assert_eq!(grpc_timeout(b"99999999u"), Some(Duration::from_micros(99_999_999)));
+        assert_eq!(grpc_timeout(b"7n"), Some(Duration::from_nanos(7)));
+        for bad in [&b""[..], b"S", b"123456789S", b"-1S", b"1s", b"1.5S", b"12"] {
+            assert_eq!(grpc_timeout(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     #[test]

@@ -224,8 +224,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
         .context("build the reflection service")?;
     let max = opts.limits.max_message_bytes;
     let t = &opts.transport;
+    // The request timeout is the auth layer's (it answers DEADLINE_EXCEEDED; tonic's own
+    // would answer CANCELLED).
     let mut builder = Server::builder()
-        .timeout(t.request_timeout)
         .max_concurrent_streams(t.max_concurrent_streams)
         .http2_keepalive_interval(Some(t.keepalive_interval))
         .http2_keepalive_timeout(Some(t.keepalive_timeout));
@@ -237,7 +238,7 @@ async fn serve(opts: ServeOptions) -> Result<()> {
             .context("configure TLS for gRPC")?;
     }
     let router = builder
-        .layer(GrpcAuthLayer { key: key.clone() })
+        .layer(GrpcAuthLayer { key: key.clone(), request_timeout: t.request_timeout })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)

@@ -281,3 +281,106 @@ async fn import_streams_beyond_the_cap_are_refused() {
     a.await.unwrap().unwrap();
     c.relationships.import_relationships(tokio_stream::iter(vec![message("b")])).await.unwrap();
 }
+
+/// A server whose `doc`s (`n` of them, ids `d000000` on, padded with `pad` bytes) user
+/// `ann` may all view.
+async fn docs_for_ann(server: &Server, n: usize, pad: usize) -> Clients {
+    let pad = "x".repeat(pad);
+    let mut c = server.clients().await;
+    c.schema
+        .write_schema(pb::WriteSchemaRequest { schema: "definition user {}\ndefinition doc {\n    relation viewer: user\n}\n".into() })
+        .await
+        .unwrap();
+    let ids: Vec<usize> = (0..n).collect();
+    let batches: Vec<pb::ImportRelationshipsRequest> = ids
+        .chunks(10_000)
+        .map(|ids| pb::ImportRelationshipsRequest {
+            relationships: ids.iter().map(|i| rel(&format!("doc:d{i:06}{pad}#viewer@user:ann"))).collect(),
+        })
+        .collect();
+    c.relationships.import_relationships(tokio_stream::iter(batches)).await.unwrap();
+    c
+}
+
+fn ann_views(limit: u32, cursor: &str) -> pb::LookupResourcesRequest {
+    pb::LookupResourcesRequest {
+        resource_type: "doc".into(),
+        permission: "viewer".into(),
+        subject: Some(subj("user:ann")),
+        limit,
+        cursor: cursor.into(),
+        ..Default::default()
+    }
+}
+
+/// Reads a lookup to its end: the ids, and the error it ended with, if any.
+async fn lookup_to_end(mut stream: tonic::Streaming<pb::LookupResourcesResponse>) -> (Vec<String>, Option<tonic::Status>) {
+    let mut ids = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => ids.push(m.resource_id),
+            Ok(None) => return (ids, None),
+            Err(s) => return (ids, Some(s)),
+        }
+    }
+}
+
+/// A limit above `--max-page-size` is refused by name (a silently shorter page would
+/// pass for the last one); a limit of 0 streams every result, and pages follow cursors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_pages_are_capped_and_a_limit_of_zero_streams_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--max-page-size", "100"]);
+    let mut c = docs_for_ann(&server, 1000, 0).await;
+    let err = c.permissions.lookup_resources(ann_views(101, "")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("--max-page-size"), "{}", err.message());
+    let (all, end) = lookup_to_end(c.permissions.lookup_resources(ann_views(0, "")).await.unwrap().into_inner()).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(all, (0..1000).map(|i| format!("d{i:06}")).collect::<Vec<_>>());
+    let mut paged = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (page, end) = lookup_to_end(c.permissions.lookup_resources(ann_views(100, &cursor)).await.unwrap().into_inner()).await;
+        assert!(end.is_none(), "{end:?}");
+        let Some(last) = page.last() else { break };
+        cursor = last.clone();
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+}
+
+/// Lookups stream as they are made, and take turns (`--max-heavy-calls`): a client that
+/// stops reading a big lookup holds its turn only until `--stream-send-timeout` ends
+/// its stream (RESOURCE_EXHAUSTED after what was sent, never a clean end); a call that
+/// waits for a turn past `--request-timeout` ends with DEADLINE_EXCEEDED naming it;
+/// after the stalled stream is let go, lookups run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_lookup_holds_its_turn_only_until_the_send_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    // Far more than the HTTP/2 windows (a client's are 2 MB a stream, 5 MB a connection)
+    // and the stream's channel hold: some 14 MB of answers. Loaded first, then served
+    // again with the limits under test (a 1 s request timeout would cut the import).
+    let loader = Server::start(dir.path(), &[]);
+    docs_for_ann(&loader, 60_000, 100).await;
+    loader.terminate();
+    let server = Server::start(
+        dir.path(),
+        &["--max-heavy-calls", "1", "--stream-send-timeout", "4s", "--request-timeout", "1s"],
+    );
+    let mut c = server.clients().await;
+    let stalled = c.permissions.lookup_resources(ann_views(0, "")).await.unwrap().into_inner();
+    // The server's deadline, not the client's (tonic's client would end the call itself).
+    let waiting = c.permissions.lookup_resources(ann_views(10, "")).await.unwrap_err();
+    assert_eq!(waiting.code(), tonic::Code::DeadlineExceeded, "{waiting:?}");
+    assert!(waiting.message().contains("--request-timeout"), "{}", waiting.message());
+    // The stalled stream is ended after the send timeout; its turn is free again.
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let (page, end) = lookup_to_end(c.permissions.lookup_resources(ann_views(10, "")).await.unwrap().into_inner()).await;
+    assert!(end.is_none(), "{end:?}");
+    assert_eq!(page.len(), 10);
+    let (got, end) = lookup_to_end(stalled).await;
+    let status = end.unwrap_or_else(|| panic!("the stalled lookup ended as if complete, after {} ids", got.len()));
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(got.len() < 60_000, "{}", got.len());
+}

@@ -347,6 +347,23 @@ async fn blocking(f: impl FnOnce() -> Result<Value, Failure> + Send + 'static) -
         .map_err(|e| Failure { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("a worker failed: {e}") })?
 }
 
+/// [`blocking`] for a search, in its turn among the server's heavy calls
+/// (`--max-heavy-calls`).
+async fn heavy_blocking(
+    shared: &Arc<Shared>,
+    f: impl FnOnce() -> Result<Value, Failure> + Send + 'static,
+) -> Result<Value, Failure> {
+    let turn = shared
+        .heavy_turn()
+        .await
+        .map_err(|_| Failure { status: StatusCode::SERVICE_UNAVAILABLE, message: "the server is shutting down".into() })?;
+    blocking(move || {
+        let _turn = turn;
+        f()
+    })
+    .await
+}
+
 /// Parses a search and its page token, and waits for the token's revision.
 async fn start_search(
     state: &AuthzenState,
@@ -384,7 +401,7 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
         let (search, fingerprint, position) =
             start_search(&state, &headers, body, wire::subject_search, Kind::Subject).await?;
         let shared = state.shared.clone();
-        blocking(move || {
+        heavy_blocking(&state.shared, move || {
             let q = &search.query;
             let _entered = tracing::debug_span!(
                 "authzen.search_subject",
@@ -404,7 +421,7 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
                 subject_relation: None,
                 consistency: consistency_after(position.as_ref()),
                 cursor: position.as_ref().map(|p| p.after.as_str()),
-                limit: Some(page::limit(search.page.limit)),
+                limit: Some(page::limit(search.page.limit, shared.limits.max_page_size)),
                 written_subject_sets_only: false,
             })?;
             let (wildcards, mut subjects): (Vec<_>, Vec<_>) =
@@ -436,7 +453,7 @@ async fn search_resource(State(state): State<AuthzenState>, headers: HeaderMap, 
         let (search, fingerprint, position) =
             start_search(&state, &headers, body, wire::resource_search, Kind::Resource).await?;
         let shared = state.shared.clone();
-        blocking(move || {
+        heavy_blocking(&state.shared, move || {
             let q = &search.query;
             let _entered = tracing::debug_span!(
                 "authzen.search_resource",
@@ -456,7 +473,7 @@ async fn search_resource(State(state): State<AuthzenState>, headers: HeaderMap, 
                 subject_relation: None,
                 consistency: consistency_after(position.as_ref()),
                 cursor: position.as_ref().map(|p| p.after.as_str()),
-                limit: Some(page::limit(search.page.limit)),
+                limit: Some(page::limit(search.page.limit, shared.limits.max_page_size)),
             })?;
             let mut ids = found.resource_ids;
             if needs_recheck(q) {
@@ -511,7 +528,7 @@ async fn search_action(State(state): State<AuthzenState>, headers: HeaderMap, bo
                 allowed.push(*name);
             }
         }
-        let limit = page::limit(search.page.limit);
+        let limit = page::limit(search.page.limit, state.shared.limits.max_page_size);
         let next = (allowed.len() > limit).then(|| allowed.get(limit - 1).map(|n| n.to_string())).flatten();
         allowed.truncate(limit);
         let results: Vec<Value> = allowed.iter().map(|name| json!({"name": name})).collect();

@@ -3,9 +3,6 @@
 //! pages read at that revision or newer) and the last result returned (the engine's
 //! lookup cursor). A token handed to a different search is refused.
 
-/// Results per page when the request names no limit (or 0), and the most a page holds.
-pub const DEFAULT_LIMIT: usize = 1000;
-pub const MAX_LIMIT: usize = 10_000;
 
 /// Which search a token belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,11 +88,12 @@ pub fn decode(kind: Kind, fingerprint: u64, token: &str) -> Result<Position, Str
     Ok(Position { revision, after })
 }
 
-/// The page size for a requested limit.
-pub fn limit(requested: Option<u64>) -> usize {
+/// The page size for a requested limit: the server's cap (`--max-page-size`) when the
+/// request names none (or 0), and never more than it (the page token says where to go on).
+pub fn limit(requested: Option<u64>, max: usize) -> usize {
     match requested {
-        None | Some(0) => DEFAULT_LIMIT,
-        Some(n) => usize::try_from(n).unwrap_or(MAX_LIMIT).min(MAX_LIMIT),
+        None | Some(0) => max,
+        Some(n) => usize::try_from(n).unwrap_or(max).min(max),
     }
 }
 
@@ -125,9 +123,9 @@ mod tests {
 
     #[test]
     fn limits_default_and_cap() {
-        assert_eq!(limit(None), DEFAULT_LIMIT);
-        assert_eq!(limit(Some(0)), DEFAULT_LIMIT);
-        assert_eq!(limit(Some(3)), 3);
-        assert_eq!(limit(Some(u64::MAX)), MAX_LIMIT);
+        assert_eq!(limit(None, 1000), 1000);
+        assert_eq!(limit(Some(0), 1000), 1000);
+        assert_eq!(limit(Some(3), 1000), 3);
+        assert_eq!(limit(Some(u64::MAX), 1000), 1000);
     }
 }

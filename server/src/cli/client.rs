@@ -806,48 +806,31 @@ fn relationship_text(r: Option<&pb::Relationship>) -> Result<String> {
         .to_string())
 }
 
-/// Rows per ReadRelationships call; the CLI pages through with the cursor.
-const READ_PAGE: u32 = 10_000;
-
+/// Every relationship the filter selects, in one ReadRelationships stream (a limit of 0:
+/// the server sends them a page at a time, all at one revision).
 async fn read(conn: &Connection, filter: Option<&str>) -> Result<ExitCode> {
     let f = RelationshipFilter::parse(filter.unwrap_or("")).map_err(|e| anyhow!("{e}"))?;
     let mut c = connect(conn).await?;
-    let mut consistency = c.consistency.clone();
-    let mut cursor = String::new();
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut all = Vec::new();
-    loop {
-        let mut stream = c
-            .relationships
-            .read_relationships(pb::ReadRelationshipsRequest {
-                consistency: Some(consistency.clone()),
-                filter: f.resource_type.is_some().then(|| convert::to_pb_filter(&f)),
-                cursor: cursor.clone(),
-                limit: READ_PAGE,
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        let mut n = 0u32;
-        while let Some(item) = stream.next().await {
-            let item = item.map_err(status_error)?;
-            n += 1;
-            // Later pages read the same revision as the first.
-            consistency = pb::Consistency {
-                requirement: Some(pb::consistency::Requirement::AtExactSnapshot(
-                    item.revision.clone(),
-                )),
-            };
-            let text = relationship_text(item.relationship.as_ref())?;
-            if c.json {
-                all.push(text);
-            } else {
-                writeln!(out, "{text}")?;
-            }
-            cursor = item.cursor;
-        }
-        if n < READ_PAGE {
-            break;
+    let mut stream = c
+        .relationships
+        .read_relationships(pb::ReadRelationshipsRequest {
+            consistency: Some(c.consistency.clone()),
+            filter: f.resource_type.is_some().then(|| convert::to_pb_filter(&f)),
+            cursor: String::new(),
+            limit: 0,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    while let Some(item) = stream.next().await {
+        let item = item.map_err(status_error)?;
+        let text = relationship_text(item.relationship.as_ref())?;
+        if c.json {
+            all.push(text);
+        } else {
+            writeln!(out, "{text}")?;
         }
     }
     if c.json {

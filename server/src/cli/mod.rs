@@ -123,6 +123,14 @@ struct ServeArgs {
     /// Import streams that may run at once (more are refused with RESOURCE_EXHAUSTED).
     #[arg(long, env = "ARBITER_MAX_CONCURRENT_IMPORTS", default_value_t = 4)]
     max_concurrent_imports: usize,
+    /// The most results one page of a lookup or read holds: a larger limit is refused
+    /// (0 streams every result, this many at a time); AuthZEN searches page at most this.
+    #[arg(long, env = "ARBITER_MAX_PAGE_SIZE", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_page_size: u32,
+    /// Lookups, reads and exports (every API) that run at once; more wait their turn,
+    /// within the request timeout.
+    #[arg(long, env = "ARBITER_MAX_HEAVY_CALLS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_heavy_calls: u32,
     /// How long a send to a streaming client (Export, Watch) waits for it to read before
     /// the stream is ended with RESOURCE_EXHAUSTED.
     #[arg(long, env = "ARBITER_STREAM_SEND_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -256,6 +264,8 @@ pub fn run() -> ExitCode {
                     max_import_batch: a.max_import_batch,
                     max_concurrent_imports: a.max_concurrent_imports,
                     stream_send_timeout: a.stream_send_timeout,
+                    max_page_size: a.max_page_size as usize,
+                    max_heavy_calls: a.max_heavy_calls as usize,
                 },
                 transport: crate::serve::Transport {
                     request_timeout: a.request_timeout,

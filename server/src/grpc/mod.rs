@@ -49,6 +49,12 @@ pub struct Limits {
     /// before the stream is ended with RESOURCE_EXHAUSTED: a stalled client must not pin
     /// a thread or an old revision.
     pub stream_send_timeout: std::time::Duration,
+    /// The most results one page holds: a larger limit on a lookup or read is refused
+    /// (0 streams everything, a page at a time); AuthZEN searches page at most this.
+    pub max_page_size: usize,
+    /// Lookups, reads and exports (on every API) that run at once; more wait their turn
+    /// (within the request timeout) instead of each holding a walk's memory at once.
+    pub max_heavy_calls: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +66,8 @@ impl Default for Limits {
             max_import_batch: 10_000,
             max_concurrent_imports: 4,
             stream_send_timeout: std::time::Duration::from_secs(30),
+            max_page_size: 1000,
+            max_heavy_calls: 4,
         }
     }
 }
@@ -83,6 +91,8 @@ pub struct Shared {
     pub decisions: std::sync::OnceLock<crate::decisions::DecisionLog>,
     /// One permit per running import stream (`Limits::max_concurrent_imports`).
     imports: tokio::sync::Semaphore,
+    /// One permit per running lookup, read or export (`Limits::max_heavy_calls`).
+    heavy: Arc<tokio::sync::Semaphore>,
 }
 
 impl Shared {
@@ -104,6 +114,7 @@ impl Shared {
         Arc::new(Shared {
             engine,
             imports: tokio::sync::Semaphore::new(limits.max_concurrent_imports),
+            heavy: Arc::new(tokio::sync::Semaphore::new(limits.max_heavy_calls.max(1))),
             limits,
             metrics,
             commits,
@@ -112,6 +123,24 @@ impl Shared {
             replica,
             decisions: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A turn for a lookup, read or export: waits while `--max-heavy-calls` of them run
+    /// (the request timeout bounds the wait). Hold it until the call's last result is sent.
+    pub async fn heavy_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.heavy.clone().acquire_owned().await.map_err(|_| Status::unavailable("the server is shutting down"))
+    }
+
+    /// A request's page limit (0: none), refused above `--max-page-size`.
+    pub fn page_limit(&self, limit: u32, field: &str) -> Result<Option<usize>, Status> {
+        let max = self.limits.max_page_size;
+        match limit as usize {
+            0 => Ok(None),
+            n if n > max => Err(Status::invalid_argument(format!(
+                "`{field}` is {n}, above the server's page size of {max} (`--max-page-size`): ask for at most {max} and follow the cursor, or 0 to stream every result"
+            ))),
+            n => Ok(Some(n)),
+        }
     }
 
     /// Before a read: on a replica, waits (bounded) until the revision the request's
@@ -350,6 +379,64 @@ pub fn too_many(what: &str, n: usize, limit: usize, flag: &str) -> Status {
     Status::invalid_argument(format!(
         "{n} {what} in one request, more than the limit of {limit} (`--{flag}`)"
     ))
+}
+
+/// A streamed response: results as a blocking producer makes them.
+pub type Streamed<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// Results a producer sends into a stream before it waits for the client to read.
+const STREAM_BUFFER: usize = 256;
+
+/// Runs `produce` on the blocking pool in a heavy call's turn ([`Shared::heavy_turn`]),
+/// streaming what it emits as it goes: memory for what the client has not read yet, not
+/// for the whole result. An error before the first result is the call's status; a
+/// later one ends the stream. A client that stops reading ends it after
+/// `--stream-send-timeout` (the producer's thread and snapshot are let go).
+pub async fn produce_stream<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    produce: impl FnOnce(&mut Emitter<T>) -> Result<(), Status> + Send + 'static,
+) -> Result<Streamed<T>, Status> {
+    use tokio_stream::StreamExt as _;
+    let turn = shared.heavy_turn().await?;
+    let (tx, mut rx) = stream_channel(STREAM_BUFFER);
+    let mut out = Emitter { tx, runtime: tokio::runtime::Handle::current(), timeout: shared.limits.stream_send_timeout, open: true };
+    tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        if let Err(e) = produce(&mut out) {
+            out.fail(e);
+        }
+    });
+    match rx.recv().await {
+        None => Ok(Box::pin(tokio_stream::empty())),
+        Some(Err(e)) => Err(e),
+        Some(Ok(first)) => Ok(Box::pin(tokio_stream::once(Ok(first)).chain(tokio_stream::wrappers::ReceiverStream::new(rx)))),
+    }
+}
+
+/// Where a [`produce_stream`] producer sends its results.
+#[derive(Debug)]
+pub struct Emitter<T> {
+    tx: Sender<T>,
+    runtime: tokio::runtime::Handle,
+    timeout: std::time::Duration,
+    open: bool,
+}
+
+impl<T> Emitter<T> {
+    /// Sends one result; false once the stream is over (the client went away or
+    /// stalled): the producer should stop.
+    pub fn send(&mut self, item: T) -> bool {
+        if self.open {
+            self.open = self.runtime.block_on(self.tx.send(Ok(item), self.timeout));
+        }
+        self.open
+    }
+
+    fn fail(&mut self, e: Status) {
+        if self.open {
+            self.open = self.runtime.block_on(self.tx.send(Err(e), self.timeout));
+        }
+    }
 }
 
 /// A streaming response's channel with one slot kept for the error that ends a stalled

@@ -1,33 +1,25 @@
 //! PermissionService: Check, CheckBulk, Expand and the lookups.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arbiter_engine::{CheckRequest, Decision, LookupResourcesRequest, LookupSubjectsRequest};
 use arbiter_proto::arbiter::v1 as pb;
 use pb::permission_service_server::PermissionService;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::{blocking, too_many, Shared};
+use super::{blocking, too_many, Shared, Streamed};
 use crate::convert::{self, status};
 use crate::token;
 
 #[derive(Debug, Clone)]
 pub struct Permissions(pub Arc<Shared>);
 
-type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 fn decision(d: Decision) -> i32 {
     match d {
         Decision::Allowed => pb::Decision::Allowed as i32,
         Decision::Denied => pb::Decision::Denied as i32,
     }
-}
-
-fn limit(l: u32) -> Option<usize> {
-    (l > 0).then_some(l as usize)
 }
 
 fn cursor(c: &str) -> Option<&str> {
@@ -276,20 +268,18 @@ impl PermissionService for Permissions {
         request: Request<pb::LookupResourcesRequest>,
     ) -> Result<Response<Self::LookupResourcesStream>, Status> {
         let start = Instant::now();
-        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
-            return self.0.metrics.record("LookupResources", start, Err(e));
-        }
         let shared = self.0.clone();
-        let result = blocking(move || {
-            let r = request.get_ref();
-            let consistency = convert::consistency(r.consistency.as_ref())?;
-            let resource_type = convert::required(&r.resource_type, "resource_type")?;
-            let permission = convert::required(&r.permission, "permission")?;
-            let (subject_type, subject_id, subject_relation) =
-                convert::subject(r.subject.as_ref(), "subject")?;
-            let page = shared
-                .engine
-                .lookup_resources(&LookupResourcesRequest {
+        let result = async {
+            self.0.fresh(request.get_ref().consistency.as_ref()).await?;
+            let limit = self.0.page_limit(request.get_ref().limit, "limit")?;
+            let stream = super::produce_stream(&shared.clone(), move |out| {
+                let r = request.get_ref();
+                let consistency = convert::consistency(r.consistency.as_ref())?;
+                let resource_type = convert::required(&r.resource_type, "resource_type")?;
+                let permission = convert::required(&r.permission, "permission")?;
+                let (subject_type, subject_id, subject_relation) =
+                    convert::subject(r.subject.as_ref(), "subject")?;
+                let req = LookupResourcesRequest {
                     resource_type,
                     permission,
                     subject_type,
@@ -297,25 +287,23 @@ impl PermissionService for Permissions {
                     subject_relation,
                     consistency,
                     cursor: cursor(&r.cursor),
-                    limit: limit(r.limit),
-                })
-                .map_err(status)?;
-            let revision = token::encode(page.revision);
-            let items: Vec<Result<pb::LookupResourcesResponse, Status>> = page
-                .resource_ids
-                .into_iter()
-                .map(|id| {
-                    Ok(pb::LookupResourcesResponse {
-                        cursor: id.clone(),
-                        resource_id: id,
-                        revision: revision.clone(),
+                    limit,
+                };
+                let chunk = shared.limits.max_page_size;
+                shared
+                    .engine
+                    .lookup_resources_each(&req, chunk, &mut |revision, ids| {
+                        let revision = token::encode(revision);
+                        ids.into_iter().all(|id| {
+                            out.send(pb::LookupResourcesResponse { cursor: id.clone(), resource_id: id, revision: revision.clone() })
+                        })
                     })
-                })
-                .collect();
-            Ok(Response::new(
-                Box::pin(tokio_stream::iter(items)) as Self::LookupResourcesStream
-            ))
-        })
+                    .map_err(status)?;
+                Ok(())
+            })
+            .await?;
+            Ok(Response::new(stream))
+        }
         .await;
         self.0.metrics.record("LookupResources", start, result)
     }
@@ -327,48 +315,47 @@ impl PermissionService for Permissions {
         request: Request<pb::LookupSubjectsRequest>,
     ) -> Result<Response<Self::LookupSubjectsStream>, Status> {
         let start = Instant::now();
-        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
-            return self.0.metrics.record("LookupSubjects", start, Err(e));
-        }
         let shared = self.0.clone();
-        let result = blocking(move || {
-            let r = request.get_ref();
-            let consistency = convert::consistency(r.consistency.as_ref())?;
-            let resource = convert::object(r.resource.as_ref(), "resource")?;
-            let permission = convert::required(&r.permission, "permission")?;
-            let subject_type = convert::required(&r.subject_type, "subject_type")?;
-            let page = shared
-                .engine
-                .lookup_subjects(&LookupSubjectsRequest {
+        let result = async {
+            self.0.fresh(request.get_ref().consistency.as_ref()).await?;
+            let limit = self.0.page_limit(request.get_ref().limit, "limit")?;
+            let stream = super::produce_stream(&shared.clone(), move |out| {
+                let r = request.get_ref();
+                let consistency = convert::consistency(r.consistency.as_ref())?;
+                let resource = convert::object(r.resource.as_ref(), "resource")?;
+                let permission = convert::required(&r.permission, "permission")?;
+                let subject_type = convert::required(&r.subject_type, "subject_type")?;
+                let req = LookupSubjectsRequest {
                     resource_type: &resource.r#type,
                     resource_id: &resource.id,
                     permission,
                     subject_type,
-                    subject_relation: (!r.subject_relation.is_empty())
-                        .then_some(r.subject_relation.as_str()),
+                    subject_relation: (!r.subject_relation.is_empty()).then_some(r.subject_relation.as_str()),
                     consistency,
                     cursor: cursor(&r.cursor),
-                    limit: limit(r.limit),
+                    limit,
                     written_subject_sets_only: false,
-                })
-                .map_err(status)?;
-            let revision = token::encode(page.revision);
-            let items: Vec<Result<pb::LookupSubjectsResponse, Status>> = page
-                .subjects
-                .into_iter()
-                .map(|s| {
-                    Ok(pb::LookupSubjectsResponse {
-                        cursor: s.subject_id.clone(),
-                        subject_id: s.subject_id,
-                        excluded_ids: s.excluded_ids,
-                        revision: revision.clone(),
+                };
+                let chunk = shared.limits.max_page_size;
+                shared
+                    .engine
+                    .lookup_subjects_each(&req, chunk, &mut |revision, subjects| {
+                        let revision = token::encode(revision);
+                        subjects.into_iter().all(|s| {
+                            out.send(pb::LookupSubjectsResponse {
+                                cursor: s.subject_id.clone(),
+                                subject_id: s.subject_id,
+                                excluded_ids: s.excluded_ids,
+                                revision: revision.clone(),
+                            })
+                        })
                     })
-                })
-                .collect();
-            Ok(Response::new(
-                Box::pin(tokio_stream::iter(items)) as Self::LookupSubjectsStream
-            ))
-        })
+                    .map_err(status)?;
+                Ok(())
+            })
+            .await?;
+            Ok(Response::new(stream))
+        }
         .await;
         self.0.metrics.record("LookupSubjects", start, result)
     }

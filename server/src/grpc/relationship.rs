@@ -1,26 +1,22 @@
 //! RelationshipService: writes, deletes, reads, bulk import and export, and Watch.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arbiter_engine::{
-    AttributeUpdate, ChangeOp, ObjectAttributes, ChangesAfter, LoggedCommit, RelationshipFilter, RelationshipUpdate, UpdateOp,
+    AttributeUpdate, ChangeOp, ObjectAttributes, ChangesAfter, LoggedCommit, ReadRequest, RelationshipFilter, RelationshipUpdate, UpdateOp,
 };
 use arbiter_proto::arbiter::v1 as pb;
 use pb::relationship_service_server::RelationshipService;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{blocking, too_many, Shared};
+use super::{too_many, Shared, Streamed};
 use crate::convert::{self, status};
 use crate::token;
 
 #[derive(Debug, Clone)]
 pub struct Relationships(pub Arc<Shared>);
-
-type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Relationships per ExportRelationships message.
 const EXPORT_CHUNK: usize = 1000;
@@ -124,45 +120,49 @@ impl RelationshipService for Relationships {
         request: Request<pb::ReadRelationshipsRequest>,
     ) -> Result<Response<Self::ReadRelationshipsStream>, Status> {
         let start = Instant::now();
-        if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
-            return self.0.metrics.record("ReadRelationships", start, Err(e));
-        }
         let shared = self.0.clone();
-        let result = blocking(move || {
-            let r = request.get_ref();
-            let consistency = convert::consistency(r.consistency.as_ref())?;
-            // No filter (or no resource type) reads everything.
-            let filter = match &r.filter {
-                Some(f) if !f.resource_type.is_empty() => convert::filter(Some(f), "filter")?,
-                Some(f) if f != &pb::RelationshipFilter::default() => {
-                    return Err(convert::invalid(
-                        "`filter.resource_type` is required when the filter names anything else",
-                    ))
-                }
-                _ => RelationshipFilter::default(),
-            };
-            let cursor = (!r.cursor.is_empty()).then_some(r.cursor.as_str());
-            let limit = (r.limit > 0).then_some(r.limit as usize);
-            let page = shared
-                .engine
-                .read_relationships(&filter, consistency, cursor, limit)
-                .map_err(status)?;
-            let revision = token::encode(page.revision);
-            let items: Vec<Result<pb::ReadRelationshipsResponse, Status>> = page
-                .relationships
-                .iter()
-                .map(|rel| {
-                    Ok(pb::ReadRelationshipsResponse {
-                        relationship: Some(convert::to_pb_relationship(rel)),
-                        cursor: arbiter_engine::store::relationship_key(rel),
-                        revision: revision.clone(),
+        let result = async {
+            self.0.fresh(request.get_ref().consistency.as_ref()).await?;
+            let limit = self.0.page_limit(request.get_ref().limit, "limit")?;
+            let stream = super::produce_stream(&shared.clone(), move |out| {
+                let r = request.get_ref();
+                let consistency = convert::consistency(r.consistency.as_ref())?;
+                // No filter (or no resource type) reads everything.
+                let filter = match &r.filter {
+                    Some(f) if !f.resource_type.is_empty() => convert::filter(Some(f), "filter")?,
+                    Some(f) if f != &pb::RelationshipFilter::default() => {
+                        return Err(convert::invalid(
+                            "`filter.resource_type` is required when the filter names anything else",
+                        ))
+                    }
+                    _ => RelationshipFilter::default(),
+                };
+                let req = ReadRequest {
+                    filter: &filter,
+                    id_prefix: None,
+                    consistency,
+                    cursor: (!r.cursor.is_empty()).then_some(r.cursor.as_str()),
+                    limit,
+                };
+                let chunk = shared.limits.max_page_size;
+                shared
+                    .engine
+                    .read_relationships_each(&req, chunk, &mut |revision, page| {
+                        let revision = token::encode(revision);
+                        page.iter().all(|rel| {
+                            out.send(pb::ReadRelationshipsResponse {
+                                relationship: Some(convert::to_pb_relationship(rel)),
+                                cursor: arbiter_engine::store::relationship_key(rel),
+                                revision: revision.clone(),
+                            })
+                        })
                     })
-                })
-                .collect();
-            Ok(Response::new(
-                Box::pin(tokio_stream::iter(items)) as Self::ReadRelationshipsStream
-            ))
-        })
+                    .map_err(status)?;
+                Ok(())
+            })
+            .await?;
+            Ok(Response::new(stream))
+        }
         .await;
         self.0.metrics.record("ReadRelationships", start, result)
     }
@@ -206,6 +206,10 @@ impl RelationshipService for Relationships {
         if let Err(e) = self.0.fresh(request.get_ref().consistency.as_ref()).await {
             return self.0.metrics.record("ExportRelationships", start, Err(e));
         }
+        let turn = match self.0.heavy_turn().await {
+            Ok(t) => t,
+            Err(e) => return self.0.metrics.record("ExportRelationships", start, Err(e)),
+        };
         let result = (|| {
             let consistency = convert::consistency(request.get_ref().consistency.as_ref())?;
             let engine = self.0.engine.clone();
@@ -214,6 +218,7 @@ impl RelationshipService for Relationships {
             let timeout = self.0.limits.stream_send_timeout;
             let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
+                let _turn = turn;
                 let revision = token::encode(graph.revision);
                 let now = arbiter_engine::now_micros();
                 let mut chunk = Vec::with_capacity(EXPORT_CHUNK);

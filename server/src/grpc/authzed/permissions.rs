@@ -1,36 +1,29 @@
 //! SpiceDB's PermissionsService: checks, expand, lookups, and the relationship reads,
 //! writes, deletes, bulk import and export, over the same engine as `arbiter.v1`.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arbiter_engine::{
     CheckRequest, Consistency, Decision, Engine, LookupResourcesRequest, LookupSubjectsRequest,
-    RelationshipUpdate, UpdateOp,
+    ReadRequest, RelationshipUpdate, UpdateOp, LOOKUP_CHUNK,
 };
 use arbiter_proto::authzed::api::v1 as pb;
 use arbiter_schema::{Relationship, WILDCARD_ID};
 use pb::permissions_service_server::PermissionsService;
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{fresh, status, WireFilter};
 use crate::convert::{self, invalid};
-use crate::grpc::{blocking, too_many, Shared};
+use crate::grpc::{blocking, produce_stream, too_many, Shared, Streamed};
 use crate::token;
 
 #[derive(Debug, Clone)]
 pub struct AuthzedPermissions(pub Arc<Shared>);
 
-type Streamed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 /// Relationships per ExportBulkRelationships message unless the client asks for fewer.
 const EXPORT_CHUNK: usize = 1000;
-/// Relationships read from the engine at a time when an id prefix is filtered here.
-const PREFIX_CHUNK: usize = 1000;
 
 fn permissionship(d: Decision) -> i32 {
     use pb::check_permission_response::Permissionship;
@@ -44,15 +37,10 @@ fn limit(l: u32) -> Option<usize> {
     (l > 0).then_some(l as usize)
 }
 
-fn streamed<T: Send + 'static>(items: Vec<T>) -> Streamed<T> {
-    Box::pin(tokio_stream::iter(items.into_iter().map(Ok)))
-}
-
 /// One page of the relationships a filter selects, in relationship order, after
 /// `cursor` (a relationship key, see `arbiter_engine::store::relationship_key`), at one
-/// revision. An id prefix is applied here: keys of one type whose id starts with the
-/// prefix are contiguous (`type:id#...`), so the read starts at the prefix and stops at
-/// the first relationship past it.
+/// revision; an id prefix is applied as the engine walks. Returns (page, whether more
+/// follow, revision).
 fn read_page(
     engine: &Engine,
     filter: &WireFilter,
@@ -61,50 +49,29 @@ fn read_page(
     limit: Option<usize>,
 ) -> Result<(Vec<Relationship>, bool, u64), Status> {
     let engine_filter = filter.engine();
-    let Some(prefix) = &filter.resource_id_prefix else {
-        let page = engine
-            .read_relationships(&engine_filter, consistency, cursor, limit)
-            .map_err(status)?;
-        return Ok((
-            page.relationships,
-            page.next_cursor.is_some(),
-            page.revision,
-        ));
-    };
-    let Some(resource_type) = &filter.resource_type else {
-        return Err(invalid(
-            "`optional_resource_id_prefix` needs `resource_type`",
-        ));
-    };
-    let start = format!("{resource_type}:{prefix}");
-    let mut at = match cursor {
-        Some(c) if c > start.as_str() => c.to_string(),
-        _ => start,
-    };
-    let mut consistency = consistency;
-    let mut found = Vec::new();
-    let mut revision = None;
-    loop {
-        let page = engine
-            .read_relationships(&engine_filter, consistency, Some(&at), Some(PREFIX_CHUNK))
-            .map_err(status)?;
-        // Every further page at the same revision.
-        consistency = Consistency::AtExactSnapshot(page.revision);
-        revision = revision.or(Some(page.revision));
-        for r in page.relationships {
-            if !r.resource.object_id.starts_with(prefix.as_str()) {
-                return Ok((found, false, page.revision));
-            }
-            if limit.is_some_and(|l| found.len() == l) {
-                return Ok((found, true, page.revision));
-            }
-            at = arbiter_engine::store::relationship_key(&r);
-            found.push(r);
-        }
-        if page.next_cursor.is_none() {
-            return Ok((found, false, page.revision));
-        }
+    if filter.resource_id_prefix.is_some() && filter.resource_type.is_none() {
+        return Err(invalid("`optional_resource_id_prefix` needs `resource_type`"));
     }
+    let want = limit.map(|l| l.saturating_add(1));
+    let req = ReadRequest {
+        filter: &engine_filter,
+        id_prefix: filter.resource_id_prefix.as_deref(),
+        consistency,
+        cursor,
+        limit: want,
+    };
+    let mut found = Vec::new();
+    let revision = engine
+        .read_relationships_each(&req, want.unwrap_or(LOOKUP_CHUNK), &mut |_, mut page| {
+            found.append(&mut page);
+            true
+        })
+        .map_err(status)?;
+    let more = limit.is_some_and(|l| found.len() > l);
+    if let Some(l) = limit {
+        found.truncate(l);
+    }
+    Ok((found, more, revision))
 }
 
 /// One LookupSubjects answer: the subject, and for a wildcard the ids it excludes, in
@@ -515,8 +482,8 @@ impl PermissionsService for AuthzedPermissions {
         let shared = self.0.clone();
         let result = async {
             let consistency = fresh(&shared, request.get_ref().consistency.as_ref()).await?;
-            let shared = shared.clone();
-            blocking(move || {
+            let limit = shared.page_limit(request.get_ref().optional_limit, "optional_limit")?;
+            let stream = produce_stream(&shared.clone(), move |out| {
                 let r = request.get_ref();
                 // Lookups judge forbids without a context; one that is sent is still
                 // held to the bound of every context.
@@ -526,33 +493,35 @@ impl PermissionsService for AuthzedPermissions {
                 let permission = convert::required(&r.permission, "permission")?;
                 let (subject_type, subject_id, subject_relation) =
                     super::subject(r.subject.as_ref(), "subject")?;
-                let page = shared
+                let req = LookupResourcesRequest {
+                    resource_type,
+                    permission,
+                    subject_type,
+                    subject_id,
+                    subject_relation,
+                    consistency,
+                    cursor: super::cursor(&r.optional_cursor),
+                    limit,
+                };
+                shared
                     .engine
-                    .lookup_resources(&LookupResourcesRequest {
-                        resource_type,
-                        permission,
-                        subject_type,
-                        subject_id,
-                        subject_relation,
-                        consistency,
-                        cursor: super::cursor(&r.optional_cursor),
-                        limit: limit(r.optional_limit),
+                    .lookup_resources_each(&req, shared.limits.max_page_size, &mut |revision, ids| {
+                        let token = super::zed_token(revision);
+                        ids.into_iter().all(|id| {
+                            out.send(pb::LookupResourcesResponse {
+                                looked_up_at: token.clone(),
+                                after_result_cursor: super::to_cursor(id.clone()),
+                                resource_object_id: id,
+                                permissionship: pb::LookupPermissionship::HasPermission as i32,
+                                partial_caveat_info: None,
+                            })
+                        })
                     })
                     .map_err(status)?;
-                let items = page
-                    .resource_ids
-                    .into_iter()
-                    .map(|id| pb::LookupResourcesResponse {
-                        looked_up_at: super::zed_token(page.revision),
-                        after_result_cursor: super::to_cursor(id.clone()),
-                        resource_object_id: id,
-                        permissionship: pb::LookupPermissionship::HasPermission as i32,
-                        partial_caveat_info: None,
-                    })
-                    .collect();
-                Ok(Response::new(streamed(items)))
+                Ok(())
             })
-            .await
+            .await?;
+            Ok(Response::new(stream))
         }
         .await;
         self.0
@@ -570,8 +539,8 @@ impl PermissionsService for AuthzedPermissions {
         let shared = self.0.clone();
         let result = async {
             let consistency = fresh(&shared, request.get_ref().consistency.as_ref()).await?;
-            let shared = shared.clone();
-            blocking(move || {
+            let limit = shared.page_limit(request.get_ref().optional_concrete_limit, "optional_concrete_limit")?;
+            let stream = produce_stream(&shared.clone(), move |out| {
                 use pb::lookup_subjects_request::WildcardOption;
                 let r = request.get_ref();
                 convert::request_context(r.context.as_ref())?;
@@ -592,32 +561,30 @@ impl PermissionsService for AuthzedPermissions {
                     None if exclude_wildcards => Some(WILDCARD_ID),
                     c => c,
                 };
-                let page = shared
+                let req = LookupSubjectsRequest {
+                    resource_type: &resource.object_type,
+                    resource_id: &resource.object_id,
+                    permission,
+                    subject_type,
+                    subject_relation: match r.optional_subject_relation.as_str() {
+                        "" | "..." => None,
+                        rel => Some(rel),
+                    },
+                    consistency,
+                    cursor,
+                    limit,
+                    written_subject_sets_only: false,
+                };
+                shared
                     .engine
-                    .lookup_subjects(&LookupSubjectsRequest {
-                        resource_type: &resource.object_type,
-                        resource_id: &resource.object_id,
-                        permission,
-                        subject_type,
-                        subject_relation: match r.optional_subject_relation.as_str() {
-                            "" | "..." => None,
-                            rel => Some(rel),
-                        },
-                        consistency,
-                        cursor,
-                        limit: limit(r.optional_concrete_limit),
-                        written_subject_sets_only: false,
+                    .lookup_subjects_each(&req, shared.limits.max_page_size, &mut |revision, subjects| {
+                        subjects.into_iter().all(|s| out.send(found_subject(s, revision)))
                     })
                     .map_err(status)?;
-                let items = page
-                    .subjects
-                    .into_iter()
-                    .filter(|s| !(exclude_wildcards && s.subject_id == WILDCARD_ID))
-                    .map(|s| found_subject(s, page.revision))
-                    .collect();
-                Ok(Response::new(streamed(items)))
+                Ok(())
             })
-            .await
+            .await?;
+            Ok(Response::new(stream))
         }
         .await;
         self.0
@@ -635,33 +602,41 @@ impl PermissionsService for AuthzedPermissions {
         let shared = self.0.clone();
         let result = async {
             let consistency = fresh(&shared, request.get_ref().consistency.as_ref()).await?;
-            let shared = shared.clone();
-            blocking(move || {
+            let limit = shared.page_limit(request.get_ref().optional_limit, "optional_limit")?;
+            let stream = produce_stream(&shared.clone(), move |out| {
                 let r = request.get_ref();
                 let filter = match &r.relationship_filter {
                     Some(f) => WireFilter::parse(f, "relationship_filter")?,
                     None => WireFilter::default(),
                 };
-                let (found, _, revision) = read_page(
-                    &shared.engine,
-                    &filter,
+                if filter.resource_id_prefix.is_some() && filter.resource_type.is_none() {
+                    return Err(invalid("`optional_resource_id_prefix` needs `resource_type`"));
+                }
+                let engine_filter = filter.engine();
+                let req = ReadRequest {
+                    filter: &engine_filter,
+                    id_prefix: filter.resource_id_prefix.as_deref(),
                     consistency,
-                    super::cursor(&r.optional_cursor),
-                    limit(r.optional_limit),
-                )?;
-                let items = found
-                    .iter()
-                    .map(|rel| pb::ReadRelationshipsResponse {
-                        read_at: super::zed_token(revision),
-                        relationship: Some(super::to_pb_relationship(rel)),
-                        after_result_cursor: super::to_cursor(
-                            arbiter_engine::store::relationship_key(rel),
-                        ),
+                    cursor: super::cursor(&r.optional_cursor),
+                    limit,
+                };
+                shared
+                    .engine
+                    .read_relationships_each(&req, shared.limits.max_page_size, &mut |revision, page| {
+                        let token = super::zed_token(revision);
+                        page.iter().all(|rel| {
+                            out.send(pb::ReadRelationshipsResponse {
+                                read_at: token.clone(),
+                                relationship: Some(super::to_pb_relationship(rel)),
+                                after_result_cursor: super::to_cursor(arbiter_engine::store::relationship_key(rel)),
+                            })
+                        })
                     })
-                    .collect();
-                Ok(Response::new(streamed(items)))
+                    .map_err(status)?;
+                Ok(())
             })
-            .await
+            .await?;
+            Ok(Response::new(stream))
         }
         .await;
         self.0
@@ -800,8 +775,12 @@ impl PermissionsService for AuthzedPermissions {
             let chunk = limit(r.optional_limit).unwrap_or(EXPORT_CHUNK);
             let engine = self.0.engine.clone();
             let graph = engine.snapshot(consistency).map_err(status)?;
-            let (tx, rx) = mpsc::channel(4);
+            let turn = self.0.heavy_turn().await?;
+            let (mut tx, rx) = crate::grpc::stream_channel(4);
+            let timeout = self.0.limits.stream_send_timeout;
+            let runtime = tokio::runtime::Handle::current();
             tokio::task::spawn_blocking(move || {
+                let _turn = turn;
                 let now = arbiter_engine::now_micros();
                 let mut batch = Vec::with_capacity(chunk);
                 let mut offset = skip;
@@ -823,19 +802,19 @@ impl PermissionsService for AuthzedPermissions {
                             )),
                             relationships: std::mem::take(&mut batch),
                         };
-                        if tx.blocking_send(Ok(msg)).is_err() {
-                            return; // the client went away
+                        // The client went away, or stalled past the send timeout: this
+                        // thread and the snapshot are let go either way.
+                        if !runtime.block_on(tx.send(Ok(msg), timeout)) {
+                            return;
                         }
                     }
                 }
                 if !batch.is_empty() {
-                    let _ = tx.blocking_send(Ok(pb::ExportBulkRelationshipsResponse {
-                        after_result_cursor: super::to_cursor(export_cursor(
-                            graph.revision,
-                            offset,
-                        )),
+                    let last = pb::ExportBulkRelationshipsResponse {
+                        after_result_cursor: super::to_cursor(export_cursor(graph.revision, offset)),
                         relationships: batch,
-                    }));
+                    };
+                    let _ = runtime.block_on(tx.send(Ok(last), timeout));
                 }
             });
             Ok(Response::new(
