@@ -7,7 +7,7 @@ CONFORMANCE_DIR ?= ../shared/conformance
 SPICEDB_DIR := $(CONFORMANCE_DIR)/spicedb
 ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 
-.PHONY: run run-platform test deps build conformance corpus clippy fmt bench bench-baselines fuzz schemathesis schemathesis-long
+.PHONY: run run-platform test deps build conformance corpus clippy fmt bench bench-baselines crash-durability fuzz schemathesis schemathesis-long
 
 ## deps: install what the build needs when it is missing.
 deps:
@@ -86,6 +86,17 @@ BASELINE_ARGS ?= --relationships 1000000
 bench-baselines: deps
 	$(CARGO) build --release --workspace --all-targets
 	@scripts/with-postgres.sh $(CARGO) bench --workspace --bench baselines -- $(BASELINE_ARGS)
+
+## crash-durability: `arbiter-loadtest crash` against the debug `arbiter`: kill -9 the
+## embedded server mid-write 100 times, then 100 replica kills and 5 restarts of a
+## throwaway Postgres cluster of its own; every acknowledged change must survive and no
+## batch may be half applied. Not part of `make test`. CRASH_ARGS="--trials 5" for a
+## quick one.
+CRASH_ARGS ?=
+crash-durability: deps
+	$(CARGO) build --workspace --all-targets
+	$(CARGO_TARGET_DIR)/debug/arbiter-loadtest crash --mode embedded --arbiter $(ARBITER) $(CRASH_ARGS)
+	$(CARGO_TARGET_DIR)/debug/arbiter-loadtest crash --mode postgres --arbiter $(ARBITER) $(CRASH_ARGS)
 
 ## clippy: the workspace's lints (unwrap, expect and panic denied outside tests) over
 ## every target. Its build scripts' outputs are the test build's (RocksDB's C++ is not

@@ -1,7 +1,8 @@
-//! The command line: `gen`, `run` and `max`. Results go to stdout, progress and errors
-//! to stderr. Exit status 0, or 2 when a command could not start or finish its output
-//! (bad arguments, a missing dataset, a server that cannot be reached or refuses the
-//! first check), with a message naming the problem.
+//! The command line: `gen`, `run`, `max` and `crash`. Results go to stdout, progress
+//! and errors to stderr. Exit status 0, or 2 when a command could not start or finish
+//! its output (bad arguments, a missing dataset, a server that cannot be reached or
+//! refuses the first check), with a message naming the problem; `crash` exits 1 when
+//! it found a violation.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +52,10 @@ pub enum Command {
     Run(RunArgs),
     /// Step the rate up until p99 exceeds an SLO; report the highest rate that held.
     Max(MaxArgs),
+    /// Kill `arbiter serve` (or a Postgres-mode replica, or Postgres itself) with
+    /// SIGKILL mid-write, again and again, and check that every acknowledged change
+    /// survived and every unacknowledged batch is all or nothing.
+    Crash(Box<crate::crash::CrashArgs>),
 }
 
 /// The server, the dataset and how requests are made.
@@ -169,6 +174,7 @@ pub fn main() -> ExitCode {
         } => gen_command(relationships, seed, &out),
         Command::Run(args) => with_runtime(run_command(args)),
         Command::Max(args) => with_runtime(max_command(args)),
+        Command::Crash(args) => return crate::crash::main(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
