@@ -178,6 +178,9 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     if let Some(log) = decision_log {
         let _ = shared.decisions.set(log);
     }
+    // On a replica the follower runs before anything is written at start: a write
+    // (`--demo`, `--schema`, `--policies`) waits for its own revision to be applied here.
+    let follower = replica.clone().map(|r| tokio::spawn(r.follow(stop_rx.clone())));
     if opts.demo {
         load_demo(&shared).await?;
     }
@@ -198,7 +201,6 @@ async fn serve(opts: ServeOptions) -> Result<()> {
     let http_local = http_listener.local_addr()?;
 
     tokio::spawn(wait_for_signal(stop_tx));
-    let follower = replica.clone().map(|r| tokio::spawn(r.follow(stop_rx.clone())));
 
     // gRPC.
     let (health, health_service) = tonic_health::server::health_reporter();

@@ -596,3 +596,22 @@ async fn a_write_that_committed_is_a_success_even_when_the_local_apply_is_slow()
     })
     .await;
 }
+
+/// A replica started with `--schema` applies its own write at once: the follower runs
+/// before anything is written at start, so the write does not wait out the consistency
+/// timeout for a revision nobody is applying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_given_at_start_is_applied_without_waiting_out_the_timeout() {
+    let db = TestDb::new("schema_at_start").await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.zed");
+    std::fs::write(&schema, DOC_SCHEMA).unwrap();
+    let data = dir.path().join("data");
+    // With a timeout this long, a write waiting on a follower that is not running yet
+    // would keep the server from starting for the whole test.
+    let s = replica(&data, &db, &["--schema", schema.to_str().unwrap(), "--consistency-timeout", "10m"]);
+    let mut c = s.clients().await;
+    let token = write(&mut c, &["doc:1#viewer@user:ann"]).await;
+    assert!(allowed(&mut c, "doc:1#view@user:ann", at_least(&token)).await);
+    assert!(!s.stderr().contains("has not applied it yet"), "{}", s.stderr());
+}

@@ -41,6 +41,9 @@ pub struct ReplicaOptions {
     pub poll_interval: Duration,
 }
 
+/// The longest a write waits for the writes queued before it on this replica.
+const WRITE_QUEUE_WAIT: Duration = Duration::from_secs(10);
+
 #[derive(Debug)]
 pub struct Replica {
     pub engine: Arc<Engine>,
@@ -316,9 +319,21 @@ impl Replica {
         }
     }
 
+    /// This process's turn to write. Writes wait for each other (see `writing`), but not
+    /// forever: while Postgres does not answer, each would otherwise wait out the pool's
+    /// timeout in turn, and the last of a queue for many times that; one that has waited
+    /// [`WRITE_QUEUE_WAIT`] is refused with UNAVAILABLE instead (nothing was written).
+    async fn one_writer(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, Status> {
+        tokio::time::timeout(WRITE_QUEUE_WAIT, self.writing.lock()).await.map_err(|_| {
+            Status::unavailable(format!(
+                "the writes before this one have not reached Postgres for {WRITE_QUEUE_WAIT:?} (is Postgres down?); nothing was written, retry later"
+            ))
+        })
+    }
+
     /// Writes relationship updates through Postgres (see the module comment).
     pub async fn write(&self, updates: Vec<RelationshipUpdate>, preconditions: Vec<Precondition>) -> Result<u64, Status> {
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
@@ -336,7 +351,7 @@ impl Replica {
         preconditions: Vec<Precondition>,
         limit: Option<usize>,
     ) -> Result<(usize, u64), Status> {
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
@@ -361,7 +376,7 @@ impl Replica {
             )
         })
         .await?;
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, _) = self.pg.begin_write().await.map_err(unavailable)?;
         let revision = write_changes(&mut tx, &changes, "arbiter-import").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the import")))?;
@@ -376,7 +391,7 @@ impl Replica {
     where
         F: FnOnce(PolicyModel) -> Result<PolicyModel, Status> + Send + 'static,
     {
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
@@ -398,7 +413,7 @@ impl Replica {
 
     /// Writes objects' attributes through Postgres, checked as the engine would.
     pub async fn write_attributes(&self, updates: Vec<AttributeUpdate>) -> Result<u64, Status> {
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
@@ -414,7 +429,7 @@ impl Replica {
     /// Writes the application's part of the schema through Postgres (the platform part
     /// kept), refused if stored relationships would not fit.
     pub async fn write_schema(&self, text: String) -> Result<u64, Status> {
-        let _one = self.writing.lock().await;
+        let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
