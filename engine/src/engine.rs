@@ -1284,14 +1284,10 @@ impl Engine {
         cursor: Option<&str>,
         limit: Option<usize>,
     ) -> Result<ReadPage, EngineError> {
-        let want = limit.map(|l| l.saturating_add(1));
-        let mut found = Vec::new();
-        let read = ReadRequest { filter, id_prefix: None, consistency, cursor, limit: want };
-        let revision = self.read_relationships_each(&read, want.unwrap_or(LOOKUP_CHUNK), &mut |_, mut page| {
-            found.append(&mut page);
-            true
+        let (relationships, next_cursor, revision) = one_page(limit, relationship_key, |want, chunk, sink| {
+            let read = ReadRequest { filter, id_prefix: None, consistency, cursor, limit: want };
+            self.read_relationships_each(&read, chunk, sink)
         })?;
-        let (relationships, next_cursor) = paginate_sorted(found, limit, relationship_key);
         Ok(ReadPage { relationships, next_cursor, revision })
     }
 
@@ -2138,18 +2134,9 @@ impl Engine {
         &self,
         req: &LookupResourcesRequest<'_>,
     ) -> Result<LookupResourcesPage, EngineError> {
-        // One more than the page says whether another page follows.
-        let want = req.limit.map(|l| l.saturating_add(1));
-        let mut ids = Vec::new();
-        let revision = self.lookup_resources_each(
-            &LookupResourcesRequest { limit: want, ..*req },
-            want.unwrap_or(LOOKUP_CHUNK),
-            &mut |_, mut page| {
-                ids.append(&mut page);
-                true
-            },
-        )?;
-        let (resource_ids, next_cursor) = paginate_sorted(ids, req.limit, String::clone);
+        let (resource_ids, next_cursor, revision) = one_page(req.limit, String::clone, |limit, chunk, sink| {
+            self.lookup_resources_each(&LookupResourcesRequest { limit, ..*req }, chunk, sink)
+        })?;
         Ok(LookupResourcesPage { resource_ids, next_cursor, revision })
     }
 
@@ -2243,17 +2230,9 @@ impl Engine {
         &self,
         req: &LookupSubjectsRequest<'_>,
     ) -> Result<LookupSubjectsPage, EngineError> {
-        let want = req.limit.map(|l| l.saturating_add(1));
-        let mut subjects = Vec::new();
-        let revision = self.lookup_subjects_each(
-            &LookupSubjectsRequest { limit: want, ..*req },
-            want.unwrap_or(LOOKUP_CHUNK),
-            &mut |_, mut page| {
-                subjects.append(&mut page);
-                true
-            },
-        )?;
-        let (subjects, next_cursor) = paginate_sorted(subjects, req.limit, |s| s.subject_id.clone());
+        let (subjects, next_cursor, revision) = one_page(req.limit, |s: &FoundSubject| s.subject_id.clone(), |limit, chunk, sink| {
+            self.lookup_subjects_each(&LookupSubjectsRequest { limit, ..*req }, chunk, sink)
+        })?;
         Ok(LookupSubjectsPage { subjects, next_cursor, revision })
     }
 
@@ -2486,6 +2465,24 @@ fn check_resource_id(id: &str) -> Result<(), EngineError> {
         ))),
         None => Ok(()),
     }
+}
+
+/// One page of `limit` (all without one) from a streaming call `each(limit, chunk,
+/// sink)`, which is asked for one more than the page, so that the page knows whether
+/// another follows: (items, the cursor of the next page, revision).
+fn one_page<T>(
+    limit: Option<usize>,
+    key: impl Fn(&T) -> String,
+    each: impl FnOnce(Option<usize>, usize, &mut dyn FnMut(u64, Vec<T>) -> bool) -> Result<u64, EngineError>,
+) -> Result<(Vec<T>, Option<String>, u64), EngineError> {
+    let want = limit.map(|l| l.saturating_add(1));
+    let mut items = Vec::new();
+    let revision = each(want, want.unwrap_or(LOOKUP_CHUNK), &mut |_, mut page| {
+        items.append(&mut page);
+        true
+    })?;
+    let (items, next) = paginate_sorted(items, limit, key);
+    Ok((items, next, revision))
 }
 
 /// Cuts a sorted remainder to `limit`; the cursor is the key of the last item kept, or
