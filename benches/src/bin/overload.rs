@@ -38,6 +38,16 @@ struct Done {
     bulks: AtomicU64,
     bulk_errors: AtomicU64,
     stalls_opened: AtomicU64,
+    /// Every error the load got, by call and gRPC code.
+    errors: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Done {
+    fn error(&self, call: &str, status: &tonic::Status) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(format!("{call} {:?}", status.code())).or_default() += 1;
+        }
+    }
 }
 
 /// One `GET /readyz` on a new connection: whether it answered 200.
@@ -161,15 +171,17 @@ async fn main() -> Result<()> {
                                     done.lookups.fetch_add(1, Ordering::Relaxed);
                                     break;
                                 }
-                                Err(_) => {
+                                Err(e) => {
                                     done.lookup_errors.fetch_add(1, Ordering::Relaxed);
+                                    done.error("LookupResources", &e);
                                     break;
                                 }
                             }
                         }
                     }
-                    Err(_) => {
+                    Err(e) => {
                         done.lookup_errors.fetch_add(1, Ordering::Relaxed);
+                        done.error("LookupResources", &e);
                     }
                 }
             }
@@ -193,9 +205,14 @@ async fn main() -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let req = pb::CheckBulkRequest { items: items.clone(), consistency: None };
                 match c.permissions.check_bulk(req).await {
-                    Ok(_) => done.bulks.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => done.bulk_errors.fetch_add(1, Ordering::Relaxed),
-                };
+                    Ok(_) => {
+                        done.bulks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        done.bulk_errors.fetch_add(1, Ordering::Relaxed);
+                        done.error("CheckBulk", &e);
+                    }
+                }
             }
         }));
     }
@@ -217,6 +234,11 @@ async fn main() -> Result<()> {
         done.bulk_errors.load(Ordering::Relaxed),
         mb(rss_loaded),
     );
+    if let Ok(errors) = done.errors.lock() {
+        for (what, n) in errors.iter() {
+            println!("load errors: {what}: {n}");
+        }
+    }
     for t in load {
         t.abort();
     }
