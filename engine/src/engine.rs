@@ -2156,6 +2156,7 @@ impl Engine {
         let want = resolve_relation(plan, req.resource_type, req.permission)?;
         let subject =
             self.resolve_subject(plan, req.subject_type, req.subject_id, req.subject_relation)?;
+        check_lookup_cursor(req.cursor, false)?;
         let now = RequestTime::wall_clock();
         let ctx = LookupContext {
             graph: &graph,
@@ -2166,15 +2167,7 @@ impl Engine {
         };
         // The "unseen" symbol can only be the subject's own object (a subject set whose
         // id nobody wrote, reaching itself through the schema).
-        let name = |names: &'_ NameView<'_>, s: Sym| -> String {
-            if s == UNSEEN { req.subject_id.to_string() } else { names.get(s).to_string() }
-        };
-        let mut candidates = ctx.resource_candidates(want, subject.key, subject.type_id, subject.relation);
-        if let Some(c) = req.cursor {
-            let names = self.interner.view();
-            candidates.retain(|s| if *s == UNSEEN { req.subject_id > c } else { names.get(*s) > c });
-        }
-        let mut ordered = Ordered::new(candidates);
+        let candidates = ctx.resource_candidates(want, subject.key, subject.type_id, subject.relation);
         let mut eval = ctx.evaluator(subject.key, subject.type_id);
         // Cedar forbids take resources out; grants only a permit gives are not listed.
         let template = CheckRequest {
@@ -2185,41 +2178,21 @@ impl Engine {
             subject_relation: req.subject_relation,
             ..CheckRequest::default()
         };
-        let mut left = req.limit.unwrap_or(usize::MAX);
-        let chunk = chunk.max(1);
-        let mut page = Vec::with_capacity(chunk.min(left));
-        while left > 0 {
-            let next: Vec<Sym> = {
-                let names = self.interner.view();
-                let key = |s: &Sym| if *s == UNSEEN { req.subject_id } else { names.get(*s) };
-                ordered.next_chunk(chunk.min(left), |a, b| key(a).cmp(key(b))).to_vec()
-            };
-            if next.is_empty() {
-                break;
+        let walk = InOrder {
+            interner: &self.interner,
+            unseen: req.subject_id,
+            cursor: req.cursor,
+            limit: req.limit.unwrap_or(usize::MAX),
+            chunk,
+            revision: graph.revision,
+        };
+        walk.run(candidates, Vec::new(), sink, &mut |s, name| {
+            if !eval.check(want.0, want.1, s)? {
+                return Ok(None);
             }
-            for s in next {
-                if !eval.check(want.0, want.1, s)? {
-                    continue;
-                }
-                let id = name(&self.interner.view(), s);
-                if self.forbidden(&graph, &template, Side::Resource, &id, &now) {
-                    continue;
-                }
-                page.push(id);
-                left -= 1;
-                if page.len() == chunk || left == 0 {
-                    if !sink(graph.revision, std::mem::take(&mut page)) {
-                        return Ok(graph.revision);
-                    }
-                    if left == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-        if !page.is_empty() {
-            sink(graph.revision, page);
-        }
+            let id = name(s);
+            Ok((!self.forbidden(&graph, &template, Side::Resource, &id, &now)).then_some(id))
+        })?;
         Ok(graph.revision)
     }
 
@@ -2249,6 +2222,7 @@ impl Engine {
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
         let (res_ty, rel) = resolve_relation(plan, req.resource_type, req.permission)?;
         check_resource_id(req.resource_id)?;
+        check_lookup_cursor(req.cursor, true)?;
         let (sub_ty, sub_def) = plan
             .schema
             .definition_by_name(req.subject_type)
@@ -2279,35 +2253,27 @@ impl Engine {
         };
         let (candidates, wildcard) =
             ctx.subject_candidates(resource, sub_ty, sub_rel, req.written_subject_sets_only);
-        let key = |names: &'_ NameView<'_>, s: Sym| -> String {
-            if s == UNSEEN { req.resource_id.to_string() } else { names.get(s).to_string() }
-        };
-        let mut left = req.limit.unwrap_or(usize::MAX);
-        let chunk = chunk.max(1);
-        let mut page = Vec::with_capacity(chunk.min(left));
+        let mut limit = req.limit.unwrap_or(usize::MAX);
+        let mut first = Vec::new();
         // The wildcard sorts first (`*` is below every id byte). It is listed as the
         // graph has it (it stands for subjects not named here; Check still applies
         // Cedar's forbids to each of them), with every candidate it does not cover.
-        if wildcard && left > 0 && req.cursor.is_none_or(|c| WILDCARD_ID > c) {
+        if wildcard && limit > 0 && req.cursor.is_none_or(|c| WILDCARD_ID > c) {
             // The symbol no id has stands for any subject written nowhere.
             if ctx.subject_allowed(resource, sub_ty, sub_rel, UNSEEN)? {
                 let mut excluded_ids = Vec::new();
                 for s in &candidates {
                     if !ctx.subject_allowed(resource, sub_ty, sub_rel, *s)? {
-                        excluded_ids.push(key(&self.interner.view(), *s));
+                        let names = self.interner.view();
+                        let id = if *s == UNSEEN { req.resource_id } else { names.get(*s) };
+                        excluded_ids.push(id.to_string());
                     }
                 }
                 excluded_ids.sort_unstable();
-                page.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
-                left -= 1;
+                first.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
+                limit -= 1;
             }
         }
-        let mut candidates = candidates;
-        if let Some(c) = req.cursor {
-            let names = self.interner.view();
-            candidates.retain(|s| if *s == UNSEEN { req.resource_id > c } else { names.get(*s) > c });
-        }
-        let mut ordered = Ordered::new(candidates);
         // Cedar forbids take concrete subjects out.
         let template = CheckRequest {
             resource_type: req.resource_type,
@@ -2317,45 +2283,22 @@ impl Engine {
             subject_relation: req.subject_relation,
             ..CheckRequest::default()
         };
-        // The wildcard alone may fill a chunk, or the limit.
-        if page.len() == chunk || left == 0 {
-            let more = sink(graph.revision, std::mem::take(&mut page));
-            if !more || left == 0 {
-                return Ok(graph.revision);
+        let walk = InOrder {
+            interner: &self.interner,
+            unseen: req.resource_id,
+            cursor: req.cursor,
+            limit,
+            chunk,
+            revision: graph.revision,
+        };
+        walk.run(candidates, first, sink, &mut |s, name| {
+            if !ctx.subject_allowed(resource, sub_ty, sub_rel, s)? {
+                return Ok(None);
             }
-        }
-        while left > 0 {
-            let next: Vec<Sym> = {
-                let names = self.interner.view();
-                let name = |s: &Sym| if *s == UNSEEN { req.resource_id } else { names.get(*s) };
-                ordered.next_chunk(chunk.min(left), |a, b| name(a).cmp(name(b))).to_vec()
-            };
-            if next.is_empty() {
-                break;
-            }
-            for s in next {
-                if !ctx.subject_allowed(resource, sub_ty, sub_rel, s)? {
-                    continue;
-                }
-                let subject_id = key(&self.interner.view(), s);
-                if self.forbidden(&graph, &template, Side::Subject, &subject_id, &now) {
-                    continue;
-                }
-                page.push(FoundSubject { subject_id, excluded_ids: Vec::new() });
-                left -= 1;
-                if page.len() == chunk || left == 0 {
-                    if !sink(graph.revision, std::mem::take(&mut page)) {
-                        return Ok(graph.revision);
-                    }
-                    if left == 0 {
-                        break;
-                    }
-                }
-            }
-        }
-        if !page.is_empty() {
-            sink(graph.revision, page);
-        }
+            let subject_id = name(s);
+            Ok((!self.forbidden(&graph, &template, Side::Subject, &subject_id, &now))
+                .then_some(FoundSubject { subject_id, excluded_ids: Vec::new() }))
+        })?;
         Ok(graph.revision)
     }
 
@@ -2456,6 +2399,98 @@ fn resolve_relation(
             relation: relation.to_string(),
         })?;
     Ok((ty, rel))
+}
+
+/// The page walk both lookups share: candidates after the cursor, in id order, a chunk
+/// at a time, each one `accept` keeps handed to the sink until `limit` are out or the
+/// sink says stop. `unseen` names the one symbol no id has (the request's own object).
+struct InOrder<'a> {
+    interner: &'a Interner,
+    unseen: &'a str,
+    cursor: Option<&'a str>,
+    limit: usize,
+    chunk: usize,
+    revision: u64,
+}
+
+impl InOrder<'_> {
+    /// `first` is already accepted and counted against the limit (the wildcard). `accept`
+    /// is given the candidate and a way to name it, so that a refused candidate is never
+    /// named.
+    fn run<T>(
+        &self,
+        mut candidates: Vec<Sym>,
+        first: Vec<T>,
+        sink: &mut dyn FnMut(u64, Vec<T>) -> bool,
+        accept: &mut dyn FnMut(Sym, &dyn Fn(Sym) -> String) -> Result<Option<T>, EngineError>,
+    ) -> Result<(), EngineError> {
+        let unseen = self.unseen;
+        let name_of = |names: &NameView<'_>, s: Sym| unseen_or(unseen, names, s).to_string();
+        if let Some(c) = self.cursor {
+            let names = self.interner.view();
+            candidates.retain(|s| unseen_or(unseen, &names, *s) > c);
+        }
+        let mut ordered = Ordered::new(candidates);
+        let chunk = self.chunk.max(1);
+        let mut left = self.limit;
+        let mut page = first;
+        // What came first may fill a chunk, or the limit, alone.
+        if !page.is_empty() && (page.len() >= chunk || left == 0) {
+            if !sink(self.revision, std::mem::take(&mut page)) || left == 0 {
+                return Ok(());
+            }
+        }
+        let name = |s: Sym| name_of(&self.interner.view(), s);
+        while left > 0 {
+            let next: Vec<Sym> = {
+                let names = self.interner.view();
+                ordered
+                    .next_chunk(chunk.min(left), |a, b| {
+                        unseen_or(unseen, &names, *a).cmp(unseen_or(unseen, &names, *b))
+                    })
+                    .to_vec()
+            };
+            if next.is_empty() {
+                break;
+            }
+            for s in next {
+                let Some(item) = accept(s, &name)? else { continue };
+                page.push(item);
+                left -= 1;
+                if page.len() == chunk || left == 0 {
+                    if !sink(self.revision, std::mem::take(&mut page)) {
+                        return Ok(());
+                    }
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+        if !page.is_empty() {
+            sink(self.revision, page);
+        }
+        Ok(())
+    }
+}
+
+/// A symbol's name, where `UNSEEN` is the request's own object, named `unseen`.
+fn unseen_or<'n>(unseen: &'n str, names: &'n NameView<'_>, s: Sym) -> &'n str {
+    if s == UNSEEN { unseen } else { names.get(s) }
+}
+
+/// A lookup's cursor is the last id of a page (or `*`, the wildcard, for subjects).
+fn check_lookup_cursor(cursor: Option<&str>, wildcard: bool) -> Result<(), EngineError> {
+    let Some(c) = cursor else { return Ok(()) };
+    if wildcard && c == WILDCARD_ID {
+        return Ok(());
+    }
+    match object_id_problem(c) {
+        Some(problem) => Err(EngineError::InvalidArgument(format!(
+            "invalid cursor: {problem}; pass back the cursor of the last result"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn check_resource_id(id: &str) -> Result<(), EngineError> {

@@ -168,6 +168,8 @@ struct Req {
     srel: String,
     tok: Tok,
     limit: u32,
+    /// The cursor of a paged call (empty: from the start).
+    cursor: String,
     context: Option<prost_types::Struct>,
     /// The schema (WriteSchema), the policy (WritePolicies) or an extra attribute's type
     /// (WriteAttributeSchema); empty for what the setup wrote.
@@ -185,6 +187,7 @@ impl Default for Req {
             srel: String::new(),
             tok: Tok::None,
             limit: 0,
+            cursor: String::new(),
             context: None,
             text: String::new(),
         }
@@ -261,6 +264,10 @@ fn z_relationship(r: &Req) -> Option<z::Relationship> {
         optional_caveat: None,
         optional_expires_at: None,
     })
+}
+
+fn z_cursor(r: &Req) -> Option<z::Cursor> {
+    (!r.cursor.is_empty()).then(|| z::Cursor { token: r.cursor.clone() })
 }
 
 fn z_filter(r: &Req) -> Option<z::RelationshipFilter> {
@@ -342,7 +349,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
             resource_type: r.rtype.clone(),
             permission: r.rel.clone(),
             subject: pb_subject(r),
-            cursor: String::new(),
+            cursor: r.cursor.clone(),
             limit: r.limit,
         }
         .encode_to_vec(),
@@ -352,7 +359,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
             permission: r.rel.clone(),
             subject_type: r.stype.clone(),
             subject_relation: r.srel.clone(),
-            cursor: String::new(),
+            cursor: r.cursor.clone(),
             limit: r.limit,
         }
         .encode_to_vec(),
@@ -369,7 +376,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         Read => pb::ReadRelationshipsRequest {
             consistency: pb_consistency(&r.tok),
             filter: pb_filter(r),
-            cursor: String::new(),
+            cursor: r.cursor.clone(),
             limit: r.limit,
         }
         .encode_to_vec(),
@@ -437,7 +444,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
             subject: z_subject(r),
             context: r.context.clone(),
             optional_limit: r.limit,
-            optional_cursor: None,
+            optional_cursor: z_cursor(r),
         }
         .encode_to_vec(),
         ZLookupSubjects => z::LookupSubjectsRequest {
@@ -448,7 +455,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
             optional_subject_relation: r.srel.clone(),
             context: r.context.clone(),
             optional_concrete_limit: r.limit,
-            optional_cursor: None,
+            optional_cursor: z_cursor(r),
             wildcard_option: 0,
         }
         .encode_to_vec(),
@@ -456,7 +463,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
             consistency: z_consistency(&r.tok),
             relationship_filter: z_filter(r),
             optional_limit: r.limit,
-            optional_cursor: None,
+            optional_cursor: z_cursor(r),
         }
         .encode_to_vec(),
         ZWrite => z::WriteRelationshipsRequest {
@@ -480,7 +487,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         ZExport => z::ExportBulkRelationshipsRequest {
             consistency: z_consistency(&r.tok),
             optional_limit: r.limit,
-            optional_cursor: None,
+            optional_cursor: z_cursor(r),
             optional_relationship_filter: None,
         }
         .encode_to_vec(),
@@ -1057,6 +1064,25 @@ async fn unknown_names(run: &mut Run<'_>) {
     run.case("to a permission", ZImport, &req(|r| r.rel = "view".into()), err(Code::InvalidArgument, &["view", "permission"])).await;
 }
 
+/// Cursors no page ended with: malformed, or longer than any id, are refused by name;
+/// one past every result is an empty page.
+async fn cursors(run: &mut Run<'_>) {
+    const PAGED: [M; 7] = [LookupResources, LookupSubjects, Read, ZLookupResources, ZLookupSubjects, ZRead, ZExport];
+    for m in PAGED {
+        let bad = err(Code::InvalidArgument, &["cursor"]);
+        run.case("with a malformed cursor", m, &req(|r| r.cursor = "no such cursor!".into()), bad.clone()).await;
+        run.case("with a cursor of 60,000 bytes", m, &req(|r| r.cursor = "a".repeat(60_000)), bad.clone()).await;
+        run.case("with a cursor of one `:`", m, &req(|r| r.cursor = ":".into()), bad).await;
+    }
+    for m in [LookupResources, LookupSubjects, ZLookupResources, ZLookupSubjects] {
+        run.case("with a cursor past every id", m, &req(|r| r.cursor = "zzzz".into()), Want::Ok(0)).await;
+    }
+    for m in [Read, ZRead] {
+        let past = "zzzz:zzzz#zzzz@zzzz:zzzz#...";
+        run.case("with a cursor past every relationship", m, &req(|r| r.cursor = past.into()), Want::Ok(0)).await;
+    }
+}
+
 /// Limits and page sizes of 0 (no limit: streamed) and 1 answered; u32::MAX, above
 /// `--max-page-size`, refused by name (an export's batch size is not a page); never a
 /// crash or hang; and the request-count flags, each exceeded by one.
@@ -1360,6 +1386,7 @@ async fn hostile_requests_on_a_small_server() {
     bad_tokens(&mut run).await;
     unknown_names(&mut run).await;
     limits(&mut run).await;
+    cursors(&mut run).await;
     http_routes(&mut run).await;
     run.finish("the small server");
 }
