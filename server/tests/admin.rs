@@ -264,10 +264,13 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     let (dom, _) = p.write("POST", &format!("/v1/tenants/{tb}/domains"), op, Some(json!({"domain": "globex.example.com"})), 201).await;
     let (k, _) = p.write("POST", &format!("/v1/tenants/{tb}/api-keys"), op, Some(json!({"name": "b bot", "role": "auditor"})), 201).await;
     p.write("PUT", &format!("/v1/tenants/{tb}/users/{ub}/preferences/theme"), op, Some(json!({"value": "dark"})), 200).await;
+    p.write_app_schema().await;
+    let (acl, _) = p.write("POST", &format!("/v1/tenants/{tb}/acl-entries"), op,
+        Some(json!({"resource_type": "doc", "resource_id": "b1", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})), 201).await;
     let ids: Vec<(&str, String)> = vec![
         ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
         ("{role_id}", id(&r)), ("{permission_id}", id(&pm)), ("{assignment_id}", id(&asg)), ("{contact_id}", id(&c)),
-        ("{domain_id}", id(&dom)), ("{key_id}", id(&k)), ("{key}", "theme".to_string()),
+        ("{domain_id}", id(&dom)), ("{key_id}", id(&k)), ("{key}", "theme".to_string()), ("{entry_id}", id(&acl)),
     ];
     // A valid body for every operation that takes one.
     let body_for = |method: &str, template: &str| -> Option<Value> {
@@ -286,6 +289,8 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("PATCH", "{permission_id}") => Some(json!({"description": "x"})),
             ("POST", "assignments") => Some(json!({"role_id": id(&r), "user_id": ub})),
             ("POST", "api-keys") => Some(json!({"name": "x", "role": "admin"})),
+            ("POST", "acl-entries") => Some(json!({"resource_type": "doc", "resource_id": "b2", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})),
+            ("PATCH", "{entry_id}") => Some(json!({"relations": ["owner"]})),
             _ => None,
         }
     };
@@ -577,6 +582,113 @@ async fn schema_and_policy_writes_replace_only_the_applications_part() {
     assert!(err.message().contains("`platform.mine`"), "{}", err.message());
 }
 
+/// The application schema the ACL tests write: `doc` objects belong to a tenant.
+const APP_SCHEMA: &str = "definition doc {\n    relation tenant: platform/tenant\n    relation viewer: platform/user | platform/group#member | platform/user with expiration\n    relation owner: platform/user\n    relation untenanted_note: platform/user\n    permission view = viewer + owner\n}\n\ndefinition note {\n    relation viewer: platform/user\n}\n";
+
+impl Platform {
+    async fn write_app_schema(&self) {
+        use arbiter_proto::arbiter::v1 as pb;
+        let mut c = self.pdp.clients().await;
+        c.schema.write_schema(pb::WriteSchemaRequest { schema: APP_SCHEMA.into() }).await.unwrap();
+    }
+
+    async fn audit_count(&self) -> i64 {
+        let pool = self.db.pool().await;
+        sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap()
+    }
+}
+
+/// ACL entries: each relation fed as a relationship and decided by the PDP; a change of
+/// relations, an end in the past of the relationship's time, and a delete revoke at
+/// once; entries the live schema does not allow are 422s naming the relation, and
+/// change nothing; the change log keeps every step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acl_entries_grant_through_the_pdp_and_are_checked_against_the_schema() {
+    let p = platform("admin_acl").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    p.write_app_schema().await;
+    let (u, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "ann@acme.test"})), 201).await;
+    let u = u["id"].as_str().unwrap().to_string();
+    let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "readers"})), 201).await;
+    let g = g["id"].as_str().unwrap().to_string();
+    let (v, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "vic@acme.test"})), 201).await;
+    let v = v["id"].as_str().unwrap().to_string();
+    p.write("POST", &format!("/v1/tenants/{t}/groups/{g}/members"), op, Some(json!({"user_id": v})), 201).await;
+
+    let entries = format!("/v1/tenants/{t}/acl-entries");
+    // A user entry with two relations: both reach the PDP; the object is the tenant's.
+    let (e, t1) = p.write("POST", &entries, op, Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "user", "subject_id": u, "relations": ["viewer", "owner"]})), 201).await;
+    let e = e["id"].as_str().unwrap().to_string();
+    assert!(p.allowed(&format!("doc:plan#view@platform/user:{u}"), &t1).await);
+    assert!(p.allowed(&format!("doc:plan#owner@platform/user:{u}"), &t1).await);
+    assert!(p.allowed(&format!("doc:plan#tenant@platform/tenant:{t}"), &t1).await);
+    // A group entry: its members view.
+    let (ge, t2) = p.write("POST", &entries, op, Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "group", "subject_id": g, "relations": ["viewer"]})), 201).await;
+    let ge = ge["id"].as_str().unwrap().to_string();
+    assert!(p.allowed(&format!("doc:plan#view@platform/user:{v}"), &t2).await);
+    // Narrowed to `viewer`: `owner` is revoked at once, `view` stays.
+    let (after, t3) = p.write("PATCH", &format!("{entries}/{e}"), op, Some(json!({"relations": ["viewer"]})), 200).await;
+    assert_eq!(after["relations"], json!(["viewer"]));
+    assert!(!p.allowed(&format!("doc:plan#owner@platform/user:{u}"), &t3).await);
+    assert!(p.allowed(&format!("doc:plan#view@platform/user:{u}"), &t3).await);
+    // An end two seconds out: granted now, denied after, with no write at that moment.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let (_, t4) = p.write("PATCH", &format!("{entries}/{e}"), op, Some(json!({"expires_at": soon})), 200).await;
+    assert!(p.allowed(&format!("doc:plan#view@platform/user:{u}"), &t4).await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!p.allowed(&format!("doc:plan#view@platform/user:{u}"), &t4).await);
+    // Deleting the group's entry revokes its members.
+    let (_, t5) = p.write("DELETE", &format!("{entries}/{ge}"), op, None, 204).await;
+    assert!(!p.allowed(&format!("doc:plan#view@platform/user:{v}"), &t5).await);
+    // The log keeps every change, oldest first, with its revision.
+    let log = json_of(&p.admin.call("GET", &format!("{entries}/{e}/log"), Some(op), None, &[]));
+    let kinds: Vec<&str> = log["items"].as_array().unwrap().iter().map(|l| l["change_type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["create", "update", "update"]);
+    let glog = json_of(&p.admin.call("GET", &format!("{entries}/{ge}/log"), Some(op), None, &[]));
+    assert_eq!(glog["items"][1]["change_type"], "delete");
+    assert_eq!(glog["items"][1]["revision"].as_i64().map(|r| format!("r{r}")), Some(t5.clone()));
+    // Lists filter by object and by subject.
+    let by_subject = json_of(&p.admin.call("GET", &format!("{entries}?subject_type=user&subject_id={u}"), Some(op), None, &[]));
+    assert_eq!(by_subject["items"].as_array().unwrap().len(), 1);
+
+    // What the schema does not allow: 422 naming the field, no audit, no revision.
+    let audit_before = p.audit_count().await;
+    let head_before = p.db_head().await;
+    let refused = [
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "group", "subject_id": g, "relations": ["viewer", "owner"]}), "/relations/1", "owner"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["view"]}), "/relations/0", "permission"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["nosuch"]}), "/relations/0", "nosuch"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["owner"], "expires_at": "2999-01-01T00:00:00Z"}), "/relations/0", "expiration"),
+        (json!({"resource_type": "note", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["viewer"]}), "/resource_type", "platform/tenant"),
+        (json!({"resource_type": "nosuch", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["viewer"]}), "/resource_type", "nosuch"),
+        (json!({"resource_type": "platform/group", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["member"]}), "/resource_type", "platform"),
+        (json!({"resource_type": "doc", "resource_id": "bad id!", "subject_type": "user", "subject_id": u, "relations": ["viewer"]}), "/resource_id", "bad id"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": g, "relations": ["viewer"]}), "/subject_id", "no user"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["viewer"], "expires_at": "2001-01-01T00:00:00Z"}), "/expires_at", "past"),
+    ];
+    for (body, field, word) in refused {
+        let r = p.admin.call("POST", &entries, Some(op), Some(body.clone()), &[]);
+        let problem = json_of(&r);
+        assert_eq!((r.status, problem["field"].as_str()), (422, Some(field)), "{body}: {}", r.body);
+        assert!(problem["detail"].as_str().unwrap().contains(word), "{body}: {}", r.body);
+    }
+    let r = p.admin.call("PATCH", &format!("{entries}/{e}"), Some(op), Some(json!({"relations": ["view"]})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/relations/0")), "{}", r.body);
+    // The same object and subject twice: one entry per pair.
+    let r = p.admin.call("POST", &entries, Some(op), Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "user", "subject_id": u, "relations": ["owner"]})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (409, Some("/subject_id")), "{}", r.body);
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+
+    // An object another tenant holds is refused.
+    let (tb, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "globex", "name": "Globex", "owner_email": "boss@globex.test"})), 201).await;
+    let tb = tb["id"].as_str().unwrap().to_string();
+    let (ub, _) = p.write("POST", &format!("/v1/tenants/{tb}/users"), op, Some(json!({"email": "b@globex.test"})), 201).await;
+    let ub = ub["id"].as_str().unwrap().to_string();
+    let r = p.admin.call("POST", &format!("/v1/tenants/{tb}/acl-entries"), Some(op), Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (409, Some("/resource_id")), "{}", r.body);
+}
+
 /// Every mutating operation of the OpenAPI document, called once with valid input:
 /// each must succeed, carry a revision and leave exactly one audit record. An
 /// operation added to the document without a step here fails the test.
@@ -633,6 +745,11 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     let key = id(&step!("POST", "/v1/tenants/{tenant_id}/api-keys", format!("/v1/tenants/{t}/api-keys"), Some(json!({"name": "ci", "role": "user_manager"})), 201));
     step!("POST", "/v1/tenants/{tenant_id}/api-keys/{key_id}/rotate", format!("/v1/tenants/{t}/api-keys/{key}/rotate"), None, 200);
     let okey = id(&step!("POST", "/v1/api-keys", "/v1/api-keys", Some(json!({"name": "ops"})), 201));
+    p.write_app_schema().await;
+    let acl = id(&step!("POST", "/v1/tenants/{tenant_id}/acl-entries", format!("/v1/tenants/{t}/acl-entries"),
+        Some(json!({"resource_type": "doc", "resource_id": "d1", "subject_type": "group", "subject_id": g, "relations": ["viewer"]})), 201));
+    step!("PATCH", "/v1/tenants/{tenant_id}/acl-entries/{entry_id}", format!("/v1/tenants/{t}/acl-entries/{acl}"), Some(json!({"expires_at": null})), 200);
+    step!("DELETE", "/v1/tenants/{tenant_id}/acl-entries/{entry_id}", format!("/v1/tenants/{t}/acl-entries/{acl}"), None, 204);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.

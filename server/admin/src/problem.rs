@@ -165,7 +165,7 @@ impl From<sqlx::Error> for Problem {
 /// The JSON pointer of the field a constraint guards: constraints are named
 /// `<table>_<column>...` by Postgres (`users_email`, `tenants_slug_key`).
 fn constraint_field(constraint: &str) -> String {
-    const KNOWN: [(&str, &str); 14] = [
+    const KNOWN: [(&str, &str); 15] = [
         ("tenants_slug", "/slug"),
         ("tenant_domains_domain", "/domain"),
         ("users_email", "/email"),
@@ -180,6 +180,7 @@ fn constraint_field(constraint: &str) -> String {
         ("group_members_group", "/group_id"),
         ("role_assignments_user", "/user_id"),
         ("role_assignments_group", "/group_id"),
+        ("acl_entries_one_per_subject", "/subject_id"),
     ];
     for (prefix, field) in KNOWN {
         if constraint.starts_with(prefix) {

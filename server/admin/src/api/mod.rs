@@ -3,6 +3,7 @@
 //! (problem documents name the field), ETags, `Idempotency-Key` on creates, and the
 //! `Arbiter-Revision` header on every mutating response.
 
+pub mod acl;
 pub mod api_keys;
 pub mod directory;
 pub mod groups;
@@ -35,12 +36,12 @@ use crate::problem::{ApiResult, Problem};
 pub const REVISION_HEADER: &str = "arbiter-revision";
 
 pub fn routes() -> Router<App> {
-    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes())
+    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles and API keys, fed to the PDP's graph in the same transaction (DESIGN §12)."),
+    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles, API keys and access control lists, fed to the PDP's graph in the same transaction (DESIGN §12)."),
     paths(
         crate::http::healthz, crate::http::readyz, crate::http::metrics, crate::http::openapi,
         tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::set_tenant_status,
@@ -64,8 +65,9 @@ pub fn routes() -> Router<App> {
         directory::delete_department, directory::list_preferences, directory::set_tenant_preference, directory::delete_tenant_preference,
         directory::set_global_preference, directory::delete_global_preference, directory::add_contact, directory::list_contacts,
         directory::remove_contact, directory::delete_person,
+        acl::create_entry, acl::list_entries, acl::get_entry, acl::update_entry, acl::delete_entry, acl::entry_log,
     ),
-    components(schemas(Problem, Tag, PermissionName, AnyJson)),
+    components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(
@@ -74,6 +76,7 @@ pub fn routes() -> Router<App> {
         (name = "groups", description = "Groups (nested) and their members"),
         (name = "roles", description = "Roles, permissions, what roles grant, and assignments"),
         (name = "api-keys", description = "Keys for machine callers"),
+        (name = "acl", description = "Access control lists on the application's own objects, and their change log"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
