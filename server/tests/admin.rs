@@ -267,10 +267,13 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     p.write_app_schema().await;
     let (acl, _) = p.write("POST", &format!("/v1/tenants/{tb}/acl-entries"), op,
         Some(json!({"resource_type": "doc", "resource_id": "b1", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})), 201).await;
+    let (nb, _) = p.write("POST", &format!("/v1/tenants/{tb}/graph/nodes"), op, Some(json!({"type": "doc", "object_id": "b3"})), 201).await;
+    let (eb, _) = p.write("POST", &format!("/v1/tenants/{tb}/graph/edges"), op, Some(json!({"from_node_id": id(&nb), "to_node_id": id(&nb), "relation_type": "related"})), 201).await;
     let ids: Vec<(&str, String)> = vec![
         ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
         ("{role_id}", id(&r)), ("{permission_id}", id(&pm)), ("{assignment_id}", id(&asg)), ("{contact_id}", id(&c)),
         ("{domain_id}", id(&dom)), ("{key_id}", id(&k)), ("{key}", "theme".to_string()), ("{entry_id}", id(&acl)),
+        ("{node_id}", id(&nb)), ("{edge_id}", id(&eb)),
     ];
     // A valid body for every operation that takes one.
     let body_for = |method: &str, template: &str| -> Option<Value> {
@@ -291,6 +294,9 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("POST", "api-keys") => Some(json!({"name": "x", "role": "admin"})),
             ("POST", "acl-entries") => Some(json!({"resource_type": "doc", "resource_id": "b2", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})),
             ("PATCH", "{entry_id}") => Some(json!({"relations": ["owner"]})),
+            ("POST", "nodes") => Some(json!({"type": "doc", "object_id": "b4"})),
+            ("PATCH", "{node_id}" | "{edge_id}") => Some(json!({"properties": {}})),
+            ("POST", "edges") => Some(json!({"from_node_id": id(&nb), "to_node_id": id(&nb), "relation_type": "related"})),
             _ => None,
         }
     };
@@ -583,7 +589,7 @@ async fn schema_and_policy_writes_replace_only_the_applications_part() {
 }
 
 /// The application schema the ACL tests write: `doc` objects belong to a tenant.
-const APP_SCHEMA: &str = "definition doc {\n    relation tenant: platform/tenant\n    relation viewer: platform/user | platform/group#member | platform/user with expiration\n    relation owner: platform/user\n    relation untenanted_note: platform/user\n    permission view = viewer + owner\n}\n\ndefinition note {\n    relation viewer: platform/user\n}\n";
+const APP_SCHEMA: &str = "definition doc {\n    relation tenant: platform/tenant\n    relation viewer: platform/user | platform/group#member | platform/user with expiration\n    relation owner: platform/user\n    relation related: doc\n    permission view = viewer + owner\n}\n\ndefinition note {\n    relation viewer: platform/user\n}\n";
 
 impl Platform {
     async fn write_app_schema(&self) {
@@ -657,6 +663,7 @@ async fn acl_entries_grant_through_the_pdp_and_are_checked_against_the_schema() 
     let refused = [
         (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "group", "subject_id": g, "relations": ["viewer", "owner"]}), "/relations/1", "owner"),
         (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["view"]}), "/relations/0", "permission"),
+        (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["owner", "owner"]}), "/relations/1", "twice"),
         (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["nosuch"]}), "/relations/0", "nosuch"),
         (json!({"resource_type": "doc", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["owner"], "expires_at": "2999-01-01T00:00:00Z"}), "/relations/0", "expiration"),
         (json!({"resource_type": "note", "resource_id": "x", "subject_type": "user", "subject_id": u, "relations": ["viewer"]}), "/resource_type", "platform/tenant"),
@@ -687,6 +694,78 @@ async fn acl_entries_grant_through_the_pdp_and_are_checked_against_the_schema() 
     let ub = ub["id"].as_str().unwrap().to_string();
     let r = p.admin.call("POST", &format!("/v1/tenants/{tb}/acl-entries"), Some(op), Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})), &[]);
     assert_eq!((r.status, json_of(&r)["field"].as_str()), (409, Some("/resource_id")), "{}", r.body);
+}
+
+/// Graph nodes and edges: a node claims an object for the tenant, an edge is one
+/// relationship the PDP decides on, and deleting the edge or either node revokes it at
+/// once; an edge the schema does not allow is a 422 naming the relation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graph_nodes_and_edges_are_relationships() {
+    let p = platform("admin_graph").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    let mut c = p.pdp.clients().await;
+    let schema = "definition folder {\n    relation tenant: platform/tenant\n    relation parent: folder\n    relation viewer: platform/user\n    permission view = viewer + parent->view\n}\n\ndefinition file {\n    relation tenant: platform/tenant\n    relation parent: folder\n    permission view = parent->view\n}\n";
+    c.schema.write_schema(arbiter_proto::arbiter::v1::WriteSchemaRequest { schema: schema.into() }).await.unwrap();
+    let nodes = format!("/v1/tenants/{t}/graph/nodes");
+    let edges = format!("/v1/tenants/{t}/graph/edges");
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let (root, _) = p.write("POST", &nodes, op, Some(json!({"type": "folder", "object_id": "root", "properties": {"name": "Root"}})), 201).await;
+    let (sub, _) = p.write("POST", &nodes, op, Some(json!({"type": "folder", "object_id": "sub"})), 201).await;
+    let (file, t1) = p.write("POST", &nodes, op, Some(json!({"type": "file"})), 201).await;
+    let file_obj = format!("file:{}", file["object_id"].as_str().unwrap());
+    assert_eq!(file["object_id"], file["id"], "a node without an object id is named by its id");
+    assert!(p.allowed(&format!("folder:root#tenant@platform/tenant:{t}"), &t1).await);
+    // Edges: file -> sub -> root; a viewer of root views the file through both.
+    let (e1, _) = p.write("POST", &edges, op, Some(json!({"from_node_id": id(&file), "to_node_id": id(&sub), "relation_type": "parent"})), 201).await;
+    let (e2, _) = p.write("POST", &edges, op, Some(json!({"from_node_id": id(&sub), "to_node_id": id(&root), "relation_type": "parent"})), 201).await;
+    let mut w = c.relationships.clone();
+    let viewer = w
+        .write_relationships(arbiter_proto::arbiter::v1::WriteRelationshipsRequest { updates: vec![touch("folder:root#viewer@platform/user:ann")], preconditions: vec![] })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+    assert!(p.allowed(&format!("{file_obj}#view@platform/user:ann"), &viewer).await);
+    // Properties change nothing in the graph.
+    let (n, _) = p.write("PATCH", &format!("{nodes}/{}", id(&root)), op, Some(json!({"properties": {"name": "Top"}})), 200).await;
+    assert_eq!(n["properties"]["name"], "Top");
+    p.write("PATCH", &format!("{edges}/{}", id(&e2)), op, Some(json!({"properties": {"since": 2026}})), 200).await;
+    // Deleting the edge sub -> root revokes the file's view at once.
+    let (_, t2) = p.write("DELETE", &format!("{edges}/{}", id(&e2)), op, None, 204).await;
+    assert!(!p.allowed(&format!("{file_obj}#view@platform/user:ann"), &t2).await);
+    // Deleting a node deletes its edges and their relationships.
+    let (_, t3) = p.write("DELETE", &format!("{nodes}/{}", id(&sub)), op, None, 204).await;
+    assert!(!p.allowed(&format!("{file_obj}#parent@folder:sub"), &t3).await);
+    assert_eq!(p.admin.call("GET", &format!("{edges}/{}", id(&e1)), Some(op), None, &[]).status, 404);
+    // What the schema does not allow: 422 naming the field; nothing changes.
+    let audit_before = p.audit_count().await;
+    let head_before = p.db_head().await;
+    let refused = [
+        (json!({"from_node_id": id(&file), "to_node_id": id(&root), "relation_type": "viewer"}), "/relation_type"),
+        (json!({"from_node_id": id(&file), "to_node_id": id(&file), "relation_type": "parent"}), "/relation_type"),
+        (json!({"from_node_id": id(&file), "to_node_id": id(&root), "relation_type": "view"}), "/relation_type"),
+        (json!({"from_node_id": id(&file), "to_node_id": id(&root), "relation_type": "tenant"}), "/relation_type"),
+        (json!({"from_node_id": id(&file), "to_node_id": id(&sub), "relation_type": "parent"}), "/to_node_id"),
+    ];
+    for (body, field) in refused {
+        let r = p.admin.call("POST", &edges, Some(op), Some(body.clone()), &[]);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some(field)), "{body}: {}", r.body);
+    }
+    for (body, field) in [
+        (json!({"type": "nosuch"}), "/type"),
+        (json!({"type": "folder", "object_id": "not an id"}), "/object_id"),
+        (json!({"type": "folder", "properties": [1]}), "/properties"),
+    ] {
+        let r = p.admin.call("POST", &nodes, Some(op), Some(body.clone()), &[]);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some(field)), "{body}: {}", r.body);
+    }
+    let r = p.admin.call("POST", &nodes, Some(op), Some(json!({"type": "folder", "object_id": "root"})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (409, Some("/object_id")), "{}", r.body);
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+    // Lists filter.
+    let listed = json_of(&p.admin.call("GET", &format!("{nodes}?type=folder"), Some(op), None, &[]));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
 
 /// Every mutating operation of the OpenAPI document, called once with valid input:
@@ -750,6 +829,14 @@ async fn every_mutating_operation_leaves_an_audit_record() {
         Some(json!({"resource_type": "doc", "resource_id": "d1", "subject_type": "group", "subject_id": g, "relations": ["viewer"]})), 201));
     step!("PATCH", "/v1/tenants/{tenant_id}/acl-entries/{entry_id}", format!("/v1/tenants/{t}/acl-entries/{acl}"), Some(json!({"expires_at": null})), 200);
     step!("DELETE", "/v1/tenants/{tenant_id}/acl-entries/{entry_id}", format!("/v1/tenants/{t}/acl-entries/{acl}"), None, 204);
+    let n1 = id(&step!("POST", "/v1/tenants/{tenant_id}/graph/nodes", format!("/v1/tenants/{t}/graph/nodes"), Some(json!({"type": "doc", "object_id": "n1"})), 201));
+    step!("PATCH", "/v1/tenants/{tenant_id}/graph/nodes/{node_id}", format!("/v1/tenants/{t}/graph/nodes/{n1}"), Some(json!({"properties": {"a": 1}})), 200);
+    let n2 = id(&p.write("POST", &format!("/v1/tenants/{t}/graph/nodes"), &op, Some(json!({"type": "doc", "object_id": "n2"})), 201).await.0);
+    let e = id(&step!("POST", "/v1/tenants/{tenant_id}/graph/edges", format!("/v1/tenants/{t}/graph/edges"),
+        Some(json!({"from_node_id": n1, "to_node_id": n2, "relation_type": "related"})), 201));
+    step!("PATCH", "/v1/tenants/{tenant_id}/graph/edges/{edge_id}", format!("/v1/tenants/{t}/graph/edges/{e}"), Some(json!({"properties": {"b": 2}})), 200);
+    step!("DELETE", "/v1/tenants/{tenant_id}/graph/edges/{edge_id}", format!("/v1/tenants/{t}/graph/edges/{e}"), None, 204);
+    step!("DELETE", "/v1/tenants/{tenant_id}/graph/nodes/{node_id}", format!("/v1/tenants/{t}/graph/nodes/{n1}"), None, 204);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.

@@ -165,7 +165,7 @@ impl From<sqlx::Error> for Problem {
 /// The JSON pointer of the field a constraint guards: constraints are named
 /// `<table>_<column>...` by Postgres (`users_email`, `tenants_slug_key`).
 fn constraint_field(constraint: &str) -> String {
-    const KNOWN: [(&str, &str); 15] = [
+    const KNOWN: [(&str, &str); 17] = [
         ("tenants_slug", "/slug"),
         ("tenant_domains_domain", "/domain"),
         ("users_email", "/email"),
@@ -181,6 +181,8 @@ fn constraint_field(constraint: &str) -> String {
         ("role_assignments_user", "/user_id"),
         ("role_assignments_group", "/group_id"),
         ("acl_entries_one_per_subject", "/subject_id"),
+        ("graph_nodes_object", "/object_id"),
+        ("graph_edges_one_per_relation", "/relation_type"),
     ];
     for (prefix, field) in KNOWN {
         if constraint.starts_with(prefix) {

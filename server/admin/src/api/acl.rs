@@ -152,32 +152,57 @@ pub struct AclLog {
     pub revision: Option<i64>,
 }
 
-/// The relations asked for: deduplicated, sorted, each a plausible name.
+/// The relations asked for, in the order given (so that a problem names the index the
+/// caller sent): each a plausible name, none twice.
 fn relation_set(relations: &[String]) -> ApiResult<Vec<String>> {
     if relations.is_empty() || relations.len() > 32 {
         return Err(Problem::invalid("/relations", "give between 1 and 32 relations"));
     }
-    let mut out: Vec<String> = Vec::with_capacity(relations.len());
     for (i, r) in relations.iter().enumerate() {
         if !arbiter_schema::is_valid_identifier(r) {
             return Err(Problem::invalid(format!("/relations/{i}"), format!("`{}` is not a relation name", arbiter_schema::shorten(r))));
         }
-        out.push(r.clone());
+        if relations[..i].contains(r) {
+            return Err(Problem::invalid(format!("/relations/{i}"), format!("`{r}` is given twice")));
+        }
     }
-    out.sort();
-    out.dedup();
-    Ok(out)
+    Ok(relations.to_vec())
 }
 
 /// The live schema, read under the revision counter's lock, held until the transaction
 /// ends: no schema write can land between this check and the commit.
-async fn live_schema(tx: &mut Tx) -> ApiResult<CompiledSchema> {
+pub(super) async fn live_schema(tx: &mut Tx) -> ApiResult<CompiledSchema> {
     sqlx::query("SELECT revision FROM arbiter_revision FOR UPDATE").execute(tx.conn()).await?;
     let text: Option<String> = sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_optional(tx.conn()).await?;
     let Some(text) = text else {
         return Err(Problem::invalid("/resource_type", "the PDP has no schema yet: write the application schema first"));
     };
     arbiter_schema::compile(&text).map_err(|e| Problem::internal("compile the stored schema", &e))
+}
+
+/// The definition of an application type whose objects belong to a tenant (it has
+/// `relation tenant: platform/tenant`), or a 422 naming `field`.
+pub(super) fn tenant_type<'s>(schema: &'s CompiledSchema, field: &str, name: &str) -> ApiResult<&'s arbiter_schema::Definition> {
+    if name.starts_with("platform/") {
+        return Err(Problem::invalid(field, format!("`{name}` is the platform's; only the application's own types are managed here")));
+    }
+    let Some((_, def)) = schema.definition_by_name(name) else {
+        return Err(Problem::invalid(field, format!("the schema has no definition `{name}`")));
+    };
+    let Some(tenant_ty) = schema.type_id("platform/tenant") else {
+        return Err(Problem::internal("read the platform schema", &"the stored schema lacks the platform part"));
+    };
+    let tenant_ok = def
+        .relation_id("tenant")
+        .and_then(|r| def.relation(r))
+        .is_some_and(|r| r.allowed_subjects().iter().any(|a| a.type_id == tenant_ty && a.kind == AllowedKind::Object));
+    if !tenant_ok {
+        return Err(Problem::invalid(
+            field,
+            format!("`{name}` has no `relation tenant: platform/tenant`, so its objects cannot belong to a tenant"),
+        ));
+    }
+    Ok(def)
 }
 
 /// Checks an entry against the schema: a 422 naming the field (and the relation) the
@@ -189,29 +214,10 @@ fn check_against(
     relations: &[String],
     expires: bool,
 ) -> ApiResult<()> {
-    if resource_type.starts_with("platform/") {
-        return Err(Problem::invalid("/resource_type", format!("`{resource_type}` is the platform's; ACL entries are for the application's own types")));
-    }
-    let Some((_, def)) = schema.definition_by_name(resource_type) else {
-        return Err(Problem::invalid("/resource_type", format!("the schema has no definition `{resource_type}`")));
-    };
-    let (Some(user_ty), Some((group_ty, group_def)), Some(tenant_ty)) = (
-        schema.type_id("platform/user"),
-        schema.definition_by_name("platform/group"),
-        schema.type_id("platform/tenant"),
-    ) else {
+    let def = tenant_type(schema, "/resource_type", resource_type)?;
+    let (Some(user_ty), Some((group_ty, group_def))) = (schema.type_id("platform/user"), schema.definition_by_name("platform/group")) else {
         return Err(Problem::internal("read the platform schema", &"the stored schema lacks the platform part"));
     };
-    let tenant_ok = def
-        .relation_id("tenant")
-        .and_then(|r| def.relation(r))
-        .is_some_and(|r| r.allowed_subjects().iter().any(|a| a.type_id == tenant_ty && a.kind == AllowedKind::Object));
-    if !tenant_ok {
-        return Err(Problem::invalid(
-            "/resource_type",
-            format!("`{resource_type}` has no `relation tenant: platform/tenant`, so its objects cannot belong to a tenant"),
-        ));
-    }
     let member = group_def.relation_id("member");
     for (i, name) in relations.iter().enumerate() {
         let field = format!("/relations/{i}");
@@ -263,7 +269,7 @@ async fn check_subject(tx: &mut Tx, tenant_id: Uuid, kind: SubjectKind, id: Uuid
 }
 
 /// Claims the object for the tenant, or refuses one another tenant holds.
-async fn claim_object(tx: &mut Tx, tenant_id: Uuid, resource_type: &str, resource_id: &str) -> ApiResult<()> {
+pub(super) async fn claim_object(tx: &mut Tx, tenant_id: Uuid, resource_type: &str, resource_id: &str) -> ApiResult<()> {
     let owners: Vec<String> = sqlx::query_scalar(
         "SELECT subject_id FROM relationships WHERE resource_type = $1 AND resource_id = $2 AND relation = 'tenant'
            AND subject_type = 'platform/tenant' LIMIT 2",

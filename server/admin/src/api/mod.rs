@@ -6,6 +6,7 @@
 pub mod acl;
 pub mod api_keys;
 pub mod directory;
+pub mod graph;
 pub mod groups;
 pub mod roles;
 pub mod templates;
@@ -36,12 +37,12 @@ use crate::problem::{ApiResult, Problem};
 pub const REVISION_HEADER: &str = "arbiter-revision";
 
 pub fn routes() -> Router<App> {
-    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes())
+    Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles, API keys and access control lists, fed to the PDP's graph in the same transaction (DESIGN §12)."),
+    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles, API keys, access control lists and graph nodes and edges, fed to the PDP's graph in the same transaction (DESIGN §12)."),
     paths(
         crate::http::healthz, crate::http::readyz, crate::http::metrics, crate::http::openapi,
         tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::set_tenant_status,
@@ -66,6 +67,8 @@ pub fn routes() -> Router<App> {
         directory::set_global_preference, directory::delete_global_preference, directory::add_contact, directory::list_contacts,
         directory::remove_contact, directory::delete_person,
         acl::create_entry, acl::list_entries, acl::get_entry, acl::update_entry, acl::delete_entry, acl::entry_log,
+        graph::create_node, graph::list_nodes, graph::get_node, graph::update_node, graph::delete_node,
+        graph::create_edge, graph::list_edges, graph::get_edge, graph::update_edge, graph::delete_edge,
     ),
     components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
@@ -77,6 +80,7 @@ pub fn routes() -> Router<App> {
         (name = "roles", description = "Roles, permissions, what roles grant, and assignments"),
         (name = "api-keys", description = "Keys for machine callers"),
         (name = "acl", description = "Access control lists on the application's own objects, and their change log"),
+        (name = "graph", description = "The application's objects and relationships as nodes and edges"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
