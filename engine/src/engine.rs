@@ -2401,6 +2401,10 @@ fn resolve_relation(
     Ok((ty, rel))
 }
 
+/// What a lookup keeps of a candidate: given the candidate and a way to name it, the
+/// item to list, or `None` to pass it over.
+type Accept<'a, T> = dyn FnMut(Sym, &dyn Fn(Sym) -> String) -> Result<Option<T>, EngineError> + 'a;
+
 /// The page walk both lookups share: candidates after the cursor, in id order, a chunk
 /// at a time, each one `accept` keeps handed to the sink until `limit` are out or the
 /// sink says stop. `unseen` names the one symbol no id has (the request's own object).
@@ -2422,7 +2426,7 @@ impl InOrder<'_> {
         mut candidates: Vec<Sym>,
         first: Vec<T>,
         sink: &mut dyn FnMut(u64, Vec<T>) -> bool,
-        accept: &mut dyn FnMut(Sym, &dyn Fn(Sym) -> String) -> Result<Option<T>, EngineError>,
+        accept: &mut Accept<'_, T>,
     ) -> Result<(), EngineError> {
         let unseen = self.unseen;
         let name_of = |names: &NameView<'_>, s: Sym| unseen_or(unseen, names, s).to_string();
@@ -2435,10 +2439,11 @@ impl InOrder<'_> {
         let mut left = self.limit;
         let mut page = first;
         // What came first may fill a chunk, or the limit, alone.
-        if !page.is_empty() && (page.len() >= chunk || left == 0) {
-            if !sink(self.revision, std::mem::take(&mut page)) || left == 0 {
-                return Ok(());
-            }
+        if !page.is_empty()
+            && (page.len() >= chunk || left == 0)
+            && (!sink(self.revision, std::mem::take(&mut page)) || left == 0)
+        {
+            return Ok(());
         }
         let name = |s: Sym| name_of(&self.interner.view(), s);
         while left > 0 {
