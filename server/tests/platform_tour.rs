@@ -44,7 +44,7 @@ async fn the_platform_tour_works_as_written() {
     let db = TestDb::new("platform_tour").await;
     let data = tempfile::tempdir().unwrap();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut platform = Command::new("bash")
+    let mut platform = Stop(Command::new("bash")
         .arg(root.join("scripts/run-platform.sh"))
         .env("DATABASE_URL", admin_url())
         .env("PLATFORM_DB", &db.name)
@@ -58,9 +58,9 @@ async fn the_platform_tour_works_as_written() {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .unwrap();
+        .unwrap());
     // The database exists already (TestDb made it): the script uses it as it is.
-    let stdout = platform.stdout.take().unwrap();
+    let stdout = platform.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -114,6 +114,15 @@ async fn the_platform_tour_works_as_written() {
     let mut rest = String::new();
     let _ = output.read_to_string(&mut rest);
     let _ = bash.wait();
-    let _ = Command::new("kill").args(["-TERM", &platform.id().to_string()]).status();
-    let _ = platform.wait();
+}
+
+/// The platform script, stopped when dropped (on TERM it stops what it started), so a
+/// failed step does not leave the PDP and the admin running.
+struct Stop(std::process::Child);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
 }
