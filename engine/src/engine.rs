@@ -655,7 +655,18 @@ impl Engine {
         let mut applied_model = None;
         if let Some(json) = policy_model.as_deref() {
             let compiled = compile_model(next.plan.as_deref(), json).and_then(|c| {
-                self.recheck_attributes(&next, c.as_ref()).map_err(EngineError::InvalidPolicy)?;
+                // Objects this commit rewrites are checked in their new form (a label
+                // removed from the model and from its objects in one commit).
+                let mut probe = next.clone();
+                for a in &attributes {
+                    let attrs = a.attributes.as_deref().map(ObjectAttributes::decode).transpose().ok().flatten();
+                    let key = ObjectKey {
+                        object_type: self.interner.intern(&a.object_type),
+                        object_id: self.interner.intern(&a.object_id),
+                    };
+                    probe.set_attributes(key, attrs.map(Arc::new));
+                }
+                self.recheck_attributes(&probe, c.as_ref()).map_err(EngineError::InvalidPolicy)?;
                 Ok(c)
             });
             match compiled {

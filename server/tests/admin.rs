@@ -269,7 +269,16 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
         Some(json!({"resource_type": "doc", "resource_id": "b1", "subject_type": "user", "subject_id": ub, "relations": ["viewer"]})), 201).await;
     let (nb, _) = p.write("POST", &format!("/v1/tenants/{tb}/graph/nodes"), op, Some(json!({"type": "doc", "object_id": "b3"})), 201).await;
     let (eb, _) = p.write("POST", &format!("/v1/tenants/{tb}/graph/edges"), op, Some(json!({"from_node_id": id(&nb), "to_node_id": id(&nb), "relation_type": "related"})), 201).await;
+    let (lab, _) = p.write("POST", "/v1/security-labels", op, Some(json!({"name": "iso", "level": 1})), 201).await;
+    let (ol, _) = p.write("POST", &format!("/v1/tenants/{tb}/object-labels"), op, Some(json!({"object_type": "doc", "object_id": "b1", "label_id": id(&lab)})), 201).await;
+    let (ua, _) = p.write("POST", "/v1/attributes", op, Some(json!({"object_type": "platform/user", "name": "dept", "data_type": "string"})), 201).await;
+    let (uv, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&ua)), op, Some(json!({"value": "ops"})), 201).await;
+    let (sa, _) = p.write("POST", &format!("/v1/tenants/{tb}/subject-attributes"), op, Some(json!({"subject_type": "user", "subject_id": ub, "value_id": id(&uv)})), 201).await;
+    let (da, _) = p.write("POST", "/v1/attributes", op, Some(json!({"object_type": "doc", "name": "kind", "data_type": "string"})), 201).await;
+    let (dv, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&da)), op, Some(json!({"value": "memo"})), 201).await;
+    let (ra, _) = p.write("POST", &format!("/v1/tenants/{tb}/resource-attributes"), op, Some(json!({"resource_type": "doc", "resource_id": "b1", "value_id": id(&dv)})), 201).await;
     let ids: Vec<(&str, String)> = vec![
+        ("{object_label_id}", id(&ol)), ("{subject_attribute_id}", id(&sa)), ("{resource_attribute_id}", id(&ra)),
         ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
         ("{role_id}", id(&r)), ("{permission_id}", id(&pm)), ("{assignment_id}", id(&asg)), ("{contact_id}", id(&c)),
         ("{domain_id}", id(&dom)), ("{key_id}", id(&k)), ("{key}", "theme".to_string()), ("{entry_id}", id(&acl)),
@@ -296,6 +305,9 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("PATCH", "{entry_id}") => Some(json!({"relations": ["owner"]})),
             ("POST", "nodes") => Some(json!({"type": "doc", "object_id": "b4"})),
             ("PATCH", "{node_id}" | "{edge_id}") => Some(json!({"properties": {}})),
+            ("POST", "object-labels") => Some(json!({"object_type": "doc", "object_id": "b5", "label_id": id(&lab)})),
+            ("POST", "subject-attributes") => Some(json!({"subject_type": "user", "subject_id": ub, "value_id": id(&uv)})),
+            ("POST", "resource-attributes") => Some(json!({"resource_type": "doc", "resource_id": "b5", "value_id": id(&dv)})),
             ("POST", "edges") => Some(json!({"from_node_id": id(&nb), "to_node_id": id(&nb), "relation_type": "related"})),
             _ => None,
         }
@@ -768,6 +780,131 @@ async fn graph_nodes_and_edges_are_relationships() {
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
 
+/// Cedar policies, security labels and attributes through a running PDP replica: a
+/// policy decides from its activation's revision and stops at its retirement's; a label
+/// on an object and a clearance on a user decide through a policy, and taking either
+/// away (or deleting the label) changes the decision at once; what does not compile or
+/// fit is a 422 naming the field, with no audit record and no revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_labels_and_attributes_decide_through_the_pdp() {
+    let p = platform("admin_abac").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    p.write_app_schema().await;
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let (u, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "lia@acme.test"})), 201).await;
+    let u = id(&u);
+    let (_, t0) = p.write("POST", &format!("/v1/tenants/{t}/acl-entries"), op,
+        Some(json!({"resource_type": "doc", "resource_id": "plan", "subject_type": "user", "subject_id": u, "relations": ["viewer"]})), 201).await;
+    let view = format!("doc:plan#view@platform/user:{u}");
+    assert!(p.allowed(&view, &t0).await);
+
+    // A policy: a draft changes nothing; activated, it forbids; retired, it stops.
+    let (pol, _) = p.write("POST", "/v1/policies", op, Some(json!({"name": "no-plan", "tags": ["test"]})), 201).await;
+    let pol = id(&pol);
+    let versions = format!("/v1/policies/{pol}/versions");
+    let (v1, t1) = p.write("POST", &versions, op, Some(json!({"definition": "forbid (principal, action == Action::\"view\", resource == doc::\"plan\");"})), 201).await;
+    assert_eq!((v1["number"].as_i64(), v1["status"].as_str()), (Some(1), Some("draft")));
+    assert!(p.allowed(&view, &t1).await);
+    let (act, t2) = p.write("POST", &format!("{versions}/1/activate"), op, None, 200).await;
+    assert_eq!(act["status"], "active");
+    assert!(!p.allowed(&view, &t2).await, "an active forbid decides at its revision");
+    let mut c = p.pdp.clients().await;
+    let read = c.schema.read_policies(arbiter_proto::arbiter::v1::ReadPoliciesRequest {}).await.unwrap().into_inner();
+    assert!(read.policies.iter().any(|q| q.id == "admin.no-plan"), "{:?}", read.policies);
+    // A version that parses but does not validate: 422 with Cedar's words; nothing changes.
+    p.write("POST", &versions, op, Some(json!({"definition": "forbid (principal, action, resource) when { resource.nosuch == 1 };"})), 201).await;
+    let audit_before = p.audit_count().await;
+    let head_before = p.db_head().await;
+    let r = p.admin.call("POST", &format!("{versions}/2/activate"), Some(op), None, &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/definition")), "{}", r.body);
+    assert!(json_of(&r)["detail"].as_str().unwrap().contains("nosuch"), "{}", r.body);
+    let r = p.admin.call("POST", &versions, Some(op), Some(json!({"definition": "forbid (principal, action, resource"})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/definition")), "{}", r.body);
+    let r = p.admin.call("DELETE", &format!("/v1/policies/{pol}"), Some(op), None, &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+    assert_eq!(json_of(&p.admin.call("GET", &format!("/v1/policies/{pol}"), Some(op), None, &[]))["active_version"], 1);
+    let (_, t3) = p.write("POST", &format!("{versions}/1/retire"), op, None, 200).await;
+    assert!(p.allowed(&view, &t3).await, "a retired policy stops at its revision");
+    let listed = json_of(&p.admin.call("GET", &versions, Some(op), None, &[]));
+    let statuses: Vec<&str> = listed["items"].as_array().unwrap().iter().map(|v| v["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["retired", "draft"], "every version is kept");
+
+    // Labels and a clearance, decided by one policy.
+    let (secret, _) = p.write("POST", "/v1/security-labels", op, Some(json!({"name": "secret", "level": 3})), 201).await;
+    let (top, _) = p.write("POST", "/v1/security-labels", op, Some(json!({"name": "top-secret", "level": 5})), 201).await;
+    p.write("PUT", &format!("/v1/security-labels/{}/parents/{}", id(&secret), id(&top)), op, None, 201).await;
+    let (clearance, _) = p.write("POST", "/v1/attributes", op, Some(json!({"object_type": "platform/user", "name": "clearance", "data_type": "long"})), 201).await;
+    let (five, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&clearance)), op, Some(json!({"value": 5})), 201).await;
+    let (gate, _) = p.write("POST", "/v1/policies", op, Some(json!({"name": "clearance"})), 201).await;
+    let gate_versions = format!("/v1/policies/{}/versions", id(&gate));
+    p.write("POST", &gate_versions, op, Some(json!({"definition":
+        "forbid (principal is platform::user, action == Action::\"view\", resource is doc) when { resource.label_level > (if principal has clearance then principal.clearance else 0) };"})), 201).await;
+    let (_, t4) = p.write("POST", &format!("{gate_versions}/1/activate"), op, None, 200).await;
+    assert!(p.allowed(&view, &t4).await, "an unlabelled doc is level 0");
+    let labels = format!("/v1/tenants/{t}/object-labels");
+    let (ol, t5) = p.write("POST", &labels, op, Some(json!({"object_type": "doc", "object_id": "plan", "label_id": id(&secret)})), 201).await;
+    assert!(!p.allowed(&view, &t5).await, "a secret doc is above no clearance");
+    let subjects = format!("/v1/tenants/{t}/subject-attributes");
+    let (sa, t6) = p.write("POST", &subjects, op, Some(json!({"subject_type": "user", "subject_id": u, "value_id": id(&five)})), 201).await;
+    assert!(p.allowed(&view, &t6).await, "clearance 5 reads level 3");
+    let (_, t7) = p.write("DELETE", &format!("{subjects}/{}", id(&sa)), op, None, 204).await;
+    assert!(!p.allowed(&view, &t7).await, "a clearance taken away denies at once");
+    let (_, t8) = p.write("DELETE", &format!("{labels}/{}", id(&ol)), op, None, 204).await;
+    assert!(p.allowed(&view, &t8).await, "a label taken off decides at once");
+    // Deleting a label takes it off every object in the same revision (and the PDP
+    // accepts the model without it).
+    let (_, t9) = p.write("POST", &labels, op, Some(json!({"object_type": "doc", "object_id": "plan", "label_id": id(&top)})), 201).await;
+    assert!(!p.allowed(&view, &t9).await);
+    let (_, t10) = p.write("DELETE", &format!("/v1/security-labels/{}", id(&top)), op, None, 204).await;
+    assert!(p.allowed(&view, &t10).await, "a deleted label leaves its objects at once");
+    let model = c.schema.read_attribute_schema(arbiter_proto::arbiter::v1::ReadAttributeSchemaRequest {}).await.unwrap().into_inner();
+    let names: Vec<&str> = model.labels.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["secret"], "the replica took the model without the deleted label");
+    let listed = json_of(&p.admin.call("GET", &format!("{labels}?object_type=doc&object_id=plan"), Some(op), None, &[]));
+    assert_eq!(listed["items"].as_array().unwrap().len(), 0);
+
+    // Resource attributes reach the PDP's attribute store.
+    let (region, _) = p.write("POST", "/v1/attributes", op, Some(json!({"object_type": "doc", "name": "regions", "data_type": "set<string>"})), 201).await;
+    let (eu, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&region)), op, Some(json!({"value": "eu"})), 201).await;
+    let (us, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&region)), op, Some(json!({"value": "us"})), 201).await;
+    let resources = format!("/v1/tenants/{t}/resource-attributes");
+    p.write("POST", &resources, op, Some(json!({"resource_type": "doc", "resource_id": "plan", "value_id": id(&eu)})), 201).await;
+    p.write("POST", &resources, op, Some(json!({"resource_type": "doc", "resource_id": "plan", "value_id": id(&us)})), 201).await;
+    let stored: String = sqlx::query_scalar("SELECT attributes FROM arbiter_attributes WHERE object_type = 'doc' AND object_id = 'plan'")
+        .fetch_one(&p.db.pool().await)
+        .await
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    let mut regions: Vec<&str> = stored["values"]["regions"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    regions.sort();
+    assert_eq!(regions, ["eu", "us"]);
+
+    // What does not fit: 422 (or 409) naming the field; nothing changes.
+    let audit_before = p.audit_count().await;
+    let head_before = p.db_head().await;
+    let refused: Vec<(&str, String, Value, u16, &str)> = vec![
+        ("POST", format!("/v1/attributes/{}/values", id(&clearance)), json!({"value": "high"}), 422, "/value"),
+        ("POST", "/v1/attributes".into(), json!({"object_type": "nosuch", "name": "x", "data_type": "long"}), 422, "/object_type"),
+        ("POST", "/v1/attributes".into(), json!({"object_type": "doc", "name": "x", "data_type": "set<set<long>>"}), 422, "/data_type"),
+        ("POST", "/v1/attributes".into(), json!({"object_type": "platform/user", "name": "clearance", "data_type": "long"}), 409, "/name"),
+        ("PUT", format!("/v1/security-labels/{}/parents/{}", id(&secret), id(&secret)), Value::Null, 422, "/parent_label_id"),
+        ("POST", "/v1/security-labels".into(), json!({"name": "secret", "level": 1}), 409, "/name"),
+        ("POST", labels.clone(), json!({"object_type": "note", "object_id": "n", "label_id": id(&secret)}), 422, "/object_type"),
+        ("POST", resources.clone(), json!({"resource_type": "doc", "resource_id": "plan", "value_id": id(&five)}), 422, "/value_id"),
+        ("POST", subjects.clone(), json!({"subject_type": "group", "subject_id": u, "value_id": id(&five)}), 422, "/subject_id"),
+        ("DELETE", format!("/v1/attributes/{}", id(&region)), Value::Null, 409, "/attr_id"),
+    ];
+    for (method, path, body, status, field) in refused {
+        let body = (!body.is_null()).then_some(body);
+        let r = p.admin.call(method, &path, Some(op), body.clone(), &[]);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (status, Some(field)), "{method} {path} {body:?}: {}", r.body);
+    }
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+}
+
 /// Every mutating operation of the OpenAPI document, called once with valid input:
 /// each must succeed, carry a revision and leave exactly one audit record. An
 /// operation added to the document without a step here fails the test.
@@ -837,6 +974,35 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     step!("PATCH", "/v1/tenants/{tenant_id}/graph/edges/{edge_id}", format!("/v1/tenants/{t}/graph/edges/{e}"), Some(json!({"properties": {"b": 2}})), 200);
     step!("DELETE", "/v1/tenants/{tenant_id}/graph/edges/{edge_id}", format!("/v1/tenants/{t}/graph/edges/{e}"), None, 204);
     step!("DELETE", "/v1/tenants/{tenant_id}/graph/nodes/{node_id}", format!("/v1/tenants/{t}/graph/nodes/{n1}"), None, 204);
+    let l1 = id(&step!("POST", "/v1/security-labels", "/v1/security-labels", Some(json!({"name": "internal", "level": 1})), 201));
+    let l2 = id(&p.write("POST", "/v1/security-labels", &op, Some(json!({"name": "restricted", "level": 2})), 201).await.0);
+    step!("PATCH", "/v1/security-labels/{label_id}", format!("/v1/security-labels/{l1}"), Some(json!({"description": "d"})), 200);
+    step!("PUT", "/v1/security-labels/{label_id}/parents/{parent_id}", format!("/v1/security-labels/{l1}/parents/{l2}"), None, 201);
+    step!("DELETE", "/v1/security-labels/{label_id}/parents/{parent_id}", format!("/v1/security-labels/{l1}/parents/{l2}"), None, 204);
+    let ol = id(&step!("POST", "/v1/tenants/{tenant_id}/object-labels", format!("/v1/tenants/{t}/object-labels"),
+        Some(json!({"object_type": "doc", "object_id": "d1", "label_id": l1})), 201));
+    step!("DELETE", "/v1/tenants/{tenant_id}/object-labels/{object_label_id}", format!("/v1/tenants/{t}/object-labels/{ol}"), None, 204);
+    step!("DELETE", "/v1/security-labels/{label_id}", format!("/v1/security-labels/{l2}"), None, 204);
+    let at = id(&step!("POST", "/v1/attributes", "/v1/attributes", Some(json!({"object_type": "platform/user", "name": "team", "data_type": "string"})), 201));
+    step!("PATCH", "/v1/attributes/{attr_id}", format!("/v1/attributes/{at}"), Some(json!({"description": "d"})), 200);
+    let av = id(&step!("POST", "/v1/attributes/{attr_id}/values", format!("/v1/attributes/{at}/values"), Some(json!({"value": "core"})), 201));
+    let sa = id(&step!("POST", "/v1/tenants/{tenant_id}/subject-attributes", format!("/v1/tenants/{t}/subject-attributes"),
+        Some(json!({"subject_type": "user", "subject_id": u, "value_id": av})), 201));
+    step!("DELETE", "/v1/tenants/{tenant_id}/subject-attributes/{subject_attribute_id}", format!("/v1/tenants/{t}/subject-attributes/{sa}"), None, 204);
+    let rat = id(&p.write("POST", "/v1/attributes", &op, Some(json!({"object_type": "doc", "name": "kind", "data_type": "string"})), 201).await.0);
+    let rav = id(&p.write("POST", &format!("/v1/attributes/{rat}/values"), &op, Some(json!({"value": "memo"})), 201).await.0);
+    let ra = id(&step!("POST", "/v1/tenants/{tenant_id}/resource-attributes", format!("/v1/tenants/{t}/resource-attributes"),
+        Some(json!({"resource_type": "doc", "resource_id": "d1", "value_id": rav})), 201));
+    step!("DELETE", "/v1/tenants/{tenant_id}/resource-attributes/{resource_attribute_id}", format!("/v1/tenants/{t}/resource-attributes/{ra}"), None, 204);
+    step!("DELETE", "/v1/attributes/{attr_id}/values/{value_id}", format!("/v1/attributes/{at}/values/{av}"), None, 204);
+    step!("DELETE", "/v1/attributes/{attr_id}", format!("/v1/attributes/{at}"), None, 204);
+    let pol = id(&step!("POST", "/v1/policies", "/v1/policies", Some(json!({"name": "audit-step"})), 201));
+    step!("PATCH", "/v1/policies/{policy_id}", format!("/v1/policies/{pol}"), Some(json!({"tags": ["x"]})), 200);
+    step!("POST", "/v1/policies/{policy_id}/versions", format!("/v1/policies/{pol}/versions"),
+        Some(json!({"definition": "forbid (principal, action, resource) when { false };"})), 201);
+    step!("POST", "/v1/policies/{policy_id}/versions/{number}/activate", format!("/v1/policies/{pol}/versions/1/activate"), None, 200);
+    step!("POST", "/v1/policies/{policy_id}/versions/{number}/retire", format!("/v1/policies/{pol}/versions/1/retire"), None, 200);
+    step!("DELETE", "/v1/policies/{policy_id}", format!("/v1/policies/{pol}"), None, 204);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.

@@ -11,6 +11,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::feed::Feed;
+use crate::model::{self, ModelChange};
 use crate::problem::{ApiResult, Problem};
 
 /// Where a transaction acts.
@@ -47,7 +48,7 @@ impl Db {
     /// Fails with advice when the admin's tables are missing.
     pub async fn check_migrated(&self) -> Result<()> {
         // The newest migration's table: an older database lacks it.
-        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_admin.graph_edges')::text")
+        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_admin.policy_versions')::text")
             .fetch_one(&self.pool)
             .await
             .context("cannot query Postgres")?;
@@ -74,7 +75,7 @@ impl Db {
         .bind(STATEMENT_TIMEOUT)
         .execute(&mut *tx)
         .await?;
-        Ok(Tx { tx, scope, feed: Feed::default(), revision: None })
+        Ok(Tx { tx, scope, feed: Feed::default(), model: ModelChange::default(), revision: None })
     }
 
     /// The newest committed revision of the PDP's graph.
@@ -84,13 +85,15 @@ impl Db {
     }
 }
 
-/// One admin transaction: its relationship changes are written once, at one revision,
-/// before its audit record ([`Tx::flush`]).
+/// One admin transaction: its relationship changes (and Cedar-side changes) are written
+/// once, at one revision, before its audit record ([`Tx::flush`]).
 #[derive(Debug)]
 pub struct Tx {
     pub tx: Transaction<'static, Postgres>,
     pub scope: Scope,
     pub feed: Feed,
+    /// The policy model and object attributes the transaction changes.
+    pub model: ModelChange,
     /// The revision the feed was written at.
     pub revision: Option<u64>,
 }
@@ -100,24 +103,53 @@ impl Tx {
         &mut self.tx
     }
 
+    /// The policy model this transaction writes (the stored one at first); a model that
+    /// does not compile at flush is a 422 naming `field`.
+    pub async fn model_mut(&mut self, field: &str) -> ApiResult<&mut arbiter_engine::PolicyModel> {
+        if self.model.model.is_none() {
+            let stored = model::stored_model(self).await?;
+            self.model.model = Some(stored);
+            self.model.model_field = field.to_string();
+        }
+        self.model.model.as_mut().ok_or_else(|| Problem::internal("hold the policy model", &"missing"))
+    }
+
+    /// Marks an object whose attribute values or labels changed: its stored attributes
+    /// are recomputed from the tables and checked at flush (a problem names `field`).
+    pub fn touch_object(&mut self, object_type: &str, object_id: &str, field: &str) {
+        self.model.objects.entry((object_type.to_string(), object_id.to_string())).or_insert_with(|| field.to_string());
+    }
+
     /// Writes the feed's changes through `arbiter_write` (the revision counter's lock is
-    /// then held until commit). Once per transaction; later changes are refused.
+    /// then held until commit), or with Cedar-side changes through `arbiter_write_model`
+    /// after checking them with the PDP's compiler. Once per transaction; later changes
+    /// are refused.
     pub async fn flush(&mut self, writer: &str) -> ApiResult<Option<u64>> {
         if self.revision.is_some() {
-            if !self.feed.is_empty() {
+            if !self.feed.is_empty() || !self.model.is_empty() {
                 return Err(Problem::internal("a transaction fed the graph twice", &"flush after flush"));
             }
             return Ok(self.revision);
         }
-        if self.feed.is_empty() {
+        if self.feed.is_empty() && self.model.is_empty() {
             return Ok(None);
         }
-        let changes = self.feed.take();
-        let v: i64 = sqlx::query_scalar("SELECT arbiter_write($1, $2)")
-            .bind(changes)
-            .bind(serde_json::json!({ "writer": "arbiter-admin", "actor": writer }))
-            .fetch_one(&mut *self.tx)
-            .await?;
+        let metadata = serde_json::json!({ "writer": "arbiter-admin", "actor": writer });
+        let v: i64 = if self.model.is_empty() {
+            let changes = self.feed.take();
+            sqlx::query_scalar("SELECT arbiter_write($1, $2)").bind(changes).bind(metadata).fetch_one(&mut *self.tx).await?
+        } else {
+            let change = std::mem::take(&mut self.model);
+            let (attributes, model_text) = model::prepare(self, &change).await?;
+            let changes = self.feed.take();
+            sqlx::query_scalar("SELECT arbiter_write_model($1, $2, $3, $4)")
+                .bind(changes)
+                .bind(attributes)
+                .bind(model_text)
+                .bind(metadata)
+                .fetch_one(&mut *self.tx)
+                .await?
+        };
         self.revision = Some(u64::try_from(v).unwrap_or(0));
         Ok(self.revision)
     }

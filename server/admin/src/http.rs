@@ -32,6 +32,8 @@ pub struct AppInner {
     pub metrics: Metrics,
     pub max_page_size: u32,
     pub limiter: crate::ratelimit::RateLimiter,
+    /// The environment whose active policies the PDP enforces (`--environment`).
+    pub environment: String,
 }
 
 impl std::ops::Deref for App {

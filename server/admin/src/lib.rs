@@ -19,6 +19,7 @@ pub mod db;
 pub mod feed;
 pub mod http;
 pub mod metrics;
+pub mod model;
 pub mod page;
 pub mod pdp;
 pub mod problem;

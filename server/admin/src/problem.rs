@@ -165,7 +165,7 @@ impl From<sqlx::Error> for Problem {
 /// The JSON pointer of the field a constraint guards: constraints are named
 /// `<table>_<column>...` by Postgres (`users_email`, `tenants_slug_key`).
 fn constraint_field(constraint: &str) -> String {
-    const KNOWN: [(&str, &str); 17] = [
+    const KNOWN: [(&str, &str); 27] = [
         ("tenants_slug", "/slug"),
         ("tenant_domains_domain", "/domain"),
         ("users_email", "/email"),
@@ -183,6 +183,16 @@ fn constraint_field(constraint: &str) -> String {
         ("acl_entries_one_per_subject", "/subject_id"),
         ("graph_nodes_object", "/object_id"),
         ("graph_edges_one_per_relation", "/relation_type"),
+        ("security_labels_name", "/name"),
+        ("label_hierarchy_pkey", "/parent_label_id"),
+        ("object_labels_once", "/label_id"),
+        ("attributes_type_name", "/name"),
+        ("attribute_values_attr_value", "/value"),
+        ("subject_attributes_once", "/value_id"),
+        ("subject_attributes_one_value", "/value_id"),
+        ("resource_attributes_once", "/value_id"),
+        ("resource_attributes_one_value", "/value_id"),
+        ("policies_environment_name", "/name"),
     ];
     for (prefix, field) in KNOWN {
         if constraint.starts_with(prefix) {

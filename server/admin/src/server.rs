@@ -20,13 +20,16 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     if args.max_page_size == 0 {
         return Err(anyhow!("--max-page-size must be at least 1"));
     }
+    if !crate::api::policies::is_valid_name(&args.environment) {
+        return Err(anyhow!("--environment `{}` is not a name (lower-case letters, digits, `-` and `_`, at most 63)", args.environment));
+    }
     let secrets = Secrets::load(args.secrets_file.as_deref())?;
     let db = Db::connect(url).await?;
     db.check_migrated().await?;
     let metrics = Metrics::new().context("cannot register the metrics")?;
     let pdp = Pdp::new(&args.pdp_endpoint, args.pdp_key.as_deref(), metrics.clone())?;
     let limiter = crate::ratelimit::RateLimiter::new(args.rate_limit);
-    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter }));
+    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter, environment: args.environment.clone() }));
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .with_context(|| format!("cannot listen on --addr {}", args.addr))?;

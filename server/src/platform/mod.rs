@@ -114,22 +114,30 @@ pub fn platform_policies() -> Result<Vec<PolicyText>, String> {
     }
 }
 
+/// Is `id` kept by an application policy write: a platform policy, or one of the admin
+/// server's policy catalogue (`admin.` ids, written by the admin with its tables)?
+fn kept_by_application_write(id: &str) -> bool {
+    id.starts_with(POLICY_PREFIX) || id.starts_with(arbiter_admin::model::POLICY_PREFIX)
+}
+
 /// The policy set to store when the application writes `app`: the installed platform
-/// policies (those of `current` with the prefix) and then `app`. An application policy
-/// with a `platform.` id is refused unless it is a copy of the installed one (a read
-/// written back), which is dropped.
+/// policies and the admin catalogue's (those of `current` with their prefixes), then
+/// `app`. An application policy with such an id is refused unless it is a copy of the
+/// stored one (a read written back), which is dropped.
 pub fn application_policies(current: &[PolicyText], app: Vec<PolicyText>) -> Result<Vec<PolicyText>, String> {
-    let mut merged: Vec<PolicyText> = current.iter().filter(|p| p.id.starts_with(POLICY_PREFIX)).cloned().collect();
+    let mut merged: Vec<PolicyText> = current.iter().filter(|p| kept_by_application_write(&p.id)).cloned().collect();
     let installed = merged.len();
     for p in app {
-        if p.id.starts_with(POLICY_PREFIX) {
+        if kept_by_application_write(&p.id) {
             if merged[..installed].iter().any(|q| q.id == p.id && q.text == p.text) {
                 continue;
             }
-            return Err(format!(
-                "policy `{}` has a platform id: policies whose ids start with `{POLICY_PREFIX}` are installed by `arbiter migrate`, and a policy write replaces only the application's policies",
-                p.id
-            ));
+            let owner = if p.id.starts_with(POLICY_PREFIX) {
+                format!("policies whose ids start with `{POLICY_PREFIX}` are installed by `arbiter migrate`")
+            } else {
+                format!("policies whose ids start with `{}` are the admin server's policy catalogue (`/v1/policies`)", arbiter_admin::model::POLICY_PREFIX)
+            };
+            return Err(format!("policy `{}` has a reserved id: {owner}, and a policy write replaces only the application's policies", p.id));
         }
         merged.push(p);
     }
@@ -213,8 +221,15 @@ mod tests {
         assert!(err.contains("`platform.a`"), "{err}");
         let err = application_policies(&current, vec![policy("platform.b", "permit (principal, action, resource);")]).unwrap_err();
         assert!(err.contains("`platform.b`"), "{err}");
+        // The admin catalogue's policies are kept and reserved the same way.
+        let admin = policy("admin.no-secrets", "forbid (principal, action, resource) when { false };");
+        let current = vec![platform.clone(), admin.clone(), policy("app1", "permit (principal, action, resource);")];
+        let merged = application_policies(&current, vec![admin.clone(), policy("app3", "permit (principal, action, resource);")]).unwrap();
+        assert_eq!(merged.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["platform.a", "admin.no-secrets", "app3"]);
+        let err = application_policies(&current, vec![policy("admin.other", "permit (principal, action, resource);")]).unwrap_err();
+        assert!(err.contains("`admin.other`") && err.contains("/v1/policies"), "{err}");
         let installed = install_policies(&current, vec![policy("platform.c", "permit (principal, action, resource);")]);
-        assert_eq!(installed.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["platform.c", "app1"]);
+        assert_eq!(installed.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["platform.c", "admin.no-secrets", "app1"]);
     }
 
     #[test]

@@ -5,9 +5,12 @@
 
 pub mod acl;
 pub mod api_keys;
+pub mod attributes;
 pub mod directory;
 pub mod graph;
 pub mod groups;
+pub mod labels;
+pub mod policies;
 pub mod roles;
 pub mod templates;
 pub mod tenants;
@@ -38,11 +41,12 @@ pub const REVISION_HEADER: &str = "arbiter-revision";
 
 pub fn routes() -> Router<App> {
     Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
+        .merge(labels::routes()).merge(attributes::routes()).merge(policies::routes())
 }
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles, API keys, access control lists and graph nodes and edges, fed to the PDP's graph in the same transaction (DESIGN §12)."),
+    info(title = "Arbiter admin API", description = "Tenants, users, groups, roles, API keys, access control lists, graph nodes and edges, security labels, attributes and Cedar policies, fed to the PDP in the same transaction (DESIGN §12)."),
     paths(
         crate::http::healthz, crate::http::readyz, crate::http::metrics, crate::http::openapi,
         tenants::create_tenant, tenants::list_tenants, tenants::get_tenant, tenants::update_tenant, tenants::set_tenant_status,
@@ -69,6 +73,15 @@ pub fn routes() -> Router<App> {
         acl::create_entry, acl::list_entries, acl::get_entry, acl::update_entry, acl::delete_entry, acl::entry_log,
         graph::create_node, graph::list_nodes, graph::get_node, graph::update_node, graph::delete_node,
         graph::create_edge, graph::list_edges, graph::get_edge, graph::update_edge, graph::delete_edge,
+        labels::create_label, labels::list_labels, labels::get_label, labels::update_label, labels::delete_label,
+        labels::list_parents, labels::add_parent, labels::remove_parent,
+        labels::create_object_label, labels::list_object_labels, labels::delete_object_label,
+        attributes::create_attribute, attributes::list_attributes, attributes::get_attribute, attributes::update_attribute,
+        attributes::delete_attribute, attributes::create_value, attributes::list_values, attributes::delete_value,
+        attributes::assign_subject, attributes::list_subject_attributes, attributes::unassign_subject,
+        attributes::assign_resource, attributes::list_resource_attributes, attributes::unassign_resource,
+        policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy, policies::delete_policy,
+        policies::create_version, policies::list_versions, policies::get_version, policies::activate_version, policies::retire_version,
     ),
     components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
@@ -81,6 +94,9 @@ pub fn routes() -> Router<App> {
         (name = "api-keys", description = "Keys for machine callers"),
         (name = "acl", description = "Access control lists on the application's own objects, and their change log"),
         (name = "graph", description = "The application's objects and relationships as nodes and edges"),
+        (name = "labels", description = "Security labels, their hierarchy, and the labels on objects, fed to the PDP's Cedar side"),
+        (name = "attributes", description = "Attribute definitions and values, and the values users, groups and objects hold, fed to the PDP's Cedar side"),
+        (name = "policies", description = "Cedar policies with versions: activated through the PDP's own compiler"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]

@@ -446,7 +446,7 @@ fn check_permission_name(name: &str) -> ApiResult<()> {
     }
 }
 
-fn check_tags(tags: &[String]) -> ApiResult<()> {
+pub(super) fn check_tags(tags: &[String]) -> ApiResult<()> {
     if tags.len() > 32 {
         return Err(Problem::invalid("/tags", "at most 32 `tags`"));
     }
