@@ -277,7 +277,12 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     let (da, _) = p.write("POST", "/v1/attributes", op, Some(json!({"object_type": "doc", "name": "kind", "data_type": "string"})), 201).await;
     let (dv, _) = p.write("POST", &format!("/v1/attributes/{}/values", id(&da)), op, Some(json!({"value": "memo"})), 201).await;
     let (ra, _) = p.write("POST", &format!("/v1/tenants/{tb}/resource-attributes"), op, Some(json!({"resource_type": "doc", "resource_id": "b1", "value_id": id(&dv)})), 201).await;
+    let (ub2, _) = p.write("POST", &format!("/v1/tenants/{tb}/users"), op, Some(json!({"email": "b2@globex.test"})), 201).await;
+    let (dlg, _) = p.write("POST", &format!("/v1/tenants/{tb}/delegations"), op,
+        Some(json!({"grantor_user_id": ub, "delegate_user_id": id(&ub2), "role_id": id(&r)})), 201).await;
+    let (ses, _) = p.write("POST", &format!("/v1/tenants/{tb}/impersonation-sessions"), op, Some(json!({"target_user_id": ub, "reason": "isolation"})), 201).await;
     let ids: Vec<(&str, String)> = vec![
+        ("{delegation_id}", id(&dlg)), ("{session_id}", id(&ses)),
         ("{object_label_id}", id(&ol)), ("{subject_attribute_id}", id(&sa)), ("{resource_attribute_id}", id(&ra)),
         ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
         ("{role_id}", id(&r)), ("{permission_id}", id(&pm)), ("{assignment_id}", id(&asg)), ("{contact_id}", id(&c)),
@@ -305,6 +310,8 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("PATCH", "{entry_id}") => Some(json!({"relations": ["owner"]})),
             ("POST", "nodes") => Some(json!({"type": "doc", "object_id": "b4"})),
             ("PATCH", "{node_id}" | "{edge_id}") => Some(json!({"properties": {}})),
+            ("POST", "delegations") => Some(json!({"grantor_user_id": ub, "delegate_user_id": id(&ub2), "role_id": id(&r)})),
+            ("POST", "impersonation-sessions") => Some(json!({"target_user_id": ub, "reason": "x"})),
             ("POST", "object-labels") => Some(json!({"object_type": "doc", "object_id": "b5", "label_id": id(&lab)})),
             ("POST", "subject-attributes") => Some(json!({"subject_type": "user", "subject_id": ub, "value_id": id(&uv)})),
             ("POST", "resource-attributes") => Some(json!({"resource_type": "doc", "resource_id": "b5", "value_id": id(&dv)})),
@@ -905,6 +912,180 @@ async fn policies_labels_and_attributes_decide_through_the_pdp() {
     assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
 }
 
+impl Platform {
+    /// Waits (up to 20 s) until `done` holds; the background jobs run every second.
+    async fn eventually<F, Fut>(&self, what: &str, mut done: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        for _ in 0..200 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{what} did not happen within 20 s");
+    }
+
+    async fn head_token(&self) -> String {
+        format!("r{}", self.db_head().await)
+    }
+}
+
+/// Delegations: the delegate holds the grantor's role while the window lasts, from a
+/// start in the future (fed by the background job) to its end (the relationship's
+/// expiration, with no write); revoking, or the grantor losing the role, ends it at once.
+/// Grantors who do not hold the role, or hold it as a delegate, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegations_hold_the_role_for_their_window() {
+    let p = platform("admin_delegate").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let mut users = Vec::new();
+    for email in ["ann@acme.test", "bob@acme.test", "cat@acme.test"] {
+        users.push(id(&p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": email})), 201).await.0));
+    }
+    let (ann, bob, cat) = (users[0].clone(), users[1].clone(), users[2].clone());
+    let r = id(&p.write("POST", &format!("/v1/tenants/{t}/roles"), op, Some(json!({"name": "approver"})), 201).await.0);
+    let asg = id(&p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": r, "user_id": ann})), 201).await.0);
+    let holds = |u: &str| format!("platform/role:{t}_{r}#holder@platform/user:{u}");
+    let delegations = format!("/v1/tenants/{t}/delegations");
+
+    // Now, until revoked.
+    let (d1, t1) = p.write("POST", &delegations, op, Some(json!({"grantor_user_id": ann, "delegate_user_id": bob, "role_id": r, "reason": "cover"})), 201).await;
+    assert_eq!(d1["status"], "active");
+    assert!(p.allowed(&holds(&bob), &t1).await);
+    // Not passed on; not from someone without the role; nothing changes.
+    let audit_before = p.audit_count().await;
+    let head_before = p.db_head().await;
+    for (body, field) in [
+        (json!({"grantor_user_id": bob, "delegate_user_id": cat, "role_id": r}), "/grantor_user_id"),
+        (json!({"grantor_user_id": cat, "delegate_user_id": bob, "role_id": r}), "/role_id"),
+        (json!({"grantor_user_id": ann, "delegate_user_id": ann, "role_id": r}), "/delegate_user_id"),
+        (json!({"grantor_user_id": ann, "delegate_user_id": bob, "role_id": r, "valid_until": "2001-01-01T00:00:00Z"}), "/valid_until"),
+    ] {
+        let r = p.admin.call("POST", &delegations, Some(op), Some(body.clone()), &[]);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some(field)), "{body}: {}", r.body);
+    }
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
+    let (_, t2) = p.write("POST", &format!("{delegations}/{}/revoke", id(&d1)), op, None, 200).await;
+    assert!(!p.allowed(&holds(&bob), &t2).await, "a revoked delegation ends at once");
+
+    // A window that starts in two seconds and ends two seconds later.
+    let from = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let until = from + chrono::Duration::seconds(2);
+    let (d2, t3) = p.write("POST", &delegations, op,
+        Some(json!({"grantor_user_id": ann, "delegate_user_id": bob, "role_id": r, "valid_from": from.to_rfc3339(), "valid_until": until.to_rfc3339()})), 201).await;
+    assert_eq!((d2["status"].as_str(), d2["fed"].as_bool()), (Some("scheduled"), Some(false)));
+    assert!(!p.allowed(&holds(&bob), &t3).await, "not before its start");
+    p.eventually("the delegation starting", || async { p.allowed(&holds(&bob), &p.head_token().await).await }).await;
+    assert!(chrono::Utc::now() >= from, "granted before its start");
+    let started = p.head_token().await;
+    let got = json_of(&p.admin.call("GET", &format!("{delegations}/{}", id(&d2)), Some(op), None, &[]));
+    assert_eq!((got["status"].as_str(), got["fed"].as_bool()), (Some("active"), Some(true)));
+    let pool = p.db.pool().await;
+    let by_job: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE action = 'delegation.start' AND actor = 'job:delegations' AND target_id = $1")
+        .bind(id(&d2))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(by_job, 1);
+    // Its end needs no write: the same revision denies once the window is over.
+    tokio::time::sleep((until - chrono::Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(300)).await;
+    assert!(!p.allowed(&holds(&bob), &started).await, "the window ended");
+
+    // The grantor loses the role: the job revokes what they delegated.
+    let (d3, t4) = p.write("POST", &delegations, op, Some(json!({"grantor_user_id": ann, "delegate_user_id": cat, "role_id": r})), 201).await;
+    assert!(p.allowed(&holds(&cat), &t4).await);
+    p.write("DELETE", &format!("/v1/tenants/{t}/assignments/{asg}"), op, None, 204).await;
+    p.eventually("the job revoking a delegation whose grantor lost the role", || async {
+        json_of(&p.admin.call("GET", &format!("{delegations}/{}", id(&d3)), Some(op), None, &[]))["status"] == "revoked"
+    })
+    .await;
+    assert!(!p.allowed(&holds(&cat), &p.head_token().await).await);
+}
+
+/// Impersonation: a call in a session is decided as the user, within the session's
+/// scope, and audited with the caller as the actor and the user as the effective actor;
+/// who may impersonate whom is decided by the PDP; an ended session is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonated_calls_act_as_the_user_and_are_audited() {
+    let p = platform("admin_imp").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let mia = id(&p.write("POST", &format!("/v1/tenants/{t}/users"), op, Some(json!({"email": "mia@acme.test"})), 201).await.0);
+    let roles = json_of(&p.admin.call("GET", "/v1/roles?limit=100", Some(op), None, &[]));
+    let user_manager = roles["items"].as_array().unwrap().iter().find(|r| r["builtin"] == "user_manager").map(id).unwrap();
+    let asg = id(&p.write("POST", &format!("/v1/tenants/{t}/assignments"), op, Some(json!({"role_id": user_manager, "user_id": mia})), 201).await.0);
+    let sessions = format!("/v1/tenants/{t}/impersonation-sessions");
+    let (s, _) = p.write("POST", &sessions, op, Some(json!({"target_user_id": mia, "reason": "ticket 4711", "scope": ["view", "manage_users"]})), 201).await;
+    let sid = id(&s);
+    let as_mia = [("arbiter-impersonation", sid.as_str())];
+
+    // An action Mia may do, in scope: done, and audited as the operator acting as Mia.
+    let r = p.admin.call("POST", &format!("/v1/tenants/{t}/groups"), Some(op), Some(json!({"name": "support"})), &as_mia);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let pool = p.db.pool().await;
+    let (actor, effective, session): (String, String, Option<String>) = sqlx::query_as(
+        "SELECT actor, effective_actor, impersonation_session_id::text FROM arbiter_admin.audit_records WHERE request_id = $1",
+    )
+    .bind(r.header("x-request-id").unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let op_key = op.split('.').next().unwrap();
+    assert_eq!((actor.as_str(), effective.as_str()), (format!("api_key:{op_key}").as_str(), format!("user:{mia}").as_str()));
+    assert_eq!(session, Some(sid.clone()));
+    // Out of scope, or past what Mia may do, or elsewhere: refused.
+    let r = p.admin.call("POST", &format!("/v1/tenants/{t}/roles"), Some(op), Some(json!({"name": "x"})), &as_mia);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("scope"), "{}", r.body);
+    let r = p.admin.call("POST", "/v1/tenants", Some(op), Some(json!({"slug": "nope", "name": "Nope"})), &as_mia);
+    assert_eq!(r.status, 403, "{}", r.body);
+    p.write("DELETE", &format!("/v1/tenants/{t}/assignments/{asg}"), op, None, 204).await;
+    let r = p.admin.call("POST", &format!("/v1/tenants/{t}/groups"), Some(op), Some(json!({"name": "second"})), &as_mia);
+    assert_eq!(r.status, 404, "Mia no longer manages users, so neither does her session: {}", r.body);
+    // Another key may not use the session.
+    let (k, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), op, Some(json!({"name": "admin bot", "role": "admin"})), 201).await;
+    let admin_key = k["api_key"].as_str().unwrap().to_string();
+    let r = p.admin.call("GET", &format!("/v1/tenants/{t}/groups"), Some(&admin_key), None, &as_mia);
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Who may impersonate whom: a tenant admin may not impersonate the tenant's owner; a
+    // user manager may not impersonate at all.
+    let users = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/users?limit=100"), Some(op), None, &[]));
+    let owner = users["items"].as_array().unwrap().iter().find(|u| u["email"] == "owner@acme.test").map(id).unwrap();
+    let r = p.admin.call("POST", &sessions, Some(&admin_key), Some(json!({"target_user_id": owner, "reason": "curious"})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let (k, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), op, Some(json!({"name": "um bot", "role": "user_manager"})), 201).await;
+    let um_key = k["api_key"].as_str().unwrap().to_string();
+    let r = p.admin.call("POST", &sessions, Some(&um_key), Some(json!({"target_user_id": mia, "reason": "curious"})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = p.admin.call("POST", &sessions, Some(op), Some(json!({"target_user_id": mia, "reason": " "})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/reason")), "{}", r.body);
+    // Ended: refused from then on; the trail lists start, the action and the end.
+    p.write("POST", &format!("{sessions}/{sid}/end"), op, None, 200).await;
+    let r = p.admin.call("GET", &format!("/v1/tenants/{t}/groups"), Some(op), None, &as_mia);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let actions = |query: &str| -> Vec<String> {
+        let page = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records?{query}"), Some(op), None, &[]));
+        page["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(actions(&format!("impersonation_session_id={sid}")), ["group.create"]);
+    assert_eq!(actions(&format!("target_id={sid}")), ["impersonation.end", "impersonation.start"]);
+    assert_eq!(actions(&format!("effective_actor=user:{mia}")), ["group.create"]);
+    // The trail pages newest first, by its cursor.
+    let first = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records?limit=2"), Some(op), None, &[]));
+    let cursor = first["next_cursor"].as_str().unwrap().to_string();
+    let second = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records?limit=2&cursor={cursor}"), Some(op), None, &[]));
+    let ids = |page: &Value| -> Vec<i64> { page["items"].as_array().unwrap().iter().map(|r| r["id"].as_i64().unwrap()).collect() };
+    let (a, b) = (ids(&first), ids(&second));
+    assert!(a[0] > a[1] && a[1] > b[0] && b[0] > b[1], "{a:?} {b:?}");
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records?cursor=x"), Some(op), None, &[]).status, 400);
+    assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records"), Some(&um_key), None, &[]).status, 403);
+}
+
 /// Every mutating operation of the OpenAPI document, called once with valid input:
 /// each must succeed, carry a revision and leave exactly one audit record. An
 /// operation added to the document without a step here fails the test.
@@ -1003,6 +1184,13 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     step!("POST", "/v1/policies/{policy_id}/versions/{number}/activate", format!("/v1/policies/{pol}/versions/1/activate"), None, 200);
     step!("POST", "/v1/policies/{policy_id}/versions/{number}/retire", format!("/v1/policies/{pol}/versions/1/retire"), None, 200);
     step!("DELETE", "/v1/policies/{policy_id}", format!("/v1/policies/{pol}"), None, 204);
+    let dlg_user = id(&p.write("POST", &format!("/v1/tenants/{t}/users"), &op, Some(json!({"email": "dan@acme.test"})), 201).await.0);
+    let dlg = id(&step!("POST", "/v1/tenants/{tenant_id}/delegations", format!("/v1/tenants/{t}/delegations"),
+        Some(json!({"grantor_user_id": u, "delegate_user_id": dlg_user, "role_id": r})), 201));
+    step!("POST", "/v1/tenants/{tenant_id}/delegations/{delegation_id}/revoke", format!("/v1/tenants/{t}/delegations/{dlg}/revoke"), None, 200);
+    let ses = id(&step!("POST", "/v1/tenants/{tenant_id}/impersonation-sessions", format!("/v1/tenants/{t}/impersonation-sessions"),
+        Some(json!({"target_user_id": u, "reason": "audit step"})), 201));
+    step!("POST", "/v1/tenants/{tenant_id}/impersonation-sessions/{session_id}/end", format!("/v1/tenants/{t}/impersonation-sessions/{ses}/end"), None, 200);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.

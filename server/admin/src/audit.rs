@@ -30,7 +30,8 @@ pub struct Entry<'a> {
 
 /// Feeds the graph (if the transaction changed it) and appends the audit record.
 pub async fn record(tx: &mut Tx, caller: &Caller, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {
-    record_as(tx, &caller.actor(), ctx, entry).await
+    let session = caller.impersonation.as_ref().map(|i| i.session_id);
+    write(tx, &caller.actor(), &caller.effective_actor(), session, ctx, entry).await
 }
 
 /// Fields of a person that the trail does not keep: it refers to people by id, so
@@ -55,13 +56,18 @@ fn impersonal(target_type: &str, v: Option<Value>) -> Option<Value> {
 
 /// [`record`] for an actor that is not an API caller (`bootstrap`, a background job).
 pub async fn record_as(tx: &mut Tx, actor: &str, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {
+    write(tx, actor, actor, None, ctx, entry).await
+}
+
+async fn write(tx: &mut Tx, actor: &str, effective_actor: &str, session: Option<Uuid>, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {
     let revision = tx.flush(actor).await?;
     let before = impersonal(entry.target_type, entry.before);
     let after = impersonal(entry.target_type, entry.after);
     sqlx::query(
         "INSERT INTO arbiter_admin.audit_records
-            (tenant_id, actor, effective_actor, action, target_type, target_id, before, after, revision, request_id, client_ip, user_agent)
-         VALUES ($1, $2, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            (tenant_id, actor, effective_actor, action, target_type, target_id, before, after, revision, request_id, client_ip, user_agent,
+             impersonation_session_id)
+         VALUES ($1, $2, $12, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13)",
     )
     .bind(entry.tenant)
     .bind(actor)
@@ -74,6 +80,8 @@ pub async fn record_as(tx: &mut Tx, actor: &str, ctx: &RequestContext, entry: En
     .bind(&ctx.request_id)
     .bind(&ctx.client_ip)
     .bind(&ctx.user_agent)
+    .bind(effective_actor)
+    .bind(session)
     .execute(tx.conn())
     .await?;
     Ok(())

@@ -22,7 +22,22 @@ pub struct Caller {
     /// The tenant a tenant-scoped key acts in (None: a platform operator's key).
     pub tenant: Option<Uuid>,
     pub role: String,
+    /// The impersonation session the call runs in (`Arbiter-Impersonation`), if any.
+    pub impersonation: Option<Impersonation>,
 }
+
+/// An impersonation session a call runs in: decided as its user, within its scope.
+#[derive(Debug, Clone)]
+pub struct Impersonation {
+    pub session_id: Uuid,
+    pub tenant: Uuid,
+    pub user_id: Uuid,
+    /// Tenant permissions of the platform schema the session may use.
+    pub scope: Vec<String>,
+}
+
+/// The header naming the impersonation session a call runs in.
+pub const IMPERSONATION_HEADER: &str = "arbiter-impersonation";
 
 impl Caller {
     /// The caller as a PDP subject.
@@ -33,6 +48,14 @@ impl Caller {
     /// The caller as the audit trail names it.
     pub fn actor(&self) -> String {
         format!("api_key:{}", self.key_id)
+    }
+
+    /// Whom the call acts as in the audit trail: the impersonated user, or the caller.
+    pub fn effective_actor(&self) -> String {
+        match &self.impersonation {
+            Some(i) => format!("user:{}", i.user_id),
+            None => self.actor(),
+        }
     }
 }
 
@@ -81,8 +104,44 @@ impl FromRequestParts<App> for Caller {
             .strip_prefix("Bearer ")
             .ok_or_else(|| Problem::unauthenticated("the Authorization header must be `Bearer <api key>`"))?
             .trim();
-        authenticate(app, token).await
+        let mut caller = authenticate(app, token).await?;
+        if let Some(v) = parts.headers.get(IMPERSONATION_HEADER) {
+            let id = v.to_str().ok().and_then(|v| v.trim().parse::<Uuid>().ok()).ok_or_else(|| {
+                Problem::bad_request(IMPERSONATION_HEADER, "`Arbiter-Impersonation` must be an impersonation session's id")
+            })?;
+            caller.impersonation = Some(impersonation(app, &caller, id).await?);
+        }
+        Ok(caller)
     }
+}
+
+/// The session `id`, which the caller's key must have started and which must still run.
+async fn impersonation(app: &App, caller: &Caller, id: Uuid) -> ApiResult<Impersonation> {
+    let mut tx = app.db.begin(Scope::Platform).await?;
+    let row: Option<SessionRow> = sqlx::query_as(
+        "SELECT tenant_id, impersonator_key_id, target_user_id, scope, expires_at, ended_at FROM arbiter_admin.impersonation_sessions WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(tx.conn())
+    .await?;
+    tx.tx.rollback().await?;
+    let refused = || Problem::forbidden("the impersonation session is unknown, another caller's, ended or expired");
+    let s = row.ok_or_else(refused)?;
+    if s.impersonator_key_id != caller.key_id || s.ended_at.is_some() || s.expires_at <= Utc::now() {
+        return Err(refused());
+    }
+    Ok(Impersonation { session_id: id, tenant: s.tenant_id, user_id: s.target_user_id, scope: s.scope })
+}
+
+/// What a call in an impersonation session reads of it.
+#[derive(Debug, sqlx::FromRow)]
+struct SessionRow {
+    tenant_id: Uuid,
+    impersonator_key_id: Uuid,
+    target_user_id: Uuid,
+    scope: Vec<String>,
+    expires_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
 }
 
 /// What authentication reads of a key.
@@ -121,7 +180,7 @@ async fn authenticate(app: &App, token: &str) -> ApiResult<Caller> {
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(refused());
     }
-    Ok(Caller { key_id: id, tenant: key.tenant_id, role: key.role })
+    Ok(Caller { key_id: id, tenant: key.tenant_id, role: key.role, impersonation: None })
 }
 
 impl App {
@@ -130,7 +189,21 @@ impl App {
     /// but may not change is 403.
     pub async fn authorize(&self, caller: &Caller, need: Need) -> ApiResult<()> {
         let head = self.db.head().await?;
-        let subject = caller.subject();
+        let subject = match &caller.impersonation {
+            None => caller.subject(),
+            // Decided as the user, within the session's tenant and scope.
+            Some(i) => {
+                match need {
+                    Need::Platform => return Err(Problem::forbidden("platform operations are not available while impersonating")),
+                    Need::Tenant(t, _) if t != i.tenant => return Err(Problem::not_found(format!("tenant `{t}`"))),
+                    Need::Tenant(_, p) if !i.scope.iter().any(|s| s == p) => {
+                        return Err(Problem::forbidden(format!("the impersonation session's scope does not include `{p}`")))
+                    }
+                    Need::Tenant(..) => {}
+                }
+                feed::user(i.user_id)
+            }
+        };
         match need {
             Need::Platform => {
                 if self.pdp.check(feed::PLATFORM, "operate", &subject, head).await? {

@@ -56,6 +56,10 @@ pub struct ServeArgs {
     /// (`/v1/policies`: policies of other environments are kept, not enforced here).
     #[arg(long, env = "ARBITER_ENVIRONMENT", default_value = "production")]
     pub environment: String,
+    /// Seconds between turns of the background jobs (delegations that start; one
+    /// instance at a time runs them).
+    #[arg(long, env = "ARBITER_JOBS_INTERVAL", default_value_t = 1.0)]
+    pub jobs_interval: f64,
 }
 
 #[derive(Debug, Args)]

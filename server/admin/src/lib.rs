@@ -18,6 +18,7 @@ pub mod cli;
 pub mod db;
 pub mod feed;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
 pub mod model;
 pub mod page;

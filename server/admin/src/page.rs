@@ -21,11 +21,25 @@ pub struct PageParams {
     pub cursor: Option<uuid::Uuid>,
 }
 
+/// Query parameters of a list ordered by a number (the audit trail).
+#[derive(Debug, Default, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct NumberedPageParams {
+    /// Items per page (1 to the server's maximum, `--max-page-size`, 500 by default).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    #[param(minimum = 0)]
+    pub cursor: Option<i64>,
+}
+
 /// A page request, checked.
 #[derive(Debug, Clone, Copy)]
 pub struct Page {
     pub limit: u32,
     pub after: Option<Uuid>,
+    /// The cursor of a list ordered by a number ([`Query::parse_numbered`]).
+    pub after_number: Option<i64>,
 }
 
 /// Parsed query parameters: the page and any filters `allowed` names.
@@ -39,10 +53,20 @@ impl Query {
     /// Reads `raw` (`limit=10&cursor=...&status=active`), refusing unknown or repeated
     /// parameters and values out of range.
     pub fn parse(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
+        Query::parse_cursor(raw, max, allowed, false)
+    }
+
+    /// [`Query::parse`] for a list ordered by a number: its cursor is the last number.
+    pub fn parse_numbered(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
+        Query::parse_cursor(raw, max, allowed, true)
+    }
+
+    fn parse_cursor(raw: Option<&str>, max: u32, allowed: &[&str], numbered: bool) -> ApiResult<Query> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| Problem::bad_request("query", format!("the query string is not readable: {e}")))?;
         let mut limit = None;
         let mut after = None;
+        let mut after_number = None;
         let mut filters: Vec<(String, String)> = Vec::new();
         for (k, v) in pairs {
             if k.contains('\0') || v.contains('\0') {
@@ -50,7 +74,7 @@ impl Query {
             }
             let repeated = match k.as_str() {
                 "limit" => limit.is_some(),
-                "cursor" => after.is_some(),
+                "cursor" => after.is_some() || after_number.is_some(),
                 _ => filters.iter().any(|(f, _)| *f == k),
             };
             if repeated {
@@ -67,10 +91,12 @@ impl Query {
                     limit = Some(n);
                 }
                 "cursor" => {
-                    let id: Uuid = v
-                        .parse()
-                        .map_err(|_| Problem::bad_request("cursor", "`cursor` is not a cursor this server returned"))?;
-                    after = Some(id);
+                    let refused = || Problem::bad_request("cursor", "`cursor` is not a cursor this server returned");
+                    if numbered {
+                        after_number = Some(v.parse::<i64>().map_err(|_| refused())?);
+                    } else {
+                        after = Some(v.parse::<Uuid>().map_err(|_| refused())?);
+                    }
                 }
                 _ if allowed.contains(&k.as_str()) => {
                     if v.len() > 1024 {
@@ -85,7 +111,7 @@ impl Query {
                 }
             }
         }
-        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after }, filters })
+        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after, after_number }, filters })
     }
 
     pub fn filter(&self, name: &str) -> Option<&str> {

@@ -20,6 +20,9 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     if args.max_page_size == 0 {
         return Err(anyhow!("--max-page-size must be at least 1"));
     }
+    if !(args.jobs_interval.is_finite() && (0.01..=3600.0).contains(&args.jobs_interval)) {
+        return Err(anyhow!("--jobs-interval must be 0.01 to 3600 seconds"));
+    }
     if !crate::api::policies::is_valid_name(&args.environment) {
         return Err(anyhow!("--environment `{}` is not a name (lower-case letters, digits, `-` and `_`, at most 63)", args.environment));
     }
@@ -34,6 +37,7 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on --addr {}", args.addr))?;
     let addr = listener.local_addr()?;
+    crate::jobs::spawn(app.clone(), std::time::Duration::from_secs_f64(args.jobs_interval));
     let router = crate::http::router(app, args.max_body_size);
     tracing::info!(%addr, pdp = %args.pdp_endpoint, postgres = %crate::db::redact(url), "admin server ready");
     println!("arbiter admin ready addr={addr}");

@@ -6,9 +6,12 @@
 pub mod acl;
 pub mod api_keys;
 pub mod attributes;
+pub mod audit_records;
+pub mod delegations;
 pub mod directory;
 pub mod graph;
 pub mod groups;
+pub mod impersonation;
 pub mod labels;
 pub mod policies;
 pub mod roles;
@@ -42,6 +45,8 @@ pub const REVISION_HEADER: &str = "arbiter-revision";
 pub fn routes() -> Router<App> {
     Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
         .merge(labels::routes()).merge(attributes::routes()).merge(policies::routes())
+        .merge(delegations::routes()).merge(impersonation::routes())
+        .merge(audit_records::routes())
 }
 
 #[derive(OpenApi)]
@@ -82,6 +87,9 @@ pub fn routes() -> Router<App> {
         attributes::assign_resource, attributes::list_resource_attributes, attributes::unassign_resource,
         policies::create_policy, policies::list_policies, policies::get_policy, policies::update_policy, policies::delete_policy,
         policies::create_version, policies::list_versions, policies::get_version, policies::activate_version, policies::retire_version,
+        delegations::create_delegation, delegations::list_delegations, delegations::get_delegation, delegations::revoke_delegation,
+        impersonation::start_session, impersonation::list_sessions, impersonation::get_session, impersonation::end_session,
+        audit_records::list_tenant_records, audit_records::list_records,
     ),
     components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
@@ -97,6 +105,9 @@ pub fn routes() -> Router<App> {
         (name = "labels", description = "Security labels, their hierarchy, and the labels on objects, fed to the PDP's Cedar side"),
         (name = "attributes", description = "Attribute definitions and values, and the values users, groups and objects hold, fed to the PDP's Cedar side"),
         (name = "policies", description = "Cedar policies with versions: activated through the PDP's own compiler"),
+        (name = "delegations", description = "A user's role held by another user for a time window"),
+        (name = "audit", description = "The audit trail: every mutating call, newest first"),
+        (name = "impersonation", description = "Admins acting as a user, every action audited with the user as the effective actor"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
 )]
