@@ -281,7 +281,10 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     let (dlg, _) = p.write("POST", &format!("/v1/tenants/{tb}/delegations"), op,
         Some(json!({"grantor_user_id": ub, "delegate_user_id": id(&ub2), "role_id": id(&r)})), 201).await;
     let (ses, _) = p.write("POST", &format!("/v1/tenants/{tb}/impersonation-sessions"), op, Some(json!({"target_user_id": ub, "reason": "isolation"})), 201).await;
+    let (invb, _) = p.write("POST", &format!("/v1/tenants/{tb}/invitations"), op, Some(json!({})), 201).await;
+    let (jrb, _) = p.write("POST", "/v1/join-requests", op, Some(json!({"tenant": "globex", "email": "k@globex.test"})), 201).await;
     let ids: Vec<(&str, String)> = vec![
+        ("{invitation_id}", id(&invb)), ("{request_id}", id(&jrb)),
         ("{delegation_id}", id(&dlg)), ("{session_id}", id(&ses)),
         ("{object_label_id}", id(&ol)), ("{subject_attribute_id}", id(&sa)), ("{resource_attribute_id}", id(&ra)),
         ("{user_id}", ub.clone()), ("{group_id}", gb.clone()), ("{member_id}", id(&m)), ("{department_id}", id(&d)),
@@ -310,6 +313,8 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("PATCH", "{entry_id}") => Some(json!({"relations": ["owner"]})),
             ("POST", "nodes") => Some(json!({"type": "doc", "object_id": "b4"})),
             ("PATCH", "{node_id}" | "{edge_id}") => Some(json!({"properties": {}})),
+            ("POST", "invitations") => Some(json!({"email": "x@globex.test"})),
+            ("POST", "approve" | "reject") => Some(json!({})),
             ("POST", "delegations") => Some(json!({"grantor_user_id": ub, "delegate_user_id": id(&ub2), "role_id": id(&r)})),
             ("POST", "impersonation-sessions") => Some(json!({"target_user_id": ub, "reason": "x"})),
             ("POST", "object-labels") => Some(json!({"object_type": "doc", "object_id": "b5", "label_id": id(&lab)})),
@@ -1086,6 +1091,167 @@ async fn impersonated_calls_act_as_the_user_and_are_audited() {
     assert_eq!(p.admin.call("GET", &format!("/v1/tenants/{t}/audit-records"), Some(&um_key), None, &[]).status, 403);
 }
 
+/// Invitations, invite codes, join requests and the outbox: an emailed invitation's
+/// secret travels only through the outbox (sealed, erased on delivery); accepting makes
+/// the person a member the PDP sees at the returned revision; a secret is used at most
+/// its uses, and a cancelled or wrong one is refused alike; a join request is approved or
+/// rejected by the tenant's managers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invitations_and_join_requests_make_members() {
+    let p = platform("admin_invite").await;
+    let (op, t) = (p.operator.as_str(), p.tenant.as_str());
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let invitations = format!("/v1/tenants/{t}/invitations");
+    let member = |u: &str| format!("platform/tenant:{t}#member@platform/user:{u}");
+
+    // By email: the response has no secret; the outbox has it, sealed at rest.
+    let (inv, _) = p.write("POST", &invitations, op, Some(json!({"email": "New.Hire@Acme.test"})), 201).await;
+    assert!(inv.get("code").is_none(), "an emailed invitation's secret is not returned: {inv}");
+    assert_eq!((inv["email"].as_str(), inv["status"].as_str()), (Some("new.hire@acme.test"), Some("pending")));
+    let outbox = json_of(&p.admin.call("GET", "/v1/outbox", Some(op), None, &[]));
+    let message = outbox["items"].as_array().unwrap().iter().find(|m| m["payload"]["invitation_id"] == inv["id"]).unwrap().clone();
+    assert_eq!(message["recipient"], "new.hire@acme.test");
+    let token = message["secret"].as_str().unwrap().to_string();
+    let pool = p.db.pool().await;
+    let leaked: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM arbiter_admin.outbox WHERE position(convert_to($1, 'UTF8') in coalesce(sealed_secret, ''::bytea)) > 0)
+              + (SELECT count(*) FROM arbiter_admin.audit_records WHERE after::text LIKE '%' || $1 || '%' OR before::text LIKE '%' || $1 || '%')",
+    )
+    .bind(token.split('.').nth(1).unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(leaked, 0, "the secret is kept in the clear somewhere");
+    // A wrong secret, and the right one for another address: refused.
+    let wrong = format!("{}.{}", inv["id"].as_str().unwrap(), "0".repeat(64));
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": wrong})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": token, "email": "other@acme.test"})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/email")), "{}", r.body);
+    // Accepted (no key: the secret is the credential): a member at that revision.
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": token})), &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let hire = json_of(&r)["user_id"].as_str().unwrap().to_string();
+    assert!(p.allowed(&member(&hire), r.header("arbiter-revision").unwrap()).await);
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": token})), &[]);
+    assert_eq!(r.status, 403, "an invitation is used once: {}", r.body);
+    // Delivered: the secret is erased and the message leaves the list.
+    p.write("POST", &format!("/v1/outbox/{}/delivered", message["id"].as_str().unwrap()), op, None, 204).await;
+    let erased: Option<Vec<u8>> = sqlx::query_scalar("SELECT sealed_secret FROM arbiter_admin.outbox WHERE id = $1::uuid")
+        .bind(message["id"].as_str().unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(erased.is_none());
+    let outbox = json_of(&p.admin.call("GET", "/v1/outbox", Some(op), None, &[]));
+    assert!(outbox["items"].as_array().unwrap().iter().all(|m| m["id"] != message["id"]));
+
+    // An invite code for two, with a role: returned once; two people join with the role.
+    let roles = json_of(&p.admin.call("GET", "/v1/roles?limit=100", Some(op), None, &[]));
+    let auditor = roles["items"].as_array().unwrap().iter().find(|r| r["builtin"] == "auditor").map(id).unwrap();
+    let (code, _) = p.write("POST", &invitations, op, Some(json!({"max_uses": 2, "role_id": auditor})), 201).await;
+    let secret = code["code"].as_str().unwrap().to_string();
+    let listed = json_of(&p.admin.call("GET", &format!("{invitations}/{}", id(&code)), Some(op), None, &[]));
+    assert!(listed.get("code").is_none(), "the code is shown once");
+    let mut joined = Vec::new();
+    for email in ["a@acme.test", "b@acme.test"] {
+        let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": secret, "email": email})), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let u = json_of(&r)["user_id"].as_str().unwrap().to_string();
+        assert!(p.allowed(&format!("platform/tenant:{t}#audit@platform/user:{u}"), r.header("arbiter-revision").unwrap()).await);
+        joined.push(u);
+    }
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": secret, "email": "c@acme.test"})), &[]);
+    assert_eq!(r.status, 403, "a code is used at most its uses: {}", r.body);
+    // Cancelled: refused.
+    let (c2, _) = p.write("POST", &invitations, op, Some(json!({})), 201).await;
+    p.write("POST", &format!("{invitations}/{}/cancel", id(&c2)), op, None, 200).await;
+    let r = p.admin.call("POST", "/v1/invitations/accept", None, Some(json!({"token": c2["code"], "email": "d@acme.test"})), &[]);
+    assert_eq!(r.status, 403, "{}", r.body);
+    for (body, field) in [
+        (json!({"email": "x@acme.test", "max_uses": 2}), "/max_uses"),
+        (json!({"expires_in_seconds": 10}), "/expires_in_seconds"),
+        (json!({"role_id": t}), "/role_id"),
+    ] {
+        let r = p.admin.call("POST", &invitations, Some(op), Some(body.clone()), &[]);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some(field)), "{body}: {}", r.body);
+    }
+
+    // Join requests: public to make, one pending per person, approved by the tenant.
+    let r = p.admin.call("POST", "/v1/join-requests", None, Some(json!({"tenant": "acme", "email": "walk.in@acme.test", "reason": "new office"})), &[]);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let jr = id(&json_of(&r));
+    let r = p.admin.call("POST", "/v1/join-requests", None, Some(json!({"tenant": "acme", "email": "walk.in@acme.test"})), &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = p.admin.call("POST", "/v1/join-requests", None, Some(json!({"tenant": "nosuch", "email": "x@acme.test"})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/tenant")), "{}", r.body);
+    let (approved, rev) = p.write("POST", &format!("/v1/tenants/{t}/join-requests/{jr}/approve"), op, Some(json!({"reason": "welcome"})), 200).await;
+    assert_eq!(approved["status"], "approved");
+    assert!(p.allowed(&member(approved["user_id"].as_str().unwrap()), &rev).await);
+    let r = p.admin.call("POST", &format!("/v1/tenants/{t}/join-requests/{jr}/reject"), Some(op), Some(json!({})), &[]);
+    assert_eq!(r.status, 409, "{}", r.body);
+    let r = p.admin.call("POST", "/v1/join-requests", None, Some(json!({"tenant": "acme", "email": "spam@acme.test"})), &[]);
+    let spam = id(&json_of(&r));
+    let (rejected, _) = p.write("POST", &format!("/v1/tenants/{t}/join-requests/{spam}/reject"), op, Some(json!({})), 200).await;
+    assert_eq!((rejected["status"].as_str(), rejected["user_id"].as_str()), (Some("rejected"), None));
+    let pending = json_of(&p.admin.call("GET", &format!("/v1/tenants/{t}/join-requests?status=pending"), Some(op), None, &[]));
+    assert_eq!(pending["items"].as_array().unwrap().len(), 0);
+}
+
+/// A tenant pending deletion is deleted by the background job once its grace period is
+/// over: everything it fed leaves the graph, its rows go, its people stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_deleted_after_its_grace_period() {
+    let p = platform("admin_delete").await;
+    let op = p.operator.as_str();
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    p.write_app_schema().await;
+    let (tb, _) = p.write("POST", "/v1/tenants", op, Some(json!({"slug": "doomed", "name": "Doomed", "grace_period_days": 0})), 201).await;
+    let tb = id(&tb);
+    let u = id(&p.write("POST", &format!("/v1/tenants/{tb}/users"), op, Some(json!({"email": "left@doomed.test"})), 201).await.0);
+    let g = id(&p.write("POST", &format!("/v1/tenants/{tb}/groups"), op, Some(json!({"name": "crew"})), 201).await.0);
+    p.write("POST", &format!("/v1/tenants/{tb}/groups/{g}/members"), op, Some(json!({"user_id": u})), 201).await;
+    let r = id(&p.write("POST", &format!("/v1/tenants/{tb}/roles"), op, Some(json!({"name": "pilot"})), 201).await.0);
+    p.write("POST", &format!("/v1/tenants/{tb}/assignments"), op, Some(json!({"role_id": r, "group_id": g})), 201).await;
+    let (_, before) = p.write("POST", &format!("/v1/tenants/{tb}/acl-entries"), op,
+        Some(json!({"resource_type": "doc", "resource_id": "wreck", "subject_type": "group", "subject_id": g, "relations": ["viewer"]})), 201).await;
+    let checks = [
+        format!("platform/tenant:{tb}#member@platform/user:{u}"),
+        format!("platform/group:{g}#member@platform/user:{u}"),
+        format!("platform/role:{tb}_{r}#holder@platform/user:{u}"),
+        format!("doc:wreck#view@platform/user:{u}"),
+        format!("doc:wreck#tenant@platform/tenant:{tb}"),
+    ];
+    for c in &checks {
+        assert!(p.allowed(c, &before).await, "{c}");
+    }
+    p.write("POST", &format!("/v1/tenants/{tb}/status"), op, Some(json!({"status": "pending_deletion", "reason": "closed"})), 200).await;
+    p.eventually("the tenant's deletion", || async { p.admin.call("GET", &format!("/v1/tenants/{tb}"), Some(op), None, &[]).status == 404 }).await;
+    let now = p.head_token().await;
+    for c in &checks {
+        assert!(!p.allowed(c, &now).await, "{c} survived the tenant");
+    }
+    let pool = p.db.pool().await;
+    let left: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM relationships WHERE resource_id = $1 OR subject_id = $1 OR resource_id LIKE $1 || '\\_%' OR subject_id LIKE $1 || '\\_%'",
+    )
+    .bind(&tb)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(left, 0);
+    let (person, audited): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM arbiter_admin.users WHERE id = $1::uuid),
+                (SELECT count(*) FROM arbiter_admin.audit_records WHERE action = 'tenant.delete' AND target_id = $2)",
+    )
+    .bind(&u)
+    .bind(&tb)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((person, audited), (1, 1), "the person stays; the deletion is audited");
+}
+
 /// Every mutating operation of the OpenAPI document, called once with valid input:
 /// each must succeed, carry a revision and leave exactly one audit record. An
 /// operation added to the document without a step here fails the test.
@@ -1191,6 +1357,16 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     let ses = id(&step!("POST", "/v1/tenants/{tenant_id}/impersonation-sessions", format!("/v1/tenants/{t}/impersonation-sessions"),
         Some(json!({"target_user_id": u, "reason": "audit step"})), 201));
     step!("POST", "/v1/tenants/{tenant_id}/impersonation-sessions/{session_id}/end", format!("/v1/tenants/{t}/impersonation-sessions/{ses}/end"), None, 200);
+    let inv = step!("POST", "/v1/tenants/{tenant_id}/invitations", format!("/v1/tenants/{t}/invitations"), Some(json!({"max_uses": 1})), 201);
+    step!("POST", "/v1/invitations/accept", "/v1/invitations/accept", Some(json!({"token": inv["code"], "email": "joiner@acme.test"})), 200);
+    let inv2 = id(&p.write("POST", &format!("/v1/tenants/{t}/invitations"), &op, Some(json!({"email": "mailed@acme.test"})), 201).await.0);
+    step!("POST", "/v1/tenants/{tenant_id}/invitations/{invitation_id}/cancel", format!("/v1/tenants/{t}/invitations/{inv2}/cancel"), None, 200);
+    let msg = json_of(&p.admin.call("GET", "/v1/outbox", Some(&op), None, &[]))["items"][0]["id"].as_str().unwrap().to_string();
+    step!("POST", "/v1/outbox/{message_id}/delivered", format!("/v1/outbox/{msg}/delivered"), None, 204);
+    let jr1 = id(&step!("POST", "/v1/join-requests", "/v1/join-requests", Some(json!({"tenant": "acme", "email": "knock@acme.test"})), 201));
+    step!("POST", "/v1/tenants/{tenant_id}/join-requests/{request_id}/approve", format!("/v1/tenants/{t}/join-requests/{jr1}/approve"), Some(json!({})), 200);
+    let jr2 = id(&p.write("POST", "/v1/join-requests", &op, Some(json!({"tenant": "acme", "email": "knock2@acme.test"})), 201).await.0);
+    step!("POST", "/v1/tenants/{tenant_id}/join-requests/{request_id}/reject", format!("/v1/tenants/{t}/join-requests/{jr2}/reject"), Some(json!({})), 200);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
     // Now undo, in an order the constraints allow.

@@ -5,7 +5,8 @@
 //! - delegations whose window has started are fed to the graph (one revision for all
 //!   that start in a turn, one audit record each);
 //! - delegations whose grantor no longer holds the role are revoked (a bounded batch per
-//!   turn, walking all running delegations in id order across turns).
+//!   turn, walking all running delegations in id order across turns);
+//! - tenants whose deletion grace period is over are deleted, with everything they fed.
 //!
 //! A job's audit records name the job as the actor (`job:delegations`).
 
@@ -24,6 +25,9 @@ pub const LOCK: i64 = 0x0061_7262_6974_6572;
 
 /// Most delegations started or rechecked in one turn.
 const BATCH: i64 = 200;
+
+/// Most tenants deleted in one turn.
+const TENANTS_PER_TURN: usize = 4;
 
 /// Runs the jobs every `interval` until the process ends.
 pub fn spawn(app: App, interval: Duration) {
@@ -104,5 +108,82 @@ async fn turn(app: &App, recheck_after: Option<Uuid>) -> ApiResult<Option<Uuid>>
         .await?;
     }
     tx.commit().await?;
+
+    delete_due_tenants(app).await?;
     Ok(next)
+}
+
+/// Tenants whose grace period is over are deleted, one per transaction: every
+/// relationship that names the tenant, its groups, its roles and permissions as held
+/// there, its delegations, and the application objects it holds (and their attributes
+/// and labels) leaves the graph at one revision, and the tenant's rows go with it.
+/// People stay: a person is one identity, with memberships elsewhere.
+async fn delete_due_tenants(app: &App) -> ApiResult<()> {
+    for _ in 0..TENANTS_PER_TURN {
+        let mut tx = app.db.begin(Scope::Platform).await?;
+        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
+        if !ours {
+            tx.tx.rollback().await?;
+            return Ok(());
+        }
+        let due: Option<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, slug FROM arbiter_admin.tenants WHERE status = 'pending_deletion' AND deletion_scheduled_at <= now()
+             ORDER BY deletion_scheduled_at LIMIT 1 FOR UPDATE SKIP LOCKED",
+        )
+        .fetch_optional(tx.conn())
+        .await?;
+        let Some((tenant, slug)) = due else {
+            tx.tx.rollback().await?;
+            return Ok(());
+        };
+        let t = tenant.to_string();
+        let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+            "WITH objects AS (
+                 SELECT resource_type AS t, resource_id AS i FROM relationships
+                 WHERE relation = 'tenant' AND subject_type = 'platform/tenant' AND subject_id = $1
+                 UNION ALL SELECT 'platform/tenant', $1
+                 UNION ALL SELECT 'platform/group', id::text FROM arbiter_admin.groups WHERE tenant_id = $2
+                 UNION ALL SELECT 'platform/delegation', id::text FROM arbiter_admin.delegations WHERE tenant_id = $2
+             )
+             SELECT r.resource_type, r.resource_id, r.relation, r.subject_type, r.subject_id, r.subject_relation FROM relationships r
+             WHERE (r.resource_type, r.resource_id) IN (SELECT t, i FROM objects)
+                OR (r.subject_type, r.subject_id) IN (SELECT t, i FROM objects)
+                OR (r.resource_type IN ('platform/role', 'platform/permission') AND r.resource_id LIKE $1 || '\\_%')
+                OR (r.subject_type = 'platform/role' AND r.subject_id LIKE $1 || '\\_%')",
+        )
+        .bind(&t)
+        .bind(tenant)
+        .fetch_all(tx.conn())
+        .await?;
+        for (rt, ri, rel, st, si, sr) in &rows {
+            let subject = if sr.is_empty() { format!("{st}:{si}") } else { format!("{st}:{si}#{sr}") };
+            tx.feed.delete(&format!("{rt}:{ri}"), rel, &subject);
+        }
+        // Objects whose labels or values the tenant gave: recomputed without them.
+        let labelled: Vec<(String, String)> = sqlx::query_as(
+            "SELECT object_type, object_id FROM arbiter_admin.object_labels WHERE tenant_id = $1
+             UNION SELECT resource_type, resource_id FROM arbiter_admin.resource_attributes WHERE tenant_id = $1
+             UNION SELECT 'platform/' || subject_type, subject_id::text FROM arbiter_admin.subject_attributes WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(tx.conn())
+        .await?;
+        sqlx::query("DELETE FROM arbiter_admin.tenants WHERE id = $1").bind(tenant).execute(tx.conn()).await?;
+        for (object_type, object_id) in &labelled {
+            tx.touch_object(object_type, object_id, "/tenant_id");
+        }
+        let ctx = job_context("tenant-deletion");
+        audit::record_as(&mut tx, "job:tenant-deletion", &ctx, Entry {
+            tenant: Some(tenant),
+            action: "tenant.delete",
+            target_type: "tenant",
+            target_id: t.clone(),
+            before: Some(serde_json::json!({ "id": tenant, "slug": slug })),
+            after: Some(serde_json::json!({ "relationships_deleted": rows.len() })),
+        })
+        .await?;
+        tx.commit().await?;
+        tracing::info!(tenant = %t, relationships = rows.len(), "deleted a tenant whose grace period ended");
+    }
+    Ok(())
 }

@@ -83,6 +83,44 @@ impl Secrets {
         self.current
     }
 
+    /// The AES-256-GCM key for secrets kept at rest for delivery (the outbox), derived
+    /// from the key-encryption key.
+    fn sealing_key(&self) -> Option<ring::aead::LessSafeKey> {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(&self.key_encryption_key);
+        h.update(b"arbiter-admin sealed secrets v1");
+        let key = ring::aead::UnboundKey::new(&ring::aead::AES_256_GCM, &h.finalize()).ok()?;
+        Some(ring::aead::LessSafeKey::new(key))
+    }
+
+    /// Encrypts `secret` (bound to `context`, such as the row's id): a random nonce and
+    /// the ciphertext with its tag.
+    pub fn seal(&self, context: &[u8], secret: &[u8]) -> Option<Vec<u8>> {
+        use rand::RngCore;
+        let key = self.sealing_key()?;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let mut buf = secret.to_vec();
+        key.seal_in_place_append_tag(ring::aead::Nonce::assume_unique_for_key(nonce), ring::aead::Aad::from(context), &mut buf).ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&buf);
+        Some(out)
+    }
+
+    /// Decrypts what [`Secrets::seal`] made for `context` (None: tampered, or another key).
+    pub fn open(&self, context: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let key = self.sealing_key()?;
+        let (nonce, body) = sealed.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut buf = body.to_vec();
+        let plain = key.open_in_place(nonce, ring::aead::Aad::from(context), &mut buf).ok()?;
+        Some(plain.to_vec())
+    }
+
     /// HMAC-SHA-256 of `secret` under the pepper of `version` (None: unknown version).
     pub fn hash(&self, version: i32, secret: &[u8]) -> Option<Vec<u8>> {
         let pepper = self.peppers.get(&version)?;
@@ -117,6 +155,21 @@ mod tests {
     use super::*;
 
     const KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    #[test]
+    fn sealed_secrets_open_only_with_their_context_and_key() {
+        let s = Secrets::development();
+        let sealed = s.seal(b"row-1", b"the invitation link").unwrap();
+        assert_eq!(s.open(b"row-1", &sealed).unwrap(), b"the invitation link");
+        assert!(s.open(b"row-2", &sealed).is_none(), "another row's context");
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(s.open(b"row-1", &tampered).is_none());
+        let other = Secrets::parse(r#"{"peppers": {"1": "0101010101010101010101010101010101010101010101010101010101010101"}, "current_pepper": 1,
+            "key_encryption_key": "0202020202020202020202020202020202020202020202020202020202020202"}"#).unwrap();
+        assert!(other.open(b"row-1", &sealed).is_none(), "another key");
+        assert_ne!(s.seal(b"row-1", b"x"), s.seal(b"row-1", b"x"), "a fresh nonce each time");
+    }
 
     #[test]
     fn a_secrets_file_is_parsed_and_hashes_verify_by_version() {

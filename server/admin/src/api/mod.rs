@@ -13,6 +13,7 @@ pub mod graph;
 pub mod groups;
 pub mod impersonation;
 pub mod labels;
+pub mod membership;
 pub mod policies;
 pub mod roles;
 pub mod templates;
@@ -46,7 +47,7 @@ pub fn routes() -> Router<App> {
     Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
         .merge(labels::routes()).merge(attributes::routes()).merge(policies::routes())
         .merge(delegations::routes()).merge(impersonation::routes())
-        .merge(audit_records::routes())
+        .merge(audit_records::routes()).merge(membership::routes())
 }
 
 #[derive(OpenApi)]
@@ -90,6 +91,9 @@ pub fn routes() -> Router<App> {
         delegations::create_delegation, delegations::list_delegations, delegations::get_delegation, delegations::revoke_delegation,
         impersonation::start_session, impersonation::list_sessions, impersonation::get_session, impersonation::end_session,
         audit_records::list_tenant_records, audit_records::list_records,
+        membership::create_invitation, membership::list_invitations, membership::get_invitation, membership::cancel_invitation,
+        membership::accept_invitation, membership::request_to_join, membership::list_requests, membership::get_request,
+        membership::approve_request, membership::reject_request, membership::list_outbox, membership::mark_delivered,
     ),
     components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
@@ -106,6 +110,7 @@ pub fn routes() -> Router<App> {
         (name = "attributes", description = "Attribute definitions and values, and the values users, groups and objects hold, fed to the PDP's Cedar side"),
         (name = "policies", description = "Cedar policies with versions: activated through the PDP's own compiler"),
         (name = "delegations", description = "A user's role held by another user for a time window"),
+        (name = "membership", description = "Invitations and invite codes, join requests, and the outbox the product's mailer drains"),
         (name = "audit", description = "The audit trail: every mutating call, newest first"),
         (name = "impersonation", description = "Admins acting as a user, every action audited with the user as the effective actor"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
