@@ -42,18 +42,19 @@ pub fn routes() -> Router<App> {
         .route("/v1/tenants/{tenant_id}/acl-entries/{entry_id}/log", get(entry_log))
 }
 
-/// Who an entry grants to.
+/// A user or a group of the tenant: whom an ACL entry grants to (a group's members), or
+/// who holds a subject attribute (the group itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A user of the tenant: `platform/user:U`.
     User,
-    /// Every member of a group of the tenant: `platform/group:G#member`.
+    /// A group of the tenant: `platform/group:G` (an ACL entry grants to `G#member`).
     Group,
 }
 
 impl SubjectKind {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             SubjectKind::User => "user",
             SubjectKind::Group => "group",
@@ -64,6 +65,28 @@ impl SubjectKind {
         match self {
             SubjectKind::User => feed::user(id),
             SubjectKind::Group => feed::group_members(id),
+        }
+    }
+
+    /// The platform type of the subject's object (`platform/user`, `platform/group`).
+    pub(super) fn object_type(self) -> &'static str {
+        match self {
+            SubjectKind::User => "platform/user",
+            SubjectKind::Group => "platform/group",
+        }
+    }
+
+    /// Is `id` a member (user) or a group of the tenant? Else a 422 naming `field`.
+    pub(super) async fn check_in_tenant(self, tx: &mut Tx, tenant_id: Uuid, id: Uuid, field: &str) -> ApiResult<()> {
+        let sql = match self {
+            SubjectKind::User => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.tenant_users WHERE tenant_id = $1 AND user_id = $2)",
+            SubjectKind::Group => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.groups WHERE tenant_id = $1 AND id = $2)",
+        };
+        let found: bool = sqlx::query_scalar(sql).bind(tenant_id).bind(id).fetch_one(tx.conn()).await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Problem::invalid(field, format!("the tenant has no {} `{id}`", self.as_str())))
         }
     }
 }
@@ -254,20 +277,6 @@ fn check_against(
     Ok(())
 }
 
-/// The subject must belong to the tenant: a member (user) or one of its groups.
-async fn check_subject(tx: &mut Tx, tenant_id: Uuid, kind: SubjectKind, id: Uuid) -> ApiResult<()> {
-    let sql = match kind {
-        SubjectKind::User => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.tenant_users WHERE tenant_id = $1 AND user_id = $2)",
-        SubjectKind::Group => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.groups WHERE tenant_id = $1 AND id = $2)",
-    };
-    let found: bool = sqlx::query_scalar(sql).bind(tenant_id).bind(id).fetch_one(tx.conn()).await?;
-    if found {
-        Ok(())
-    } else {
-        Err(Problem::invalid("/subject_id", format!("the tenant has no {} `{id}`", kind.as_str())))
-    }
-}
-
 /// Claims the object for the tenant, or refuses one another tenant holds.
 pub(super) async fn claim_object(tx: &mut Tx, tenant_id: Uuid, resource_type: &str, resource_id: &str) -> ApiResult<()> {
     let owners: Vec<String> = sqlx::query_scalar(
@@ -371,7 +380,7 @@ pub async fn create_entry(
     };
     let schema = live_schema(&mut tx).await?;
     check_against(&schema, &b.resource_type, b.subject_type, &relations, b.expires_at.is_some())?;
-    check_subject(&mut tx, tenant_id, b.subject_type, b.subject_id).await?;
+    b.subject_type.check_in_tenant(&mut tx, tenant_id, b.subject_id, "/subject_id").await?;
     claim_object(&mut tx, tenant_id, &b.resource_type, &b.resource_id).await?;
     let entry = sqlx::query_as::<_, AclEntry>(&format!(
         "INSERT INTO arbiter_admin.acl_entries (id, tenant_id, resource_type, resource_id, subject_type, subject_id, relations, expires_at, created_by)

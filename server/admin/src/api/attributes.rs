@@ -31,6 +31,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::acl::SubjectKind;
 use super::labels::{catalogue_reader, tenant_object};
 use super::{check_description, check_if_match, commit, no_content, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, snapshot, Entry};
@@ -121,32 +122,6 @@ pub struct CreateValue {
     #[serde(default)]
     #[schema(max_length = 2000, pattern = r"^[^\u0000-\u0008\u000b-\u001f\u007f-\u009f]*$")]
     pub description: String,
-}
-
-/// Who holds a subject attribute.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum SubjectKind {
-    /// A member of the tenant: `platform/user:U`.
-    User,
-    /// A group of the tenant: `platform/group:G`.
-    Group,
-}
-
-impl SubjectKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            SubjectKind::User => "user",
-            SubjectKind::Group => "group",
-        }
-    }
-
-    fn object_type(self) -> &'static str {
-        match self {
-            SubjectKind::User => "platform/user",
-            SubjectKind::Group => "platform/group",
-        }
-    }
 }
 
 /// A value a user or group holds.
@@ -548,14 +523,7 @@ pub async fn assign_subject(
         Idempotency::Proceed(claim) => claim,
     };
     model::live_schema(&mut tx, "/value_id").await?;
-    let member = match b.subject_type {
-        SubjectKind::User => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.tenant_users WHERE tenant_id = $1 AND user_id = $2)",
-        SubjectKind::Group => "SELECT EXISTS (SELECT 1 FROM arbiter_admin.groups WHERE tenant_id = $1 AND id = $2)",
-    };
-    let found: bool = sqlx::query_scalar(member).bind(tenant_id).bind(b.subject_id).fetch_one(tx.conn()).await?;
-    if !found {
-        return Err(Problem::invalid("/subject_id", format!("the tenant has no {} `{}`", b.subject_type.as_str(), b.subject_id)));
-    }
+    b.subject_type.check_in_tenant(&mut tx, tenant_id, b.subject_id, "/subject_id").await?;
     let (attr_id, single) = value_for(&mut tx, b.value_id, b.subject_type.object_type()).await?;
     let row = sqlx::query_as::<_, SubjectAttribute>(&format!(
         "INSERT INTO arbiter_admin.subject_attributes (id, tenant_id, subject_type, subject_id, attr_id, value_id, single, assigned_by)
