@@ -93,7 +93,7 @@ impl Query {
                 "cursor" => {
                     let refused = || Problem::bad_request("cursor", "`cursor` is not a cursor this server returned");
                     if numbered {
-                        after_number = Some(v.parse::<i64>().map_err(|_| refused())?);
+                        after_number = Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(refused)?);
                     } else {
                         after = Some(v.parse::<Uuid>().map_err(|_| refused())?);
                     }
@@ -157,6 +157,17 @@ mod tests {
             ("status=a&status=b", "status"),
             ("limit=1&limit=2", "limit"),
         ] {
+            let err = Query::parse(Some(raw), 500, &["status"]).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
+            assert_eq!(err.status, 400);
+        }
+        // A numbered cursor is a whole number, not negative.
+        assert_eq!(Query::parse_numbered(Some("cursor=42"), 500, &[]).unwrap().page.after_number, Some(42));
+        for (raw, field) in [("cursor=-1", "cursor"), ("cursor=1.5", "cursor"), ("cursor=00000000-0000-0000-0000-000000000000", "cursor")] {
+            let err = Query::parse_numbered(Some(raw), 500, &[]).unwrap_err();
+            assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
+        }
+        for (raw, field) in [("cursor=1", "cursor")] {
             let err = Query::parse(Some(raw), 500, &["status"]).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
             assert_eq!(err.status, 400);
