@@ -20,24 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use arbiter_proto::authzed::api::v1 as pb;
 use arbiter_spicedb_ffi::request::{
-    allowed, at_least_as_fresh, bulk_allowed, fully_consistent, minimize_latency, object, subject,
+    allowed, at_least_as_fresh, bulk_allowed, fully_consistent, minimize_latency, parts,
 };
 use arbiter_spicedb_ffi::{default_library_path, Options, Spicedb};
 
 /// `type:id#relation@type:id[#relation]` as (resource, relation, subject).
 fn parse(line: &str) -> Result<(pb::ObjectReference, String, pb::SubjectReference)> {
-    let bad = || anyhow!("`{line}` is not `type:id#relation@type:id[#relation]`");
-    let (resource, subject_text) = line.split_once('@').ok_or_else(bad)?;
-    let (resource, relation) = resource.split_once('#').ok_or_else(bad)?;
-    let (rtype, rid) = resource.split_once(':').ok_or_else(bad)?;
-    let (subject_object, subject_relation) =
-        subject_text.split_once('#').unwrap_or((subject_text, ""));
-    let (stype, sid) = subject_object.split_once(':').ok_or_else(bad)?;
-    Ok((
-        object(rtype, rid),
-        relation.to_string(),
-        subject(stype, sid, subject_relation),
-    ))
+    parts(line).map_err(|e| anyhow!(e))
 }
 
 fn lines(path: &Path) -> Result<Vec<String>> {

@@ -414,6 +414,28 @@ pub mod request {
         }
     }
 
+    /// `type:id#relation@type:id[#relation]` (Arbiter's relationship text, read by
+    /// Arbiter's own parser) as (resource, relation, subject), for a relationship or a
+    /// check. Caveats and expirations are refused: the baselines write neither.
+    pub fn parts(line: &str) -> Result<(pb::ObjectReference, String, pb::SubjectReference), String> {
+        let r = arbiter_schema::parse_relationship(line).map_err(|e| e.to_string())?;
+        if r.caveat.is_some() || r.expiration.is_some() {
+            return Err(format!("`{line}` has a caveat or an expiration; only plain relationships are sent"));
+        }
+        let subject_relation = r.subject.relation.as_deref().unwrap_or("");
+        Ok((
+            object(&r.resource.object_type, &r.resource.object_id),
+            r.relation,
+            subject(&r.subject.object.object_type, &r.subject.object.object_id, subject_relation),
+        ))
+    }
+
+    /// [`parts`] as a relationship to write.
+    pub fn relationship(line: &str) -> Result<pb::Relationship, String> {
+        let (resource, relation, subject) = parts(line)?;
+        Ok(pb::Relationship { resource: Some(resource), relation, subject: Some(subject), ..Default::default() })
+    }
+
     pub fn minimize_latency() -> pb::Consistency {
         pb::Consistency {
             requirement: Some(pb::consistency::Requirement::MinimizeLatency(true)),

@@ -8,7 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::panic, reason = "tests fail loudly")]
 
 use arbiter_proto::authzed::api::v1 as pb;
-use arbiter_spicedb_ffi::request::{allowed, at_least_as_fresh, bulk_allowed, object, subject};
+use arbiter_spicedb_ffi::request::{self, allowed, at_least_as_fresh, bulk_allowed};
 use arbiter_spicedb_ffi::{
     default_library_path, Error, Options, Spicedb, INSTALL_COMMAND, MAX_UPDATES_PER_WRITE,
 };
@@ -68,33 +68,12 @@ fn library() -> Option<std::path::PathBuf> {
     }
 }
 
-/// `type:id#relation@type:id[#relation]` as (resource, relation, subject).
-fn parse(line: &str) -> (pb::ObjectReference, String, pb::SubjectReference) {
-    let (resource, subject_text) = line.split_once('@').unwrap();
-    let (resource, relation) = resource.split_once('#').unwrap();
-    let (rtype, rid) = resource.split_once(':').unwrap();
-    let (subject_object, subject_relation) =
-        subject_text.split_once('#').unwrap_or((subject_text, ""));
-    let (stype, sid) = subject_object.split_once(':').unwrap();
-    (
-        object(rtype, rid),
-        relation.to_string(),
-        subject(stype, sid, subject_relation),
-    )
-}
-
 fn relationship(line: &str) -> pb::Relationship {
-    let (resource, relation, subject) = parse(line);
-    pb::Relationship {
-        resource: Some(resource),
-        relation,
-        subject: Some(subject),
-        ..Default::default()
-    }
+    request::relationship(line).unwrap()
 }
 
 fn check_request(line: &str, consistency: pb::Consistency) -> pb::CheckPermissionRequest {
-    let (resource, permission, subject) = parse(line);
+    let (resource, permission, subject) = request::parts(line).unwrap();
     pb::CheckPermissionRequest {
         consistency: Some(consistency),
         resource: Some(resource),
@@ -131,7 +110,7 @@ fn check_bulk_answers_every_item_in_order() {
     let items = ASSERTIONS
         .iter()
         .map(|(line, _)| {
-            let (resource, permission, subject) = parse(line);
+            let (resource, permission, subject) = request::parts(line).unwrap();
             pb::CheckBulkPermissionsRequestItem {
                 resource: Some(resource),
                 permission,
@@ -155,7 +134,7 @@ fn check_bulk_answers_every_item_in_order() {
             .as_ref()
             .and_then(|r| r.resource.as_ref())
             .unwrap();
-        assert_eq!(asked, &parse(line).0, "{line}: pairs out of order");
+        assert_eq!(asked, &request::parts(line).unwrap().0, "{line}: pairs out of order");
     }
 }
 
@@ -163,7 +142,7 @@ fn check_bulk_answers_every_item_in_order() {
 fn check_bulk_reports_a_bad_item_in_its_pair() {
     let Some((db, token)) = fixture() else { return };
     let item = |line: &str| {
-        let (resource, permission, subject) = parse(line);
+        let (resource, permission, subject) = request::parts(line).unwrap();
         pb::CheckBulkPermissionsRequestItem {
             resource: Some(resource),
             permission,

@@ -50,18 +50,7 @@ pub fn library() -> Result<PathBuf, String> {
 
 /// `type:id#relation@type:id[#relation]` as a relationship.
 fn relationship(line: &str) -> Result<pb::Relationship> {
-    let bad = || anyhow!("`{line}` is not `type:id#relation@type:id[#relation]`");
-    let (resource, subject_text) = line.split_once('@').ok_or_else(bad)?;
-    let (resource, relation) = resource.split_once('#').ok_or_else(bad)?;
-    let (rtype, rid) = resource.split_once(':').ok_or_else(bad)?;
-    let (subject_object, subject_relation) = subject_text.split_once('#').unwrap_or((subject_text, ""));
-    let (stype, sid) = subject_object.split_once(':').ok_or_else(bad)?;
-    Ok(pb::Relationship {
-        resource: Some(object(rtype, rid)),
-        relation: relation.to_string(),
-        subject: Some(subject(stype, sid, subject_relation)),
-        ..Default::default()
-    })
+    arbiter_spicedb_ffi::request::relationship(line).map_err(|e| anyhow!(e))
 }
 
 impl SpicedbBaseline {
