@@ -1530,6 +1530,7 @@ impl Engine {
             }
             None => (graph_allowed, Vec::new()),
         };
+        let allowed = allowed && !self.closed_by_tenant(&graph, req, &time);
         let explanation = |path| Explanation {
             decision: if allowed { Decision::Allowed } else { Decision::Denied },
             path,
@@ -1659,7 +1660,16 @@ impl Engine {
             None => graph_allowed,
             Some(policies) => self.cedar_decide(graph, policies, req, graph_allowed, now)?.0,
         };
-        Ok(decision(allowed))
+        // A suspended tenant's objects deny whatever the graph or Cedar says.
+        let closed = allowed && resource.is_some_and(|r| tenant_closed(graph, plan, res_ty, r, now));
+        Ok(decision(allowed && !closed))
+    }
+
+    /// Whether the tenant gate closes the request's resource ([`tenant_closed`]).
+    fn closed_by_tenant(&self, graph: &GraphVersion, req: &CheckRequest<'_>, now: &RequestTime) -> bool {
+        let Some(plan) = graph.plan.as_deref() else { return false };
+        let Ok((ty, _)) = resolve_relation(plan, req.resource_type, req.permission) else { return false };
+        self.interner.get(req.resource_id).is_some_and(|r| tenant_closed(graph, plan, ty, r, now))
     }
 
     /// Checks a request's own values (its context and request-supplied attributes)
@@ -2198,7 +2208,7 @@ impl Engine {
             revision: graph.revision,
         };
         walk.run(candidates, Vec::new(), sink, &mut |s, name| {
-            if !eval.check(want.0, want.1, s)? {
+            if !eval.check(want.0, want.1, s)? || tenant_closed(&graph, plan, want.0, s, &now) {
                 return Ok(None);
             }
             let id = name(s);
@@ -2262,8 +2272,12 @@ impl Engine {
             now: &now,
             max_depth: self.config.max_depth,
         };
-        let (candidates, wildcard) =
-            ctx.subject_candidates(resource, sub_ty, sub_rel, req.written_subject_sets_only);
+        // A suspended tenant's object has no subjects.
+        let (candidates, wildcard) = if tenant_closed(&graph, plan, res_ty, resource.2, &now) {
+            (Vec::new(), false)
+        } else {
+            ctx.subject_candidates(resource, sub_ty, sub_rel, req.written_subject_sets_only)
+        };
         let mut limit = req.limit.unwrap_or(usize::MAX);
         let mut first = Vec::new();
         // The wildcard sorts first (`*` is below every id byte). It is listed as the
@@ -2493,6 +2507,25 @@ impl InOrder<'_> {
 /// A symbol's name, where `UNSEEN` is the request's own object, named `unseen`.
 fn unseen_or<'n>(unseen: &'n str, names: &'n NameView<'_>, s: Sym) -> &'n str {
     if s == UNSEEN { unseen } else { names.get(s) }
+}
+
+/// Is `resource` (of type `ty`) closed by the tenant gate now: does it belong (a live
+/// `tenant` relationship) to a tenant that is suspended (a live `suspended` one)? Two
+/// lookups for a gated type; nothing for a schema without the gate.
+fn tenant_closed(graph: &GraphVersion, plan: &SchemaPlan, ty: TypeId, resource: Sym, now: &RequestTime) -> bool {
+    let Some(gate) = plan.tenant_gate() else { return false };
+    if !gate.gates(ty) {
+        return false;
+    }
+    let key = ResourceKey { object_type: plan.type_sym(ty), relation: gate.tenant_rel, object_id: resource };
+    graph.edges(&key).iter().any(|e| {
+        e.live(now)
+            && e.subject.object_type == gate.tenant_type
+            && graph
+                .edges(&ResourceKey { object_type: gate.tenant_type, relation: gate.suspended, object_id: e.subject.object_id })
+                .iter()
+                .any(|s| s.live(now))
+    })
 }
 
 /// A lookup's cursor is the last id of a page (or `*`, the wildcard, for subjects).

@@ -34,6 +34,62 @@ pub struct SchemaPlan {
     arrow_hops: Vec<(Sym, Vec<Sym>)>,
     /// Per type, per relation: the permission as a climb, where it is one (see [`Chain`]).
     chains: Vec<Vec<Option<Chain>>>,
+    /// The tenant gate, when the schema has one (see [`TenantGate`]).
+    tenant_gate: Option<TenantGate>,
+}
+
+/// The tenant gate (DESIGN §12: an application type that belongs to a tenant says so
+/// with `relation tenant: platform/tenant`; suspension uses that relation). When the
+/// schema's `platform/tenant` has `relation suspended`, an object of a type with such a
+/// `tenant` relation is closed while its tenant is suspended: every Check on it denies
+/// and lookups leave it out, whatever the graph or a Cedar permit would say. It is a
+/// rule on the object, not on the subject, which a rewrite cannot say (an arrow is
+/// evaluated for the subject); and a Cedar forbid on every action would bring Cedar into
+/// every allowed Check. A schema without the platform part has no gate.
+#[derive(Debug, Clone)]
+pub struct TenantGate {
+    /// `tenant`, on the gated types.
+    pub tenant_rel: Sym,
+    /// `platform/tenant`.
+    pub tenant_type: Sym,
+    /// `suspended`, on `platform/tenant`.
+    pub suspended: Sym,
+    /// Per type: whether its objects belong to a tenant.
+    gated: Vec<bool>,
+}
+
+/// The tenant type of the platform part.
+pub const TENANT_TYPE: &str = "platform/tenant";
+
+impl TenantGate {
+    fn of(schema: &CompiledSchema, interner: &Interner) -> Option<TenantGate> {
+        let (tenant_ty, tenant_def) = schema.definition_by_name(TENANT_TYPE)?;
+        let suspended = tenant_def.relation_id("suspended").and_then(|r| tenant_def.relation(r))?;
+        if suspended.is_permission() {
+            return None;
+        }
+        let gated: Vec<bool> = schema
+            .definitions
+            .iter()
+            .map(|def| {
+                def.relation_id("tenant").and_then(|r| def.relation(r)).is_some_and(|r| {
+                    !r.is_permission() && r.allowed_subjects().iter().any(|a| a.type_id == tenant_ty && a.kind == AllowedKind::Object)
+                })
+            })
+            .collect();
+        gated.iter().any(|g| *g).then(|| TenantGate {
+            tenant_rel: interner.intern("tenant"),
+            tenant_type: interner.intern(TENANT_TYPE),
+            suspended: interner.intern("suspended"),
+            gated,
+        })
+    }
+
+    /// Do objects of `ty` belong to a tenant?
+    #[inline]
+    pub fn gates(&self, ty: TypeId) -> bool {
+        self.gated.get(usize::from(ty)).copied().unwrap_or(false)
+    }
 }
 
 /// A permission that inherits itself along a relation to objects of its own type:
@@ -213,7 +269,9 @@ impl SchemaPlan {
                     .collect()
             })
             .collect();
+        let tenant_gate = TenantGate::of(&schema, interner);
         SchemaPlan {
+            tenant_gate,
             chains,
             arrow_hops,
             local_cycles,
@@ -229,6 +287,12 @@ impl SchemaPlan {
             type_by_sym,
             rel_by_sym,
         }
+    }
+
+    /// The tenant gate, if the schema has one.
+    #[inline]
+    pub fn tenant_gate(&self) -> Option<&TenantGate> {
+        self.tenant_gate.as_ref()
     }
 
     #[inline]

@@ -1592,3 +1592,91 @@ fn long_edge_lists_answer_alike_from_either_side() {
     assert!(!check(&e, "doc:big#view@user:nobody"));
     assert!(check(&e, "doc:big#viewer@group:g#member"), "a subject set named directly");
 }
+
+/// The tenant gate: with a `platform/tenant` that has `relation suspended`, an object
+/// whose type says `relation tenant: platform/tenant` is closed while its tenant is
+/// suspended (Check, CheckBulk, explain and both lookups), and open again after; a type
+/// without the relation, and a schema without the platform type, are not gated.
+#[test]
+fn a_suspended_tenants_objects_are_closed() {
+    const GATED: &str = r#"
+definition platform/platform {}
+definition user {}
+definition platform/tenant {
+    relation suspended: platform/platform
+}
+definition doc {
+    relation tenant: platform/tenant
+    relation viewer: user | user:*
+    permission view = viewer
+}
+definition note {
+    relation viewer: user
+}
+"#;
+    let e = Engine::in_memory(EngineConfig::default());
+    e.write_schema(GATED).unwrap();
+    e.write(&touches(&[
+        "doc:a#tenant@platform/tenant:t1",
+        "doc:a#viewer@user:ann",
+        "doc:b#tenant@platform/tenant:t2",
+        "doc:b#viewer@user:ann",
+        "doc:c#viewer@user:*",
+        "doc:c#tenant@platform/tenant:t1",
+        "note:n#viewer@user:ann",
+    ]))
+    .unwrap();
+    let lookup = |e: &Engine| -> Vec<String> {
+        e.lookup_resources(&LookupResourcesRequest {
+            resource_type: "doc",
+            permission: "view",
+            subject_type: "user",
+            subject_id: "ann",
+            subject_relation: None,
+            consistency: Consistency::FullyConsistent,
+            cursor: None,
+            limit: None,
+        })
+        .unwrap()
+        .resource_ids
+    };
+    let subjects = |e: &Engine, doc: &str| -> usize {
+        e.lookup_subjects(&LookupSubjectsRequest {
+            resource_type: "doc",
+            resource_id: doc,
+            permission: "view",
+            subject_type: "user",
+            subject_relation: None,
+            consistency: Consistency::FullyConsistent,
+            cursor: None,
+            limit: None,
+            written_subject_sets_only: false,
+        })
+        .unwrap()
+        .subjects
+        .len()
+    };
+    assert!(check(&e, "doc:a#view@user:ann"));
+    assert_eq!(lookup(&e), ["a", "b", "c"]);
+    assert_eq!(subjects(&e, "a"), 1);
+    e.write(&touches(&["platform/tenant:t1#suspended@platform/platform:root"])).unwrap();
+    let fresh = Consistency::FullyConsistent;
+    assert!(!check_with(&e, "doc:a#view@user:ann", fresh).unwrap(), "a suspended tenant's object is closed");
+    assert!(!check_with(&e, "doc:c#view@user:zed", fresh).unwrap(), "a wildcard too");
+    assert!(check_with(&e, "doc:b#view@user:ann", fresh).unwrap(), "another tenant's object is open");
+    assert!(check_with(&e, "note:n#viewer@user:ann", fresh).unwrap(), "a type without `tenant` is not gated");
+    assert!(check_with(&e, "doc:a#viewer@user:ann", fresh).is_ok_and(|a| !a), "relations are closed too");
+    assert_eq!(lookup(&e), ["b"]);
+    assert_eq!((subjects(&e, "a"), subjects(&e, "c")), (0, 0));
+    let req = CheckRequest { resource_type: "doc", resource_id: "a", permission: "view", subject_type: "user", subject_id: "ann", consistency: fresh, ..Default::default() };
+    let (bulk, _) = e.check_bulk(&[req], fresh).unwrap();
+    assert_eq!(bulk[0].as_ref().unwrap(), &Decision::Denied);
+    assert_eq!(e.explain(&req).unwrap().decision, Decision::Denied);
+    e.write(&[update(UpdateOp::Delete, "platform/tenant:t1#suspended@platform/platform:root")]).unwrap();
+    assert!(check_with(&e, "doc:a#view@user:ann", fresh).unwrap(), "reactivated: open again");
+    assert_eq!(lookup(&e), ["a", "b", "c"]);
+
+    // The same objects under the test schema, which has no platform type: no gate.
+    let plain = engine(&["doc:1#viewer@user:ann"]);
+    assert!(check(&plain, "doc:1#view@user:ann"));
+}

@@ -1198,10 +1198,12 @@ async fn invitations_and_join_requests_make_members() {
     assert_eq!(pending["items"].as_array().unwrap().len(), 0);
 }
 
-/// A tenant pending deletion is deleted by the background job once its grace period is
-/// over: everything it fed leaves the graph, its rows go, its people stay.
+/// A suspended tenant's objects are closed (the PDP's tenant gate) until it is
+/// reactivated; a tenant pending deletion is deleted by the background job once its
+/// grace period is over: everything it fed leaves the graph, its rows go, its people
+/// stay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_tenant_is_deleted_after_its_grace_period() {
+async fn a_tenant_is_suspended_and_deleted_after_its_grace_period() {
     let p = platform("admin_delete").await;
     let op = p.operator.as_str();
     let id = |v: &Value| v["id"].as_str().unwrap().to_string();
@@ -1225,6 +1227,12 @@ async fn a_tenant_is_deleted_after_its_grace_period() {
     for c in &checks {
         assert!(p.allowed(c, &before).await, "{c}");
     }
+    // Suspended: the tenant's objects are closed to everyone; reactivated, open again.
+    let view = format!("doc:wreck#view@platform/user:{u}");
+    let (_, suspended) = p.write("POST", &format!("/v1/tenants/{tb}/status"), op, Some(json!({"status": "suspended", "reason": "unpaid"})), 200).await;
+    assert!(!p.allowed(&view, &suspended).await, "a suspended tenant's object denies");
+    let (_, active) = p.write("POST", &format!("/v1/tenants/{tb}/status"), op, Some(json!({"status": "active"})), 200).await;
+    assert!(p.allowed(&view, &active).await, "reactivated");
     p.write("POST", &format!("/v1/tenants/{tb}/status"), op, Some(json!({"status": "pending_deletion", "reason": "closed"})), 200).await;
     p.eventually("the tenant's deletion", || async { p.admin.call("GET", &format!("/v1/tenants/{tb}"), Some(op), None, &[]).status == 404 }).await;
     let now = p.head_token().await;

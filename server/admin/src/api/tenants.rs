@@ -400,6 +400,16 @@ pub async fn set_tenant_status(
     .bind(&b.reason)
     .fetch_one(tx.conn())
     .await?;
+    // The tenant gate: closed unless active.
+    let (was_open, is_open) = (before.status == "active", after.status == "active");
+    if was_open != is_open {
+        let tenant = feed::tenant(tenant_id);
+        if is_open {
+            tx.feed.delete(&tenant, "suspended", feed::PLATFORM);
+        } else {
+            tx.feed.touch(&tenant, "suspended", feed::PLATFORM);
+        }
+    }
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: Some(tenant_id),
         action: "tenant.status",
