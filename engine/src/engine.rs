@@ -1661,7 +1661,7 @@ impl Engine {
             Some(policies) => self.cedar_decide(graph, policies, req, graph_allowed, now)?.0,
         };
         // A suspended tenant's objects deny whatever the graph or Cedar says.
-        let closed = allowed && resource.is_some_and(|r| tenant_closed(graph, plan, res_ty, r, now));
+        let closed = allowed && plan.tenant_gate().is_some() && resource.is_some_and(|r| tenant_closed(graph, plan, res_ty, r, now));
         Ok(decision(allowed && !closed))
     }
 
@@ -2512,6 +2512,7 @@ fn unseen_or<'n>(unseen: &'n str, names: &'n NameView<'_>, s: Sym) -> &'n str {
 /// Is `resource` (of type `ty`) closed by the tenant gate now: does it belong (a live
 /// `tenant` relationship) to a tenant that is suspended (a live `suspended` one)? Two
 /// lookups for a gated type; nothing for a schema without the gate.
+#[inline(never)]
 fn tenant_closed(graph: &GraphVersion, plan: &SchemaPlan, ty: TypeId, resource: Sym, now: &RequestTime) -> bool {
     let Some(gate) = plan.tenant_gate() else { return false };
     if !gate.gates(ty) {
