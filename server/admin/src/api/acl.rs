@@ -192,17 +192,6 @@ fn relation_set(relations: &[String]) -> ApiResult<Vec<String>> {
     Ok(relations.to_vec())
 }
 
-/// The live schema, read under the revision counter's lock, held until the transaction
-/// ends: no schema write can land between this check and the commit.
-pub(super) async fn live_schema(tx: &mut Tx) -> ApiResult<CompiledSchema> {
-    sqlx::query("SELECT revision FROM arbiter_revision FOR UPDATE").execute(tx.conn()).await?;
-    let text: Option<String> = sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_optional(tx.conn()).await?;
-    let Some(text) = text else {
-        return Err(Problem::invalid("/resource_type", "the PDP has no schema yet: write the application schema first"));
-    };
-    arbiter_schema::compile(&text).map_err(|e| Problem::internal("compile the stored schema", &e))
-}
-
 /// The definition of an application type whose objects belong to a tenant (it has
 /// `relation tenant: platform/tenant`), or a 422 naming `field`.
 pub(super) fn tenant_type<'s>(schema: &'s CompiledSchema, field: &str, name: &str) -> ApiResult<&'s arbiter_schema::Definition> {
@@ -378,7 +367,7 @@ pub async fn create_entry(
         Idempotency::Replay(r) => return Ok(r),
         Idempotency::Proceed(claim) => claim,
     };
-    let schema = live_schema(&mut tx).await?;
+    let schema = crate::model::live_schema(&mut tx, "/resource_type").await?;
     check_against(&schema, &b.resource_type, b.subject_type, &relations, b.expires_at.is_some())?;
     b.subject_type.check_in_tenant(&mut tx, tenant_id, b.subject_id, "/subject_id").await?;
     claim_object(&mut tx, tenant_id, &b.resource_type, &b.resource_id).await?;
@@ -479,7 +468,7 @@ pub async fn update_entry(
         check_expiry(expires_at)?;
     }
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
-    let schema = live_schema(&mut tx).await?;
+    let schema = crate::model::live_schema(&mut tx, "/resource_type").await?;
     let before = fetch(&mut tx, tenant_id, entry_id).await?;
     check_if_match(&headers, before.version)?;
     let new_relations = relations.unwrap_or_else(|| before.relations.clone());

@@ -522,7 +522,6 @@ pub async fn assign_subject(
         Idempotency::Replay(r) => return Ok(r),
         Idempotency::Proceed(claim) => claim,
     };
-    model::live_schema(&mut tx, "/value_id").await?;
     b.subject_type.check_in_tenant(&mut tx, tenant_id, b.subject_id, "/subject_id").await?;
     let (attr_id, single) = value_for(&mut tx, b.value_id, b.subject_type.object_type()).await?;
     let row = sqlx::query_as::<_, SubjectAttribute>(&format!(

@@ -22,7 +22,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::acl::{claim_object, live_schema, tenant_type, RelationName};
+use super::acl::{claim_object, tenant_type, RelationName};
 use super::{check_document, check_if_match, commit, reply, Idempotency, JsonBody, P};
 use crate::audit::{self, snapshot, Entry};
 use crate::auth::{Caller, Need};
@@ -176,7 +176,7 @@ pub async fn create_node(
         Idempotency::Replay(r) => return Ok(r),
         Idempotency::Proceed(claim) => claim,
     };
-    let schema = live_schema(&mut tx).await?;
+    let schema = crate::model::live_schema(&mut tx, "/type").await?;
     tenant_type(&schema, "/type", &b.node_type)?;
     claim_object(&mut tx, tenant_id, &b.node_type, &object_id).await.map_err(|p| p.with_field("/object_id"))?;
     let node = sqlx::query_as::<_, Node>(&format!(
@@ -348,7 +348,7 @@ pub async fn create_edge(
         Idempotency::Replay(r) => return Ok(r),
         Idempotency::Proceed(claim) => claim,
     };
-    let schema = live_schema(&mut tx).await?;
+    let schema = crate::model::live_schema(&mut tx, "/relation_type").await?;
     let from = fetch_node(&mut tx, tenant_id, b.from_node_id, Some("/from_node_id")).await?;
     let to = fetch_node(&mut tx, tenant_id, b.to_node_id, Some("/to_node_id")).await?;
     let name = &b.relation_type;

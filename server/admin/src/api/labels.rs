@@ -482,7 +482,6 @@ pub async fn delete_object_label(State(app): State<App>, caller: Caller, ctx: Re
     .fetch_optional(tx.conn())
     .await?
     .ok_or_else(|| Problem::not_found(format!("object label `{id}`")))?;
-    model::live_schema(&mut tx, "/object_label_id").await?;
     tx.touch_object(&before.object_type, &before.object_id, "/object_label_id");
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: Some(tenant_id),
