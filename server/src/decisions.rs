@@ -18,6 +18,9 @@ use sqlx::PgPool;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
+/// The response header (gRPC metadata) that carries a logged decision's id.
+pub const DECISION_ID_HEADER: &str = "arbiter-decision-id";
+
 /// Records written per batch at most.
 pub const BATCH: usize = 1000;
 /// How long a record waits for its batch at most.

@@ -80,9 +80,21 @@ struct Platform {
 }
 
 async fn platform(tag: &str) -> Platform {
+    platform_with(tag, &[]).await
+}
+
+/// [`platform`] with extra flags for the admin.
+async fn platform_with(tag: &str, admin_flags: &[&str]) -> Platform {
+    platform_full(tag, &[], admin_flags).await
+}
+
+/// [`platform`] with extra flags for the PDP and for the admin.
+async fn platform_full(tag: &str, pdp_flags: &[&str], admin_flags: &[&str]) -> Platform {
     let db = TestDb::new(tag).await;
     let dir = tempfile::tempdir().unwrap();
-    let pdp = Server::start(dir.path(), &["--postgres", &db.url, "--migrate"]);
+    let mut flags = vec!["--postgres", &db.url, "--migrate"];
+    flags.extend_from_slice(pdp_flags);
+    let pdp = Server::start(dir.path(), &flags);
     let out = Command::new(BIN)
         .args(["admin", "bootstrap", "--postgres", &db.url, "--tenant", "acme", "--email", "Owner@Acme.test"])
         .output()
@@ -94,7 +106,7 @@ async fn platform(tag: &str) -> Platform {
     let tenant = stdout.lines().find_map(|l| l.strip_prefix("tenant_id=")).unwrap().to_string();
     // The development secrets are announced loudly.
     assert!(String::from_utf8_lossy(&out.stderr).contains("DEVELOPMENT secrets"));
-    let admin = Admin::start(&db, &pdp, &[]);
+    let admin = Admin::start(&db, &pdp, admin_flags);
     Platform { db, pdp, admin, operator, tenant, _dir: dir }
 }
 
@@ -283,7 +295,13 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     let (ses, _) = p.write("POST", &format!("/v1/tenants/{tb}/impersonation-sessions"), op, Some(json!({"target_user_id": ub, "reason": "isolation"})), 201).await;
     let (invb, _) = p.write("POST", &format!("/v1/tenants/{tb}/invitations"), op, Some(json!({})), 201).await;
     let (jrb, _) = p.write("POST", "/v1/join-requests", op, Some(json!({"tenant": "globex", "email": "k@globex.test"})), 201).await;
+    let (rule, _) = p.write("POST", &format!("/v1/tenants/{tb}/alert-rules"), op, Some(json!({"name": "pings", "event_pattern": "test.ping"})), 201).await;
+    p.write("POST", &format!("/v1/tenants/{tb}/audit-events"), op, Some(json!({"events": [{"service_name": "probe", "event_type": "test.ping", "actor": "probe"}]})), 200).await;
+    let alerts_b = format!("/v1/tenants/{tb}/alerts");
+    p.eventually("the alert", || async { json_of(&a.call("GET", &alerts_b, Some(op), None, &[]))["items"].as_array().is_some_and(|i| !i.is_empty()) }).await;
+    let alert_b = json_of(&a.call("GET", &alerts_b, Some(op), None, &[]))["items"][0]["id"].as_str().unwrap().to_string();
     let ids: Vec<(&str, String)> = vec![
+        ("{rule_id}", id(&rule)), ("{alert_id}", alert_b),
         ("{invitation_id}", id(&invb)), ("{request_id}", id(&jrb)),
         ("{delegation_id}", id(&dlg)), ("{session_id}", id(&ses)),
         ("{object_label_id}", id(&ol)), ("{subject_attribute_id}", id(&sa)), ("{resource_attribute_id}", id(&ra)),
@@ -321,6 +339,11 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
             ("POST", "subject-attributes") => Some(json!({"subject_type": "user", "subject_id": ub, "value_id": id(&uv)})),
             ("POST", "resource-attributes") => Some(json!({"resource_type": "doc", "resource_id": "b5", "value_id": id(&dv)})),
             ("POST", "edges") => Some(json!({"from_node_id": id(&nb), "to_node_id": id(&nb), "relation_type": "related"})),
+            ("POST", "audit-events") => Some(json!({"events": [{"service_name": "probe", "event_type": "x", "actor": "a"}]})),
+            ("POST", "alert-rules") => Some(json!({"name": "x", "event_pattern": "*"})),
+            ("PATCH", "{rule_id}") => Some(json!({"threshold": 2})),
+            ("POST", "resolve") => Some(json!({})),
+            ("POST", "pep-logs") => Some(json!({"reports": [{"decision_id": "d", "pep": "p", "outcome": "allowed"}]})),
             _ => None,
         }
     };
@@ -328,7 +351,7 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     // paths, and A's paths naming B's rows.
     let (key, _) = p.write("POST", &format!("/v1/tenants/{ta}/api-keys"), op, Some(json!({"name": "a admin", "role": "admin"})), 201).await;
     let ka = key["api_key"].as_str().unwrap().to_string();
-    let audit_before: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    let audit_before = p.audit_count().await;
     let head_before = p.db_head().await;
     let doc = json_of(&a.call("GET", "/openapi.json", None, None, &[]));
     let mut tried = 0;
@@ -349,6 +372,9 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
                 for (name, value) in &ids {
                     path = path.replace(name, value);
                 }
+                if template.ends_with("/access") {
+                    path.push_str("?resource_type=doc&resource_id=b1&permission=view");
+                }
                 let r = a.call(&method, &path, Some(&ka), body_for(&method, template), &[]);
                 // Operators' calls under a tenant's path refuse every other caller alike.
                 let expected = if template.ends_with("/status") { 403 } else { 404 };
@@ -367,8 +393,16 @@ async fn tenants_are_isolated_by_rls_and_by_the_api() {
     assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/user_id")), "{}", r.body);
     let r = a.call("POST", &format!("/v1/tenants/{ta}/groups/{ga}/members"), Some(&ka), Some(json!({"group_id": gb})), &[]);
     assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/group_id")), "{}", r.body);
-    let audit_after: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
-    assert_eq!(audit_after, audit_before, "a refused call left an audit record");
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
+    // Each refusal went to the security stream, under tenant A's key.
+    let refused: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM arbiter_admin.audit_records WHERE stream = 'security' AND action = 'access.denied' AND actor = $1",
+    )
+    .bind(format!("api_key:{}", key["id"].as_str().unwrap()))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(refused >= 60, "only {refused} refusals in the security stream");
     assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
     let name: String = sqlx::query_scalar("SELECT name FROM arbiter_admin.tenants WHERE id = $1::uuid").bind(&tb).fetch_one(&pool).await.unwrap();
     assert_eq!(name, "Globex");
@@ -389,7 +423,7 @@ async fn bad_input_gets_a_problem_naming_the_field_and_changes_nothing() {
     let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), op, Some(json!({"name": "eng"})), 201).await;
     let g = g["id"].as_str().unwrap().to_string();
     let pool = p.db.pool().await;
-    let audit_before: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
+    let audit_before = p.audit_count().await;
     let head_before = p.db_head().await;
 
     let long = "x".repeat(201);
@@ -424,8 +458,7 @@ async fn bad_input_gets_a_problem_naming_the_field_and_changes_nothing() {
         assert_eq!(doc["field"].as_str(), Some(field), "{method} {path} {raw:?}: {}", r.body);
         assert!(!doc["detail"].as_str().unwrap_or("").is_empty());
     }
-    let audit_after: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap();
-    assert_eq!(audit_after, audit_before, "a refused call left an audit record");
+    assert_eq!(p.audit_count().await, audit_before, "a refused call left an audit record");
     assert_eq!(p.db_head().await, head_before, "a refused call wrote a revision");
 
     // Idempotency-Key: a replay returns the stored response; another body is 422.
@@ -622,9 +655,10 @@ impl Platform {
         c.schema.write_schema(pb::WriteSchemaRequest { schema: APP_SCHEMA.into() }).await.unwrap();
     }
 
+    /// Records of changes (refused calls are kept too, in the `security` stream).
     async fn audit_count(&self) -> i64 {
         let pool = self.db.pool().await;
-        sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records").fetch_one(&pool).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE stream = 'changes'").fetch_one(&pool).await.unwrap()
     }
 }
 
@@ -1377,6 +1411,30 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     step!("POST", "/v1/tenants/{tenant_id}/join-requests/{request_id}/reject", format!("/v1/tenants/{t}/join-requests/{jr2}/reject"), Some(json!({})), 200);
     step!("POST", "/v1/users/{user_id}/suspend", format!("/v1/users/{u}/suspend"), Some(json!({"reason": "review"})), 200);
     step!("POST", "/v1/users/{user_id}/reactivate", format!("/v1/users/{u}/reactivate"), None, 200);
+    let ls = id(&step!("POST", "/v1/log-streams", "/v1/log-streams", Some(json!({"name": "billing", "retention_days": 30})), 201));
+    step!("PATCH", "/v1/log-streams/{stream_id}", format!("/v1/log-streams/{ls}"), Some(json!({"retention_days": null})), 200);
+    let ac = id(&step!("POST", "/v1/audit-configs", "/v1/audit-configs", Some(json!({"service_name": "billing", "enabled_events": ["invoice.*"], "stream": "billing"})), 201));
+    step!("PATCH", "/v1/audit-configs/{config_id}", format!("/v1/audit-configs/{ac}"), Some(json!({"stream": "events"})), 200);
+    step!("DELETE", "/v1/audit-configs/{config_id}", format!("/v1/audit-configs/{ac}"), None, 204);
+    step!("DELETE", "/v1/log-streams/{stream_id}", format!("/v1/log-streams/{ls}"), None, 204);
+    let tr = id(&step!("POST", "/v1/tenants/{tenant_id}/alert-rules", format!("/v1/tenants/{t}/alert-rules"), Some(json!({"name": "pings", "event_pattern": "test.ping"})), 201));
+    step!("PATCH", "/v1/tenants/{tenant_id}/alert-rules/{rule_id}", format!("/v1/tenants/{t}/alert-rules/{tr}"), Some(json!({"description": "d"})), 200);
+    let pr = id(&step!("POST", "/v1/alert-rules", "/v1/alert-rules", Some(json!({"name": "platform pings", "event_pattern": "test.*", "enabled": false})), 201));
+    step!("PATCH", "/v1/alert-rules/{rule_id}", format!("/v1/alert-rules/{pr}"), Some(json!({"threshold": 2})), 200);
+    let ping = json!({"events": [{"service_name": "probe", "event_type": "test.ping", "actor": "probe", "tenant_id": t}]});
+    step!("POST", "/v1/tenants/{tenant_id}/audit-events", format!("/v1/tenants/{t}/audit-events"), Some(ping.clone()), 200);
+    step!("POST", "/v1/audit-events", "/v1/audit-events", Some(ping), 200);
+    let pep = json!({"reports": [{"decision_id": "d-1", "pep": "gateway", "outcome": "allowed"}]});
+    step!("POST", "/v1/tenants/{tenant_id}/pep-logs", format!("/v1/tenants/{t}/pep-logs"), Some(pep.clone()), 200);
+    step!("POST", "/v1/pep-logs", "/v1/pep-logs", Some(pep), 200);
+    let open_alerts = format!("/v1/tenants/{t}/alerts?resolved=false");
+    p.eventually("two alerts", || async { json_of(&p.admin.call("GET", &open_alerts, Some(&op), None, &[]))["items"].as_array().unwrap().len() == 2 }).await;
+    let alerts = json_of(&p.admin.call("GET", &open_alerts, Some(&op), None, &[]));
+    let (al1, al2) = (id(&alerts["items"][0]), id(&alerts["items"][1]));
+    step!("POST", "/v1/tenants/{tenant_id}/alerts/{alert_id}/resolve", format!("/v1/tenants/{t}/alerts/{al1}/resolve"), Some(json!({"resolution": "test"})), 200);
+    step!("POST", "/v1/alerts/{alert_id}/resolve", format!("/v1/alerts/{al2}/resolve"), Some(json!({})), 200);
+    step!("DELETE", "/v1/tenants/{tenant_id}/alert-rules/{rule_id}", format!("/v1/tenants/{t}/alert-rules/{tr}"), None, 204);
+    step!("DELETE", "/v1/alert-rules/{rule_id}", format!("/v1/alert-rules/{pr}"), None, 204);
     // Now undo, in an order the constraints allow.
     step!("DELETE", "/v1/api-keys/{key_id}", format!("/v1/api-keys/{okey}"), None, 204);
     step!("DELETE", "/v1/tenants/{tenant_id}/api-keys/{key_id}", format!("/v1/tenants/{t}/api-keys/{key}"), None, 204);
@@ -1447,4 +1505,342 @@ async fn keys_rotate_requests_are_rate_limited_and_sigterm_drains() {
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{status:?}");
+}
+
+/// A request the receiver got: its headers and body.
+type Received = (Vec<(String, String)>, String);
+
+/// A webhook receiver: answers `failures` requests with 500, then 200; keeps each
+/// request's headers and body.
+struct Receiver {
+    addr: String,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+}
+
+impl Receiver {
+    fn start(failures: usize) -> Receiver {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 8192];
+                // Headers, then as much body as content-length says.
+                let (headers, body) = loop {
+                    let Ok(k) = stream.read(&mut buf) else { break (Vec::new(), String::new()) };
+                    if k == 0 {
+                        break (Vec::new(), String::new());
+                    }
+                    raw.extend_from_slice(&buf[..k]);
+                    let text = String::from_utf8_lossy(&raw).to_string();
+                    let Some((head, rest)) = text.split_once("\r\n\r\n") else { continue };
+                    let headers: Vec<(String, String)> = head
+                        .split("\r\n")
+                        .skip(1)
+                        .filter_map(|l| l.split_once(':'))
+                        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let len = headers.iter().find(|(n, _)| n == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+                    if rest.len() >= len {
+                        break (headers, rest[..len].to_string());
+                    }
+                };
+                kept.lock().unwrap().push((headers, body));
+                let status = if n < failures { "500 Internal Server Error" } else { "200 OK" };
+                let _ = stream.write_all(format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").as_bytes());
+            }
+        });
+        Receiver { addr, seen }
+    }
+}
+
+/// The audit trail as a product: queries by every filter and a time range, paged by
+/// time; refused calls in the security stream; events other services report, kept or
+/// dropped by their service's config, in its stream; NDJSON and CSV exports of a query,
+/// whole; the retention sweep by stream and by service; an alert rule over refused
+/// calls that raises one alert per actor while it is open, delivered to a webhook
+/// (signed, retried after a failure) and resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_trail_is_queried_exported_kept_and_alerted_on() {
+    let p = platform_with("admin_trail", &["--webhook-allow-private-networks"]).await;
+    let (t, op) = (p.tenant.clone(), p.operator.clone());
+    let call = |method: &str, path: &str, key: &str, body: Option<Value>| p.admin.call(method, path, Some(key), body, &[]);
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    let trail = format!("/v1/tenants/{t}/audit-records");
+    let items = |r: Reply| -> Vec<Value> {
+        assert_eq!(r.status, 200, "{}", r.body);
+        json_of(&r)["items"].as_array().unwrap().clone()
+    };
+
+    // An alert rule first (records are queued for rules enabled when they are written).
+    let hook = Receiver::start(1);
+    let r = call("POST", &format!("/v1/tenants/{t}/alert-rules"), &op, Some(json!({"name": "refused calls", "event_pattern": "access.denied",
+        "min_severity": "medium", "threshold": 3, "window_seconds": 300, "webhook_url": format!("http://{}/hook", hook.addr)})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let rule = json_of(&r);
+    let secret = rule["webhook_secret"].as_str().unwrap().to_string();
+    assert!(json_of(&call("GET", &format!("/v1/tenants/{t}/alert-rules/{}", id(&rule)), &op, None)).get("webhook_secret").is_none());
+    // A webhook into the admin's own network is refused without the development flag
+    // (an instance whose jobs wait an hour, so that it sends nothing here).
+    let strict = Admin::start(&p.db, &p.pdp, &["--jobs-interval", "3600"]);
+    let r = strict.call("POST", &format!("/v1/tenants/{t}/alert-rules"), Some(&op),
+        Some(json!({"name": "x", "event_pattern": "*", "webhook_url": format!("http://{}/hook", hook.addr)})), &[]);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/webhook_url")), "{}", r.body);
+
+    // Changes, then a query by each filter.
+    let (ann, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), &op, Some(json!({"email": "ann@acme.test"})), 201).await;
+    let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), &op, Some(json!({"name": "ops"})), 201).await;
+    let r = call("PATCH", &format!("/v1/tenants/{t}/groups/{}", id(&g)), &op, Some(json!({"description": "d"})));
+    let patch_request = r.header("x-request-id").unwrap().to_string();
+    let actions = |query: &str| -> Vec<String> {
+        items(call("GET", &format!("{trail}?{query}"), &op, None)).iter().map(|r| r["action"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(actions("action=group.*"), ["group.update", "group.create"]);
+    assert_eq!(actions(&format!("request_id={patch_request}")), ["group.update"]);
+    assert_eq!(actions(&format!("target_id={}&action=user.create", id(&ann))), ["user.create"]);
+    let newest = items(call("GET", &trail, &op, None))[0]["occurred_at"].as_str().unwrap().to_string();
+    let at = chrono::DateTime::parse_from_rfc3339(&newest).unwrap();
+    let enc = |t: chrono::DateTime<chrono::FixedOffset>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true).replace('+', "%2B");
+    assert_eq!(actions(&format!("from={}", enc(at))), ["group.update"]);
+    assert!(!actions(&format!("to={}", enc(at))).contains(&"group.update".to_string()));
+    assert!(actions(&format!("from={}&to={}", enc(at + chrono::Duration::seconds(1)), enc(at + chrono::Duration::seconds(2)))).is_empty());
+    for (query, field) in [("from=yesterday", "from"), (&*format!("from={0}&to={0}", enc(at)), "to"), ("severity=extreme", "severity"), ("action=gro*", "action")] {
+        let r = call("GET", &format!("{trail}?{query}"), &op, None);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (400, Some(field)), "{query}: {}", r.body);
+    }
+    // Paged by time, newest first: two pages of two meet without a gap.
+    let first = json_of(&call("GET", &format!("{trail}?limit=2"), &op, None));
+    let second = json_of(&call("GET", &format!("{trail}?limit=2&cursor={}", first["next_cursor"].as_str().unwrap()), &op, None));
+    let all = items(call("GET", &format!("{trail}?limit=4"), &op, None));
+    let paged: Vec<Value> = first["items"].as_array().unwrap().iter().chain(second["items"].as_array().unwrap()).cloned().collect();
+    assert_eq!(paged, all);
+
+    // Refused calls: a bad key, and an auditor's key trying a change (three times, so
+    // the rule raises an alert; a fourth raises no second one while it is open).
+    let (k, _) = p.write("POST", &format!("/v1/tenants/{t}/api-keys"), &op, Some(json!({"name": "reader", "role": "auditor"})), 201).await;
+    let (auditor, auditor_id) = (k["api_key"].as_str().unwrap().to_string(), format!("api_key:{}", id(&k)));
+    let forged = format!("{}.{}", id(&k), "0".repeat(64));
+    assert_eq!(call("GET", &trail, &forged, None).status, 401);
+    for _ in 0..4 {
+        assert_eq!(call("POST", &format!("/v1/tenants/{t}/groups"), &auditor, Some(json!({"name": "nope"}))).status, 403);
+    }
+    let security = items(call("GET", &format!("/v1/audit-records?stream=security&actor={auditor_id}"), &op, None));
+    let kinds: Vec<&str> = security.iter().map(|r| r["action"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["access.denied"; 4].iter().copied().chain(["authentication.failed"]).collect::<Vec<_>>());
+    assert_eq!(security[0]["payload"]["permission"], "manage_users");
+    // The auditor reads the tenant's trail, refusals included.
+    assert_eq!(items(call("GET", &format!("{trail}?stream=security&severity=medium"), &auditor, None)).len(), 4);
+
+    // Events from other services: kept by config, in the config's stream.
+    p.write("POST", "/v1/log-streams", &op, Some(json!({"name": "billing", "retention_days": 400})), 201).await;
+    p.write("POST", "/v1/audit-configs", &op, Some(json!({"service_name": "billing", "enabled_events": ["invoice.*"], "stream": "billing"})), 201).await;
+    let events = json!({"events": [
+        {"service_name": "billing", "event_type": "invoice.refund", "actor": "clerk-7", "target_type": "invoice", "target_id": "=HYPERLINK(\"x\")",
+         "severity": "high", "payload": {"amount": 120}, "correlation_id": "req-77"},
+        {"service_name": "billing", "event_type": "login.ok", "actor": "clerk-7"},
+        {"service_name": "crm", "event_type": "lead.export", "actor": "sam"}]});
+    let r = call("POST", &format!("/v1/tenants/{t}/audit-events"), &op, Some(events));
+    assert_eq!((r.status, json_of(&r)), (200, json!({"kept": 2, "dropped": 1})), "{}", r.body);
+    let refund = items(call("GET", &format!("{trail}?request_id=req-77"), &op, None));
+    assert_eq!((refund[0]["stream"].as_str(), refund[0]["service_name"].as_str(), refund[0]["payload"]["amount"].as_i64()), (Some("billing"), Some("billing"), Some(120)));
+    assert_eq!(items(call("GET", &format!("{trail}?service_name=crm"), &op, None))[0]["stream"], "events");
+    // A bad event refuses the whole report, naming it.
+    let before = p.audit_count().await;
+    for (event, field) in [
+        (json!({"service_name": "admin", "event_type": "x", "actor": "a"}), "/events/1/service_name"),
+        (json!({"service_name": "crm", "event_type": "Bad Type", "actor": "a"}), "/events/1/event_type"),
+        (json!({"service_name": "crm", "event_type": "x", "actor": "a", "occurred_at": "2001-01-01T00:00:00Z"}), "/events/1/occurred_at"),
+        (json!({"service_name": "crm", "event_type": "x", "actor": "a", "tenant_id": "00000000-0000-4000-8000-000000000000"}), "/events/1/tenant_id"),
+    ] {
+        let ok = json!({"service_name": "crm", "event_type": "fine", "actor": "a"});
+        let r = call("POST", &format!("/v1/tenants/{t}/audit-events"), &op, Some(json!({"events": [ok, event]})));
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some(field)), "{}", r.body);
+    }
+    let pool = p.db.pool().await;
+    let fine: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE action = 'fine'").fetch_one(&pool).await.unwrap();
+    assert_eq!((fine, p.audit_count().await), (0, before));
+
+    // Exports: the query whole, as NDJSON or CSV (a formula in a cell is defused).
+    let r = call("GET", &format!("{trail}/export"), &op, None);
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/x-ndjson")));
+    let lines: Vec<Value> = r.body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut listed = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = json_of(&call("GET", &format!("{trail}?limit=3{cursor}"), &op, None));
+        listed.extend(page["items"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = format!("&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(lines, listed);
+    let r = call("GET", &format!("{trail}/export?format=csv&stream=billing"), &op, None);
+    assert_eq!(r.header("content-type"), Some("text/csv; charset=utf-8"));
+    let rows: Vec<&str> = r.body.split("\r\n").filter(|l| !l.is_empty()).collect();
+    assert_eq!(rows.len(), 2, "{}", r.body);
+    assert!(rows[0].starts_with("id,occurred_at,tenant_id,stream,"));
+    assert!(rows[1].contains(r#","'=HYPERLINK(""x"")","#), "{}", rows[1]);
+    assert_eq!(call("GET", &format!("{trail}/export?format=xml"), &op, None).status, 400);
+
+    // Retention: a record past its stream's days goes, one within them stays; a
+    // service's own retention applies too.
+    let short = json_of(&call("POST", "/v1/log-streams", &op, Some(json!({"name": "short", "retention_days": 1}))));
+    assert_eq!(short["retention_days"], 1);
+    p.write("POST", "/v1/audit-configs", &op, Some(json!({"service_name": "crm", "enabled_events": ["*"], "retention_days": 2})), 201).await;
+    for (stream, service, age, target) in
+        [("short", "probe", "36 hours", "old"), ("short", "probe", "12 hours", "young"), ("events", "crm", "3 days", "stale"), ("events", "crm", "1 day", "fresh")]
+    {
+        sqlx::query(&format!(
+            "INSERT INTO arbiter_admin.audit_records (occurred_at, tenant_id, stream, service_name, actor, effective_actor, action, target_type, target_id, request_id)
+             VALUES (now() - interval '{age}', $1::uuid, $2, $3, 'x', 'x', 'aged', 'x', $4, 'aged')"
+        ))
+        .bind(&t)
+        .bind(stream)
+        .bind(service)
+        .bind(target)
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    p.eventually("the sweep", || async {
+        let left: Vec<String> = sqlx::query_scalar("SELECT target_id FROM arbiter_admin.audit_records WHERE action = 'aged' ORDER BY target_id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+        left == ["fresh", "young"]
+    })
+    .await;
+    // A stream that holds records is not deleted; a built-in one never.
+    assert_eq!(call("DELETE", &format!("/v1/log-streams/{}", id(&short)), &op, None).status, 409);
+    let streams = items(call("GET", "/v1/log-streams?name=changes", &op, None));
+    assert_eq!(call("DELETE", &format!("/v1/log-streams/{}", id(&streams[0])), &op, None).status, 409);
+
+    // The alert: one for the auditor's key, delivered after one failed attempt, signed.
+    let alerts = format!("/v1/tenants/{t}/alerts");
+    p.eventually("the delivered alert", || async {
+        items(call("GET", &alerts, &op, None)).first().is_some_and(|a| a["webhook_status"] == "delivered")
+    })
+    .await;
+    let raised = items(call("GET", &alerts, &op, None));
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!((raised[0]["actor"].as_str(), raised[0]["count"].as_i64(), raised[0]["webhook_attempts"].as_i64()), (Some(&*auditor_id), Some(3), Some(2)));
+    let seen = hook.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let (headers, body) = &seen[1];
+    let signature = headers.iter().find(|(n, _)| n == "arbiter-signature").map(|(_, v)| v.clone()).unwrap();
+    let (ts, v1) = signature.strip_prefix("t=").and_then(|s| s.split_once(",v1=")).unwrap();
+    assert_eq!(v1, arbiter_admin::webhook::sign(secret.as_bytes(), ts.parse().unwrap(), body.as_bytes()));
+    let delivered: Value = serde_json::from_str(body).unwrap();
+    assert_eq!((delivered["alert"]["id"].as_str(), delivered["record"]["action"].as_str()), (raised[0]["id"].as_str(), Some("access.denied")));
+    // Resolved once; the auditor may resolve it (the `audit` permission), not twice.
+    let r = call("POST", &format!("{alerts}/{}/resolve", id(&raised[0])), &auditor, Some(json!({"resolution": "a test"})));
+    assert_eq!((r.status, json_of(&r)["resolved"].as_bool()), (200, Some(true)), "{}", r.body);
+    assert_eq!(call("POST", &format!("{alerts}/{}/resolve", id(&raised[0])), &op, Some(json!({}))).status, 409);
+    assert_eq!(items(call("GET", &format!("{alerts}?resolved=false"), &op, None)).len(), 0);
+}
+
+/// Decisions and their enforcement, and who can do what: a logged Check's id comes back
+/// to the caller (`arbiter-decision-id`); the tenant's decision logs list it (and not
+/// another tenant's), with the enforcement points' reports joined and disagreements
+/// found; a user's effective permissions and the holders of a permission on an object
+/// are the PDP's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_enforcement_and_who_can_do_what() {
+    use arbiter_proto::arbiter::v1 as pb;
+    let p = platform_full("admin_decisions", &["--decision-log", "postgres"], &[]).await;
+    let (t, op) = (p.tenant.clone(), p.operator.clone());
+    let call = |method: &str, path: &str, body: Option<Value>| p.admin.call(method, path, Some(&op), body, &[]);
+    let id = |v: &Value| v["id"].as_str().unwrap().to_string();
+    p.write_app_schema().await;
+    let (ann, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), &op, Some(json!({"email": "ann@acme.test"})), 201).await;
+    let (bob, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), &op, Some(json!({"email": "bob@acme.test", "display_name": "Bob"})), 201).await;
+    let (g, _) = p.write("POST", &format!("/v1/tenants/{t}/groups"), &op, Some(json!({"name": "readers"})), 201).await;
+    p.write("POST", &format!("/v1/tenants/{t}/groups/{}/members", id(&g)), &op, Some(json!({"user_id": id(&ann)})), 201).await;
+    p.write("POST", &format!("/v1/tenants/{t}/acl-entries"), &op,
+        Some(json!({"resource_type": "doc", "resource_id": "d1", "subject_type": "group", "subject_id": id(&g), "relations": ["viewer"]})), 201).await;
+    let (_, token) = p.write("POST", &format!("/v1/tenants/{t}/acl-entries"), &op,
+        Some(json!({"resource_type": "doc", "resource_id": "d1", "subject_type": "user", "subject_id": id(&bob), "relations": ["owner"]})), 201).await;
+
+    // A Check, logged: its id comes back with the answer.
+    let mut c = p.pdp.clients().await;
+    let checked = c.permissions.check(check_req(&format!("doc:d1#view@platform/user:{}", id(&ann)), at_least(&token))).await.unwrap();
+    assert_eq!(checked.get_ref().decision, pb::Decision::Allowed as i32);
+    let decision_id = checked.metadata().get("arbiter-decision-id").unwrap().to_str().unwrap().to_string();
+    // Another tenant's object: logged, but not in this tenant's logs.
+    let (other, _) = p.write("POST", "/v1/tenants", &op, Some(json!({"slug": "globex", "name": "Globex"})), 201).await;
+    let other_check = format!("platform/tenant:{}#view@platform/user:{}", id(&other), id(&ann));
+    c.permissions.check(check_req(&other_check, at_least(&token))).await.unwrap();
+    let logs = format!("/v1/tenants/{t}/decision-logs");
+    p.eventually("the decision logs", || async {
+        json_of(&call("GET", &format!("/v1/decision-logs?resource=platform/tenant:{}", id(&other)), None))["items"].as_array().is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    // The tenant's logs hold the decisions on its objects (the admin's own on the tenant
+    // among them), not those on another tenant's.
+    let theirs = json_of(&call("GET", &format!("{logs}?resource=platform/tenant:{}", id(&other)), None));
+    assert_eq!(theirs["items"], json!([]));
+    let mine = json_of(&call("GET", &format!("{logs}?resource=doc:d1"), None));
+    let items = mine["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{mine}");
+    assert!(json_of(&call("GET", &format!("{logs}?resource=platform/tenant:{t}"), None))["items"].as_array().is_some_and(|i| !i.is_empty()));
+    assert_eq!((items[0]["decision_id"].as_str(), items[0]["decision"].as_str()), (Some(&*decision_id), Some("allowed")));
+    assert_eq!(items[0]["subject"], format!("platform/user:{}", id(&ann)));
+
+    // Enforcement: one PEP did as told, another did not.
+    let reports = json!({"reports": [
+        {"decision_id": decision_id, "pep": "gateway", "outcome": "allowed", "policy_version": 1},
+        {"decision_id": decision_id, "pep": "legacy-proxy", "outcome": "denied"},
+        {"decision_id": "never-logged", "pep": "gateway", "outcome": "error"}]});
+    let r = call("POST", &format!("/v1/tenants/{t}/pep-logs"), Some(reports));
+    assert_eq!((r.status, json_of(&r)["recorded"].as_i64()), (200, Some(3)), "{}", r.body);
+    let disagreeing = json_of(&call("GET", &format!("/v1/tenants/{t}/pep-logs?agrees=false"), None));
+    let items = disagreeing["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{disagreeing}");
+    assert_eq!((items[0]["pep"].as_str(), items[0]["decision"]["decision"].as_str(), items[0]["agrees"].as_bool()), (Some("legacy-proxy"), Some("allowed"), Some(false)));
+    let unknown = json_of(&call("GET", &format!("/v1/tenants/{t}/pep-logs?decision_id=never-logged"), None));
+    assert_eq!((unknown["items"][0]["decision"].is_null(), unknown["items"][0]["agrees"].is_null()), (true, true));
+    let with = json_of(&call("GET", &format!("{logs}?decision=allowed&subject=platform/user:{}", id(&ann)), None));
+    assert_eq!(with["items"][0]["enforcements"].as_array().unwrap().len(), 2);
+    for (query, field) in [("decision=maybe", "decision"), ("from=soon", "from"), ("cursor=nope", "cursor")] {
+        let r = call("GET", &format!("{logs}?{query}"), None);
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (400, Some(field)), "{query}: {}", r.body);
+    }
+    let r = call("POST", &format!("/v1/tenants/{t}/pep-logs"), Some(json!({"reports": [{"decision_id": "x", "pep": "p", "outcome": "maybe"}]})));
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/reports/0/outcome")), "{}", r.body);
+
+    // Who can do what.
+    let (perm, _) = p.write("POST", &format!("/v1/tenants/{t}/permissions"), &op, Some(json!({"name": "notes:read", "resource": "notes", "action": "read"})), 201).await;
+    let (role, _) = p.write("POST", &format!("/v1/tenants/{t}/roles"), &op, Some(json!({"name": "reader"})), 201).await;
+    p.write("PUT", &format!("/v1/tenants/{t}/roles/{}/permissions/{}", id(&role), id(&perm)), &op, None, 201).await;
+    p.write("POST", &format!("/v1/tenants/{t}/assignments"), &op, Some(json!({"role_id": id(&role), "group_id": id(&g)})), 201).await;
+    let eff = json_of(&call("GET", &format!("/v1/tenants/{t}/users/{}/effective-permissions", id(&ann)), None));
+    let names: Vec<&str> = eff["permissions"].as_array().unwrap_or_else(|| panic!("{eff}")).iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["notes:read"], "{eff}");
+    assert_eq!(eff["tenant_permissions"], json!([]));
+    let eff_bob = json_of(&call("GET", &format!("/v1/tenants/{t}/users/{}/effective-permissions", id(&bob)), None));
+    assert_eq!(eff_bob["permissions"], json!([]));
+    assert_eq!(call("GET", &format!("/v1/tenants/{}/users/{}/effective-permissions", id(&other), id(&ann)), None).status, 404);
+    let access = format!("/v1/tenants/{t}/access?resource_type=doc&resource_id=d1&permission=view");
+    let all = json_of(&call("GET", &access, None));
+    let mut holders: Vec<&str> = all["items"].as_array().unwrap().iter().map(|h| h["email"].as_str().unwrap()).collect();
+    holders.sort_unstable();
+    assert_eq!(holders, ["ann@acme.test", "bob@acme.test"], "{all}");
+    let first = json_of(&call("GET", &format!("{access}&limit=1"), None));
+    assert_eq!(first["items"].as_array().unwrap().len(), 1);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = json_of(&call("GET", &format!("{access}&limit=1&cursor={cursor}"), None));
+    assert_eq!(rest["items"].as_array().unwrap().len(), 1);
+    assert_ne!(rest["items"][0]["user_id"], first["items"][0]["user_id"]);
+    // An object that is not the tenant's, and a question the PDP refuses.
+    let r = call("GET", &format!("/v1/tenants/{t}/access?resource_type=doc&resource_id=nobody&permission=view"), None);
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = call("GET", &format!("/v1/tenants/{t}/access?resource_type=doc&resource_id=d1&permission=fly"), None);
+    assert_eq!(r.status, 422, "{}", r.body);
+    let r = call("GET", &format!("/v1/tenants/{t}/access?resource_type=doc"), None);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (400, Some("resource_id")), "{}", r.body);
 }

@@ -7,8 +7,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::auth::Caller;
-use crate::db::Tx;
-use crate::http::RequestContext;
+use crate::db::{Scope, Tx};
+use crate::http::{App, RequestContext};
 use crate::problem::ApiResult;
 
 /// A row as the trail keeps it (before/after).
@@ -57,6 +57,37 @@ fn impersonal(target_type: &str, v: Option<Value>) -> Option<Value> {
 /// [`record`] for an actor that is not an API caller (`bootstrap`, a background job).
 pub async fn record_as(tx: &mut Tx, actor: &str, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {
     write(tx, actor, actor, None, ctx, entry).await
+}
+
+/// Appends a refusal to the `security` stream in its own transaction (the refused call
+/// changes nothing, so nothing else is written). A failure to write it is logged; the
+/// refusal stands either way.
+#[allow(clippy::too_many_arguments)]
+pub async fn security(app: &App, ctx: &RequestContext, actor: &str, tenant: Option<Uuid>, action: &str, target_type: &str, target_id: String, payload: Value) {
+    let written = async {
+        let mut tx = app.db.begin(Scope::Platform).await?;
+        sqlx::query(
+            "INSERT INTO arbiter_admin.audit_records
+                (tenant_id, stream, severity, actor, effective_actor, action, target_type, target_id, payload, request_id, client_ip, user_agent)
+             VALUES ($1, 'security', 'medium', $2, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(tenant)
+        .bind(actor)
+        .bind(action)
+        .bind(target_type)
+        .bind(&target_id)
+        .bind(&payload)
+        .bind(&ctx.request_id)
+        .bind(&ctx.client_ip)
+        .bind(&ctx.user_agent)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        ApiResult::Ok(())
+    };
+    if let Err(p) = written.await {
+        tracing::warn!("cannot write a security record ({action} by {actor}): {}", p.detail);
+    }
 }
 
 async fn write(tx: &mut Tx, actor: &str, effective_actor: &str, session: Option<Uuid>, ctx: &RequestContext, entry: Entry<'_>) -> ApiResult<()> {

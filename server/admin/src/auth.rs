@@ -10,9 +10,10 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::db::Scope;
 use crate::feed;
-use crate::http::App;
+use crate::http::{App, RequestContext};
 use crate::problem::{ApiResult, Problem};
 
 /// Who is calling.
@@ -24,6 +25,8 @@ pub struct Caller {
     pub role: String,
     /// The impersonation session the call runs in (`Arbiter-Impersonation`), if any.
     pub impersonation: Option<Impersonation>,
+    /// The request, for the security stream when the call is refused.
+    pub ctx: RequestContext,
 }
 
 /// An impersonation session a call runs in: decided as its user, within its scope.
@@ -95,6 +98,7 @@ impl FromRequestParts<App> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Caller, Problem> {
+        let ctx = RequestContext::from_request_parts(parts, app).await?;
         let value = parts
             .headers
             .get(http::header::AUTHORIZATION)
@@ -104,12 +108,34 @@ impl FromRequestParts<App> for Caller {
             .strip_prefix("Bearer ")
             .ok_or_else(|| Problem::unauthenticated("the Authorization header must be `Bearer <api key>`"))?
             .trim();
-        let mut caller = authenticate(app, token).await?;
+        let mut caller = match authenticate(app, token, &ctx).await {
+            Ok(c) => c,
+            Err(p) => {
+                // A credential was presented and refused: the security stream keeps it,
+                // under the key id it named (if it named one).
+                if p.status == 401 {
+                    let named = token.split_once('.').and_then(|(id, _)| id.parse::<Uuid>().ok());
+                    let actor = named.map(|id| format!("api_key:{id}")).unwrap_or_else(|| "anonymous".to_string());
+                    audit::security(app, &ctx, &actor, None, "authentication.failed", "api_key", named.map(|id| id.to_string()).unwrap_or_default(),
+                        serde_json::json!({"reason": p.detail})).await;
+                }
+                return Err(p);
+            }
+        };
         if let Some(v) = parts.headers.get(IMPERSONATION_HEADER) {
             let id = v.to_str().ok().and_then(|v| v.trim().parse::<Uuid>().ok()).ok_or_else(|| {
                 Problem::bad_request(IMPERSONATION_HEADER, "`Arbiter-Impersonation` must be an impersonation session's id")
             })?;
-            caller.impersonation = Some(impersonation(app, &caller, id).await?);
+            match impersonation(app, &caller, id).await {
+                Ok(i) => caller.impersonation = Some(i),
+                Err(p) => {
+                    if p.status == 403 {
+                        audit::security(app, &ctx, &caller.actor(), None, "access.denied", "impersonation_session", id.to_string(),
+                            serde_json::json!({"reason": p.detail})).await;
+                    }
+                    return Err(p);
+                }
+            }
         }
         Ok(caller)
     }
@@ -156,7 +182,7 @@ struct KeyRow {
 }
 
 /// The caller a bearer token names, or 401 without saying which part was wrong.
-async fn authenticate(app: &App, token: &str) -> ApiResult<Caller> {
+async fn authenticate(app: &App, token: &str, ctx: &RequestContext) -> ApiResult<Caller> {
     let refused = || Problem::unauthenticated("the API key is not valid (unknown, revoked, expired or mistyped)");
     let (id, secret) = token.split_once('.').ok_or_else(refused)?;
     let id: Uuid = id.parse().map_err(|_| refused())?;
@@ -180,7 +206,7 @@ async fn authenticate(app: &App, token: &str) -> ApiResult<Caller> {
     if key.revoked_at.is_some() || key.expires_at.is_some_and(|at| at <= Utc::now()) {
         return Err(refused());
     }
-    Ok(Caller { key_id: id, tenant: key.tenant_id, role: key.role, impersonation: None })
+    Ok(Caller { key_id: id, tenant: key.tenant_id, role: key.role, impersonation: None, ctx: ctx.clone() })
 }
 
 impl App {
@@ -188,6 +214,24 @@ impl App {
     /// even view is 404 (its existence is not the caller's business); a tenant it views
     /// but may not change is 403.
     pub async fn authorize(&self, caller: &Caller, need: Need) -> ApiResult<()> {
+        let decision = self.decide(caller, need).await;
+        if let Err(p) = &decision {
+            // Refusals (403, and the 404 that hides a tenant) go to the security stream.
+            if p.status == 403 || p.status == 404 {
+                let (tenant, target_type, target_id, permission) = match need {
+                    Need::Platform => (None, "platform", "root".to_string(), "operate"),
+                    Need::Tenant(t, p) => (Some(t), "tenant", t.to_string(), p),
+                };
+                let session = caller.impersonation.as_ref().map(|i| i.session_id);
+                audit::security(self, &caller.ctx, &caller.actor(), tenant, "access.denied", target_type, target_id,
+                    serde_json::json!({"permission": permission, "effective_actor": caller.effective_actor(), "impersonation_session_id": session,
+                        "reason": p.detail})).await;
+            }
+        }
+        decision
+    }
+
+    async fn decide(&self, caller: &Caller, need: Need) -> ApiResult<()> {
         let head = self.db.head().await?;
         let subject = match &caller.impersonation {
             None => caller.subject(),

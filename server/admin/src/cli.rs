@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// instance at a time runs them).
     #[arg(long, env = "ARBITER_JOBS_INTERVAL", default_value_t = 1.0)]
     pub jobs_interval: f64,
+    /// Lets alert webhooks use http:// and reach loopback, private and link-local
+    /// addresses (development and tests only: a webhook URL is a tenant's input).
+    #[arg(long, env = "ARBITER_WEBHOOK_ALLOW_PRIVATE_NETWORKS")]
+    pub webhook_allow_private_networks: bool,
 }
 
 #[derive(Debug, Args)]

@@ -48,7 +48,7 @@ impl Db {
     /// Fails with advice when the admin's tables are missing.
     pub async fn check_migrated(&self) -> Result<()> {
         // The newest migration's table: an older database lacks it.
-        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_admin.outbox')::text")
+        let present: Option<String> = sqlx::query_scalar("SELECT to_regclass('arbiter_admin.alert_queue')::text")
             .fetch_one(&self.pool)
             .await
             .context("cannot query Postgres")?;

@@ -34,6 +34,8 @@ pub struct AppInner {
     pub limiter: crate::ratelimit::RateLimiter,
     /// The environment whose active policies the PDP enforces (`--environment`).
     pub environment: String,
+    /// The client alerts' webhooks are sent with.
+    pub webhooks: crate::webhook::Webhooks,
 }
 
 impl std::ops::Deref for App {

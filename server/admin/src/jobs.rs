@@ -6,7 +6,11 @@
 //!   that start in a turn, one audit record each);
 //! - delegations whose grantor no longer holds the role are revoked (a bounded batch per
 //!   turn, walking all running delegations in id order across turns);
-//! - tenants whose deletion grace period is over are deleted, with everything they fed.
+//! - tenants whose deletion grace period is over are deleted, with everything they fed;
+//! - audit records queued for the alert rules are evaluated, and due alerts are sent to
+//!   their webhooks ([`crate::alerting`]);
+//! - audit records past their stream's or service's retention are swept (a bounded batch
+//!   per turn).
 //!
 //! A job's audit records name the job as the actor (`job:delegations`).
 
@@ -110,7 +114,29 @@ async fn turn(app: &App, recheck_after: Option<Uuid>) -> ApiResult<Option<Uuid>>
     tx.commit().await?;
 
     delete_due_tenants(app).await?;
+    audit_jobs(app).await?;
     Ok(next)
+}
+
+/// Most audit records the retention sweep removes in one turn.
+const SWEEP_BATCH: i32 = 10_000;
+
+/// Alerts, their webhooks, and the retention sweep.
+async fn audit_jobs(app: &App) -> ApiResult<()> {
+    let mut tx = app.db.begin(Scope::Platform).await?;
+    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
+    if !ours {
+        tx.tx.rollback().await?;
+        return Ok(());
+    }
+    let raised = crate::alerting::evaluate(&mut tx).await?;
+    let swept: i64 = sqlx::query_scalar("SELECT arbiter_admin.sweep_audit_records($1)").bind(SWEEP_BATCH).fetch_one(tx.conn()).await?;
+    tx.commit().await?;
+    if raised > 0 || swept > 0 {
+        tracing::info!(raised, swept, "audit jobs: alerts raised, records past retention swept");
+    }
+    crate::alerting::deliver(app).await?;
+    Ok(())
 }
 
 /// Tenants whose grace period is over are deleted, one per transaction: every

@@ -9,7 +9,10 @@
 //! [`http`] (router, request context, metrics) -> [`api`] (one module per resource) over
 //! [`db`] (a transaction as the RLS role, with its [`feed`] and [`audit`] record),
 //! [`auth`] (callers and their authorization through [`pdp`]), [`problem`] (errors).
+//! Background work: [`jobs`] (one instance at a time) runs [`alerting`] (alert rules
+//! over the audit trail, sent by [`webhook`]) and the retention sweep.
 
+pub mod alerting;
 pub mod api;
 pub mod audit;
 pub mod auth;
@@ -28,6 +31,7 @@ pub mod ratelimit;
 pub mod rbac;
 pub mod secrets;
 pub mod server;
+pub mod webhook;
 
 pub use cli::{AdminArgs, AdminCommand, ServeArgs};
 

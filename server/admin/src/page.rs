@@ -21,16 +21,16 @@ pub struct PageParams {
     pub cursor: Option<uuid::Uuid>,
 }
 
-/// Query parameters of a list ordered by a number (the audit trail).
+/// Query parameters of a list ordered by time, newest first (the audit trail).
 #[derive(Debug, Default, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct NumberedPageParams {
+pub struct TimePageParams {
     /// Items per page (1 to the server's maximum, `--max-page-size`, 500 by default).
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    #[param(minimum = 0)]
-    pub cursor: Option<i64>,
+    #[param(pattern = r"^[0-9]{1,18}\.[0-9]{1,18}$")]
+    pub cursor: Option<String>,
 }
 
 /// A page request, checked.
@@ -38,14 +38,25 @@ pub struct NumberedPageParams {
 pub struct Page {
     pub limit: u32,
     pub after: Option<Uuid>,
-    /// The cursor of a list ordered by a number ([`Query::parse_numbered`]).
-    pub after_number: Option<i64>,
+    /// The cursor of a list ordered by time ([`Query::parse_timed`]): the last item's
+    /// time (microseconds since 1970) and id.
+    pub after_time: Option<(i64, i64)>,
+}
+
+/// What a list's cursor is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cursor {
+    Uuid,
+    Timed,
+    Keyed,
 }
 
 /// Parsed query parameters: the page and any filters `allowed` names.
 #[derive(Debug)]
 pub struct Query {
     pub page: Page,
+    /// The cursor of a list ordered by time and a text key ([`Query::parse_keyed`]).
+    pub after_key: Option<(i64, String)>,
     pub filters: Vec<(String, String)>,
 }
 
@@ -53,20 +64,29 @@ impl Query {
     /// Reads `raw` (`limit=10&cursor=...&status=active`), refusing unknown or repeated
     /// parameters and values out of range.
     pub fn parse(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
-        Query::parse_cursor(raw, max, allowed, false)
+        Query::parse_cursor(raw, max, allowed, Cursor::Uuid)
     }
 
-    /// [`Query::parse`] for a list ordered by a number: its cursor is the last number.
-    pub fn parse_numbered(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
-        Query::parse_cursor(raw, max, allowed, true)
+    /// [`Query::parse`] for a list ordered by time and a text key, newest first: its
+    /// cursor is `<microseconds>~<key>` of the last item (the key: letters, digits, `-`
+    /// and `_`).
+    pub fn parse_keyed(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
+        Query::parse_cursor(raw, max, allowed, Cursor::Keyed)
     }
 
-    fn parse_cursor(raw: Option<&str>, max: u32, allowed: &[&str], numbered: bool) -> ApiResult<Query> {
+    /// [`Query::parse`] for a list ordered by time and a numbered id, newest first: its
+    /// cursor is `<microseconds>.<id>` of the last item.
+    pub fn parse_timed(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
+        Query::parse_cursor(raw, max, allowed, Cursor::Timed)
+    }
+
+    fn parse_cursor(raw: Option<&str>, max: u32, allowed: &[&str], kind: Cursor) -> ApiResult<Query> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| Problem::bad_request("query", format!("the query string is not readable: {e}")))?;
         let mut limit = None;
         let mut after = None;
-        let mut after_number = None;
+        let mut after_time = None;
+        let mut after_key = None;
         let mut filters: Vec<(String, String)> = Vec::new();
         for (k, v) in pairs {
             if k.contains('\0') || v.contains('\0') {
@@ -74,7 +94,7 @@ impl Query {
             }
             let repeated = match k.as_str() {
                 "limit" => limit.is_some(),
-                "cursor" => after.is_some() || after_number.is_some(),
+                "cursor" => after.is_some() || after_time.is_some() || after_key.is_some(),
                 _ => filters.iter().any(|(f, _)| *f == k),
             };
             if repeated {
@@ -92,10 +112,10 @@ impl Query {
                 }
                 "cursor" => {
                     let refused = || Problem::bad_request("cursor", "`cursor` is not a cursor this server returned");
-                    if numbered {
-                        after_number = Some(v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(refused)?);
-                    } else {
-                        after = Some(v.parse::<Uuid>().map_err(|_| refused())?);
+                    match kind {
+                        Cursor::Timed => after_time = Some(time_cursor(&v).ok_or_else(refused)?),
+                        Cursor::Keyed => after_key = Some(key_cursor(&v).ok_or_else(refused)?),
+                        Cursor::Uuid => after = Some(v.parse::<Uuid>().map_err(|_| refused())?),
                     }
                 }
                 _ if allowed.contains(&k.as_str()) => {
@@ -111,12 +131,33 @@ impl Query {
                 }
             }
         }
-        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after, after_number }, filters })
+        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after, after_time }, after_key, filters })
     }
 
     pub fn filter(&self, name: &str) -> Option<&str> {
         self.filters.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
+}
+
+/// `<microseconds>.<id>`, both whole numbers of at most 18 digits.
+fn time_cursor(v: &str) -> Option<(i64, i64)> {
+    let (t, id) = v.split_once('.')?;
+    let number = |s: &str| (!s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse::<i64>().ok()).flatten();
+    Some((number(t)?, number(id)?))
+}
+
+/// `<microseconds>~<key>`: a whole number of at most 18 digits, and 1 to 256 letters,
+/// digits, `-` and `_`.
+fn key_cursor(v: &str) -> Option<(i64, String)> {
+    let (t, key) = v.split_once('~')?;
+    let micros = (!t.is_empty() && t.len() <= 18 && t.bytes().all(|b| b.is_ascii_digit())).then(|| t.parse::<i64>().ok()).flatten()?;
+    let ok = !key.is_empty() && key.len() <= 256 && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    ok.then(|| (micros, key.to_string()))
+}
+
+/// The cursor [`Query::parse_timed`] reads.
+pub fn time_cursor_of(micros: i64, id: i64) -> String {
+    format!("{micros}.{id}")
 }
 
 /// One page of a list.
@@ -161,10 +202,11 @@ mod tests {
             assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
             assert_eq!(err.status, 400);
         }
-        // A numbered cursor is a whole number, not negative.
-        assert_eq!(Query::parse_numbered(Some("cursor=42"), 500, &[]).unwrap().page.after_number, Some(42));
-        for (raw, field) in [("cursor=-1", "cursor"), ("cursor=1.5", "cursor"), ("cursor=00000000-0000-0000-0000-000000000000", "cursor")] {
-            let err = Query::parse_numbered(Some(raw), 500, &[]).unwrap_err();
+        // A timed cursor is two whole numbers, not negative.
+        assert_eq!(Query::parse_timed(Some("cursor=1765062000123456.42"), 500, &[]).unwrap().page.after_time, Some((1765062000123456, 42)));
+        for (raw, field) in [("cursor=-1.2", "cursor"), ("cursor=1.-2", "cursor"), ("cursor=15", "cursor"), ("cursor=1.2.3", "cursor"),
+            ("cursor=1234567890123456789.1", "cursor"), ("cursor=00000000-0000-0000-0000-000000000000", "cursor")] {
+            let err = Query::parse_timed(Some(raw), 500, &[]).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
         }
         // And a list by id does not read one.

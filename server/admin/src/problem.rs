@@ -165,7 +165,7 @@ impl From<sqlx::Error> for Problem {
 /// The JSON pointer of the field a constraint guards: constraints are named
 /// `<table>_<column>...` by Postgres (`users_email`, `tenants_slug_key`).
 fn constraint_field(constraint: &str) -> String {
-    const KNOWN: [(&str, &str); 27] = [
+    const KNOWN: [(&str, &str); 30] = [
         ("tenants_slug", "/slug"),
         ("tenant_domains_domain", "/domain"),
         ("users_email", "/email"),
@@ -193,6 +193,9 @@ fn constraint_field(constraint: &str) -> String {
         ("resource_attributes_once", "/value_id"),
         ("resource_attributes_one_value", "/value_id"),
         ("policies_environment_name", "/name"),
+        ("log_streams_name", "/name"),
+        ("audit_configs_service_name", "/service_name"),
+        ("audit_configs_stream", "/stream"),
     ];
     for (prefix, field) in KNOWN {
         if constraint.starts_with(prefix) {

@@ -32,7 +32,11 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     let metrics = Metrics::new().context("cannot register the metrics")?;
     let pdp = Pdp::new(&args.pdp_endpoint, args.pdp_key.as_deref(), metrics.clone())?;
     let limiter = crate::ratelimit::RateLimiter::new(args.rate_limit);
-    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter, environment: args.environment.clone() }));
+    let webhooks = crate::webhook::Webhooks::new(args.webhook_allow_private_networks)?;
+    if args.webhook_allow_private_networks {
+        tracing::warn!("--webhook-allow-private-networks: webhooks may use http:// and reach this host's own networks (development and tests only)");
+    }
+    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter, environment: args.environment.clone(), webhooks }));
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .with_context(|| format!("cannot listen on --addr {}", args.addr))?;

@@ -200,13 +200,24 @@ impl PermissionService for Permissions {
             return self.0.metrics.record("Check", start, Err(e));
         }
         let result = self.check_inner(request.get_ref());
+        let mut logged = None;
         if let (Ok(resp), Some(log)) = (&result, self.0.decisions.get()) {
             if log.sampled() {
                 let r = request.get_ref();
-                log.offer(self.record(log, "Check", &r.resource, &r.permission, &r.subject, resp.decision, &resp.revision, start, request.metadata()));
+                let record = self.record(log, "Check", &r.resource, &r.permission, &r.subject, resp.decision, &resp.revision, start, request.metadata());
+                logged = Some(record.decision_id.clone());
+                log.offer(record);
             }
         }
-        self.0.metrics.record("Check", start, result.map(Response::new))
+        let mut result = self.0.metrics.record("Check", start, result.map(Response::new));
+        // A logged decision's id goes back to the caller, which reports what it
+        // enforced under it (the admin's pep-logs).
+        if let (Ok(response), Some(id)) = (&mut result, logged) {
+            if let Ok(v) = id.parse() {
+                response.metadata_mut().insert(crate::decisions::DECISION_ID_HEADER, v);
+            }
+        }
+        result
     }
 
     async fn check_bulk(

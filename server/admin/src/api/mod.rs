@@ -3,10 +3,14 @@
 //! (problem documents name the field), ETags, `Idempotency-Key` on creates, and the
 //! `Arbiter-Revision` header on every mutating response.
 
+pub mod access;
 pub mod acl;
+pub mod alerts;
 pub mod api_keys;
 pub mod attributes;
+pub mod audit_config;
 pub mod audit_records;
+pub mod decisions;
 pub mod delegations;
 pub mod directory;
 pub mod graph;
@@ -47,7 +51,7 @@ pub fn routes() -> Router<App> {
     Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
         .merge(labels::routes()).merge(attributes::routes()).merge(policies::routes())
         .merge(delegations::routes()).merge(impersonation::routes())
-        .merge(audit_records::routes()).merge(membership::routes())
+        .merge(audit_records::routes()).merge(audit_config::routes()).merge(alerts::routes()).merge(decisions::routes()).merge(access::routes()).merge(membership::routes())
 }
 
 #[derive(OpenApi)]
@@ -90,12 +94,22 @@ pub fn routes() -> Router<App> {
         policies::create_version, policies::list_versions, policies::get_version, policies::activate_version, policies::retire_version,
         delegations::create_delegation, delegations::list_delegations, delegations::get_delegation, delegations::revoke_delegation,
         impersonation::start_session, impersonation::list_sessions, impersonation::get_session, impersonation::end_session,
-        audit_records::list_tenant_records, audit_records::list_records,
+        audit_records::list_tenant_records, audit_records::list_records, audit_records::export_tenant_records, audit_records::export_records,
+        audit_records::report_tenant_events, audit_records::report_events,
+        audit_config::create_stream, audit_config::list_streams, audit_config::get_stream, audit_config::update_stream, audit_config::delete_stream,
+        audit_config::create_config, audit_config::list_configs, audit_config::get_config, audit_config::update_config, audit_config::delete_config,
+        alerts::create_tenant_rule, alerts::list_tenant_rules, alerts::get_tenant_rule, alerts::update_tenant_rule, alerts::delete_tenant_rule,
+        alerts::create_platform_rule, alerts::list_platform_rules, alerts::get_platform_rule, alerts::update_platform_rule, alerts::delete_platform_rule,
+        alerts::list_tenant_alerts, alerts::get_tenant_alert, alerts::resolve_tenant_alert,
+        alerts::list_platform_alerts, alerts::get_platform_alert, alerts::resolve_platform_alert,
+        decisions::list_tenant_decisions, decisions::list_decisions, decisions::report_tenant, decisions::report_platform,
+        decisions::list_tenant_reports, decisions::list_reports,
+        access::effective_permissions, access::who_has,
         membership::create_invitation, membership::list_invitations, membership::get_invitation, membership::cancel_invitation,
         membership::accept_invitation, membership::request_to_join, membership::list_requests, membership::get_request,
         membership::approve_request, membership::reject_request, membership::list_outbox, membership::mark_delivered,
     ),
-    components(schemas(Problem, Tag, PermissionName, AnyJson, acl::RelationName)),
+    components(schemas(Problem, Tag, PermissionName, EventPattern, AnyJson, acl::RelationName)),
     modifiers(&BearerAuth),
     security(("api_key" = [])),
     tags(
@@ -111,7 +125,10 @@ pub fn routes() -> Router<App> {
         (name = "policies", description = "Cedar policies with versions: activated through the PDP's own compiler"),
         (name = "delegations", description = "A user's role held by another user for a time window"),
         (name = "membership", description = "Invitations and invite codes, join requests, and the outbox the product's mailer drains"),
-        (name = "audit", description = "The audit trail: every mutating call, newest first"),
+        (name = "audit", description = "The audit trail (every mutating call, refused calls, events services report): query, export, streams with retention, per-service configs"),
+        (name = "alerts", description = "Rules over the audit trail, the alerts they raise, and their webhooks"),
+        (name = "access", description = "Who can do what: a user's effective permissions, and who holds a permission on an object, answered by the PDP"),
+        (name = "decisions", description = "The PDP's decision logs and what enforcement points did with each decision"),
         (name = "impersonation", description = "Admins acting as a user, every action audited with the user as the effective actor"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
     )
@@ -445,6 +462,19 @@ impl utoipa::PartialSchema for Tag {
 }
 
 impl ToSchema for Tag {}
+
+/// An event pattern of the audit trail: an event type (`login.failed`), a prefix
+/// (`login.*`) or `*`.
+#[derive(Debug)]
+pub struct EventPattern;
+
+impl utoipa::PartialSchema for EventPattern {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        string_schema(Some(1), Some(128), r"^(\*|[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?)$")
+    }
+}
+
+impl ToSchema for EventPattern {}
 
 /// Any JSON value, spelled as the list of JSON types.
 #[derive(Debug)]
