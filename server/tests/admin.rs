@@ -1424,6 +1424,18 @@ async fn every_mutating_operation_leaves_an_audit_record() {
     let ping = json!({"events": [{"service_name": "probe", "event_type": "test.ping", "actor": "probe", "tenant_id": t}]});
     step!("POST", "/v1/tenants/{tenant_id}/audit-events", format!("/v1/tenants/{t}/audit-events"), Some(ping.clone()), 200);
     step!("POST", "/v1/audit-events", "/v1/audit-events", Some(ping), 200);
+    // Bulk provisioning takes NDJSON: one request, one audit record.
+    covered.insert("POST /v1/tenants/{tenant_id}/bulk".to_string());
+    let headers = vec![("authorization".to_string(), format!("Bearer {op}")), ("content-type".to_string(), "application/x-ndjson".to_string())];
+    let bulk = http_request(&p.admin.addr, "POST", &format!("/v1/tenants/{t}/bulk"), &headers, Some(b"{\"op\":\"user\",\"ref\":\"b\",\"email\":\"bulk@acme.test\"}\n")).unwrap();
+    assert_eq!(bulk.status, 200, "{}", bulk.body);
+    let pool = p.db.pool().await;
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE request_id = $1")
+        .bind(bulk.header("x-request-id").unwrap())
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "the bulk request left no audit record");
     let pep = json!({"reports": [{"decision_id": "d-1", "pep": "gateway", "outcome": "allowed"}]});
     step!("POST", "/v1/tenants/{tenant_id}/pep-logs", format!("/v1/tenants/{t}/pep-logs"), Some(pep.clone()), 200);
     step!("POST", "/v1/pep-logs", "/v1/pep-logs", Some(pep), 200);
@@ -1843,4 +1855,119 @@ async fn decisions_enforcement_and_who_can_do_what() {
     assert_eq!(r.status, 422, "{}", r.body);
     let r = call("GET", &format!("/v1/tenants/{t}/access?resource_type=doc"), None);
     assert_eq!((r.status, json_of(&r)["field"].as_str()), (400, Some("resource_id")), "{}", r.body);
+}
+
+/// Bulk provisioning: one NDJSON body makes users, nested groups, memberships, role
+/// assignments and ACL entries at one revision, decided by the PDP as the single-row
+/// endpoints' rows are; a bad line (a shape, a reference, a duplicate, a cycle, a
+/// relation the schema lacks, another tenant's object) names itself and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_provisioning_is_validated_whole_and_fed_at_one_revision() {
+    let p = platform("admin_bulk").await;
+    let (t, op) = (p.tenant.clone(), p.operator.clone());
+    p.write_app_schema().await;
+    let (role, _) = p.write("POST", &format!("/v1/tenants/{t}/roles"), &op, Some(json!({"name": "reader"})), 201).await;
+    let (perm, _) = p.write("POST", &format!("/v1/tenants/{t}/permissions"), &op, Some(json!({"name": "notes:read", "resource": "notes", "action": "read"})), 201).await;
+    let role_id = role["id"].as_str().unwrap().to_string();
+    p.write("PUT", &format!("/v1/tenants/{t}/roles/{role_id}/permissions/{}", perm["id"].as_str().unwrap()), &op, None, 201).await;
+    let (old, _) = p.write("POST", &format!("/v1/tenants/{t}/users"), &op, Some(json!({"email": "old@acme.test"})), 201).await;
+    let old = old["id"].as_str().unwrap().to_string();
+    let bulk = |body: String| {
+        let headers = vec![("authorization".to_string(), format!("Bearer {op}")), ("content-type".to_string(), "application/x-ndjson".to_string())];
+        http_request(&p.admin.addr, "POST", &format!("/v1/tenants/{t}/bulk"), &headers, Some(body.as_bytes())).unwrap()
+    };
+    let mut lines = Vec::new();
+    for i in 0..200 {
+        lines.push(json!({"op": "user", "ref": format!("u{i}"), "email": format!("u{i}@acme.test"), "display_name": format!("User {i}")}));
+    }
+    for g in 0..10 {
+        lines.push(json!({"op": "group", "ref": format!("g{g}"), "name": format!("team {g}")}));
+    }
+    for i in 0..200 {
+        lines.push(json!({"op": "member", "group": format!("g{}", i % 10), "user": format!("u{i}")}));
+    }
+    // g0 contains g1 contains ... g9: nested ten deep.
+    for g in 0..9 {
+        lines.push(json!({"op": "member", "group": format!("g{g}"), "group_member": format!("g{}", g + 1)}));
+    }
+    lines.push(json!({"op": "member", "group": "g9", "user": old}));
+    lines.push(json!({"op": "assignment", "role_id": role_id, "group": "g0"}));
+    for d in 0..50 {
+        lines.push(json!({"op": "acl", "resource_type": "doc", "resource_id": format!("d{d}"), "subject_type": "group", "subject": "g5", "relations": ["viewer"]}));
+        lines.push(json!({"op": "acl", "resource_type": "doc", "resource_id": format!("d{d}"), "subject_type": "user", "subject": "u3", "relations": ["owner", "viewer"]}));
+    }
+    let ndjson = |lines: &[Value]| lines.iter().map(Value::to_string).collect::<Vec<_>>().join("\n") + "\n";
+    let head_before = p.db_head().await;
+    let r = bulk(ndjson(&lines));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = json_of(&r);
+    assert_eq!(
+        (done["users"].as_i64(), done["groups"].as_i64(), done["members"].as_i64(), done["assignments"].as_i64(), done["acl_entries"].as_i64()),
+        (Some(200), Some(10), Some(210), Some(1), Some(100))
+    );
+    // One revision for all of it, and one audit record.
+    assert_eq!(p.db_head().await, head_before + 1);
+    let token = r.header("arbiter-revision").unwrap().to_string();
+    let pool = p.db.pool().await;
+    let user_id = |email: String| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, String>("SELECT id::text FROM arbiter_admin.users WHERE email = $1").bind(email).fetch_one(&pool).await.unwrap() }
+    };
+    // Decided by the PDP: u105 (in g5) views d7 through g5's entry; `old` (in g9, nested
+    // in g0) holds the reader role's permission; u3 owns d1; u4 does not view d1.
+    let u105 = user_id("u105@acme.test".into()).await;
+    assert!(p.allowed(&format!("doc:d7#view@platform/user:{u105}"), &token).await);
+    let u4 = user_id("u4@acme.test".into()).await;
+    assert!(!p.allowed(&format!("doc:d1#view@platform/user:{u4}"), &token).await);
+    let u3 = user_id("u3@acme.test".into()).await;
+    assert!(p.allowed(&format!("doc:d1#view@platform/user:{u3}"), &token).await);
+    let granted = format!("platform/permission:{t}_{}#allowed@platform/user:{old}", perm["id"].as_str().unwrap());
+    assert!(p.allowed(&granted, &token).await);
+    assert!(!p.allowed(&format!("platform/tenant:{t}#view@platform/user:{u4}"), &token).await);
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.audit_records WHERE action = 'bulk.provision'").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 1);
+    let logs: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.acl_logs WHERE change_type = 'create'").fetch_one(&pool).await.unwrap();
+    assert_eq!(logs, 100);
+
+    // Bad requests name the line and change nothing.
+    let head = p.db_head().await;
+    let before = p.audit_count().await;
+    let cases: Vec<(Vec<Value>, u16, &str)> = vec![
+        (vec![json!({"op": "user", "ref": "x", "email": "nope"})], 422, "/0/email"),
+        (vec![json!({"op": "user", "ref": "x", "email": "x@acme.test"}), json!({"op": "user", "ref": "x", "email": "y@acme.test"})], 422, "/1/ref"),
+        (vec![json!({"op": "user", "ref": "x", "email": "u7@acme.test"})], 409, "/0/email"),
+        (vec![json!({"op": "group", "ref": "g", "name": "team 3"})], 409, "/0/name"),
+        (vec![json!({"op": "member", "group": "nobody", "user": old})], 422, "/0/group"),
+        (vec![json!({"op": "launch"})], 400, "/0/op"),
+        (vec![json!({"op": "assignment", "role_id": "00000000-0000-4000-8000-000000000000", "user": old})], 422, "/0/role_id"),
+        (vec![json!({"op": "acl", "resource_type": "doc", "resource_id": "z", "subject_type": "user", "subject": old, "relations": ["fly"]})], 422, "/0/relations/0"),
+        (vec![json!({"op": "acl", "resource_type": "doc", "resource_id": "z", "subject_type": "user", "subject": old, "relations": ["viewer"]}),
+              json!({"op": "acl", "resource_type": "doc", "resource_id": "z", "subject_type": "user", "subject": old, "relations": ["owner"]})], 409, "/1/subject"),
+    ];
+    for (lines, status, field) in cases {
+        let r = bulk(ndjson(&lines));
+        assert_eq!((r.status, json_of(&r)["field"].as_str()), (status, Some(field)), "{lines:?}: {}", r.body);
+    }
+    assert_eq!((p.db_head().await, p.audit_count().await), (head, before), "a refused bulk request changed something");
+    // A cycle through the existing nesting: g9 would contain g0, which holds g9.
+    let g0: String = sqlx::query_scalar("SELECT id::text FROM arbiter_admin.groups WHERE name = 'team 0'").fetch_one(&pool).await.unwrap();
+    let g9: String = sqlx::query_scalar("SELECT id::text FROM arbiter_admin.groups WHERE name = 'team 9'").fetch_one(&pool).await.unwrap();
+    let r = bulk(ndjson(&[json!({"op": "user", "ref": "z", "email": "z@acme.test"}), json!({"op": "member", "group": g9, "group_member": g0})]));
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/1/group_member")), "{}", r.body);
+    // Another tenant's object.
+    let (other, _) = p.write("POST", "/v1/tenants", &op, Some(json!({"slug": "globex", "name": "Globex"})), 201).await;
+    let (ou, _) = p.write("POST", &format!("/v1/tenants/{}/users", other["id"].as_str().unwrap()), &op, Some(json!({"email": "o@globex.test"})), 201).await;
+    p.write("POST", &format!("/v1/tenants/{}/acl-entries", other["id"].as_str().unwrap()), &op,
+        Some(json!({"resource_type": "doc", "resource_id": "theirs", "subject_type": "user", "subject_id": ou["id"], "relations": ["viewer"]})), 201).await;
+    let (head, before) = (p.db_head().await, p.audit_count().await);
+    let r = bulk(ndjson(&[json!({"op": "acl", "resource_type": "doc", "resource_id": "theirs", "subject_type": "user", "subject": old, "relations": ["viewer"]})]));
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (409, Some("/resource_id")), "{}", r.body);
+    // Not NDJSON, and an empty body.
+    let headers = vec![("authorization".to_string(), format!("Bearer {op}")), ("content-type".to_string(), "application/json".to_string())];
+    let r = http_request(&p.admin.addr, "POST", &format!("/v1/tenants/{t}/bulk"), &headers, Some(b"{}")).unwrap();
+    assert_eq!(r.status, 415);
+    assert_eq!(bulk(String::new()).status, 400);
+    assert_eq!((p.db_head().await, p.audit_count().await), (head, before), "a refused bulk request changed something");
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.users WHERE email IN ('x@acme.test', 'z@acme.test')").fetch_one(&pool).await.unwrap();
+    assert_eq!(users, 0);
 }

@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "ARBITER_MAX_BODY_SIZE", default_value_t = 1 << 20)]
     pub max_body_size: usize,
+    /// Largest bulk provisioning body (`POST /v1/tenants/{id}/bulk`), in bytes.
+    #[arg(long, env = "ARBITER_MAX_BULK_SIZE", default_value_t = 512 << 20)]
+    pub max_bulk_size: usize,
     /// The environment whose active Cedar policies this deployment's PDP enforces
     /// (`/v1/policies`: policies of other environments are kept, not enforced here).
     #[arg(long, env = "ARBITER_ENVIRONMENT", default_value = "production")]

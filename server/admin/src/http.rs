@@ -34,6 +34,8 @@ pub struct AppInner {
     pub limiter: crate::ratelimit::RateLimiter,
     /// The environment whose active policies the PDP enforces (`--environment`).
     pub environment: String,
+    /// Largest bulk provisioning body, in bytes (`--max-bulk-size`).
+    pub max_bulk_size: usize,
     /// The client alerts' webhooks are sent with.
     pub webhooks: crate::webhook::Webhooks,
 }

@@ -36,7 +36,7 @@ pub async fn run(args: &ServeArgs) -> Result<()> {
     if args.webhook_allow_private_networks {
         tracing::warn!("--webhook-allow-private-networks: webhooks may use http:// and reach this host's own networks (development and tests only)");
     }
-    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter, environment: args.environment.clone(), webhooks }));
+    let app = App(Arc::new(AppInner { db, pdp, secrets, metrics, max_page_size: args.max_page_size, limiter, environment: args.environment.clone(), max_bulk_size: args.max_bulk_size, webhooks }));
     let listener = tokio::net::TcpListener::bind(&args.addr)
         .await
         .with_context(|| format!("cannot listen on --addr {}", args.addr))?;

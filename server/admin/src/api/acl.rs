@@ -44,7 +44,7 @@ pub fn routes() -> Router<App> {
 
 /// A user or a group of the tenant: whom an ACL entry grants to (a group's members), or
 /// who holds a subject attribute (the group itself).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SubjectKind {
     /// A user of the tenant: `platform/user:U`.
@@ -177,7 +177,7 @@ pub struct AclLog {
 
 /// The relations asked for, in the order given (so that a problem names the index the
 /// caller sent): each a plausible name, none twice.
-fn relation_set(relations: &[String]) -> ApiResult<Vec<String>> {
+pub(super) fn relation_set(relations: &[String]) -> ApiResult<Vec<String>> {
     if relations.is_empty() || relations.len() > 32 {
         return Err(Problem::invalid("/relations", "give between 1 and 32 relations"));
     }
@@ -219,7 +219,7 @@ pub(super) fn tenant_type<'s>(schema: &'s CompiledSchema, field: &str, name: &st
 
 /// Checks an entry against the schema: a 422 naming the field (and the relation) the
 /// schema does not allow.
-fn check_against(
+pub(super) fn check_against(
     schema: &CompiledSchema,
     resource_type: &str,
     subject: SubjectKind,

@@ -10,6 +10,7 @@ pub mod api_keys;
 pub mod attributes;
 pub mod audit_config;
 pub mod audit_records;
+pub mod bulk;
 pub mod decisions;
 pub mod delegations;
 pub mod directory;
@@ -51,7 +52,7 @@ pub fn routes() -> Router<App> {
     Router::new().merge(tenants::routes()).merge(users::routes()).merge(groups::routes()).merge(api_keys::routes()).merge(roles::routes()).merge(templates::routes()).merge(directory::routes()).merge(acl::routes()).merge(graph::routes())
         .merge(labels::routes()).merge(attributes::routes()).merge(policies::routes())
         .merge(delegations::routes()).merge(impersonation::routes())
-        .merge(audit_records::routes()).merge(audit_config::routes()).merge(alerts::routes()).merge(decisions::routes()).merge(access::routes()).merge(membership::routes())
+        .merge(audit_records::routes()).merge(audit_config::routes()).merge(alerts::routes()).merge(decisions::routes()).merge(access::routes()).merge(bulk::routes()).merge(membership::routes())
 }
 
 #[derive(OpenApi)]
@@ -104,7 +105,7 @@ pub fn routes() -> Router<App> {
         alerts::list_platform_alerts, alerts::get_platform_alert, alerts::resolve_platform_alert,
         decisions::list_tenant_decisions, decisions::list_decisions, decisions::report_tenant, decisions::report_platform,
         decisions::list_tenant_reports, decisions::list_reports,
-        access::effective_permissions, access::who_has,
+        access::effective_permissions, access::who_has, bulk::provision,
         membership::create_invitation, membership::list_invitations, membership::get_invitation, membership::cancel_invitation,
         membership::accept_invitation, membership::request_to_join, membership::list_requests, membership::get_request,
         membership::approve_request, membership::reject_request, membership::list_outbox, membership::mark_delivered,
@@ -128,6 +129,7 @@ pub fn routes() -> Router<App> {
         (name = "audit", description = "The audit trail (every mutating call, refused calls, events services report): query, export, streams with retention, per-service configs"),
         (name = "alerts", description = "Rules over the audit trail, the alerts they raise, and their webhooks"),
         (name = "access", description = "Who can do what: a user's effective permissions, and who holds a permission on an object, answered by the PDP"),
+        (name = "bulk", description = "Provisioning a tenant's users, groups, memberships, assignments and ACL entries from one NDJSON body"),
         (name = "decisions", description = "The PDP's decision logs and what enforcement points did with each decision"),
         (name = "impersonation", description = "Admins acting as a user, every action audited with the user as the effective actor"),
         (name = "operations", description = "Health, readiness, metrics and this document"),
