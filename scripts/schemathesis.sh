@@ -73,21 +73,24 @@ pids+=($!)
 addr="$(first_line "$work/admin.out" | sed -n 's/.*addr=//p')"
 
 echo "== schemathesis $VERSION against the admin at $addr (seed $SEED, ${SECONDS_BUDGET}s)"
+# Two runs over one server: examples, coverage and fuzzing over every operation, then the
+# stateful phase. schemathesis 4.32.5's stateful phase stops with an internal error of
+# its own (an AssertionError in its output handler) when the alert routes are in the
+# document, so that phase leaves them out; the other phases cover them.
 status=0
-# One worker: with two, hypothesis parses lambdas' source on both threads at once, and
-# CPython 3.11.7's parser then fails with "AST constructor recursion depth mismatch"
-# (a runtime error of the tool, not a finding).
-"$VENV/bin/st" run "http://$addr/openapi.json" \
-  --header "Authorization: Bearer $key" \
-  --phases examples,coverage,fuzzing,stateful \
-  --checks all \
-  --exclude-checks positive_data_acceptance \
-  --seed "$SEED" \
-  --max-time "$SECONDS_BUDGET" \
-  --workers 1 \
-  --request-timeout 10 \
-  --warnings off \
+common=(--header "Authorization: Bearer $key" --checks all --exclude-checks positive_data_acceptance --seed "$SEED"
+  --workers 1 --request-timeout 10 --warnings off)
+"$VENV/bin/st" run "http://$addr/openapi.json" "${common[@]}" \
+  --phases examples,coverage,fuzzing \
+  --max-time "$(( SECONDS_BUDGET * 2 / 3 ))" \
   "$@" || status=$?
+if [ "$status" -eq 0 ]; then
+  "$VENV/bin/st" run "http://$addr/openapi.json" "${common[@]}" \
+    --phases stateful \
+    --exclude-path-regex 'alert' \
+    --max-time "$(( SECONDS_BUDGET / 3 ))" \
+    "$@" || status=$?
+fi
 if [ "$status" -ne 0 ]; then
   echo "== schemathesis failed; the admin's log:" >&2
   tail -n 50 "$work/admin.err" >&2

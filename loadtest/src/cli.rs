@@ -56,6 +56,9 @@ pub enum Command {
     /// SIGKILL mid-write, again and again, and check that every acknowledged change
     /// survived and every unacknowledged batch is all or nothing.
     Crash(Box<crate::crash::CrashArgs>),
+    /// Open-loop load on the admin server's HTTP API: single-row reads, writes until
+    /// the PDP sees them, or audit-trail queries.
+    Admin(Box<crate::admin::AdminLoadArgs>),
 }
 
 /// The server, the dataset and how requests are made.
@@ -175,6 +178,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => with_runtime(run_command(args)),
         Command::Max(args) => with_runtime(max_command(args)),
         Command::Crash(args) => return crate::crash::main(*args),
+        Command::Admin(args) => with_runtime(crate::admin::main(*args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //! gRPC. In `crash`, [`crash::ledger`] (what was acknowledged, and the check of a state
 //! read back against it) is pure; the processes and the gRPC clients are around it.
 
+pub mod admin;
 pub mod args;
 pub mod cli;
 pub mod crash;

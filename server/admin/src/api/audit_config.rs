@@ -341,6 +341,7 @@ pub async fn create_config(State(app): State<App>, caller: Caller, ctx: RequestC
     let patterns = check_patterns(&b.enabled_events)?;
     check_days("/retention_days", b.retention_days)?;
     let stream = b.stream.clone().unwrap_or_else(|| "events".to_string());
+    check_name("/stream", &stream, b"")?;
     let mut tx = app.db.begin(Scope::Platform).await?;
     let idem = match Idempotency::begin(&mut tx, &caller, &headers, "POST", "/v1/audit-configs", &body.raw).await? {
         Idempotency::Replay(r) => return Ok(r),
@@ -403,6 +404,9 @@ pub async fn update_config(State(app): State<App>, caller: Caller, ctx: RequestC
     let patterns = b.enabled_events.as_deref().map(check_patterns).transpose()?;
     if let Some(days) = b.retention_days {
         check_days("/retention_days", days)?;
+    }
+    if let Some(s) = &b.stream {
+        check_name("/stream", s, b"")?;
     }
     let mut tx = app.db.begin(Scope::Platform).await?;
     let before = fetch_config(&mut tx, id).await?;
