@@ -78,6 +78,7 @@ echo "== schemathesis $VERSION against the admin at $addr (seed $SEED, ${SECONDS
 # its own (an AssertionError in its output handler) when the alert routes are in the
 # document, so that phase leaves them out; the other phases cover them.
 status=0
+export SCHEMATHESIS_HOOKS=schemathesis_hooks PYTHONPATH="$PWD/scripts${PYTHONPATH:+:$PYTHONPATH}"
 common=(--header "Authorization: Bearer $key" --checks all --exclude-checks positive_data_acceptance --seed "$SEED"
   --workers 1 --request-timeout 10 --warnings off)
 "$VENV/bin/st" run "http://$addr/openapi.json" "${common[@]}" \

@@ -1650,6 +1650,9 @@ async fn the_audit_trail_is_queried_exported_kept_and_alerted_on() {
     // Events from other services: kept by config, in the config's stream.
     p.write("POST", "/v1/log-streams", &op, Some(json!({"name": "billing", "retention_days": 400})), 201).await;
     p.write("POST", "/v1/audit-configs", &op, Some(json!({"service_name": "billing", "enabled_events": ["invoice.*"], "stream": "billing"})), 201).await;
+    // A service cannot report into the admin's own streams.
+    let r = call("POST", "/v1/audit-configs", &op, Some(json!({"service_name": "forger", "enabled_events": ["*"], "stream": "changes"})));
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (422, Some("/stream")), "{}", r.body);
     let events = json!({"events": [
         {"service_name": "billing", "event_type": "invoice.refund", "actor": "clerk-7", "target_type": "invoice", "target_id": "=HYPERLINK(\"x\")",
          "severity": "high", "payload": {"amount": 120}, "correlation_id": "req-77"},

@@ -319,9 +319,14 @@ fn check_patterns(patterns: &[String]) -> ApiResult<Vec<String>> {
     Ok(patterns.to_vec())
 }
 
-/// The stream a config names must exist (422 naming `/stream`, not the constraint).
+/// The stream a config names must exist (422 naming `/stream`, not the constraint), and
+/// not be one the admin keeps its own records in: a reported event never sits among the
+/// changes or the refusals.
 async fn check_stream(tx: &mut Tx, name: &str) -> ApiResult<()> {
     check_name("/stream", name, b"")?;
+    if name == "changes" || name == "security" {
+        return Err(Problem::invalid("/stream", format!("`{name}` holds the admin's own records; reported events go to `events` or a stream of their own")));
+    }
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM arbiter_admin.log_streams WHERE name = $1)").bind(name).fetch_one(tx.conn()).await?;
     if exists {
         Ok(())
