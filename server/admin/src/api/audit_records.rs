@@ -130,17 +130,8 @@ impl Filter {
             .filter("impersonation_session_id")
             .map(|s| s.parse::<Uuid>().map_err(|_| Problem::bad_request("impersonation_session_id", "is not a UUID")))
             .transpose()?;
-        let time = |name: &str| -> ApiResult<Option<DateTime<Utc>>> {
-            q.filter(name)
-                .map(|s| {
-                    DateTime::parse_from_rfc3339(s)
-                        .map(|t| t.with_timezone(&Utc))
-                        .map_err(|_| Problem::bad_request(name, format!("`{name}` must be an RFC 3339 time (`2026-12-01T00:00:00Z`)")))
-                })
-                .transpose()
-        };
-        f.from = time("from")?;
-        f.to = time("to")?;
+        f.from = time_param(q, "from")?;
+        f.to = time_param(q, "to")?;
         if let (Some(from), Some(to)) = (f.from, f.to) {
             if from >= to {
                 return Err(Problem::bad_request("to", "`to` must be later than `from`"));
@@ -181,6 +172,39 @@ impl Filter {
         b.push(" ORDER BY occurred_at DESC, id DESC LIMIT ").push_bind(i64::from(limit));
         b
     }
+}
+
+/// A time query parameter (RFC 3339), if given.
+pub fn time_param(q: &Query, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
+    q.filter(name)
+        .map(|s| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| Problem::bad_request(name, format!("`{name}` must be an RFC 3339 time (`2026-12-01T00:00:00Z`)")))
+        })
+        .transpose()
+}
+
+/// When a reported event or enforcement happened: at most 7 days ago, at most 5 minutes
+/// ahead (clocks differ a little; a report does not rewrite history).
+pub fn check_reported_time(field: &str, t: Option<DateTime<Utc>>, now: DateTime<Utc>) -> ApiResult<()> {
+    match t {
+        Some(t) if t < now - Duration::days(7) || t > now + Duration::minutes(5) => {
+            let name = field.rsplit('/').next().unwrap_or(field);
+            Err(Problem::invalid(field, format!("`{name}` must be within the last 7 days (and at most 5 minutes ahead)")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An identifier another system made (a correlation id, a decision id): 1 to 256 visible
+/// ASCII characters.
+pub fn check_foreign_id(field: &str, v: &str) -> ApiResult<()> {
+    if v.is_empty() || v.len() > 256 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        let name = field.rsplit('/').next().unwrap_or(field);
+        return Err(Problem::invalid(field, format!("`{name}` must be 1 to 256 visible ASCII characters")));
+    }
+    Ok(())
 }
 
 async fn fetch_page(app: &App, scope: Scope, filter: &Filter, after: Option<(i64, i64)>, limit: u32) -> ApiResult<Vec<AuditRecord>> {
@@ -570,15 +594,9 @@ fn check_event(i: usize, e: &ReportedEvent, now: DateTime<Utc>) -> ApiResult<()>
     check_text(&format!("events/{i}/target_type"), &e.target_type, 256, true)?;
     check_text(&format!("events/{i}/target_id"), &e.target_id, 1024, true)?;
     if let Some(c) = &e.correlation_id {
-        if c.is_empty() || c.len() > 256 || !c.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Problem::invalid(field("correlation_id"), "`correlation_id` must be 1 to 256 visible ASCII characters"));
-        }
+        check_foreign_id(&field("correlation_id"), c)?;
     }
-    if let Some(t) = e.occurred_at {
-        if t < now - Duration::days(7) || t > now + Duration::minutes(5) {
-            return Err(Problem::invalid(field("occurred_at"), "`occurred_at` must be within the last 7 days (and at most 5 minutes ahead)"));
-        }
-    }
+    check_reported_time(&field("occurred_at"), e.occurred_at, now)?;
     if let Some(p) = &e.payload {
         check_document(&format!("events/{i}/payload"), p)?;
     }

@@ -15,12 +15,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::audit_records::{check_foreign_id, check_reported_time, time_param};
 use super::{check_text, reply, JsonBody, P};
 use crate::auth::{Caller, Need};
 use crate::db::Scope;
@@ -123,16 +124,6 @@ pub struct DecisionParams {
     pub from: Option<DateTime<Utc>>,
     /// Decisions before this time (RFC 3339).
     pub to: Option<DateTime<Utc>>,
-}
-
-fn time_param(q: &Query, name: &str) -> ApiResult<Option<DateTime<Utc>>> {
-    q.filter(name)
-        .map(|s| {
-            DateTime::parse_from_rfc3339(s)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| Problem::bad_request(name, format!("`{name}` must be an RFC 3339 time (`2026-12-01T00:00:00Z`)")))
-        })
-        .transpose()
 }
 
 /// A tenant's decision logs, newest first (`audit`), each with its enforcement reports.
@@ -255,9 +246,7 @@ pub async fn report_platform(State(app): State<App>, caller: Caller, ctx: Reques
 }
 
 fn check_report(i: usize, r: &Enforcement, now: DateTime<Utc>) -> ApiResult<()> {
-    if r.decision_id.is_empty() || r.decision_id.len() > 256 || !r.decision_id.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Problem::invalid(format!("/reports/{i}/decision_id"), "`decision_id` must be 1 to 256 visible ASCII characters"));
-    }
+    check_foreign_id(&format!("/reports/{i}/decision_id"), &r.decision_id)?;
     check_text(&format!("reports/{i}/pep"), &r.pep, 200, false)?;
     if !["allowed", "denied", "error"].contains(&r.outcome.as_str()) {
         return Err(Problem::invalid(format!("/reports/{i}/outcome"), "`outcome` is `allowed`, `denied` or `error`"));
@@ -265,12 +254,7 @@ fn check_report(i: usize, r: &Enforcement, now: DateTime<Utc>) -> ApiResult<()> 
     if r.policy_version.is_some_and(|v| v < 0) {
         return Err(Problem::invalid(format!("/reports/{i}/policy_version"), "`policy_version` is a revision: 0 or more"));
     }
-    if let Some(t) = r.enforcement_time {
-        if t < now - Duration::days(7) || t > now + Duration::minutes(5) {
-            return Err(Problem::invalid(format!("/reports/{i}/enforcement_time"), "`enforcement_time` must be within the last 7 days (and at most 5 minutes ahead)"));
-        }
-    }
-    Ok(())
+    check_reported_time(&format!("/reports/{i}/enforcement_time"), r.enforcement_time, now)
 }
 
 /// Checks every report, then keeps them all in one statement with one audit record
