@@ -52,6 +52,9 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Most lines in one request.
 pub const MAX_LINES: usize = 5_000_000;
 
+/// How long one statement of a bulk write may run (the admin's others get 10 s).
+const BULK_STATEMENT_TIMEOUT: &str = "300s";
+
 /// One operation.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -277,10 +280,21 @@ pub async fn provision(State(app): State<App>, caller: Caller, ctx: RequestConte
     if !ndjson {
         return Err(Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "the body must be NDJSON (`Content-Type: application/x-ndjson`)").with_field("Content-Type"));
     }
+    let started = std::time::Instant::now();
     let parsed = read_lines(body, app.max_bulk_size).await?;
+    let read = started.elapsed();
     let mut tx = app.db.begin(Scope::Tenant(tenant_id)).await?;
+    sqlx::query("SELECT set_config('statement_timeout', $1, true)").bind(BULK_STATEMENT_TIMEOUT).execute(tx.conn()).await?;
     let plan = resolve(&mut tx, tenant_id, &parsed.lines).await?;
+    let resolved = started.elapsed();
     let counts = write(&mut tx, tenant_id, &caller, plan).await?;
+    tracing::info!(
+        lines = parsed.lines.len(),
+        read_ms = read.as_millis() as u64,
+        validated_ms = (resolved - read).as_millis() as u64,
+        written_ms = (started.elapsed() - resolved).as_millis() as u64,
+        "bulk provisioning"
+    );
     audit::record(&mut tx, &caller, &ctx, Entry {
         tenant: Some(tenant_id),
         action: "bulk.provision",
