@@ -64,6 +64,11 @@ pub struct AdminLoadArgs {
     pub timeout: Duration,
     #[arg(long, default_value_t = 1000)]
     pub max_in_flight: usize,
+    /// `write`: the id prefix of the docs granted; request i grants `<prefix><i>`. By
+    /// default a prefix of this run's own, so every doc is new (and claimed for the
+    /// tenant by its first entry); `d` grants on docs `d0`, `d1`, ... that exist already.
+    #[arg(long)]
+    pub doc_prefix: Option<String>,
     /// Write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -79,7 +84,7 @@ struct Target {
     users: Vec<String>,
     pdp: Option<pb::permission_service_client::PermissionServiceClient<tonic::transport::Channel>>,
     audit_query: String,
-    run: String,
+    doc_prefix: String,
 }
 
 /// Runs the scenario and prints its report.
@@ -88,7 +93,8 @@ pub async fn main(args: AdminLoadArgs) -> Result<()> {
     let url = args.url.trim_end_matches('/').to_string();
     let auth = format!("Bearer {}", args.key);
     let tenant = args.tenant.clone().unwrap_or_default();
-    let mut target = Target { http, url, auth, tenant, users: Vec::new(), pdp: None, audit_query: String::new(), run: format!("{:x}", std::process::id()) };
+    let mut target = Target { http, url, auth, tenant, users: Vec::new(), pdp: None, audit_query: String::new(),
+        doc_prefix: args.doc_prefix.clone().unwrap_or_else(|| format!("lt-{:x}-", std::process::id())) };
     match args.scenario {
         Scenario::Read | Scenario::Write => {
             if target.tenant.is_empty() {
@@ -192,7 +198,7 @@ async fn one(t: &Target, scenario: Scenario, i: u64) -> RequestResult {
             status(r).await.map(|_| Answers::default())
         }
         Scenario::Write => {
-            let doc = format!("lt-{}-{i}", t.run);
+            let doc = format!("{}{i}", t.doc_prefix);
             let body = json!({"resource_type": "doc", "resource_id": doc, "subject_type": "user", "subject_id": user, "relations": ["viewer"]});
             let r = t
                 .http
