@@ -1970,6 +1970,15 @@ async fn bulk_provisioning_is_validated_whole_and_fed_at_one_revision() {
     let r = http_request(&p.admin.addr, "POST", &format!("/v1/tenants/{t}/bulk"), &headers, Some(b"{}")).unwrap();
     assert_eq!(r.status, 415);
     assert_eq!(bulk(String::new()).status, 400);
+    // Bounds: a line longer than 64 KiB, and a body over `--max-bulk-size`.
+    let long = format!("{{\"op\":\"group\",\"ref\":\"g\",\"name\":\"{}\"}}\n", "x".repeat(70 * 1024));
+    let r = bulk(long);
+    assert_eq!((r.status, json_of(&r)["field"].as_str()), (400, Some("/0")), "{}", r.body);
+    let small = Admin::start(&p.db, &p.pdp, &["--max-bulk-size", "4096", "--jobs-interval", "3600"]);
+    let headers = vec![("authorization".to_string(), format!("Bearer {op}")), ("content-type".to_string(), "application/x-ndjson".to_string())];
+    let body = ndjson(&(0..100).map(|i| json!({"op": "user", "ref": format!("b{i}"), "email": format!("b{i}@acme.test")})).collect::<Vec<_>>());
+    let r = http_request(&small.addr, "POST", &format!("/v1/tenants/{t}/bulk"), &headers, Some(body.as_bytes())).unwrap();
+    assert_eq!(r.status, 413, "{}", r.body);
     assert_eq!((p.db_head().await, p.audit_count().await), (head, before), "a refused bulk request changed something");
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.users WHERE email IN ('x@acme.test', 'z@acme.test')").fetch_one(&pool).await.unwrap();
     assert_eq!(users, 0);

@@ -15,7 +15,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::api::alerts::{AuditAlert, ALERT_COLUMNS};
-use crate::api::audit_records::{pattern_matches, AuditRecord, SEVERITIES};
+use crate::api::audit_records::{pattern_matches, AuditRecord, COLUMNS, SEVERITIES};
 use crate::db::Tx;
 use crate::http::App;
 use crate::problem::ApiResult;
@@ -243,11 +243,7 @@ async fn send(app: &App, d: &Due) -> Result<(), String> {
     let secret = app.secrets.open(rule_id.as_bytes(), sealed).ok_or("the webhook's secret cannot be opened (was the key-encryption key changed?)")?;
     let record: Option<AuditRecord> = async {
         let mut tx = app.db.begin(crate::db::Scope::Platform).await.ok()?;
-        sqlx::query_as::<_, AuditRecord>(
-            "SELECT id, occurred_at, tenant_id, stream, service_name, severity, actor, effective_actor, impersonation_session_id, action,
-                    target_type, target_id, before, after, payload, revision, request_id, client_ip, user_agent
-             FROM arbiter_admin.audit_records WHERE id = $1",
-        )
+        sqlx::query_as::<_, AuditRecord>(&format!("SELECT {COLUMNS} FROM arbiter_admin.audit_records WHERE id = $1"))
         .bind(d.alert.record_id)
         .fetch_optional(tx.conn())
         .await

@@ -51,14 +51,23 @@ fn job_context(job: &str) -> RequestContext {
     RequestContext { request_id: format!("job-{job}-{}", Uuid::now_v7()), client_ip: None, user_agent: None }
 }
 
-/// One turn: returns where the grantor recheck goes on next turn.
-async fn turn(app: &App, recheck_after: Option<Uuid>) -> ApiResult<Option<Uuid>> {
+/// A platform transaction holding the jobs' lock, or none when another instance holds it.
+async fn locked(app: &App) -> ApiResult<Option<crate::db::Tx>> {
     let mut tx = app.db.begin(Scope::Platform).await?;
     let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
-    if !ours {
+    if ours {
+        Ok(Some(tx))
+    } else {
         tx.tx.rollback().await?;
-        return Ok(recheck_after);
+        Ok(None)
     }
+}
+
+/// One turn: returns where the grantor recheck goes on next turn.
+async fn turn(app: &App, recheck_after: Option<Uuid>) -> ApiResult<Option<Uuid>> {
+    let Some(mut tx) = locked(app).await? else {
+        return Ok(recheck_after);
+    };
     // Delegations whose window started: fed together, at one revision.
     let due = delegations::due(&mut tx, BATCH).await?;
     let mut started = Vec::with_capacity(due.len());
@@ -81,12 +90,9 @@ async fn turn(app: &App, recheck_after: Option<Uuid>) -> ApiResult<Option<Uuid>>
     tx.commit().await?;
 
     // Delegations whose grantor lost the role: revoked.
-    let mut tx = app.db.begin(Scope::Platform).await?;
-    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
-    if !ours {
-        tx.tx.rollback().await?;
+    let Some(mut tx) = locked(app).await? else {
         return Ok(recheck_after);
-    }
+    };
     let running = delegations::running(&mut tx, recheck_after, BATCH).await?;
     let next = if (running.len() as i64) < BATCH { None } else { running.last().map(|(d, _)| d.id) };
     let head = app.db.head().await?;
@@ -123,12 +129,9 @@ const SWEEP_BATCH: i32 = 10_000;
 
 /// Alerts, their webhooks, and the retention sweep.
 async fn audit_jobs(app: &App) -> ApiResult<()> {
-    let mut tx = app.db.begin(Scope::Platform).await?;
-    let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
-    if !ours {
-        tx.tx.rollback().await?;
+    let Some(mut tx) = locked(app).await? else {
         return Ok(());
-    }
+    };
     let raised = crate::alerting::evaluate(&mut tx).await?;
     let swept: i64 = sqlx::query_scalar("SELECT arbiter_admin.sweep_audit_records($1)").bind(SWEEP_BATCH).fetch_one(tx.conn()).await?;
     tx.commit().await?;
@@ -146,12 +149,9 @@ async fn audit_jobs(app: &App) -> ApiResult<()> {
 /// People stay: a person is one identity, with memberships elsewhere.
 async fn delete_due_tenants(app: &App) -> ApiResult<()> {
     for _ in 0..TENANTS_PER_TURN {
-        let mut tx = app.db.begin(Scope::Platform).await?;
-        let ours: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)").bind(LOCK).fetch_one(tx.conn()).await?;
-        if !ours {
-            tx.tx.rollback().await?;
+        let Some(mut tx) = locked(app).await? else {
             return Ok(());
-        }
+        };
         let due: Option<(Uuid, String)> = sqlx::query_as(
             "SELECT id, slug FROM arbiter_admin.tenants WHERE status = 'pending_deletion' AND deletion_scheduled_at <= now()
              ORDER BY deletion_scheduled_at LIMIT 1 FOR UPDATE SKIP LOCKED",

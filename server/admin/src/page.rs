@@ -49,6 +49,7 @@ enum Cursor {
     Uuid,
     Timed,
     Keyed,
+    Opaque,
 }
 
 /// Parsed query parameters: the page and any filters `allowed` names.
@@ -57,6 +58,8 @@ pub struct Query {
     pub page: Page,
     /// The cursor of a list ordered by time and a text key ([`Query::parse_keyed`]).
     pub after_key: Option<(i64, String)>,
+    /// A cursor another service made, passed on as it is ([`Query::parse_opaque`]).
+    pub after_opaque: Option<String>,
     pub filters: Vec<(String, String)>,
 }
 
@@ -80,6 +83,12 @@ impl Query {
         Query::parse_cursor(raw, max, allowed, Cursor::Timed)
     }
 
+    /// [`Query::parse`] for a list whose cursor another service made (the PDP's): 1 to
+    /// 1024 visible ASCII characters, passed on as they are.
+    pub fn parse_opaque(raw: Option<&str>, max: u32, allowed: &[&str]) -> ApiResult<Query> {
+        Query::parse_cursor(raw, max, allowed, Cursor::Opaque)
+    }
+
     fn parse_cursor(raw: Option<&str>, max: u32, allowed: &[&str], kind: Cursor) -> ApiResult<Query> {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or(""))
             .map_err(|e| Problem::bad_request("query", format!("the query string is not readable: {e}")))?;
@@ -87,6 +96,7 @@ impl Query {
         let mut after = None;
         let mut after_time = None;
         let mut after_key = None;
+        let mut after_opaque = None;
         let mut filters: Vec<(String, String)> = Vec::new();
         for (k, v) in pairs {
             if k.contains('\0') || v.contains('\0') {
@@ -94,7 +104,7 @@ impl Query {
             }
             let repeated = match k.as_str() {
                 "limit" => limit.is_some(),
-                "cursor" => after.is_some() || after_time.is_some() || after_key.is_some(),
+                "cursor" => after.is_some() || after_time.is_some() || after_key.is_some() || after_opaque.is_some(),
                 _ => filters.iter().any(|(f, _)| *f == k),
             };
             if repeated {
@@ -116,6 +126,10 @@ impl Query {
                         Cursor::Timed => after_time = Some(time_cursor(&v).ok_or_else(refused)?),
                         Cursor::Keyed => after_key = Some(key_cursor(&v).ok_or_else(refused)?),
                         Cursor::Uuid => after = Some(v.parse::<Uuid>().map_err(|_| refused())?),
+                        Cursor::Opaque => {
+                            let ok = !v.is_empty() && v.len() <= 1024 && v.bytes().all(|b| b.is_ascii_graphic());
+                            after_opaque = Some(ok.then_some(v).ok_or_else(refused)?);
+                        }
                     }
                 }
                 _ if allowed.contains(&k.as_str()) => {
@@ -131,7 +145,7 @@ impl Query {
                 }
             }
         }
-        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after, after_time }, after_key, filters })
+        Ok(Query { page: Page { limit: limit.unwrap_or(DEFAULT_LIMIT.min(max)), after, after_time }, after_key, after_opaque, filters })
     }
 
     pub fn filter(&self, name: &str) -> Option<&str> {
@@ -208,6 +222,11 @@ mod tests {
             ("cursor=1234567890123456789.1", "cursor"), ("cursor=00000000-0000-0000-0000-000000000000", "cursor")] {
             let err = Query::parse_timed(Some(raw), 500, &[]).unwrap_err();
             assert_eq!(err.field.as_deref(), Some(field), "{raw}: {err:?}");
+        }
+        // Another service's cursor is passed on as it is, bounded.
+        assert_eq!(Query::parse_opaque(Some("cursor=abc%3D%3D"), 500, &[]).unwrap().after_opaque.as_deref(), Some("abc=="));
+        for raw in ["cursor=", "cursor=a%20b", &format!("cursor={}", "a".repeat(1025))] {
+            assert_eq!(Query::parse_opaque(Some(raw), 500, &[]).unwrap_err().field.as_deref(), Some("cursor"), "{raw}");
         }
         // And a list by id does not read one.
         assert_eq!(Query::parse(Some("cursor=1"), 500, &[]).unwrap_err().field.as_deref(), Some("cursor"));

@@ -148,9 +148,8 @@ pub struct Holders {
 #[utoipa::path(get, path = "/v1/tenants/{tenant_id}/access", tag = "access", params(("tenant_id" = Uuid, Path), AccessParams),
     responses((status = 200, body = Holders), (status = "4XX", body = Problem, content_type = "application/problem+json")))]
 pub async fn who_has(State(app): State<App>, caller: Caller, P(tenant_id): P<Uuid>, RawQuery(raw): RawQuery) -> ApiResult<Response> {
-    // The cursor here is the PDP's, not a UUID: read it as a filter.
-    let q = Query::parse(raw.as_deref().map(strip_cursor).as_deref(), app.max_page_size, &["resource_type", "resource_id", "permission"])?;
-    let cursor = raw.as_deref().and_then(cursor_of).transpose()?.unwrap_or_default();
+    let q = Query::parse_opaque(raw.as_deref(), app.max_page_size, &["resource_type", "resource_id", "permission"])?;
+    let cursor = q.after_opaque.clone().unwrap_or_default();
     let required = |name: &str| q.filter(name).ok_or_else(|| Problem::bad_request(name, format!("`{name}` is required")));
     let (resource_type, resource_id, permission) = (required("resource_type")?, required("resource_id")?, required("permission")?);
     app.authorize(&caller, Need::Tenant(tenant_id, "audit")).await?;
@@ -189,23 +188,4 @@ pub async fn who_has(State(app): State<App>, caller: Caller, P(tenant_id): P<Uui
     // In the PDP's order.
     items.sort_by_key(|h| user_ids.iter().position(|id| *id == h.user_id));
     Ok(reply(StatusCode::OK, &Holders { revision: crate::token(head), all_users, excluded_user_ids, items, next_cursor }, None, None))
-}
-
-/// The query without its `cursor` (the PDP's cursor is read apart).
-fn strip_cursor(raw: &str) -> String {
-    raw.split('&').filter(|kv| !kv.starts_with("cursor=") && *kv != "cursor").collect::<Vec<_>>().join("&")
-}
-
-/// The PDP's cursor: visible ASCII, at most 1024 bytes.
-fn cursor_of(raw: &str) -> Option<ApiResult<String>> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw).ok()?;
-    let mut cursors = pairs.into_iter().filter(|(k, _)| k == "cursor").map(|(_, v)| v);
-    let c = cursors.next()?;
-    if cursors.next().is_some() {
-        return Some(Err(Problem::bad_request("cursor", "`cursor` is given twice")));
-    }
-    if c.is_empty() || c.len() > 1024 || !c.bytes().all(|b| b.is_ascii_graphic()) {
-        return Some(Err(Problem::bad_request("cursor", "`cursor` is not a cursor this server returned")));
-    }
-    Some(Ok(c))
 }

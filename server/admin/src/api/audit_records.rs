@@ -83,7 +83,8 @@ pub struct AuditRecord {
     pub user_agent: Option<String>,
 }
 
-const COLUMNS: &str = "id, occurred_at, tenant_id, stream, service_name, severity, actor, effective_actor, impersonation_session_id, action,
+/// The columns of an [`AuditRecord`].
+pub const COLUMNS: &str = "id, occurred_at, tenant_id, stream, service_name, severity, actor, effective_actor, impersonation_session_id, action,
     target_type, target_id, before, after, payload, revision, request_id, client_ip, user_agent";
 
 const FILTERS: [&str; 12] = [

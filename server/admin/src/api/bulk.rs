@@ -99,8 +99,11 @@ pub struct Provisioned {
 
 fn at(i: usize, mut p: Problem) -> Problem {
     let field = p.field.take().unwrap_or_default();
-    let field = if field.starts_with('/') { field } else { format!("/{field}") };
-    p.field = Some(format!("/{i}{field}"));
+    p.field = Some(match field.as_str() {
+        "" => format!("/{i}"),
+        f if f.starts_with('/') => format!("/{i}{f}"),
+        f => format!("/{i}/{f}"),
+    });
     p.detail = format!("line {}: {}", i + 1, p.detail);
     p
 }
@@ -168,8 +171,8 @@ fn parse_line(parsed: &mut Parsed, raw: &[u8], line_no: &mut usize) -> ApiResult
     if parsed.lines.len() >= MAX_LINES {
         return Err(Problem::new(StatusCode::PAYLOAD_TOO_LARGE, format!("more than {MAX_LINES} operations in one request")));
     }
-    let line: Line = super::parse_json(raw).map_err(|p| at(i, p))?;
-    check_line(&line).map_err(|p| at(i, p))?;
+    let mut line: Line = super::parse_json(raw).map_err(|p| at(i, p))?;
+    check_line(&mut line).map_err(|p| at(i, p))?;
     parsed.lines.push((i, line));
     Ok(())
 }
@@ -181,15 +184,13 @@ fn check_key(field: &str, key: &str) -> ApiResult<()> {
     Ok(())
 }
 
-/// The checks a line needs on its own.
-fn check_line(line: &Line) -> ApiResult<()> {
+/// The checks a line needs on its own (an email is kept normalized, as a single create
+/// keeps it).
+fn check_line(line: &mut Line) -> ApiResult<()> {
     match line {
         Line::User { key, email, display_name } => {
             check_key("/ref", key)?;
-            let ok = email.len() <= 1000 && email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && !b.is_empty()) && !email.chars().any(char::is_control);
-            if !ok {
-                return Err(Problem::invalid("/email", "`email` is not an email address"));
-            }
+            *email = super::users::normalize_email(email)?;
             check_text("display_name", display_name, 200, true)
         }
         Line::Group { key, name, description } => {
@@ -325,13 +326,12 @@ async fn resolve(tx: &mut Tx, tenant_id: Uuid, lines: &[(usize, Line)]) -> ApiRe
                 if user_refs.insert(key, plan.users.len()).is_some() {
                     return Err(at(i, Problem::invalid("/ref", format!("user ref `{key}` is defined twice"))));
                 }
-                let email = email.to_lowercase();
                 if let Some(first) = emails.insert(email.clone(), i) {
                     return Err(at(i, Problem::conflict("/email", format!("`{email}` is given on line {} too", first + 1))));
                 }
                 let id = Uuid::new_v4();
                 user_ids.push(id);
-                plan.users.push((id, email, display_name.clone()));
+                plan.users.push((id, email.clone(), display_name.clone()));
             }
             Line::Group { key, name, description } => {
                 if group_refs.insert(key, plan.groups.len()).is_some() {

@@ -38,7 +38,7 @@ pub fn routes() -> Router<App> {
 }
 
 /// A logged decision.
-#[derive(Debug, Clone, Serialize, ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, sqlx::FromRow)]
 pub struct DecisionLog {
     pub decision_id: String,
     pub evaluated_at: DateTime<Utc>,
@@ -332,16 +332,7 @@ pub async fn list_reports(State(app): State<App>, caller: Caller, RawQuery(raw):
 struct JoinedRow {
     #[sqlx(flatten)]
     report: PepLog,
-    d_decision_id: Option<String>,
-    d_evaluated_at: Option<DateTime<Utc>>,
-    d_resource: Option<String>,
-    d_permission: Option<String>,
-    d_subject: Option<String>,
-    d_decision: Option<String>,
-    d_policy_version: Option<i64>,
-    d_latency_ms: Option<f64>,
-    d_trace_id: Option<String>,
-    d_method: Option<String>,
+    decision: Option<sqlx::types::Json<DecisionLog>>,
 }
 
 async fn reports(app: &App, scope: Scope, q: &Query) -> ApiResult<Response> {
@@ -358,9 +349,7 @@ async fn reports(app: &App, scope: Scope, q: &Query) -> ApiResult<Response> {
     let cols = PEP_COLUMNS.split(", ").map(|c| format!("p.{c}")).collect::<Vec<_>>().join(", ");
     let mut tx = app.db.begin(scope).await?;
     let rows: Vec<JoinedRow> = sqlx::query_as(&format!(
-        "SELECT {cols}, d.decision_id AS d_decision_id, d.evaluated_at AS d_evaluated_at, d.resource AS d_resource, d.permission AS d_permission,
-                d.subject AS d_subject, d.decision AS d_decision, d.policy_version AS d_policy_version, d.latency_ms AS d_latency_ms,
-                d.trace_id AS d_trace_id, d.method AS d_method
+        "SELECT {cols}, CASE WHEN d.decision_id IS NULL THEN NULL ELSE to_jsonb(d) END AS decision
          FROM arbiter_admin.pep_logs p LEFT JOIN arbiter_admin.decision_logs d ON d.decision_id = p.decision_id
          WHERE ($1::uuid IS NULL OR p.id < $1) AND ($2::text IS NULL OR p.decision_id = $2) AND ($3::text IS NULL OR p.pep = $3)
            AND ($4::text IS NULL OR p.outcome = $4)
@@ -379,21 +368,7 @@ async fn reports(app: &App, scope: Scope, q: &Query) -> ApiResult<Response> {
     let items: Vec<PepLogWithDecision> = rows
         .into_iter()
         .map(|r| {
-            let decision = match (r.d_decision_id, r.d_evaluated_at) {
-                (Some(decision_id), Some(evaluated_at)) => Some(DecisionLog {
-                    decision_id,
-                    evaluated_at,
-                    resource: r.d_resource.unwrap_or_default(),
-                    permission: r.d_permission.unwrap_or_default(),
-                    subject: r.d_subject.unwrap_or_default(),
-                    decision: r.d_decision.unwrap_or_default(),
-                    policy_version: r.d_policy_version.unwrap_or_default(),
-                    latency_ms: r.d_latency_ms.unwrap_or_default(),
-                    trace_id: r.d_trace_id,
-                    method: r.d_method.unwrap_or_default(),
-                }),
-                _ => None,
-            };
+            let decision = r.decision.map(|d| d.0);
             let agrees = decision.as_ref().map(|d| d.decision == r.report.outcome);
             PepLogWithDecision { report: r.report, decision, agrees }
         })
