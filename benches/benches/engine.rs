@@ -3,9 +3,9 @@
 
 use std::hint::black_box;
 
-use arbiter_benches::{viewer_updates, Org};
+use arbiter_benches::{filed_updates, viewer_updates, Org};
 use arbiter_benches::cedar_fixture::{attrs, label_policy, more_policies, policy_model, LABELS};
-use arbiter_engine::{AttributeUpdate, CheckRequest, Consistency, Decision, Engine, LookupResourcesRequest};
+use arbiter_engine::{AttributeUpdate, CheckRequest, Consistency, Decision, Engine, EngineConfig, LookupResourcesRequest};
 use serde_json::json;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 
@@ -151,6 +151,30 @@ fn writes(c: &mut Criterion) {
                 viewer_updates(1_000_000 + next, 1000).unwrap_or_default()
             },
             |u| black_box(e.write(&u)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+
+    // One document more for a folder that a million already name: the folder's reverse
+    // list is not copied (a write copies what it changes, whatever the list's length).
+    let filed = Engine::in_memory(EngineConfig::default());
+    let premise = filed
+        .write_schema(arbiter_benches::SCHEMA)
+        .and_then(|_| filed_updates(0, 1_000_000, "big"))
+        .and_then(|u| filed.write(&u));
+    if let Err(e) = premise {
+        return eprintln!("cannot file the million documents: {e}");
+    }
+    let mut next = 1_000_000usize;
+    let mut group = c.benchmark_group("write");
+    group.bench_function("write 1 relationship naming a subject 1M name", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                filed_updates(next, 1, "big").unwrap_or_default()
+            },
+            |u| black_box(filed.write(&u)),
             BatchSize::SmallInput,
         )
     });

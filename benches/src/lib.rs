@@ -125,6 +125,13 @@ pub fn viewer_updates(start: usize, n: usize) -> Result<Vec<RelationshipUpdate>,
         .collect()
 }
 
+/// Relationship updates `doc:c{start..start+n}#parent@folder:{folder}`: documents filed
+/// under one folder, whose reverse list grows with every one (the shape of a tenant
+/// that claims every object written for it).
+pub fn filed_updates(start: usize, n: usize, folder: &str) -> Result<Vec<RelationshipUpdate>, EngineError> {
+    (start..start + n).map(|i| touch(&format!("doc:c{i}#parent@folder:{folder}"))).collect()
+}
+
 #[cfg(feature = "baselines")]
 pub mod baseline;
 #[cfg(feature = "baselines")]

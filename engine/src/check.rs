@@ -22,7 +22,7 @@ use smallvec::SmallVec;
 
 use crate::error::EngineError;
 use crate::graph::{
-    Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, SubjectKey,
+    Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, Resources, SubjectKey,
 };
 use crate::intern::{Interner, Sym, ELLIPSIS, WILDCARD};
 use crate::schema_plan::{Chain, SchemaPlan, Subjects};
@@ -180,7 +180,7 @@ pub(crate) struct Evaluator<'a> {
     /// graphs with the same groups (see [`ClosureCache`]).
     shared_as: Option<u64>,
     /// What names the target directly (its reverse list), once looked up.
-    named: Option<&'a [ResourceKey]>,
+    named: Option<Resources<'a>>,
 }
 
 /// Edge lists longer than this are searched from the target's side when its own list
@@ -394,13 +394,11 @@ impl<'a> Evaluator<'a> {
                 return finish(members, true);
             }
             for subject in level.drain(..) {
-                let named = self.graph.resources_of(&subject);
-                let start = named.partition_point(|r| *r < lo);
-                for r in named.get(start..).unwrap_or(&[]) {
+                for r in self.graph.resources_of(&subject).iter_from(lo) {
                     if r.object_type != t_sym || r.relation != r_sym {
                         break;
                     }
-                    if check_expiry && !self.graph.find(r, &subject).is_some_and(|e| e.live(self.now)) {
+                    if check_expiry && !self.graph.find(&r, &subject).is_some_and(|e| e.live(self.now)) {
                         continue;
                     }
                     if is_new(&mut members, r.object_id) {
@@ -657,22 +655,13 @@ impl<'a> Evaluator<'a> {
         if edges.is_empty() {
             return false;
         }
+        let named_here = if edges.len() > LONG_LIST { self.named_in_reverse(key, edges.len()) } else { None };
         let find = |s: &SubjectKey| {
             edges
                 .binary_search_by(|e| e.subject.cmp(s))
                 .ok()
                 .and_then(|i| edges.get(i))
                 .is_some_and(|e| e.live(self.now))
-        };
-        let named_here = if edges.len() > LONG_LIST {
-            let graph: &'a GraphVersion = self.graph;
-            let target = self.target;
-            let named = *self.named.get_or_insert_with(|| graph.resources_of(&target));
-            // The reverse list is complete: absent there means no edge; present, the
-            // edge decides (it holds the expiration).
-            (named.len() < edges.len()).then(|| named.binary_search(key).is_ok())
-        } else {
-            None
         };
         if named_here.unwrap_or(true) && find(&self.target) {
             return true;
@@ -692,6 +681,18 @@ impl<'a> Evaluator<'a> {
             }
         }
         false
+    }
+
+    /// For a long edge list on `key`: whether the target's reverse list (looked up once
+    /// per request) names `key`, when that list is the shorter one to search. The list
+    /// is complete: absent there means no edge; present, the edge decides (it holds the
+    /// expiration). Out of line, so that the common short-list path stays small.
+    #[inline(never)]
+    fn named_in_reverse(&mut self, key: &ResourceKey, edges: usize) -> Option<bool> {
+        let graph: &'a GraphVersion = self.graph;
+        let target = self.target;
+        let named = *self.named.get_or_insert_with(|| graph.resources_of(&target));
+        (named.len() < edges).then(|| named.contains(key))
     }
 
     /// Recurses into the subject sets (`group:x#member`) written on `key`.

@@ -1824,7 +1824,7 @@ impl Engine {
                     .membership
                     .get(&*res_type)
                     .is_some_and(|rels| rels.iter().any(|r| **r == *res_rel));
-                if member && graph.find(res, subject).is_some_and(|e| e.live(now)) {
+                if member && graph.find(&res, subject).is_some_and(|e| e.live(now)) {
                     out.push((res_type.to_string(), self.interner.resolve(res.object_id).to_string()));
                 }
             }

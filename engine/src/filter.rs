@@ -263,7 +263,7 @@ impl ResolvedFilter {
             graph
                 .resources_of(&subject)
                 .iter()
-                .filter_map(|r| graph.find(r, &subject).map(|edge| StoredRelationship { resource: *r, edge }))
+                .filter_map(|r| graph.find(&r, &subject).map(|edge| StoredRelationship { resource: r, edge }))
                 .filter(|s| self.matches(s))
                 .for_each(f);
             return;

@@ -435,9 +435,10 @@ pub struct GraphVersion {
     /// hides a deleted object).
     forward: Arc<ForwardBase>,
     forward_delta: PMap<ObjectKey, Arc<OwnedObject>>,
-    /// The reverse index, the same way (an empty list hides a subject's base list).
+    /// The reverse index, the same way: a changed subject's list whole (an empty list
+    /// hides the base's), or for a long list its changes laid over the base's.
     reverse: Arc<ReverseBase>,
-    reverse_delta: PMap<SubjectKey, Arc<[ResourceKey]>>,
+    reverse_delta: PMap<SubjectKey, ReverseEntry>,
     relationships: usize,
     /// How many stored relationships carry an expiration (the sweep skips when none).
     expiring: usize,
@@ -645,10 +646,11 @@ impl GraphVersion {
     /// list a Check reads to walk up nested groups, or to search a long edge list): the
     /// index slots, then both ends of the lists.
     pub fn touch_subjects(&self, subjects: &[SubjectKey]) -> u64 {
-        let lists: Vec<&[ResourceKey]> = subjects.iter().map(|s| self.resources_of(s)).collect();
+        let lists: Vec<Resources<'_>> = subjects.iter().map(|s| self.resources_of(s)).collect();
         lists.iter().fold(0, |acc, list| {
-            let first = list.first().map_or(0, |r| r.object_id);
-            let last = list.last().map_or(0, |r| r.object_id);
+            // The base list's ends (an overlay's tree is walked by the Check itself).
+            let first = list.base.first().map_or(0, |r| r.object_id);
+            let last = list.base.last().map_or(0, |r| r.object_id);
             acc ^ u64::from(first) ^ (u64::from(last) << 32)
         })
     }
@@ -669,13 +671,17 @@ impl GraphVersion {
 
     /// The resources that name `subject` directly, sorted.
     #[inline]
-    pub fn resources_of(&self, subject: &SubjectKey) -> &[ResourceKey] {
+    pub fn resources_of(&self, subject: &SubjectKey) -> Resources<'_> {
         if !self.reverse_delta.is_empty() {
-            if let Some(l) = self.reverse_delta.get(subject) {
-                return l;
+            match self.reverse_delta.get(subject) {
+                Some(ReverseEntry::Whole(list)) => return Resources { base: list, overlay: None },
+                Some(ReverseEntry::Overlay(o)) => {
+                    return Resources { base: self.reverse.get(subject).unwrap_or(&[]), overlay: Some(o) }
+                }
+                None => {}
             }
         }
-        self.reverse.get(subject).unwrap_or(&[])
+        Resources { base: self.reverse.get(subject).unwrap_or(&[]), overlay: None }
     }
 
     /// The stored edge for exactly this relationship, if any (expired or not).
@@ -732,20 +738,24 @@ impl GraphVersion {
             self.merge(&sorted);
             return self.relationships;
         }
-        self.apply_to_delta(&sorted);
+        let copies = self.apply_to_delta(&sorted);
         if self.delta_is_large() {
             self.compact();
             return self.relationships;
         }
-        changes.len()
+        copies
     }
 
     /// The delta path of [`GraphVersion::apply`]: the touched objects and reverse lists,
-    /// rebuilt, go into the delta over the shared base.
-    fn apply_to_delta(&mut self, sorted: &[SortedChange]) {
+    /// rebuilt, go into the delta over the shared base. Returns how many relationship
+    /// copies the new entries hold, a relationship counting once for its place in both
+    /// indexes: an object is copied whole, a short reverse list too, a long one only in
+    /// the tree nodes its overlay changes (counted as its changes).
+    fn apply_to_delta(&mut self, sorted: &[SortedChange]) -> usize {
         // Reverse-index changes: (subject, resource, added).
         let mut reverse: Vec<(SubjectKey, ResourceKey, bool)> = Vec::new();
         let mut counts = Counts { relationships: self.relationships, expiring: self.expiring };
+        let mut copies = 0;
         // A handle on the base, so objects can be read while the delta changes.
         let base = self.forward.clone();
         for run in sorted.chunk_by(|a, b| a.0.object() == b.0.object()) {
@@ -758,20 +768,50 @@ impl GraphVersion {
             };
             let mut object = OwnedObject::default();
             merge_object(okey, current, run, &mut object, &mut counts, Some(&mut reverse));
+            copies += object.edges.len().max(1);
             // An emptied object stays in the delta as an empty entry until compaction
             // (a rebase, see `rebase`, tells changes apart by their entries).
             self.forward_delta.insert(okey, Arc::new(object));
         }
         (self.relationships, self.expiring) = (counts.relationships, counts.expiring);
-        // Reverse: each subject's list rebuilt once, in one merge.
+        // Reverse: each subject's list changed once, in one merge.
         reverse.sort_unstable();
         for run in reverse.chunk_by(|a, b| a.0 == b.0) {
             let Some((subject, _, _)) = run.first().copied() else { continue };
-            let old = self.resources_of(&subject);
-            let mut list = Vec::with_capacity(old.len() + run.len());
-            merge_resources(old, run, &mut list);
-            self.reverse_delta.insert(subject, Arc::from(list));
+            let (entry, copied) = self.changed_reverse(&subject, run);
+            copies += copied;
+            self.reverse_delta.insert(subject, entry);
         }
+        copies.div_ceil(2)
+    }
+
+    /// `subject`'s reverse entry with `run` (its sorted changes) applied, and how many
+    /// resources it copied. A list that stays short is copied whole; a long one gets
+    /// (or keeps) an overlay over its base list, where a change copies a few tree nodes,
+    /// whatever the list's length: a tenant object that a million documents name takes
+    /// one more claim without copying the million.
+    fn changed_reverse(&self, subject: &SubjectKey, run: &[(SubjectKey, ResourceKey, bool)]) -> (ReverseEntry, usize) {
+        let current = self.resources_of(subject);
+        let base = self.reverse.get(subject).unwrap_or(&[]);
+        let in_delta = !self.reverse_delta.is_empty() && self.reverse_delta.contains_key(subject);
+        let mut overlay = match current.overlay {
+            Some(o) => o.clone(),
+            None if current.len() + run.len() < OVERLAY_MIN => {
+                let mut list = Vec::with_capacity(current.len() + run.len());
+                merge_resources(current.iter(), run, &mut list);
+                let copied = list.len();
+                return (ReverseEntry::Whole(Arc::from(list)), copied);
+            }
+            // A whole list in the delta that has grown long, or the base list itself.
+            None if in_delta => Overlay::between(base, current.iter()),
+            None => Overlay { changes: imbl::OrdMap::new(), len: base.len() },
+        };
+        for &(_, resource, named) in run {
+            let was = current.contains(&resource);
+            overlay.len = overlay.len + usize::from(named) - usize::from(was);
+            overlay.changes.insert(resource, named);
+        }
+        (ReverseEntry::Overlay(Arc::new(overlay)), run.len())
     }
 
     /// New flat bases holding the current contents (base and delta) with `sorted`
@@ -782,7 +822,7 @@ impl GraphVersion {
         let objects = self.sorted_delta_objects();
         let subjects = self.sorted_delta_subjects();
         let current_objects = || merged(self.forward.iter(), objects.iter().map(|(k, o)| (*k, o.view())));
-        let current_subjects = || merged(self.reverse.iter(), subjects.iter().copied());
+        let current_subjects = || merged(self.reverse.iter().map(|(k, l)| (k, Resources::of(l))), subjects.iter().copied());
         let mut counts = Counts { relationships: self.relationships, expiring: self.expiring };
         let (forward, reverse) = std::thread::scope(|s| {
             let build_reverse = || {
@@ -802,7 +842,7 @@ impl GraphVersion {
                 let mut list = Vec::new();
                 for (key, old, run) in zip_ordered(current_subjects(), runs) {
                     list.clear();
-                    merge_resources(old.unwrap_or(&[]), run.unwrap_or(&[]), &mut list);
+                    merge_resources(old.into_iter().flatten(), run.unwrap_or(&[]), &mut list);
                     base.push(key, list.iter().copied());
                 }
                 base.finish()
@@ -880,9 +920,10 @@ impl GraphVersion {
         objects
     }
 
-    /// The subjects in the delta, in key order.
-    fn sorted_delta_subjects(&self) -> Vec<(SubjectKey, &[ResourceKey])> {
-        let mut subjects: Vec<(SubjectKey, &[ResourceKey])> = self.reverse_delta.iter().map(|(k, l)| (*k, &**l)).collect();
+    /// The subjects in the delta with their current lists, in key order.
+    fn sorted_delta_subjects(&self) -> Vec<(SubjectKey, Resources<'_>)> {
+        let mut subjects: Vec<(SubjectKey, Resources<'_>)> =
+            self.reverse_delta.keys().map(|k| (*k, self.resources_of(k))).collect();
         subjects.sort_unstable_by_key(|(k, _)| *k);
         subjects
     }
@@ -900,20 +941,33 @@ impl GraphVersion {
         let mut next = newer.clone();
         next.forward = self.forward.clone();
         next.reverse = self.reverse.clone();
-        next.forward_delta = written_since(&newer.forward_delta, &from.forward_delta);
-        next.reverse_delta = written_since(&newer.reverse_delta, &from.reverse_delta);
+        next.forward_delta = written_since(&newer.forward_delta, &from.forward_delta, Arc::ptr_eq);
+        // An overlay holds the changes over the old base list: laid over the new one
+        // (which holds some of them already) it is taken again, as what differs.
+        next.reverse_delta = written_since(&newer.reverse_delta, &from.reverse_delta, ReverseEntry::same)
+            .into_iter()
+            .map(|(k, entry)| match entry {
+                ReverseEntry::Overlay(_) => {
+                    let base = self.reverse.get(&k).unwrap_or(&[]);
+                    (k, ReverseEntry::Overlay(Arc::new(Overlay::between(base, newer.resources_of(&k).iter()))))
+                }
+                whole => (k, whole),
+            })
+            .collect();
         Some(next)
     }
 }
 
-/// The entries of `newer` that `older` does not share: the ones written in between.
-fn written_since<K: std::hash::Hash + Eq + Copy, V: ?Sized>(
-    newer: &PMap<K, Arc<V>>,
-    older: &PMap<K, Arc<V>>,
-) -> PMap<K, Arc<V>> {
+/// The entries of `newer` that `older` does not share (by `same`): the ones written
+/// in between.
+fn written_since<K: std::hash::Hash + Eq + Copy, V: Clone>(
+    newer: &PMap<K, V>,
+    older: &PMap<K, V>,
+    same: impl Fn(&V, &V) -> bool,
+) -> PMap<K, V> {
     newer
         .iter()
-        .filter(|(k, v)| !older.get(k).is_some_and(|was| Arc::ptr_eq(was, v)))
+        .filter(|(k, v)| !older.get(k).is_some_and(|was| same(was, v)))
         .map(|(k, v)| (*k, v.clone()))
         .collect()
 }
@@ -1099,32 +1153,199 @@ fn merge_object(
 
 /// One subject's sorted resources `old` with `run` (sorted changes to that subject's
 /// list: `(subject, resource, added)`) applied, appended to `out`.
-fn merge_resources(old: &[ResourceKey], run: &[(SubjectKey, ResourceKey, bool)], out: &mut Vec<ResourceKey>) {
-    let (mut i, mut j) = (0, 0);
+fn merge_resources(
+    old: impl IntoIterator<Item = ResourceKey>,
+    run: &[(SubjectKey, ResourceKey, bool)],
+    out: &mut Vec<ResourceKey>,
+) {
+    let mut old = old.into_iter().peekable();
+    let mut run = run.iter().peekable();
     loop {
-        match (old.get(i), run.get(j)) {
+        match (old.peek(), run.peek()) {
             (Some(o), Some(c)) if *o < c.1 => {
                 out.push(*o);
-                i += 1;
+                old.next();
             }
             (Some(o), Some(c)) if *o == c.1 => {
                 if c.2 {
                     out.push(*o);
                 }
-                i += 1;
-                j += 1;
+                old.next();
+                run.next();
             }
             (_, Some(c)) => {
                 if c.2 {
                     out.push(c.1);
                 }
-                j += 1;
+                run.next();
             }
             (Some(o), None) => {
                 out.push(*o);
-                i += 1;
+                old.next();
             }
             (None, None) => break,
+        }
+    }
+}
+
+/// Below this many resources a changed subject's list is copied whole into the delta;
+/// from it on, the changes are laid over the base list in a persistent tree instead.
+/// Small in the crate's tests, so that their graphs take both paths.
+const OVERLAY_MIN: usize = if cfg!(test) { 3 } else { 256 };
+
+/// A subject's entry in the reverse delta.
+#[derive(Debug, Clone)]
+enum ReverseEntry {
+    /// Its whole list (empty: the subject names nothing any more).
+    Whole(Arc<[ResourceKey]>),
+    /// Its changes over its list in the base.
+    Overlay(Arc<Overlay>),
+}
+
+impl ReverseEntry {
+    /// The same entry (not merely equal contents): a rebase keeps the entries written
+    /// since the compaction's start.
+    fn same(a: &ReverseEntry, b: &ReverseEntry) -> bool {
+        match (a, b) {
+            (ReverseEntry::Whole(a), ReverseEntry::Whole(b)) => Arc::ptr_eq(a, b),
+            (ReverseEntry::Overlay(a), ReverseEntry::Overlay(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Changes over a base list: each resource named (`true`) or not (`false`) whatever
+/// the base says; the base decides the rest. Cloned in O(1), changed in O(log n).
+#[derive(Debug, Clone)]
+struct Overlay {
+    changes: imbl::OrdMap<ResourceKey, bool>,
+    /// How many resources the list holds with the changes applied.
+    len: usize,
+}
+
+impl Overlay {
+    /// The overlay that turns `base` into `list` (both sorted).
+    fn between(base: &[ResourceKey], list: impl IntoIterator<Item = ResourceKey>) -> Overlay {
+        let mut changes = imbl::OrdMap::new();
+        let mut len = 0;
+        for (key, in_base, in_list) in zip_ordered(base.iter().map(|r| (*r, ())), list.into_iter().map(|r| (r, ()))) {
+            len += usize::from(in_list.is_some());
+            if in_base.is_some() != in_list.is_some() {
+                changes.insert(key, in_list.is_some());
+            }
+        }
+        Overlay { changes, len }
+    }
+}
+
+/// The resources that name one subject, in order: a sorted list, or a base list with
+/// an [`Overlay`] of changes over it.
+#[derive(Debug, Clone, Copy)]
+pub struct Resources<'a> {
+    base: &'a [ResourceKey],
+    overlay: Option<&'a Overlay>,
+}
+
+impl<'a> Resources<'a> {
+    fn of(list: &'a [ResourceKey]) -> Resources<'a> {
+        Resources { base: list, overlay: None }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.overlay.map_or(self.base.len(), |o| o.len)
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `resource` is among them.
+    #[inline]
+    pub fn contains(&self, resource: &ResourceKey) -> bool {
+        match self.overlay.and_then(|o| o.changes.get(resource)) {
+            Some(named) => *named,
+            None => self.base.binary_search(resource).is_ok(),
+        }
+    }
+
+    /// All of them, in order.
+    #[inline]
+    pub fn iter(&self) -> ResourcesIter<'a> {
+        ResourcesIter { base: self.base.iter(), changes: self.overlay.map(|o| o.changes.range(..).peekable()) }
+    }
+
+    /// Those from `lo` on, in order.
+    #[inline]
+    pub fn iter_from(&self, lo: ResourceKey) -> ResourcesIter<'a> {
+        let start = self.base.partition_point(|r| *r < lo);
+        ResourcesIter {
+            base: self.base.get(start..).unwrap_or(&[]).iter(),
+            changes: self.overlay.map(|o| o.changes.range(lo..).peekable()),
+        }
+    }
+}
+
+impl<'a> IntoIterator for Resources<'a> {
+    type Item = ResourceKey;
+    type IntoIter = ResourcesIter<'a>;
+
+    #[inline]
+    fn into_iter(self) -> ResourcesIter<'a> {
+        self.iter()
+    }
+}
+
+/// The iterator of [`Resources`]: the base list merged with the overlay's changes.
+pub struct ResourcesIter<'a> {
+    base: std::slice::Iter<'a, ResourceKey>,
+    changes: Option<std::iter::Peekable<imbl::ordmap::RangedIter<'a, ResourceKey, bool, imbl::shared_ptr::DefaultSharedPtr>>>,
+}
+
+impl std::fmt::Debug for ResourcesIter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResourcesIter").field("overlaid", &self.changes.is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Iterator for ResourcesIter<'_> {
+    type Item = ResourceKey;
+
+    #[inline]
+    fn next(&mut self) -> Option<ResourceKey> {
+        let Some(changes) = &mut self.changes else {
+            return self.base.next().copied();
+        };
+        loop {
+            let next_change = changes.peek().map(|(k, named)| (**k, **named));
+            match (self.base.as_slice().first().copied(), next_change) {
+                (None, None) => return None,
+                (Some(b), None) => {
+                    self.base.next();
+                    return Some(b);
+                }
+                (Some(b), Some((k, _))) if b < k => {
+                    self.base.next();
+                    return Some(b);
+                }
+                (b, Some((k, named))) => {
+                    if b == Some(k) {
+                        self.base.next();
+                    }
+                    changes.next();
+                    if named {
+                        return Some(k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.changes {
+            None => self.base.size_hint(),
+            Some(_) => (0, None),
         }
     }
 }
@@ -1202,10 +1423,129 @@ mod tests {
             for sr in 0..2 {
                 let key = subject(s, sr);
                 let want: Vec<ResourceKey> = model.keys().filter(|(_, sub)| *sub == key).map(|(r, _)| *r).collect::<BTreeSet<_>>().into_iter().collect();
-                prop_assert_eq!(graph.resources_of(&key), &want[..]);
+                let got = graph.resources_of(&key);
+                prop_assert_eq!(got.iter().collect::<Vec<_>>(), want.clone());
+                prop_assert_eq!(got.len(), want.len());
+                for o in 0..12 {
+                    for r in 0..3 {
+                        let res = resource(o, r);
+                        prop_assert_eq!(got.contains(&res), want.contains(&res));
+                        let from: Vec<ResourceKey> = want.iter().copied().filter(|w| *w >= res).collect();
+                        prop_assert_eq!(got.iter_from(res).collect::<Vec<_>>(), from);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// A popular subject's list, changed batch by batch over a base that compactions
+    /// and rebases replace: what its overlay (or whole list) reads agrees with a set.
+    fn popular_subject_agrees(graph: &GraphVersion, model: &BTreeSet<ResourceKey>) -> Result<(), TestCaseError> {
+        let got = graph.resources_of(&subject(0, 0));
+        let want: Vec<ResourceKey> = model.iter().copied().collect();
+        prop_assert_eq!(got.iter().collect::<Vec<_>>(), want.clone());
+        prop_assert_eq!(got.len(), want.len());
+        prop_assert_eq!(graph.len(), want.len());
+        for o in 0..40 {
+            let res = resource(o, 0);
+            prop_assert_eq!(got.contains(&res), model.contains(&res));
+            prop_assert_eq!(got.iter_from(res).collect::<Vec<_>>(), model.range(res..).copied().collect::<Vec<_>>());
+        }
+        Ok(())
+    }
+
+    /// A list kept whole in the delta grows long enough for an overlay while a
+    /// compaction runs off to the side: its overlay, made over the old base, does not
+    /// name a resource the compaction folded in and a later change removed again. The
+    /// rebase takes the overlay again over the new base.
+    #[test]
+    fn an_overlay_made_during_a_compaction_is_taken_again_over_the_new_base() {
+        let claim = |o: u32, add: bool| {
+            let (r, s) = (resource(o, 0), subject(0, 0));
+            if add { GraphChange::Upsert(r, Edge { subject: s, expires_at: NEVER }) } else { GraphChange::Remove(r, s) }
+        };
+        let mut graph = GraphVersion::build(Vec::new());
+        graph.apply(&[claim(1, true)]);
+        let from = graph.clone();
+        graph.apply(&[claim(1, false)]);
+        graph.apply(&[claim(2, true), claim(3, true), claim(4, true)]);
+        assert!(matches!(graph.reverse_delta.get(&subject(0, 0)), Some(ReverseEntry::Overlay(_))));
+        let mut side = from.clone();
+        side.compact();
+        let rebased = side.rebase(&from, &graph).expect("no write compacted meanwhile");
+        let mut want: Vec<ResourceKey> = [2, 3, 4].map(|o| resource(o, 0)).to_vec();
+        want.sort();
+        assert_eq!(rebased.resources_of(&subject(0, 0)).iter().collect::<Vec<_>>(), want);
+        assert_eq!(rebased.resources_of(&subject(0, 0)).len(), 3);
+        assert!(!rebased.resources_of(&subject(0, 0)).contains(&resource(1, 0)));
+    }
+
+    /// One more resource for a subject that a long list names copies a few tree nodes,
+    /// not the list, and the write counts it so.
+    #[test]
+    fn a_write_to_a_long_reverse_list_copies_only_its_change() {
+        let tenant = subject(0, 0);
+        let claims: Vec<StoredRelationship> = (0..10_000)
+            .map(|o| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: tenant, expires_at: NEVER } })
+            .collect();
+        let mut graph = GraphVersion::build(claims);
+        for o in 10_000..10_100u32 {
+            let copies = graph.apply(&[GraphChange::Upsert(resource(o, 0), Edge { subject: tenant, expires_at: NEVER })]);
+            assert!(copies <= 2, "one claim copied {copies} relationships");
+        }
+        assert!(matches!(graph.reverse_delta.get(&tenant), Some(ReverseEntry::Overlay(_))));
+        assert_eq!(graph.resources_of(&tenant).len(), 10_100);
+    }
+
+    proptest! {
+        #[test]
+        fn a_popular_subjects_list_agrees_with_a_plain_set(
+            initial in prop::collection::btree_set(0..40u32, 0..30),
+            batches in prop::collection::vec((prop::collection::btree_map(0..40u32, any::<bool>(), 0..8), 0..4u8), 0..16),
+        ) {
+            let claim = |o: u32| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: subject(0, 0), expires_at: NEVER } };
+            let mut model: BTreeSet<ResourceKey> = initial.iter().map(|o| resource(*o, 0)).collect();
+            let mut graph = GraphVersion::build(initial.iter().map(|o| claim(*o)).collect());
+            popular_subject_agrees(&graph, &model)?;
+            // Where a compaction off to the side started: several batches may land
+            // before it is rebased onto.
+            let mut started: Option<GraphVersion> = None;
+            for (batch, then) in batches {
+                let before = started.clone().unwrap_or_else(|| graph.clone());
+                let changes: Vec<GraphChange> = batch
+                    .iter()
+                    .map(|(o, add)| {
+                        let c = claim(*o);
+                        if *add {
+                            model.insert(c.resource);
+                            GraphChange::Upsert(c.resource, c.edge)
+                        } else {
+                            model.remove(&c.resource);
+                            GraphChange::Remove(c.resource, c.edge.subject)
+                        }
+                    })
+                    .collect();
+                graph.apply_to_delta(&sorted_changes(&changes));
+                match then {
+                    0 => {
+                        graph.compact();
+                        started = None;
+                    }
+                    1 => {
+                        let mut side = before.clone();
+                        side.compact();
+                        if let Some(r) = side.rebase(&before, &graph) {
+                            graph = r;
+                        }
+                        started = None;
+                    }
+                    2 if started.is_none() => started = Some(graph.clone()),
+                    _ => {}
+                }
+                popular_subject_agrees(&graph, &model)?;
+            }
+        }
     }
 
     fn op() -> impl Strategy<Value = Op> {

@@ -483,16 +483,31 @@ fn snapshots_outside_the_window_are_too_old() {
 fn history_keeps_a_bounded_number_of_changes() {
     // A bulk import in batches must not pin every batch's copies for the whole window.
     let config = EngineConfig { history_max_changes: 3, ..EngineConfig::default() };
+    // (A change copies its object and its subject's list: each here holds only it.)
     let e = engine_with(config, &["doc:1#owner@user:a"]);
     let r1 = e.revision();
-    e.write(&touches(&["doc:2#owner@user:a", "doc:3#owner@user:a"])).unwrap();
+    e.write(&touches(&["doc:2#owner@user:b", "doc:3#owner@user:c"])).unwrap();
     let r2 = e.revision();
     assert!(check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r1)).unwrap());
-    e.write(&touches(&["doc:4#owner@user:a", "doc:5#owner@user:a"])).unwrap();
+    e.write(&touches(&["doc:4#owner@user:d", "doc:5#owner@user:e"])).unwrap();
     // r1 fell out (4 changes after it > 3); r2 is still there (2 after it).
     let err = check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r1)).unwrap_err();
     assert!(err.to_string().starts_with("snapshot too old"), "{err}");
-    assert!(!check_with(&e, "doc:4#edit@user:a", Consistency::AtExactSnapshot(r2)).unwrap());
+    assert!(!check_with(&e, "doc:4#edit@user:d", Consistency::AtExactSnapshot(r2)).unwrap());
+}
+
+#[test]
+fn history_counts_the_lists_a_change_copies() {
+    // One more document for a user who owns fifty: its object is new, but the user's
+    // reverse list (short, so kept whole) is copied with it: 26 (51 reverse entries and
+    // the new edge, a relationship counting once for both indexes) > 20.
+    let config = EngineConfig { history_max_changes: 20, ..EngineConfig::default() };
+    let owned: Vec<String> = (0..50).map(|i| format!("doc:{i}#owner@user:a")).collect();
+    let e = engine_with(config, &owned.iter().map(String::as_str).collect::<Vec<_>>());
+    let r = e.revision();
+    e.write(&touches(&["doc:50#owner@user:a"])).unwrap();
+    let err = check_with(&e, "doc:1#edit@user:a", Consistency::AtExactSnapshot(r)).unwrap_err();
+    assert!(err.to_string().starts_with("snapshot too old"), "{err}");
 }
 
 #[test]
