@@ -1983,3 +1983,41 @@ async fn bulk_provisioning_is_validated_whole_and_fed_at_one_revision() {
     let users: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_admin.users WHERE email IN ('x@acme.test', 'z@acme.test')").fetch_one(&pool).await.unwrap();
     assert_eq!(users, 0);
 }
+
+/// A relationship write reads the live schema without a lock (writes take the revision
+/// counter's lock only from their write to their commit), so a schema that lands between
+/// its check and its write must refuse it: 409, nothing written. A schema that landed
+/// before the check does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_checked_against_a_replaced_schema_is_refused() {
+    use arbiter_admin::db::{Db, Scope};
+    let p = platform("admin_schema_race").await;
+    let tenant: sqlx::types::Uuid = p.tenant.parse().unwrap();
+    let db = Db::connect(&p.db.url).await.unwrap();
+    let pool = p.db.pool().await;
+    let relationships = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM relationships WHERE resource_id = 'race'").fetch_one(&pool).await.unwrap()
+    };
+    let rewrite_schema = || async {
+        sqlx::query("SELECT arbiter_write_schema((SELECT schema_text FROM arbiter_schema))").execute(&pool).await.unwrap();
+    };
+
+    // Checked, then the schema is replaced (by the same text, at a new revision), then written.
+    let mut tx = db.begin(Scope::Tenant(tenant)).await.unwrap();
+    arbiter_admin::model::live_schema(&mut tx, "/resource_type").await.unwrap();
+    rewrite_schema().await;
+    tx.feed.touch("platform/tenant:race", "member", &arbiter_admin::feed::user(sqlx::types::Uuid::new_v4()));
+    let refused = tx.flush("test").await.unwrap_err();
+    assert_eq!(refused.status_code(), 409, "{refused:?}");
+    drop(tx);
+    assert_eq!(relationships().await, 0, "a refused write changed nothing");
+
+    // Replaced first, then checked and written: accepted.
+    rewrite_schema().await;
+    let mut tx = db.begin(Scope::Tenant(tenant)).await.unwrap();
+    arbiter_admin::model::live_schema(&mut tx, "/resource_type").await.unwrap();
+    tx.feed.touch("platform/tenant:race", "member", &arbiter_admin::feed::user(sqlx::types::Uuid::new_v4()));
+    assert!(tx.flush("test").await.unwrap().is_some());
+    tx.commit().await.unwrap();
+    assert_eq!(relationships().await, 1);
+}

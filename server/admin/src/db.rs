@@ -75,7 +75,7 @@ impl Db {
         .bind(STATEMENT_TIMEOUT)
         .execute(&mut *tx)
         .await?;
-        Ok(Tx { tx, scope, feed: Feed::default(), model: ModelChange::default(), revision: None })
+        Ok(Tx { tx, scope, feed: Feed::default(), model: ModelChange::default(), revision: None, schema_seen: None, locked: false })
     }
 
     /// The newest committed revision of the PDP's graph.
@@ -96,11 +96,51 @@ pub struct Tx {
     pub model: ModelChange,
     /// The revision the feed was written at.
     pub revision: Option<u64>,
+    /// The revision of the schema the transaction checked its changes against
+    /// ([`model::live_schema`]): still the live one when they are written, or the write
+    /// is refused.
+    pub schema_seen: Option<i64>,
+    /// Whether the transaction holds the revision counter's lock.
+    locked: bool,
 }
 
 impl Tx {
     pub fn conn(&mut self) -> &mut sqlx::PgConnection {
         &mut self.tx
+    }
+
+    /// Takes the revision counter's lock (held until the transaction ends), once: no
+    /// other write, schema or policy model lands before this transaction commits.
+    pub async fn lock_revision(&mut self) -> ApiResult<()> {
+        if !self.locked {
+            sqlx::query("SELECT revision FROM arbiter_revision FOR UPDATE").execute(&mut *self.tx).await?;
+            self.locked = true;
+        }
+        Ok(())
+    }
+
+    /// Takes turns, until commit, with every other transaction that changes `tenant`'s
+    /// nesting of `what` (groups in groups, departments under departments): a cycle
+    /// check made after it sees every nesting committed before.
+    pub async fn lock_nesting(&mut self, what: &str, tenant: Uuid) -> ApiResult<()> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("arbiter-admin/{what}/{tenant}"))
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
+    /// After a write function has taken the revision counter's lock: the schema the
+    /// transaction checked against is still the live one (a schema written since is
+    /// visible to this statement, one written later waits for the commit).
+    pub async fn verify_schema(&mut self) -> ApiResult<()> {
+        self.locked = true;
+        let Some(seen) = self.schema_seen else { return Ok(()) };
+        let live: Option<i64> = sqlx::query_scalar("SELECT revision FROM arbiter_schema").fetch_optional(&mut *self.tx).await?;
+        if live != Some(seen) {
+            return Err(model::schema_changed());
+        }
+        Ok(())
     }
 
     /// The policy model this transaction writes (the stored one at first); a model that
@@ -122,8 +162,9 @@ impl Tx {
 
     /// Writes the feed's changes through `arbiter_write` (the revision counter's lock is
     /// then held until commit), or with Cedar-side changes through `arbiter_write_model`
-    /// after checking them with the PDP's compiler. Once per transaction; later changes
-    /// are refused.
+    /// after checking them with the PDP's compiler. Refused (409) when the schema the
+    /// changes were checked against was replaced meanwhile. Once per transaction; later
+    /// changes are refused.
     pub async fn flush(&mut self, writer: &str) -> ApiResult<Option<u64>> {
         if self.revision.is_some() {
             if !self.feed.is_empty() || !self.model.is_empty() {
@@ -150,6 +191,7 @@ impl Tx {
                 .fetch_one(&mut *self.tx)
                 .await?
         };
+        self.verify_schema().await?;
         self.revision = Some(u64::try_from(v).unwrap_or(0));
         Ok(self.revision)
     }

@@ -39,8 +39,11 @@ impl ModelChange {
     }
 }
 
-/// The stored policy model (an empty one before any is written).
+/// The stored policy model (an empty one before any is written), read under the
+/// revision counter's lock (held until the transaction ends): two transactions that
+/// change the model take turns, and neither loses the other's change.
 pub async fn stored_model(tx: &mut Tx) -> ApiResult<PolicyModel> {
+    tx.lock_revision().await?;
     let json: Option<String> = sqlx::query_scalar("SELECT model FROM arbiter_policy_model").fetch_optional(tx.conn()).await?;
     match json {
         Some(json) => serde_json::from_str(&json).map_err(|e| Problem::internal("read the stored policy model", &e)),
@@ -48,15 +51,25 @@ pub async fn stored_model(tx: &mut Tx) -> ApiResult<PolicyModel> {
     }
 }
 
-/// The live schema, read under the revision counter's lock (held until the transaction
-/// ends: no schema or model write lands between a check and the commit).
+/// The live schema. Read without a lock, so that concurrent writes take the revision
+/// counter's lock only from their write to their commit: the transaction keeps the
+/// schema's revision, and its write is refused if another schema landed in between
+/// ([`Tx::flush`]).
 pub async fn live_schema(tx: &mut Tx, field: &str) -> ApiResult<CompiledSchema> {
-    sqlx::query("SELECT revision FROM arbiter_revision FOR UPDATE").execute(tx.conn()).await?;
-    let text: Option<String> = sqlx::query_scalar("SELECT schema_text FROM arbiter_schema").fetch_optional(tx.conn()).await?;
-    let Some(text) = text else {
+    let row: Option<(String, i64)> =
+        sqlx::query_as("SELECT schema_text, revision FROM arbiter_schema").fetch_optional(tx.conn()).await?;
+    let Some((text, revision)) = row else {
         return Err(Problem::invalid(field, "the PDP has no schema yet: write the application schema first"));
     };
+    if *tx.schema_seen.get_or_insert(revision) != revision {
+        return Err(schema_changed());
+    }
     arbiter_schema::compile(&text).map_err(|e| Problem::internal("compile the stored schema", &e))
+}
+
+/// A write checked against a schema that another write replaced before it landed.
+pub fn schema_changed() -> Problem {
+    Problem::conflict("/", "the application schema changed while this request was checked against it; send it again")
 }
 
 /// The labels of the admin's table, with their parents, as the model holds them.

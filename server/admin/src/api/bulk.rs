@@ -510,6 +510,7 @@ async fn check_no_cycle(tx: &mut Tx, tenant_id: Uuid, new: &[(Uuid, Uuid, usize)
     if new.is_empty() {
         return Ok(());
     }
+    tx.lock_nesting("groups", tenant_id).await?;
     let old: Vec<(Uuid, Uuid)> =
         sqlx::query_as("SELECT group_id, member_group_id FROM arbiter_admin.group_members WHERE tenant_id = $1 AND member_group_id IS NOT NULL")
             .bind(tenant_id)
@@ -713,6 +714,7 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, plan: Plan) -> Api
     .rows_affected();
     let metadata = serde_json::json!({ "writer": "arbiter-admin", "actor": actor, "bulk": true });
     let v: i64 = sqlx::query_scalar("SELECT arbiter_write_bulk($1)").bind(metadata).fetch_one(tx.conn()).await?;
+    tx.verify_schema().await?;
     let revision = u64::try_from(v).unwrap_or(0);
     tx.revision = Some(revision);
     // Each ACL entry's change log starts with its creation, at that revision.

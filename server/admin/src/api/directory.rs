@@ -93,6 +93,7 @@ async fn check_department_parent(tx: &mut Tx, tenant: Uuid, id: Option<Uuid>, pa
         .await
         .map_err(|_| Problem::invalid("/parent_id", format!("department `{parent}` does not exist in this tenant")))?;
     if let Some(id) = id {
+        tx.lock_nesting("departments", tenant).await?;
         let cycle: bool = sqlx::query_scalar(
             "WITH RECURSIVE up(id) AS (SELECT $1::uuid UNION SELECT d.parent_id FROM arbiter_admin.departments d JOIN up ON d.id = up.id
                                        WHERE d.parent_id IS NOT NULL)

@@ -372,6 +372,7 @@ pub async fn add_member(
             return Err(Problem::invalid("/group_id", format!("group `{h}` does not exist in this tenant")));
         }
         // Nesting h in g closes a cycle when g is already (transitively) inside h.
+        tx.lock_nesting("groups", tenant_id).await?;
         let cycle: bool = sqlx::query_scalar(
             "WITH RECURSIVE inside(id) AS (
                  SELECT member_group_id FROM arbiter_admin.group_members WHERE group_id = $1 AND member_group_id IS NOT NULL
