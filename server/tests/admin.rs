@@ -2021,3 +2021,62 @@ async fn a_write_checked_against_a_replaced_schema_is_refused() {
     tx.commit().await.unwrap();
     assert_eq!(relationships().await, 1);
 }
+
+/// `arbiter_write_bulk` sorts its changes and drops repeats unless its caller says it
+/// has (the admin does); a caller that says so and repeats a change gets an error, and
+/// nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bulk_write_function_sorts_unless_told_its_changes_are_sorted() {
+    let p = platform("admin_bulk_fn").await;
+    let pool = p.db.pool().await;
+    let t = &p.tenant;
+    let users = ["c", "a", "b", "a"].map(|u| format!("0000000{u}-0000-4000-8000-000000000000"));
+    let written = |revision: i64| {
+        let pool = pool.clone();
+        async move {
+            let changes: i64 = sqlx::query_scalar("SELECT count(*) FROM arbiter_changelog WHERE revision = $1").bind(revision).fetch_one(&pool).await.unwrap();
+            let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM relationships WHERE created_revision = $1").bind(revision).fetch_one(&pool).await.unwrap();
+            (changes, rows)
+        }
+    };
+
+    // Told they are sorted, with a repeat: refused whole.
+    let mut tx = pool.begin().await.unwrap();
+    fill_bulk_changes(&mut tx, t, &users).await;
+    let err = sqlx::query_scalar::<_, i64>("SELECT arbiter_write_bulk('{}', sorted => true)").fetch_one(&mut *tx).await.unwrap_err();
+    assert!(err.to_string().contains("cannot affect row a second time"), "{err}");
+    drop(tx);
+    let head: i64 = sqlx::query_scalar("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap();
+    assert_eq!(written(head + 1).await, (0, 0));
+
+    // Not told: sorted and each change once, at one revision.
+    let mut tx = pool.begin().await.unwrap();
+    fill_bulk_changes(&mut tx, t, &users).await;
+    let revision: i64 = sqlx::query_scalar("SELECT arbiter_write_bulk('{}')").fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(written(revision).await, (3, 3));
+    let order: Vec<String> = sqlx::query_scalar("SELECT subject_id FROM arbiter_changelog WHERE revision = $1 ORDER BY seq")
+        .bind(revision)
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    let mut sorted = order.clone();
+    sorted.sort();
+    assert_eq!(order, sorted);
+}
+
+/// `arbiter_bulk_changes` holding `tenant`'s membership for each of `users`, in order.
+async fn fill_bulk_changes(tx: &mut sqlx::PgConnection, tenant: &str, users: &[String]) {
+    sqlx::query("CREATE TEMP TABLE arbiter_bulk_changes (resource_type text, resource_id text, relation text, subject_type text, subject_id text, subject_relation text) ON COMMIT DROP")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for u in users {
+        sqlx::query("INSERT INTO arbiter_bulk_changes VALUES ('platform/tenant', $1, 'member', 'platform/user', $2, NULL)")
+            .bind(tenant)
+            .bind(u)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+}

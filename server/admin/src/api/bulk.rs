@@ -22,6 +22,7 @@
 //! them set-wise, and feeds the graph through `arbiter_write_bulk`: every relationship at
 //! one revision, with one audit record for the whole request.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use axum::body::Body;
@@ -54,6 +55,9 @@ pub const MAX_LINES: usize = 5_000_000;
 
 /// How long one statement of a bulk write may run (the admin's others get 10 s).
 const BULK_STATEMENT_TIMEOUT: &str = "300s";
+
+/// One bulk write at a time in this process.
+static WRITING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
 
 /// One operation.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -288,6 +292,10 @@ pub async fn provision(State(app): State<App>, caller: Caller, ctx: RequestConte
     sqlx::query("SELECT set_config('statement_timeout', $1, true)").bind(BULK_STATEMENT_TIMEOUT).execute(tx.conn()).await?;
     let plan = resolve(&mut tx, tenant_id, &parsed.lines).await?;
     let resolved = started.elapsed();
+    // Bulk writes take turns: each sorts millions of rows in Postgres' memory
+    // (`arbiter_write_bulk`'s work_mem), and all of them wait for the revision
+    // counter's lock in the end anyway.
+    let _turn = WRITING.acquire().await.map_err(|e| Problem::internal("wait for the bulk write's turn", &e))?;
     let counts = write(&mut tx, tenant_id, &caller, plan).await?;
     tracing::info!(
         lines = parsed.lines.len(),
@@ -329,7 +337,7 @@ async fn resolve(tx: &mut Tx, tenant_id: Uuid, lines: &[(usize, Line)]) -> ApiRe
                 if let Some(first) = emails.insert(email.clone(), i) {
                     return Err(at(i, Problem::conflict("/email", format!("`{email}` is given on line {} too", first + 1))));
                 }
-                let id = Uuid::new_v4();
+                let id = Uuid::now_v7();
                 user_ids.push(id);
                 plan.users.push((id, email.clone(), display_name.clone()));
             }
@@ -340,7 +348,7 @@ async fn resolve(tx: &mut Tx, tenant_id: Uuid, lines: &[(usize, Line)]) -> ApiRe
                 if let Some(first) = names.insert(name, i) {
                     return Err(at(i, Problem::conflict("/name", format!("group `{name}` is given on line {} too", first + 1))));
                 }
-                let id = Uuid::new_v4();
+                let id = Uuid::now_v7();
                 group_ids.push(id);
                 plan.groups.push((id, name.clone(), description.clone()));
             }
@@ -587,8 +595,62 @@ async fn copy(tx: &mut Tx, table: &str, data: Vec<u8>) -> ApiResult<()> {
     Ok(())
 }
 
+/// The relationships `plan` (its ACL entries `acl`) implies for tenant `t`, as COPY rows
+/// of `arbiter_bulk_changes` in the relationships' key order (byte order, as the
+/// database's C collation sorts), each once; and how many.
+fn changes(plan: &Plan, acl: &[NewAcl], t: &str) -> (Vec<u8>, usize) {
+    type Row<'a> = [Cow<'a, str>; 6];
+    let b = Cow::Borrowed;
+    let id = |u: Uuid| Cow::Owned(u.to_string());
+    let subject = |user: Option<Uuid>, group: Option<Uuid>| match (user, group) {
+        (Some(u), _) => Some((b("platform/user"), id(u), b(""))),
+        (None, Some(g)) => Some((b("platform/group"), id(g), b("member"))),
+        (None, None) => None,
+    };
+    let mut rows: Vec<Row<'_>> = Vec::with_capacity(
+        plan.users.len() + plan.groups.len() + plan.members.len() + plan.assignments.len() + acl.iter().map(|e| 1 + e.relations.len()).sum::<usize>(),
+    );
+    for (u, _, _) in &plan.users {
+        rows.push([b("platform/tenant"), b(t), b("member"), b("platform/user"), id(*u), b("")]);
+    }
+    for (g, _, _) in &plan.groups {
+        rows.push([b("platform/group"), id(*g), b("tenant"), b("platform/tenant"), b(t), b("")]);
+    }
+    for m in &plan.members {
+        if let Some((ty, who, rel)) = subject(m.user, m.member_group) {
+            rows.push([b("platform/group"), id(m.group), b("member"), ty, who, rel]);
+        }
+    }
+    for a in &plan.assignments {
+        let Some((ty, who, rel)) = subject(a.user, a.group) else { continue };
+        rows.push(match &a.builtin {
+            Some(relation) => [b("platform/tenant"), b(t), b(relation.as_str()), ty, who, rel],
+            None => [b("platform/role"), Cow::Owned(format!("{t}_{}", a.role)), b("holder"), ty, who, rel],
+        });
+    }
+    for e in acl {
+        let ty = plan.acl_types[e.ty].as_str();
+        // Claimed for the tenant (a claim it holds already is touched again).
+        rows.push([b(ty), b(e.object.as_str()), b("tenant"), b("platform/tenant"), b(t), b("")]);
+        let (subject_type, subject_relation) = match e.kind {
+            SubjectKind::User => ("platform/user", ""),
+            SubjectKind::Group => ("platform/group", "member"),
+        };
+        for relation in &e.relations {
+            rows.push([b(ty), b(e.object.as_str()), b(relation.as_str()), b(subject_type), id(e.who), b(subject_relation)]);
+        }
+    }
+    rows.sort_unstable();
+    rows.dedup();
+    let mut data = Vec::with_capacity(rows.len() * 96);
+    for r in &rows {
+        row(&mut data, &r.each_ref().map(|f| Some(f.as_ref())));
+    }
+    (data, rows.len())
+}
+
 /// Writes the plan set-wise and feeds the graph at one revision.
-async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, plan: Plan) -> ApiResult<Provisioned> {
+async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, mut plan: Plan) -> ApiResult<Provisioned> {
     let actor = caller.actor();
     let t = tenant_id.to_string();
     for table in [
@@ -596,7 +658,7 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, plan: Plan) -> Api
         "bulk_groups (id uuid, name text, description text)",
         "bulk_members (id uuid, group_id uuid, user_id uuid, member_group_id uuid)",
         "bulk_assignments (id uuid, role_id uuid, builtin text, user_id uuid, group_id uuid)",
-        "bulk_acl (id uuid, resource_type text, resource_id text, subject_type text, subject_id uuid, relations text[])",
+        "bulk_acl (id uuid, log_id uuid, resource_type text, resource_id text, subject_type text, subject_id uuid, relations text[])",
         "arbiter_bulk_changes (resource_type text, resource_id text, relation text, subject_type text, subject_id text, subject_relation text)",
     ] {
         sqlx::query(&format!("CREATE TEMP TABLE {table} ON COMMIT DROP")).execute(tx.conn()).await?;
@@ -613,26 +675,35 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, plan: Plan) -> Api
     copy(tx, "bulk_groups", std::mem::take(&mut data)).await?;
     let text = |id: Option<Uuid>| id.map(|i| i.to_string());
     for m in &plan.members {
-        row(&mut data, &[Some(&Uuid::new_v4().to_string()), Some(&m.group.to_string()), text(m.user).as_deref(), text(m.member_group).as_deref()]);
+        row(&mut data, &[Some(&Uuid::now_v7().to_string()), Some(&m.group.to_string()), text(m.user).as_deref(), text(m.member_group).as_deref()]);
     }
     copy(tx, "bulk_members", std::mem::take(&mut data)).await?;
     for a in &plan.assignments {
-        let id = Uuid::new_v4().to_string();
+        let id = Uuid::now_v7().to_string();
         row(&mut data, &[Some(&id), Some(&a.role.to_string()), a.builtin.as_deref(), text(a.user).as_deref(), text(a.group).as_deref()]);
     }
     copy(tx, "bulk_assignments", std::mem::take(&mut data)).await?;
-    for e in &plan.acl {
-        let kind = match e.kind {
-            SubjectKind::User => "user",
-            SubjectKind::Group => "group",
-        };
-        let id = Uuid::new_v4().to_string();
-        row(&mut data, &[Some(&id), Some(&plan.acl_types[e.ty]), Some(&e.object), Some(kind), Some(&e.who.to_string()), Some(&array(&e.relations))]);
+    // In the order of the entries' unique key, with ids that grow (time-ordered): both
+    // indexes of the entries, and the log's, then take them at their right edge rather
+    // than at a random page each.
+    let kind_name = |k: SubjectKind| match k {
+        SubjectKind::User => "user",
+        SubjectKind::Group => "group",
+    };
+    let mut acl = std::mem::take(&mut plan.acl);
+    acl.sort_unstable_by(|a, b| {
+        (&plan.acl_types[a.ty], &a.object, kind_name(a.kind), a.who).cmp(&(&plan.acl_types[b.ty], &b.object, kind_name(b.kind), b.who))
+    });
+    for e in &acl {
+        let (id, log_id) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
+        let who = e.who.to_string();
+        row(&mut data, &[Some(&id), Some(&log_id), Some(&plan.acl_types[e.ty]), Some(&e.object), Some(kind_name(e.kind)), Some(&who), Some(&array(&e.relations))]);
     }
+    let any_acl = !acl.is_empty();
     copy(tx, "bulk_acl", std::mem::take(&mut data)).await?;
 
     // An object of another tenant is refused (the whole request).
-    if !plan.acl.is_empty() {
+    if any_acl {
         let theirs: Option<(String, String)> = sqlx::query_as(
             "SELECT a.resource_type, a.resource_id FROM bulk_acl a JOIN relationships r
                ON r.resource_type = a.resource_type AND r.resource_id = a.resource_id AND r.relation = 'tenant'
@@ -685,42 +756,21 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, plan: Plan) -> Api
     .await?
     .rows_affected();
 
-    // What they feed: the relationships the single-row endpoints write, one set each.
-    counts.relationships = sqlx::query(
-        "INSERT INTO arbiter_bulk_changes
-         SELECT 'platform/tenant', $1, 'member', 'platform/user', id::text, '' FROM bulk_users
-         UNION ALL SELECT 'platform/group', id::text, 'tenant', 'platform/tenant', $1, '' FROM bulk_groups
-         UNION ALL SELECT 'platform/group', group_id::text, 'member', 'platform/user', user_id::text, '' FROM bulk_members WHERE user_id IS NOT NULL
-         UNION ALL SELECT 'platform/group', group_id::text, 'member', 'platform/group', member_group_id::text, 'member' FROM bulk_members
-                   WHERE member_group_id IS NOT NULL
-         UNION ALL SELECT CASE WHEN builtin IS NULL THEN 'platform/role' ELSE 'platform/tenant' END,
-                          CASE WHEN builtin IS NULL THEN $1 || '_' || role_id::text ELSE $1 END,
-                          coalesce(builtin, 'holder'),
-                          CASE WHEN user_id IS NULL THEN 'platform/group' ELSE 'platform/user' END,
-                          coalesce(user_id, group_id)::text,
-                          CASE WHEN user_id IS NULL THEN 'member' ELSE '' END
-                   FROM bulk_assignments
-         UNION ALL SELECT DISTINCT a.resource_type, a.resource_id, 'tenant', 'platform/tenant', $1, '' FROM bulk_acl a
-                   WHERE NOT EXISTS (SELECT 1 FROM relationships r WHERE r.resource_type = a.resource_type AND r.resource_id = a.resource_id
-                                       AND r.relation = 'tenant' AND r.subject_type = 'platform/tenant' AND r.subject_id = $1 AND r.subject_relation = '')
-         UNION ALL SELECT resource_type, resource_id, unnest(relations),
-                          CASE WHEN subject_type = 'user' THEN 'platform/user' ELSE 'platform/group' END, subject_id::text,
-                          CASE WHEN subject_type = 'user' THEN '' ELSE 'member' END
-                   FROM bulk_acl",
-    )
-    .bind(&t)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
+    // What they feed: the relationships the single-row endpoints write, sorted here in
+    // their key order and without repeats (Postgres would spend longer sorting them).
+    let (changes, n) = changes(&plan, &acl, &t);
+    drop(acl);
+    counts.relationships = n as u64;
+    copy(tx, "arbiter_bulk_changes", changes).await?;
     let metadata = serde_json::json!({ "writer": "arbiter-admin", "actor": actor, "bulk": true });
-    let v: i64 = sqlx::query_scalar("SELECT arbiter_write_bulk($1)").bind(metadata).fetch_one(tx.conn()).await?;
+    let v: i64 = sqlx::query_scalar("SELECT arbiter_write_bulk($1, sorted => true)").bind(metadata).fetch_one(tx.conn()).await?;
     tx.verify_schema().await?;
     let revision = u64::try_from(v).unwrap_or(0);
     tx.revision = Some(revision);
     // Each ACL entry's change log starts with its creation, at that revision.
     sqlx::query(
         "INSERT INTO arbiter_admin.acl_logs (id, tenant_id, entry_id, change_type, changed_by, after, revision)
-         SELECT gen_random_uuid(), $1, id, 'create', $2,
+         SELECT log_id, $1, id, 'create', $2,
                 jsonb_build_object('resource_type', resource_type, 'resource_id', resource_id, 'subject_type', subject_type,
                                    'subject_id', subject_id, 'relations', to_jsonb(relations)), $3
          FROM bulk_acl",
