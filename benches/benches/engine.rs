@@ -178,6 +178,27 @@ fn writes(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    // One viewer more for a folder a million users view: the folder's edge list is
+    // copied whole (the forward delta keeps a changed object whole).
+    let viewed = Engine::in_memory(EngineConfig::default());
+    let premise = viewed
+        .write_schema(arbiter_benches::SCHEMA)
+        .and_then(|_| (0..1_000_000).map(|i| arbiter_benches::touch(&format!("folder:big#viewer@user:v{i}"))).collect::<Result<Vec<_>, _>>())
+        .and_then(|u| viewed.write(&u));
+    if let Err(e) = premise {
+        return eprintln!("cannot write the million viewers: {e}");
+    }
+    let mut next = 1_000_000usize;
+    group.bench_function("write 1 relationship on an object with 1M edges", |b| {
+        b.iter_batched(
+            || {
+                next += 1;
+                arbiter_benches::touch(&format!("folder:big#viewer@user:v{next}")).map(|u| vec![u]).unwrap_or_default()
+            },
+            |u| black_box(viewed.write(&u)),
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

@@ -46,7 +46,8 @@ pub struct Org {
     pub relationships: usize,
 }
 
-fn touch(line: &str) -> Result<RelationshipUpdate, EngineError> {
+/// A touch of one relationship, from its text.
+pub fn touch(line: &str) -> Result<RelationshipUpdate, EngineError> {
     let relationship =
         parse_relationship(line).map_err(|e| EngineError::InvalidArgument(e.message))?;
     Ok(RelationshipUpdate {
