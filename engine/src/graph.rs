@@ -1273,16 +1273,19 @@ impl<'a> Resources<'a> {
     /// All of them, in order.
     #[inline]
     pub fn iter(&self) -> ResourcesIter<'a> {
-        ResourcesIter { base: self.base.iter(), changes: self.overlay.map(|o| o.changes.range(..).peekable()) }
+        match self.overlay {
+            None => ResourcesIter::List(self.base.iter()),
+            Some(o) => ResourcesIter::overlaid(self.base, o.changes.range(..)),
+        }
     }
 
     /// Those from `lo` on, in order.
     #[inline]
     pub fn iter_from(&self, lo: ResourceKey) -> ResourcesIter<'a> {
-        let start = self.base.partition_point(|r| *r < lo);
-        ResourcesIter {
-            base: self.base.get(start..).unwrap_or(&[]).iter(),
-            changes: self.overlay.map(|o| o.changes.range(lo..).peekable()),
+        let base = self.base.get(self.base.partition_point(|r| *r < lo)..).unwrap_or(&[]);
+        match self.overlay {
+            None => ResourcesIter::List(base.iter()),
+            Some(o) => ResourcesIter::overlaid(base, o.changes.range(lo..)),
         }
     }
 }
@@ -1297,15 +1300,25 @@ impl<'a> IntoIterator for Resources<'a> {
     }
 }
 
-/// The iterator of [`Resources`]: the base list merged with the overlay's changes.
-pub struct ResourcesIter<'a> {
-    base: std::slice::Iter<'a, ResourceKey>,
-    changes: Option<std::iter::Peekable<imbl::ordmap::RangedIter<'a, ResourceKey, bool, imbl::shared_ptr::DefaultSharedPtr>>>,
+/// The iterator of [`Resources`]: a sorted list, or a base list merged with an
+/// overlay's changes (boxed: only long lists changed since the last compaction have one).
+pub enum ResourcesIter<'a> {
+    List(std::slice::Iter<'a, ResourceKey>),
+    Overlaid(Box<dyn Iterator<Item = ResourceKey> + 'a>),
+}
+
+impl<'a> ResourcesIter<'a> {
+    /// `base` with `changes` (in key order) laid over it: a changed resource is named
+    /// as its change says, any other as the base does.
+    fn overlaid(base: &'a [ResourceKey], changes: impl Iterator<Item = (&'a ResourceKey, &'a bool)> + 'a) -> Self {
+        let merged = zip_ordered(base.iter().map(|r| (*r, ())), changes.map(|(r, named)| (*r, *named)));
+        ResourcesIter::Overlaid(Box::new(merged.filter_map(|(r, _, change)| change.unwrap_or(true).then_some(r))))
+    }
 }
 
 impl std::fmt::Debug for ResourcesIter<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResourcesIter").field("overlaid", &self.changes.is_some()).finish_non_exhaustive()
+        f.debug_struct("ResourcesIter").field("overlaid", &matches!(self, ResourcesIter::Overlaid(_))).finish_non_exhaustive()
     }
 }
 
@@ -1314,38 +1327,16 @@ impl Iterator for ResourcesIter<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<ResourceKey> {
-        let Some(changes) = &mut self.changes else {
-            return self.base.next().copied();
-        };
-        loop {
-            let next_change = changes.peek().map(|(k, named)| (**k, **named));
-            match (self.base.as_slice().first().copied(), next_change) {
-                (None, None) => return None,
-                (Some(b), None) => {
-                    self.base.next();
-                    return Some(b);
-                }
-                (Some(b), Some((k, _))) if b < k => {
-                    self.base.next();
-                    return Some(b);
-                }
-                (b, Some((k, named))) => {
-                    if b == Some(k) {
-                        self.base.next();
-                    }
-                    changes.next();
-                    if named {
-                        return Some(k);
-                    }
-                }
-            }
+        match self {
+            ResourcesIter::List(list) => list.next().copied(),
+            ResourcesIter::Overlaid(merged) => merged.next(),
         }
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        match &self.changes {
-            None => self.base.size_hint(),
-            Some(_) => (0, None),
+        match self {
+            ResourcesIter::List(list) => list.size_hint(),
+            ResourcesIter::Overlaid(merged) => merged.size_hint(),
         }
     }
 }

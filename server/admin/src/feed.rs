@@ -32,7 +32,12 @@ pub fn group_members(id: Uuid) -> String {
 
 /// Role `role` as held in tenant `tenant`.
 pub fn role(tenant: Uuid, role: Uuid) -> String {
-    format!("platform/role:{tenant}_{role}")
+    format!("platform/role:{}", role_id(tenant, role))
+}
+
+/// The id of [`role`]'s object.
+pub fn role_id(tenant: Uuid, role: Uuid) -> String {
+    format!("{tenant}_{role}")
 }
 
 /// The subject set of a role's holders in a tenant.

@@ -76,6 +76,14 @@ impl SubjectKind {
         }
     }
 
+    /// The relation of the subject (`member` of a group; none for a user).
+    pub(super) fn subject_relation(self) -> &'static str {
+        match self {
+            SubjectKind::User => "",
+            SubjectKind::Group => "member",
+        }
+    }
+
     /// Is `id` a member (user) or a group of the tenant? Else a 422 naming `field`.
     pub(super) async fn check_in_tenant(self, tx: &mut Tx, tenant_id: Uuid, id: Uuid, field: &str) -> ApiResult<()> {
         let sql = match self {

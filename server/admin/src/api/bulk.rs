@@ -40,6 +40,7 @@ use super::{check_description, check_text, reply, P};
 use crate::audit::{self, Entry};
 use crate::auth::{Caller, Need};
 use crate::db::{Scope, Tx};
+use crate::feed;
 use crate::http::{App, RequestContext};
 use crate::problem::{ApiResult, Problem};
 
@@ -598,14 +599,19 @@ async fn copy(tx: &mut Tx, table: &str, data: Vec<u8>) -> ApiResult<()> {
 /// The relationships `plan` (its ACL entries `acl`) implies for tenant `t`, as COPY rows
 /// of `arbiter_bulk_changes` in the relationships' key order (byte order, as the
 /// database's C collation sorts), each once; and how many.
-fn changes(plan: &Plan, acl: &[NewAcl], t: &str) -> (Vec<u8>, usize) {
+fn changes(plan: &Plan, acl: &[NewAcl], tenant_id: Uuid) -> (Vec<u8>, usize) {
+    let t = &tenant_id.to_string();
     type Row<'a> = [Cow<'a, str>; 6];
     let b = Cow::Borrowed;
     let id = |u: Uuid| Cow::Owned(u.to_string());
-    let subject = |user: Option<Uuid>, group: Option<Uuid>| match (user, group) {
-        (Some(u), _) => Some((b("platform/user"), id(u), b(""))),
-        (None, Some(g)) => Some((b("platform/group"), id(g), b("member"))),
-        (None, None) => None,
+    // A membership's or an assignment's subject, as an ACL entry's would be.
+    let subject = |user: Option<Uuid>, group: Option<Uuid>| {
+        let (kind, who) = match (user, group) {
+            (Some(u), _) => (SubjectKind::User, u),
+            (None, Some(g)) => (SubjectKind::Group, g),
+            (None, None) => return None,
+        };
+        Some((b(kind.object_type()), id(who), b(kind.subject_relation())))
     };
     let mut rows: Vec<Row<'_>> = Vec::with_capacity(
         plan.users.len() + plan.groups.len() + plan.members.len() + plan.assignments.len() + acl.iter().map(|e| 1 + e.relations.len()).sum::<usize>(),
@@ -625,19 +631,15 @@ fn changes(plan: &Plan, acl: &[NewAcl], t: &str) -> (Vec<u8>, usize) {
         let Some((ty, who, rel)) = subject(a.user, a.group) else { continue };
         rows.push(match &a.builtin {
             Some(relation) => [b("platform/tenant"), b(t), b(relation.as_str()), ty, who, rel],
-            None => [b("platform/role"), Cow::Owned(format!("{t}_{}", a.role)), b("holder"), ty, who, rel],
+            None => [b("platform/role"), Cow::Owned(feed::role_id(tenant_id, a.role)), b("holder"), ty, who, rel],
         });
     }
     for e in acl {
         let ty = plan.acl_types[e.ty].as_str();
         // Claimed for the tenant (a claim it holds already is touched again).
         rows.push([b(ty), b(e.object.as_str()), b("tenant"), b("platform/tenant"), b(t), b("")]);
-        let (subject_type, subject_relation) = match e.kind {
-            SubjectKind::User => ("platform/user", ""),
-            SubjectKind::Group => ("platform/group", "member"),
-        };
         for relation in &e.relations {
-            rows.push([b(ty), b(e.object.as_str()), b(relation.as_str()), b(subject_type), id(e.who), b(subject_relation)]);
+            rows.push([b(ty), b(e.object.as_str()), b(relation.as_str()), b(e.kind.object_type()), id(e.who), b(e.kind.subject_relation())]);
         }
     }
     rows.sort_unstable();
@@ -686,18 +688,14 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, mut plan: Plan) ->
     // In the order of the entries' unique key, with ids that grow (time-ordered): both
     // indexes of the entries, and the log's, then take them at their right edge rather
     // than at a random page each.
-    let kind_name = |k: SubjectKind| match k {
-        SubjectKind::User => "user",
-        SubjectKind::Group => "group",
-    };
     let mut acl = std::mem::take(&mut plan.acl);
     acl.sort_unstable_by(|a, b| {
-        (&plan.acl_types[a.ty], &a.object, kind_name(a.kind), a.who).cmp(&(&plan.acl_types[b.ty], &b.object, kind_name(b.kind), b.who))
+        (&plan.acl_types[a.ty], &a.object, a.kind.as_str(), a.who).cmp(&(&plan.acl_types[b.ty], &b.object, b.kind.as_str(), b.who))
     });
     for e in &acl {
         let (id, log_id) = (Uuid::now_v7().to_string(), Uuid::now_v7().to_string());
         let who = e.who.to_string();
-        row(&mut data, &[Some(&id), Some(&log_id), Some(&plan.acl_types[e.ty]), Some(&e.object), Some(kind_name(e.kind)), Some(&who), Some(&array(&e.relations))]);
+        row(&mut data, &[Some(&id), Some(&log_id), Some(&plan.acl_types[e.ty]), Some(&e.object), Some(e.kind.as_str()), Some(&who), Some(&array(&e.relations))]);
     }
     let any_acl = !acl.is_empty();
     copy(tx, "bulk_acl", std::mem::take(&mut data)).await?;
@@ -758,7 +756,7 @@ async fn write(tx: &mut Tx, tenant_id: Uuid, caller: &Caller, mut plan: Plan) ->
 
     // What they feed: the relationships the single-row endpoints write, sorted here in
     // their key order and without repeats (Postgres would spend longer sorting them).
-    let (changes, n) = changes(&plan, &acl, &t);
+    let (changes, n) = changes(&plan, &acl, tenant_id);
     drop(acl);
     counts.relationships = n as u64;
     copy(tx, "arbiter_bulk_changes", changes).await?;
