@@ -109,6 +109,10 @@ pub struct CaveatAst {
     pub name: Name,
     pub doc: Vec<String>,
     pub params: Vec<CaveatParamAst>,
+    /// The expression, trimmed.
     pub expression: String,
+    /// The `{ ... }` block.
     pub expression_span: Span,
+    /// Where the trimmed expression starts in the schema text.
+    pub expression_start: usize,
 }

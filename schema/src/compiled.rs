@@ -98,14 +98,27 @@ pub enum ArrowKind {
     AnyFunction,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caveat {
     pub name: String,
     pub doc: Vec<String>,
     pub params: Vec<(String, String)>,
     /// The CEL expression, verbatim.
     pub expression: String,
+    /// The expression compiled over the parameters; present in every schema that
+    /// compiled without errors.
+    pub program: Option<std::sync::Arc<crate::caveat::CaveatProgram>>,
 }
+
+/// Two caveats are equal when they are written the same: the program follows from
+/// the parameters and the expression.
+impl PartialEq for Caveat {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.doc == other.doc && self.params == other.params && self.expression == other.expression
+    }
+}
+
+impl Eq for Caveat {}
 
 impl CompiledSchema {
     pub fn type_id(&self, name: &str) -> Option<TypeId> {

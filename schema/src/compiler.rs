@@ -116,8 +116,10 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     continue;
                 }
                 let mut params: Vec<(String, String)> = Vec::new();
+                let mut types_ok = true;
                 for p in &cav.params {
                     if params.iter().any(|(n, _)| n == &p.name.text) {
+                        types_ok = false;
                         sink.push(
                             p.name.span,
                             format!(
@@ -128,6 +130,30 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     }
                     params.push((p.name.text.clone(), p.type_ref.clone()));
                 }
+                for p in &cav.params {
+                    if let Err(m) = crate::caveat::ParamType::parse(&p.type_ref) {
+                        sink.push(p.type_span, format!("caveat `{}`, parameter `{}`: {m}", cav.name.text, p.name.text));
+                        types_ok = false;
+                    }
+                }
+                let program = if types_ok && !cav.expression.is_empty() {
+                    match crate::caveat::CaveatProgram::compile(&params, &cav.expression) {
+                        Ok(p) => Some(std::sync::Arc::new(p)),
+                        Err(e) => {
+                            let span = match e.offset {
+                                Some(offset) => {
+                                    let at = cav.expression_start + offset.min(cav.expression.len());
+                                    crate::span::Span::new(at, at + 1)
+                                }
+                                None => cav.name.span,
+                            };
+                            sink.push(span, format!("caveat `{}`: {}", cav.name.text, e.message));
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
                 schema
                     .caveat_index
                     .insert(cav.name.text.clone(), schema.caveats.len());
@@ -136,6 +162,7 @@ fn compile_ast(ast: &SchemaAst, sink: &mut Sink) -> CompiledSchema {
                     doc: cav.doc.clone(),
                     params,
                     expression: cav.expression.clone(),
+                    program,
                 });
             }
         }

@@ -3,6 +3,7 @@
 //! -> [`CompiledSchema`] with integer ids; [`print`] writes a compiled schema back.
 
 pub mod ast;
+pub mod caveat;
 pub mod compiled;
 pub mod compiler;
 pub mod error;

@@ -468,12 +468,14 @@ impl<'a> Parser<'a> {
                         format!("caveat `{}` has an empty expression", name.text),
                     );
                 }
+                let leading = expression.len() - expression.trim_start().len();
                 Ok(CaveatAst {
                     name,
                     doc,
                     params,
                     expression: expression.trim().to_string(),
                     expression_span: span,
+                    expression_start: span.start + 1 + leading,
                 })
             }
             Err((span, msg)) => {

@@ -143,9 +143,10 @@ fn every_construct_compiles() {
         (
             "caveat parameter types",
             "caveat all_types(a int, b uint, c bool, d string, e double, f bytes, g duration, h timestamp, \
-             i list<string>, j map<any>, k map<list<int>>, l ipaddress, m any) {\n  a == 1 && i.size() > 0\n}",
+             i list<string>, j map<any>, k map<list<int>>, l ipaddress, m any) {\n  a == 1 && b == 1u && c && d == '' && e > 0.0 && size(f) > 0 && g > duration('1s') \
+             && h > timestamp('2020-01-01T00:00:00Z') && i.size() > 0 && size(j) > 0 && size(k) > 0 \
+             && l.in_cidr('10.0.0.0/8') && m != null\n}",
         ),
-        ("caveat without parameters", "caveat always() { true }"),
         (
             "caveat expression with braces and strings",
             "caveat c(m map<any>) {\n  {'a': 1}.size() == 1 && m['}'] == \"{\"\n}",
@@ -273,7 +274,7 @@ fn doc_comments_are_kept() {
 
 #[test]
 fn caveats_keep_parameters_and_expression() {
-    let s = compiled("caveat c(a list<string>, b map<any>, c map<list<int>>) {\n  a.size() > 0\n}");
+    let s = compiled("caveat c(a list<string>, b map<any>, c map<list<int>>) {\n  a.size() > 0 && size(b) > 0 && size(c) > 0\n}");
     let c = s.caveat(s.caveat_id("c").unwrap()).unwrap();
     let params: Vec<(&str, &str)> = c
         .params
@@ -288,7 +289,7 @@ fn caveats_keep_parameters_and_expression() {
             ("c", "map<list<int>>")
         ]
     );
-    assert_eq!(c.expression, "a.size() > 0");
+    assert_eq!(c.expression, "a.size() > 0 && size(b) > 0 && size(c) > 0");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -417,6 +418,22 @@ const ERROR_CASES: &[(&str, &[&str])] = &[
     (
         "caveat c(x int, x string) { x == 1 }",
         &["duplicate parameter `x` in caveat `c` (line 1, column 17)"],
+    ),
+    // Caveat expressions are type-checked over their parameters, at their position.
+    (
+        "caveat c(x int) {\n  x == 1 && y > 2\n}",
+        &["caveat `c`: undeclared reference to `y` (line 2, column 13)"],
+    ),
+    ("caveat c(x int) { x + 1 }", &["caveat `c`: the expression must be a boolean, found `int` (line 1, column 8)"]),
+    (
+        "caveat c(x int) { x == 'a' }",
+        &["caveat `c`: found no matching overload for `==` applied to `(int, string)` (line 1, column 21)"],
+    ),
+    ("caveat c(x int, y int) { x == 1 }", &["caveat `c`: parameter `y` is never used (line 1, column 8)"]),
+    ("caveat always() { true }", &["caveat `always`: a caveat needs at least one parameter (line 1, column 8)"]),
+    (
+        "caveat c(x float) { x > 1.0 }",
+        &["caveat `c`, parameter `x`: unknown parameter type `float`: use any, bool, int, uint, double, string, bytes, duration, timestamp, ipaddress, list<T> or map<T> (line 1, column 12)"],
     ),
     // `use` and `with`.
     (
@@ -693,7 +710,7 @@ const ROUND_TRIP_SCHEMAS: &[&str] = &[
     "definition user {}",
     "use expiration\n\n// users\ndefinition user {}\n\n/** groups */\ndefinition group {\n  // members\n  \
      relation member: user | user:* with expiration | group#member | group#... with c and expiration\n}\n\
-     caveat c(a int, b list<string>, d map<list<any>>) {\n  a == 1 && {'x': '}'}.size() > 0\n}",
+     caveat c(a int, b list<string>, d map<list<any>>) {\n  a == 1 && {'x': '}'}.size() > 0 && size(b) > 0 && size(d) > 0\n}",
     "definition user {}\ndefinition doc {\n  relation a: user\n  relation b: user\n  relation c: user\n\
        permission p0 = a + b - c\n  permission p1 = a - b + c\n  permission p2 = a - b & c\n\
        permission p3 = (a - b) & c\n  permission p4 = a - (b - c)\n  permission p5 = (a & b) + c\n\
@@ -703,7 +720,7 @@ const ROUND_TRIP_SCHEMAS: &[&str] = &[
      definition doc {\n  relation parent: folder | user\n  permission a = parent->view\n\
        permission b = parent.all(viewer) - parent.any(view)\n  permission c = (parent->view + a) & b\n}",
     "definition org/team/user {}\ndefinition org/doc {\n  relation owner: org/team/user with org/cav\n}\n\
-     caveat org/cav() {\n  true\n}",
+     caveat org/cav(x bool) {\n  x\n}",
     "/* a block\n   doc comment */\ndefinition user {}\ndefinition doc {\n  /**\n   * relation doc\n   */\n  relation r: user\n}",
     // Windows line endings inside a multi-line doc comment.
     "/* a block\r\n   doc comment */\r\ndefinition user {}\r\n",

@@ -417,7 +417,7 @@ fn expr_text(spec: &SchemaSpec, def: usize, relations: &[Vec<Subject>], e: &Expr
 fn schema_text(spec: &SchemaSpec) -> String {
     let mut caveats = String::new();
     for c in 0..spec.caveats {
-        let _ = write!(caveats, "caveat cav{c}(x int, y list<string>, z map<any>) {{\n  x == {c} && y.size() > 0\n}}\n\n");
+        let _ = write!(caveats, "caveat cav{c}(x int, y list<string>, z map<any>) {{\n  x == {c} && y.size() > 0 && size(z) >= 0\n}}\n\n");
     }
     let mut out = String::new();
     if spec.use_expiration {
