@@ -288,6 +288,7 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
     // LookupResources for the user of the deepest allowed query.
     if let Some(deep) = shapes.iter().find(|s| s.name.starts_with("folder arrows")) {
         let lr = LookupResourcesRequest {
+            context: None,
             resource_type: "document",
             permission: "view",
             subject_type: "user",
@@ -297,7 +298,7 @@ fn bench_size(c: &mut Criterion, n: u64) -> Result<()> {
             cursor: None,
             limit: None,
         };
-        let found = engine.lookup_resources(&lr).map_err(|e| anyhow!("{e}"))?.resource_ids.len();
+        let found = engine.lookup_resources(&lr).map_err(|e| anyhow!("{e}"))?.ids().len();
         let mut group = c.benchmark_group(format!("gen {size}/lookup"));
         group.sample_size(10);
         group.bench_function(format!("LookupResources document#view, {found} results"), |b| {

@@ -103,6 +103,7 @@ pub fn distinct_lookups(queries: &[pb::CheckRequest], n: usize) -> Vec<Lookup> {
 /// A LookupResources request for `lookup`, a page of `limit` (0: all) after `cursor`.
 pub fn lookup_request(lookup: &Lookup, limit: u32, cursor: &str) -> pb::LookupResourcesRequest {
     pb::LookupResourcesRequest {
+        context: None,
         resource_type: lookup.0.clone(),
         permission: lookup.1.clone(),
         subject: Some(lookup.2.clone()),

@@ -15,11 +15,15 @@
 //! object, in which case every node is tracked.
 
 use std::rc::Rc;
+use std::sync::Arc;
+
+use arbiter_schema::caveat::Outcome;
 
 use arbiter_schema::{AllowedKind, ArrowKind, RelationId, RelationKind, Rewrite, TypeId};
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
+use crate::caveats::{CaveatId, Caveats, RequestCaveats, NO_CAVEAT};
 use crate::error::EngineError;
 use crate::graph::{
     Edge, GraphVersion, ObjectEdges, ObjectKey, RequestTime, ResourceKey, Resources, SubjectKey,
@@ -29,10 +33,53 @@ use crate::schema_plan::{Chain, SchemaPlan, Subjects};
 
 type Node = (TypeId, RelationId, Sym);
 
+/// Whether the target is a member: no, yes, or yes on a condition, which names the
+/// caveat parameters still missing (an index into [`Evaluator::conditions`]). Caveats
+/// are evaluated as a request meets them, with the request's context, so a condition
+/// is only what that context leaves unknown; the connectives combine as three-valued
+/// logic does (a yes absorbs a condition in a union, a no in an intersection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Member(u32);
+
+impl Member {
+    pub const NO: Member = Member(0);
+    pub const YES: Member = Member(1);
+
+    #[inline]
+    pub fn is_yes(self) -> bool {
+        self.0 == 1
+    }
+
+    #[inline]
+    pub fn is_no(self) -> bool {
+        self.0 == 0
+    }
+
+    fn condition(self) -> Option<usize> {
+        usize::try_from(self.0).ok()?.checked_sub(2)
+    }
+}
+
+/// A Check's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    No,
+    Yes,
+    /// Yes if the request gave these caveat parameters (sorted) and they satisfied the
+    /// caveats; no otherwise.
+    Conditional(Vec<String>),
+}
+
+impl Verdict {
+    pub fn is_yes(&self) -> bool {
+        matches!(self, Verdict::Yes)
+    }
+}
+
 /// What is known about a tracked sub-problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Memo {
-    Done(bool),
+    Done(Member),
     /// "Not a member" for as long as the frame with this number, which the answer
     /// leaned on, is in progress. Settled when that frame finishes: confirmed if it
     /// finishes "no", dropped if it finishes "yes". This keeps cyclic data polynomial:
@@ -92,15 +139,15 @@ impl Scratch {
             let Some(Memo::Provisional(dep)) = self.memo.get(&n).copied() else {
                 continue;
             };
-            if answer.member {
-                // This frame is "yes"; an entry that assumed it "no" may be wrong.
+            if !answer.member.is_no() {
+                // This frame is not "no"; an entry that assumed it "no" may be wrong.
                 self.memo.remove(&n);
                 continue;
             }
             let dep = if dep >= frame {
                 if self_contained {
                     // Everything it leaned on has finished "no".
-                    self.memo.insert(n, Memo::Done(false));
+                    self.memo.insert(n, Memo::Done(Member::NO));
                     continue;
                 }
                 answer.cycle_low
@@ -126,7 +173,7 @@ impl Scratch {
                 cycle_low: NO_CYCLE,
             }
         } else {
-            if !answer.member {
+            if answer.member.is_no() {
                 self.memo.insert(node, Memo::Provisional(answer.cycle_low));
                 self.provisional.push(node);
             }
@@ -141,19 +188,23 @@ const NO_CYCLE: u32 = u32::MAX;
 /// A member answer plus the shallowest in-progress frame it depended on.
 #[derive(Debug, Clone, Copy)]
 struct Answer {
-    member: bool,
+    member: Member,
     cycle_low: u32,
 }
 
 impl Answer {
     const YES: Answer = Answer {
-        member: true,
+        member: Member::YES,
         cycle_low: NO_CYCLE,
     };
     const NO: Answer = Answer {
-        member: false,
+        member: Member::NO,
         cycle_low: NO_CYCLE,
     };
+
+    fn of(member: Member) -> Answer {
+        Answer { member, cycle_low: NO_CYCLE }
+    }
 }
 
 pub(crate) struct Evaluator<'a> {
@@ -181,6 +232,12 @@ pub(crate) struct Evaluator<'a> {
     shared_as: Option<u64>,
     /// What names the target directly (its reverse list), once looked up.
     named: Option<Resources<'a>>,
+    /// The caveats of the engine, for edges that carry one.
+    caveats: &'a Caveats,
+    /// The request's context, converted per caveat as the request meets them.
+    request: RequestCaveats<'a>,
+    /// The missing parameters of each condition a [`Member`] names, sorted.
+    conditions: Vec<SmallVec<[Arc<str>; 2]>>,
 }
 
 /// Edge lists longer than this are searched from the target's side when its own list
@@ -261,10 +318,13 @@ enum Nested {
 }
 
 impl<'a> Evaluator<'a> {
+    #[allow(clippy::too_many_arguments, reason = "one evaluation's whole setting, built in three places")]
     pub fn new(
         graph: &'a GraphVersion,
         plan: &'a SchemaPlan,
         interner: &'a Interner,
+        caveats: &'a Caveats,
+        context: Option<&'a serde_json::Map<String, serde_json::Value>>,
         target: SubjectKey,
         target_type: TypeId,
         now: &'a RequestTime,
@@ -284,6 +344,96 @@ impl<'a> Evaluator<'a> {
             closures: SmallVec::new(),
             named: None,
             shared_as: None,
+            caveats,
+            request: RequestCaveats::new(context),
+            conditions: Vec::new(),
+        }
+    }
+
+    /// The verdict a member answer stands for.
+    pub fn verdict(&self, m: Member) -> Verdict {
+        if m.is_yes() {
+            return Verdict::Yes;
+        }
+        match m.condition().and_then(|i| self.conditions.get(i)) {
+            Some(names) => Verdict::Conditional(names.iter().map(|n| n.to_string()).collect()),
+            None => Verdict::No,
+        }
+    }
+
+    fn new_condition(&mut self, names: SmallVec<[Arc<str>; 2]>) -> Member {
+        self.conditions.push(names);
+        Member(u32::try_from(self.conditions.len() + 1).unwrap_or(u32::MAX))
+    }
+
+    /// Either holds.
+    fn or(&mut self, a: Member, b: Member) -> Member {
+        if a.is_yes() || b.is_yes() {
+            Member::YES
+        } else if a.is_no() {
+            b
+        } else if b.is_no() || a == b {
+            a
+        } else {
+            self.union(a, b)
+        }
+    }
+
+    /// Both hold.
+    fn and(&mut self, a: Member, b: Member) -> Member {
+        if a.is_no() || b.is_no() {
+            Member::NO
+        } else if a.is_yes() {
+            b
+        } else if b.is_yes() || a == b {
+            a
+        } else {
+            self.union(a, b)
+        }
+    }
+
+    /// A condition missing the parameters of both.
+    fn union(&mut self, a: Member, b: Member) -> Member {
+        let names = |m: Member| m.condition().and_then(|i| self.conditions.get(i)).cloned().unwrap_or_default();
+        let mut all = names(a);
+        all.extend(names(b));
+        all.sort_unstable();
+        all.dedup();
+        self.new_condition(all)
+    }
+
+    /// Whether the caveat of an edge holds for this request.
+    #[inline]
+    fn edge_member(&mut self, e: &Edge) -> Result<Member, EngineError> {
+        if e.caveat == NO_CAVEAT {
+            return Ok(Member::YES);
+        }
+        self.caveat_member(e.caveat)
+    }
+
+    /// Evaluates a relationship's caveat with its context and the request's.
+    #[inline(never)]
+    fn caveat_member(&mut self, id: CaveatId) -> Result<Member, EngineError> {
+        let Some(bound) = self.caveats.get(id) else {
+            return Err(EngineError::CaveatEvaluation { caveat: format!("#{id}"), message: "unknown caveat id".into() });
+        };
+        let failed = |message: String| EngineError::CaveatEvaluation { caveat: bound.name.to_string(), message };
+        let program = self
+            .plan
+            .schema
+            .caveat_id(&bound.name)
+            .and_then(|c| self.plan.schema.caveat(c))
+            .and_then(|c| c.program.clone())
+            .ok_or_else(|| failed("the schema no longer defines it".into()))?;
+        let values = bound.values(&program).map_err(failed)?;
+        match self.request.evaluate(&program, &values.1).map_err(failed)? {
+            Outcome::True => Ok(Member::YES),
+            Outcome::False => Ok(Member::NO),
+            Outcome::Missing(m) => {
+                let mut names: SmallVec<[Arc<str>; 2]> = program.missing_names(m).cloned().collect();
+                names.sort_unstable();
+                Ok(self.new_condition(names))
+            }
         }
     }
 
@@ -419,10 +569,11 @@ impl<'a> Evaluator<'a> {
     }
 
     /// Is the target a member of `object#relation` (object of type `ty`)?
-    pub fn check(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Result<bool, EngineError> {
-        self.check_relation(ty, rel, object, 0, true)
-            .map(|a| a.member)
+    pub fn check(&mut self, ty: TypeId, rel: RelationId, object: Sym) -> Result<Verdict, EngineError> {
+        let m = self.check_relation(ty, rel, object, 0, true)?.member;
+        Ok(self.verdict(m))
     }
+
 
     fn depth_error(&self, ty: TypeId, rel: RelationId, object: Sym) -> EngineError {
         let schema = &self.plan.schema;
@@ -471,6 +622,8 @@ impl<'a> Evaluator<'a> {
             relation: rel_sym,
             object_id: object,
         };
+        // What the subject itself or a wildcard of its type gives, written directly.
+        let mut direct = Member::NO;
         if let RelationKind::Direct(allowed) = &relation.kind {
             let subjects = self.plan.subjects(ty, rel);
             // Groups of groups: walk up from the target once per request instead of
@@ -488,11 +641,12 @@ impl<'a> Evaluator<'a> {
                 }
             }
             // The cheap part first, untracked: the subject itself or a wildcard.
-            if self.direct_hit(&key, allowed) {
+            direct = self.direct_hit(&key, allowed)?;
+            if direct.is_yes() {
                 return Ok(Answer::YES);
             }
             if subjects == Subjects::Plain {
-                return Ok(Answer::NO);
+                return Ok(Answer::of(direct));
             }
         }
         let node = (ty, rel, object);
@@ -501,24 +655,21 @@ impl<'a> Evaluator<'a> {
             // target already (`view = edit + parent->view` meets `edit` of each folder
             // both ways): a final answer is reused, so a chain is walked once, not once
             // per level.
-            if let Some(Memo::Done(b)) = self.scratch.as_ref().and_then(|s| s.memo.get(&node)) {
-                return Ok(if *b { Answer::YES } else { Answer::NO });
+            if let Some(Memo::Done(m)) = self.scratch.as_ref().and_then(|s| s.memo.get(&node)) {
+                return Ok(Answer::of(*m));
             }
-            return self.evaluate(&relation.kind, &key, ty, rel, object, depth);
+            let a = self.evaluate(&relation.kind, &key, ty, rel, object, depth)?;
+            let member = self.or(direct, a.member);
+            return Ok(Answer { member, cycle_low: a.cycle_low });
         }
         let scratch = self
             .scratch
             .get_or_insert_with(|| SCRATCH.with(|s| s.take()).unwrap_or_default());
         match scratch.memo.get(&node) {
-            Some(Memo::Done(b)) => {
-                return Ok(Answer {
-                    member: *b,
-                    cycle_low: NO_CYCLE,
-                })
-            }
+            Some(Memo::Done(m)) => return Ok(Answer::of(*m)),
             Some(Memo::Provisional(dep)) => {
                 return Ok(Answer {
-                    member: false,
+                    member: direct,
                     cycle_low: *dep,
                 })
             }
@@ -526,7 +677,7 @@ impl<'a> Evaluator<'a> {
         }
         if let Some(frame) = scratch.path.iter().position(|n| *n == node) {
             return Ok(Answer {
-                member: false,
+                member: direct,
                 cycle_low: frame as u32,
             });
         }
@@ -536,13 +687,15 @@ impl<'a> Evaluator<'a> {
         let result = self.evaluate(&relation.kind, &key, ty, rel, object, depth);
         let scratch = self.scratch.get_or_insert_with(Default::default);
         scratch.path.pop();
-        let answer = match result {
+        let mut answer = match result {
             Ok(a) => a,
             Err(e) => {
                 // The request fails as a whole; nothing here will be read again.
                 return Err(e);
             }
         };
+        answer.member = self.or(direct, answer.member);
+        let scratch = self.scratch.get_or_insert_with(Default::default);
         Ok(scratch.finish(node, frame, start, answer, depth > 0 || self.track_all))
     }
 
@@ -589,6 +742,9 @@ impl<'a> Evaluator<'a> {
         let target_named = self.target.object_type == type_sym
             && chain.names.iter().any(|r| self.plan.rel_sym(ty, *r) == self.target.relation);
         let mut cycle_low = NO_CYCLE;
+        // The climb's `via` relation allows no caveat (see `Chain`), so the parts on
+        // every ancestor are simply ORed.
+        let mut member = Member::NO;
         let mut at = 0;
         while let Some(&(x, level)) = queue.get(at) {
             at += 1;
@@ -619,13 +775,14 @@ impl<'a> Evaluator<'a> {
             }
             for part in &chain.local {
                 let a = self.rewrite(part, ty, x, depth)?;
-                if a.member {
+                if a.member.is_yes() {
                     return Ok(Answer::YES);
                 }
+                member = self.or(member, a.member);
                 cycle_low = cycle_low.min(a.cycle_low);
             }
         }
-        Ok(Answer { member: false, cycle_low })
+        Ok(Answer { member, cycle_low })
     }
 
     /// The edges of `key`, through the one-object cache.
@@ -644,27 +801,35 @@ impl<'a> Evaluator<'a> {
         object.map(|o| o.relation(key.relation)).unwrap_or(&[])
     }
 
-    /// The target itself, or a wildcard of its type, written directly on `key`.
+    /// The target itself, or a wildcard of its type, written directly on `key`: yes,
+    /// no, or on the condition their caveats leave.
     #[inline]
     fn direct_hit(
         &mut self,
         key: &ResourceKey,
         allowed: &[arbiter_schema::AllowedSubject],
-    ) -> bool {
+    ) -> Result<Member, EngineError> {
         let edges = self.edges(key);
         if edges.is_empty() {
-            return false;
+            return Ok(Member::NO);
         }
         let named_here = if edges.len() > LONG_LIST { self.named_in_reverse(key, edges.len()) } else { None };
+        let now = self.now;
         let find = |s: &SubjectKey| {
             edges
                 .binary_search_by(|e| e.subject.cmp(s))
                 .ok()
                 .and_then(|i| edges.get(i))
-                .is_some_and(|e| e.live(self.now))
+                .filter(|e| e.live(now))
         };
-        if named_here.unwrap_or(true) && find(&self.target) {
-            return true;
+        let mut member = Member::NO;
+        if named_here.unwrap_or(true) {
+            if let Some(e) = find(&self.target) {
+                member = self.edge_member(e)?;
+                if member.is_yes() {
+                    return Ok(member);
+                }
+            }
         }
         if self.target.relation == ELLIPSIS
             && allowed
@@ -676,11 +841,12 @@ impl<'a> Evaluator<'a> {
                 relation: ELLIPSIS,
                 object_id: WILDCARD,
             };
-            if find(&wildcard) {
-                return true;
+            if let Some(e) = find(&wildcard) {
+                let w = self.edge_member(e)?;
+                member = self.or(member, w);
             }
         }
-        false
+        Ok(member)
     }
 
     /// For a long edge list on `key`: whether the target's reverse list (looked up once
@@ -704,6 +870,7 @@ impl<'a> Evaluator<'a> {
     ) -> Result<Answer, EngineError> {
         let edges = self.edges(key);
         let mut cycle_low = NO_CYCLE;
+        let mut member = Member::NO;
         for a in allowed {
             let AllowedKind::SubjectSet(srel) = a.kind else {
                 continue;
@@ -723,18 +890,22 @@ impl<'a> Evaluator<'a> {
                 if !e.live(self.now) {
                     continue;
                 }
+                // A caveated subject set holds when its caveat and the set both do.
+                let on = self.edge_member(e)?;
+                if on.is_no() {
+                    continue;
+                }
                 let ans =
                     self.check_relation(a.type_id, srel, e.subject.object_id, depth + 1, true)?;
-                if ans.member {
+                cycle_low = cycle_low.min(ans.cycle_low);
+                let through = self.and(on, ans.member);
+                if through.is_yes() {
                     return Ok(Answer::YES);
                 }
-                cycle_low = cycle_low.min(ans.cycle_low);
+                member = self.or(member, through);
             }
         }
-        Ok(Answer {
-            member: false,
-            cycle_low,
-        })
+        Ok(Answer { member, cycle_low })
     }
 
     fn rewrite(
@@ -751,56 +922,69 @@ impl<'a> Evaluator<'a> {
             Rewrite::Arrow(arrow) => self.arrow(arrow, ty, object, depth),
             Rewrite::Union(items) => {
                 let mut cycle_low = NO_CYCLE;
+                let mut member = Member::NO;
                 for item in items {
                     let a = self.rewrite(item, ty, object, depth)?;
-                    if a.member {
+                    if a.member.is_yes() {
                         return Ok(Answer::YES);
                     }
+                    member = self.or(member, a.member);
                     cycle_low = cycle_low.min(a.cycle_low);
                 }
-                Ok(Answer {
-                    member: false,
-                    cycle_low,
-                })
+                Ok(Answer { member, cycle_low })
             }
             Rewrite::Intersection(items) => {
                 let mut cycle_low = NO_CYCLE;
+                let mut member = Member::YES;
                 for item in items {
                     let a = self.rewrite(item, ty, object, depth)?;
                     cycle_low = cycle_low.min(a.cycle_low);
-                    if !a.member {
-                        return Ok(Answer {
-                            member: false,
-                            cycle_low,
-                        });
+                    if a.member.is_no() {
+                        return Ok(Answer { member: Member::NO, cycle_low });
                     }
+                    member = self.and(member, a.member);
                 }
-                Ok(Answer {
-                    member: true,
-                    cycle_low,
-                })
+                Ok(Answer { member, cycle_low })
             }
             Rewrite::Exclusion(base, subtract) => {
                 // A subtracted relation that is one lookup (`- banned`, subjects only, no
                 // subject sets) goes first: a banned subject is refused without walking
-                // the base. It never hops, so it has no cycle to report.
+                // the base. It never hops, so it has no cycle to report. A caveated
+                // subtrahend makes the answer `base AND NOT sub`.
                 if self.is_plain_direct(ty, subtract) {
                     let s = self.rewrite(subtract, ty, object, depth)?;
-                    if s.member {
+                    if s.member.is_yes() {
                         return Ok(Answer::NO);
                     }
-                    return self.rewrite(base, ty, object, depth);
+                    let b = self.rewrite(base, ty, object, depth)?;
+                    let member = self.and_not(b.member, s.member);
+                    return Ok(Answer { member, cycle_low: b.cycle_low });
                 }
                 let b = self.rewrite(base, ty, object, depth)?;
-                if !b.member {
+                if b.member.is_no() {
                     return Ok(b);
                 }
                 let s = self.rewrite(subtract, ty, object, depth)?;
+                let member = self.and_not(b.member, s.member);
                 Ok(Answer {
-                    member: !s.member,
+                    member,
                     cycle_low: b.cycle_low.min(s.cycle_low),
                 })
             }
+        }
+    }
+
+    /// `base AND NOT sub`: a conditional subtrahend leaves its condition on the answer.
+    fn and_not(&mut self, base: Member, sub: Member) -> Member {
+        if sub.is_yes() {
+            Member::NO
+        } else if sub.is_no() {
+            base
+        } else if base.is_no() {
+            Member::NO
+        } else {
+            // NOT a condition is a condition on the same parameters.
+            self.and(base, sub)
         }
     }
 
@@ -819,36 +1003,43 @@ impl<'a> Evaluator<'a> {
         let edges = self.edges(&key);
         let all = arrow.kind == ArrowKind::All;
         let mut cycle_low = NO_CYCLE;
+        // `any`: the OR over the edges of (edge caveat AND the target's answer); `all`:
+        // their AND, so an edge whose caveat is false fails it (as SpiceDB answers).
+        let mut member = if all { Member::YES } else { Member::NO };
         let mut seen_any = false;
         for e in edges {
             if !e.live(self.now) {
                 continue;
             }
             seen_any = true;
+            let on = self.edge_member(e)?;
             let target = arrow
                 .targets
                 .iter()
                 .find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type);
             let ans = match target {
-                Some((tt, trel)) => {
+                Some((tt, trel)) if !on.is_no() => {
                     self.check_relation(*tt, *trel, e.subject.object_id, depth + 1, true)?
                 }
-                None => Answer::NO,
+                _ => Answer::NO,
             };
             cycle_low = cycle_low.min(ans.cycle_low);
-            if all && !ans.member {
-                return Ok(Answer {
-                    member: false,
-                    cycle_low,
-                });
-            }
-            if !all && ans.member {
-                return Ok(Answer::YES);
+            let through = self.and(on, ans.member);
+            if all {
+                if through.is_no() {
+                    return Ok(Answer { member: Member::NO, cycle_low });
+                }
+                member = self.and(member, through);
+            } else {
+                if through.is_yes() {
+                    return Ok(Answer::YES);
+                }
+                member = self.or(member, through);
             }
         }
-        Ok(Answer {
-            member: all && seen_any,
-            cycle_low,
-        })
+        if all && !seen_any {
+            member = Member::NO;
+        }
+        Ok(Answer { member, cycle_low })
     }
 }

@@ -3,17 +3,19 @@
 //! then publishes, and the Check entry point.
 
 use std::collections::{HashSet, VecDeque};
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use arbiter_schema::{
-    compile, object_id_problem, AllowedKind, AllowedSubject, ObjectRef, RelationId, Relationship,
+    compile, object_id_problem, AllowedKind, AllowedSubject, CaveatRef, ObjectRef, RelationId, Relationship,
     SubjectRef, TypeId, WILDCARD_ID,
 };
 use arc_swap::ArcSwap;
 use chrono::{TimeZone, Utc};
 
-use crate::check::{touch_closures, Evaluator};
+use crate::caveats::{CaveatId, NO_CAVEAT};
+use crate::check::{touch_closures, Evaluator, Verdict};
 use crate::error::EngineError;
 use crate::expand::{ExpandNode, ExpandTree, Expander};
 use crate::explain::{Explainer, UNSEEN_MARK};
@@ -75,6 +77,10 @@ pub struct EngineConfig {
     /// batch's ids are looked up side by side either way.
     pub warm_min_relationships: usize,
 }
+
+/// The most bytes a relationship's caveat context may take, as canonical JSON
+/// (SpiceDB's default `--max-relationship-context-size`).
+pub const MAX_CAVEAT_CONTEXT_BYTES: usize = 25_000;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -155,6 +161,10 @@ pub struct CheckRequest<'a> {
 pub enum Decision {
     Allowed,
     Denied,
+    /// Allowed only if the request gives the caveat parameters
+    /// [`CheckResponse::missing_context`] names and they satisfy the caveats. A caller
+    /// that does not act on it must treat it as denied.
+    Conditional,
 }
 
 /// `(type, id, attributes)` of every object with attributes, as
@@ -172,11 +182,14 @@ pub struct Explanation {
     pub revision: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckResponse {
     pub decision: Decision,
     /// The revision the answer was computed at.
     pub revision: u64,
+    /// For [`Decision::Conditional`]: the caveat parameters the request did not give,
+    /// sorted. Empty otherwise.
+    pub missing_context: Vec<String>,
 }
 
 /// LookupResources: which `resource_type` objects may the subject `permission`?
@@ -191,6 +204,17 @@ pub struct LookupResourcesRequest<'a> {
     /// The last id of the previous page.
     pub cursor: Option<&'a str>,
     pub limit: Option<usize>,
+    /// Caveat parameters, for relationships with caveats.
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+/// One resource LookupResources found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundResource {
+    pub id: String,
+    /// Empty: the subject has the permission. Otherwise it has it only if the request
+    /// gives these caveat parameters (sorted) and they satisfy the caveats.
+    pub missing_context: Vec<String>,
 }
 
 /// What [`Engine::apply_external`] did with one revision.
@@ -204,10 +228,17 @@ pub struct ApplyReport {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupResourcesPage {
-    pub resource_ids: Vec<String>,
+    pub resources: Vec<FoundResource>,
     /// Pass back as `cursor` for the next page; `None` when this was the last.
     pub next_cursor: Option<String>,
     pub revision: u64,
+}
+
+impl LookupResourcesPage {
+    /// The ids found, conditional ones included (see [`FoundResource::missing_context`]).
+    pub fn ids(&self) -> Vec<&str> {
+        self.resources.iter().map(|r| r.id.as_str()).collect()
+    }
 }
 
 /// LookupSubjects: which subjects of `subject_type` (or `subject_type#relation`) have
@@ -226,14 +257,36 @@ pub struct LookupSubjectsRequest<'a> {
     /// validation file's expected relations). By default a subject set the schema reaches
     /// (a resource's own userset) is reported too, as Check counts it.
     pub written_subject_sets_only: bool,
+    /// Caveat parameters, for relationships with caveats.
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundSubject {
     /// An id, or `*` for a wildcard.
     pub subject_id: String,
-    /// For a wildcard: the ids it does not cover.
-    pub excluded_ids: Vec<String>,
+    /// Empty: the subject has the permission. Otherwise only if the request gives these
+    /// caveat parameters (sorted) and they satisfy the caveats.
+    pub missing_context: Vec<String>,
+    /// For a wildcard: the ids it does not cover, each with the caveat parameters its
+    /// exclusion waits on (empty: excluded outright).
+    pub excluded: Vec<Excluded>,
+}
+
+impl FoundSubject {
+    /// The ids a wildcard does not cover, conditionally excluded ones included.
+    pub fn excluded_ids(&self) -> Vec<&str> {
+        self.excluded.iter().map(|e| e.id.as_str()).collect()
+    }
+}
+
+/// A subject a wildcard does not cover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excluded {
+    pub id: String,
+    /// Empty: excluded. Otherwise its answer differs from the wildcard's only under a
+    /// condition on these caveat parameters.
+    pub missing_context: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,6 +336,8 @@ impl std::ops::Deref for Listeners {
 pub struct Engine {
     config: EngineConfig,
     interner: Interner,
+    /// Every (caveat, context) pair relationships have carried; edges hold their ids.
+    caveats: crate::caveats::Caveats,
     current: ArcSwap<GraphVersion>,
     /// Earlier revisions for exact-snapshot reads: when each was published, the graph,
     /// and how many changes it made.
@@ -341,6 +396,7 @@ impl Engine {
         Engine {
             config,
             interner: Interner::default(),
+            caveats: crate::caveats::Caveats::default(),
             current: ArcSwap::new(graph.clone()),
             history: Mutex::new(VecDeque::from([(Instant::now(), graph, 0)])),
             last_compaction: Mutex::new(None),
@@ -787,11 +843,24 @@ impl Engine {
                 }
             }
         };
+        let caveat = match self.caveats.get(stored.edge.caveat) {
+            None => None,
+            Some(c) => {
+                let Some(id) = schema.caveat_id(&c.name) else {
+                    return Err(format!("caveat `{}` no longer exists", c.name));
+                };
+                if let (Some(ctx), Some(program)) = (&c.context, schema.caveat(id).and_then(|c| c.program.as_ref())) {
+                    program.bind_strict(ctx).map_err(|e| format!("its context no longer fits caveat `{}`: {}", c.name, e.0))?;
+                }
+                Some(id)
+            }
+        };
         if allowed_match(
             rel.allowed_subjects(),
             sub_ty,
             kind,
             stored.edge.expires_at != NEVER,
+            caveat,
         ) {
             Ok(())
         } else {
@@ -824,7 +893,10 @@ impl Engine {
                 relation: (s.relation != ELLIPSIS)
                     .then(|| self.interner.resolve(s.relation).to_string()),
             },
-            caveat: None,
+            caveat: self.caveats.get(stored.edge.caveat).map(|c| CaveatRef {
+                name: c.name.to_string(),
+                context: c.context.as_deref().cloned(),
+            }),
             expiration: (stored.edge.expires_at != NEVER)
                 .then(|| Utc.timestamp_micros(stored.edge.expires_at).single())
                 .flatten(),
@@ -837,11 +909,46 @@ impl Engine {
         plan: &SchemaPlan,
         r: &Relationship,
     ) -> Result<(ResourceKey, Edge), EngineError> {
-        if r.caveat.is_some() {
-            self.validate_ref(plan, RelationshipRef::of(r))?;
-            return Err(EngineError::CaveatsUnsupported(r.to_string()));
-        }
         self.validate_ref(plan, RelationshipRef::of(r))
+    }
+
+    /// The caveat of `r`, checked against the schema: defined, with a context whose
+    /// every key is a parameter and every value fits its type, at most
+    /// [`MAX_CAVEAT_CONTEXT_BYTES`]. Interned; `(schema caveat, id)`.
+    fn validate_caveat(&self, plan: &SchemaPlan, r: &RelationshipRef<'_>) -> Result<Option<(u16, CaveatId)>, EngineError> {
+        let Some(c) = r.caveat else { return Ok(None) };
+        let display = || r.to_relationship().to_string();
+        let Some(id) = plan.schema.caveat_id(c.name) else {
+            return Err(EngineError::InvalidArgument(format!(
+                "caveat `{}` is not defined in the schema, in `{}`",
+                c.name,
+                display()
+            )));
+        };
+        let context = c.context.to_map().map_err(|e| {
+            EngineError::InvalidArgument(format!("{e}, in `{}`", display()))
+        })?;
+        if let Some(ctx) = &context {
+            let size = crate::caveats::canonical(ctx).len();
+            if size > MAX_CAVEAT_CONTEXT_BYTES {
+                return Err(EngineError::InvalidArgument(format!(
+                    "the caveat context of `{}` is {size} bytes; at most {MAX_CAVEAT_CONTEXT_BYTES} are allowed",
+                    display()
+                )));
+            }
+            crate::bounds::json_fields("the caveat context", ctx.iter()).map_err(EngineError::InvalidArgument)?;
+            if let Some(program) = plan.schema.caveat(id).and_then(|c| c.program.as_ref()) {
+                program.bind_strict(ctx).map_err(|e| {
+                    EngineError::InvalidArgument(format!(
+                        "invalid context for caveat `{}`: {}, in `{}`",
+                        c.name,
+                        e.0,
+                        display()
+                    ))
+                })?;
+            }
+        }
+        Ok(Some((id, self.caveats.intern(c.name, context.as_ref()))))
     }
 
     /// Checks one relationship (borrowed) against the schema and interns it.
@@ -888,7 +995,8 @@ impl Engine {
                 }
             },
         };
-        if !allowed_match(rel.allowed_subjects(), sub_ty, kind, r.expires_at.is_some()) {
+        let caveat = self.validate_caveat(plan, &r)?;
+        if !allowed_match(rel.allowed_subjects(), sub_ty, kind, r.expires_at.is_some(), caveat.map(|c| c.0)) {
             let allowed: Vec<String> = rel
                 .allowed_subjects()
                 .iter()
@@ -899,8 +1007,15 @@ impl Engine {
                 AllowedKind::Wildcard => format!("{}:*", sub_def.name),
                 AllowedKind::SubjectSet(_) => format!("{}#{}", sub_def.name, r.subject_relation.unwrap_or("")),
             };
-            if r.expires_at.is_some() {
-                subject.push_str(" with expiration");
+            match (r.caveat, r.expires_at.is_some()) {
+                (Some(c), true) => {
+                    let _ = write!(subject, " with {} and expiration", c.name);
+                }
+                (Some(c), false) => {
+                    let _ = write!(subject, " with {}", c.name);
+                }
+                (None, true) => subject.push_str(" with expiration"),
+                (None, false) => {}
             }
             return Err(EngineError::SubjectNotAllowed {
                 relationship: display(),
@@ -928,6 +1043,7 @@ impl Engine {
             key,
             Edge {
                 subject,
+                caveat: caveat.map_or(NO_CAVEAT, |c| c.1),
                 expires_at,
             },
         ))
@@ -1020,9 +1136,6 @@ impl Engine {
         let plan = cur.plan.clone().ok_or(EngineError::NoSchema)?;
         let mut shapes = Shapes::default();
         for r in relationships {
-            if r.caveat.is_some() {
-                self.validate_relationship(&plan, r)?;
-            }
             shapes.validate(self, &plan, RelationshipRef::of(r))?;
         }
         Ok(())
@@ -1046,9 +1159,6 @@ impl Engine {
         let accept = |shapes: &mut Shapes, part: &[Relationship]| -> Result<Vec<ShapeSyms>, EngineError> {
             let mut syms = Vec::with_capacity(part.len());
             for r in part {
-                if r.caveat.is_some() {
-                    self.validate_relationship(&plan, r)?;
-                }
                 syms.push(shapes.accept(self, &plan, RelationshipRef::of(r))?);
             }
             Ok(syms)
@@ -1384,6 +1494,17 @@ impl Engine {
         items: &[CheckRequest<'_>],
         consistency: Consistency,
     ) -> Result<(Vec<Result<Decision, EngineError>>, u64), EngineError> {
+        let (results, revision) = self.check_bulk_responses(items, consistency)?;
+        Ok((results.into_iter().map(|r| r.map(|r| r.decision)).collect(), revision))
+    }
+
+    /// [`Engine::check_bulk`] with each item's whole response (a conditional answer's
+    /// missing caveat parameters).
+    pub fn check_bulk_responses(
+        &self,
+        items: &[CheckRequest<'_>],
+        consistency: Consistency,
+    ) -> Result<(Vec<Result<CheckResponse, EngineError>>, u64), EngineError> {
         let graph = self.snapshot(consistency)?;
         let time = RequestTime::wall_clock();
         let ids = self.warm(&graph, items);
@@ -1394,7 +1515,6 @@ impl Engine {
                 Some(known) => self.check_in_with(&graph, req, &time, *known),
                 None => self.check_in(&graph, req, &time),
             })
-            .map(|r| r.map(|r| r.decision))
             .collect();
         Ok((results, graph.revision))
     }
@@ -1522,7 +1642,15 @@ impl Engine {
         let time = RequestTime::wall_clock();
         let mut graph_only = (*graph).clone();
         let policies = graph_only.policies.take();
-        let graph_allowed = self.check_in(&graph_only, req, &time)?.decision == Decision::Allowed;
+        let graph_decision = self.check_in(&graph_only, req, &time)?.decision;
+        if graph_decision == Decision::Conditional {
+            // No path to show: the answer waits on caveat parameters, unless Cedar decided.
+            let full = self.check_in(&graph, req, &time)?;
+            if full.decision != Decision::Allowed {
+                return Ok(Explanation { decision: full.decision, path: Vec::new(), policies: Vec::new(), revision: graph.revision });
+            }
+        }
+        let graph_allowed = graph_decision == Decision::Allowed;
         let (allowed, decided_by) = match policies {
             Some(p) => {
                 let (allowed, outcome) = self.cedar_decide(&graph, &p, req, graph_allowed, &time)?;
@@ -1549,6 +1677,8 @@ impl Engine {
             graph: &graph,
             plan,
             interner: &self.interner,
+            caveats: &self.caveats,
+            context: req.context,
             target: subject.key,
             target_type: subject.type_id,
             now: &time,
@@ -1618,13 +1748,10 @@ impl Engine {
             req.subject_relation,
             Some(known.subject),
         )?;
-        let decision = |allowed: bool| CheckResponse {
-            decision: if allowed {
-                Decision::Allowed
-            } else {
-                Decision::Denied
-            },
+        let decision = |decision: Decision, missing_context: Vec<String>| CheckResponse {
+            decision,
             revision: graph.revision,
+            missing_context,
         };
         let resource = match known.resource {
             Some(r) => Some(r),
@@ -1640,13 +1767,15 @@ impl Engine {
             // The graph grants nothing on it (a Cedar permit still may).
             None => None,
         };
-        let graph_allowed = match resource {
-            None => false,
+        let verdict = match resource {
+            None => Verdict::No,
             Some(resource) => {
                 let mut eval = Evaluator::new(
                     graph,
                     plan,
                     &self.interner,
+                    &self.caveats,
+                    req.context,
                     subject.key,
                     subject.type_id,
                     now,
@@ -1656,13 +1785,41 @@ impl Engine {
                 eval.check(res_ty, rel, resource)?
             }
         };
-        let allowed = match graph.policies.as_deref() {
-            None => graph_allowed,
-            Some(policies) => self.cedar_decide(graph, policies, req, graph_allowed, now)?.0,
+        let (outcome, missing) = match verdict {
+            Verdict::Yes => (Decision::Allowed, Vec::new()),
+            Verdict::No => (Decision::Denied, Vec::new()),
+            Verdict::Conditional(missing) => (Decision::Conditional, missing),
+        };
+        // Cedar on a conditional graph answer: a permit grants without the caveat, a
+        // forbid denies whatever it says; otherwise the answer stays conditional.
+        let outcome = match (graph.policies.as_deref(), outcome) {
+            (None, o) => o,
+            (Some(policies), Decision::Conditional) => {
+                if self.cedar_decide(graph, policies, req, false, now)?.0 {
+                    Decision::Allowed
+                } else if !self.cedar_decide(graph, policies, req, true, now)?.0 {
+                    Decision::Denied
+                } else {
+                    Decision::Conditional
+                }
+            }
+            (Some(policies), o) => {
+                if self.cedar_decide(graph, policies, req, o == Decision::Allowed, now)?.0 {
+                    Decision::Allowed
+                } else {
+                    Decision::Denied
+                }
+            }
         };
         // A suspended tenant's objects deny whatever the graph or Cedar says.
-        let closed = allowed && plan.tenant_gate().is_some() && resource.is_some_and(|r| tenant_closed(graph, plan, res_ty, r, now));
-        Ok(decision(allowed && !closed))
+        let closed = outcome != Decision::Denied
+            && plan.tenant_gate().is_some()
+            && resource.is_some_and(|r| tenant_closed(graph, plan, res_ty, r, now));
+        Ok(match outcome {
+            _ if closed => decision(Decision::Denied, Vec::new()),
+            Decision::Conditional => decision(Decision::Conditional, missing),
+            o => decision(o, Vec::new()),
+        })
     }
 
     /// Whether the tenant gate closes the request's resource ([`tenant_closed`]).
@@ -2155,10 +2312,10 @@ impl Engine {
         &self,
         req: &LookupResourcesRequest<'_>,
     ) -> Result<LookupResourcesPage, EngineError> {
-        let (resource_ids, next_cursor, revision) = one_page(req.limit, String::clone, |limit, chunk, sink| {
+        let (resources, next_cursor, revision) = one_page(req.limit, |r: &FoundResource| r.id.clone(), |limit, chunk, sink| {
             self.lookup_resources_each(&LookupResourcesRequest { limit, ..*req }, chunk, sink)
         })?;
-        Ok(LookupResourcesPage { resource_ids, next_cursor, revision })
+        Ok(LookupResourcesPage { resources, next_cursor, revision })
     }
 
     /// [`Engine::lookup_resources`] as a stream: hands `sink` the revision and the next
@@ -2170,7 +2327,7 @@ impl Engine {
         &self,
         req: &LookupResourcesRequest<'_>,
         chunk: usize,
-        sink: &mut dyn FnMut(u64, Vec<String>) -> bool,
+        sink: &mut dyn FnMut(u64, Vec<FoundResource>) -> bool,
     ) -> Result<u64, EngineError> {
         let graph = self.snapshot(req.consistency)?;
         let plan = graph.plan.as_deref().ok_or(EngineError::NoSchema)?;
@@ -2183,6 +2340,8 @@ impl Engine {
             graph: &graph,
             plan,
             interner: &self.interner,
+            caveats: &self.caveats,
+            context: req.context,
             now: &now,
             max_depth: self.config.max_depth,
         };
@@ -2208,11 +2367,16 @@ impl Engine {
             revision: graph.revision,
         };
         walk.run(candidates, Vec::new(), sink, &mut |s, name| {
-            if !eval.check(want.0, want.1, s)? || tenant_closed(&graph, plan, want.0, s, &now) {
+            let missing_context = match eval.check(want.0, want.1, s)? {
+                Verdict::No => return Ok(None),
+                Verdict::Yes => Vec::new(),
+                Verdict::Conditional(missing) => missing,
+            };
+            if tenant_closed(&graph, plan, want.0, s, &now) {
                 return Ok(None);
             }
             let id = name(s);
-            Ok((!self.forbidden(&graph, &template, Side::Resource, &id, &now)).then_some(id))
+            Ok((!self.forbidden(&graph, &template, Side::Resource, &id, &now)).then_some(FoundResource { id, missing_context }))
         })?;
         Ok(graph.revision)
     }
@@ -2269,6 +2433,8 @@ impl Engine {
             graph: &graph,
             plan,
             interner: &self.interner,
+            caveats: &self.caveats,
+            context: req.context,
             now: &now,
             max_depth: self.config.max_depth,
         };
@@ -2285,17 +2451,28 @@ impl Engine {
         // Cedar's forbids to each of them), with every candidate it does not cover.
         if wildcard && limit > 0 && req.cursor.is_none_or(|c| WILDCARD_ID > c) {
             // The symbol no id has stands for any subject written nowhere.
-            if ctx.subject_allowed(resource, sub_ty, sub_rel, UNSEEN)? {
-                let mut excluded_ids = Vec::new();
+            let everyone = ctx.subject_allowed(resource, sub_ty, sub_rel, UNSEEN)?;
+            if everyone != Verdict::No {
+                let mut excluded = Vec::new();
                 for s in &candidates {
-                    if !ctx.subject_allowed(resource, sub_ty, sub_rel, *s)? {
-                        let names = self.interner.view();
-                        let id = if *s == UNSEEN { req.resource_id } else { names.get(*s) };
-                        excluded_ids.push(id.to_string());
-                    }
+                    let one = ctx.subject_allowed(resource, sub_ty, sub_rel, *s)?;
+                    // Not covered: denied outright, or on a condition the wildcard's
+                    // own answer does not share.
+                    let missing_context = match one {
+                        Verdict::No => Vec::new(),
+                        Verdict::Conditional(m) if m.is_empty() || Verdict::Conditional(m.clone()) != everyone => m,
+                        _ => continue,
+                    };
+                    let names = self.interner.view();
+                    let id = if *s == UNSEEN { req.resource_id } else { names.get(*s) };
+                    excluded.push(Excluded { id: id.to_string(), missing_context });
                 }
-                excluded_ids.sort_unstable();
-                first.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), excluded_ids });
+                excluded.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+                let missing_context = match everyone {
+                    Verdict::Conditional(m) => m,
+                    _ => Vec::new(),
+                };
+                first.push(FoundSubject { subject_id: WILDCARD_ID.to_string(), missing_context, excluded });
                 limit -= 1;
             }
         }
@@ -2317,12 +2494,14 @@ impl Engine {
             revision: graph.revision,
         };
         walk.run(candidates, first, sink, &mut |s, name| {
-            if !ctx.subject_allowed(resource, sub_ty, sub_rel, s)? {
-                return Ok(None);
-            }
+            let missing_context = match ctx.subject_allowed(resource, sub_ty, sub_rel, s)? {
+                Verdict::No => return Ok(None),
+                Verdict::Yes => Vec::new(),
+                Verdict::Conditional(missing) => missing,
+            };
             let subject_id = name(s);
             Ok((!self.forbidden(&graph, &template, Side::Subject, &subject_id, &now))
-                .then_some(FoundSubject { subject_id, excluded_ids: Vec::new() }))
+                .then_some(FoundSubject { subject_id, missing_context, excluded: Vec::new() }))
         })?;
         Ok(graph.revision)
     }
@@ -2611,9 +2790,10 @@ fn allowed_match(
     ty: TypeId,
     kind: AllowedKind,
     expiration: bool,
+    caveat: Option<u16>,
 ) -> bool {
     allowed.iter().any(|a| {
-        a.type_id == ty && a.kind == kind && a.caveat.is_none() && a.expiration == expiration
+        a.type_id == ty && a.kind == kind && a.caveat == caveat && a.expiration == expiration
     })
 }
 

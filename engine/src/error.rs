@@ -45,8 +45,8 @@ pub enum EngineError {
     },
     #[error("{0}")]
     InvalidArgument(String),
-    #[error("caveats are not supported yet: `{0}` carries a caveat")]
-    CaveatsUnsupported(String),
+    #[error("caveat `{caveat}` could not be evaluated: {message}")]
+    CaveatEvaluation { caveat: String, message: String },
     #[error("relationship `{0}` already exists")]
     AlreadyExists(String),
     #[error("relationship `{0}` appears more than once in one write")]
@@ -81,13 +81,13 @@ impl EngineError {
             EngineError::InvalidSchema(_)
             | EngineError::InvalidArgument(_)
             | EngineError::DuplicateInWrite(_)
-            | EngineError::InvalidPolicy(_) => ErrorKind::InvalidArgument,
+            | EngineError::InvalidPolicy(_)
+            | EngineError::CaveatEvaluation { .. } => ErrorKind::InvalidArgument,
             EngineError::NoSchema
             | EngineError::UnknownType(_)
             | EngineError::UnknownRelation { .. }
             | EngineError::WriteToPermission { .. }
             | EngineError::SubjectNotAllowed { .. }
-            | EngineError::CaveatsUnsupported(_)
             | EngineError::AlreadyExists(_)
             | EngineError::WouldOrphan { .. }
             | EngineError::DepthExceeded { .. }

@@ -23,6 +23,8 @@ pub(crate) struct Explainer<'a> {
     pub graph: &'a GraphVersion,
     pub plan: &'a SchemaPlan,
     pub interner: &'a Interner,
+    pub caveats: &'a crate::caveats::Caveats,
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub target: SubjectKey,
     pub target_type: TypeId,
     pub now: &'a RequestTime,
@@ -63,12 +65,14 @@ impl Explainer<'_> {
             self.graph,
             self.plan,
             self.interner,
+            self.caveats,
+            self.context,
             self.target,
             self.target_type,
             self.now,
             self.max_depth,
         );
-        eval.check(ty, rel, object)
+        Ok(eval.check(ty, rel, object)?.is_yes())
     }
 
     fn name(&self, sym: Sym) -> String {

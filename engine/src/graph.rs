@@ -344,12 +344,18 @@ pub struct SubjectKey {
     pub object_id: Sym,
 }
 
-/// One relationship's far end plus its expiration.
+/// One relationship's far end, its caveat and its expiration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edge {
     pub subject: SubjectKey,
+    /// [`crate::caveats::NO_CAVEAT`], or the relationship's caveat and context in the
+    /// engine's [`crate::caveats::Caveats`]. It fills what would be padding: an edge is
+    /// 24 bytes either way.
+    pub caveat: crate::caveats::CaveatId,
     pub expires_at: Micros,
 }
+
+const _: () = assert!(std::mem::size_of::<Edge>() == 24);
 
 impl Edge {
     #[inline]
@@ -1373,7 +1379,7 @@ mod tests {
         let (res, sub) = (resource(o, r), subject(s, sr));
         if upsert {
             let expires_at = if expiring { 1_000 + i64::from(o) } else { NEVER };
-            GraphChange::Upsert(res, Edge { subject: sub, expires_at })
+            GraphChange::Upsert(res, Edge { subject: sub, caveat: 0, expires_at })
         } else {
             GraphChange::Remove(res, sub)
         }
@@ -1454,7 +1460,7 @@ mod tests {
     fn an_overlay_made_during_a_compaction_is_taken_again_over_the_new_base() {
         let claim = |o: u32, add: bool| {
             let (r, s) = (resource(o, 0), subject(0, 0));
-            if add { GraphChange::Upsert(r, Edge { subject: s, expires_at: NEVER }) } else { GraphChange::Remove(r, s) }
+            if add { GraphChange::Upsert(r, Edge { subject: s, caveat: 0, expires_at: NEVER }) } else { GraphChange::Remove(r, s) }
         };
         let mut graph = GraphVersion::build(Vec::new());
         graph.apply(&[claim(1, true)]);
@@ -1478,11 +1484,11 @@ mod tests {
     fn a_write_to_a_long_reverse_list_copies_only_its_change() {
         let tenant = subject(0, 0);
         let claims: Vec<StoredRelationship> = (0..10_000)
-            .map(|o| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: tenant, expires_at: NEVER } })
+            .map(|o| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: tenant, caveat: 0, expires_at: NEVER } })
             .collect();
         let mut graph = GraphVersion::build(claims);
         for o in 10_000..10_100u32 {
-            let copies = graph.apply(&[GraphChange::Upsert(resource(o, 0), Edge { subject: tenant, expires_at: NEVER })]);
+            let copies = graph.apply(&[GraphChange::Upsert(resource(o, 0), Edge { subject: tenant, caveat: 0, expires_at: NEVER })]);
             assert!(copies <= 2, "one claim copied {copies} relationships");
         }
         assert!(matches!(graph.reverse_delta.get(&tenant), Some(ReverseEntry::Overlay(_))));
@@ -1495,7 +1501,7 @@ mod tests {
             initial in prop::collection::btree_set(0..40u32, 0..30),
             batches in prop::collection::vec((prop::collection::btree_map(0..40u32, any::<bool>(), 0..8), 0..4u8), 0..16),
         ) {
-            let claim = |o: u32| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: subject(0, 0), expires_at: NEVER } };
+            let claim = |o: u32| StoredRelationship { resource: resource(o, 0), edge: Edge { subject: subject(0, 0), caveat: 0, expires_at: NEVER } };
             let mut model: BTreeSet<ResourceKey> = initial.iter().map(|o| resource(*o, 0)).collect();
             let mut graph = GraphVersion::build(initial.iter().map(|o| claim(*o)).collect());
             popular_subject_agrees(&graph, &model)?;

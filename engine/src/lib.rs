@@ -3,6 +3,7 @@
 //! through [`RelationshipStore`].
 
 pub mod bounds;
+pub mod caveats;
 mod check;
 pub mod engine;
 pub mod error;
@@ -20,8 +21,8 @@ pub mod store;
 pub mod store_suite;
 
 pub use engine::{
-    now_micros, ApplyReport, AttributeUpdate, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, Explanation,
-    FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
+    now_micros, ApplyReport, MAX_CAVEAT_CONTEXT_BYTES, AttributeUpdate, CheckRequest, CheckResponse, Consistency, Decision, Engine, EngineConfig, Explanation,
+    Excluded, FoundResource, FoundSubject, Listener, LookupResourcesPage, LookupResourcesRequest, LookupSubjectsPage,
     LookupSubjectsRequest, Precondition, ReadPage, ReadRequest, RelationshipUpdate, UpdateOp, LOOKUP_CHUNK,
 };
 pub use error::{EngineError, ErrorKind};
@@ -32,6 +33,6 @@ pub use policy::{
 };
 pub use filter::{RelationshipFilter, SubjectFilter, SubjectRelationFilter};
 pub use store::{
-    AttributeChange, Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, MemoryStore, RelationshipRef,
+    AttributeChange, CaveatView, Change, ChangeOp, ContextView, ChangesAfter, Commit, LoadSink, LoggedCommit, MemoryStore, RelationshipRef,
     RelationshipStore, StoreError, StoredHeader, StoredState,
 };

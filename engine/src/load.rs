@@ -44,6 +44,9 @@ pub(crate) struct ShapeSyms {
     relation: Sym,
     subject_type: Sym,
     subject_relation: Sym,
+    /// The relationship's caveat: a caveated relationship is validated whole, its
+    /// context with it, and never stands for a shape.
+    caveat: crate::caveats::CaveatId,
 }
 
 /// Shapes the schema has accepted, most recently used first to look at.
@@ -104,6 +107,16 @@ impl Shapes {
             }),
         };
         let wildcard = r.subject_id == WILDCARD_ID;
+        if r.caveat.is_some() {
+            let (key, edge) = engine.validate_ref(plan, r)?;
+            return Ok(ShapeSyms {
+                object_type: key.object_type,
+                relation: key.relation,
+                subject_type: edge.subject.object_type,
+                subject_relation: edge.subject.relation,
+                caveat: edge.caveat,
+            });
+        }
         let Some(syms) = found else {
             // A new shape: the full validation, with its precise error.
             let (key, edge) = engine.validate_ref(plan, r)?;
@@ -112,6 +125,7 @@ impl Shapes {
                 relation: key.relation,
                 subject_type: edge.subject.object_type,
                 subject_relation: edge.subject.relation,
+                caveat: crate::caveats::NO_CAVEAT,
             };
             self.accepted.push((
                 Shape {
@@ -153,6 +167,7 @@ impl Shapes {
                         intern_cached(interner, &mut self.last_subject, r.subject_id)
                     },
                 },
+                caveat: syms.caveat,
                 expires_at: r.expires_at.unwrap_or(NEVER),
             },
         }

@@ -210,6 +210,9 @@ pub(crate) struct LookupContext<'a> {
     pub graph: &'a GraphVersion,
     pub plan: &'a SchemaPlan,
     pub interner: &'a Interner,
+    pub caveats: &'a crate::caveats::Caveats,
+    /// The request's caveat parameters.
+    pub context: Option<&'a serde_json::Map<String, serde_json::Value>>,
     pub now: &'a RequestTime,
     pub max_depth: u32,
 }
@@ -230,7 +233,17 @@ impl LookupContext<'_> {
     /// A Check evaluator for one subject, to be asked about many resources (it keeps
     /// what it learns between them).
     pub fn evaluator(&self, subject: SubjectKey, subject_type: TypeId) -> Evaluator<'_> {
-        Evaluator::new(self.graph, self.plan, self.interner, subject, subject_type, self.now, self.max_depth)
+        Evaluator::new(
+            self.graph,
+            self.plan,
+            self.interner,
+            self.caveats,
+            self.context,
+            subject,
+            subject_type,
+            self.now,
+            self.max_depth,
+        )
     }
 
     /// Subjects of `want_type` (or `want_type#want_rel`) a forward walk from the
@@ -260,7 +273,7 @@ impl LookupContext<'_> {
         want_type: TypeId,
         want_rel: Option<RelationId>,
         candidate: Sym,
-    ) -> Result<bool, EngineError> {
+    ) -> Result<crate::check::Verdict, EngineError> {
         let (ty, rel, id) = resource;
         let relation = match want_rel {
             None => ELLIPSIS,

@@ -122,7 +122,8 @@ pub enum Subjects {
     Permission,
     /// No subject sets: membership is one lookup of the subject (or a wildcard).
     Plain,
-    /// Its only subject sets are itself (`relation member: user | team#member`), so
+    /// Its only subject sets are itself (`relation member: user | team#member`) and it
+    /// allows no caveat, so
     /// membership is the transitive closure of its own edges (groups of groups). Check
     /// answers it by walking up from the subject, bounded by how many groups the subject
     /// is in, instead of down from the group through every subgroup.
@@ -227,9 +228,12 @@ impl SchemaPlan {
                             AllowedKind::SubjectSet(r) => Some((a.type_id, r)),
                             _ => None,
                         });
+                        // A caveat on the relation makes membership conditional, which a
+                        // closure of groups does not record: walked down instead.
+                        let caveated = allowed.iter().any(|a| a.caveat.is_some());
                         if sets.clone().next().is_none() {
                             Subjects::Plain
-                        } else if sets.all(|set| set == (ty, rid)) {
+                        } else if !caveated && sets.all(|set| set == (ty, rid)) {
                             Subjects::Nesting
                         } else {
                             Subjects::Sets

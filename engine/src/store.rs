@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Mutex;
 
-use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
+use arbiter_schema::{CaveatRef, ObjectRef, Relationship, SubjectRef};
 use chrono::{TimeZone, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,38 @@ pub struct RelationshipRef<'a> {
     pub subject_relation: Option<&'a str>,
     /// Microseconds since the Unix epoch, if the relationship expires.
     pub expires_at: Option<i64>,
+    /// The relationship's caveat, if it has one.
+    pub caveat: Option<CaveatView<'a>>,
+}
+
+/// A relationship's caveat as a store holds it: its name and its context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaveatView<'a> {
+    pub name: &'a str,
+    pub context: ContextView<'a>,
+}
+
+/// A caveat's context: JSON text (a store's encoding) or an object (a write in flight).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextView<'a> {
+    None,
+    Json(&'a str),
+    Map(&'a serde_json::Map<String, serde_json::Value>),
+}
+
+impl ContextView<'_> {
+    /// The context as an object (none for no context or an empty one).
+    pub fn to_map(&self) -> Result<Option<serde_json::Map<String, serde_json::Value>>, String> {
+        match self {
+            ContextView::None => Ok(None),
+            ContextView::Map(m) => Ok((!m.is_empty()).then(|| (*m).clone())),
+            ContextView::Json(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(m)) => Ok((!m.is_empty()).then_some(m)),
+                Ok(_) => Err("a caveat context must be a JSON object".into()),
+                Err(e) => Err(format!("a caveat context is not JSON: {e}")),
+            },
+        }
+    }
 }
 
 impl RelationshipRef<'_> {
@@ -107,7 +139,7 @@ impl RelationshipRef<'_> {
                 object: ObjectRef { object_type: self.subject_type.into(), object_id: self.subject_id.into() },
                 relation: self.subject_relation.map(str::to_string),
             },
-            caveat: None,
+            caveat: self.caveat.map(|c| CaveatRef { name: c.name.to_string(), context: c.context.to_map().ok().flatten() }),
             expiration: self.expires_at.and_then(|m| Utc.timestamp_micros(m).single()),
         }
     }
@@ -121,6 +153,10 @@ impl RelationshipRef<'_> {
             subject_id: &r.subject.object.object_id,
             subject_relation: r.subject.relation.as_deref(),
             expires_at: r.expiration.map(|e| e.timestamp_micros()),
+            caveat: r.caveat.as_ref().map(|c| CaveatView {
+                name: &c.name,
+                context: c.context.as_ref().map_or(ContextView::None, ContextView::Map),
+            }),
         }
     }
 }

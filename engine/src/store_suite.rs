@@ -66,6 +66,47 @@ pub fn run_policy_model(factory: &StoreFactory<'_>) -> Vec<String> {
         .collect()
 }
 
+/// The checks for stores that keep caveats (the relationship's caveat name and
+/// context): the in-memory store and RocksDB.
+pub fn run_caveats(factory: &StoreFactory<'_>) -> Vec<String> {
+    let checks: [(&str, Check); 1] = [("caveated relationships round-trip", caveats_round_trip)];
+    checks
+        .iter()
+        .filter_map(|(name, check)| check(factory).err().map(|e| format!("{name}: {e}")))
+        .collect()
+}
+
+fn caveats_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
+    let lines = [
+        r#"doc:1#viewer@user:a[c:{"limit":2,"nested":{"ip":"10.0.0.1","list":[1,2.5,"x"]}}]"#,
+        "doc:1#viewer@user:b[c]",
+        r#"doc:1#viewer@user:*[c:{"limit":7}][expiration:2030-01-01T00:00:00Z]"#,
+        "doc:2#viewer@user:a",
+    ];
+    let changes: Vec<Change> = lines.iter().map(|l| touch(l)).collect::<Result<_, _>>()?;
+    {
+        let store = factory("caveats")?;
+        store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &changes, ..Commit::default() }).map_err(|e| e.0)?;
+        match store.changes_after(0, 10).map_err(|e| e.0)? {
+            ChangesAfter::Commits(c) if c.len() == 1 && sorted_changes(&c[0].changes) == sorted_changes(&changes) => {}
+            other => return Err(format!("expected the caveated changes in the changelog, got {other:?}")),
+        }
+    }
+    let state = sorted(factory("caveats")?.load().map_err(|e| e.0)?);
+    let mut want: Vec<Relationship> = changes.iter().map(|c| c.relationship.clone()).collect();
+    want.sort_by_key(|r| r.to_string());
+    if state.relationships != want {
+        return Err(format!("expected {want:?} after reopening, loaded {:?}", state.relationships));
+    }
+    Ok(())
+}
+
+fn sorted_changes(changes: &[Change]) -> Vec<String> {
+    let mut v: Vec<String> = changes.iter().map(|c| c.relationship.to_string()).collect();
+    v.sort();
+    v
+}
+
 fn attributes_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
     let change = |t: &str, i: &str, json: Option<&str>| AttributeChange {
         object_type: t.into(),

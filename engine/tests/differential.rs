@@ -791,6 +791,7 @@ fn engine_lookup_resources(
     for _ in 0..=case.ids.len() + 2 {
         let page = engine
             .lookup_resources(&LookupResourcesRequest {
+                context: None,
                 resource_type: &case.model.types[ty].name,
                 permission: rel_name(case, ty, rel),
                 subject_type: &case.model.types[s.ty].name,
@@ -802,14 +803,14 @@ fn engine_lookup_resources(
             })
             .map_err(|e| e.to_string())?;
         if let Some(l) = limit {
-            if page.resource_ids.len() > l {
+            if page.ids().len() > l {
                 return Err(format!(
                     "a page of {} ids with limit {l}",
-                    page.resource_ids.len()
+                    page.ids().len()
                 ));
             }
         }
-        out.extend(page.resource_ids);
+        out.extend(page.ids().into_iter().map(str::to_string));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
@@ -832,6 +833,7 @@ fn engine_lookup_subjects(
     for _ in 0..=case.ids.len() + 3 {
         let page = engine
             .lookup_subjects(&LookupSubjectsRequest {
+                context: None,
                 resource_type: &case.model.types[u.0].name,
                 resource_id: &case.ids[u.1],
                 permission: rel_name(case, u.0, u.2),
@@ -1043,7 +1045,7 @@ fn compare_lookup_subjects(
             }
             let excluded: BTreeSet<&str> = wildcards
                 .iter()
-                .flat_map(|w| w.excluded_ids.iter().map(String::as_str))
+                .flat_map(|w| w.excluded_ids().into_iter())
                 .collect();
             let described = |name: &str| {
                 concrete.contains(name) || (!wildcards.is_empty() && !excluded.contains(name))

@@ -55,6 +55,7 @@ fn engine(pad: usize) -> Engine {
 /// The heap's peak during a lookup of alice's documents with this limit.
 fn lookup_peak(engine: &Engine, limit: Option<usize>) -> u64 {
     let req = LookupResourcesRequest {
+        context: None,
         resource_type: "doc",
         permission: "view",
         subject_type: "user",
@@ -66,7 +67,7 @@ fn lookup_peak(engine: &Engine, limit: Option<usize>) -> u64 {
     };
     peak_of(|| {
         let page = engine.lookup_resources(&req).unwrap();
-        assert_eq!(page.resource_ids.len(), limit.unwrap_or(DOCS));
+        assert_eq!(page.ids().len(), limit.unwrap_or(DOCS));
         page
     })
 }

@@ -373,6 +373,7 @@ fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
     .unwrap();
     let resources = e
         .lookup_resources(&LookupResourcesRequest {
+            context: None,
             resource_type: "doc",
             permission: "view",
             subject_type: "user",
@@ -383,7 +384,7 @@ fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
             limit: None,
         })
         .unwrap();
-    assert_eq!(resources.resource_ids, ["1", "3"]);
+    assert_eq!(resources.ids(), ["1", "3"]);
     // Every listed resource checks allowed; the left-out one checks denied.
     for id in ["1", "3"] {
         assert!(check(&e, &format!("doc:{id}#view@user:tom")));
@@ -393,6 +394,7 @@ fn lookups_leave_out_what_a_forbid_denies_and_do_not_list_permit_only_grants() {
     assert!(check(&e, "doc:9#view@user:tom"));
     let subjects = e
         .lookup_subjects(&LookupSubjectsRequest {
+            context: None,
             resource_type: "doc",
             resource_id: "2",
             permission: "view",

@@ -322,6 +322,7 @@ pub async fn load_dataset(clients: &Clients, dir: &Path) -> Result<LoadSummary> 
                     relation: r.subject.relation.unwrap_or_default(),
                 }),
                 expires_at: None,
+                ..Default::default()
             });
             if batch.len() == IMPORT_BATCH {
                 let n = batch.len() as u64;
@@ -547,6 +548,7 @@ impl Workload {
                         return Err("INVALID_ARGUMENT");
                     };
                     let request = pb::LookupResourcesRequest {
+                        context: None,
                         consistency: Some(this.consistency.clone()),
                         resource_type: query
                             .resource
@@ -586,6 +588,7 @@ impl Workload {
                             relation: String::new(),
                         }),
                         expires_at: None,
+                        ..Default::default()
                     };
                     c.relationships
                         .write_relationships(this.with_timeout(pb::WriteRelationshipsRequest {

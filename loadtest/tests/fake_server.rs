@@ -60,6 +60,7 @@ impl PermissionService for Fake {
             decision: pb::Decision::Allowed as i32,
             revision: "r1".into(),
             explanation: Vec::new(),
+            missing_context: Vec::new(),
         }))
     }
 
@@ -77,6 +78,7 @@ impl PermissionService for Fake {
                     result: Some(pb::check_bulk_result::Result::Decision(
                         pb::Decision::Allowed as i32,
                     )),
+                    missing_context: Vec::new(),
                 })
                 .collect(),
         }))
@@ -104,6 +106,7 @@ impl PermissionService for Fake {
                 resource_id: format!("d{i}"),
                 cursor: String::new(),
                 revision: "r1".into(),
+                missing_context: Vec::new(),
             })
         });
         Ok(Response::new(Box::pin(tokio_stream::iter(

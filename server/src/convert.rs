@@ -175,7 +175,10 @@ pub fn relationship(r: Option<&pb::Relationship>, field: &str) -> Result<Relatio
             },
             relation: srel.map(str::to_string),
         },
-        caveat: None,
+        caveat: (!r.caveat_name.is_empty()).then(|| arbiter_schema::CaveatRef {
+            name: r.caveat_name.clone(),
+            context: r.caveat_context.as_ref().map(context),
+        }),
         expiration,
     })
 }
@@ -187,7 +190,9 @@ pub fn owned_relationship(r: pb::Relationship, field: impl FnOnce() -> String) -
     let complete = !r.relation.is_empty()
         && r.resource.as_ref().is_some_and(|o| !o.r#type.is_empty() && !o.id.is_empty())
         && r.subject.as_ref().and_then(|s| s.object.as_ref()).is_some_and(|o| !o.r#type.is_empty() && !o.id.is_empty())
-        && r.expires_at.is_none();
+        && r.expires_at.is_none()
+        && r.caveat_name.is_empty()
+        && r.caveat_context.is_none();
     if !complete {
         return relationship(Some(&r), &field());
     }
@@ -216,6 +221,8 @@ pub fn to_pb_relationship(r: &Relationship) -> pb::Relationship {
         relation: r.relation.clone(),
         subject: Some(to_pb_subject(&r.subject)),
         expires_at: r.expiration.as_ref().map(timestamp),
+        caveat_name: r.caveat.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        caveat_context: r.caveat.as_ref().and_then(|c| c.context.clone()).map(to_pb_struct),
     }
 }
 

@@ -1,11 +1,6 @@
 //! The SpiceDB conformance corpus (`../shared/conformance/spicedb`, next to the
-//! workspace), run through the built `arbiter validate`.
-//!
-//! Files without caveats (the `caveat` column of FEATURES.tsv is empty), plus
-//! `multipleslashes.yaml` (whose caveat is declared but never used), must all pass.
-//! Every other file uses caveats, which Arbiter does not evaluate yet: each must fail
-//! cleanly (exit 1, `caveats are not supported yet`), never crash or be refused as
-//! broken (exit 2).
+//! workspace), run through the built `arbiter validate`: every file passes, caveated ones
+//! included, with the Check/Lookup cross-check on.
 //!
 //! If the corpus is absent the tests are skipped loudly, or fail when
 //! `ARBITER_REQUIRE_CONFORMANCE=1`.
@@ -19,11 +14,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Caveat-free files expected to pass.
-const EXPECTED_PASSING: usize = 54;
-
-/// Files that declare a caveat in FEATURES.tsv but never write a caveated relationship.
-const CAVEAT_DECLARED_ONLY: &[&str] = &["multipleslashes.yaml"];
+/// The files of the corpus (FEATURES.tsv lists them).
+const EXPECTED_FILES: usize = 73;
 
 #[derive(Debug)]
 struct Run {
@@ -34,10 +26,7 @@ struct Run {
 
 impl Run {
     fn output(&self) -> String {
-        format!(
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
+        format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", self.code, self.stdout, self.stderr)
     }
 }
 
@@ -76,153 +65,65 @@ fn corpus_dir() -> Option<PathBuf> {
     None
 }
 
-/// `(caveat-free files, caveat files)` by FEATURES.tsv, names ending in `.yaml` only,
-/// each list sorted.
-fn split_by_caveat(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let tsv_path = dir.join("FEATURES.tsv");
-    let tsv = std::fs::read_to_string(&tsv_path)
-        .unwrap_or_else(|e| panic!("read {}: {e}", tsv_path.display()));
+/// `(files, caveated files)` by FEATURES.tsv, names ending in `.yaml` only, sorted.
+fn listed_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let tsv = std::fs::read_to_string(dir.join("FEATURES.tsv")).expect("read FEATURES.tsv");
     let mut lines = tsv.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .expect("FEATURES.tsv has a header")
-        .split('\t')
-        .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("FEATURES.tsv has no `{name}` column: {header:?}"))
-    };
+    let header: Vec<&str> = lines.next().expect("FEATURES.tsv has a header").split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("no `{name}` column"));
     let (file_col, caveat_col) = (col("file"), col("caveat"));
-    let (mut plain, mut caveated) = (Vec::new(), Vec::new());
+    let (mut all, mut caveated) = (Vec::new(), Vec::new());
     for line in lines.filter(|l| !l.trim().is_empty()) {
         let cells: Vec<&str> = line.split('\t').collect();
         let file = cells.get(file_col).copied().unwrap_or("").trim();
         if !file.ends_with(".yaml") {
             continue;
         }
-        let caveat = cells.get(caveat_col).copied().unwrap_or("").trim();
-        if caveat.is_empty() || CAVEAT_DECLARED_ONLY.contains(&file) {
-            plain.push(file.to_string());
-        } else {
+        if !cells.get(caveat_col).copied().unwrap_or("").trim().is_empty() {
             caveated.push(file.to_string());
         }
+        all.push(file.to_string());
     }
-    plain.sort();
+    all.sort();
     caveated.sort();
-    (plain, caveated)
+    (all, caveated)
 }
 
 #[test]
-fn caveat_free_files_all_pass() {
+fn every_file_passes() {
     let Some(dir) = corpus_dir() else { return };
-    let (plain, _) = split_by_caveat(&dir);
-    assert_eq!(
-        plain.len(),
-        EXPECTED_PASSING,
-        "caveat-free files by FEATURES.tsv: {plain:?}"
-    );
-    for name in &plain {
-        assert!(
-            dir.join(name).is_file(),
-            "FEATURES.tsv lists {name}, which is not in {}",
-            dir.display()
-        );
-    }
-
-    let paths: Vec<PathBuf> = plain.iter().map(|f| dir.join(f)).collect();
-    let run = validate(&paths);
-    let not_ok: Vec<&str> = run
-        .stdout
-        .lines()
-        .filter(|l| !l.starts_with("ok "))
-        .collect();
-    assert_eq!(
-        run.code,
-        Some(0),
-        "not passing:\n{}\n\n{}",
-        not_ok.join("\n"),
-        run.output()
-    );
-    assert_eq!(
-        run.stdout.lines().last(),
-        Some(format!("{EXPECTED_PASSING} passed, 0 failed").as_str()),
-        "{}",
-        run.output()
-    );
-    assert_eq!(
-        not_ok.len(),
-        1,
-        "only the summary line is not `ok`:\n{}",
-        run.output()
-    );
-}
-
-#[test]
-fn caveat_files_fail_cleanly() {
-    let Some(dir) = corpus_dir() else { return };
-    let (plain, caveated) = split_by_caveat(&dir);
-    assert!(
-        !caveated.is_empty(),
-        "no caveat files listed in FEATURES.tsv"
-    );
-
-    // Every `*.yaml` file of the folder is in exactly one of the two lists.
+    let (all, caveated) = listed_files(&dir);
+    assert_eq!(all.len(), EXPECTED_FILES, "files by FEATURES.tsv: {all:?}");
+    assert!(caveated.len() >= 19, "the caveated files by FEATURES.tsv: {caveated:?}");
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect("read the corpus directory")
-        .map(|e| {
-            e.expect("directory entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned()
-        })
+        .map(|e| e.expect("directory entry").file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml"))
         .collect();
     on_disk.sort();
-    let mut listed: Vec<String> = plain.iter().chain(&caveated).cloned().collect();
-    listed.sort();
-    assert_eq!(on_disk, listed, "FEATURES.tsv and the folder disagree");
+    assert_eq!(on_disk, all, "FEATURES.tsv and the folder disagree");
 
-    let mut problems = Vec::new();
-    for name in &caveated {
-        let run = validate(&[dir.join(name)]);
-        let first = run.stdout.lines().next().unwrap_or("");
-        let good = run.code == Some(1)
-            && first.starts_with("FAIL ")
-            && first.contains(name.as_str())
-            && first.contains("caveats are not supported yet")
-            && run.stdout.lines().last() == Some("0 passed, 1 failed");
-        if !good {
-            problems.push(format!("{name}:\n{}", run.output()));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "caveat files must FAIL with exit 1:\n\n{}",
-        problems.join("\n\n")
+    let paths: Vec<PathBuf> = all.iter().map(|f| dir.join(f)).collect();
+    let run = validate(&paths);
+    let not_ok: Vec<&str> = run.stdout.lines().filter(|l| !l.starts_with("ok ")).collect();
+    assert_eq!(run.code, Some(0), "not passing:\n{}\n\n{}", not_ok.join("\n"), run.output());
+    assert_eq!(
+        run.stdout.lines().last(),
+        Some(format!("{EXPECTED_FILES} passed, 0 failed").as_str()),
+        "{}",
+        run.output()
     );
+    assert_eq!(not_ok.len(), 1, "only the summary line is not `ok`:\n{}", run.output());
 }
 
 #[test]
 fn the_whole_folder_at_once() {
     let Some(dir) = corpus_dir() else { return };
-    let (plain, caveated) = split_by_caveat(&dir);
     let run = validate(&[dir]);
-    assert_eq!(
-        run.code,
-        Some(1),
-        "caveat files fail, none is broken:\n{}",
-        run.output()
-    );
+    assert_eq!(run.code, Some(0), "{}", run.output());
     assert_eq!(
         run.stdout.lines().last(),
-        Some(format!("{} passed, {} failed", plain.len(), caveated.len()).as_str()),
-        "{}",
-        run.output()
-    );
-    assert!(
-        !run.stdout.lines().any(|l| l.starts_with("ERROR ")),
+        Some(format!("{EXPECTED_FILES} passed, 0 failed").as_str()),
         "{}",
         run.output()
     );

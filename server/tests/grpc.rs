@@ -195,6 +195,7 @@ async fn every_rpc_answers() {
 
     // LookupResources with paging.
     let lr = |cursor: &str, limit: u32| pb::LookupResourcesRequest {
+        context: None,
         consistency: None,
         resource_type: "doc".into(),
         permission: "view".into(),
@@ -238,6 +239,7 @@ async fn every_rpc_answers() {
     let ls = c
         .permissions
         .lookup_subjects(pb::LookupSubjectsRequest {
+            context: None,
             consistency: None,
             resource: Some(obj("doc:public")),
             permission: "view".into(),

@@ -219,7 +219,7 @@ fn pb_consistency(t: &Tok) -> Option<pb::Consistency> {
 }
 
 fn pb_relationship(r: &Req) -> pb::Relationship {
-    pb::Relationship { resource: pb_obj(&r.rtype, &r.rid), relation: r.rel.clone(), subject: pb_subject(r), expires_at: None }
+    pb::Relationship { resource: pb_obj(&r.rtype, &r.rid), relation: r.rel.clone(), subject: pb_subject(r), ..Default::default() }
 }
 
 fn pb_filter(r: &Req) -> Option<pb::RelationshipFilter> {
@@ -345,6 +345,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         }
         .encode_to_vec(),
         LookupResources => pb::LookupResourcesRequest {
+            context: None,
             consistency: pb_consistency(&r.tok),
             resource_type: r.rtype.clone(),
             permission: r.rel.clone(),
@@ -354,6 +355,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         }
         .encode_to_vec(),
         LookupSubjects => pb::LookupSubjectsRequest {
+            context: None,
             consistency: pb_consistency(&r.tok),
             resource: pb_obj(&r.rtype, &r.rid),
             permission: r.rel.clone(),
@@ -438,7 +440,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         }
         .encode_to_vec(),
         ZLookupResources => z::LookupResourcesRequest {
-            consistency: z_consistency(&r.tok),
+                        consistency: z_consistency(&r.tok),
             resource_object_type: r.rtype.clone(),
             permission: r.rel.clone(),
             subject: z_subject(r),
@@ -448,7 +450,7 @@ fn encode(m: M, r: &Req) -> Vec<Vec<u8>> {
         }
         .encode_to_vec(),
         ZLookupSubjects => z::LookupSubjectsRequest {
-            consistency: z_consistency(&r.tok),
+                        consistency: z_consistency(&r.tok),
             resource: z_obj(&r.rtype, &r.rid),
             permission: r.rel.clone(),
             subject_object_type: r.stype.clone(),

@@ -304,6 +304,7 @@ async fn docs_for_ann(server: &Server, n: usize, pad: usize) -> Clients {
 
 fn ann_views(limit: u32, cursor: &str) -> pb::LookupResourcesRequest {
     pb::LookupResourcesRequest {
+        context: None,
         resource_type: "doc".into(),
         permission: "viewer".into(),
         subject: Some(subj("user:ann")),

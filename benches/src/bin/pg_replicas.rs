@@ -101,6 +101,7 @@ fn relationship(i: u64) -> pb::Relationship {
         relation: "viewer".into(),
         subject: Some(pb::SubjectRef { object: subject, relation: relation.into() }),
         expires_at: None,
+        ..Default::default()
     }
 }
 

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arbiter_engine::{
-    AttributeChange, Change, ChangeOp, ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError,
+    AttributeChange, CaveatView, Change, ChangeOp, ContextView, ChangesAfter, Commit, LoadSink, LoggedCommit, RelationshipRef, RelationshipStore, StoreError,
     StoredHeader,
 };
 use arbiter_schema::{parse_relationship, Relationship};
@@ -49,8 +49,12 @@ const META_POLICY_MODEL: &[u8] = b"policy_model";
 const FORMAT: &[u8] = b"arbiter-rocksdb-2";
 const FORMAT_V1: &[u8] = b"arbiter-rocksdb-1";
 
-/// Attribute encoding version byte.
+/// Attribute encoding version byte: `[1]`, then the expiration if any (8 bytes).
 const ATTR_V1: u8 = 1;
+/// For a caveated relationship: `[2]`, a byte saying whether an expiration follows, the
+/// expiration (8 bytes) if so, the caveat name's length (2 bytes) and name, then the
+/// context as JSON (nothing for none).
+const ATTR_V2: u8 = 2;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -471,25 +475,68 @@ fn forward_key_len(r: &Relationship) -> usize {
 const BATCH_RECORD: usize = 24;
 
 fn encode_attributes(r: &Relationship) -> Vec<u8> {
-    let mut v = vec![ATTR_V1];
-    if let Some(e) = &r.expiration {
-        v.extend_from_slice(&e.timestamp_micros().to_be_bytes());
+    let Some(caveat) = &r.caveat else {
+        let mut v = vec![ATTR_V1];
+        if let Some(e) = &r.expiration {
+            v.extend_from_slice(&e.timestamp_micros().to_be_bytes());
+        }
+        return v;
+    };
+    let context = caveat.context.as_ref().filter(|c| !c.is_empty()).map(|c| serde_json::Value::Object(c.clone()).to_string());
+    let mut v = Vec::with_capacity(12 + caveat.name.len() + context.as_ref().map_or(0, String::len));
+    v.push(ATTR_V2);
+    match &r.expiration {
+        Some(e) => {
+            v.push(1);
+            v.extend_from_slice(&e.timestamp_micros().to_be_bytes());
+        }
+        None => v.push(0),
+    }
+    // Caveat names are at most a few hundred bytes (the schema's name limits).
+    v.extend_from_slice(&u16::try_from(caveat.name.len()).unwrap_or(u16::MAX).to_be_bytes());
+    v.extend_from_slice(caveat.name.as_bytes());
+    if let Some(c) = context {
+        v.extend_from_slice(c.as_bytes());
     }
     v
 }
 
+/// The expiration and caveat of a stored relationship's value.
+fn decode_value(value: &[u8]) -> Option<(Option<i64>, Option<CaveatView<'_>>)> {
+    match value {
+        [ATTR_V1] => Some((None, None)),
+        [ATTR_V1, rest @ ..] => Some((Some(i64::from_be_bytes(rest.try_into().ok()?)), None)),
+        [ATTR_V2, has_expiration, rest @ ..] => {
+            let (expires_at, rest) = match has_expiration {
+                0 => (None, rest),
+                1 => {
+                    let (e, rest) = rest.split_at_checked(8)?;
+                    (Some(i64::from_be_bytes(e.try_into().ok()?)), rest)
+                }
+                _ => return None,
+            };
+            let (len, rest) = rest.split_at_checked(2)?;
+            let len = usize::from(u16::from_be_bytes(len.try_into().ok()?));
+            let (name, context) = rest.split_at_checked(len)?;
+            let name = std::str::from_utf8(name).ok()?;
+            let context = match context {
+                [] => ContextView::None,
+                text => ContextView::Json(std::str::from_utf8(text).ok()?),
+            };
+            Some((expires_at, Some(CaveatView { name, context })))
+        }
+        _ => None,
+    }
+}
+
 /// Borrows the fields of one stored relationship from its key and value.
-fn decode_relationship<'a>(key: &'a [u8], value: &[u8]) -> Result<RelationshipRef<'a>, StoreError> {
+fn decode_relationship<'a>(key: &'a [u8], value: &'a [u8]) -> Result<RelationshipRef<'a>, StoreError> {
     let corrupt = || StoreError(format!("corrupt relationship key `{}`", String::from_utf8_lossy(key)));
     let text = std::str::from_utf8(key).map_err(|_| corrupt())?;
     let mut parts = text.split('\0');
     let mut next = || parts.next().ok_or_else(corrupt);
     let (rt, rid, rel, st, sid, srel) = (next()?, next()?, next()?, next()?, next()?, next()?);
-    let expires_at = match value {
-        [ATTR_V1] => None,
-        [ATTR_V1, rest @ ..] => Some(i64::from_be_bytes(rest.try_into().map_err(|_| corrupt())?)),
-        _ => return Err(corrupt()),
-    };
+    let (expires_at, caveat) = decode_value(value).ok_or_else(corrupt)?;
     Ok(RelationshipRef {
         resource_type: rt,
         resource_id: rid,
@@ -498,6 +545,7 @@ fn decode_relationship<'a>(key: &'a [u8], value: &[u8]) -> Result<RelationshipRe
         subject_id: sid,
         subject_relation: (!srel.is_empty()).then_some(srel),
         expires_at,
+        caveat,
     })
 }
 
@@ -665,9 +713,9 @@ impl RelationshipStore for RocksStore {
         for c in commit.changes {
             write_forward_key(&mut key, &c.relationship);
             match c.op {
-                ChangeOp::Touch => match &c.relationship.expiration {
-                    None => batch.put_cf(fwd, &key, [ATTR_V1]),
-                    Some(_) => batch.put_cf(fwd, &key, encode_attributes(&c.relationship)),
+                ChangeOp::Touch => match (&c.relationship.expiration, &c.relationship.caveat) {
+                    (None, None) => batch.put_cf(fwd, &key, [ATTR_V1]),
+                    _ => batch.put_cf(fwd, &key, encode_attributes(&c.relationship)),
                 },
                 ChangeOp::Delete => batch.delete_cf(fwd, &key),
             }

@@ -26,6 +26,7 @@ fn passes_the_store_suite() {
     };
     let mut failures = store_suite::run(&factory);
     failures.extend(store_suite::run_policy_model(&factory));
+    failures.extend(store_suite::run_caveats(&factory));
     assert!(failures.is_empty(), "{failures:#?}");
 }
 

@@ -708,6 +708,7 @@ fn relationship(key: &Key) -> pb::Relationship {
             relation: String::new(),
         }),
         expires_at: None,
+        ..Default::default()
     }
 }
 

@@ -107,6 +107,7 @@ impl Pdp {
     pub async fn lookup_resources(&self, resource_type: &str, permission: &str, subject: &str, revision: u64, limit: u32) -> ApiResult<(Vec<String>, bool)> {
         let (st, sid) = subject.split_once(':').unwrap_or((subject, ""));
         let request = self.authorized(pb::LookupResourcesRequest {
+            context: None,
             consistency: Pdp::consistency(revision),
             resource_type: resource_type.to_string(),
             permission: permission.to_string(),
@@ -120,6 +121,10 @@ impl Pdp {
         let mut stream = client.lookup_resources(request).await.map_err(|s| self.failed(&s, true))?.into_inner();
         let mut ids = Vec::new();
         while let Some(item) = stream.message().await.map_err(|s| self.failed(&s, true))? {
+            // Allowed only on a caveat's condition is not allowed here (no context).
+            if !item.missing_context.is_empty() {
+                continue;
+            }
             ids.push(item.resource_id);
             if ids.len() > limit as usize {
                 break;
@@ -137,6 +142,7 @@ impl Pdp {
     pub async fn lookup_subjects(&self, resource: &str, permission: &str, subject_type: &str, revision: u64, cursor: &str, limit: u32) -> ApiResult<Vec<pb::LookupSubjectsResponse>> {
         let (rt, rid) = resource.split_once(':').unwrap_or((resource, ""));
         let request = self.authorized(pb::LookupSubjectsRequest {
+            context: None,
             consistency: Pdp::consistency(revision),
             resource: Some(pb::ObjectRef { r#type: rt.to_string(), id: rid.to_string() }),
             permission: permission.to_string(),
@@ -149,7 +155,10 @@ impl Pdp {
         let mut stream = client.lookup_subjects(request).await.map_err(|s| self.failed(&s, true))?.into_inner();
         let mut out = Vec::new();
         while let Some(item) = stream.message().await.map_err(|s| self.failed(&s, true))? {
-            out.push(item);
+            // Allowed only on a caveat's condition is not allowed here (no context).
+            if item.missing_context.is_empty() {
+                out.push(item);
+            }
         }
         self.metrics.pdp("ok");
         Ok(out)

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arbiter_engine::{
-    CheckRequest, Consistency, Decision, EngineError, LookupResourcesRequest, LookupSubjectsRequest,
+    CheckRequest, CheckResponse, Consistency, Decision, EngineError, LookupResourcesRequest, LookupSubjectsRequest,
 };
 use arbiter_proto::arbiter::v1 as pb;
 use axum::body::Body;
@@ -179,8 +179,19 @@ fn check_request(e: &Evaluation, consistency: Consistency) -> CheckRequest<'_> {
     }
 }
 
-fn decision_json(d: Decision) -> Value {
-    json!({"decision": d == Decision::Allowed})
+/// An answer as AuthZEN gives it. A conditional one is a denial (the decision is a
+/// boolean), with the caveat parameters it waits on in `context.missing_context`.
+fn decision_json(d: Decision, missing: &[String]) -> Value {
+    match d {
+        Decision::Conditional => json!({"decision": false, "context": {"conditional": true, "missing_context": missing}}),
+        d => json!({"decision": d == Decision::Allowed}),
+    }
+}
+
+/// Decisions as responses (a short-circuited batch keeps no missing parameters).
+fn responses((answers, revision): (Vec<Result<Decision, EngineError>>, u64)) -> (Vec<Result<CheckResponse, EngineError>>, u64) {
+    let one = |decision| CheckResponse { decision, revision, missing_context: Vec::new() };
+    (answers.into_iter().map(|a| a.map(one)).collect(), revision)
 }
 
 /// A batch item the engine refused: denied, with the reason (the spec's per-item error).
@@ -234,7 +245,7 @@ impl AuthzenState {
         let _entered = span.enter();
         let answer = self.shared.engine.check(&check_request(e, Consistency::MinimizeLatency))?;
         self.log("AuthZEN evaluation", e, answer.decision == Decision::Allowed, answer.revision, start, headers);
-        Ok(decision_json(answer.decision))
+        Ok(decision_json(answer.decision, &answer.missing_context))
     }
 
     fn evaluate_batch(&self, items: &[Evaluation], semantic: Semantic, start: Instant, headers: &HeaderMap) -> Result<Value, Failure> {
@@ -243,19 +254,19 @@ impl AuthzenState {
             items.iter().map(|e| check_request(e, Consistency::MinimizeLatency)).collect();
         let engine = &self.shared.engine;
         let allowed = |a: &Result<Decision, EngineError>| matches!(a, Ok(Decision::Allowed));
-        let (answers, revision) = match semantic {
-            Semantic::ExecuteAll => engine.check_bulk(&requests, Consistency::MinimizeLatency)?,
+        let (answers, revision): (Vec<Result<CheckResponse, EngineError>>, u64) = match semantic {
+            Semantic::ExecuteAll => engine.check_bulk_responses(&requests, Consistency::MinimizeLatency)?,
             // An error counts as a denial (the spec: "any denial (error, or decision: false)").
-            Semantic::DenyOnFirstDeny => engine.check_until(&requests, Consistency::MinimizeLatency, |a| !allowed(a))?,
-            Semantic::PermitOnFirstPermit => engine.check_until(&requests, Consistency::MinimizeLatency, allowed)?,
+            Semantic::DenyOnFirstDeny => responses(engine.check_until(&requests, Consistency::MinimizeLatency, |a| !allowed(a))?),
+            Semantic::PermitOnFirstPermit => responses(engine.check_until(&requests, Consistency::MinimizeLatency, allowed)?),
         };
         let results: Vec<Value> = answers
             .iter()
             .zip(items)
             .map(|(answer, e)| match answer {
                 Ok(d) => {
-                    self.log("AuthZEN evaluations", e, *d == Decision::Allowed, revision, start, headers);
-                    decision_json(*d)
+                    self.log("AuthZEN evaluations", e, d.decision == Decision::Allowed, revision, start, headers);
+                    decision_json(d.decision, &d.missing_context)
                 }
                 Err(err) => item_error(err),
             })
@@ -414,6 +425,7 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
                 shared.engine.validate_request_values(&check_request(q, consistency_after(position.as_ref())))?;
             }
             let found = shared.engine.lookup_subjects(&LookupSubjectsRequest {
+                context: q.context.as_ref(),
                 resource_type: &q.resource.kind,
                 resource_id: &q.resource.id,
                 permission: &q.action,
@@ -424,8 +436,13 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
                 limit: Some(page::limit(search.page.limit, shared.limits.max_page_size)),
                 written_subject_sets_only: false,
             })?;
-            let (wildcards, mut subjects): (Vec<_>, Vec<_>) =
-                found.subjects.into_iter().partition(|s| s.subject_id == "*");
+            // A subject allowed only on a condition is not allowed (AuthZEN's decisions are
+            // booleans): left out.
+            let (wildcards, mut subjects): (Vec<_>, Vec<_>) = found
+                .subjects
+                .into_iter()
+                .filter(|s| s.missing_context.is_empty())
+                .partition(|s| s.subject_id == "*");
             if needs_recheck(q) {
                 let ids: Vec<String> = subjects.iter().map(|s| s.subject_id.clone()).collect();
                 let keep = recheck(&shared, q, &ids, found.revision, |r, id| r.subject_id = id)?;
@@ -435,7 +452,7 @@ async fn search_subject(State(state): State<AuthzenState>, headers: HeaderMap, b
             // A wildcard is every subject of the type but the excluded ids (it sorts first).
             let mut results: Vec<Value> = wildcards
                 .into_iter()
-                .map(|w| json!({"type": q.subject.kind, "id": "*", "properties": {"excluded_ids": w.excluded_ids}}))
+                .map(|w| json!({"type": q.subject.kind, "id": "*", "properties": {"excluded_ids": w.excluded_ids()}}))
                 .collect();
             results.extend(subjects.into_iter().map(|s| json!({"type": q.subject.kind, "id": s.subject_id})));
             let page = page_json(Kind::Subject, fingerprint, found.revision, found.next_cursor, results.len());
@@ -466,6 +483,7 @@ async fn search_resource(State(state): State<AuthzenState>, headers: HeaderMap, 
                 shared.engine.validate_request_values(&check_request(q, consistency_after(position.as_ref())))?;
             }
             let found = shared.engine.lookup_resources(&LookupResourcesRequest {
+                context: q.context.as_ref(),
                 resource_type: &q.resource.kind,
                 permission: &q.action,
                 subject_type: &q.subject.kind,
@@ -475,7 +493,9 @@ async fn search_resource(State(state): State<AuthzenState>, headers: HeaderMap, 
                 cursor: position.as_ref().map(|p| p.after.as_str()),
                 limit: Some(page::limit(search.page.limit, shared.limits.max_page_size)),
             })?;
-            let mut ids = found.resource_ids;
+            // A resource allowed only on a condition is not allowed: left out.
+            let mut ids: Vec<String> =
+                found.resources.into_iter().filter(|r| r.missing_context.is_empty()).map(|r| r.id).collect();
             if needs_recheck(q) {
                 let keep = recheck(&shared, q, &ids, found.revision, |r, id| r.resource_id = id)?;
                 let mut keep = keep.into_iter();

@@ -674,11 +674,19 @@ async fn check(
         ),
     };
     if c.json {
-        print_json(
-            &json!({"decision": word, "revision": resp.revision, "explanation": resp.explanation}),
-        );
+        print_json(&json!({
+            "decision": word,
+            "revision": resp.revision,
+            "explanation": resp.explanation,
+            "missing_context": resp.missing_context,
+        }));
     } else {
-        println!("{word}");
+        if resp.missing_context.is_empty() {
+            println!("{word}");
+        } else {
+            // What the caveats wait on, for the caller to pass with `--context`.
+            println!("{word} (missing context: {})", resp.missing_context.join(", "));
+        }
         if explain {
             for step in &resp.explanation {
                 println!("  {step}");
@@ -979,6 +987,7 @@ async fn lookup_resources(conn: &Connection, query: &str) -> Result<ExitCode> {
     let mut stream = c
         .permissions
         .lookup_resources(pb::LookupResourcesRequest {
+            context: None,
             consistency: Some(c.consistency.clone()),
             resource_type: rtype.to_string(),
             permission: permission.to_string(),
@@ -1019,6 +1028,7 @@ async fn lookup_subjects(conn: &Connection, query: &str) -> Result<ExitCode> {
     let mut stream = c
         .permissions
         .lookup_subjects(pb::LookupSubjectsRequest {
+            context: None,
             consistency: Some(c.consistency.clone()),
             resource: Some(object(rtype, rid)),
             permission: permission.to_string(),

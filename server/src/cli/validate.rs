@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arbiter_engine::{
-    split_policies, AttributeUpdate, CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundSubject,
+    split_policies, AttributeUpdate, CheckRequest, Consistency, Decision, Engine, EngineConfig, EngineError, FoundResource, FoundSubject,
     Inference, LabelDef, LookupResourcesRequest, LookupSubjectsRequest, ObjectAttributes, PolicyError, PolicyModel,
     RelationshipUpdate,
     UpdateOp,
@@ -111,12 +111,6 @@ pub fn run_text(text: &str) -> FileOutcome {
     };
     let engine = match load(&file) {
         Ok(e) => e,
-        Err(Loaded::Unsupported(msg)) => {
-            return FileOutcome::Failed {
-                first: msg,
-                more: 0,
-            }
-        }
         Err(Loaded::Broken(msg)) => return FileOutcome::Error(msg),
     };
     let mut failures = Vec::new();
@@ -149,8 +143,6 @@ pub fn run_text(text: &str) -> FileOutcome {
 }
 
 enum Loaded {
-    /// Uses a feature Arbiter does not evaluate yet: the file fails.
-    Unsupported(String),
     /// The file itself is wrong: it cannot be loaded.
     Broken(String),
 }
@@ -185,12 +177,6 @@ fn load(file: &ValidationFile) -> Result<Engine, Loaded> {
     // Later lines win over earlier ones for the same relationship, as separate touches would.
     let mut by_key: BTreeMap<String, (Option<usize>, RelationshipUpdate)> = BTreeMap::new();
     for (line, r) in &file.relationships {
-        if r.caveat.is_some() {
-            return Err(Loaded::Unsupported(format!(
-                "{}caveats are not supported yet (relationship `{r}`)",
-                at_line(*line)
-            )));
-        }
         let update = RelationshipUpdate {
             op: UpdateOp::Touch,
             relationship: r.clone(),
@@ -303,7 +289,7 @@ fn check(
     permission: &str,
     subject: &SubjectRef,
     context: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Result<bool, EngineError> {
+) -> Result<Decision, EngineError> {
     let resp = engine.check(&CheckRequest {
         resource_type: &resource.object_type,
         resource_id: &resource.object_id,
@@ -315,7 +301,15 @@ fn check(
         context,
         ..Default::default()
     })?;
-    Ok(resp.decision == Decision::Allowed)
+    Ok(resp.decision)
+}
+
+fn word(d: Decision) -> &'static str {
+    match d {
+        Decision::Allowed => "allowed",
+        Decision::Denied => "denied",
+        Decision::Conditional => "conditional",
+    }
 }
 
 fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
@@ -325,11 +319,11 @@ fn run_assertion(engine: &Engine, a: &Assertion) -> Option<String> {
         a.kind,
         a.line.map(|l| format!(", line {l}")).unwrap_or_default()
     );
-    if a.kind == AssertionKind::Caveated {
-        return Some(format!("{label}: caveats are not supported yet"));
-    }
-    let expected = a.kind == AssertionKind::True;
-    let word = |b: bool| if b { "allowed" } else { "denied" };
+    let expected = match a.kind {
+        AssertionKind::True => Decision::Allowed,
+        AssertionKind::False => Decision::Denied,
+        AssertionKind::Caveated => Decision::Conditional,
+    };
     match check(engine, &a.resource, &a.permission, &a.subject, a.context.as_ref()) {
         Ok(got) if got == expected => None,
         Ok(got) => Some(format!(
@@ -389,8 +383,9 @@ fn run_expected(
                     relation: relation.map(str::to_string),
                 };
                 let excluded = f
-                    .excluded_ids
-                    .into_iter()
+                    .excluded
+                    .iter()
+                    .map(|e| e.id.clone())
                     .map(|id| SubjectRef {
                         object: ObjectRef {
                             object_type: def.name.clone(),
@@ -402,7 +397,7 @@ fn run_expected(
                 actual.insert(ExpectedSubject {
                     subject,
                     excluded,
-                    caveated: false,
+                    caveated: !f.missing_context.is_empty(),
                 });
             }
         }
@@ -452,6 +447,7 @@ fn all_subjects(
     let mut cursor: Option<String> = None;
     loop {
         let page = engine.lookup_subjects(&LookupSubjectsRequest {
+            context: None,
             resource_type: &resource.object_type,
             resource_id: &resource.object_id,
             permission,
@@ -477,11 +473,12 @@ fn all_resources(
     permission: &str,
     subject: &SubjectRef,
     limit: Option<usize>,
-) -> Result<Vec<String>, EngineError> {
+) -> Result<Vec<FoundResource>, EngineError> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let page = engine.lookup_resources(&LookupResourcesRequest {
+            context: None,
             resource_type,
             permission,
             subject_type: &subject.object.object_type,
@@ -491,7 +488,7 @@ fn all_resources(
             cursor: cursor.as_deref(),
             limit,
         })?;
-        out.extend(page.resource_ids);
+        out.extend(page.resources);
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
@@ -540,14 +537,15 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                 resources.iter().filter(|r| r.object_type == rt).collect();
             // Check on every pair, then LookupResources per subject.
             for subject in &subjects {
+                // Each allowed resource, and whether only on a condition.
                 let mut allowed = BTreeSet::new();
                 let mut errored = false;
                 for res in &of_type {
                     match check(engine, res, perm, subject, None) {
-                        Ok(true) => {
-                            allowed.insert(res.object_id.clone());
+                        Ok(Decision::Denied) => {}
+                        Ok(d) => {
+                            allowed.insert((res.object_id.clone(), d == Decision::Conditional));
                         }
-                        Ok(false) => {}
                         Err(_) => errored = true,
                     }
                 }
@@ -564,20 +562,24 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                             continue;
                         }
                     };
-                    let found_set: BTreeSet<String> = found.iter().cloned().collect();
+                    let found_set: BTreeSet<(String, bool)> =
+                        found.iter().map(|r| (r.id.clone(), !r.missing_context.is_empty())).collect();
                     // Only resources of the file are compared: Lookup may also list ids
                     // that appear elsewhere only as subjects.
-                    let listed: BTreeSet<String> = found_set
+                    let listed: BTreeSet<(String, bool)> = found_set
                         .iter()
-                        .filter(|id| of_type.iter().any(|r| &r.object_id == *id))
+                        .filter(|(id, _)| of_type.iter().any(|r| &r.object_id == id))
                         .cloned()
                         .collect();
+                    let show = |set: &mut dyn Iterator<Item = (String, bool)>| {
+                        set.map(|(id, c)| if c { format!("{id}[...]") } else { id }).collect::<Vec<_>>().join(", ")
+                    };
                     if listed != allowed || found.len() != found_set.len() {
                         failures.push(format!(
                             "cross-check: LookupResources({rt}#{perm}@{subject}, page size {}) gave [{}], Check allows [{}]",
                             limit.map(|l| l.to_string()).unwrap_or_else(|| "all".into()),
-                            found.join(", "),
-                            allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                            show(&mut found.iter().map(|r| (r.id.clone(), !r.missing_context.is_empty()))),
+                            show(&mut allowed.iter().cloned())
                         ));
                     }
                 }
@@ -607,13 +609,18 @@ fn cross_check(engine: &Engine, schema: &CompiledSchema, file: &ValidationFile) 
                         .iter()
                         .filter(|s| &s.object.object_type == st && &s.relation == srel)
                     {
-                        let Ok(allowed) = check(engine, res, perm, subject, None) else {
+                        let Ok(decision) = check(engine, res, perm, subject, None) else {
                             continue;
                         };
+                        let allowed = decision != Decision::Denied;
                         let id = &subject.object.object_id;
+                        // Under a wildcard, a subject excluded only on a condition is
+                        // still (conditionally) a member.
                         let listed = found.iter().any(|f| &f.subject_id == id)
-                            || wildcard
-                                .is_some_and(|w| srel.is_none() && !w.excluded_ids.contains(id));
+                            || wildcard.is_some_and(|w| {
+                                srel.is_none()
+                                    && w.excluded.iter().find(|e| &e.id == id).is_none_or(|e| !e.missing_context.is_empty())
+                            });
                         if listed != allowed {
                             failures.push(format!(
                                 "cross-check: Check({res}#{perm}@{subject}) is {}, but LookupSubjects {} it",

@@ -19,6 +19,7 @@ fn decision(d: Decision) -> i32 {
     match d {
         Decision::Allowed => pb::Decision::Allowed as i32,
         Decision::Denied => pb::Decision::Denied as i32,
+        Decision::Conditional => pb::Decision::Conditional as i32,
     }
 }
 
@@ -58,7 +59,13 @@ impl Permissions {
             resource,
             permission: permission.to_string(),
             subject,
-            decision: if decision == pb::Decision::Allowed as i32 { "allowed" } else { "denied" },
+            decision: if decision == pb::Decision::Allowed as i32 {
+                "allowed"
+            } else if decision == pb::Decision::Conditional as i32 {
+                "conditional"
+            } else {
+                "denied"
+            },
             policy_version: token::decode(revision).unwrap_or(0),
             latency_us: start.elapsed().as_micros() as u64,
             trace_id: crate::decisions::trace_id(metadata),
@@ -90,10 +97,21 @@ impl Permissions {
             let effect = if e.decision == Decision::Allowed { "permit" } else { "forbid" };
             let mut explanation = e.path;
             explanation.extend(e.policies.iter().map(|p| format!("cedar {effect} `{p}`")));
+            if e.decision == Decision::Conditional {
+                // The path waits on caveat parameters: answered as a plain Check.
+                let resp = engine.check(&req).map_err(status)?;
+                return Ok(pb::CheckResponse {
+                    decision: decision(resp.decision),
+                    revision: token::encode(resp.revision),
+                    explanation: Vec::new(),
+                    missing_context: resp.missing_context,
+                });
+            }
             return Ok(pb::CheckResponse {
                 decision: decision(e.decision),
                 revision: token::encode(e.revision),
                 explanation,
+                missing_context: Vec::new(),
             });
         }
         let resp = engine.check(&req).map_err(status)?;
@@ -101,6 +119,7 @@ impl Permissions {
             decision: decision(resp.decision),
             revision: token::encode(resp.revision),
             explanation: Vec::new(),
+            missing_context: resp.missing_context,
         })
     }
 
@@ -153,20 +172,24 @@ impl Permissions {
         let (answers, revision) = self
             .0
             .engine
-            .check_bulk(&requests, consistency)
+            .check_bulk_responses(&requests, consistency)
             .map_err(status)?;
         let mut answers = answers.into_iter();
         let results = parsed
             .iter()
             .map(|p| {
                 use pb::check_bulk_result::Result as R;
+                let mut missing_context = Vec::new();
                 let result = match p {
                     Err(s) => R::Error(pb::Error {
                         code: "INVALID_ARGUMENT".into(),
                         message: s.message().to_string(),
                     }),
                     Ok(_) => match answers.next() {
-                        Some(Ok(d)) => R::Decision(decision(d)),
+                        Some(Ok(d)) => {
+                            missing_context = d.missing_context;
+                            R::Decision(decision(d.decision))
+                        }
                         Some(Err(e)) => R::Error(pb::Error {
                             code: convert::code_name(&e).into(),
                             message: convert::message(&e),
@@ -179,6 +202,7 @@ impl Permissions {
                 };
                 pb::CheckBulkResult {
                     result: Some(result),
+                    missing_context,
                 }
             })
             .collect();
@@ -290,7 +314,9 @@ impl PermissionService for Permissions {
                 let permission = convert::required(&r.permission, "permission")?;
                 let (subject_type, subject_id, subject_relation) =
                     convert::subject(r.subject.as_ref(), "subject")?;
+                let context = convert::request_context(r.context.as_ref())?;
                 let req = LookupResourcesRequest {
+                    context: context.as_ref(),
                     resource_type,
                     permission,
                     subject_type,
@@ -305,8 +331,13 @@ impl PermissionService for Permissions {
                     .engine
                     .lookup_resources_each(&req, chunk, &mut |revision, ids| {
                         let revision = token::encode(revision);
-                        ids.into_iter().all(|id| {
-                            out.send(pb::LookupResourcesResponse { cursor: id.clone(), resource_id: id, revision: revision.clone() })
+                        ids.into_iter().all(|r| {
+                            out.send(pb::LookupResourcesResponse {
+                                cursor: r.id.clone(),
+                                resource_id: r.id,
+                                revision: revision.clone(),
+                                missing_context: r.missing_context,
+                            })
                         })
                     })
                     .map_err(status)?;
@@ -336,7 +367,9 @@ impl PermissionService for Permissions {
                 let resource = convert::object(r.resource.as_ref(), "resource")?;
                 let permission = convert::required(&r.permission, "permission")?;
                 let subject_type = convert::required(&r.subject_type, "subject_type")?;
+                let context = convert::request_context(r.context.as_ref())?;
                 let req = LookupSubjectsRequest {
+                    context: context.as_ref(),
                     resource_type: &resource.r#type,
                     resource_id: &resource.id,
                     permission,
@@ -356,8 +389,9 @@ impl PermissionService for Permissions {
                             out.send(pb::LookupSubjectsResponse {
                                 cursor: s.subject_id.clone(),
                                 subject_id: s.subject_id,
-                                excluded_ids: s.excluded_ids,
+                                excluded_ids: s.excluded.into_iter().map(|e| e.id).collect(),
                                 revision: revision.clone(),
+                                missing_context: s.missing_context,
                             })
                         })
                     })

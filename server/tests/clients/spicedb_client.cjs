@@ -26,6 +26,15 @@ definition doc {
     permission edit = owner
     permission view = (viewer + edit) - banned
 }
+
+definition console {
+    relation admin: user | user with on_network
+    permission manage = admin
+}
+
+caveat on_network(user_ip ipaddress, cidr string) {
+    user_ip.in_cidr(cidr)
+}
 `;
 
 let passed = 0;
@@ -196,6 +205,47 @@ async function main() {
   expect(await check("doc:new#view@user:bob", consistency.at_least_as_fresh(deleted.deletedAt)), NO, "the delete is seen");
   await client.writeRelationships(v1.WriteRelationshipsRequest.create({ updates: [del("doc:public#banned@user:mallory")] }));
   expect(await check("doc:public#view@user:mallory", consistency.fully_consistent()), HAS, "a DELETE update lifts the ban");
+
+  // Caveats: a caveated write, a conditional Check naming what is missing, the answer
+  // once the context gives it, and a conditional LookupResources.
+  const caveated = rel("console:prod#admin@user:carol");
+  caveated.optionalCaveat = v1.ContextualizedCaveat.create({
+    caveatName: "on_network",
+    context: v1.createStructFromObject({ cidr: "10.0.0.0/8" }),
+  });
+  const wroteCaveat = await client.writeRelationships(
+    v1.WriteRelationshipsRequest.create({
+      updates: [v1.RelationshipUpdate.create({ operation: v1.RelationshipUpdate_Operation.TOUCH, relationship: caveated })],
+    })
+  );
+  const checkWith = (context) =>
+    client.checkPermission(
+      v1.CheckPermissionRequest.create({
+        consistency: consistency.at_least_as_fresh(wroteCaveat.writtenAt),
+        resource: obj("console:prod"),
+        permission: "manage",
+        subject: subj("user:carol"),
+        context: context === undefined ? undefined : v1.createStructFromObject(context),
+      })
+    );
+  const conditional = await checkWith(undefined);
+  expect(conditional.permissionship, v1.CheckPermissionResponse_Permissionship.CONDITIONAL_PERMISSION, "a caveated Check without context is conditional");
+  expect(conditional.partialCaveatInfo.missingRequiredContext, ["user_ip"], "the conditional Check names the missing parameter");
+  expect((await checkWith({ user_ip: "10.9.8.7" })).permissionship, HAS, "a caveated Check with a matching context");
+  expect((await checkWith({ user_ip: "192.168.1.1" })).permissionship, NO, "a caveated Check from another network");
+  const conditionalLookup = await client.lookupResources(
+    v1.LookupResourcesRequest.create({
+      consistency: consistency.fully_consistent(),
+      resourceObjectType: "console",
+      permission: "manage",
+      subject: subj("user:carol"),
+    })
+  );
+  expect(
+    conditionalLookup.map((r) => [r.resourceObjectId, r.permissionship, r.partialCaveatInfo.missingRequiredContext]),
+    [["prod", v1.LookupPermissionship.CONDITIONAL_PERMISSION, ["user_ip"]]],
+    "a conditional LookupResources"
+  );
 
   await expectError(() => check("doc:readme#nope@user:alice"), grpc.status.FAILED_PRECONDITION, "unknown relation");
   await expectError(() => check("doc:bad id#view@user:alice"), grpc.status.INVALID_ARGUMENT, "malformed id");

@@ -17,6 +17,7 @@ import time
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.struct_pb2 import Struct
 
 from authzed.api.v1 import (
     AlgebraicSubjectSet,
@@ -76,6 +77,15 @@ definition doc {
     relation banned: user
     permission edit = owner
     permission view = (viewer + edit + parent->view) - banned
+}
+
+definition console {
+    relation admin: user | user with on_network
+    permission manage = admin
+}
+
+caveat on_network(user_ip ipaddress, cidr string) {
+    user_ip.in_cidr(cidr)
 }
 """
 
@@ -243,7 +253,7 @@ def main():
     read = client.ReadSchema(ReadSchemaRequest())
     expect(read.schema_text, SCHEMA, "ReadSchema returns the schema as written")
     reflected = client.ReflectSchema(ReflectSchemaRequest(consistency=fully_consistent()))
-    expect([d.name for d in reflected.definitions], ["user", "group", "folder", "doc"], "ReflectSchema: the definitions")
+    expect([d.name for d in reflected.definitions], ["user", "group", "folder", "doc", "console"], "ReflectSchema: the definitions")
     doc = reflected.definitions[3]
     expect([r.name for r in doc.relations], ["parent", "owner", "viewer", "banned"], "ReflectSchema: doc's relations")
     expect([p.name for p in doc.permissions], ["edit", "view"], "ReflectSchema: doc's permissions")
@@ -576,15 +586,73 @@ def main():
         grpc.StatusCode.FAILED_PRECONDITION,
         "a write to an unknown relation",
     )
-    caveated = rel("doc:a#viewer@user:carol")
-    caveated.optional_caveat.CopyFrom(ContextualizedCaveat(caveat_name="only_weekdays"))
+    # Caveats: a caveated write, a conditional Check naming the missing parameter, the
+    # decision once the context gives it, a conditional LookupResources, and the caveat
+    # read back.
+    def struct(values):
+        s = Struct()
+        s.update(values)
+        return s
+
+    def caveated_touch(text, name, context):
+        r = rel(text)
+        r.optional_caveat.CopyFrom(ContextualizedCaveat(caveat_name=name, context=struct(context)))
+        return RelationshipUpdate(operation=RelationshipUpdate.Operation.OPERATION_TOUCH, relationship=r)
+
+    written = client.WriteRelationships(
+        WriteRelationshipsRequest(updates=[caveated_touch("console:prod#admin@user:carol", "on_network", {"cidr": "10.0.0.0/8"})])
+    )
+
+    def check_with(query, context=None):
+        left, right = query.split("@", 1)
+        o, p = left.split("#", 1)
+        return client.CheckPermission(
+            CheckPermissionRequest(
+                consistency=at_least(written.written_at),
+                resource=obj(o),
+                permission=p,
+                subject=subj(right),
+                context=struct(context) if context is not None else None,
+            )
+        )
+
+    conditional = check_with("console:prod#manage@user:carol")
+    expect(conditional.permissionship, CheckPermissionResponse.PERMISSIONSHIP_CONDITIONAL_PERMISSION, "a caveated Check without context is conditional")
+    expect(list(conditional.partial_caveat_info.missing_required_context), ["user_ip"], "the conditional Check names the missing parameter")
+    expect(check_with("console:prod#manage@user:carol", {"user_ip": "10.1.2.3"}).permissionship, HAS, "a caveated Check with a matching context")
+    expect(check_with("console:prod#manage@user:carol", {"user_ip": "11.1.2.3"}).permissionship, NO, "a caveated Check with another network")
+    expect(
+        check_with("console:prod#manage@user:carol", {"user_ip": "11.1.2.3", "cidr": "0.0.0.0/0"}).permissionship,
+        NO,
+        "the relationship's context wins over the request's",
+    )
+    found = list(
+        client.LookupResources(
+            LookupResourcesRequest(consistency=fully_consistent(), resource_object_type="console", permission="manage", subject=subj("user:carol"))
+        )
+    )
+    expect(
+        [(r.resource_object_id, r.permissionship, list(r.partial_caveat_info.missing_required_context)) for r in found],
+        [("prod", LookupPermissionship.LOOKUP_PERMISSIONSHIP_CONDITIONAL_PERMISSION, ["user_ip"])],
+        "a conditional LookupResources",
+    )
+    read_back = list(
+        client.ReadRelationships(
+            ReadRelationshipsRequest(consistency=fully_consistent(), relationship_filter=RelationshipFilter(resource_type="console"))
+        )
+    )
+    expect(
+        [(r.relationship.optional_caveat.caveat_name, dict(r.relationship.optional_caveat.context)) for r in read_back],
+        [("on_network", {"cidr": "10.0.0.0/8"})],
+        "ReadRelationships returns the caveat and its context",
+    )
     expect_error(
         lambda: client.WriteRelationships(
-            WriteRelationshipsRequest(updates=[RelationshipUpdate(operation=RelationshipUpdate.Operation.OPERATION_TOUCH, relationship=caveated)])
+            WriteRelationshipsRequest(updates=[caveated_touch("console:prod#admin@user:dan", "on_network", {"cidr": 8})])
         ),
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "a caveated relationship is refused",
-        "caveat",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "a caveat context of the wrong type is refused",
+        "cidr",
     )
     expect_error(
         lambda: client.LookupResources(LookupResourcesRequest(resource_object_type="doc", permission="nope", subject=subj("user:bob"))),

@@ -283,6 +283,7 @@ pub fn rel(s: &str) -> pb::Relationship {
         relation: relation.into(),
         subject: Some(subj(right)),
         expires_at: None,
+        ..Default::default()
     }
 }
 

@@ -176,7 +176,10 @@ pub fn to_pb_relationship(r: &Relationship) -> pb::Relationship {
         resource: Some(to_pb_object(&r.resource)),
         relation: r.relation.clone(),
         subject: Some(to_pb_subject(&r.subject)),
-        optional_caveat: None,
+        optional_caveat: r.caveat.as_ref().map(|c| pb::ContextualizedCaveat {
+            caveat_name: c.name.clone(),
+            context: c.context.clone().map(convert::to_pb_struct),
+        }),
         optional_expires_at: r.expiration.as_ref().map(convert::timestamp),
     }
 }

@@ -30,6 +30,21 @@ fn permissionship(d: Decision) -> i32 {
     match d {
         Decision::Allowed => Permissionship::HasPermission as i32,
         Decision::Denied => Permissionship::NoPermission as i32,
+        Decision::Conditional => Permissionship::ConditionalPermission as i32,
+    }
+}
+
+/// SpiceDB's note on a conditional answer: the caveat parameters still missing.
+fn partial(missing: Vec<String>) -> Option<pb::PartialCaveatInfo> {
+    (!missing.is_empty()).then_some(pb::PartialCaveatInfo { missing_required_context: missing })
+}
+
+/// A lookup result's permissionship: conditional when parameters are missing.
+fn lookup_permissionship(missing: &[String]) -> i32 {
+    if missing.is_empty() {
+        pb::LookupPermissionship::HasPermission as i32
+    } else {
+        pb::LookupPermissionship::ConditionalPermission as i32
     }
 }
 
@@ -75,23 +90,23 @@ fn read_page(
 }
 
 /// One LookupSubjects answer: the subject, and for a wildcard the ids it excludes, in
-/// both the current fields and the deprecated flat ones older clients read.
+/// both the current fields and the deprecated flat ones older clients read (which list
+/// every excluded id, conditionally excluded ones too, as SpiceDB's do).
 #[expect(deprecated, reason = "older clients still read the flat fields")]
 fn found_subject(s: arbiter_engine::FoundSubject, revision: u64) -> pb::LookupSubjectsResponse {
-    let has = pb::LookupPermissionship::HasPermission as i32;
-    let resolved = |id: &str| pb::ResolvedSubject {
+    let resolved = |id: &str, missing: &[String]| pb::ResolvedSubject {
         subject_object_id: id.to_string(),
-        permissionship: has,
-        partial_caveat_info: None,
+        permissionship: lookup_permissionship(missing),
+        partial_caveat_info: partial(missing.to_vec()),
     };
     pb::LookupSubjectsResponse {
         looked_up_at: super::zed_token(revision),
         subject_object_id: s.subject_id.clone(),
-        excluded_subject_ids: s.excluded_ids.clone(),
-        permissionship: has,
-        partial_caveat_info: None,
-        subject: Some(resolved(&s.subject_id)),
-        excluded_subjects: s.excluded_ids.iter().map(|id| resolved(id)).collect(),
+        excluded_subject_ids: s.excluded.iter().map(|e| e.id.clone()).collect(),
+        permissionship: lookup_permissionship(&s.missing_context),
+        partial_caveat_info: partial(s.missing_context.clone()),
+        subject: Some(resolved(&s.subject_id, &s.missing_context)),
+        excluded_subjects: s.excluded.iter().map(|e| resolved(&e.id, &e.missing_context)).collect(),
         after_result_cursor: super::to_cursor(s.subject_id),
     }
 }
@@ -188,7 +203,7 @@ impl AuthzedPermissions {
         &self,
         r: &pb::CheckPermissionRequest,
         consistency: Consistency,
-    ) -> Result<(Decision, u64), Status> {
+    ) -> Result<(Decision, u64, Vec<String>), Status> {
         let resource = super::object(r.resource.as_ref(), "resource")?;
         let permission = convert::required(&r.permission, "permission")?;
         let (subject_type, subject_id, subject_relation) =
@@ -209,7 +224,7 @@ impl AuthzedPermissions {
                 ..CheckRequest::default()
             })
             .map_err(status)?;
-        Ok((resp.decision, resp.revision))
+        Ok((resp.decision, resp.revision, resp.missing_context))
     }
 
     fn check_bulk_inner(
@@ -261,7 +276,7 @@ impl AuthzedPermissions {
         let (answers, revision) = self
             .0
             .engine
-            .check_bulk(&requests, consistency)
+            .check_bulk_responses(&requests, consistency)
             .map_err(status)?;
         let mut answers = answers.into_iter();
         let pairs = parsed
@@ -273,8 +288,8 @@ impl AuthzedPermissions {
                     Err(s) => R::Error(super::rpc_status(s)),
                     Ok(_) => match answers.next() {
                         Some(Ok(d)) => R::Item(pb::CheckBulkPermissionsResponseItem {
-                            permissionship: permissionship(d),
-                            partial_caveat_info: None,
+                            permissionship: permissionship(d.decision),
+                            partial_caveat_info: partial(d.missing_context),
                         }),
                         Some(Err(e)) => R::Error(super::rpc_status(&status(e))),
                         None => R::Error(super::rpc_status(&Status::internal("missing answer"))),
@@ -363,7 +378,7 @@ impl PermissionsService for AuthzedPermissions {
             Ok(consistency) => self.check_inner(r, consistency),
             Err(e) => Err(e),
         };
-        if let Ok((decision, revision)) = &result {
+        if let Ok((decision, revision, _)) = &result {
             self.record(
                 "CheckPermission",
                 &r.resource,
@@ -375,11 +390,11 @@ impl PermissionsService for AuthzedPermissions {
                 request.metadata(),
             );
         }
-        let result = result.map(|(decision, revision)| {
+        let result = result.map(|(decision, revision, missing)| {
             Response::new(pb::CheckPermissionResponse {
                 checked_at: super::zed_token(revision),
                 permissionship: permissionship(decision),
-                partial_caveat_info: None,
+                partial_caveat_info: partial(missing),
                 optional_expires_at: None,
             })
         });
@@ -485,15 +500,16 @@ impl PermissionsService for AuthzedPermissions {
             let limit = shared.page_limit(request.get_ref().optional_limit, "optional_limit")?;
             let stream = produce_stream(&shared.clone(), move |out| {
                 let r = request.get_ref();
-                // Lookups judge forbids without a context; one that is sent is still
-                // held to the bound of every context.
-                convert::request_context(r.context.as_ref())?;
+                // The context gives caveat parameters; Cedar forbids are judged
+                // without it (failing closed).
+                let context = convert::request_context(r.context.as_ref())?;
                 let resource_type =
                     convert::required(&r.resource_object_type, "resource_object_type")?;
                 let permission = convert::required(&r.permission, "permission")?;
                 let (subject_type, subject_id, subject_relation) =
                     super::subject(r.subject.as_ref(), "subject")?;
                 let req = LookupResourcesRequest {
+                    context: context.as_ref(),
                     resource_type,
                     permission,
                     subject_type,
@@ -507,13 +523,13 @@ impl PermissionsService for AuthzedPermissions {
                     .engine
                     .lookup_resources_each(&req, shared.limits.max_page_size, &mut |revision, ids| {
                         let token = super::zed_token(revision);
-                        ids.into_iter().all(|id| {
+                        ids.into_iter().all(|r| {
                             out.send(pb::LookupResourcesResponse {
                                 looked_up_at: token.clone(),
-                                after_result_cursor: super::to_cursor(id.clone()),
-                                resource_object_id: id,
-                                permissionship: pb::LookupPermissionship::HasPermission as i32,
-                                partial_caveat_info: None,
+                                after_result_cursor: super::to_cursor(r.id.clone()),
+                                resource_object_id: r.id,
+                                permissionship: lookup_permissionship(&r.missing_context),
+                                partial_caveat_info: partial(r.missing_context),
                             })
                         })
                     })
@@ -543,7 +559,7 @@ impl PermissionsService for AuthzedPermissions {
             let stream = produce_stream(&shared.clone(), move |out| {
                 use pb::lookup_subjects_request::WildcardOption;
                 let r = request.get_ref();
-                convert::request_context(r.context.as_ref())?;
+                let context = convert::request_context(r.context.as_ref())?;
                 let resource = super::object(r.resource.as_ref(), "resource")?;
                 let permission = convert::required(&r.permission, "permission")?;
                 let subject_type =
@@ -562,6 +578,7 @@ impl PermissionsService for AuthzedPermissions {
                     c => c,
                 };
                 let req = LookupSubjectsRequest {
+                    context: context.as_ref(),
                     resource_type: &resource.object_type,
                     resource_id: &resource.object_id,
                     permission,
