@@ -234,6 +234,16 @@ pub(crate) struct Evaluator<'a> {
     named: Option<Resources<'a>>,
     /// The caveats of the engine, for edges that carry one.
     caveats: &'a Caveats,
+    /// The request's context (caveat parameters).
+    context: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    /// What evaluating caveats needs, made when the first caveated edge is met: a
+    /// Check that meets none (most) neither builds nor drops it.
+    caveat_state: Option<Box<CaveatState<'a>>>,
+}
+
+/// An evaluation's caveat state (see [`Evaluator::caveat_state`]).
+#[derive(Debug)]
+struct CaveatState<'a> {
     /// The request's context, converted per caveat as the request meets them.
     request: RequestCaveats<'a>,
     /// The missing parameters of each condition a [`Member`] names, sorted.
@@ -345,9 +355,20 @@ impl<'a> Evaluator<'a> {
             named: None,
             shared_as: None,
             caveats,
-            request: RequestCaveats::new(context),
-            conditions: Vec::new(),
+            context,
+            caveat_state: None,
         }
+    }
+
+    fn caveat_state(&mut self) -> &mut CaveatState<'a> {
+        let context = self.context;
+        self.caveat_state
+            .get_or_insert_with(|| Box::new(CaveatState { request: RequestCaveats::new(context), conditions: Vec::new() }))
+    }
+
+    fn condition_names(&self, m: Member) -> Option<&SmallVec<[Arc<str>; 2]>> {
+        let i = m.condition()?;
+        self.caveat_state.as_ref()?.conditions.get(i)
     }
 
     /// The verdict a member answer stands for.
@@ -355,15 +376,16 @@ impl<'a> Evaluator<'a> {
         if m.is_yes() {
             return Verdict::Yes;
         }
-        match m.condition().and_then(|i| self.conditions.get(i)) {
+        match self.condition_names(m) {
             Some(names) => Verdict::Conditional(names.iter().map(|n| n.to_string()).collect()),
             None => Verdict::No,
         }
     }
 
     fn new_condition(&mut self, names: SmallVec<[Arc<str>; 2]>) -> Member {
-        self.conditions.push(names);
-        Member(u32::try_from(self.conditions.len() + 1).unwrap_or(u32::MAX))
+        let conditions = &mut self.caveat_state().conditions;
+        conditions.push(names);
+        Member(u32::try_from(conditions.len() + 1).unwrap_or(u32::MAX))
     }
 
     /// Either holds.
@@ -394,7 +416,7 @@ impl<'a> Evaluator<'a> {
 
     /// A condition missing the parameters of both.
     fn union(&mut self, a: Member, b: Member) -> Member {
-        let names = |m: Member| m.condition().and_then(|i| self.conditions.get(i)).cloned().unwrap_or_default();
+        let names = |m: Member| self.condition_names(m).cloned().unwrap_or_default();
         let mut all = names(a);
         all.extend(names(b));
         all.sort_unstable();
@@ -426,7 +448,7 @@ impl<'a> Evaluator<'a> {
             .and_then(|c| c.program.clone())
             .ok_or_else(|| failed("the schema no longer defines it".into()))?;
         let values = bound.values(&program).map_err(failed)?;
-        match self.request.evaluate(&program, &values.1).map_err(failed)? {
+        match self.caveat_state().request.evaluate(&program, &values.1).map_err(failed)? {
             Outcome::True => Ok(Member::YES),
             Outcome::False => Ok(Member::NO),
             Outcome::Missing(m) => {

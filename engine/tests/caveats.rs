@@ -225,3 +225,122 @@ fn an_evaluation_error_is_the_requests_error() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     assert!(err.to_string().contains("parameter `count`"), "{err}");
 }
+
+/// A Cedar permit that holds grants a conditional answer; a forbid that holds denies
+/// it; with neither, it stays conditional (never allowed).
+#[test]
+fn cedar_decides_a_conditional_answer_only_when_a_policy_holds() {
+    let e = engine(&[r#"doc:1#viewer@user:tom[on_network:{"cidr":"10.0.0.0/8"}]"#]);
+    assert_eq!(check(&e, "doc:1#view@user:tom", json!({})).0, Decision::Conditional);
+    let policy = |id: &str, text: &str| PolicyText { id: id.into(), text: text.into() };
+    e.write_policies(vec![policy("admins", r#"permit(principal == user::"root", action, resource);"#)]).unwrap();
+    assert_eq!(check(&e, "doc:1#view@user:tom", json!({})), (Decision::Conditional, missing(&["user_ip"])));
+    e.write_policies(vec![policy("tom", r#"permit(principal == user::"tom", action == Action::"view", resource);"#)]).unwrap();
+    assert_eq!(check(&e, "doc:1#view@user:tom", json!({})).0, Decision::Allowed);
+    e.write_policies(vec![policy("no-tom", r#"forbid(principal == user::"tom", action == Action::"view", resource);"#)]).unwrap();
+    assert_eq!(check(&e, "doc:1#view@user:tom", json!({})).0, Decision::Denied);
+    assert_eq!(check(&e, "doc:1#view@user:tom", json!({"user_ip": "10.0.0.1"})).0, Decision::Denied);
+}
+
+/// GHSA-jhg6-6qrx-38mr (CVE-2024-46989): two caveated subject sets on one relation,
+/// only the second of which holds; stopping at the first member found lost it.
+#[test]
+fn advisory_every_caveated_branch_of_a_relation_is_considered() {
+    let e = engine(&[
+        r#"doc:1#viewer@group:small#member[below:{"limit":2}]"#,
+        r#"doc:1#viewer@group:large#member[below:{"limit":4}]"#,
+        "group:small#member@user:bob",
+        "group:large#member@user:bob",
+    ]);
+    assert_eq!(check(&e, "doc:1#view@user:bob", json!({"count": 3})).0, Decision::Allowed);
+    assert_eq!(check(&e, "doc:1#view@user:bob", json!({"count": 5})).0, Decision::Denied);
+    assert_eq!(check(&e, "doc:1#view@user:bob", json!({})), (Decision::Conditional, missing(&["count"])));
+}
+
+/// GHSA-cwwm-hr97-qfxm (CVE-2025-49011): the same through an arrow, several caveated
+/// tupleset relationships of which only a later one holds.
+#[test]
+fn advisory_every_caveated_branch_of_an_arrow_is_considered() {
+    const ARROWS: &str = r#"
+        definition user {}
+        caveat role_is(actual string, expected string) { actual == expected }
+        definition team {
+            relation member: user
+        }
+        definition doc {
+            relation owner: team with role_is
+            permission read = owner->member
+        }
+    "#;
+    let e = Engine::in_memory(EngineConfig::default());
+    e.write_schema(ARROWS).unwrap();
+    e.write(&touches(&[
+        r#"doc:budget#owner@team:finance[role_is:{"expected":"viewer"}]"#,
+        r#"doc:budget#owner@team:board[role_is:{"expected":"admin"}]"#,
+        "team:finance#member@user:maria",
+        "team:board#member@user:maria",
+    ]))
+    .unwrap();
+    assert_eq!(check(&e, "doc:budget#read@user:maria", json!({"actual": "admin"})).0, Decision::Allowed);
+    assert_eq!(check(&e, "doc:budget#read@user:maria", json!({"actual": "viewer"})).0, Decision::Allowed);
+    assert_eq!(check(&e, "doc:budget#read@user:maria", json!({"actual": "guest"})).0, Decision::Denied);
+}
+
+/// CVE-2024-48909: LookupResources through an intersection and an arrow lost the
+/// request's context in nested steps, answering conditional what the context decides.
+#[test]
+fn advisory_lookups_carry_the_request_context_all_the_way_down() {
+    const LR: &str = r#"
+        caveat unexpired(expires_at timestamp, now timestamp) { now < expires_at }
+        definition user {}
+        definition container {
+            relation access: user with unexpired
+            permission accesses = access
+        }
+        definition resource {
+            relation container: container
+            relation viewer: user with unexpired
+            permission viewers = viewer & container->accesses
+        }
+    "#;
+    let e = Engine::in_memory(EngineConfig::default());
+    e.write_schema(LR).unwrap();
+    e.write(&touches(&[
+        "resource:r#container@container:c",
+        r#"resource:r#viewer@user:tom[unexpired:{"expires_at":"2024-10-03T14:16:30Z"}]"#,
+        r#"container:c#access@user:tom[unexpired:{"expires_at":"2024-10-03T07:16:28-07:00"}]"#,
+    ]))
+    .unwrap();
+    let lookup = |now: &str| {
+        let context = json!({ "now": now });
+        e.lookup_resources(&LookupResourcesRequest {
+            resource_type: "resource",
+            permission: "viewers",
+            subject_type: "user",
+            subject_id: "tom",
+            subject_relation: None,
+            consistency: Consistency::FullyConsistent,
+            cursor: None,
+            limit: None,
+            context: context.as_object(),
+        })
+        .unwrap()
+        .resources
+    };
+    let found = lookup("2023-01-01T00:00:00Z");
+    assert_eq!(found.len(), 1);
+    assert!(found[0].missing_context.is_empty(), "decided by the context, not conditional: {found:?}");
+    assert!(lookup("2025-01-01T00:00:00Z").is_empty());
+}
+
+#[test]
+fn a_context_nested_too_deep_is_refused() {
+    let e = engine(&[]);
+    let mut deep = json!("10.0.0.0/8");
+    for _ in 0..40 {
+        deep = json!([deep]);
+    }
+    let text = format!(r#"doc:1#viewer@user:tom[on_network:{{"cidr":{deep}}}]"#);
+    let err = e.write(&touches(&[&text])).unwrap_err().to_string();
+    assert!(err.contains("nests deeper"), "{err}");
+}
