@@ -52,27 +52,11 @@ impl BoundCaveat {
         self.converted.store(Some(entry.clone()));
         Ok(entry)
     }
-
-    /// The context as JSON text with sorted keys (what identifies it).
-    pub fn context_text(&self) -> Option<String> {
-        self.context.as_ref().map(|c| canonical(c))
-    }
 }
 
-/// `{...}` with every object's keys sorted.
+/// `{...}` with every object's keys sorted (what identifies a context).
 pub fn canonical(c: &serde_json::Map<String, serde_json::Value>) -> String {
-    fn sorted(v: &serde_json::Value) -> serde_json::Value {
-        match v {
-            serde_json::Value::Object(m) => {
-                let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
-                entries.sort_by(|a, b| a.0.cmp(b.0));
-                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
-            }
-            serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(sorted).collect()),
-            other => other.clone(),
-        }
-    }
-    sorted(&serde_json::Value::Object(c.clone())).to_string()
+    arbiter_schema::sorted_keys(&serde_json::Value::Object(c.clone())).to_string()
 }
 
 type Key = (Arc<str>, Option<Box<str>>);

@@ -21,7 +21,7 @@ pub use error::{SchemaError, SchemaErrors};
 pub use parser::parse;
 pub use printer::print;
 pub use relationship::{
-    is_valid_object_id, object_id_problem, parse_object, parse_relationship, shorten, CaveatRef, ObjectRef,
+    is_valid_object_id, object_id_problem, parse_object, parse_relationship, shorten, sorted_keys, CaveatRef, ObjectRef,
     Relationship, RelationshipParseError, SubjectRef, MAX_OBJECT_ID_LEN, WILDCARD_ID,
 };
 pub use validation::{

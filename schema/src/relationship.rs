@@ -374,7 +374,7 @@ impl fmt::Display for Relationship {
 /// `v` with every object's keys in sorted order, so the text form is canonical whether
 /// or not serde_json preserves insertion order (another crate in the build may turn
 /// `preserve_order` on).
-fn sorted_keys(v: &serde_json::Value) -> serde_json::Value {
+pub fn sorted_keys(v: &serde_json::Value) -> serde_json::Value {
     match v {
         serde_json::Value::Object(m) => {
             let mut entries: Vec<(&String, &serde_json::Value)> = m.iter().collect();
