@@ -8,6 +8,7 @@
 //! ([`with_stack`]), so that what passes the bound is proven to fit (the tests compile
 //! and evaluate policies at each bound).
 
+use arbiter_schema::nesting::{Level, ADD, AND, CONDITIONAL as IF, MEMBER, MUL, OR, RELATION, UNARY};
 use serde_json::Value;
 
 /// The most bytes one Cedar policy's text may have.
@@ -78,52 +79,6 @@ fn too_deep(detail: &str) -> String {
     )
 }
 
-/// Cedar's operator precedence classes, loosest first (see [`cedar_text`]).
-const CLASSES: usize = 8;
-const IF: usize = 0;
-const OR: usize = 1;
-const AND: usize = 2;
-const RELATION: usize = 3;
-const ADD: usize = 4;
-const MUL: usize = 5;
-const UNARY: usize = 6;
-const MEMBER: usize = 7;
-
-/// One bracket level of the pre-scan.
-#[derive(Default)]
-struct Level {
-    /// Per class: the run of operators in the current operand.
-    run: [usize; CLASSES],
-    /// Per class: the longest run so far.
-    longest: [usize; CLASSES],
-    /// The deepest bracket nested in this level, as a depth.
-    child: usize,
-}
-
-impl Level {
-    /// An operator of class `class`: its run grows; the runs of tighter classes end.
-    fn operator(&mut self, class: usize) -> usize {
-        self.end_runs(class + 1);
-        self.run.get_mut(class).map_or(0, |r| {
-            *r += 1;
-            *r
-        })
-    }
-
-    /// Ends the runs of the classes from `from` on.
-    fn end_runs(&mut self, from: usize) {
-        for (run, longest) in self.run.iter_mut().zip(self.longest.iter_mut()).skip(from) {
-            *longest = (*longest).max(*run);
-            *run = 0;
-        }
-    }
-
-    fn depth(&mut self) -> usize {
-        self.end_runs(0);
-        self.longest.iter().sum::<usize>() + self.child + 1
-    }
-}
-
 /// The bound of [`cedar_text`]; an error as soon as a bracket nesting or one run passes
 /// the limit (so the work stays linear and the memory bounded).
 fn cedar_depth(text: &str) -> Result<usize, String> {
@@ -182,7 +137,7 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
                     if let Some(mut closed) = levels.pop() {
                         let depth = closed.depth();
                         if let Some(parent) = levels.last_mut() {
-                            parent.child = parent.child.max(depth);
+                            parent.nested(depth);
                         }
                     }
                 }
@@ -258,7 +213,7 @@ fn cedar_depth(text: &str) -> Result<usize, String> {
     while let Some(mut level) = levels.pop() {
         depth = level.depth().max(depth);
         if let Some(parent) = levels.last_mut() {
-            parent.child = parent.child.max(depth);
+            parent.nested(depth);
         }
     }
     Ok(depth)

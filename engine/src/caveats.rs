@@ -73,10 +73,14 @@ pub struct Caveats {
 }
 
 impl Caveats {
-    /// The id of `(name, context)`, added if new. An empty context is no context.
-    pub fn intern(&self, name: &str, context: Option<&serde_json::Map<String, serde_json::Value>>) -> CaveatId {
-        let context = context.filter(|c| !c.is_empty());
-        let key: Key = (Arc::from(name), context.map(|c| canonical(c).into_boxed_str()));
+    /// The id of `(name, context)`, added if new; a context comes with its
+    /// [`canonical`] text (what identifies it).
+    pub fn intern(&self, name: &str, context: Option<(serde_json::Map<String, serde_json::Value>, String)>) -> CaveatId {
+        let (context, text) = match context {
+            Some((c, text)) => (Some(c), Some(text.into_boxed_str())),
+            None => (None, None),
+        };
+        let key: Key = (Arc::from(name), text);
         let mut index = self.index.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(id) = index.get(&key) {
             return *id;
@@ -85,7 +89,7 @@ impl Caveats {
         let id = CaveatId::try_from(table.len() + 1).unwrap_or(CaveatId::MAX);
         table.push_back(Arc::new(BoundCaveat {
             name: key.0.clone(),
-            context: context.map(|c| Arc::new(c.clone())),
+            context: context.map(Arc::new),
             converted: ArcSwapOption::empty(),
         }));
         self.by_id.store(Arc::new(table));

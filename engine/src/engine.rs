@@ -928,8 +928,13 @@ impl Engine {
         let context = c.context.to_map().map_err(|e| {
             EngineError::InvalidArgument(format!("{e}, in `{}`", display()))
         })?;
-        if let Some(ctx) = &context {
-            let size = crate::caveats::canonical(ctx).len();
+        // An empty context is no context.
+        let context = context.filter(|c| !c.is_empty()).map(|c| {
+            let text = crate::caveats::canonical(&c);
+            (c, text)
+        });
+        if let Some((ctx, text)) = &context {
+            let size = text.len();
             if size > MAX_CAVEAT_CONTEXT_BYTES {
                 return Err(EngineError::InvalidArgument(format!(
                     "the caveat context of `{}` is {size} bytes; at most {MAX_CAVEAT_CONTEXT_BYTES} are allowed",
@@ -948,7 +953,7 @@ impl Engine {
                 })?;
             }
         }
-        Ok(Some((id, self.caveats.intern(c.name, context.as_ref()))))
+        Ok(Some((id, self.caveats.intern(c.name, context))))
     }
 
     /// Checks one relationship (borrowed) against the schema and interns it.
@@ -1613,18 +1618,18 @@ impl Engine {
 
     /// Checks in order at one revision, stopping after the first answer `stop` accepts
     /// (AuthZEN's short-circuiting batches): the answers up to and including that one.
-    /// Like [`Engine::check_bulk`], a failing item fails alone.
+    /// Like [`Engine::check_bulk_responses`], a failing item fails alone.
     pub fn check_until(
         &self,
         items: &[CheckRequest<'_>],
         consistency: Consistency,
-        mut stop: impl FnMut(&Result<Decision, EngineError>) -> bool,
-    ) -> Result<(Vec<Result<Decision, EngineError>>, u64), EngineError> {
+        mut stop: impl FnMut(&Result<CheckResponse, EngineError>) -> bool,
+    ) -> Result<(Vec<Result<CheckResponse, EngineError>>, u64), EngineError> {
         let graph = self.snapshot(consistency)?;
         let time = RequestTime::wall_clock();
         let mut results = Vec::with_capacity(items.len());
         for req in items {
-            let answer = self.check_in(&graph, req, &time).map(|r| r.decision);
+            let answer = self.check_in(&graph, req, &time);
             let done = stop(&answer);
             results.push(answer);
             if done {
@@ -2544,7 +2549,7 @@ impl Engine {
         let id = self.interner.get(resource_id).unwrap_or(UNSEEN);
         let time = RequestTime::wall_clock();
         let mut expander =
-            Expander::new(&graph, plan, &self.interner, &time, self.config.max_depth);
+            Expander::new(&graph, plan, &self.interner, &time, &self.caveats, self.config.max_depth);
         let mut tree = expander.expand(ty, rel, id, 0)?;
         if id == UNSEEN {
             fix_unseen_ids(&mut tree, resource_id);

@@ -1,11 +1,14 @@
 //! Expand: the userset tree of a resource's relation or permission at one revision, with
 //! the rewrite structure visible. Computed usersets and arrows are expanded; the subject
 //! sets written on a relation are leaves (expand them with another call), as in Zanzibar.
+//! A caveated relationship shows its caveat: on its subject in a leaf, and on the child
+//! an arrow reaches through it.
 
 use arbiter_schema::{ArrowKind, ObjectRef, RelationId, RelationKind, Rewrite, SubjectRef, TypeId};
 use chrono::{DateTime, TimeZone, Utc};
 use rustc_hash::FxHashSet;
 
+use crate::caveats::{Caveats, CaveatId, NO_CAVEAT};
 use crate::error::EngineError;
 use crate::graph::{GraphVersion, RequestTime, ResourceKey, NEVER};
 use crate::intern::{Interner, Sym, ELLIPSIS};
@@ -16,12 +19,25 @@ pub struct ExpandTree {
     pub resource: ObjectRef,
     pub relation: String,
     pub node: ExpandNode,
+    /// For a child of an arrow: the caveat of the relationship the arrow went through.
+    pub caveat: Option<ExpandCaveat>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExpandSubject {
     pub subject: SubjectRef,
     pub expires_at: Option<DateTime<Utc>>,
+    pub caveat: Option<ExpandCaveat>,
+}
+
+/// A relationship's caveat as Expand shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExpandCaveat {
+    pub name: String,
+    /// The values the relationship gives; a request gives the rest.
+    pub context: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The caveat's CEL expression as the schema writes it.
+    pub expression: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +68,7 @@ pub(crate) struct Expander<'a> {
     pub plan: &'a SchemaPlan,
     pub interner: &'a Interner,
     pub now: &'a RequestTime,
+    pub caveats: &'a Caveats,
     pub max_depth: u32,
     path: FxHashSet<(TypeId, RelationId, Sym)>,
 }
@@ -62,6 +79,7 @@ impl<'a> Expander<'a> {
         plan: &'a SchemaPlan,
         interner: &'a Interner,
         now: &'a RequestTime,
+        caveats: &'a Caveats,
         max_depth: u32,
     ) -> Self {
         Expander {
@@ -69,6 +87,7 @@ impl<'a> Expander<'a> {
             plan,
             interner,
             now,
+            caveats,
             max_depth,
             path: FxHashSet::default(),
         }
@@ -84,6 +103,27 @@ impl<'a> Expander<'a> {
                 .unwrap_or_default(),
             object_id: self.interner.resolve(id).to_string(),
         }
+    }
+
+    /// What an edge's caveat id names, with the caveat's expression.
+    fn caveat(&self, id: CaveatId) -> Option<ExpandCaveat> {
+        if id == NO_CAVEAT {
+            return None;
+        }
+        let bound = self.caveats.get(id)?;
+        let expression = self
+            .plan
+            .schema
+            .caveats
+            .iter()
+            .find(|c| c.name == *bound.name)
+            .map(|c| c.expression.clone())
+            .unwrap_or_default();
+        Some(ExpandCaveat {
+            name: bound.name.to_string(),
+            context: bound.context.as_deref().cloned(),
+            expression,
+        })
     }
 
     fn relation_name(&self, ty: TypeId, rel: RelationId) -> String {
@@ -114,6 +154,7 @@ impl<'a> Expander<'a> {
                 resource,
                 relation,
                 node: ExpandNode::Cycle,
+                caveat: None,
             });
         }
         let node = match self.plan.schema.relation(ty, rel).map(|r| &r.kind) {
@@ -126,6 +167,7 @@ impl<'a> Expander<'a> {
             resource,
             relation,
             node: node?,
+            caveat: None,
         })
     }
 
@@ -152,6 +194,7 @@ impl<'a> Expander<'a> {
                 expires_at: (e.expires_at != NEVER)
                     .then(|| Utc.timestamp_micros(e.expires_at).single())
                     .flatten(),
+                caveat: self.caveat(e.caveat),
             })
             .collect();
         ExpandNode::Leaf(subjects)
@@ -196,20 +239,30 @@ impl<'a> Expander<'a> {
                     relation: self.plan.rel_sym(ty, arrow.tupleset),
                     object_id: id,
                 };
-                let mut children = Vec::new();
-                let mut seen = FxHashSet::default();
+                // One child per object; of several relationships naming it (through
+                // different subject relations), an uncaveated one shows, else the first.
+                let mut edges: Vec<(Sym, Sym, CaveatId)> = Vec::new();
                 for e in self.graph.edges(&key) {
-                    if !e.live(self.now)
-                        || !seen.insert((e.subject.object_type, e.subject.object_id))
-                    {
+                    if !e.live(self.now) {
                         continue;
                     }
+                    let object = (e.subject.object_type, e.subject.object_id);
+                    match edges.iter_mut().find(|(t, i, _)| (*t, *i) == object) {
+                        Some(seen) if e.caveat == NO_CAVEAT => seen.2 = NO_CAVEAT,
+                        Some(_) => {}
+                        None => edges.push((object.0, object.1, e.caveat)),
+                    }
+                }
+                let mut children = Vec::new();
+                for (object_type, object_id, caveat) in edges {
                     if let Some((tt, tr)) = arrow
                         .targets
                         .iter()
-                        .find(|(t, _)| self.plan.type_sym(*t) == e.subject.object_type)
+                        .find(|(t, _)| self.plan.type_sym(*t) == object_type)
                     {
-                        children.push(self.expand(*tt, *tr, e.subject.object_id, depth + 1)?);
+                        let mut child = self.expand(*tt, *tr, object_id, depth + 1)?;
+                        child.caveat = self.caveat(caveat);
+                        children.push(child);
                     }
                 }
                 ExpandNode::Arrow {
@@ -240,6 +293,7 @@ impl<'a> Expander<'a> {
                     resource: self.object(ty, id),
                     relation: self.relation_name(ty, rel),
                     node,
+                    caveat: None,
                 })
             }
         }

@@ -26,7 +26,7 @@ pub use engine::{
     LookupSubjectsRequest, Precondition, ReadPage, ReadRequest, RelationshipUpdate, UpdateOp, LOOKUP_CHUNK,
 };
 pub use error::{EngineError, ErrorKind};
-pub use expand::{ExpandNode, ExpandSubject, ExpandTree};
+pub use expand::{ExpandCaveat, ExpandNode, ExpandSubject, ExpandTree};
 pub use policy::{
     split_policies, AttrDecl, AttrSource, AttrType, AttributeDecls, Inference, LabelDef, ObjectAttributes, PolicyError, PolicyModel,
     PolicyText,

@@ -67,9 +67,12 @@ pub fn run_policy_model(factory: &StoreFactory<'_>) -> Vec<String> {
 }
 
 /// The checks for stores that keep caveats (the relationship's caveat name and
-/// context): the in-memory store and RocksDB.
+/// context): the in-memory store, RocksDB and Postgres.
 pub fn run_caveats(factory: &StoreFactory<'_>) -> Vec<String> {
-    let checks: [(&str, Check); 1] = [("caveated relationships round-trip", caveats_round_trip)];
+    let checks: [(&str, Check); 2] = [
+        ("caveated relationships round-trip", caveats_round_trip),
+        ("a touch replaces the caveat", touch_replaces_the_caveat),
+    ];
     checks
         .iter()
         .filter_map(|(name, check)| check(factory).err().map(|e| format!("{name}: {e}")))
@@ -95,6 +98,26 @@ fn caveats_round_trip(factory: &StoreFactory<'_>) -> Result<(), String> {
     let state = sorted(factory("caveats")?.load().map_err(|e| e.0)?);
     let mut want: Vec<Relationship> = changes.iter().map(|c| c.relationship.clone()).collect();
     want.sort_by_key(|r| r.to_string());
+    if state.relationships != want {
+        return Err(format!("expected {want:?} after reopening, loaded {:?}", state.relationships));
+    }
+    Ok(())
+}
+
+/// A touch replaces the whole relationship: with no caveat it drops the stored one, with
+/// another caveat or context it replaces them.
+fn touch_replaces_the_caveat(factory: &StoreFactory<'_>) -> Result<(), String> {
+    {
+        let store = factory("caveat-replaced")?;
+        let first = [touch(r#"doc:1#viewer@user:a[c:{"limit":2}]"#)?, touch("doc:2#viewer@user:a")?];
+        store.commit(&Commit { revision: 1, schema: Some(SCHEMA), changes: &first, ..Commit::default() }).map_err(|e| e.0)?;
+        let second = [touch("doc:1#viewer@user:a")?, touch(r#"doc:2#viewer@user:a[c:{"limit":3}]"#)?];
+        store.commit(&Commit { revision: 2, changes: &second, ..Commit::default() }).map_err(|e| e.0)?;
+        let third = [touch("doc:2#viewer@user:a[c]")?];
+        store.commit(&Commit { revision: 3, changes: &third, ..Commit::default() }).map_err(|e| e.0)?;
+    }
+    let state = sorted(factory("caveat-replaced")?.load().map_err(|e| e.0)?);
+    let want = vec![rel("doc:1#viewer@user:a")?, rel("doc:2#viewer@user:a[c]")?];
     if state.relationships != want {
         return Err(format!("expected {want:?} after reopening, loaded {:?}", state.relationships));
     }

@@ -344,3 +344,31 @@ fn a_context_nested_too_deep_is_refused() {
     let err = e.write(&touches(&[&text])).unwrap_err().to_string();
     assert!(err.contains("nests deeper"), "{err}");
 }
+
+#[test]
+fn expand_shows_each_relationships_caveat() {
+    let e = engine(&[
+        "doc:1#viewer@user:ann",
+        r#"doc:1#viewer@user:bob[on_network:{"cidr":"10.0.0.0/8"}]"#,
+        "doc:1#parent@folder:f[flag]",
+        "folder:f#viewer@user:cid",
+    ]);
+    let (tree, _) = e.expand("doc", "1", "view", Consistency::FullyConsistent).unwrap();
+    let ExpandNode::Union(children) = &tree.node else { panic!("{tree:?}") };
+    let ExpandNode::Leaf(subjects) = &children[0].node else { panic!("{tree:?}") };
+    let shown: Vec<(String, Option<&ExpandCaveat>)> =
+        subjects.iter().map(|s| (s.subject.to_string(), s.caveat.as_ref())).collect();
+    assert_eq!(shown[0], ("user:ann".to_string(), None));
+    assert_eq!(shown[1].0, "user:bob");
+    let caveat = shown[1].1.unwrap();
+    assert_eq!(caveat.name, "on_network");
+    assert_eq!(caveat.context, json!({"cidr": "10.0.0.0/8"}).as_object().cloned());
+    assert_eq!(caveat.expression.trim(), "user_ip.in_cidr(cidr)");
+    // The arrow's child carries the caveat of the relationship it went through.
+    let ExpandNode::Arrow { children: reached, .. } = &children[1].node else { panic!("{tree:?}") };
+    assert_eq!(reached.len(), 1);
+    assert_eq!(reached[0].resource.to_string(), "folder:f");
+    let through = reached[0].caveat.as_ref().unwrap();
+    assert_eq!((through.name.as_str(), through.context.as_ref(), through.expression.trim()), ("flag", None, "on"));
+    assert!(tree.caveat.is_none() && children[0].caveat.is_none());
+}

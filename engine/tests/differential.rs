@@ -1,7 +1,9 @@
 //! Differential test: the engine's Check, LookupResources and LookupSubjects against the
 //! simple reference evaluator in `reference/`, on random stratified schemas and random
-//! relationship graphs (cycles included). A failure prints a SpiceDB validation file that
-//! reproduces it, ready for `tests/corpus/differential/`.
+//! relationship graphs (cycles included), and with caveats: random caveated relationships
+//! under request contexts that give every parameter, some, or none, where answers are
+//! three-valued. A failure prints a SpiceDB validation file that reproduces it, ready for
+//! `tests/corpus/differential/`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -24,8 +26,8 @@ use proptest::strategy::ValueTree;
 use proptest::test_runner::FileFailurePersistence;
 
 use reference::{
-    Allowed, ArrowKind, Body, Case, Expr, Member, Membership, Model, RelationDef, SubjectRef,
-    Tuple, TypeDef, Userset,
+    Allowed, ArrowKind, Body, Case, Caveat, Context, Expr, Member, Membership, Model,
+    RelationDef, SubjectRef, Tri, Tuple, TupleCaveat, TypeDef, Userset,
 };
 
 /// Object ids of the generated graphs; every type draws from the first few.
@@ -44,6 +46,16 @@ struct Spec {
     /// The types after `user`: `t1`, `t2`, ...
     types: Vec<TypeSpec>,
     tuples: Vec<TupleSpec>,
+    /// Caveated allowed subject types (`t with c`) added to relations.
+    caveated: Vec<CaveatedSpec>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CaveatedSpec {
+    ty: u8,
+    rel: u8,
+    allowed: AllowedSpec,
+    caveat: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -97,6 +109,8 @@ struct TupleSpec {
     id: u8,
     allowed: u8,
     subject: u8,
+    /// A caveated relationship's context: which of its parameters it fixes, to what.
+    context: u8,
 }
 
 fn allowed_spec() -> impl Strategy<Value = AllowedSpec> {
@@ -142,12 +156,13 @@ fn type_spec() -> impl Strategy<Value = TypeSpec> {
 }
 
 fn tuple_spec() -> impl Strategy<Value = TupleSpec> {
-    any::<(u8, u8, u8, u8, u8)>().prop_map(|(ty, rel, id, allowed, subject)| TupleSpec {
+    any::<(u8, u8, u8, u8, u8, u8)>().prop_map(|(ty, rel, id, allowed, subject, context)| TupleSpec {
         ty,
         rel,
         id,
         allowed,
         subject,
+        context,
     })
 }
 
@@ -161,7 +176,25 @@ fn spec() -> impl Strategy<Value = Spec> {
             user_ids,
             types,
             tuples,
+            caveated: Vec::new(),
         })
+}
+
+fn caveated_spec() -> impl Strategy<Value = CaveatedSpec> {
+    (any::<u8>(), any::<u8>(), allowed_spec(), any::<u8>()).prop_map(|(ty, rel, allowed, caveat)| CaveatedSpec {
+        ty,
+        rel,
+        allowed,
+        caveat,
+    })
+}
+
+/// A spec whose relations also allow caveated subject types.
+fn caveat_spec() -> impl Strategy<Value = Spec> {
+    (spec(), prop::collection::vec(caveated_spec(), 1..=6)).prop_map(|(mut spec, caveated)| {
+        spec.caveated = caveated;
+        spec
+    })
 }
 
 fn pick<T: Copy>(items: &[T], sel: u8) -> T {
@@ -204,30 +237,36 @@ fn build(spec: &Spec) -> Case {
     let rel_count: Vec<usize> = types.iter().map(|t| t.relations.len()).collect();
 
     // Allowed subject types.
+    let resolve = |ty: usize, a: AllowedSpec| match a {
+        AllowedSpec::Object(t) => Allowed::Object(usize::from(t) % (ty + 1)),
+        AllowedSpec::Wildcard(t) => Allowed::Wildcard(if t % 3 == 0 {
+            usize::from(t / 3) % (ty + 1)
+        } else {
+            0
+        }),
+        AllowedSpec::LowerSet { ty: t, rel } if ty > 1 => {
+            let t = 1 + usize::from(t) % (ty - 1);
+            Allowed::Set(t, usize::from(rel) % rel_count[t])
+        }
+        AllowedSpec::LowerSet { rel, .. } | AllowedSpec::SameSet { rel } => {
+            Allowed::Set(ty, usize::from(rel) % rel_count[ty])
+        }
+    };
     for (i, ts) in spec.types.iter().enumerate() {
         let ty = i + 1;
         for (r, list) in ts.relations.iter().enumerate() {
-            let mut allowed = BTreeSet::new();
-            for a in list {
-                let resolved = match *a {
-                    AllowedSpec::Object(t) => Allowed::Object(usize::from(t) % (ty + 1)),
-                    AllowedSpec::Wildcard(t) => Allowed::Wildcard(if t % 3 == 0 {
-                        usize::from(t / 3) % (ty + 1)
-                    } else {
-                        0
-                    }),
-                    AllowedSpec::LowerSet { ty: t, rel } if ty > 1 => {
-                        let t = 1 + usize::from(t) % (ty - 1);
-                        Allowed::Set(t, usize::from(rel) % rel_count[t])
-                    }
-                    AllowedSpec::LowerSet { rel, .. } | AllowedSpec::SameSet { rel } => {
-                        Allowed::Set(ty, usize::from(rel) % rel_count[ty])
-                    }
-                };
-                allowed.insert(resolved);
-            }
+            let allowed: BTreeSet<Allowed> = list.iter().map(|a| resolve(ty, *a)).collect();
             types[ty].relations[r].body = Body::Direct(allowed.into_iter().collect());
         }
+    }
+    let mut caveated: Caveated = BTreeMap::new();
+    for c in &spec.caveated {
+        let ty = 1 + usize::from(c.ty) % n;
+        let rel = usize::from(c.rel) % spec.types[ty - 1].relations.len();
+        caveated
+            .entry((ty, rel))
+            .or_default()
+            .insert((resolve(ty, c.allowed), pick(&Caveat::ALL, c.caveat)));
     }
 
     // Permissions.
@@ -235,11 +274,11 @@ fn build(spec: &Spec) -> Case {
         let ty = i + 1;
         let nrel = ts.relations.len() + usize::from(ts.up);
         for (p, e) in ts.permissions.iter().enumerate() {
-            let expr = build_expr(&types, ty, nrel + p, e);
+            let expr = build_expr(&types, &caveated, ty, nrel + p, e);
             types[ty].relations[nrel + p].body = Body::Permission(expr);
         }
     }
-    let mut model = Model { types };
+    let mut model = Model { types, caveated };
     stratify(&mut model);
 
     // Relationships.
@@ -250,16 +289,30 @@ fn build(spec: &Spec) -> Case {
             spec.types[t - 1].ids
         }
     };
-    let mut tuples = BTreeSet::new();
+    // Keyed by the relationship without its caveat: a later one replaces an earlier.
+    let mut tuples = BTreeMap::new();
     for t in &spec.tuples {
         let ty = 1 + usize::from(t.ty) % n;
         let ts = &spec.types[ty - 1];
         let rel = usize::from(t.rel) % (ts.relations.len() + usize::from(ts.up));
-        let Body::Direct(allowed) = &model.types[ty].relations[rel].body else {
+        let allowed = model.allowed(ty, rel);
+        if allowed.is_empty() {
             continue;
-        };
+        }
         let id = usize::from(t.id) % ids_of(ty);
-        let subject = match pick(allowed, t.allowed) {
+        let (allowed, caveat) = pick(&allowed, t.allowed);
+        // Each parameter of the caveat: absent from the relationship's context, -1 or 1.
+        let value = |digit: u8| match digit % 3 {
+            0 => None,
+            1 => Some(-1),
+            _ => Some(1),
+        };
+        let caveat = caveat.map(|caveat| TupleCaveat {
+            caveat,
+            a: value(t.context).filter(|_| caveat.has_a()),
+            b: value(t.context / 3).filter(|_| caveat.has_b()),
+        });
+        let subject = match allowed {
             Allowed::Object(st) => SubjectRef::Object {
                 ty: st,
                 id: usize::from(t.subject) % ids_of(st),
@@ -271,12 +324,16 @@ fn build(spec: &Spec) -> Case {
                 rel: srel,
             },
         };
-        tuples.insert(Tuple {
-            ty,
-            id,
-            rel,
-            subject,
-        });
+        tuples.insert(
+            (ty, id, rel, subject),
+            Tuple {
+                ty,
+                id,
+                rel,
+                subject,
+                caveat,
+            },
+        );
     }
 
     let mut ids: Vec<String> = IDS.iter().map(|s| s.to_string()).collect();
@@ -289,13 +346,16 @@ fn build(spec: &Spec) -> Case {
         model,
         ids,
         pools,
-        tuples: tuples.into_iter().collect(),
+        tuples: tuples.into_values().collect(),
     }
 }
 
 /// The expression of permission `own` (a relation index) of `ty`.
-fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
-    let b = |e: &ExprSpec| Box::new(build_expr(types, ty, own, e));
+/// The caveated allowed subject types of each relation, as [`Model::caveated`].
+type Caveated = BTreeMap<(usize, usize), BTreeSet<(Allowed, Caveat)>>;
+
+fn build_expr(types: &[TypeDef], caveated: &Caveated, ty: usize, own: usize, e: &ExprSpec) -> Expr {
+    let b = |e: &ExprSpec| Box::new(build_expr(types, caveated, ty, own, e));
     match e {
         ExprSpec::Nil => Expr::Nil,
         // Relations and earlier permissions, so permissions never name each other in a loop.
@@ -306,13 +366,15 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
             kind,
         } => {
             // Arrows walk relations that allow no wildcard and some type with relations.
-            let walkable: Vec<(usize, &Vec<Allowed>)> = types[ty]
+            let walkable: Vec<(usize, Vec<Allowed>)> = types[ty]
                 .relations
                 .iter()
                 .enumerate()
                 .filter_map(|(r, def)| match &def.body {
-                    Body::Direct(a) if !a.iter().any(|x| matches!(x, Allowed::Wildcard(_))) => {
-                        Some((r, a))
+                    Body::Direct(a) => {
+                        let mut all = a.clone();
+                        all.extend(caveated.get(&(ty, r)).into_iter().flatten().map(|(x, _)| *x));
+                        (!all.iter().any(|x| matches!(x, Allowed::Wildcard(_)))).then_some((r, all))
                     }
                     _ => None,
                 })
@@ -321,7 +383,8 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
             if walkable.is_empty() {
                 return Expr::Rel(usize::from(*tupleset) % own);
             }
-            let (ts, allowed) = walkable[usize::from(*tupleset) % walkable.len()];
+            let (ts, allowed) = &walkable[usize::from(*tupleset) % walkable.len()];
+            let ts = *ts;
             let names: BTreeSet<&str> = allowed
                 .iter()
                 .flat_map(|a| {
@@ -345,7 +408,7 @@ fn build_expr(types: &[TypeDef], ty: usize, own: usize, e: &ExprSpec) -> Expr {
         ExprSpec::Group(x) => Expr::Group(b(x)),
         ExprSpec::Climb(x, kind) => {
             let Some(up) = types[ty].relations.iter().position(|r| r.name == "up") else {
-                return build_expr(types, ty, own, x);
+                return build_expr(types, caveated, ty, own, x);
             };
             let kind = [ArrowKind::Arrow, ArrowKind::Any, ArrowKind::All][usize::from(*kind) % 3];
             let climb = Expr::Arrow {
@@ -372,15 +435,13 @@ fn stratify(model: &mut Model) {
         let Some((ty, rel, index)) = first_unstratified_exclusion(model) else {
             return;
         };
-        let grounded = model.types[ty]
-            .relations
-            .iter()
-            .position(|r| match &r.body {
-                Body::Direct(a) => !a
+        let grounded = (0..model.types[ty].relations.len()).find(|&r| {
+            matches!(model.types[ty].relations[r].body, Body::Direct(_))
+                && !model
+                    .allowed(ty, r)
                     .iter()
-                    .any(|x| matches!(x, Allowed::Set(t, _) if *t == ty)),
-                Body::Permission(_) => false,
-            });
+                    .any(|(x, _)| matches!(x, Allowed::Set(t, _) if *t == ty))
+        });
         let replacement = grounded.map(Expr::Rel).unwrap_or(Expr::Nil);
         if let Body::Permission(e) = &mut model.types[ty].relations[rel].body {
             let mut n = 0;
@@ -476,6 +537,11 @@ fn nth_exclusion_rhs<'e>(
 
 fn schema_text(model: &Model) -> String {
     let mut out = String::new();
+    let used: BTreeSet<Caveat> = model.caveated.values().flatten().map(|(_, c)| *c).collect();
+    for c in used {
+        out.push_str(&c.definition());
+        out.push('\n');
+    }
     for (t, def) in model.types.iter().enumerate() {
         if t > 0 {
             out.push('\n');
@@ -485,11 +551,17 @@ fn schema_text(model: &Model) -> String {
             continue;
         }
         writeln!(out, "definition {} {{", def.name).unwrap();
-        for rel in &def.relations {
+        for (r, rel) in def.relations.iter().enumerate() {
             match &rel.body {
-                Body::Direct(allowed) => {
-                    let list: Vec<String> =
-                        allowed.iter().map(|a| allowed_text(model, a)).collect();
+                Body::Direct(_) => {
+                    let list: Vec<String> = model
+                        .allowed(t, r)
+                        .iter()
+                        .map(|(a, c)| match c {
+                            None => allowed_text(model, a),
+                            Some(c) => format!("{} with {}", allowed_text(model, a), c.name()),
+                        })
+                        .collect();
                     writeln!(out, "    relation {}: {}", rel.name, list.join(" | ")).unwrap();
                 }
                 Body::Permission(e) => {
@@ -567,12 +639,31 @@ fn expr_text(model: &Model, ty: usize, e: &Expr) -> String {
 }
 
 fn tuple_text(case: &Case, t: &Tuple) -> String {
-    format!(
+    let mut text = format!(
         "{}#{}@{}",
         object_text(case, t.ty, t.id),
         rel_name(case, t.ty, t.rel),
         subject_ref_text(case, &t.subject)
-    )
+    );
+    if let Some(c) = &t.caveat {
+        match context_json(Context { a: c.a, b: c.b }) {
+            Some(json) => write!(text, "[{}:{}]", c.caveat.name(), serde_json::Value::Object(json)).unwrap(),
+            None => write!(text, "[{}]", c.caveat.name()).unwrap(),
+        }
+    }
+    text
+}
+
+/// A context as a JSON object; `None` when it gives nothing.
+fn context_json(ctx: Context) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let mut map = serde_json::Map::new();
+    if let Some(a) = ctx.a {
+        map.insert("a".into(), a.into());
+    }
+    if let Some(b) = ctx.b {
+        map.insert("b".into(), b.into());
+    }
+    (!map.is_empty()).then_some(map)
 }
 
 fn subject_ref_text(case: &Case, s: &SubjectRef) -> String {
@@ -624,7 +715,7 @@ fn query_text(case: &Case, u: Userset, s: &Member) -> String {
 
 /// A SpiceDB validation file: the case's schema and relationships, a comment saying what
 /// went wrong, and assertions with the reference's answers.
-fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, bool)]) -> String {
+fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, Tri)]) -> String {
     let mut out = String::new();
     for line in comment.lines() {
         writeln!(out, "# {line}").unwrap();
@@ -644,7 +735,7 @@ fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, bool)]) ->
         }
     }
     out.push_str("assertions:\n");
-    for (key, want) in [("assertTrue", true), ("assertFalse", false)] {
+    for (key, want) in [("assertTrue", Tri::Yes), ("assertCaveated", Tri::Maybe), ("assertFalse", Tri::No)] {
         let list: Vec<&String> = assertions
             .iter()
             .filter(|(_, w)| *w == want)
@@ -653,7 +744,7 @@ fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, bool)]) ->
         if !list.is_empty() {
             writeln!(out, "  {key}:").unwrap();
             for q in list {
-                writeln!(out, "    - \"{q}\"").unwrap();
+                writeln!(out, "    - '{q}'").unwrap();
             }
         }
     }
@@ -669,7 +760,7 @@ fn validation_yaml(case: &Case, comment: &str, assertions: &[(String, bool)]) ->
 #[derive(Debug)]
 struct Mismatch {
     what: String,
-    assertions: Vec<(String, bool)>,
+    assertions: Vec<(String, Tri)>,
 }
 
 fn load(case: &Case) -> Engine {
@@ -760,7 +851,10 @@ fn usersets(case: &Case, cov: Coverage) -> Vec<Userset> {
     out
 }
 
-fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member) -> Result<bool, String> {
+/// The engine's Check under `ctx`: its answer, and for a conditional one the parameters
+/// it says are missing.
+fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member, ctx: Context) -> Result<(Tri, Vec<String>), String> {
+    let context = context_json(ctx);
     let resp = engine
         .check(&CheckRequest {
             resource_type: &case.model.types[u.0].name,
@@ -770,11 +864,58 @@ fn engine_check(engine: &Engine, case: &Case, u: Userset, s: &Member) -> Result<
             subject_id: &case.ids[s.id],
             subject_relation: s.rel.map(|r| rel_name(case, s.ty, r)),
             consistency: Consistency::FullyConsistent,
-            context: None,
+            context: context.as_ref(),
             ..Default::default()
         })
         .map_err(|e| e.to_string())?;
-    Ok(resp.decision == Decision::Allowed)
+    let answer = match resp.decision {
+        Decision::Allowed => Tri::Yes,
+        Decision::Conditional => Tri::Maybe,
+        _ => Tri::No,
+    };
+    Ok((answer, resp.missing_context))
+}
+
+/// `ctx` with every parameter in `names` set to `value` (names it does not know ignored).
+fn supplied(ctx: Context, names: &[String], value: i64) -> Context {
+    let mut out = ctx;
+    for n in names {
+        match n.as_str() {
+            "a" => out.a = Some(value),
+            "b" => out.b = Some(value),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The parameters `ctx` does not give.
+fn absent(ctx: Context) -> Vec<String> {
+    let mut out = Vec::new();
+    if ctx.a.is_none() {
+        out.push("a".to_string());
+    }
+    if ctx.b.is_none() {
+        out.push("b".to_string());
+    }
+    out
+}
+
+/// A query with the request context, as validation files write it.
+fn with_context(q: String, ctx: Context) -> String {
+    match context_json(ctx) {
+        Some(json) => format!("{q} with {}", serde_json::Value::Object(json)),
+        None => q,
+    }
+}
+
+/// A lookup result's id, with `?` when it is conditional.
+fn marked(id: &str, missing: &[String]) -> String {
+    if missing.is_empty() {
+        id.to_string()
+    } else {
+        format!("{id}?")
+    }
 }
 
 /// LookupResources, all pages concatenated.
@@ -785,13 +926,15 @@ fn engine_lookup_resources(
     rel: usize,
     s: &Member,
     limit: Option<usize>,
+    ctx: Context,
 ) -> Result<Vec<String>, String> {
+    let context = context_json(ctx);
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..=case.ids.len() + 2 {
         let page = engine
             .lookup_resources(&LookupResourcesRequest {
-                context: None,
+                context: context.as_ref(),
                 resource_type: &case.model.types[ty].name,
                 permission: rel_name(case, ty, rel),
                 subject_type: &case.model.types[s.ty].name,
@@ -810,7 +953,7 @@ fn engine_lookup_resources(
                 ));
             }
         }
-        out.extend(page.ids().into_iter().map(str::to_string));
+        out.extend(page.resources.iter().map(|r| marked(&r.id, &r.missing_context)));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => return Ok(out),
@@ -827,13 +970,15 @@ fn engine_lookup_subjects(
     sub_ty: usize,
     sub_rel: Option<usize>,
     limit: Option<usize>,
+    ctx: Context,
 ) -> Result<Vec<FoundSubject>, String> {
+    let context = context_json(ctx);
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..=case.ids.len() + 3 {
         let page = engine
             .lookup_subjects(&LookupSubjectsRequest {
-                context: None,
+                context: context.as_ref(),
                 resource_type: &case.model.types[u.0].name,
                 resource_id: &case.ids[u.1],
                 permission: rel_name(case, u.0, u.2),
@@ -881,37 +1026,47 @@ const EVERYTHING: Coverage = Coverage {
     unwritten_ids: true,
 };
 
-/// Compares the engine with the reference on every check, and on the lookups `cov` asks for.
-fn compare(case: &Case, engine: &Engine, m: &Membership, cov: Coverage) -> Result<(), Mismatch> {
+/// Compares the engine with the reference on every check, and on the lookups `cov` asks
+/// for, under the request context `ctx` (`m` is the reference's membership under it).
+fn compare(case: &Case, engine: &Engine, m: &Membership, cov: Coverage, ctx: Context) -> Result<(), Mismatch> {
     let subjects = subjects(case, cov);
     let usersets = usersets(case, cov);
     for &u in &usersets {
         for s in &subjects {
-            let want = m.contains(u, *s);
-            let q = query_text(case, u, s);
-            match engine_check(engine, case, u, s) {
-                Ok(got) if got == want => {}
-                Ok(got) => {
-                    return Err(Mismatch {
-                        what: format!("Check {q}: expected {want}, got {got}"),
-                        assertions: vec![(q, want)],
-                    })
+            let want = m.value(u, *s);
+            let q = with_context(query_text(case, u, s), ctx);
+            let fail = |what: String| Mismatch { what: format!("Check {q}: {what}"), assertions: vec![(q.clone(), want)] };
+            let (got, missing) = engine_check(engine, case, u, s, ctx).map_err(|e| fail(format!("error {e}")))?;
+            if got != want {
+                return Err(fail(format!("expected {want:?}, got {got:?} (missing {missing:?})")));
+            }
+            if got != Tri::Maybe {
+                if !missing.is_empty() {
+                    return Err(fail(format!("a decided answer names missing parameters {missing:?}")));
                 }
-                Err(e) => {
-                    return Err(Mismatch {
-                        what: format!("Check {q}: error {e}"),
-                        assertions: vec![(q, want)],
-                    })
+                continue;
+            }
+            // A conditional answer names parameters the request did not give, sorted, and
+            // enough of them: given those, whatever their values, the answer is decided.
+            let absent = absent(ctx);
+            if missing.is_empty() || !missing.is_sorted() || missing.iter().any(|n| !absent.contains(n)) {
+                return Err(fail(format!("conditional, naming {missing:?} where {absent:?} are absent")));
+            }
+            for value in [-1, 1] {
+                let given = supplied(ctx, &missing, value);
+                let (then, _) = engine_check(engine, case, u, s, given).map_err(|e| fail(format!("error {e}")))?;
+                if then == Tri::Maybe {
+                    return Err(fail(format!("still conditional when {missing:?} are given as {value}")));
                 }
             }
         }
     }
     if cov.lookup_resources {
-        compare_lookup_resources(case, engine, m, &subjects, cov)?;
+        compare_lookup_resources(case, engine, m, &subjects, cov, ctx)?;
     }
     if cov.lookup_subjects {
         for &u in &usersets {
-            compare_lookup_subjects(case, engine, m, u, cov)?;
+            compare_lookup_subjects(case, engine, m, u, cov, ctx)?;
         }
     }
     Ok(())
@@ -923,14 +1078,18 @@ fn compare_lookup_resources(
     m: &Membership,
     subjects: &[Member],
     cov: Coverage,
+    ctx: Context,
 ) -> Result<(), Mismatch> {
     for (ty, def) in case.model.types.iter().enumerate() {
         for rel in 0..def.relations.len() {
             for s in subjects {
                 let mut want: Vec<String> = case.pools[ty]
                     .iter()
-                    .filter(|&&id| m.contains((ty, id, rel), *s))
-                    .map(|&id| case.ids[id].clone())
+                    .filter_map(|&id| match m.value((ty, id, rel), *s) {
+                        Tri::No => None,
+                        Tri::Maybe => Some(format!("{}?", case.ids[id])),
+                        Tri::Yes => Some(case.ids[id].clone()),
+                    })
                     .collect();
                 want.sort();
                 let limits: &[Option<usize>] = if cov.paginate {
@@ -940,13 +1099,13 @@ fn compare_lookup_resources(
                 };
                 for &limit in limits {
                     let call = format!(
-                        "LookupResources {}#{} for {} (limit {limit:?})",
+                        "LookupResources {}#{} for {} (limit {limit:?}, context {ctx:?})",
                         def.name,
                         def.relations[rel].name,
                         member_text(case, s)
                     );
                     let got =
-                        engine_lookup_resources(engine, case, ty, rel, s, limit).map_err(|e| {
+                        engine_lookup_resources(engine, case, ty, rel, s, limit, ctx).map_err(|e| {
                             Mismatch {
                                 what: format!("{call}: error {e}"),
                                 assertions: Vec::new(),
@@ -960,16 +1119,16 @@ fn compare_lookup_resources(
                             .filter(|x| !got.contains(x))
                             .chain(got.iter().filter(|x| !want.contains(x)))
                         {
-                            let member = want.contains(id);
-                            assertions.push((
-                                format!(
-                                    "{}:{id}#{}@{}",
-                                    def.name,
-                                    def.relations[rel].name,
-                                    member_text(case, s)
-                                ),
-                                member,
-                            ));
+                            let bare = id.trim_end_matches('?');
+                            let member = if want.iter().any(|w| w == bare) {
+                                Tri::Yes
+                            } else if want.iter().any(|w| w.trim_end_matches('?') == bare) {
+                                Tri::Maybe
+                            } else {
+                                Tri::No
+                            };
+                            let q = format!("{}:{bare}#{}@{}", def.name, def.relations[rel].name, member_text(case, s));
+                            assertions.push((with_context(q, ctx), member));
                         }
                         return Err(Mismatch {
                             what: format!("{call}: expected {want:?}, got {got:?}"),
@@ -989,6 +1148,7 @@ fn compare_lookup_subjects(
     m: &Membership,
     u: Userset,
     cov: Coverage,
+    ctx: Context,
 ) -> Result<(), Mismatch> {
     let res_text = format!(
         "{}#{}",
@@ -996,6 +1156,7 @@ fn compare_lookup_subjects(
         rel_name(case, u.0, u.2)
     );
     let nobody = nobody(case);
+    let tri = |missing: &[String]| if missing.is_empty() { Tri::Yes } else { Tri::Maybe };
     for (sub_ty, def) in case.model.types.iter().enumerate() {
         let sub_rels: Vec<Option<usize>> = std::iter::once(None)
             .chain((0..def.relations.len()).map(Some))
@@ -1005,13 +1166,11 @@ fn compare_lookup_subjects(
                 None => def.name.clone(),
                 Some(r) => format!("{}#{}", def.name, def.relations[r].name),
             };
-            let call = format!("LookupSubjects {res_text} for {label}");
-            let got =
-                engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, None).map_err(|e| {
-                    Mismatch {
-                        what: format!("{call}: error {e}"),
-                        assertions: Vec::new(),
-                    }
+            let call = format!("LookupSubjects {res_text} for {label} (context {ctx:?})");
+            let got = engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, None, ctx)
+                .map_err(|e| Mismatch {
+                    what: format!("{call}: error {e}"),
+                    assertions: Vec::new(),
                 })?;
             // Membership of any id, as the reference sees it; ids outside the pool behave
             // like the id nobody wrote.
@@ -1023,7 +1182,7 @@ fn compare_lookup_subjects(
             };
             let expected = |name: &str| {
                 let id = index_of(name).unwrap_or(nobody);
-                m.contains(
+                m.value(
                     u,
                     Member {
                         ty: sub_ty,
@@ -1032,10 +1191,10 @@ fn compare_lookup_subjects(
                     },
                 )
             };
-            let concrete: BTreeSet<&str> = got
+            let concrete: BTreeMap<&str, Tri> = got
                 .iter()
                 .filter(|f| f.subject_id != "*")
-                .map(|f| f.subject_id.as_str())
+                .map(|f| (f.subject_id.as_str(), tri(&f.missing_context)))
                 .collect();
             let wildcards: Vec<&FoundSubject> =
                 got.iter().filter(|f| f.subject_id == "*").collect();
@@ -1043,39 +1202,44 @@ fn compare_lookup_subjects(
             if wildcards.len() > 1 || (sub_rel.is_some() && !wildcards.is_empty()) {
                 problems.push(format!("unexpected wildcards {wildcards:?}"));
             }
-            let excluded: BTreeSet<&str> = wildcards
+            // What the wildcard says of each id it names: excluded outright (no), or
+            // excluded under a condition (maybe, at most).
+            let excluded: BTreeMap<&str, Tri> = wildcards
                 .iter()
-                .flat_map(|w| w.excluded_ids().into_iter())
+                .flat_map(|w| w.excluded.iter())
+                .map(|e| (e.id.as_str(), if e.missing_context.is_empty() { Tri::No } else { Tri::Maybe }))
                 .collect();
+            let wildcard = wildcards.first().map_or(Tri::No, |w| tri(&w.missing_context));
             let described = |name: &str| {
-                concrete.contains(name) || (!wildcards.is_empty() && !excluded.contains(name))
+                let by_wildcard = match excluded.get(name) {
+                    Some(cap) => wildcard.and(*cap),
+                    None => wildcard,
+                };
+                concrete.get(name).copied().unwrap_or(Tri::No).or(by_wildcard)
             };
             let mut names: BTreeSet<&str> = case.pools[sub_ty]
                 .iter()
                 .map(|&i| case.ids[i].as_str())
                 .collect();
-            names.extend(concrete.iter().copied());
-            names.extend(excluded.iter().copied());
+            names.extend(concrete.keys().copied());
+            names.extend(excluded.keys().copied());
             let mut assertions = Vec::new();
             for name in &names {
-                if concrete.contains(name) && excluded.contains(name) {
+                if concrete.contains_key(name) && excluded.get(name) == Some(&Tri::No) {
                     problems.push(format!("`{name}` both listed and excluded"));
                 }
                 let want = expected(name);
                 if described(name) != want {
-                    problems.push(format!(
-                        "`{name}`: expected {}",
-                        if want { "a member" } else { "not a member" }
-                    ));
+                    problems.push(format!("`{name}`: expected {want:?}, described as {:?}", described(name)));
                     let s = match sub_rel {
                         None => format!("{}:{name}", def.name),
                         Some(r) => format!("{}:{name}#{}", def.name, def.relations[r].name),
                     };
-                    assertions.push((format!("{res_text}@{s}"), want));
+                    assertions.push((with_context(format!("{res_text}@{s}"), ctx), want));
                 }
             }
             // The wildcard stands for every id nobody wrote.
-            let nobody_member = m.contains(
+            let nobody_member = m.value(
                 u,
                 Member {
                     ty: sub_ty,
@@ -1083,11 +1247,8 @@ fn compare_lookup_subjects(
                     rel: sub_rel,
                 },
             );
-            if sub_rel.is_none() && wildcards.is_empty() == nobody_member {
-                problems.push(format!(
-                    "wildcard: expected {}",
-                    if nobody_member { "one" } else { "none" }
-                ));
+            if sub_rel.is_none() && wildcard != nobody_member {
+                problems.push(format!("wildcard: expected {nobody_member:?}, got {wildcard:?}"));
             }
             if !problems.is_empty() {
                 return Err(Mismatch {
@@ -1098,7 +1259,7 @@ fn compare_lookup_subjects(
             if cov.paginate && got.len() >= 2 {
                 for limit in [1, 2] {
                     let paged =
-                        engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, Some(limit))
+                        engine_lookup_subjects(engine, case, u, sub_ty, sub_rel, Some(limit), ctx)
                             .map_err(|e| Mismatch {
                                 what: format!("{call} (limit {limit}): error {e}"),
                                 assertions: Vec::new(),
@@ -1118,17 +1279,32 @@ fn compare_lookup_subjects(
     Ok(())
 }
 
-/// Runs the whole comparison on a case; a failure carries the validation file.
+/// Runs the whole comparison on a case, with no request context; a failure carries the
+/// validation file.
 fn run(case: &Case, cov: Coverage) -> Result<(), String> {
-    let m = case.evaluate();
+    run_in(case, cov, &[Context::default()])
+}
+
+/// Runs the whole comparison on a case under each request context.
+fn run_in(case: &Case, cov: Coverage, contexts: &[Context]) -> Result<(), String> {
     let engine = load(case);
-    compare(case, &engine, &m, cov).map_err(|mm| {
-        let comment = format!(
-            "Differential test: engine and reference disagree.\n{}",
-            mm.what
-        );
-        validation_yaml(case, &comment, &mm.assertions)
-    })
+    for &ctx in contexts {
+        let m = case.evaluate_in(ctx);
+        compare(case, &engine, &m, cov, ctx).map_err(|mm| {
+            let comment = format!(
+                "Differential test: engine and reference disagree.\n{}",
+                mm.what
+            );
+            validation_yaml(case, &comment, &mm.assertions)
+        })?;
+    }
+    Ok(())
+}
+
+/// Every request context over `a` and `b`: each absent, -1 or 1.
+fn all_contexts() -> Vec<Context> {
+    let values = [None, Some(-1), Some(1)];
+    values.iter().flat_map(|&a| values.iter().map(move |&b| Context { a, b })).collect()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1161,6 +1337,36 @@ proptest! {
         let case = build(&spec);
         let cov = Coverage { lookup_resources: false, lookup_subjects: false, paginate: false, ..EVERYTHING };
         if let Err(yaml) = run(&case, cov) {
+            return Err(TestCaseError::fail(format!("\n{yaml}")));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(250))]
+
+    /// Caveated relationships: Check under every request context (each parameter given
+    /// as -1 or 1, or absent), answers three-valued.
+    #[test]
+    fn caveated_checks_agree_with_reference(spec in caveat_spec()) {
+        let case = build(&spec);
+        let cov = Coverage { lookup_resources: false, lookup_subjects: false, paginate: false, ..EVERYTHING };
+        if let Err(yaml) = run_in(&case, cov, &all_contexts()) {
+            return Err(TestCaseError::fail(format!("\n{yaml}")));
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(config(100))]
+
+    /// Caveated relationships: Check, LookupResources and LookupSubjects under a full, a
+    /// partial and an empty request context.
+    #[test]
+    fn caveated_lookups_agree_with_reference(spec in caveat_spec(), a in prop::option::of(prop_oneof![Just(-1i64), Just(1)])) {
+        let case = build(&spec);
+        let contexts = [Context { a: Some(1), b: Some(-1) }, Context { a, b: None }, Context::default()];
+        if let Err(yaml) = run_in(&case, EVERYTHING, &contexts) {
             return Err(TestCaseError::fail(format!("\n{yaml}")));
         }
     }
@@ -1221,7 +1427,7 @@ fn fixture_case(schema: &str, relationships: &[&str]) -> Case {
         })
         .collect();
     let mut case = Case {
-        model: Model { types },
+        model: Model { types, caveated: BTreeMap::new() },
         ids: Vec::new(),
         pools: Vec::new(),
         tuples: Vec::new(),
@@ -1259,6 +1465,7 @@ fn fixture_case(schema: &str, relationships: &[&str]) -> Case {
             id,
             rel,
             subject,
+            caveat: None,
         });
     }
     let nobody = intern(&mut case.ids, NOBODY);
@@ -1647,6 +1854,36 @@ fn generated_cases_load_and_cover_the_constructs() {
             count * 4 >= total,
             "only {count} of {total} generated cases have: {name} ({seen:?})"
         );
+    }
+}
+
+#[test]
+fn generated_caveat_cases_load_and_cover_the_constructs() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let total = 200;
+    let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+    for _ in 0..total {
+        let spec = caveat_spec().new_tree(&mut runner).unwrap().current();
+        let case = build(&spec);
+        load(&case);
+        let caveated: Vec<&Tuple> = case.tuples.iter().filter(|t| t.caveat.is_some()).collect();
+        let m = case.evaluate_in(Context::default());
+        let conditional = usersets(&case, EVERYTHING)
+            .into_iter()
+            .any(|u| subjects(&case, EVERYTHING).iter().any(|s| m.value(u, *s) == Tri::Maybe));
+        let features = [
+            ("caveated relationship", !caveated.is_empty()),
+            ("caveated subject set", caveated.iter().any(|t| matches!(t.subject, SubjectRef::Set { .. }))),
+            ("caveated wildcard", caveated.iter().any(|t| matches!(t.subject, SubjectRef::Wildcard { .. }))),
+            ("relationship context", caveated.iter().any(|t| t.caveat.is_some_and(|c| c.a.is_some() || c.b.is_some()))),
+            ("conditional answer", conditional),
+        ];
+        for (name, present) in features {
+            *seen.entry(name).or_default() += usize::from(present);
+        }
+    }
+    for (name, count) in &seen {
+        assert!(count * 8 >= total, "only {count} of {total} generated caveat cases have: {name} ({seen:?})");
     }
 }
 

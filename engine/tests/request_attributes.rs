@@ -219,11 +219,11 @@ fn check_until_stops_after_the_first_answer_it_is_told_to() {
             ..CheckRequest::default()
         })
         .collect();
-    let denied = |a: &Result<Decision, EngineError>| !matches!(a, Ok(Decision::Allowed));
+    let denied = |a: &Result<CheckResponse, EngineError>| !matches!(a, Ok(r) if r.decision == Decision::Allowed);
     let (answers, revision) = e.check_until(&items, Consistency::MinimizeLatency, denied).unwrap();
     assert_eq!(revision, e.revision());
     assert_eq!(
-        answers.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        answers.into_iter().map(|a| a.unwrap().decision).collect::<Vec<_>>(),
         [Decision::Allowed, Decision::Denied]
     );
     let (answers, _) = e.check_until(&items, Consistency::MinimizeLatency, |_| false).unwrap();

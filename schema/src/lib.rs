@@ -9,6 +9,7 @@ pub mod compiler;
 pub mod error;
 pub mod lexer;
 mod names;
+pub mod nesting;
 pub mod parser;
 pub mod printer;
 pub mod relationship;

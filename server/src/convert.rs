@@ -308,6 +308,11 @@ pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
     let node = match &t.node {
         ExpandNode::Leaf(subjects) => Node::Leaf(Leaf {
             subjects: subjects.iter().map(|s| to_pb_subject(&s.subject)).collect(),
+            caveats: if subjects.iter().any(|s| s.caveat.is_some()) {
+                subjects.iter().map(|s| s.caveat.as_ref().map(tree_caveat).unwrap_or_default()).collect()
+            } else {
+                Vec::new()
+            },
         }),
         ExpandNode::Union(c) => Node::Union(Children {
             children: c.iter().map(expand_tree).collect(),
@@ -340,6 +345,15 @@ pub fn expand_tree(t: &ExpandTree) -> pb::UsersetTree {
         }),
         relation: t.relation.clone(),
         node: Some(node),
+        caveat: t.caveat.as_ref().map(tree_caveat),
+    }
+}
+
+fn tree_caveat(c: &arbiter_engine::ExpandCaveat) -> pb::TreeCaveat {
+    pb::TreeCaveat {
+        caveat_name: c.name.clone(),
+        context: c.context.clone().map(to_pb_struct),
+        expression: c.expression.clone(),
     }
 }
 

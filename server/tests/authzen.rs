@@ -2,7 +2,7 @@
 //! client written from the spec: single and boxcarred evaluations (defaults, overrides,
 //! the three `evaluations_semantic`s), the subject / resource / action searches paged one
 //! result at a time, `properties` and `context` reaching Cedar policies, the metadata
-//! document, `X-Request-ID` echoing, and the 400s and 401s.
+//! document, `X-Request-ID` echoing, the 400s and 401s, and caveated (conditional) answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
@@ -656,6 +656,55 @@ fn keys_request_ids_bad_bodies_and_a_configured_base() {
 }
 
 /// The README's AuthZEN section.
+/// A caveated grant: a conditional answer is a denial that names the parameters it
+/// waits on, in single and boxcarred evaluations (short-circuited ones too), and
+/// searches leave conditional results out until the context decides them.
+#[test]
+fn caveated_answers_are_denials_naming_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let schema = files.path().join("schema.zed");
+    std::fs::write(
+        &schema,
+        "caveat below(n int, limit int) {\n  n < limit\n}\n\ndefinition user {}\n\ndefinition doc {\n  relation viewer: user | user with below\n  permission view = viewer\n}\n",
+    )
+    .unwrap();
+    let server = Server::start(dir.path(), &["--schema", schema.to_str().unwrap()]);
+    let (code, _, err) = server.cli(&[
+        "write",
+        r#"doc:1#viewer@user:ann[below:{"limit":5}]"#,
+        "doc:2#viewer@user:ann",
+        r#"doc:3#viewer@user:ann[below:{"limit":1}]"#,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let c = Client::new(&server);
+    let conditional = json!({"decision": false, "context": {"conditional": true, "missing_context": ["n"]}});
+    assert_eq!(c.ok("/access/v1/evaluation", &eval("user:ann", "view", "doc:1")), conditional);
+    let mut with_n = eval("user:ann", "view", "doc:1");
+    with_n["context"] = json!({"n": 2});
+    assert_eq!(c.ok("/access/v1/evaluation", &with_n), json!({"decision": true}));
+    with_n["context"] = json!({"n": 7});
+    assert_eq!(c.ok("/access/v1/evaluation", &with_n), json!({"decision": false}));
+
+    let batch = |semantic: &str, docs: &[&str]| {
+        let items: Vec<Value> = docs.iter().map(|d| json!({"resource": subject("doc", d)})).collect();
+        let b = json!({"subject": subject("user", "ann"), "action": {"name": "view"},
+                       "options": {"evaluations_semantic": semantic}, "evaluations": items});
+        c.ok("/access/v1/evaluations", &b)["evaluations"].clone()
+    };
+    assert_eq!(batch("execute_all", &["1", "2"]), json!([conditional, {"decision": true}]));
+    // A conditional answer is a denial: it stops deny_on_first_deny, and keeps its names.
+    assert_eq!(batch("deny_on_first_deny", &["2", "1", "3"]), json!([{"decision": true}, conditional]));
+    assert_eq!(batch("permit_on_first_permit", &["1", "3", "2"]), json!([conditional, conditional, {"decision": true}]));
+
+    // Searches return what is decided: conditional resources are left out.
+    let q = json!({"subject": subject("user", "ann"), "action": {"name": "view"}, "resource": {"type": "doc"}});
+    assert_eq!(ids(c.ok("/access/v1/search/resource", &q)["results"].as_array().unwrap()), ["2"]);
+    let mut q = q;
+    q["context"] = json!({"n": 0});
+    assert_eq!(ids(c.ok("/access/v1/search/resource", &q)["results"].as_array().unwrap()), ["1", "2", "3"]);
+}
+
 fn readme_section() -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let text = std::fs::read_to_string(root.join("README.md")).unwrap();

@@ -1053,3 +1053,161 @@ async fn an_import_that_fails_midway_reports_what_landed() {
         }
     }
 }
+
+const CAVEAT_SCHEMA: &str = r#"
+caveat below(n int, limit int) {
+    n < limit
+}
+
+definition user {}
+
+definition doc {
+    relation viewer: user | user:* | user with below
+    relation banned: user with below
+    permission view = viewer - banned
+}"#;
+
+/// Caveated relationships through arbiter.v1: conditional answers name what is missing
+/// in Check, CheckBulk and both lookups (a wildcard's conditional exclusions too), the
+/// request's context decides them, reads return the caveat, and Expand shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caveats_through_every_rpc() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut c = server.clients().await;
+    c.schema.write_schema(pb::WriteSchemaRequest { schema: CAVEAT_SCHEMA.into() }).await.unwrap();
+    let limit = |n: i64| serde_json::json!({ "limit": n });
+    c.relationships
+        .write_relationships(pb::WriteRelationshipsRequest {
+            updates: vec![
+                caveated("doc:1#viewer@user:ann", "below", limit(5)),
+                touch("doc:2#viewer@user:ann"),
+                touch("doc:pub#viewer@user:*"),
+                caveated("doc:pub#banned@user:bob", "below", limit(3)),
+            ],
+            preconditions: vec![],
+        })
+        .await
+        .unwrap();
+    let check = |q: &str, ctx: serde_json::Value| {
+        let mut req = check_req(q, None);
+        req.context = Some(pb_struct(ctx));
+        req
+    };
+    let r = c.permissions.check(check("doc:1#view@user:ann", serde_json::json!({}))).await.unwrap().into_inner();
+    assert_eq!((r.decision, r.missing_context), (pb::Decision::Conditional as i32, vec!["n".to_string()]));
+    let r = c.permissions.check(check("doc:1#view@user:ann", serde_json::json!({"n": 1}))).await.unwrap().into_inner();
+    assert_eq!((r.decision, r.missing_context.len()), (pb::Decision::Allowed as i32, 0));
+    // bob is banned from the public doc only while n < 3.
+    let r = c.permissions.check(check("doc:pub#view@user:bob", serde_json::json!({}))).await.unwrap().into_inner();
+    assert_eq!((r.decision, r.missing_context), (pb::Decision::Conditional as i32, vec!["n".to_string()]));
+    let r = c.permissions.check(check("doc:pub#view@user:bob", serde_json::json!({"n": 3}))).await.unwrap().into_inner();
+    assert_eq!(r.decision, pb::Decision::Allowed as i32);
+    // A context that does not fit the parameter's type is the caller's mistake.
+    let err = c.permissions.check(check("doc:1#view@user:ann", serde_json::json!({"n": "many"}))).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("`n`"), "{}", err.message());
+
+    // CheckBulk: each item's own context and missing names.
+    let item = |q: &str, ctx: serde_json::Value| {
+        let r = check(q, ctx);
+        pb::CheckBulkItem { resource: r.resource, permission: r.permission, subject: r.subject, context: r.context }
+    };
+    let bulk = c
+        .permissions
+        .check_bulk(pb::CheckBulkRequest {
+            consistency: None,
+            items: vec![
+                item("doc:1#view@user:ann", serde_json::json!({})),
+                item("doc:1#view@user:ann", serde_json::json!({"n": 9})),
+                item("doc:2#view@user:ann", serde_json::json!({})),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    use pb::check_bulk_result::Result as R;
+    let got: Vec<(R, Vec<String>)> = bulk.results.into_iter().map(|r| (r.result.unwrap(), r.missing_context)).collect();
+    assert_eq!(
+        got,
+        [
+            (R::Decision(pb::Decision::Conditional as i32), vec!["n".to_string()]),
+            (R::Decision(pb::Decision::Denied as i32), vec![]),
+            (R::Decision(pb::Decision::Allowed as i32), vec![]),
+        ]
+    );
+
+    // LookupResources marks the conditional result; a context decides it.
+    let lookup = |ctx: serde_json::Value| pb::LookupResourcesRequest {
+        consistency: None,
+        resource_type: "doc".into(),
+        permission: "view".into(),
+        subject: Some(subj("user:ann")),
+        cursor: String::new(),
+        limit: 0,
+        context: Some(pb_struct(ctx)),
+    };
+    let found: Vec<(String, Vec<String>)> = c
+        .permissions
+        .lookup_resources(lookup(serde_json::json!({})))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.map(|r| (r.resource_id, r.missing_context)).unwrap())
+        .collect()
+        .await;
+    assert_eq!(found, [("1".into(), vec!["n".to_string()]), ("2".into(), vec![]), ("pub".into(), vec![])]);
+    let found: Vec<String> = c
+        .permissions
+        .lookup_resources(lookup(serde_json::json!({"n": 8})))
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap().resource_id)
+        .collect()
+        .await;
+    assert_eq!(found, ["2", "pub"]);
+
+    // LookupSubjects: the wildcard, with bob excluded under a condition.
+    let subjects: Vec<pb::LookupSubjectsResponse> = c
+        .permissions
+        .lookup_subjects(pb::LookupSubjectsRequest {
+            context: None,
+            consistency: None,
+            resource: Some(obj("doc:pub")),
+            permission: "view".into(),
+            subject_type: "user".into(),
+            subject_relation: String::new(),
+            cursor: String::new(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    // bob also comes on his own, conditional: he is a member when the ban does not hold.
+    assert_eq!(subjects.len(), 2, "{subjects:?}");
+    assert_eq!((subjects[0].subject_id.as_str(), subjects[0].excluded_ids.clone()), ("*", vec!["bob".to_string()]));
+    assert_eq!(
+        subjects[0].conditionally_excluded,
+        [pb::ConditionallyExcluded { subject_id: "bob".into(), missing_context: vec!["n".into()] }]
+    );
+    assert_eq!((subjects[1].subject_id.as_str(), subjects[1].missing_context.clone()), ("bob", vec!["n".to_string()]));
+
+    // Reads return the caveat and its context; Expand shows them with the expression.
+    let all = read_all(&mut c).await;
+    assert!(all.contains(&r#"doc:1#viewer@user:ann[below:{"limit":5.0}]"#.to_string()), "{all:?}");
+    let tree = c
+        .permissions
+        .expand(pb::ExpandRequest { consistency: None, resource: Some(obj("doc:pub")), permission: "banned".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tree
+        .unwrap();
+    let Some(pb::userset_tree::Node::Leaf(leaf)) = tree.node else { panic!("{tree:?}") };
+    assert_eq!(leaf.caveats.len(), 1);
+    assert_eq!((leaf.caveats[0].caveat_name.as_str(), leaf.caveats[0].expression.trim()), ("below", "n < limit"));
+}

@@ -1,7 +1,8 @@
 //! Postgres as the source of truth, against the real binary and a real Postgres (each
 //! test makes its own database and drops it): migrations, replicas that agree, waits for
 //! tokens written elsewhere, restart and resume, reload past the changelog retention,
-//! other applications writing through `arbiter_write`, and concurrent writers.
+//! other applications writing through `arbiter_write`, concurrent writers, and caveated
+//! relationships stored, replicated and loaded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, reason = "tests fail loudly")]
 
 mod common;
@@ -614,4 +615,147 @@ async fn a_schema_given_at_start_is_applied_without_waiting_out_the_timeout() {
     let token = write(&mut c, &["doc:1#viewer@user:ann"]).await;
     assert!(allowed(&mut c, "doc:1#view@user:ann", at_least(&token)).await);
     assert!(!s.stderr().contains("has not applied it yet"), "{}", s.stderr());
+}
+
+const CAVEAT_SCHEMA: &str = r#"
+caveat under_limit(n int, limit int) {
+    n < limit
+}
+
+definition user {}
+
+definition doc {
+    relation viewer: user | user with under_limit
+    permission view = viewer
+}"#;
+
+/// A Check with a request context: (decision, missing context).
+async fn check_with(c: &mut Clients, q: &str, consistency: Option<pb::Consistency>, context: serde_json::Value) -> (pb::Decision, Vec<String>) {
+    let mut req = check_req(q, consistency);
+    req.context = Some(pb_struct(context));
+    let r = c.permissions.check(req).await.unwrap().into_inner();
+    (pb::Decision::try_from(r.decision).unwrap(), r.missing_context)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caveated_relationships_are_stored_replicated_and_written_through_sql() {
+    let db = TestDb::new("caveats").await;
+    let (da, dbb, dc) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = replica(da.path(), &db, &[]);
+    let b = replica(dbb.path(), &db, &[]);
+    let (mut ca, mut cb) = (a.clients().await, b.clients().await);
+    ca.schema.write_schema(pb::WriteSchemaRequest { schema: CAVEAT_SCHEMA.into() }).await.unwrap();
+    let token = ca
+        .relationships
+        .write_relationships(pb::WriteRelationshipsRequest {
+            updates: vec![caveated("doc:1#viewer@user:ann", "under_limit", serde_json::json!({"limit": 5})), touch("doc:2#viewer@user:ann")],
+            preconditions: vec![],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .revision;
+
+    // B evaluates the caveat A wrote: conditional without `n`, decided with it, and the
+    // relationship's `limit` wins over the request's.
+    let fresh = || at_least(&token);
+    let none = serde_json::json!({});
+    assert_eq!(check_with(&mut cb, "doc:1#view@user:ann", fresh(), none.clone()).await, (pb::Decision::Conditional, vec!["n".to_string()]));
+    assert_eq!(check_with(&mut cb, "doc:1#view@user:ann", fresh(), serde_json::json!({"n": 3})).await.0, pb::Decision::Allowed);
+    assert_eq!(check_with(&mut cb, "doc:1#view@user:ann", fresh(), serde_json::json!({"n": 9})).await.0, pb::Decision::Denied);
+    assert_eq!(check_with(&mut cb, "doc:1#view@user:ann", fresh(), serde_json::json!({"n": 9, "limit": 100})).await.0, pb::Decision::Denied);
+    assert_eq!(check_with(&mut cb, "doc:2#view@user:ann", fresh(), none.clone()).await.0, pb::Decision::Allowed);
+    // Expand shows the caveat with the relationship's values and the expression.
+    let tree = cb
+        .permissions
+        .expand(pb::ExpandRequest { consistency: fresh(), resource: Some(obj("doc:1")), permission: "viewer".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tree
+        .unwrap();
+    let Some(pb::userset_tree::Node::Leaf(leaf)) = tree.node else { panic!("{tree:?}") };
+    assert_eq!(leaf.caveats.len(), 1, "{leaf:?}");
+    assert_eq!(leaf.caveats[0].caveat_name, "under_limit");
+    assert_eq!(leaf.caveats[0].expression.trim(), "n < limit");
+    assert_eq!(struct_text(leaf.caveats[0].context.as_ref().unwrap()), r#"{"limit":5.0}"#);
+
+    // Postgres holds the caveat in the relationship and in the changelog; reads return it.
+    let pool = db.pool().await;
+    let row: (Option<String>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT caveat_name, caveat_context FROM relationships WHERE resource_id = '1'").fetch_one(&pool).await.unwrap();
+    assert_eq!(row, (Some("under_limit".into()), Some(serde_json::json!({"limit": 5}))));
+    let logged: (Option<String>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT caveat_name, caveat_context FROM arbiter_changelog WHERE resource_id = '1'").fetch_one(&pool).await.unwrap();
+    assert_eq!(logged, row);
+    assert_eq!(read_all(&mut cb).await, ["doc:1#viewer@user:ann[under_limit:{\"limit\":5.0}]", "doc:2#viewer@user:ann"]);
+
+    // Other applications write caveats through `arbiter_write`; the replicas apply them.
+    sqlx::query_scalar::<_, i64>("SELECT arbiter_write($1::jsonb)")
+        .bind(serde_json::json!([{"op": "touch", "resource": "doc:3", "relation": "viewer", "subject": "user:bob",
+                                  "caveat": "under_limit", "caveat_context": {"limit": 2}}]))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    eventually("the caveated direct write to arrive", || {
+        let mut c = cb.clone();
+        async move { check_with(&mut c, "doc:3#view@user:bob", None, serde_json::json!({"n": 1})).await.0 == pb::Decision::Allowed }
+    })
+    .await;
+    assert_eq!(
+        check_with(&mut ca, "doc:3#view@user:bob", fully_consistent(), serde_json::json!({"n": 2})).await.0,
+        pb::Decision::Denied
+    );
+    // ... and get a clear error, with nothing written, for a caveat that is not a name or
+    // a context that is not an object.
+    let head = || async { sqlx::query_scalar::<_, i64>("SELECT revision FROM arbiter_revision").fetch_one(&pool).await.unwrap() };
+    let before = head().await;
+    for (bad, says) in [
+        (serde_json::json!({"caveat": 5}), "is not a caveat name"),
+        (serde_json::json!({"caveat": ""}), "is not a caveat name"),
+        (serde_json::json!({"caveat": "under_limit", "caveat_context": [1]}), "not a JSON object"),
+        (serde_json::json!({"caveat_context": {"limit": 1}}), "not a JSON object beside a caveat name"),
+    ] {
+        let mut change = serde_json::json!({"op": "touch", "resource": "doc:4", "relation": "viewer", "subject": "user:bob"});
+        change.as_object_mut().unwrap().extend(bad.as_object().unwrap().clone());
+        let err = sqlx::query_scalar::<_, i64>("SELECT arbiter_write($1::jsonb)")
+            .bind(serde_json::json!([change]))
+            .fetch_one(&pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(says), "{bad}: {err}");
+    }
+    assert_eq!(head().await, before);
+
+    // A caveat the schema does not define, or a context that does not fit its parameters,
+    // is refused by the replica before Postgres sees it.
+    for (update, says) in [
+        (caveated("doc:5#viewer@user:bob", "nope", serde_json::json!({})), "nope"),
+        (caveated("doc:5#viewer@user:bob", "under_limit", serde_json::json!({"limit": "many"})), "limit"),
+    ] {
+        let err = cb
+            .relationships
+            .write_relationships(pb::WriteRelationshipsRequest { updates: vec![update], preconditions: vec![] })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+        assert!(err.message().contains(says), "{}", err.message());
+    }
+    assert_eq!(head().await, before);
+
+    // A touch without the caveat replaces the relationship: the caveat is gone everywhere.
+    let t = write(&mut cb, &["doc:1#viewer@user:ann"]).await;
+    let row: (Option<String>, Option<serde_json::Value>) =
+        sqlx::query_as("SELECT caveat_name, caveat_context FROM relationships WHERE resource_id = '1'").fetch_one(&pool).await.unwrap();
+    assert_eq!(row, (None, None));
+    assert_eq!(check_with(&mut ca, "doc:1#view@user:ann", at_least(&t), none.clone()).await.0, pb::Decision::Allowed);
+
+    // A new replica loads its snapshot from Postgres, caveats and contexts included.
+    let c = replica(dc.path(), &db, &[]);
+    let mut cc = c.clients().await;
+    assert_eq!(
+        check_with(&mut cc, "doc:3#view@user:bob", fully_consistent(), none).await,
+        (pb::Decision::Conditional, vec!["n".to_string()])
+    );
+    assert_eq!(read_all(&mut cc).await, ["doc:1#viewer@user:ann", "doc:2#viewer@user:ann", "doc:3#viewer@user:bob[under_limit:{\"limit\":2.0}]"]);
 }

@@ -6,6 +6,12 @@
 //! those objects. A wildcard `type:*` expands to all objects of the type in the universe.
 //! Membership sets are recomputed from the rules, stratum by stratum, until nothing
 //! changes; speed is not a goal, being obviously right is.
+//!
+//! Caveats make membership three-valued (Kleene's logic, as SpiceDB's): a relationship
+//! with a caveat holds as far as its caveat does under the relationship's and the
+//! request's context, union is OR, intersection AND, exclusion AND NOT, and an arrow ANDs
+//! the tupleset relationship's caveat with the target's membership. The least fixpoint
+//! is taken in the order no < maybe < yes, where AND and OR are monotone.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,6 +19,124 @@ use std::collections::{BTreeMap, BTreeSet};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
     pub types: Vec<TypeDef>,
+    /// The caveated allowed subject types of each `(type, relation)`: `t with c`, beside
+    /// the uncaveated ones in [`Body::Direct`].
+    pub caveated: BTreeMap<(usize, usize), BTreeSet<(Allowed, Caveat)>>,
+}
+
+/// Three-valued membership, ordered no < maybe < yes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tri {
+    No,
+    Maybe,
+    Yes,
+}
+
+impl Tri {
+    pub fn and(self, other: Tri) -> Tri {
+        self.min(other)
+    }
+
+    pub fn or(self, other: Tri) -> Tri {
+        self.max(other)
+    }
+
+    pub fn not(self) -> Tri {
+        match self {
+            Tri::No => Tri::Yes,
+            Tri::Maybe => Tri::Maybe,
+            Tri::Yes => Tri::No,
+        }
+    }
+}
+
+/// The caveats generated schemas use: CEL over two int parameters `a` and `b`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Caveat {
+    /// `a > 0`
+    APositive,
+    /// `a > 0 && b > 0`
+    Both,
+    /// `a > 0 || b > 0`
+    Either,
+    /// `b < 0`
+    BNegative,
+}
+
+impl Caveat {
+    pub const ALL: [Caveat; 4] = [Caveat::APositive, Caveat::Both, Caveat::Either, Caveat::BNegative];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Caveat::APositive => "a_positive",
+            Caveat::Both => "both_positive",
+            Caveat::Either => "either_positive",
+            Caveat::BNegative => "b_negative",
+        }
+    }
+
+    /// The caveat's definition in the schema language.
+    pub fn definition(self) -> String {
+        let (params, body) = match self {
+            Caveat::APositive => ("a int", "a > 0"),
+            Caveat::Both => ("a int, b int", "a > 0 && b > 0"),
+            Caveat::Either => ("a int, b int", "a > 0 || b > 0"),
+            Caveat::BNegative => ("b int", "b < 0"),
+        };
+        format!("caveat {}({params}) {{\n    {body}\n}}\n", self.name())
+    }
+
+    pub fn has_a(self) -> bool {
+        self != Caveat::BNegative
+    }
+
+    pub fn has_b(self) -> bool {
+        self != Caveat::APositive
+    }
+
+    /// Kleene's evaluation: a missing parameter is unknown, `false && unknown` is false.
+    pub fn eval(self, a: Option<i64>, b: Option<i64>) -> Tri {
+        let test = |v: Option<i64>, f: fn(i64) -> bool| match v {
+            None => Tri::Maybe,
+            Some(v) if f(v) => Tri::Yes,
+            Some(_) => Tri::No,
+        };
+        let a_pos = test(a, |v| v > 0);
+        let b_pos = test(b, |v| v > 0);
+        match self {
+            Caveat::APositive => a_pos,
+            Caveat::Both => a_pos.and(b_pos),
+            Caveat::Either => a_pos.or(b_pos),
+            Caveat::BNegative => test(b, |v| v < 0),
+        }
+    }
+}
+
+/// A relationship's caveat with the values its context fixes (these win over the
+/// request's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TupleCaveat {
+    pub caveat: Caveat,
+    pub a: Option<i64>,
+    pub b: Option<i64>,
+}
+
+/// A request's context: the values it gives `a` and `b`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Context {
+    pub a: Option<i64>,
+    pub b: Option<i64>,
+}
+
+impl TupleCaveat {
+    pub fn eval(&self, ctx: Context) -> Tri {
+        self.caveat.eval(self.a.or(ctx.a), self.b.or(ctx.b))
+    }
+}
+
+/// How much a relationship holds: as far as its caveat does.
+fn holds(t: &Tuple, ctx: Context) -> Tri {
+    t.caveat.map_or(Tri::Yes, |c| c.eval(ctx))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +211,7 @@ pub struct Tuple {
     pub id: usize,
     pub rel: usize,
     pub subject: SubjectRef,
+    pub caveat: Option<TupleCaveat>,
 }
 
 /// A member of a userset: an object (`rel == None`) or a subject set.
@@ -112,15 +237,31 @@ pub struct Case {
     pub tuples: Vec<Tuple>,
 }
 
+/// Members of a userset and how far each is one (`No` is never stored).
+type Members = BTreeMap<Member, Tri>;
+
 /// Every member of every userset of the universe.
 #[derive(Debug, Clone)]
 pub struct Membership {
-    sets: BTreeMap<Userset, BTreeSet<Member>>,
+    sets: BTreeMap<Userset, Members>,
 }
 
 impl Membership {
+    /// Whether `member` is in `userset` for certain.
     pub fn contains(&self, userset: Userset, member: Member) -> bool {
-        self.sets.get(&userset).is_some_and(|s| s.contains(&member))
+        self.value(userset, member) == Tri::Yes
+    }
+
+    pub fn value(&self, userset: Userset, member: Member) -> Tri {
+        self.sets.get(&userset).and_then(|s| s.get(&member)).copied().unwrap_or(Tri::No)
+    }
+}
+
+/// Adds `member` at `value` to `set` (OR with what is there).
+fn add(set: &mut Members, member: Member, value: Tri) {
+    if value != Tri::No {
+        let slot = set.entry(member).or_insert(Tri::No);
+        *slot = slot.or(value);
     }
 }
 
@@ -137,6 +278,18 @@ impl Model {
         self.types.get(ty)?.relations.get(rel).map(|r| &r.body)
     }
 
+    /// Every allowed subject type of a relation: the uncaveated ones, then `t with c`.
+    pub fn allowed(&self, ty: usize, rel: usize) -> Vec<(Allowed, Option<Caveat>)> {
+        let mut out: Vec<(Allowed, Option<Caveat>)> = match self.body(ty, rel) {
+            Some(Body::Direct(allowed)) => allowed.iter().map(|a| (*a, None)).collect(),
+            _ => return Vec::new(),
+        };
+        if let Some(caveated) = self.caveated.get(&(ty, rel)) {
+            out.extend(caveated.iter().map(|(a, c)| (*a, Some(*c))));
+        }
+        out
+    }
+
     /// The `(type, relation)` pairs an arrow over `ty#tupleset` to `target` lands on.
     pub fn arrow_targets(
         &self,
@@ -145,9 +298,9 @@ impl Model {
         target: &str,
     ) -> BTreeSet<(usize, usize)> {
         let mut out = BTreeSet::new();
-        if let Some(Body::Direct(allowed)) = self.body(ty, tupleset) {
-            for a in allowed {
-                let t = match *a {
+        {
+            for (a, _) in self.allowed(ty, tupleset) {
+                let t = match a {
                     Allowed::Object(t) | Allowed::Set(t, _) => t,
                     Allowed::Wildcard(_) => continue,
                 };
@@ -163,9 +316,9 @@ impl Model {
     pub fn dependencies(&self, ty: usize, rel: usize) -> Vec<((usize, usize), bool)> {
         let mut out = Vec::new();
         match self.body(ty, rel) {
-            Some(Body::Direct(allowed)) => {
-                for a in allowed {
-                    if let Allowed::Set(t, r) = *a {
+            Some(Body::Direct(_)) => {
+                for (a, _) in self.allowed(ty, rel) {
+                    if let Allowed::Set(t, r) = a {
                         out.push(((t, r), false));
                     }
                 }
@@ -255,21 +408,27 @@ impl Case {
             .map(move |&id| Member { ty, id, rel: None })
     }
 
-    /// The distinct objects a relation of `ty:id` names (subject relations ignored).
-    pub fn named_objects(&self, ty: usize, id: usize, rel: usize) -> BTreeSet<(usize, usize)> {
+    /// The relationships of `ty:id#rel` that name an object (subject relations ignored),
+    /// with how far each holds.
+    fn named_objects(&self, ty: usize, id: usize, rel: usize, ctx: Context) -> Vec<((usize, usize), Tri)> {
         self.tuples
             .iter()
             .filter(|t| t.ty == ty && t.id == id && t.rel == rel)
             .filter_map(|t| match t.subject {
-                SubjectRef::Object { ty, id } | SubjectRef::Set { ty, id, .. } => Some((ty, id)),
+                SubjectRef::Object { ty, id } | SubjectRef::Set { ty, id, .. } => Some(((ty, id), holds(t, ctx))),
                 SubjectRef::Wildcard { .. } => None,
             })
             .collect()
     }
 
-    /// Membership of every userset of the universe. Panics if the schema is not stratified
-    /// (the generator only makes stratified ones).
+    /// Membership of every userset of the universe, with no caveat context. Panics if the
+    /// schema is not stratified (the generator only makes stratified ones).
     pub fn evaluate(&self) -> Membership {
+        self.evaluate_in(Context::default())
+    }
+
+    /// Membership of every userset of the universe under a request context.
+    pub fn evaluate_in(&self, ctx: Context) -> Membership {
         let strata = match self.model.strata() {
             Ok(s) => s,
             Err(e) => panic!("the reference needs a stratified schema: {e}"),
@@ -285,14 +444,14 @@ impl Case {
                 .flat_map(|(&(t, r), _)| self.pools[t].iter().map(move |&id| (t, id, r)))
                 .collect();
             for u in &usersets {
-                m.sets.insert(*u, BTreeSet::new());
+                m.sets.insert(*u, Members::new());
             }
             // Kleene iteration: within a stratum everything is monotone, so starting
             // from empty sets this climbs to the least fixpoint.
             loop {
                 let mut changed = false;
                 for &u in &usersets {
-                    let next = self.step(&m, u);
+                    let next = self.step(&m, u, ctx);
                     if m.sets.get(&u) != Some(&next) {
                         m.sets.insert(u, next);
                         changed = true;
@@ -307,91 +466,101 @@ impl Case {
     }
 
     /// The members of `u` given the current sets: itself, plus what its rule yields.
-    fn step(&self, m: &Membership, u: Userset) -> BTreeSet<Member> {
+    fn step(&self, m: &Membership, u: Userset, ctx: Context) -> Members {
         let (ty, id, rel) = u;
         let mut out = match self.model.body(ty, rel) {
             Some(Body::Direct(_)) => {
-                let mut out = BTreeSet::new();
+                let mut out = Members::new();
                 for t in self
                     .tuples
                     .iter()
                     .filter(|t| t.ty == ty && t.id == id && t.rel == rel)
                 {
+                    let h = holds(t, ctx);
                     match t.subject {
-                        SubjectRef::Object { ty, id } => {
-                            out.insert(Member { ty, id, rel: None });
+                        SubjectRef::Object { ty, id } => add(&mut out, Member { ty, id, rel: None }, h),
+                        SubjectRef::Wildcard { ty } => {
+                            for o in self.objects(ty) {
+                                add(&mut out, o, h);
+                            }
                         }
-                        SubjectRef::Wildcard { ty } => out.extend(self.objects(ty)),
                         SubjectRef::Set { ty, id, rel } => {
-                            out.insert(Member {
-                                ty,
-                                id,
-                                rel: Some(rel),
-                            });
-                            out.extend(get(m, (ty, id, rel)));
+                            add(&mut out, Member { ty, id, rel: Some(rel) }, h);
+                            for (x, v) in get(m, (ty, id, rel)) {
+                                add(&mut out, x, h.and(v));
+                            }
                         }
                     }
                 }
                 out
             }
-            Some(Body::Permission(e)) => self.eval(m, ty, id, e),
-            None => BTreeSet::new(),
+            Some(Body::Permission(e)) => self.eval(m, ty, id, e, ctx),
+            None => Members::new(),
         };
-        out.insert(Member {
-            ty,
-            id,
-            rel: Some(rel),
-        });
+        add(&mut out, Member { ty, id, rel: Some(rel) }, Tri::Yes);
         out
     }
 
-    fn eval(&self, m: &Membership, ty: usize, id: usize, e: &Expr) -> BTreeSet<Member> {
+    fn eval(&self, m: &Membership, ty: usize, id: usize, e: &Expr, ctx: Context) -> Members {
         match e {
-            Expr::Nil => BTreeSet::new(),
+            Expr::Nil => Members::new(),
             Expr::Rel(r) => get(m, (ty, id, *r)),
-            Expr::Group(a) => self.eval(m, ty, id, a),
+            Expr::Group(a) => self.eval(m, ty, id, a, ctx),
             Expr::Union(a, b) => {
-                let mut out = self.eval(m, ty, id, a);
-                out.extend(self.eval(m, ty, id, b));
+                let mut out = self.eval(m, ty, id, a, ctx);
+                for (x, v) in self.eval(m, ty, id, b, ctx) {
+                    add(&mut out, x, v);
+                }
                 out
             }
             Expr::Intersection(a, b) => {
-                let b = self.eval(m, ty, id, b);
-                self.eval(m, ty, id, a)
-                    .into_iter()
-                    .filter(|x| b.contains(x))
-                    .collect()
+                let b = self.eval(m, ty, id, b, ctx);
+                let mut out = Members::new();
+                for (x, v) in self.eval(m, ty, id, a, ctx) {
+                    add(&mut out, x, v.and(b.get(&x).copied().unwrap_or(Tri::No)));
+                }
+                out
             }
             Expr::Exclusion(a, b) => {
-                let b = self.eval(m, ty, id, b);
-                self.eval(m, ty, id, a)
-                    .into_iter()
-                    .filter(|x| !b.contains(x))
-                    .collect()
+                let b = self.eval(m, ty, id, b, ctx);
+                let mut out = Members::new();
+                for (x, v) in self.eval(m, ty, id, a, ctx) {
+                    add(&mut out, x, v.and(b.get(&x).copied().unwrap_or(Tri::No).not()));
+                }
+                out
             }
             Expr::Arrow {
                 tupleset,
                 target,
                 kind,
             } => {
-                let objects = self.named_objects(ty, id, *tupleset);
+                // Each relationship of the tupleset: its caveat AND the target's members.
                 // An object whose type lacks `target` has no members.
-                let members_of = |(t, i): (usize, usize)| match self.model.relation_named(t, target)
-                {
-                    Some(r) => get(m, (t, i, r)),
-                    None => BTreeSet::new(),
+                let members_of = |((t, i), h): ((usize, usize), Tri)| -> Members {
+                    match self.model.relation_named(t, target) {
+                        Some(r) => get(m, (t, i, r)).into_iter().map(|(x, v)| (x, h.and(v))).filter(|(_, v)| *v != Tri::No).collect(),
+                        None => Members::new(),
+                    }
                 };
+                let edges = self.named_objects(ty, id, *tupleset, ctx);
                 match kind {
                     ArrowKind::Arrow | ArrowKind::Any => {
-                        objects.into_iter().flat_map(members_of).collect()
+                        let mut out = Members::new();
+                        for (x, v) in edges.into_iter().flat_map(members_of) {
+                            add(&mut out, x, v);
+                        }
+                        out
                     }
                     ArrowKind::All => {
-                        let mut sets = objects.into_iter().map(members_of);
+                        let mut sets = edges.into_iter().map(members_of);
                         match sets.next() {
-                            None => BTreeSet::new(),
-                            Some(first) => {
-                                sets.fold(first, |acc, s| acc.intersection(&s).copied().collect())
-                            }
+                            None => Members::new(),
+                            Some(first) => sets.fold(first, |acc, s| {
+                                acc.into_iter()
+                                    .map(|(x, v)| (x, v.and(s.get(&x).copied().unwrap_or(Tri::No))))
+                                    .filter(|(_, v)| *v != Tri::No)
+                                    .collect()
+                            }),
                         }
                     }
                 }
@@ -402,6 +571,6 @@ impl Case {
 
 /// The current members of `u`: empty if not computed yet, or if `u` is outside the
 /// universe (an object id nobody's pool holds).
-fn get(m: &Membership, u: Userset) -> BTreeSet<Member> {
+fn get(m: &Membership, u: Userset) -> Members {
     m.sets.get(&u).cloned().unwrap_or_default()
 }

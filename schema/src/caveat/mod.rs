@@ -15,6 +15,7 @@
 //! - the conversion of JSON contexts to typed CEL values (`value.rs`).
 
 mod check;
+mod native;
 mod value;
 
 use std::sync::{Arc, LazyLock};
@@ -28,6 +29,8 @@ use cel::{Context, Env, ExecutionError, IdedExpr, Value};
 pub use value::{parse_duration, Ip, ParamType, ValueError, MAX_ITEMS, MAX_VALUE_DEPTH};
 
 use check::{Checker, Ty};
+use crate::nesting::{Level, ADD, AND, CONDITIONAL as COND, MEMBER, MUL, OR, RELATION, UNARY};
+use native::Native;
 
 /// Longest caveat expression, in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
@@ -121,6 +124,8 @@ enum Logic {
         expr: IdedExpr,
         /// The parameters it names, as a bit set by parameter index.
         uses: u64,
+        /// The leaf without the interpreter, when it has such a form.
+        native: Option<Native>,
     },
 }
 
@@ -209,7 +214,7 @@ impl CaveatProgram {
                 ),
             });
         }
-        let names: Vec<&str> = params.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<(&str, &ParamType)> = typed.iter().map(|(n, t)| (&**n, t)).collect();
         let mut used = 0u64;
         let root = split(expr, &names, &mut used);
         if let Some((unused, _)) = params.iter().enumerate().find(|(i, _)| used & (1 << i) == 0).map(|(i, p)| (&p.0, i)) {
@@ -273,6 +278,36 @@ impl CaveatProgram {
         }
     }
 
+    /// How many leaves run without the interpreter.
+    pub fn native_leaves(&self) -> usize {
+        fn count(l: &Logic) -> usize {
+            match l {
+                Logic::And(a, b) | Logic::Or(a, b) => count(a) + count(b),
+                Logic::Not(a) => count(a),
+                Logic::Leaf { native, .. } => usize::from(native.is_some()),
+            }
+        }
+        count(&self.root)
+    }
+
+    /// The same program with every leaf left to the interpreter (to hold the native
+    /// forms to it).
+    #[cfg(test)]
+    fn interpreted(mut self) -> CaveatProgram {
+        fn strip(l: &mut Logic) {
+            match l {
+                Logic::And(a, b) | Logic::Or(a, b) => {
+                    strip(a);
+                    strip(b);
+                }
+                Logic::Not(a) => strip(a),
+                Logic::Leaf { native, .. } => *native = None,
+            }
+        }
+        strip(&mut self.root);
+        self
+    }
+
     /// The names of the parameters in a missing set, in declaration order.
     pub fn missing_names(&self, missing: u64) -> impl Iterator<Item = &Arc<str>> {
         self.params.iter().enumerate().filter(move |(i, _)| missing & (1 << i) != 0).map(|(_, (n, _))| n)
@@ -328,10 +363,17 @@ impl Merged<'_> {
 
     fn run(&self, node: &Logic, present: u64) -> Tri {
         match node {
-            Logic::Leaf { expr, uses } => {
+            Logic::Leaf { expr, uses, native } => {
                 let missing = uses & !present;
                 if missing != 0 {
                     return Tri::Missing(missing);
+                }
+                if let Some(answer) = native.as_ref().and_then(|n| n.eval(|i| self.value(i))) {
+                    return match answer {
+                        Ok(true) => Tri::True,
+                        Ok(false) => Tri::False,
+                        Err(e) => Tri::Error(e),
+                    };
                 }
                 let mut ctx = Context::with_env(ENV.clone());
                 ctx.set_variable_resolver(self);
@@ -383,47 +425,6 @@ impl VariableResolver for Merged<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let i = self.program.params.iter().position(|(n, _)| &**n == variable)?;
         self.value(i).map(CowVal::Borrowed)
-    }
-}
-
-/// CEL's operator precedence classes, loosest first, for [`prescan`].
-const CLASSES: usize = 8;
-const COND: usize = 0;
-const OR: usize = 1;
-const AND: usize = 2;
-const RELATION: usize = 3;
-const ADD: usize = 4;
-const MUL: usize = 5;
-const UNARY: usize = 6;
-const MEMBER: usize = 7;
-
-/// One bracket level of [`prescan`].
-#[derive(Default)]
-struct Level {
-    run: [usize; CLASSES],
-    longest: [usize; CLASSES],
-    child: usize,
-}
-
-impl Level {
-    fn operator(&mut self, class: usize) -> usize {
-        self.end_runs(class + 1);
-        self.run.get_mut(class).map_or(0, |r| {
-            *r += 1;
-            *r
-        })
-    }
-
-    fn end_runs(&mut self, from: usize) {
-        for (run, longest) in self.run.iter_mut().zip(self.longest.iter_mut()).skip(from) {
-            *longest = (*longest).max(*run);
-            *run = 0;
-        }
-    }
-
-    fn depth(&mut self) -> usize {
-        self.end_runs(0);
-        self.longest.iter().sum::<usize>() + self.child + 1
     }
 }
 
@@ -484,7 +485,7 @@ fn prescan(text: &str) -> Result<(), CompileError> {
                 if let Some(mut closed) = levels.pop() {
                     let depth = closed.depth();
                     if let Some(parent) = levels.last_mut() {
-                        parent.child = parent.child.max(depth);
+                        parent.nested(depth);
                     }
                 }
             }
@@ -535,7 +536,7 @@ fn prescan(text: &str) -> Result<(), CompileError> {
     while let Some(mut level) = levels.pop() {
         depth = level.depth().max(depth);
         if let Some(parent) = levels.last_mut() {
-            parent.child = parent.child.max(depth);
+            parent.nested(depth);
         }
     }
     if depth > MAX_EXPRESSION_DEPTH {
@@ -620,7 +621,7 @@ fn cost(e: &IdedExpr, factor: u64) -> u64 {
 
 /// Splits an expression at its top-level connectives; `used` collects the parameters
 /// named anywhere.
-fn split(e: IdedExpr, params: &[&str], used: &mut u64) -> Logic {
+fn split(e: IdedExpr, params: &[(&str, &ParamType)], used: &mut u64) -> Logic {
     let connective = |c: &cel::common::ast::CallExpr| {
         c.target.is_none()
             && match c.func_name.as_str() {
@@ -639,7 +640,7 @@ fn split(e: IdedExpr, params: &[&str], used: &mut u64) -> Logic {
                 (Some(a), Some(b)) if and => Logic::And(a, b),
                 (Some(a), Some(b)) => Logic::Or(a, b),
                 // `connective` admits no other shape; an empty leaf fails to evaluate.
-                _ => Logic::Leaf { expr: IdedExpr::default(), uses: 0 },
+                _ => Logic::Leaf { expr: IdedExpr::default(), uses: 0, native: None },
             }
         }
         expr => {
@@ -648,16 +649,17 @@ fn split(e: IdedExpr, params: &[&str], used: &mut u64) -> Logic {
             let mut bound = Vec::new();
             names_used(&e, params, &mut bound, &mut uses);
             *used |= uses;
-            Logic::Leaf { expr: e, uses }
+            let native = Native::compile(&e, params);
+            Logic::Leaf { expr: e, uses, native }
         }
     }
 }
 
-fn names_used<'e>(e: &'e IdedExpr, params: &[&str], bound: &mut Vec<&'e str>, uses: &mut u64) {
+fn names_used<'e>(e: &'e IdedExpr, params: &[(&str, &ParamType)], bound: &mut Vec<&'e str>, uses: &mut u64) {
     match &e.expr {
         Expr::Ident(name) => {
             if !bound.contains(&name.as_str()) {
-                if let Some(i) = params.iter().position(|p| *p == name) {
+                if let Some(i) = params.iter().position(|(p, _)| *p == name) {
                     *uses |= 1 << i;
                 }
             }

@@ -175,3 +175,90 @@ fn expressions_at_the_bounds_fit_a_workers_stack() {
         assert!(e.contains("nests deeper"), "{e}");
     }
 }
+
+/// The leaves evaluated natively answer as the interpreter does: every comparison
+/// operator over every scalar type, literals on either side, NaN, equal and unequal
+/// values, time zones, and `in_cidr` with good and bad ranges.
+mod native_agrees_with_the_interpreter {
+    use super::*;
+    use proptest::prelude::*;
+
+    const OPS: [&str; 6] = ["<", "<=", ">", ">=", "==", "!="];
+
+    /// `(type, expression over x and y, the number of native leaves it must have)`.
+    fn cases() -> Vec<(&'static str, String, usize)> {
+        let mut out = Vec::new();
+        for op in OPS {
+            for ty in ["int", "uint", "double", "string", "bool", "timestamp", "duration"] {
+                out.push((ty, format!("x {op} y"), 1));
+            }
+            out.push(("int", format!("x {op} 3 || -2 {op} y"), 2));
+            out.push(("uint", format!("x {op} 3u || y {op} 1u"), 2));
+            out.push(("double", format!("x {op} 0.5 && !(y {op} -1.5)"), 2));
+            out.push(("string", format!("x {op} \"m\" && \"a\" {op} y"), 2));
+            out.push(("bool", format!("x {op} true || y"), 1));
+            // Not native: mixed types and calls go to the interpreter.
+            out.push(("int", format!("x {op} 3.0 || y {op} x + 1"), 0));
+        }
+        out
+    }
+
+    fn value(ty: &str, n: i64) -> serde_json::Value {
+        match ty {
+            "int" => json!(n - 3),
+            "uint" => json!(n.unsigned_abs()),
+            "double" => match n {
+                0 => json!(f64::NAN.to_string()),
+                1 => json!("-0"),
+                _ => json!(n as f64 / 4.0 - 1.0),
+            },
+            "string" => json!(["", "a", "m", "mm", "z", "é"][(n as usize) % 6]),
+            "bool" => json!(n % 2 == 0),
+            "timestamp" => json!(format!("2026-01-01T0{}:00:00{}", n % 3, ["Z", "+01:00", "-01:00"][(n as usize) % 3])),
+            "duration" => json!(["0s", "1s", "1m", "60s", "-1s", "1h"][(n as usize) % 6]),
+            _ => unreachable!(),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn comparisons(case in 0usize..200, x in 0i64..6, y in 0i64..6, x_given in any::<bool>(), y_given in any::<bool>()) {
+            let cases = cases();
+            let (ty, expr, natives) = &cases[case % cases.len()];
+            let native = program(&[("x", ty), ("y", ty)], expr).unwrap();
+            prop_assert_eq!(native.native_leaves(), *natives, "{}", expr);
+            let interpreted = program(&[("x", ty), ("y", ty)], expr).unwrap().interpreted();
+            prop_assert_eq!(interpreted.native_leaves(), 0);
+            let mut request = serde_json::Map::new();
+            if x_given {
+                request.insert("x".into(), value(ty, x));
+            }
+            if y_given {
+                request.insert("y".into(), value(ty, y));
+            }
+            let request = serde_json::Value::Object(request);
+            let (a, b) = (eval(&native, json!({}), request.clone()), eval(&interpreted, json!({}), request.clone()));
+            // Errors (ordering NaN) agree in kind; their wording is each path's own.
+            prop_assert_eq!(a.as_ref().map_err(|_| ()), b.as_ref().map_err(|_| ()), "{} with {}: {:?} / {:?}", expr, request, a, b);
+        }
+
+        #[test]
+        fn in_cidr(ip in 0usize..6, range in 0usize..8, literal in any::<bool>()) {
+            let ips = ["10.1.2.3", "10.255.0.1", "192.168.0.1", "::1", "2001:db8::5", "0.0.0.0"];
+            let ranges = ["10.0.0.0/8", "10.1.2.3/32", "0.0.0.0/0", "2001:db8::/32", "::/0", "10.0.0.0/33", "bogus", "10.0.0.0"];
+            let (params, expr, ctx): (&[(&str, &str)], String, serde_json::Value) = if literal {
+                (&[("ip", "ipaddress")], format!("ip.in_cidr({:?})", ranges[range]), json!({"ip": ips[ip]}))
+            } else {
+                (&[("ip", "ipaddress"), ("r", "string")], "ip.in_cidr(r)".to_string(), json!({"ip": ips[ip], "r": ranges[range]}))
+            };
+            let native = program(params, &expr).unwrap();
+            prop_assert_eq!(native.native_leaves(), 1);
+            let interpreted = program(params, &expr).unwrap().interpreted();
+            let (a, b) = (eval(&native, json!({}), ctx.clone()), eval(&interpreted, json!({}), ctx.clone()));
+            // Errors agree in kind; their wording is each path's own.
+            prop_assert_eq!(a.as_ref().map_err(|_| ()), b.as_ref().map_err(|_| ()), "{} with {}: {:?} / {:?}", expr, ctx, a, b);
+        }
+    }
+}

@@ -188,12 +188,6 @@ fn decision_json(d: Decision, missing: &[String]) -> Value {
     }
 }
 
-/// Decisions as responses (a short-circuited batch keeps no missing parameters).
-fn responses((answers, revision): (Vec<Result<Decision, EngineError>>, u64)) -> (Vec<Result<CheckResponse, EngineError>>, u64) {
-    let one = |decision| CheckResponse { decision, revision, missing_context: Vec::new() };
-    (answers.into_iter().map(|a| a.map(one)).collect(), revision)
-}
-
 /// A batch item the engine refused: denied, with the reason (the spec's per-item error).
 fn item_error(e: &EngineError) -> Value {
     let status = crate::convert::http_status(e.kind()).as_u16();
@@ -253,12 +247,13 @@ impl AuthzenState {
         let requests: Vec<CheckRequest<'_>> =
             items.iter().map(|e| check_request(e, Consistency::MinimizeLatency)).collect();
         let engine = &self.shared.engine;
-        let allowed = |a: &Result<Decision, EngineError>| matches!(a, Ok(Decision::Allowed));
+        let allowed = |a: &Result<CheckResponse, EngineError>| matches!(a, Ok(r) if r.decision == Decision::Allowed);
         let (answers, revision): (Vec<Result<CheckResponse, EngineError>>, u64) = match semantic {
             Semantic::ExecuteAll => engine.check_bulk_responses(&requests, Consistency::MinimizeLatency)?,
-            // An error counts as a denial (the spec: "any denial (error, or decision: false)").
-            Semantic::DenyOnFirstDeny => responses(engine.check_until(&requests, Consistency::MinimizeLatency, |a| !allowed(a))?),
-            Semantic::PermitOnFirstPermit => responses(engine.check_until(&requests, Consistency::MinimizeLatency, allowed)?),
+            // An error counts as a denial (the spec: "any denial (error, or decision: false)");
+            // so does a conditional answer, which keeps its missing parameters.
+            Semantic::DenyOnFirstDeny => engine.check_until(&requests, Consistency::MinimizeLatency, |a| !allowed(a))?,
+            Semantic::PermitOnFirstPermit => engine.check_until(&requests, Consistency::MinimizeLatency, allowed)?,
         };
         let results: Vec<Value> = answers
             .iter()

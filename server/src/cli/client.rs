@@ -888,14 +888,34 @@ fn subject_text(s: &pb::SubjectRef) -> String {
     }
 }
 
+/// ` [name]` or ` [name:{context}]` for a caveat in a tree; empty for none.
+fn caveat_text(c: Option<&pb::TreeCaveat>) -> String {
+    match c.filter(|c| !c.caveat_name.is_empty()) {
+        None => String::new(),
+        Some(c) => match c.context.as_ref().filter(|s| !s.fields.is_empty()) {
+            Some(s) => format!("[{}:{}]", c.caveat_name, serde_json::Value::Object(crate::convert::context(s))),
+            None => format!("[{}]", c.caveat_name),
+        },
+    }
+}
+
+/// A leaf's subjects, each with its caveat.
+fn leaf_subjects(l: &pb::userset_tree::Leaf) -> Vec<String> {
+    l.subjects.iter().enumerate().map(|(i, s)| format!("{}{}", subject_text(s), caveat_text(l.caveats.get(i)))).collect()
+}
+
 fn print_tree(t: &pb::UsersetTree, depth: usize, out: &mut String) {
     use pb::userset_tree::Node;
     let pad = "  ".repeat(depth);
     let o = t.resource.clone().unwrap_or_default();
-    let head = format!("{pad}{}:{}#{}", o.r#type, o.id, t.relation);
+    let caveat = match caveat_text(t.caveat.as_ref()) {
+        c if c.is_empty() => c,
+        c => format!(" {c}"),
+    };
+    let head = format!("{pad}{}:{}#{}{caveat}", o.r#type, o.id, t.relation);
     match &t.node {
         Some(Node::Leaf(l)) => {
-            let subjects: Vec<String> = l.subjects.iter().map(subject_text).collect();
+            let subjects = leaf_subjects(l);
             out.push_str(&format!("{head} = [{}]\n", subjects.join(", ")));
         }
         Some(Node::Union(c)) => {
@@ -944,7 +964,7 @@ fn tree_json(t: &pb::UsersetTree) -> serde_json::Value {
     let (kind, extra) = match &t.node {
         Some(Node::Leaf(l)) => (
             "leaf",
-            json!({"subjects": l.subjects.iter().map(subject_text).collect::<Vec<_>>()}),
+            json!({"subjects": leaf_subjects(l)}),
         ),
         Some(Node::Union(c)) => (
             "union",
@@ -970,6 +990,13 @@ fn tree_json(t: &pb::UsersetTree) -> serde_json::Value {
     if let (Some(map), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
         map.insert("kind".into(), json!(kind));
         map.extend(extra);
+        if let Some(c) = t.caveat.as_ref().filter(|c| !c.caveat_name.is_empty()) {
+            map.insert("caveat".into(), json!({
+                "name": c.caveat_name,
+                "context": c.context.as_ref().map(|s| serde_json::Value::Object(crate::convert::context(s))),
+                "expression": c.expression,
+            }));
+        }
     }
     v
 }

@@ -386,12 +386,22 @@ impl PermissionService for Permissions {
                     .lookup_subjects_each(&req, chunk, &mut |revision, subjects| {
                         let revision = token::encode(revision);
                         subjects.into_iter().all(|s| {
+                            let conditionally_excluded = s
+                                .excluded
+                                .iter()
+                                .filter(|e| !e.missing_context.is_empty())
+                                .map(|e| pb::ConditionallyExcluded {
+                                    subject_id: e.id.clone(),
+                                    missing_context: e.missing_context.clone(),
+                                })
+                                .collect();
                             out.send(pb::LookupSubjectsResponse {
                                 cursor: s.subject_id.clone(),
                                 subject_id: s.subject_id,
                                 excluded_ids: s.excluded.into_iter().map(|e| e.id).collect(),
                                 revision: revision.clone(),
                                 missing_context: s.missing_context,
+                                conditionally_excluded,
                             })
                         })
                     })

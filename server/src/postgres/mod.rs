@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use arbiter_engine::{AttributeChange, Change, ChangeOp, StoredHeader};
-use arbiter_schema::{ObjectRef, Relationship, SubjectRef};
+use arbiter_schema::{CaveatRef, ObjectRef, Relationship, SubjectRef};
 use chrono::{DateTime, Utc};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, Transaction};
@@ -129,7 +129,7 @@ impl PgSource {
     pub async fn commits_between(&self, after: u64, through: u64) -> Result<Vec<PgCommit>> {
         let rows = sqlx::query(
             "SELECT revision, committed_at, operation, resource_type, resource_id, relation, subject_type, subject_id,
-                    subject_relation, expires_at, schema_text, payload
+                    subject_relation, caveat_name, caveat_context, expires_at, schema_text, payload
              FROM arbiter_changelog WHERE revision > $1 AND revision <= $2 ORDER BY revision, seq",
         )
         .bind(sql_revision(after))
@@ -191,7 +191,8 @@ impl PgSource {
             sqlx::query_scalar("SELECT model FROM arbiter_policy_model").fetch_optional(&mut *tx).await?;
         part(SnapshotPart::Header(StoredHeader { revision: head, schema, policy_model }))?;
         let mut rows = sqlx::query(
-            "SELECT resource_type, resource_id, relation, subject_type, subject_id, subject_relation, expires_at
+            "SELECT resource_type, resource_id, relation, subject_type, subject_id, subject_relation, caveat_name,
+                    caveat_context, expires_at
              FROM relationships",
         )
         .fetch(&mut *tx);
@@ -403,8 +404,15 @@ pub fn change_json(c: &Change) -> serde_json::Value {
         "relation": r.relation,
         "subject": subject,
     });
-    if let (Some(e), Some(map)) = (r.expiration, v.as_object_mut()) {
+    let Some(map) = v.as_object_mut() else { return v };
+    if let Some(e) = r.expiration {
         map.insert("expires_at".into(), serde_json::Value::String(e.to_rfc3339()));
+    }
+    if let Some(caveat) = &r.caveat {
+        map.insert("caveat".into(), serde_json::Value::String(caveat.name.clone()));
+        if let Some(context) = &caveat.context {
+            map.insert("caveat_context".into(), serde_json::Value::Object(context.clone()));
+        }
     }
     v
 }
@@ -421,9 +429,23 @@ fn relationship_of(row: &PgRow) -> Result<Relationship> {
             object: ObjectRef { object_type: text("subject_type")?, object_id: text("subject_id")? },
             relation: (!subject_relation.is_empty() && subject_relation != "...").then_some(subject_relation),
         },
-        caveat: None,
+        caveat: caveat_of(row)?,
         expiration: row.try_get::<Option<DateTime<Utc>>, _>("expires_at")?,
     })
+}
+
+/// A row's caveat: its name and, when it has one, its context (a JSON object).
+fn caveat_of(row: &PgRow) -> Result<Option<CaveatRef>> {
+    let Some(name) = row.try_get::<Option<String>, _>("caveat_name")? else { return Ok(None) };
+    if name.is_empty() {
+        return Err(anyhow!("`caveat_name` is empty"));
+    }
+    let context = match row.try_get::<Option<serde_json::Value>, _>("caveat_context")? {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Object(map)) => Some(map),
+        Some(other) => return Err(anyhow!("the context of caveat `{name}` is not a JSON object: {other}")),
+    };
+    Ok(Some(CaveatRef { name, context }))
 }
 
 /// A connection URL with any password hidden, for messages.
@@ -489,18 +511,19 @@ pub async fn install_platform(pg: &PgSource) -> Result<Option<u64>> {
 /// Every shape of stored relationship that names a platform type must fit `schema`
 /// (an upgrade of the platform part must not orphan what the admin wrote).
 async fn check_platform_relationships(tx: &mut Transaction<'static, Postgres>, schema: &arbiter_schema::CompiledSchema) -> Result<()> {
-    let shapes: Vec<(String, String, String, String, bool)> = sqlx::query_as(
-        "SELECT DISTINCT resource_type, relation, subject_type, subject_relation, expires_at IS NOT NULL
+    let shapes: Vec<(String, String, String, String, bool, Option<String>)> = sqlx::query_as(
+        "SELECT DISTINCT resource_type, relation, subject_type, subject_relation, expires_at IS NOT NULL, caveat_name
          FROM relationships WHERE resource_type LIKE 'platform/%' OR subject_type LIKE 'platform/%'",
     )
     .fetch_all(&mut **tx)
     .await
     .context("cannot read the platform relationships")?;
     let mut orphaned = Vec::new();
-    for (rt, rel, st, srel, expiring) in shapes {
-        if !shape_fits(schema, &rt, &rel, &st, &srel, expiring) {
+    for (rt, rel, st, srel, expiring, caveat) in shapes {
+        if !shape_fits(schema, &rt, &rel, &st, &srel, expiring, caveat.as_deref()) {
             let srel = if srel.is_empty() { String::new() } else { format!("#{srel}") };
-            orphaned.push(format!("{rt}#{rel}@{st}{srel}"));
+            let caveat = caveat.map(|c| format!("[{c}]")).unwrap_or_default();
+            orphaned.push(format!("{rt}#{rel}@{st}{srel}{caveat}"));
         }
     }
     if !orphaned.is_empty() {
@@ -512,7 +535,15 @@ async fn check_platform_relationships(tx: &mut Transaction<'static, Postgres>, s
     Ok(())
 }
 
-fn shape_fits(schema: &arbiter_schema::CompiledSchema, rt: &str, rel: &str, st: &str, srel: &str, expiring: bool) -> bool {
+fn shape_fits(
+    schema: &arbiter_schema::CompiledSchema,
+    rt: &str,
+    rel: &str,
+    st: &str,
+    srel: &str,
+    expiring: bool,
+    caveat: Option<&str>,
+) -> bool {
     use arbiter_schema::{AllowedKind, RelationKind};
     let (Some((_, def)), Some((sub_ty, sub_def))) = (schema.definition_by_name(rt), schema.definition_by_name(st)) else {
         return false;
@@ -526,7 +557,7 @@ fn shape_fits(schema: &arbiter_schema::CompiledSchema, rt: &str, rel: &str, st: 
     allowed.iter().any(|a| {
         a.type_id == sub_ty
             && a.expiration == expiring
-            && a.caveat.is_none()
+            && a.caveat.and_then(|c| schema.caveats.get(usize::from(c))).map(|c| c.name.as_str()) == caveat
             && match a.kind {
                 AllowedKind::Object | AllowedKind::Wildcard => srel.is_empty(),
                 AllowedKind::SubjectSet(r) => sub_def.relation(r).is_some_and(|r| r.name == srel),

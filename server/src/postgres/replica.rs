@@ -332,16 +332,12 @@ impl Replica {
     }
 
     /// Writes relationship updates through Postgres (see the module comment).
-    ///
-    /// Postgres's relationship table has no caveat columns yet: a caveated
-    /// relationship is refused before anything is written (see `no_caveats`).
     pub async fn write(&self, updates: Vec<RelationshipUpdate>, preconditions: Vec<Precondition>) -> Result<u64, Status> {
         let _one = self.one_writer().await?;
         let (mut tx, head) = self.pg.begin_write().await.map_err(unavailable)?;
         self.ready_to_write(head).await?;
         let engine = self.engine.clone();
         let changes = blocking(move || engine.plan_write(&updates, &preconditions).map_err(status)).await?;
-        no_caveats(&changes)?;
         let revision = write_changes(&mut tx, &changes, "arbiter").await.map_err(unavailable)?;
         tx.commit().await.map_err(|e| unavailable(anyhow::Error::new(e).context("cannot commit the write")))?;
         self.settle(revision).await;
@@ -380,7 +376,6 @@ impl Replica {
             )
         })
         .await?;
-        no_caveats(&changes)?;
         let _one = self.one_writer().await?;
         let (mut tx, _) = self.pg.begin_write().await.map_err(unavailable)?;
         let revision = write_changes(&mut tx, &changes, "arbiter-import").await.map_err(unavailable)?;
@@ -540,17 +535,4 @@ async fn load_snapshot(pg: &PgSource, store: RocksStore, identity: &str) -> Resu
     })
     .await
     .context("the snapshot loader failed")?
-}
-
-/// Refuses a write that carries a caveated relationship: Postgres mode does not store
-/// caveats yet, and dropping one would grant unconditionally what the writer made
-/// conditional.
-fn no_caveats(changes: &[Change]) -> Result<(), Status> {
-    match changes.iter().find(|c| c.op == ChangeOp::Touch && c.relationship.caveat.is_some()) {
-        Some(c) => Err(Status::failed_precondition(format!(
-            "caveated relationships are not stored in Postgres mode yet: `{}`",
-            c.relationship
-        ))),
-        None => Ok(()),
-    }
 }

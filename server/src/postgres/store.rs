@@ -151,6 +151,7 @@ mod tests {
         };
         let mut failures = arbiter_engine::store_suite::run(&factory);
         failures.extend(arbiter_engine::store_suite::run_policy_model(&factory));
+        failures.extend(arbiter_engine::store_suite::run_caveats(&factory));
         runtime.block_on(async {
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
             let made: Vec<String> = made.lock().unwrap().clone();

@@ -294,6 +294,57 @@ pub fn touch(s: &str) -> pb::RelationshipUpdate {
     }
 }
 
+/// A touch of `s` with caveat `name` and its context (a JSON object).
+pub fn caveated(s: &str, name: &str, context: serde_json::Value) -> pb::RelationshipUpdate {
+    let mut relationship = rel(s);
+    relationship.caveat_name = name.into();
+    relationship.caveat_context = Some(pb_struct(context));
+    pb::RelationshipUpdate { operation: pb::relationship_update::Operation::Touch as i32, relationship: Some(relationship) }
+}
+
+/// A JSON object as a protobuf Struct (anything else as an empty one).
+pub fn pb_struct(v: serde_json::Value) -> prost_types::Struct {
+    match v {
+        serde_json::Value::Object(map) => {
+            prost_types::Struct { fields: map.into_iter().map(|(k, v)| (k, pb_value(v))).collect() }
+        }
+        _ => prost_types::Struct::default(),
+    }
+}
+
+pub fn pb_value(v: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match v {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(0.0)),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(a) => Kind::ListValue(prost_types::ListValue { values: a.into_iter().map(pb_value).collect() }),
+        v @ serde_json::Value::Object(_) => Kind::StructValue(pb_struct(v)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A protobuf Struct as JSON text with sorted keys (numbers as Struct holds them, f64).
+pub fn struct_text(s: &prost_types::Struct) -> String {
+    fn json(v: &prost_types::Value) -> serde_json::Value {
+        use prost_types::value::Kind;
+        match &v.kind {
+            None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
+            Some(Kind::BoolValue(b)) => (*b).into(),
+            Some(Kind::NumberValue(n)) => (*n).into(),
+            Some(Kind::StringValue(s)) => s.clone().into(),
+            Some(Kind::ListValue(l)) => l.values.iter().map(json).collect(),
+            Some(Kind::StructValue(s)) => object(s),
+        }
+    }
+    fn object(s: &prost_types::Struct) -> serde_json::Value {
+        let sorted: std::collections::BTreeMap<&String, serde_json::Value> = s.fields.iter().map(|(k, v)| (k, json(v))).collect();
+        serde_json::to_value(sorted).unwrap_or_default()
+    }
+    object(s).to_string()
+}
+
 pub fn create(s: &str) -> pb::RelationshipUpdate {
     pb::RelationshipUpdate {
         operation: pb::relationship_update::Operation::Create as i32,
@@ -366,6 +417,12 @@ pub async fn read_all(c: &mut Clients) -> Vec<String> {
         if !s.relation.is_empty() {
             text.push('#');
             text.push_str(&s.relation);
+        }
+        if !r.caveat_name.is_empty() {
+            match r.caveat_context.as_ref().filter(|c| !c.fields.is_empty()) {
+                Some(c) => text.push_str(&format!("[{}:{}]", r.caveat_name, struct_text(c))),
+                None => text.push_str(&format!("[{}]", r.caveat_name)),
+            }
         }
         out.push(text);
     }
