@@ -813,3 +813,25 @@ fn demo_answers_the_readme_questions() {
         "--demo reloaded the demo into a non-empty store"
     );
 }
+
+#[test]
+fn a_conditional_check_exits_3_naming_what_is_missing_and_expand_shows_the_caveat() {
+    let f = Fixture::new();
+    let schema = f.file(
+        "caveats.zed",
+        "caveat below(n int, limit int) {\n  n < limit\n}\n\ndefinition user {}\n\ndefinition doc {\n  relation viewer: user | user with below\n  permission view = viewer\n}\n",
+    );
+    f.ok(&["schema", "write", schema.to_str().unwrap()]);
+    f.write(&[r#"doc:1#viewer@user:ann[below:{"limit":5}]"#]);
+    let o = f.run(&["check", "doc:1#view@user:ann"]);
+    assert_eq!((o.code, o.stdout.as_str()), (3, "conditional (missing context: n)\n"), "{o:#?}");
+    let o = f.run(&["check", "doc:1#view@user:ann", "--context", r#"{"n": 2}"#]);
+    assert_eq!((o.code, o.stdout.as_str()), (0, "allowed\n"), "{o:#?}");
+    let o = f.run(&["check", "doc:1#view@user:ann", "--context", r#"{"n": 9}"#]);
+    assert_eq!((o.code, o.stdout.as_str()), (1, "denied\n"), "{o:#?}");
+    f.fails(&["check", "doc:1#view@user:ann", "--context", r#"{"n": "many"}"#], &["`n`"]);
+    let tree = f.ok(&["expand", "doc:1#viewer"]);
+    assert!(tree.contains(r#"user:ann[below:{"limit":5}]"#), "{tree}");
+    let tree = json(&f.ok(&["expand", "--json", "doc:1#view"]));
+    assert!(tree.to_string().contains(r#"user:ann[below:{\"limit\":5}]"#), "{tree}");
+}

@@ -1075,7 +1075,8 @@ async fn caveats_through_every_rpc() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     let mut c = server.clients().await;
-    c.schema.write_schema(pb::WriteSchemaRequest { schema: CAVEAT_SCHEMA.into() }).await.unwrap();
+    let schema_written =
+        c.schema.write_schema(pb::WriteSchemaRequest { schema: CAVEAT_SCHEMA.into() }).await.unwrap().into_inner().revision;
     let limit = |n: i64| serde_json::json!({ "limit": n });
     c.relationships
         .write_relationships(pb::WriteRelationshipsRequest {
@@ -1210,4 +1211,37 @@ async fn caveats_through_every_rpc() {
     let Some(pb::userset_tree::Node::Leaf(leaf)) = tree.node else { panic!("{tree:?}") };
     assert_eq!(leaf.caveats.len(), 1);
     assert_eq!((leaf.caveats[0].caveat_name.as_str(), leaf.caveats[0].expression.trim()), ("below", "n < limit"));
+
+    // Watch streams the caveat with the change; export carries it; import takes it.
+    let caveat_of = |r: &pb::Relationship| (r.caveat_name.clone(), r.caveat_context.as_ref().map(struct_text));
+    let mut stream =
+        c.relationships.watch(pb::WatchRequest { after_revision: schema_written }).await.unwrap().into_inner();
+    let msg = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.unwrap().unwrap().unwrap();
+    let watched: Vec<(String, Option<String>)> =
+        msg.changes.iter().filter_map(|ch| ch.relationship.as_ref()).map(caveat_of).filter(|(n, _)| !n.is_empty()).collect();
+    assert_eq!(
+        watched,
+        [("below".to_string(), Some(r#"{"limit":5.0}"#.to_string())), ("below".to_string(), Some(r#"{"limit":3.0}"#.to_string()))]
+    );
+    let exported: Vec<pb::Relationship> = c
+        .relationships
+        .export_relationships(pb::ExportRelationshipsRequest { consistency: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|m| m.unwrap().relationships)
+        .collect::<Vec<Vec<pb::Relationship>>>()
+        .await
+        .concat();
+    let doc1 = exported.iter().find(|r| r.resource.as_ref().is_some_and(|o| o.id == "1")).unwrap();
+    assert_eq!(caveat_of(doc1), ("below".to_string(), Some(r#"{"limit":5.0}"#.to_string())));
+    let mut imported = rel("doc:3#viewer@user:cid");
+    imported.caveat_name = "below".into();
+    imported.caveat_context = Some(pb_struct(limit(2)));
+    let batch = pb::ImportRelationshipsRequest { relationships: vec![imported] };
+    c.relationships.import_relationships(tokio_stream::iter(vec![batch])).await.unwrap();
+    let r = c.permissions.check(check("doc:3#view@user:cid", serde_json::json!({}))).await.unwrap().into_inner();
+    assert_eq!((r.decision, r.missing_context), (pb::Decision::Conditional as i32, vec!["n".to_string()]));
+    let r = c.permissions.check(check("doc:3#view@user:cid", serde_json::json!({"n": 2}))).await.unwrap().into_inner();
+    assert_eq!(r.decision, pb::Decision::Denied as i32);
 }

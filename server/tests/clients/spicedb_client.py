@@ -599,6 +599,7 @@ def main():
         r.optional_caveat.CopyFrom(ContextualizedCaveat(caveat_name=name, context=struct(context)))
         return RelationshipUpdate(operation=RelationshipUpdate.Operation.OPERATION_TOUCH, relationship=r)
 
+    before_caveat = client.WriteRelationships(WriteRelationshipsRequest(updates=[touch("doc:f#viewer@user:bob")])).written_at
     written = client.WriteRelationships(
         WriteRelationshipsRequest(updates=[caveated_touch("console:prod#admin@user:carol", "on_network", {"cidr": "10.0.0.0/8"})])
     )
@@ -645,6 +646,42 @@ def main():
         [(r.relationship.optional_caveat.caveat_name, dict(r.relationship.optional_caveat.context)) for r in read_back],
         [("on_network", {"cidr": "10.0.0.0/8"})],
         "ReadRelationships returns the caveat and its context",
+    )
+    bulk = client.CheckBulkPermissions(
+        CheckBulkPermissionsRequest(
+            consistency=fully_consistent(),
+            items=[
+                CheckBulkPermissionsRequestItem(resource=obj("console:prod"), permission="manage", subject=subj("user:carol")),
+                CheckBulkPermissionsRequestItem(
+                    resource=obj("console:prod"), permission="manage", subject=subj("user:carol"), context=struct({"user_ip": "10.9.9.9"})
+                ),
+            ],
+        )
+    )
+    expect(
+        [(p.item.permissionship, list(p.item.partial_caveat_info.missing_required_context)) for p in bulk.pairs],
+        [(CheckPermissionResponse.PERMISSIONSHIP_CONDITIONAL_PERMISSION, ["user_ip"]), (HAS, [])],
+        "CheckBulkPermissions: a conditional item names what is missing, a context decides it",
+    )
+    exported = [
+        r
+        for page in client.ExportBulkRelationships(
+            ExportBulkRelationshipsRequest(consistency=fully_consistent(), optional_relationship_filter=RelationshipFilter(resource_type="console"))
+        )
+        for r in page.relationships
+    ]
+    expect(
+        [(r.optional_caveat.caveat_name, dict(r.optional_caveat.context)) for r in exported],
+        [("on_network", {"cidr": "10.0.0.0/8"})],
+        "ExportBulkRelationships carries the caveat",
+    )
+    replay = watcher.Watch(WatchRequest(optional_start_cursor=before_caveat))
+    first = next(iter(replay))
+    replay.cancel()
+    expect(
+        [(u.relationship.optional_caveat.caveat_name, dict(u.relationship.optional_caveat.context)) for u in first.updates],
+        [("on_network", {"cidr": "10.0.0.0/8"})],
+        "Watch carries the caveat",
     )
     expect_error(
         lambda: client.WriteRelationships(
