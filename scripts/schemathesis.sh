@@ -86,7 +86,8 @@ common=(--header "Authorization: Bearer $key" --checks all --exclude-checks posi
   --max-time "$(( SECONDS_BUDGET * 2 / 3 ))" \
   "$@" || status=$?
 if [ "$status" -eq 0 ]; then
-  "$VENV/bin/st" run "http://$addr/openapi.json" "${common[@]}" \
+  # Each stateful scenario gets Idempotency-Keys of its own (scripts/schemathesis_hooks.py).
+  ARBITER_ST_FRESH_IDEMPOTENCY_KEYS=1 "$VENV/bin/st" run "http://$addr/openapi.json" "${common[@]}" \
     --phases stateful \
     --exclude-path-regex 'alert' \
     --max-time "$(( SECONDS_BUDGET / 3 ))" \
