@@ -111,14 +111,9 @@ impl<'a> Expander<'a> {
             return None;
         }
         let bound = self.caveats.get(id)?;
-        let expression = self
-            .plan
-            .schema
-            .caveats
-            .iter()
-            .find(|c| c.name == *bound.name)
-            .map(|c| c.expression.clone())
-            .unwrap_or_default();
+        let schema = &self.plan.schema;
+        let expression =
+            schema.caveat_id(&bound.name).and_then(|id| schema.caveat(id)).map(|c| c.expression.clone()).unwrap_or_default();
         Some(ExpandCaveat {
             name: bound.name.to_string(),
             context: bound.context.as_deref().cloned(),

@@ -29,6 +29,27 @@ async fn with_doc_schema(server: &Server) -> Clients {
     c
 }
 
+/// LookupSubjects: every `user` with `permission` on `resource`, in one page.
+async fn users_of(c: &mut Clients, resource: &str, permission: &str) -> Vec<pb::LookupSubjectsResponse> {
+    c.permissions
+        .lookup_subjects(pb::LookupSubjectsRequest {
+            context: None,
+            consistency: None,
+            resource: Some(obj(resource)),
+            permission: permission.into(),
+            subject_type: "user".into(),
+            subject_relation: String::new(),
+            cursor: String::new(),
+            limit: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await
+}
+
 async fn setup(server: &Server) -> (Clients, String) {
     let mut c = with_doc_schema(server).await;
     let token = c
@@ -236,22 +257,7 @@ async fn every_rpc_answers() {
     assert_eq!(paged, all);
 
     // LookupSubjects: the wildcard with its exclusion.
-    let ls = c
-        .permissions
-        .lookup_subjects(pb::LookupSubjectsRequest {
-            context: None,
-            consistency: None,
-            resource: Some(obj("doc:public")),
-            permission: "view".into(),
-            subject_type: "user".into(),
-            subject_relation: String::new(),
-            cursor: String::new(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let subjects: Vec<_> = ls.map(|r| r.unwrap()).collect::<Vec<_>>().await;
+    let subjects = users_of(&mut c, "doc:public", "view").await;
     assert_eq!(subjects.len(), 1);
     assert_eq!(subjects[0].subject_id, "*");
     assert_eq!(subjects[0].excluded_ids, vec!["mallory"]);
@@ -1170,24 +1176,7 @@ async fn caveats_through_every_rpc() {
     assert_eq!(found, ["2", "pub"]);
 
     // LookupSubjects: the wildcard, with bob excluded under a condition.
-    let subjects: Vec<pb::LookupSubjectsResponse> = c
-        .permissions
-        .lookup_subjects(pb::LookupSubjectsRequest {
-            context: None,
-            consistency: None,
-            resource: Some(obj("doc:pub")),
-            permission: "view".into(),
-            subject_type: "user".into(),
-            subject_relation: String::new(),
-            cursor: String::new(),
-            limit: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.unwrap())
-        .collect()
-        .await;
+    let subjects = users_of(&mut c, "doc:pub", "view").await;
     // bob also comes on his own, conditional: he is a member when the ban does not hold.
     assert_eq!(subjects.len(), 2, "{subjects:?}");
     assert_eq!((subjects[0].subject_id.as_str(), subjects[0].excluded_ids.clone()), ("*", vec!["bob".to_string()]));
@@ -1200,15 +1189,7 @@ async fn caveats_through_every_rpc() {
     // Reads return the caveat and its context; Expand shows them with the expression.
     let all = read_all(&mut c).await;
     assert!(all.contains(&r#"doc:1#viewer@user:ann[below:{"limit":5.0}]"#.to_string()), "{all:?}");
-    let tree = c
-        .permissions
-        .expand(pb::ExpandRequest { consistency: None, resource: Some(obj("doc:pub")), permission: "banned".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tree
-        .unwrap();
-    let Some(pb::userset_tree::Node::Leaf(leaf)) = tree.node else { panic!("{tree:?}") };
+    let leaf = expand_leaf(&mut c, "doc:pub", "banned", None).await;
     assert_eq!(leaf.caveats.len(), 1);
     assert_eq!((leaf.caveats[0].caveat_name.as_str(), leaf.caveats[0].expression.trim()), ("below", "n < limit"));
 

@@ -666,15 +666,7 @@ async fn caveated_relationships_are_stored_replicated_and_written_through_sql() 
     assert_eq!(check_with(&mut cb, "doc:1#view@user:ann", fresh(), serde_json::json!({"n": 9, "limit": 100})).await.0, pb::Decision::Denied);
     assert_eq!(check_with(&mut cb, "doc:2#view@user:ann", fresh(), none.clone()).await.0, pb::Decision::Allowed);
     // Expand shows the caveat with the relationship's values and the expression.
-    let tree = cb
-        .permissions
-        .expand(pb::ExpandRequest { consistency: fresh(), resource: Some(obj("doc:1")), permission: "viewer".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .tree
-        .unwrap();
-    let Some(pb::userset_tree::Node::Leaf(leaf)) = tree.node else { panic!("{tree:?}") };
+    let leaf = expand_leaf(&mut cb, "doc:1", "viewer", fresh()).await;
     assert_eq!(leaf.caveats.len(), 1, "{leaf:?}");
     assert_eq!(leaf.caveats[0].caveat_name, "under_limit");
     assert_eq!(leaf.caveats[0].expression.trim(), "n < limit");

@@ -279,7 +279,8 @@ impl CaveatProgram {
     }
 
     /// How many leaves run without the interpreter.
-    pub fn native_leaves(&self) -> usize {
+    #[cfg(test)]
+    fn native_leaves(&self) -> usize {
         fn count(l: &Logic) -> usize {
             match l {
                 Logic::And(a, b) | Logic::Or(a, b) => count(a) + count(b),

@@ -390,6 +390,22 @@ pub fn check_req(s: &str, consistency: Option<pb::Consistency>) -> pb::CheckRequ
     }
 }
 
+/// Expand of `resource#relation` (a relation: its tree is one leaf), the leaf.
+pub async fn expand_leaf(c: &mut Clients, resource: &str, relation: &str, consistency: Option<pb::Consistency>) -> pb::userset_tree::Leaf {
+    let tree = c
+        .permissions
+        .expand(pb::ExpandRequest { consistency, resource: Some(obj(resource)), permission: relation.into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .tree
+        .unwrap();
+    match tree.node {
+        Some(pb::userset_tree::Node::Leaf(leaf)) => leaf,
+        other => panic!("expected a leaf, got {other:?}"),
+    }
+}
+
 /// Every relationship the server holds, as sorted relationship text.
 pub async fn read_all(c: &mut Clients) -> Vec<String> {
     use tokio_stream::StreamExt;
