@@ -557,7 +557,7 @@ fn shape_fits(
     allowed.iter().any(|a| {
         a.type_id == sub_ty
             && a.expiration == expiring
-            && a.caveat.and_then(|c| schema.caveats.get(usize::from(c))).map(|c| c.name.as_str()) == caveat
+            && a.caveat.and_then(|c| schema.caveat(c)).map(|c| c.name.as_str()) == caveat
             && match a.kind {
                 AllowedKind::Object | AllowedKind::Wildcard => srel.is_empty(),
                 AllowedKind::SubjectSet(r) => sub_def.relation(r).is_some_and(|r| r.name == srel),
